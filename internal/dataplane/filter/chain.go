@@ -1,0 +1,96 @@
+package filter
+
+import (
+	"errors"
+	"io"
+)
+
+var eof = io.EOF
+
+// Disabled is the filter a route returns from FilterOverride to switch a
+// listener filter off for that route.
+var Disabled Filter = disabled{}
+
+type disabled struct{}
+
+func (disabled) OnRequest(*Stream) Status { return Continue }
+func (disabled) OnResponse(*Stream)       {}
+
+// Terminal is the last element of a chain: it produces the response (the
+// router forwarding upstream, or an in-process handler). It sets s.Resp, or
+// returns an error that the chain turns into a local reply.
+type Terminal interface {
+	Serve(s *Stream) error
+}
+
+// Chain is an immutable, ordered list of filters ending in a Terminal.
+type Chain struct {
+	filters   []Filter
+	terminal  Terminal
+	completer []int // indexes of filters implementing Completer
+}
+
+// NewChain builds a chain. The slice is copied.
+func NewChain(terminal Terminal, filters ...Filter) *Chain {
+	c := &Chain{filters: append([]Filter(nil), filters...), terminal: terminal}
+	for i, f := range c.filters {
+		if _, ok := f.(Completer); ok {
+			c.completer = append(c.completer, i)
+		}
+	}
+	return c
+}
+
+// Len returns the number of filters before the terminal.
+func (c *Chain) Len() int { return len(c.filters) }
+
+// ErrNoResponse is reported when a terminal returns neither response nor error.
+var ErrNoResponse = errors.New("filter chain: terminal produced no response")
+
+// Run runs the request phase, the terminal, then the response phase. On
+// return s.Resp is set: the caller writes it downstream and then calls
+// Complete.
+func (c *Chain) Run(s *Stream) {
+	n := len(c.filters)
+	ran := n // number of filters whose OnRequest ran
+	for i := 0; i < n; i++ {
+		f := c.filter(s, i)
+		if f.OnRequest(s) == Stop {
+			ran = i + 1
+			if s.Resp == nil {
+				s.Reply(500, "filter stopped without a response\n")
+			}
+			c.respond(s, ran-1)
+			return
+		}
+	}
+	if err := c.terminal.Serve(s); err != nil || s.Resp == nil {
+		if s.Resp == nil {
+			s.Reply(502, "upstream error\n")
+		}
+	}
+	c.respond(s, ran)
+}
+
+// respond runs OnResponse on filters [0, upto) in reverse order.
+func (c *Chain) respond(s *Stream, upto int) {
+	for i := upto - 1; i >= 0; i-- {
+		c.filter(s, i).OnResponse(s)
+	}
+}
+
+// Complete runs OnComplete on every filter that implements Completer.
+func (c *Chain) Complete(s *Stream) {
+	for _, i := range c.completer {
+		c.filters[i].(Completer).OnComplete(s)
+	}
+}
+
+func (c *Chain) filter(s *Stream, i int) Filter {
+	if r := s.CurrentRoute(); r != nil {
+		if o := r.FilterOverride(i); o != nil {
+			return o
+		}
+	}
+	return c.filters[i]
+}

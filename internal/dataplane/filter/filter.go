@@ -1,0 +1,177 @@
+// Package filter owns the HTTP filter chain: the Stream every filter sees, the
+// Filter interface and the Chain that runs filters in decode order on the
+// request and in reverse (encode) order on the response, the router last.
+//
+// Nothing here knows about sockets or listeners: the same chain runs behind a
+// proxy listener and in-process around a Go service's http.Handler or
+// http.RoundTripper.
+package filter
+
+import (
+	"context"
+	"crypto/tls"
+	"net/netip"
+	"time"
+
+	"github.com/omnirelay/omnirelay/internal/dataplane/message"
+)
+
+// Status is what a filter's request phase tells the chain.
+type Status uint8
+
+const (
+	// Continue passes the request to the next filter.
+	Continue Status = iota
+	// Stop ends the request phase: the filter has set Stream.Resp (usually
+	// through Stream.Reply) and the chain starts the response phase from the
+	// filter before this one.
+	Stop
+)
+
+// Filter is one HTTP filter. A Filter value is built once per config version
+// and shared by every stream of that version, concurrently: per-stream state
+// belongs in the Stream (see Stream.SetState), never in the filter.
+//
+// OnRequest runs on the stream's goroutine and may block (a rate limit delay,
+// a call-out to an auth service), honouring s.Ctx. OnResponse runs for every
+// filter whose OnRequest returned Continue or Stop, in reverse order, after
+// the response headers are known and before they are written downstream.
+type Filter interface {
+	OnRequest(s *Stream) Status
+	OnResponse(s *Stream)
+}
+
+// Completer is implemented by filters that must release per-stream resources
+// or record the outcome (bytes sent, final status) once the stream is done,
+// whether or not the response phase ran.
+type Completer interface {
+	OnComplete(s *Stream)
+}
+
+// Route is what the chain knows about the route a stream matched. The router
+// package provides the implementation; filters use it for per-route
+// overrides and logging.
+type Route interface {
+	// Name is the route's name for logs and metrics (may be empty).
+	Name() string
+	// FilterOverride returns a replacement for the listener filter at index i
+	// (per-route typed config), or nil to use the listener's filter. A route
+	// disables a filter by returning Disabled.
+	FilterOverride(i int) Filter
+}
+
+// Downstream describes the connection a stream arrived on. In-process hosts
+// fill in what they know.
+type Downstream struct {
+	Listener   string
+	RemoteAddr netip.AddrPort
+	LocalAddr  netip.AddrPort
+	TLS        *tls.ConnectionState
+	// PeerIdentity is the authenticated peer (a SPIFFE ID) when mTLS is used.
+	PeerIdentity string
+}
+
+// Stream is one request/response exchange. It is owned by one goroutine.
+type Stream struct {
+	Ctx  context.Context
+	Req  *message.Request
+	Resp *message.Response
+
+	Downstream Downstream
+	Start      time.Time
+
+	// Route is the route matched for Req; nil when none matched. Filters that
+	// change what routing looks at call ClearRoute so the next reader rematches.
+	Route Route
+	// Rematch, set by the connection manager, re-runs route matching after
+	// ClearRoute.
+	Rematch func(s *Stream)
+	routeStale bool
+
+	// UpstreamCluster and UpstreamHost are set by the router for logs.
+	UpstreamCluster string
+	UpstreamHost    string
+	// Attempts counts upstream tries, retries included.
+	Attempts int
+	// ResponseFlags explains failures in access logs ("UF" upstream connect
+	// failure, "UT" upstream timeout, "UO" overflow, "NR" no route, ...).
+	ResponseFlags string
+	// BytesSent is the response body size written downstream.
+	BytesSent int64
+	BytesRecv int64
+
+	state    [8]any
+	ownResp  message.Response
+	localMsg []byte
+}
+
+// Reset prepares the stream for reuse.
+func (s *Stream) Reset() {
+	*s = Stream{ownResp: s.ownResp, localMsg: s.localMsg[:0]}
+	s.ownResp.Reset()
+}
+
+// State returns per-stream state stored by the filter at chain index i.
+func (s *Stream) State(i int) any {
+	if i < len(s.state) {
+		return s.state[i]
+	}
+	return nil
+}
+
+// SetState stores per-stream state for the filter at chain index i. Chains are
+// limited to len(state) stateful filters.
+func (s *Stream) SetState(i int, v any) {
+	if i < len(s.state) {
+		s.state[i] = v
+	}
+}
+
+// ClearRoute marks the matched route stale: the next RouteOrMatch rematches.
+func (s *Stream) ClearRoute() { s.routeStale = true }
+
+// CurrentRoute returns the route, rematching first if a filter changed the
+// request since the last match.
+func (s *Stream) CurrentRoute() Route {
+	if s.routeStale && s.Rematch != nil {
+		s.routeStale = false
+		s.Rematch(s)
+	}
+	return s.Route
+}
+
+// Reply sets a local response with status and a text body. The filter then
+// returns Stop. The body is copied.
+func (s *Stream) Reply(status int, body string) {
+	r := &s.ownResp
+	r.Reset()
+	r.Status = status
+	s.localMsg = append(s.localMsg[:0], body...)
+	r.ContentLength = int64(len(s.localMsg))
+	if len(body) > 0 {
+		r.Header.Add("content-type", "text/plain")
+		r.Body = &byteReader{b: s.localMsg}
+	}
+	s.Resp = r
+}
+
+// LocalResponse returns the stream's own response, reset, for filters that
+// build a response with custom headers; set it as s.Resp and return Stop.
+func (s *Stream) LocalResponse() *message.Response {
+	s.ownResp.Reset()
+	return &s.ownResp
+}
+
+type byteReader struct {
+	b   []byte
+	off int
+}
+
+func (r *byteReader) Read(p []byte) (int, error) {
+	if r.off >= len(r.b) {
+		return 0, eof
+	}
+	n := copy(p, r.b[r.off:])
+	r.off += n
+	return n, nil
+}
