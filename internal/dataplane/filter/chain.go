@@ -30,8 +30,16 @@ type Chain struct {
 	completer []int // indexes of filters implementing Completer
 }
 
-// NewChain builds a chain. The slice is copied.
+// MaxFilters is the longest chain NewChain accepts (per-stream state slots).
+const MaxFilters = maxStateful
+
+// NewChain builds a chain. The slice is copied. Chains longer than
+// MaxFilters are rejected by the config compiler before reaching here; a
+// longer chain panics because its filters would lose per-stream state.
 func NewChain(terminal Terminal, filters ...Filter) *Chain {
+	if len(filters) > MaxFilters {
+		panic("filter: chain longer than MaxFilters")
+	}
 	c := &Chain{filters: append([]Filter(nil), filters...), terminal: terminal}
 	for i, f := range c.filters {
 		if _, ok := f.(Completer); ok {

@@ -100,10 +100,15 @@ type Stream struct {
 	BytesSent int64
 	BytesRecv int64
 
-	state    [8]any
+	state    [maxStateful]any
 	ownResp  message.Response
 	localMsg []byte
+	localRd  byteReader
 }
+
+// maxStateful bounds the filters of one chain that keep per-stream state;
+// NewChain rejects longer chains rather than dropping state silently.
+const maxStateful = 32
 
 // Reset prepares the stream for reuse.
 func (s *Stream) Reset() {
@@ -119,8 +124,7 @@ func (s *Stream) State(i int) any {
 	return nil
 }
 
-// SetState stores per-stream state for the filter at chain index i. Chains are
-// limited to len(state) stateful filters.
+// SetState stores per-stream state for the filter at chain index i.
 func (s *Stream) SetState(i int, v any) {
 	if i < len(s.state) {
 		s.state[i] = v
@@ -141,16 +145,31 @@ func (s *Stream) CurrentRoute() Route {
 }
 
 // Reply sets a local response with status and a text body. The filter then
-// returns Stop. The body is copied.
+// returns Stop. The body is copied. For gRPC requests the reply is a gRPC
+// trailers-only response (HTTP 200, grpc-status mapped from status, the body
+// as grpc-message) so that gRPC clients see a gRPC error, not a protocol one.
 func (s *Stream) Reply(status int, body string) {
 	r := &s.ownResp
 	r.Reset()
+	if s.Req != nil {
+		if ct, ok := s.Req.Header.Get("content-type"); ok && message.IsGRPC(ct) {
+			r.Status = 200
+			r.Header.Add("content-type", "application/grpc")
+			r.Header.Add("grpc-status", grpcStatusFor(status))
+			if len(body) > 0 {
+				r.Header.Add("grpc-message", trimNewline(body))
+			}
+			s.Resp = r
+			return
+		}
+	}
 	r.Status = status
 	s.localMsg = append(s.localMsg[:0], body...)
 	r.ContentLength = int64(len(s.localMsg))
 	if len(body) > 0 {
 		r.Header.Add("content-type", "text/plain")
-		r.Body = &byteReader{b: s.localMsg}
+		s.localRd = byteReader{b: s.localMsg}
+		r.Body = &s.localRd
 	}
 	s.Resp = r
 }
@@ -174,4 +193,31 @@ func (r *byteReader) Read(p []byte) (int, error) {
 	n := copy(p, r.b[r.off:])
 	r.off += n
 	return n, nil
+}
+
+// grpcStatusFor maps an HTTP status to a gRPC status code the way gRPC's
+// HTTP-to-gRPC mapping and Envoy do.
+func grpcStatusFor(status int) string {
+	switch status {
+	case 400:
+		return "13" // INTERNAL
+	case 401:
+		return "16" // UNAUTHENTICATED
+	case 403:
+		return "7" // PERMISSION_DENIED
+	case 404:
+		return "12" // UNIMPLEMENTED
+	case 429, 502, 503:
+		return "14" // UNAVAILABLE
+	case 504:
+		return "4" // DEADLINE_EXCEEDED
+	}
+	return "2" // UNKNOWN
+}
+
+func trimNewline(s string) string {
+	for len(s) > 0 && (s[len(s)-1] == '\n' || s[len(s)-1] == '\r') {
+		s = s[:len(s)-1]
+	}
+	return s
 }
