@@ -1,0 +1,501 @@
+#!/usr/bin/env bash
+# Load benchmark: OmniRelay, HAProxy, nginx and httputil.ReverseProxy measured
+# side by side in one run on this machine, plus the backend alone ("direct").
+# docs/benchmarks.md says what each number means and how to read it.
+#
+#   bench/run.sh                      full run (about 40 s per peer)
+#   QUICK=1 bench/run.sh              smoke run (3 s phases)
+#   PEERS="haproxy revproxy" bench/run.sh
+#
+# Settings (environment):
+#   DURATION=10      seconds of each measured phase (QUICK=1: 3)
+#   WARMUP=2         seconds of warm-up before each throughput phase (QUICK=1: 1)
+#   CONNS=64         wrk connections for HTTP/1.1 throughput
+#   RATE=1000        requests/s of the fixed-rate latency phase
+#   H2_CLIENTS=16 H2_STREAMS=32   h2load connections and streams per connection
+#   PEERS="omnirelay haproxy nginx revproxy"   (direct is always measured)
+#   PROXY_CPU=0 LOAD_CPU=1   the proxy's core; the backend and load generators' core
+#   NICE=-10         niceness of everything the run starts (root only; 0 when not
+#                    root): shields the measurement from other work on the box
+#   OMNIRELAY_BIN=path   use this binary instead of building ./cmd/omnirelay
+#   RESULTS=file     also write the Markdown report there
+#   INSTALL=0        do not apt-get missing tools; KEEP=1 keep the temp dir and logs
+set -euo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+readonly REPO CONF_DIR=$REPO/bench/configs
+
+QUICK=${QUICK:-0}
+if [[ $QUICK == 1 ]]; then
+	DURATION=${DURATION:-3} WARMUP=${WARMUP:-1}
+else
+	DURATION=${DURATION:-10} WARMUP=${WARMUP:-2}
+fi
+CONNS=${CONNS:-64}
+RATE=${RATE:-1000}
+H2_CLIENTS=${H2_CLIENTS:-16}
+H2_STREAMS=${H2_STREAMS:-32}
+PEERS=${PEERS:-"omnirelay haproxy nginx revproxy"}
+PROXY_CPU=${PROXY_CPU:-0}
+LOAD_CPU=${LOAD_CPU:-1}
+if [[ $(id -u) == 0 ]]; then NICE=${NICE:--10}; else NICE=${NICE:-0}; fi
+OMNIRELAY_BIN=${OMNIRELAY_BIN:-}
+RESULTS=${RESULTS:-}
+INSTALL=${INSTALL:-1}
+KEEP=${KEEP:-0}
+
+# Fixed loopback ports; the OmniRelay config in the team's docs uses these.
+readonly BACKEND_ADDR=127.0.0.1:18000 PROXY_ADDR=127.0.0.1:18080
+readonly PROXY_H2_ADDR=127.0.0.1:18081 ADMIN_ADDR=127.0.0.1:19901
+CLK_TCK=$(getconf CLK_TCK)
+readonly CLK_TCK
+
+log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() {
+	log "error: $*"
+	exit 1
+}
+
+# ---------------------------------------------------------------- processes
+# Every long-running process is started in its own session (setsid), so its
+# pid is also its process group id and stopping the group also stops children
+# such as nginx's worker. ALIVE holds the groups not yet stopped.
+declare -A ALIVE=()
+WORK=""
+
+cleanup() {
+	local rc=$? pg
+	trap - EXIT INT TERM
+	for pg in "${!ALIVE[@]}"; do stop_group "$pg"; done
+	if [[ -n $WORK && -d $WORK ]]; then
+		if [[ $KEEP == 1 ]]; then log "kept $WORK"; else rm -rf "$WORK"; fi
+	fi
+	exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# start_group LOG CMD... : starts CMD in a new session; sets STARTED_PG.
+start_group() {
+	local logf=$1
+	shift
+	setsid "$@" >"$logf" 2>&1 </dev/null &
+	STARTED_PG=$!
+	ALIVE[$STARTED_PG]=1
+}
+
+# group_members PGID : pids of the group's live (non-zombie) processes.
+group_members() {
+	local pg=$1 f s a
+	for f in /proc/[0-9]*/stat; do
+		{ s=$(<"$f"); } 2>/dev/null || continue
+		s=${s##*) }
+		read -ra a <<<"$s"
+		[[ ${a[2]} == "$pg" && ${a[0]} != Z ]] || continue
+		f=${f#/proc/}
+		echo "${f%/stat}"
+	done
+}
+
+stop_group() {
+	local pg=$1 i
+	unset "ALIVE[$pg]"
+	kill -TERM -- "-$pg" 2>/dev/null || { wait "$pg" 2>/dev/null || true; return 0; }
+	for ((i = 0; i < 50; i++)); do
+		[[ -z $(group_members "$pg") ]] && break
+		sleep 0.1
+	done
+	if [[ -n $(group_members "$pg") ]]; then
+		log "process group $pg ignored SIGTERM for 5s: SIGKILL"
+		kill -KILL -- "-$pg" 2>/dev/null || true
+	fi
+	wait "$pg" 2>/dev/null || true
+}
+
+# group_usage PGID : "cpu_ticks rss_kb" summed over the group's processes
+# (utime+stime cover all threads of a process).
+group_usage() {
+	local pg=$1 pid s a k v rest ticks=0 rss=0
+	for pid in $(group_members "$pg"); do
+		{ s=$(<"/proc/$pid/stat"); } 2>/dev/null || continue
+		s=${s##*) }
+		read -ra a <<<"$s"
+		ticks=$((ticks + a[11] + a[12]))
+		while read -r k v rest; do
+			[[ $k == VmRSS: ]] && rss=$((rss + v)) && break
+		done <"/proc/$pid/status" 2>/dev/null || true
+	done
+	echo "$ticks $rss"
+}
+
+now() { date +%s.%N; }
+
+port_busy() { (exec 3<>"/dev/tcp/${1%:*}/${1##*:}") 2>/dev/null; }
+
+# wait_ready PGID URL : polls URL until it answers 200, for at most 15s.
+wait_ready() {
+	local pg=$1 url=$2 i code
+	for ((i = 0; i < 150; i++)); do
+		[[ -n $(group_members "$pg") ]] || return 1
+		code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "$url" 2>/dev/null) || true
+		[[ $code == 200 ]] && return 0
+		sleep 0.1
+	done
+	return 1
+}
+
+wait_ports_free() {
+	local addr i
+	for addr in "$@"; do
+		for ((i = 0; i < 100; i++)); do
+			port_busy "$addr" || break
+			sleep 0.1
+		done
+		port_busy "$addr" && die "$addr is still in use"
+	done
+	return 0
+}
+
+# ---------------------------------------------------------------- setup
+install_tools() {
+	local -a pkgs=() installed_svcs=()
+	command -v wrk >/dev/null || pkgs+=(wrk)
+	command -v h2load >/dev/null || pkgs+=(nghttp2-client)
+	command -v curl >/dev/null || pkgs+=(curl)
+	if [[ " $PEERS " == *" nginx "* ]] && ! nginx_bin >/dev/null; then pkgs+=(nginx) installed_svcs+=(nginx); fi
+	if [[ " $PEERS " == *" haproxy "* ]] && ! command -v haproxy >/dev/null; then pkgs+=(haproxy) installed_svcs+=(haproxy); fi
+	((${#pkgs[@]})) || return 0
+	[[ $INSTALL == 1 ]] || die "missing ${pkgs[*]} and INSTALL=0"
+	command -v apt-get >/dev/null || die "missing ${pkgs[*]}: install them (Debian package names)"
+	local sudo=()
+	[[ $(id -u) == 0 ]] || sudo=(sudo)
+	log "installing ${pkgs[*]}"
+	if ! "${sudo[@]}" apt-get install -y "${pkgs[@]}" >"$WORK/apt.log" 2>&1; then
+		"${sudo[@]}" apt-get update >>"$WORK/apt.log" 2>&1
+		"${sudo[@]}" apt-get install -y "${pkgs[@]}" >>"$WORK/apt.log" 2>&1 || die "apt-get install failed: see $WORK/apt.log"
+	fi
+	# Debian starts freshly installed services where it can; they would take
+	# port 80 and CPU from the run.
+	local svc
+	for svc in "${installed_svcs[@]}"; do
+		"${sudo[@]}" service "$svc" stop >/dev/null 2>&1 || true
+	done
+}
+
+nginx_bin() { command -v nginx || { [[ -x /usr/sbin/nginx ]] && echo /usr/sbin/nginx; }; }
+
+build_go() {
+	log "building backend, revproxy, rateload"
+	(cd "$REPO" && CGO_ENABLED=0 go build -trimpath -o "$BIN/" ./bench/cmd/backend ./bench/cmd/revproxy ./bench/cmd/rateload) ||
+		die "go build of bench/cmd failed"
+}
+
+# build_omnirelay : sets SKIP[omnirelay] when there is no binary to run.
+build_omnirelay() {
+	if [[ -n $OMNIRELAY_BIN ]]; then
+		[[ -x $OMNIRELAY_BIN ]] && { OMNIRELAY=$OMNIRELAY_BIN; return; }
+		SKIP[omnirelay]="skipped: OMNIRELAY_BIN=$OMNIRELAY_BIN is not an executable"
+		return
+	fi
+	if [[ ! -d $REPO/cmd/omnirelay ]]; then
+		SKIP[omnirelay]="pending: ./cmd/omnirelay does not exist yet"
+		return
+	fi
+	log "building omnirelay"
+	if (cd "$REPO" && CGO_ENABLED=0 go build -trimpath -o "$BIN/omnirelay" ./cmd/omnirelay) >"$WORK/omnirelay-build.log" 2>&1; then
+		OMNIRELAY=$BIN/omnirelay
+	else
+		SKIP[omnirelay]="pending: go build ./cmd/omnirelay failed: $(head -c 300 "$WORK/omnirelay-build.log" | tr '\n' ' ')"
+	fi
+}
+
+# render TEMPLATE OUT DIR : fills the @...@ placeholders of a config template.
+render() {
+	sed -e "s|@DIR@|$3|g" -e "s|@BACKEND@|$BACKEND_ADDR|g" -e "s|@H1_ADDR@|$PROXY_ADDR|g" \
+		-e "s|@H2_ADDR@|$PROXY_H2_ADDR|g" -e "s|@ADMIN_ADDR@|$ADMIN_ADDR|g" "$CONF_DIR/$1" >"$2"
+}
+
+# ---------------------------------------------------------------- peers
+# start_PEER sets PEER_PG (process group), PEER_H1 and PEER_H2 (URLs; an
+# empty PEER_H2 means the peer cannot proxy h2c to an h2c upstream, with the
+# reason in PEER_H2_NA).
+PIN_PROXY=(nice -n "$NICE" taskset -c "$PROXY_CPU")
+PIN_LOAD=(nice -n "$NICE" taskset -c "$LOAD_CPU")
+
+start_haproxy() {
+	local dir=$WORK/haproxy
+	mkdir -p "$dir"
+	render haproxy.cfg.tmpl "$dir/haproxy.cfg" "$dir"
+	haproxy -c -q -f "$dir/haproxy.cfg" || die "haproxy rejected $dir/haproxy.cfg"
+	start_group "$dir/haproxy.log" "${PIN_PROXY[@]}" haproxy -db -f "$dir/haproxy.cfg"
+	PEER_PG=$STARTED_PG PEER_H1=http://$PROXY_ADDR/ PEER_H2=http://$PROXY_H2_ADDR/
+}
+
+start_nginx() {
+	local dir=$WORK/nginx bin
+	bin=$(nginx_bin) || die "nginx not found"
+	mkdir -p "$dir/tmp"
+	render nginx.conf.tmpl "$dir/nginx.conf" "$dir"
+	"$bin" -t -q -p "$dir" -e "$dir/error.log" -c "$dir/nginx.conf" || die "nginx rejected $dir/nginx.conf"
+	start_group "$dir/nginx.log" "${PIN_PROXY[@]}" "$bin" -p "$dir" -e "$dir/error.log" -c "$dir/nginx.conf"
+	PEER_PG=$STARTED_PG PEER_H1=http://$PROXY_ADDR/ PEER_H2=""
+	PEER_H2_NA="nginx proxies to upstreams over HTTP/1.x only (h2 upstream exists only for grpc_pass)"
+}
+
+start_revproxy() {
+	start_group "$WORK/revproxy.log" env GOMAXPROCS=1 "${PIN_PROXY[@]}" "$BIN/revproxy" \
+		-addr "$PROXY_ADDR" -upstream "$BACKEND_ADDR"
+	PEER_PG=$STARTED_PG PEER_H1=http://$PROXY_ADDR/ PEER_H2=http://$PROXY_ADDR/
+}
+
+start_omnirelay() {
+	local dir=$WORK/omnirelay
+	mkdir -p "$dir"
+	render omnirelay.yaml.tmpl "$dir/omnirelay.yaml" "$dir"
+	start_group "$dir/omnirelay.log" env GOMAXPROCS=1 "${PIN_PROXY[@]}" "$OMNIRELAY" run --config "$dir/omnirelay.yaml"
+	PEER_PG=$STARTED_PG PEER_H1=http://$PROXY_ADDR/ PEER_H2=http://$PROXY_ADDR/
+}
+
+# ---------------------------------------------------------------- measuring
+# R[peer.metric] holds results; SKIP[peer] is "label: reason" for a peer that
+# was not measured; NOTE[peer] collects warnings for the diagnostics table.
+declare -A R=() SKIP=() NOTE=()
+note() { NOTE[$1]+="${NOTE[$1]:+; }$2"; }
+
+# md_text TEXT : one table cell's worth of TEXT: no pipes, no newlines, short.
+md_text() {
+	local t=${1//|/\\|}
+	t=${t//$'\n'/ }
+	t=${t//$'\t'/ }
+	((${#t} <= 240)) || t="${t:0:240}…"
+	printf '%s' "$t"
+}
+
+load() { timeout -k 5 $((DURATION + WARMUP + 60)) "${PIN_LOAD[@]}" "$@"; }
+
+# measure_h1 PEER URL PGID
+measure_h1() {
+	local peer=$1 url=$2 pg=$3 out=$WORK/$1.wrk u0 u1 t0 t1
+	load wrk -t1 -c"$CONNS" -d"${WARMUP}s" "$url" >/dev/null 2>&1 || true
+	[[ -n $pg ]] && u0=$(group_usage "$pg") && t0=$(now)
+	load wrk -t1 -c"$CONNS" -d"${DURATION}s" "$url" >"$out" 2>&1 || note "$peer" "wrk exited with status $?"
+	[[ -n $pg ]] && u1=$(group_usage "$pg") && t1=$(now)
+	local reqs rps errs
+	reqs=$(awk '/ requests in /{print $1}' "$out")
+	rps=$(awk '/^Requests\/sec:/{print $2}' "$out")
+	[[ -n $reqs && -n $rps ]] || { note "$peer" "wrk output unreadable: $(tr '\n' ' ' <"$out")"; return; }
+	errs=$(awk '/Non-2xx/{n+=$NF} /Socket errors/{gsub(/,/,""); n+=$4+$6+$8+$10} END{print n+0}' "$out")
+	((errs == 0)) || note "$peer" "h1: $errs non-2xx/socket errors"
+	R[$peer.h1_rps]=$rps
+	[[ -n $pg ]] || return 0
+	R[$peer.h1_cpu]=$(awk -v a="${u0%% *}" -v b="${u1%% *}" -v n="$reqs" -v hz="$CLK_TCK" 'BEGIN{printf "%.2f", (b-a)/hz*1e6/n}')
+	R[$peer.h1_busy]=$(awk -v a="${u0%% *}" -v b="${u1%% *}" -v t0="$t0" -v t1="$t1" -v hz="$CLK_TCK" 'BEGIN{printf "%.0f", (b-a)/hz/(t1-t0)*100}')
+}
+
+# measure_latency PEER URL
+measure_latency() {
+	local peer=$1 url=$2 out=$WORK/$1.rateload kv
+	if ! load "$BIN/rateload" -url "$url" -rate "$RATE" -duration "${DURATION}s" -warmup "${WARMUP}s" -format kv >"$out" 2>"$out.err"; then
+		note "$peer" "rateload failed: $(head -c 200 "$out.err")"
+		return
+	fi
+	kv=$(<"$out")
+	local f
+	for f in $kv; do R[$peer.rl_${f%%=*}]=${f#*=}; done
+	((${R[$peer.rl_errors]:-0} == 0 && ${R[$peer.rl_non2xx]:-0} == 0)) ||
+		note "$peer" "latency: ${R[$peer.rl_errors]} errors, ${R[$peer.rl_non2xx]} non-2xx of ${R[$peer.rl_sent]}"
+	# The client's own scheduling delay is part of every latency; when it is
+	# large, something else had the load core and the row is noise.
+	if awk -v l="${R[$peer.rl_lag_p99_us]:-0}" 'BEGIN{exit !(l > 500)}'; then
+		note "$peer" "latency suspect: the load generator itself ran ${R[$peer.rl_lag_p99_us]}µs late at p99 (busy machine?)"
+	fi
+}
+
+# measure_h2 PEER URL PGID
+measure_h2() {
+	local peer=$1 url=$2 pg=$3 out=$WORK/$1.h2load u0 u1 t0 t1
+	local args=(-c"$H2_CLIENTS" -m"$H2_STREAMS")
+	load h2load "${args[@]}" -D "$WARMUP" "$url" >/dev/null 2>&1 || true
+	[[ -n $pg ]] && u0=$(group_usage "$pg") && t0=$(now)
+	load h2load "${args[@]}" -D "$DURATION" "$url" >"$out" 2>&1 || true
+	[[ -n $pg ]] && u1=$(group_usage "$pg") && t1=$(now)
+	local ok rps failed
+	rps=$(awk '/^finished in/{print $4}' "$out")
+	ok=$(awk '/^requests:/{for(i=1;i<=NF;i++) if($i ~ /^succeeded/) print $(i-1)}' "$out")
+	failed=$(awk '/^requests:/{for(i=1;i<=NF;i++) if($i ~ /^(failed|errored|timeout)/) n+=$(i-1)} END{print n+0}' "$out")
+	grep -q '^Application protocol: h2c' "$out" || { note "$peer" "h2c: not negotiated"; R[$peer.h2_rps]=failed; return; }
+	[[ -n $ok && $ok -gt 0 ]] || { note "$peer" "h2c: no successful requests"; R[$peer.h2_rps]=failed; return; }
+	((failed == 0)) || note "$peer" "h2c: $failed failed/errored/timed-out requests"
+	R[$peer.h2_rps]=${rps%.*}
+	[[ -n $pg ]] || return 0
+	R[$peer.h2_cpu]=$(awk -v a="${u0%% *}" -v b="${u1%% *}" -v n="$ok" -v hz="$CLK_TCK" 'BEGIN{printf "%.2f", (b-a)/hz*1e6/n}')
+	R[$peer.h2_busy]=$(awk -v a="${u0%% *}" -v b="${u1%% *}" -v t0="$t0" -v t1="$t1" -v hz="$CLK_TCK" 'BEGIN{printf "%.0f", (b-a)/hz/(t1-t0)*100}')
+}
+
+run_direct() {
+	log "direct: backend without a proxy"
+	measure_h1 direct "http://$BACKEND_ADDR/" ""
+	measure_latency direct "http://$BACKEND_ADDR/"
+	measure_h2 direct "http://$BACKEND_ADDR/" ""
+}
+
+run_peer() {
+	local peer=$1
+	if [[ -n ${SKIP[$peer]:-} ]]; then
+		log "$peer: ${SKIP[$peer]}"
+		return
+	fi
+	wait_ports_free "$PROXY_ADDR" "$PROXY_H2_ADDR" "$ADMIN_ADDR"
+	log "$peer: starting on CPU $PROXY_CPU"
+	PEER_H2_NA=""
+	"start_$peer"
+	local pg=$PEER_PG
+	if ! wait_ready "$pg" "$PEER_H1"; then
+		local logf
+		logf=$(find "$WORK" -maxdepth 2 -name "$peer.log" | head -1)
+		SKIP[$peer]="failed to start: no 200 from $PEER_H1 within 15s; log: $(tail -c 300 "$logf" 2>/dev/null | tr '\n' ' ')"
+		log "$peer: ${SKIP[$peer]}"
+		stop_group "$pg"
+		return
+	fi
+	R[$peer.idle_rss]=$(group_usage "$pg" | awk '{print $2}')
+	log "$peer: HTTP/1.1 throughput (wrk -c$CONNS, ${DURATION}s)"
+	measure_h1 "$peer" "$PEER_H1" "$pg"
+	log "$peer: latency at $RATE req/s (${DURATION}s)"
+	measure_latency "$peer" "$PEER_H1"
+	if [[ -n $PEER_H2 ]]; then
+		log "$peer: h2c throughput (h2load -c$H2_CLIENTS -m$H2_STREAMS, ${DURATION}s)"
+		measure_h2 "$peer" "$PEER_H2" "$pg"
+	else
+		R[$peer.h2_rps]=n/a
+		note "$peer" "h2c n/a: $PEER_H2_NA"
+	fi
+	R[$peer.loaded_rss]=$(group_usage "$pg" | awk '{print $2}')
+	[[ -n $(group_members "$pg") ]] || note "$peer" "process exited during the run"
+	stop_group "$pg"
+}
+
+# ---------------------------------------------------------------- report
+# cell KEY FORMAT : formatted value, or a dash when there is none.
+cell() {
+	local v=${R[$1]:-}
+	case $v in
+	"") echo "—" ;;
+	n/a | failed) echo "$v" ;;
+	*) awk -v v="$v" -v f="$2" 'BEGIN{printf f, v}' ;;
+	esac
+}
+
+ratio() { # ratio NUM_KEY DEN_KEY
+	local x=${R[$1]:-} y=${R[$2]:-}
+	[[ $x =~ ^[0-9.]+$ && $y =~ ^[0-9.]+$ ]] && awk -v a="$x" -v b="$y" 'BEGIN{if (b > 0) printf "%.2fx", a/b; else print "—"}' || echo "—"
+}
+
+readonly COLS="h1_rps h1_cpu rl_p50_us rl_p99_us h2_rps h2_cpu idle_rss loaded_rss"
+
+report() {
+	local rows peer c
+	read -ra rows <<<"direct $PEERS"
+	echo "## Results $(date -u '+%Y-%m-%d %H:%M UTC')"
+	echo
+	echo "- machine: $(nproc) cores, $(awk -F': ' '/^model name/{print $2; exit}' /proc/cpuinfo), Linux $(uname -r);" \
+		"load average before/after: $LOAD_BEFORE / $(cut -d' ' -f1-3 /proc/loadavg)"
+	echo "- proxy on CPU $PROXY_CPU (Go proxies GOMAXPROCS=1, nginx 1 worker, HAProxy nbthread 1);" \
+		"backend and load generators share CPU $LOAD_CPU; all at nice $NICE"
+	echo "- HTTP/1.1: wrk -t1 -c$CONNS -d${DURATION}s; latency: rateload -rate $RATE -duration ${DURATION}s;" \
+		"h2c: h2load -c$H2_CLIENTS -m$H2_STREAMS -D $DURATION; warm-up ${WARMUP}s before each"
+	echo "- $VERSIONS"
+	echo
+	echo "| proxy | h1 rps | h1 CPU µs/req | p50 @${RATE}rps | p99 @${RATE}rps | h2c rps | h2c CPU µs/req | idle RSS | loaded RSS |"
+	echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+	for peer in "${rows[@]}"; do
+		if [[ -n ${SKIP[$peer]:-} ]]; then
+			echo "| $peer | ${SKIP[$peer]%%:*} | | | | | | | |"
+			continue
+		fi
+		printf '| %s | %s | %s | %s µs | %s µs | %s | %s | %s | %s |\n' "$peer" \
+			"$(cell "$peer.h1_rps" '%.0f')" "$(cell "$peer.h1_cpu" '%.1f')" \
+			"$(cell "$peer.rl_p50_us" '%.0f')" "$(cell "$peer.rl_p99_us" '%.0f')" \
+			"$(cell "$peer.h2_rps" '%.0f')" "$(cell "$peer.h2_cpu" '%.1f')" \
+			"$(cell "$peer.idle_rss" '%.1f MiB' | awk '{ if ($1 ~ /^[0-9.]+$/) printf "%.1f MiB", $1/1024; else print }')" \
+			"$(cell "$peer.loaded_rss" '%.1f MiB' | awk '{ if ($1 ~ /^[0-9.]+$/) printf "%.1f MiB", $1/1024; else print }')"
+	done
+	echo
+	if [[ -n ${R[haproxy.h1_rps]:-} ]]; then
+		echo "Ratios vs HAProxy (rps: higher is better; CPU, latency, RSS: lower is better), and p99 vs direct:"
+		echo
+		echo "| proxy | h1 rps | h1 CPU/req | p50 | p99 | h2c rps | h2c CPU/req | idle RSS | loaded RSS | p99 / direct p99 |"
+		echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+		for peer in $PEERS; do
+			[[ -z ${SKIP[$peer]:-} ]] || continue
+			printf '| %s |' "$peer"
+			for c in $COLS; do printf ' %s |' "$(ratio "$peer.$c" "haproxy.$c")"; done
+			printf ' %s |\n' "$(ratio "$peer.rl_p99_us" "direct.rl_p99_us")"
+		done
+	else
+		echo "(no HAProxy row, so no ratios vs HAProxy)"
+	fi
+	echo
+	echo "Diagnostics (proxy core busy = proxy CPU time / wall time; near 100% means the proxy, not the load side, was the limit):"
+	echo
+	echo "| proxy | h1 core busy | h2c core busy | rateload achieved rps | client lag p99 | notes |"
+	echo "|---|---:|---:|---:|---:|---|"
+	for peer in "${rows[@]}"; do
+		[[ -z ${SKIP[$peer]:-} ]] || { echo "| $peer | | | | | $(md_text "${SKIP[$peer]}") |"; continue; }
+		printf '| %s | %s | %s | %s | %s | %s |\n' "$peer" "$(cell "$peer.h1_busy" '%.0f%%')" \
+			"$(cell "$peer.h2_busy" '%.0f%%')" "$(cell "$peer.rl_achieved_rps" '%.0f')" \
+			"$(cell "$peer.rl_lag_p99_us" '%.0f µs')" "$(md_text "${NOTE[$peer]:-}")"
+	done
+}
+
+# ---------------------------------------------------------------- main
+main() {
+	[[ $(uname -s) == Linux ]] || die "needs Linux (/proc, taskset)"
+	(($(nproc) >= 2)) || die "needs 2 cores: one for the proxy, one for backend + load generator"
+	local p
+	for p in $PEERS; do
+		case $p in omnirelay | haproxy | nginx | revproxy) ;; *) die "unknown peer $p in PEERS" ;; esac
+	done
+	for p in "$BACKEND_ADDR" "$PROXY_ADDR" "$PROXY_H2_ADDR" "$ADMIN_ADDR"; do
+		port_busy "$p" && die "$p is already in use; stop what listens there (ss -ltnp)"
+	done
+	WORK=$(mktemp -d "${TMPDIR:-/tmp}/omnirelay-bench.XXXXXX")
+	BIN=$WORK/bin
+	mkdir -p "$BIN"
+	LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
+	if awk '{exit !($1 > 0.5)}' /proc/loadavg; then
+		log "warning: load average ${LOAD_BEFORE%% *} before the run: other work on these 2 cores will show up as noise"
+	fi
+
+	install_tools
+	command -v go >/dev/null || die "go not found"
+	build_go
+	if [[ " $PEERS " == *" omnirelay "* ]]; then build_omnirelay; fi
+	for p in $PEERS; do
+		if [[ -n ${SKIP[$p]:-} ]]; then log "$p: ${SKIP[$p]}"; fi
+	done
+
+	VERSIONS="versions: $(go version | awk '{print $3}')"
+	if [[ " $PEERS " == *" haproxy "* ]]; then VERSIONS+=", HAProxy $(haproxy -v | awk 'NR==1{print $3}')"; fi
+	if [[ " $PEERS " == *" nginx "* ]]; then VERSIONS+=", $("$(nginx_bin)" -v 2>&1 | awk -F': ' '{print $2}')"; fi
+	VERSIONS+=", $(wrk -v 2>&1 | awk 'NR==1{print $1, $2}'), $(h2load --version | awk '{print $2}')"
+	VERSIONS+=", omnirelay $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?')"
+
+	log "backend on CPU $LOAD_CPU"
+	start_group "$WORK/backend.log" "${PIN_LOAD[@]}" "$BIN/backend" -addr "$BACKEND_ADDR"
+	local backend_pg=$STARTED_PG
+	wait_ready "$backend_pg" "http://$BACKEND_ADDR/" || die "backend did not start: $(tail -c 300 "$WORK/backend.log")"
+
+	run_direct
+	for p in $PEERS; do run_peer "$p"; done
+	stop_group "$backend_pg"
+
+	if [[ -n $RESULTS ]]; then
+		report | tee "$RESULTS"
+	else
+		report
+	fi
+}
+
+main "$@"
