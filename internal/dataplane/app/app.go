@@ -1,0 +1,171 @@
+// Package app assembles a running data plane from its parts: the runtime,
+// the built-in filters, the admin endpoint and a config source. The
+// omnirelay binary and the tests start the proxy through it, so what the
+// tests exercise is what users run.
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/omnirelay/omnirelay/internal/dataplane/admin"
+	"github.com/omnirelay/omnirelay/internal/dataplane/filter"
+	"github.com/omnirelay/omnirelay/internal/dataplane/filters"
+	"github.com/omnirelay/omnirelay/internal/dataplane/runtime"
+	"github.com/omnirelay/omnirelay/internal/dataplane/static"
+	"github.com/omnirelay/omnirelay/internal/dataplane/stats"
+)
+
+// Options configures a proxy process.
+type Options struct {
+	ConfigPath string
+	Log        *slog.Logger
+	// AdminAddress overrides the config's admin address ("" keeps it).
+	AdminAddress string
+	// DrainTimeout bounds graceful shutdown (default 30s).
+	DrainTimeout time.Duration
+	// PollInterval is the config file poll interval (default 500ms).
+	PollInterval time.Duration
+}
+
+// Proxy is a running data plane.
+type Proxy struct {
+	Runtime *runtime.Runtime
+	Admin   *admin.Server
+	watcher *static.Watcher
+	cancel  context.CancelFunc
+	done    chan struct{}
+	opt     Options
+}
+
+// NewRegistry returns the filter registry with every built-in filter.
+func NewRegistry() (*filter.Registry, error) {
+	return filter.NewRegistry(filters.Builtins()...)
+}
+
+// Start loads the config, applies it, and starts the admin server and the
+// file watcher. A config that does not load is an error: a proxy never starts
+// on a config it cannot fully apply.
+func Start(opt Options) (*Proxy, error) {
+	if opt.Log == nil {
+		opt.Log = slog.New(slog.NewJSONHandler(os.Stderr, nil))
+	}
+	if opt.DrainTimeout == 0 {
+		opt.DrainTimeout = 30 * time.Second
+	}
+	data, err := os.ReadFile(opt.ConfigPath)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	loaded, err := static.Parse(opt.ConfigPath, data)
+	if err != nil {
+		return nil, err
+	}
+	reg, err := NewRegistry()
+	if err != nil {
+		return nil, err
+	}
+	rt := runtime.New(runtime.Options{Log: opt.Log, Stats: stats.New(), Filters: reg, DrainTimeout: opt.DrainTimeout})
+	if err := rt.Apply(loaded.Snapshot, "file:"+opt.ConfigPath); err != nil {
+		_ = rt.Shutdown(context.Background())
+		return nil, err
+	}
+	adminAddr := loaded.AdminAddress
+	if opt.AdminAddress != "" {
+		adminAddr = opt.AdminAddress
+	}
+	adm, err := admin.Listen(adminAddr, rt, opt.Log)
+	if err != nil {
+		_ = rt.Shutdown(context.Background())
+		return nil, fmt.Errorf("admin: %w", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	p := &Proxy{Runtime: rt, Admin: adm, cancel: cancel, done: make(chan struct{}), opt: opt}
+	p.watcher = static.NewWatcher(opt.ConfigPath, func(l *static.Loaded) error {
+		err := rt.Apply(l.Snapshot, "file:"+opt.ConfigPath)
+		if errors.Is(err, runtime.ErrUnchanged) {
+			return nil
+		}
+		return err
+	}, func(err error) {
+		opt.Log.Error("config rejected; the running version stays in force", "error", err)
+	}, opt.Log)
+	p.watcher.Interval = opt.PollInterval
+	go func() {
+		if err := adm.Serve(); err != nil {
+			opt.Log.Error("admin server stopped", "error", err)
+		}
+	}()
+	go func() {
+		defer close(p.done)
+		p.watcher.Run(ctx, static.Sum(data))
+	}()
+	opt.Log.Info("omnirelay started", "config", opt.ConfigPath, "format", loaded.Format, "admin", adm.Addr().String())
+	return p, nil
+}
+
+// Reload re-reads the config now (SIGHUP).
+func (p *Proxy) Reload() { p.watcher.Trigger() }
+
+// Shutdown drains listeners and stops everything.
+func (p *Proxy) Shutdown(ctx context.Context) error {
+	p.Admin.SetDraining()
+	p.cancel()
+	<-p.done
+	err := p.Runtime.Shutdown(ctx)
+	sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	_ = p.Admin.Shutdown(sctx)
+	return err
+}
+
+// ListenerAddr returns the bound address of a listener (tests use port 0).
+func (p *Proxy) ListenerAddr(name string) net.Addr {
+	if l := p.Runtime.Listener(name); l != nil {
+		return l.Addr()
+	}
+	return nil
+}
+
+// RunUntilSignal runs the proxy until SIGINT/SIGTERM (graceful drain) and
+// reloads on SIGHUP.
+func RunUntilSignal(opt Options) error {
+	p, err := Start(opt)
+	if err != nil {
+		return err
+	}
+	sig := make(chan os.Signal, 4)
+	signal.Notify(sig, syscall.SIGHUP, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sig)
+	drain := make(chan struct{}, 1)
+	p.Admin.OnDrain = func() {
+		select {
+		case drain <- struct{}{}:
+		default:
+		}
+	}
+	for {
+		select {
+		case s := <-sig:
+			if s == syscall.SIGHUP {
+				opt.Log.Info("SIGHUP: reloading config")
+				p.Reload()
+				continue
+			}
+			opt.Log.Info("signal: draining", "signal", s.String(), "timeout", p.opt.DrainTimeout)
+		case <-drain:
+			opt.Log.Info("admin /drain: draining", "timeout", p.opt.DrainTimeout)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), p.opt.DrainTimeout)
+		err := p.Shutdown(ctx)
+		cancel()
+		return err
+	}
+}

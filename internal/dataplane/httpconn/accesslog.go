@@ -1,0 +1,53 @@
+package httpconn
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"github.com/omnirelay/omnirelay/internal/dataplane/filter"
+)
+
+// logAccess writes one access-log record. Field names are stable (documented
+// in docs/config.md): they are an interface for log pipelines.
+func logAccess(l *slog.Logger, st *filter.Stream, status int) {
+	req := st.Req
+	route := ""
+	if st.Route != nil {
+		route = st.Route.Name()
+	}
+	ua, _ := req.Header.Get("user-agent")
+	rid, _ := req.Header.Get("x-request-id")
+	l.LogAttrs(context.Background(), slog.LevelInfo, "access",
+		slog.String("listener", st.Downstream.Listener),
+		slog.Time("start_time", st.Start),
+		slog.String("method", string(req.Method)),
+		slog.String("authority", string(req.Authority)),
+		slog.String("path", string(req.Path)),
+		slog.String("protocol", protoName(req.ProtoMajor, req.ProtoMinor)),
+		slog.Int("status", status),
+		slog.String("response_flags", st.ResponseFlags),
+		slog.Int64("bytes_received", st.BytesRecv),
+		slog.Int64("bytes_sent", st.BytesSent),
+		slog.Int64("duration_us", time.Since(st.Start).Microseconds()),
+		slog.String("route", route),
+		slog.String("upstream_cluster", st.UpstreamCluster),
+		slog.String("upstream_host", st.UpstreamHost),
+		slog.Int("attempts", st.Attempts),
+		slog.String("downstream_remote", st.Downstream.RemoteAddr.String()),
+		slog.String("peer_identity", st.Downstream.PeerIdentity),
+		slog.String("user_agent", string(ua)),
+		slog.String("request_id", string(rid)),
+	)
+}
+
+func protoName(major, minor uint8) string {
+	switch {
+	case major == 2:
+		return "HTTP/2"
+	case minor == 0:
+		return "HTTP/1.0"
+	default:
+		return "HTTP/1.1"
+	}
+}

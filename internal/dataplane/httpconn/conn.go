@@ -1,0 +1,182 @@
+// Package httpconn owns the HTTP connection manager: it serves downstream
+// HTTP/1.1 (hand-written codec, package http1), h2c and HTTP/2 over TLS
+// (golang.org/x/net/http2's server) on accepted connections, turns each
+// request into a filter.Stream, matches its route, runs the listener's filter
+// chain and writes the response back.
+//
+// Each request reads the listener's current Config once, at its start: a
+// config swap applies to the next request while in-flight ones finish on the
+// version they started with.
+package httpconn
+
+import (
+	"context"
+	"crypto/tls"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/omnirelay/omnirelay/internal/dataplane/filter"
+	"github.com/omnirelay/omnirelay/internal/dataplane/http1"
+	"github.com/omnirelay/omnirelay/internal/dataplane/message"
+	"github.com/omnirelay/omnirelay/internal/dataplane/router"
+)
+
+// Config is one immutable version of a listener's HTTP settings.
+type Config struct {
+	Listener string
+	Routes   *router.Table
+	Chain    *filter.Chain
+	// Limits bound request heads (HTTP/1.1) and header lists (HTTP/2).
+	Limits http1.Limits
+	// IdleTimeout closes keep-alive connections idle that long (default 5m).
+	IdleTimeout time.Duration
+	// RequestHeadersTimeout bounds reading a request head (default 30s).
+	RequestHeadersTimeout time.Duration
+	// AccessLog, when set, receives one JSON record per request.
+	AccessLog *slog.Logger
+	// Observe, when set, is called after each stream completes (metrics).
+	Observe func(s *filter.Stream, status int, d time.Duration)
+	// ServerName is sent as the "server" response header when set.
+	ServerName string
+
+	rematchFn func(*filter.Stream)
+}
+
+// Init finishes a Config after its fields are set; call it before use.
+func (cfg *Config) Init() *Config {
+	cfg.rematchFn = cfg.rematch
+	if cfg.Limits.MaxHeaderBytes == 0 {
+		cfg.Limits = http1.DefaultLimits()
+	}
+	if cfg.IdleTimeout == 0 {
+		cfg.IdleTimeout = 5 * time.Minute
+	}
+	if cfg.RequestHeadersTimeout == 0 {
+		cfg.RequestHeadersTimeout = 30 * time.Second
+	}
+	return cfg
+}
+
+// Source returns the listener's current config.
+type Source func() *Config
+
+// Server serves HTTP on connections handed to it by a listener.
+type Server struct {
+	cfg Source
+	h2  *h2Server
+
+	draining atomic.Bool
+	mu       sync.Mutex
+	conns    map[*serverConn]struct{}
+}
+
+// NewServer returns a server reading its config through cfg.
+func NewServer(cfg Source) *Server {
+	s := &Server{cfg: cfg, conns: map[*serverConn]struct{}{}}
+	s.h2 = newH2Server(s)
+	return s
+}
+
+// Drain asks every connection to finish: HTTP/1.1 connections close after
+// their current request (idle ones at once), HTTP/2 connections get GOAWAY
+// and close when their streams end. It does not wait.
+func (s *Server) Drain() {
+	s.draining.Store(true)
+	s.h2.drain()
+	s.mu.Lock()
+	for sc := range s.conns {
+		if sc.idle.Load() {
+			_ = sc.nc.SetReadDeadline(time.Now())
+		}
+	}
+	s.mu.Unlock()
+}
+
+func (s *Server) track(sc *serverConn, add bool) {
+	s.mu.Lock()
+	if add {
+		s.conns[sc] = struct{}{}
+	} else {
+		delete(s.conns, sc)
+	}
+	s.mu.Unlock()
+}
+
+// ConnInfo is what the listener knows about an accepted connection.
+type ConnInfo struct {
+	Remote, Local netip.AddrPort
+	TLS           *tls.ConnectionState
+	PeerIdentity  string
+}
+
+// ServeConn serves one connection until it closes or ctx is done. For TLS
+// connections the handshake must be complete; the negotiated ALPN protocol
+// picks HTTP/2 or HTTP/1.1. Plain connections starting with the HTTP/2
+// connection preface are served as h2c (prior knowledge).
+func (s *Server) ServeConn(ctx context.Context, c net.Conn, info ConnInfo) {
+	if info.TLS != nil && info.TLS.NegotiatedProtocol == "h2" {
+		s.h2.serve(ctx, c, info)
+		return
+	}
+	sc := getServerConn()
+	defer putServerConn(sc)
+	sc.serve(ctx, s, c, info)
+}
+
+var serverConnPool = sync.Pool{New: func() any {
+	sc := &serverConn{r: http1.NewReader(nil, 16<<10), wbuf: make([]byte, 0, 16<<10)}
+	return sc
+}}
+
+func getServerConn() *serverConn { return serverConnPool.Get().(*serverConn) }
+
+func putServerConn(sc *serverConn) {
+	sc.r.Reset(nil)
+	sc.nc = nil
+	sc.stream.Reset()
+	sc.req.Reset()
+	serverConnPool.Put(sc)
+}
+
+func addrPort(a net.Addr) netip.AddrPort {
+	if ta, ok := a.(*net.TCPAddr); ok {
+		return ta.AddrPort()
+	}
+	ap, _ := netip.ParseAddrPort(a.String())
+	return ap
+}
+
+// InfoFor returns ConnInfo for a plain connection.
+func InfoFor(c net.Conn) ConnInfo {
+	return ConnInfo{Remote: addrPort(c.RemoteAddr()), Local: addrPort(c.LocalAddr())}
+}
+
+func (info *ConnInfo) downstream(listener string) filter.Downstream {
+	return filter.Downstream{Listener: listener, RemoteAddr: info.Remote, LocalAddr: info.Local, TLS: info.TLS, PeerIdentity: info.PeerIdentity}
+}
+
+func (s *Server) isDraining() bool { return s.draining.Load() }
+
+// prepare fills the stream fields common to both protocols and matches the
+// route.
+func prepare(st *filter.Stream, cfg *Config, req *message.Request, ctx context.Context, info *ConnInfo) {
+	st.Ctx = ctx
+	st.Req = req
+	st.Start = time.Now()
+	st.Downstream = info.downstream(cfg.Listener)
+	st.Rematch = cfg.rematchFn
+	if r := cfg.Routes.Match(req); r != nil {
+		st.Route = r
+	}
+}
+
+func (cfg *Config) rematch(st *filter.Stream) {
+	st.Route = nil
+	if r := cfg.Routes.Match(st.Req); r != nil {
+		st.Route = r
+	}
+}

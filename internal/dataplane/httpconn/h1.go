@@ -1,0 +1,356 @@
+package httpconn
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/omnirelay/omnirelay/internal/dataplane/filter"
+	"github.com/omnirelay/omnirelay/internal/dataplane/http1"
+	"github.com/omnirelay/omnirelay/internal/dataplane/message"
+)
+
+// serverConn is the per-connection state of the HTTP/1.1 server, pooled
+// across connections so that a keep-alive request allocates nothing.
+type serverConn struct {
+	nc     net.Conn
+	r      *http1.Reader
+	wbuf   []byte
+	cw     http1.ChunkedWriter
+	req    message.Request
+	stream filter.Stream
+	body   reqBody
+	idle   atomic.Bool
+}
+
+// h2Preface is the HTTP/2 client connection preface (RFC 9113 3.4).
+const h2Preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+func (sc *serverConn) serve(ctx context.Context, srv *Server, nc net.Conn, info ConnInfo) {
+	sc.nc = nc
+	sc.r.Reset(nc)
+	srv.track(sc, true)
+	defer srv.track(sc, false)
+	defer nc.Close()
+	scheme := "http"
+	if info.TLS != nil {
+		scheme = "https"
+	}
+	first := true
+	for {
+		cfg := srv.cfg()
+		if cfg == nil {
+			return
+		}
+		if first {
+			_ = nc.SetReadDeadline(time.Now().Add(cfg.RequestHeadersTimeout))
+		} else {
+			_ = nc.SetReadDeadline(time.Now().Add(cfg.IdleTimeout))
+		}
+		if first && info.TLS == nil {
+			first = false
+			if sc.isH2Preface() {
+				_ = nc.SetReadDeadline(time.Time{})
+				srv.h2.serve(ctx, &prefacedConn{Conn: nc, r: sc.r}, info)
+				return
+			}
+		}
+		first = false
+		sc.req.Reset()
+		sc.idle.Store(true)
+		if srv.isDraining() {
+			return
+		}
+		f, err := sc.r.ReadRequest(&sc.req, cfg.Limits)
+		sc.idle.Store(false)
+		if err != nil {
+			var pe *http1.Error
+			if errors.As(err, &pe) {
+				sc.writeError(pe.Status, pe.Reason)
+			}
+			return
+		}
+		_ = nc.SetReadDeadline(time.Time{})
+		sc.req.SetScheme(scheme)
+		if !sc.handle(ctx, srv, cfg, f, &info) {
+			return
+		}
+	}
+}
+
+// isH2Preface peeks for the h2c prior-knowledge preface.
+func (sc *serverConn) isH2Preface() bool {
+	// Every valid HTTP/1 request line is longer than 3 bytes, so this peek
+	// never waits for bytes a real HTTP/1 client will not send.
+	b, err := sc.r.Peek(3)
+	if err != nil || string(b) != "PRI" {
+		return false
+	}
+	b, err = sc.r.Peek(len(h2Preface))
+	return err == nil && string(b) == h2Preface
+}
+
+// handle serves one request and reports whether the connection may serve
+// another.
+func (sc *serverConn) handle(ctx context.Context, srv *Server, cfg *Config, f http1.Framing, info *ConnInfo) bool {
+	st := &sc.stream
+	st.Reset()
+	req := &sc.req
+	if !f.NoBody && (f.Chunked || f.ContentLength > 0) {
+		sc.body.reset(sc.r.BodyReader(f, &req.Trailer), f.ExpectContinue, sc.nc)
+		req.Body = &sc.body
+	} else {
+		sc.body.reset(nil, false, nil)
+	}
+	req.ContentLength = f.ContentLength
+	if f.Chunked {
+		req.ContentLength = -1
+	}
+	prepare(st, cfg, req, ctx, info)
+	cfg.Chain.Run(st)
+	resp := st.Resp
+	keepAlive := !f.Close && !srv.isDraining()
+	var status int
+	var werr error
+	if f.Upgrade && resp.Status == 101 {
+		status = 101
+		werr = sc.tunnel(resp)
+		keepAlive = false
+	} else {
+		status = resp.Status
+		// An unread request body that is too large to drain cheaply ends the
+		// connection rather than stalling it.
+		if req.Body != nil && !sc.body.eof {
+			if !sc.body.drain(256 << 10) {
+				keepAlive = false
+			}
+		}
+		werr = sc.writeResponse(st, resp, req, keepAlive)
+	}
+	if resp.Close != nil {
+		resp.Close()
+	}
+	cfg.Chain.Complete(st)
+	if cfg.Observe != nil {
+		cfg.Observe(st, status, time.Since(st.Start))
+	}
+	if cfg.AccessLog != nil {
+		logAccess(cfg.AccessLog, st, status)
+	}
+	return werr == nil && keepAlive
+}
+
+func (sc *serverConn) writeResponse(st *filter.Stream, resp *message.Response, req *message.Request, keepAlive bool) error {
+	head := string(req.Method) == "HEAD"
+	noBody := head || resp.Status == 204 || resp.Status == 304 || (resp.Status >= 100 && resp.Status < 200)
+	cl := resp.ContentLength
+	if resp.Body == nil {
+		cl = 0
+	}
+	chunked := !noBody && cl < 0
+	if chunked && req.ProtoMinor == 0 && req.ProtoMajor == 1 {
+		// HTTP/1.0 has no chunked coding: delimit by close.
+		chunked = false
+		keepAlive = false
+	}
+	if noBody && !head {
+		cl = 0
+	}
+	saved := resp.ContentLength
+	resp.ContentLength = cl
+	sc.wbuf = http1.AppendResponseHead(sc.wbuf[:0], resp, chunked, keepAlive)
+	resp.ContentLength = saved
+	if noBody || resp.Body == nil {
+		_, err := sc.nc.Write(sc.wbuf)
+		return err
+	}
+	// Small bodies of known length go out with the head in one write.
+	if cl >= 0 && cl <= int64(cap(sc.wbuf)-len(sc.wbuf)) {
+		n := len(sc.wbuf)
+		sc.wbuf = sc.wbuf[:n+int(cl)]
+		m, err := io.ReadFull(resp.Body, sc.wbuf[n:])
+		st.BytesSent = int64(m)
+		if err != nil {
+			return err
+		}
+		_, err = sc.nc.Write(sc.wbuf)
+		return err
+	}
+	if _, err := sc.nc.Write(sc.wbuf); err != nil {
+		return err
+	}
+	bp := bufPool.Get().(*[]byte)
+	defer bufPool.Put(bp)
+	if chunked {
+		sc.cw.Reset(sc.nc)
+		n, err := copyFlush(&sc.cw, resp.Body, *bp)
+		st.BytesSent = n
+		if err != nil {
+			return err
+		}
+		return sc.cw.Close(&resp.Trailer)
+	}
+	var n int64
+	var err error
+	if cl >= 0 {
+		n, err = copyFlush(sc.nc, io.LimitReader(resp.Body, cl), *bp)
+		if err == nil && n < cl {
+			err = io.ErrUnexpectedEOF
+		}
+	} else {
+		n, err = copyFlush(sc.nc, resp.Body, *bp)
+	}
+	st.BytesSent = n
+	return err
+}
+
+// copyFlush copies without io.Copy's ReaderFrom/WriterTo detours (which
+// would allocate their own buffers) and writes each chunk as it arrives so
+// streamed responses are not held back.
+func copyFlush(w io.Writer, r io.Reader, buf []byte) (int64, error) {
+	var n int64
+	for {
+		m, err := r.Read(buf)
+		if m > 0 {
+			if _, werr := w.Write(buf[:m]); werr != nil {
+				return n, werr
+			}
+			n += int64(m)
+		}
+		if err == io.EOF {
+			return n, nil
+		}
+		if err != nil {
+			return n, err
+		}
+	}
+}
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+func (sc *serverConn) writeError(status int, reason string) {
+	body := reason + "\n"
+	b := append(sc.wbuf[:0], "HTTP/1.1 "...)
+	b = strconv.AppendInt(b, int64(status), 10)
+	b = append(b, ' ')
+	b = append(b, http1.ReasonPhrase(status)...)
+	b = append(b, "\r\ncontent-type: text/plain\r\nconnection: close\r\ncontent-length: "...)
+	b = strconv.AppendInt(b, int64(len(body)), 10)
+	b = append(b, "\r\n\r\n"...)
+	b = append(b, body...)
+	sc.wbuf = b
+	_ = sc.nc.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	_, _ = sc.nc.Write(b)
+}
+
+// tunnel writes the 101 response and then copies bytes both ways between the
+// downstream connection and the upgraded upstream stream (WebSocket).
+func (sc *serverConn) tunnel(resp *message.Response) error {
+	sc.wbuf = http1.AppendResponseHead(sc.wbuf[:0], resp, false, true)
+	if _, err := sc.nc.Write(sc.wbuf); err != nil {
+		return err
+	}
+	up, ok := resp.Body.(io.ReadWriter)
+	if !ok {
+		return errors.New("upgrade: upstream body is not bidirectional")
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		buf := make([]byte, 32<<10)
+		_, _ = copyFlush(up, sc.r, buf) // sc.r holds any bytes read ahead
+		if cw, ok := up.(interface{ CloseWrite() error }); ok {
+			_ = cw.CloseWrite()
+		}
+	}()
+	buf := make([]byte, 32<<10)
+	_, err := copyFlush(sc.nc, up, buf)
+	if tc, ok := sc.nc.(interface{ CloseWrite() error }); ok {
+		_ = tc.CloseWrite()
+	}
+	<-done
+	return err
+}
+
+// reqBody wraps the downstream request body: it sends "100 Continue" the
+// first time the body is read (so an upstream that rejects early never makes
+// the client send the body) and tracks end of body for keep-alive.
+type reqBody struct {
+	src      io.Reader
+	expect   bool
+	nc       net.Conn
+	eof      bool
+	err      error
+}
+
+func (b *reqBody) reset(src io.Reader, expect bool, nc net.Conn) {
+	*b = reqBody{src: src, expect: expect, nc: nc}
+}
+
+func (b *reqBody) Read(p []byte) (int, error) {
+	if b.eof {
+		return 0, io.EOF
+	}
+	if b.err != nil {
+		return 0, b.err
+	}
+	if b.expect {
+		b.expect = false
+		if _, err := b.nc.Write([]byte("HTTP/1.1 100 Continue\r\n\r\n")); err != nil {
+			b.err = err
+			return 0, err
+		}
+	}
+	n, err := b.src.Read(p)
+	if err == io.EOF {
+		b.eof = true
+	} else if err != nil {
+		b.err = err
+	}
+	return n, err
+}
+
+// drain discards up to limit unread body bytes; it reports whether the body
+// ended (the connection can be reused). A client still waiting for 100
+// Continue never sent its body: nothing to drain, but the connection must
+// close since the client may send it anyway.
+func (b *reqBody) drain(limit int64) bool {
+	if b.expect {
+		return false
+	}
+	if b.err != nil {
+		return false
+	}
+	var buf [4096]byte
+	var n int64
+	for n < limit {
+		m, err := b.Read(buf[:])
+		n += int64(m)
+		if err == io.EOF {
+			return true
+		}
+		if err != nil {
+			return false
+		}
+	}
+	return false
+}
+
+// prefacedConn replays bytes already buffered by the HTTP/1 reader (the h2c
+// preface) before reading from the socket.
+type prefacedConn struct {
+	net.Conn
+	r *http1.Reader
+}
+
+func (c *prefacedConn) Read(p []byte) (int, error) {
+	if c.r.Buffered() > 0 {
+		return c.r.Read(p)
+	}
+	return c.Conn.Read(p)
+}

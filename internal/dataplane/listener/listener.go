@@ -1,0 +1,287 @@
+// Package listener owns listening sockets and what happens to a connection
+// before HTTP: filter-chain selection by SNI (peeking the ClientHello), TLS
+// termination with a certificate per SNI, TLS passthrough and TCP proxying.
+// A Listener keeps its socket across config versions: a new version is
+// published with Update and applies to the next accepted connection (and,
+// for HTTP, to the next request on existing connections).
+package listener
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/omnirelay/omnirelay/internal/dataplane/httpconn"
+)
+
+// Config is one immutable version of a listener.
+type Config struct {
+	Name    string
+	Address string
+	// Chains are tried by SNI: exact names, then "*.suffix" wildcards, then
+	// the chain without server names (the default).
+	Chains []*Chain
+	// InspectTLS is set when some chain matches on server names, so the
+	// ClientHello must be peeked before a chain is chosen.
+	InspectTLS bool
+}
+
+// Chain is a compiled filter chain.
+type Chain struct {
+	// Key identifies the chain across versions (its name or index).
+	Key         string
+	ServerNames []string
+	// TLS terminates TLS with this config when set.
+	TLS *tls.Config
+	// RequireClientCert marks mTLS chains (peer identity extraction).
+	HTTP *httpconn.Config
+	TCP  *TCPProxy
+}
+
+func (c *Config) chainFor(sni string, hasTLS bool) *Chain {
+	var def, wild *Chain
+	wildLen := -1
+	sni = strings.ToLower(sni)
+	for _, ch := range c.Chains {
+		if len(ch.ServerNames) == 0 {
+			if def == nil {
+				def = ch
+			}
+			continue
+		}
+		if !hasTLS {
+			continue
+		}
+		for _, n := range ch.ServerNames {
+			if n == sni {
+				return ch
+			}
+			if strings.HasPrefix(n, "*") && strings.HasSuffix(sni, n[1:]) && len(n) > wildLen {
+				wild, wildLen = ch, len(n)
+			}
+		}
+	}
+	if wild != nil {
+		return wild
+	}
+	return def
+}
+
+func (c *Config) chainByKey(key string) *Chain {
+	for _, ch := range c.Chains {
+		if ch.Key == key {
+			return ch
+		}
+	}
+	return nil
+}
+
+// Listener is a bound socket serving successive config versions.
+type Listener struct {
+	name string
+	addr string
+	ln   net.Listener
+	cfg  atomic.Pointer[Config]
+	log  *slog.Logger
+
+	mu      sync.Mutex
+	servers map[string]*httpconn.Server // per chain key, carried across versions
+	conns   map[net.Conn]struct{}
+	wg      sync.WaitGroup
+	closing atomic.Bool
+	ctx     context.Context
+	cancel  context.CancelFunc
+}
+
+// Listen binds cfg.Address. Serve must be called to accept connections.
+func Listen(cfg *Config, log *slog.Logger) (*Listener, error) {
+	ln, err := net.Listen("tcp", cfg.Address)
+	if err != nil {
+		return nil, fmt.Errorf("listener %q: %w", cfg.Name, err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	l := &Listener{name: cfg.Name, addr: cfg.Address, ln: ln, log: log,
+		servers: map[string]*httpconn.Server{}, conns: map[net.Conn]struct{}{}, ctx: ctx, cancel: cancel}
+	l.cfg.Store(cfg)
+	return l, nil
+}
+
+// Addr returns the bound address (useful with port 0).
+func (l *Listener) Addr() net.Addr { return l.ln.Addr() }
+
+// Update publishes a new version. The address must not change (a new address
+// is a new Listener).
+func (l *Listener) Update(cfg *Config) { l.cfg.Store(cfg) }
+
+// Config returns the current version.
+func (l *Listener) Config() *Config { return l.cfg.Load() }
+
+// Serve accepts connections until Close or Drain.
+func (l *Listener) Serve() {
+	var delay time.Duration
+	for {
+		c, err := l.ln.Accept()
+		if err != nil {
+			if l.closing.Load() {
+				return
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() || isTemporary(err) {
+				// Out of file descriptors and the like: back off as net/http does.
+				if delay == 0 {
+					delay = 5 * time.Millisecond
+				} else if delay *= 2; delay > time.Second {
+					delay = time.Second
+				}
+				l.log.Warn("accept failed; retrying", "listener", l.name, "error", err, "delay", delay)
+				time.Sleep(delay)
+				continue
+			}
+			l.log.Error("accept failed; listener stops", "listener", l.name, "error", err)
+			return
+		}
+		delay = 0
+		if tc, ok := c.(*net.TCPConn); ok {
+			_ = tc.SetNoDelay(true)
+		}
+		l.mu.Lock()
+		l.conns[c] = struct{}{}
+		l.wg.Add(1)
+		l.mu.Unlock()
+		go l.handle(c)
+	}
+}
+
+func isTemporary(err error) bool {
+	return strings.Contains(err.Error(), "too many open files")
+}
+
+func (l *Listener) handle(c net.Conn) {
+	defer func() {
+		l.mu.Lock()
+		delete(l.conns, c)
+		l.mu.Unlock()
+		l.wg.Done()
+		_ = c.Close()
+	}()
+	cfg := l.cfg.Load()
+	var sni string
+	var conn net.Conn = c
+	var hasTLS bool
+	if cfg.InspectTLS {
+		hello, replay, err := peekClientHello(c, 10*time.Second)
+		if err == nil {
+			sni, hasTLS = hello.ServerName, true
+		}
+		conn = &replayConn{Conn: c, prefix: replay}
+	}
+	ch := cfg.chainFor(sni, hasTLS)
+	if ch == nil {
+		l.log.Debug("no filter chain matches; closing", "listener", l.name, "sni", sni)
+		return
+	}
+	info := httpconn.InfoFor(c)
+	if ch.TLS != nil {
+		tc := tls.Server(conn, ch.TLS)
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		if err := tc.HandshakeContext(l.ctx); err != nil {
+			l.log.Debug("tls handshake failed", "listener", l.name, "remote", c.RemoteAddr().String(), "error", err)
+			return
+		}
+		_ = c.SetDeadline(time.Time{})
+		st := tc.ConnectionState()
+		info.TLS = &st
+		info.PeerIdentity = peerIdentity(&st)
+		conn = tc
+	}
+	switch {
+	case ch.HTTP != nil:
+		l.httpServer(ch.Key).ServeConn(l.ctx, conn, info)
+	case ch.TCP != nil:
+		ch.TCP.Serve(l.ctx, conn)
+	}
+}
+
+// peerIdentity returns the SPIFFE ID (URI SAN) of a verified client
+// certificate, or its subject common name.
+func peerIdentity(st *tls.ConnectionState) string {
+	if len(st.PeerCertificates) == 0 {
+		return ""
+	}
+	return certIdentity(st.PeerCertificates[0])
+}
+
+func certIdentity(c *x509.Certificate) string {
+	for _, u := range c.URIs {
+		if u.Scheme == "spiffe" {
+			return u.String()
+		}
+	}
+	return c.Subject.CommonName
+}
+
+// httpServer returns the HTTP server of a chain; it reads the chain's current
+// HTTP config on every request so that route and filter changes apply to
+// existing keep-alive connections.
+func (l *Listener) httpServer(key string) *httpconn.Server {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if s := l.servers[key]; s != nil {
+		return s
+	}
+	s := httpconn.NewServer(func() *httpconn.Config {
+		ch := l.cfg.Load().chainByKey(key)
+		if ch == nil {
+			return nil
+		}
+		return ch.HTTP
+	})
+	l.servers[key] = s
+	return s
+}
+
+// Drain stops accepting, asks connections to finish and waits for them up to
+// ctx's deadline, then closes what is left.
+func (l *Listener) Drain(ctx context.Context) error {
+	l.closing.Store(true)
+	_ = l.ln.Close()
+	l.mu.Lock()
+	for _, s := range l.servers {
+		s.Drain()
+	}
+	l.mu.Unlock()
+	done := make(chan struct{})
+	go func() { l.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		l.cancel()
+		return nil
+	case <-ctx.Done():
+		l.Close()
+		<-done
+		return ctx.Err()
+	}
+}
+
+// Close stops accepting and closes every connection now.
+func (l *Listener) Close() {
+	l.closing.Store(true)
+	_ = l.ln.Close()
+	l.cancel()
+	l.mu.Lock()
+	for c := range l.conns {
+		_ = c.Close()
+	}
+	l.mu.Unlock()
+}
+
+// Wait blocks until every connection handler has returned.
+func (l *Listener) Wait() { l.wg.Wait() }

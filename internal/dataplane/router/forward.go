@@ -1,0 +1,549 @@
+package router
+
+import (
+	"context"
+	"errors"
+	"io"
+	"math/rand/v2"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/omnirelay/omnirelay/internal/dataplane/cluster"
+	"github.com/omnirelay/omnirelay/internal/dataplane/endpoint"
+	"github.com/omnirelay/omnirelay/internal/dataplane/filter"
+	"github.com/omnirelay/omnirelay/internal/dataplane/lb"
+	"github.com/omnirelay/omnirelay/internal/dataplane/message"
+	"github.com/omnirelay/omnirelay/internal/dataplane/upstream"
+)
+
+// Clusters resolves cluster names in one config version.
+type Clusters interface {
+	Get(name string) *cluster.Cluster
+}
+
+// Router is the terminal filter: it forwards a stream to the cluster its
+// route selects. One Router serves a config version; it is stateless.
+type Router struct {
+	Clusters Clusters
+	Table    *Table
+	// MaxReplayBody bounds the request body buffered so that it can be
+	// re-sent on retry (Envoy's per_request_buffer_limit_bytes).
+	MaxReplayBody int
+}
+
+var _ filter.Terminal = (*Router)(nil)
+
+// Serve implements filter.Terminal.
+func (rt *Router) Serve(s *filter.Stream) error {
+	r, _ := s.CurrentRoute().(*Route)
+	if r == nil {
+		s.ResponseFlags = "NR"
+		s.Reply(404, "no route\n")
+		return nil
+	}
+	switch r.Kind {
+	case ActionDirect:
+		s.Reply(r.Direct.Status, r.Direct.Body)
+		rt.applyResponseOps(r, nil, s.Resp)
+		return nil
+	case ActionRedirect:
+		rt.redirect(s, r)
+		return nil
+	}
+	name, wc := r.PickCluster()
+	cl := rt.Clusters.Get(name)
+	s.UpstreamCluster = name
+	if cl == nil {
+		s.ResponseFlags = "NC"
+		s.Reply(503, "cluster not found\n")
+		return nil
+	}
+	req := s.Req
+	rt.rewrite(r, req)
+	rt.Table.headers.applyRequest(&req.Header)
+	r.vh.headers.applyRequest(&req.Header)
+	r.headers2.applyRequest(&req.Header)
+	if wc != nil {
+		wc.headers.applyRequest(&req.Header)
+	}
+	if len(req.Scheme) > 0 {
+		req.Header.SetBytes("x-forwarded-proto", req.Scheme)
+	}
+	rt.forward(s, r, cl)
+	if s.Resp != nil {
+		rt.applyResponseOps(r, wc, s.Resp)
+	}
+	return nil
+}
+
+func (rt *Router) applyResponseOps(r *Route, wc *WeightedCluster, resp *message.Response) {
+	if wc != nil {
+		wc.headers.applyResponse(&resp.Header)
+	}
+	r.headers2.applyResponse(&resp.Header)
+	r.vh.headers.applyResponse(&resp.Header)
+	rt.Table.headers.applyResponse(&resp.Header)
+}
+
+func (rt *Router) rewrite(r *Route, req *message.Request) {
+	if r.PrefixRewrite != "" && r.pathKind != pathRegex {
+		p := req.Path
+		if len(p) >= len(r.path) {
+			var buf [512]byte
+			nb := append(buf[:0], r.PrefixRewrite...)
+			rest := p[len(r.path):]
+			if len(nb) > 0 && nb[len(nb)-1] == '/' && len(rest) > 0 && rest[0] == '/' {
+				rest = rest[1:]
+			}
+			nb = append(nb, rest...)
+			req.SetPathBytes(nb)
+		}
+	}
+	if r.HostRewrite != "" {
+		req.SetAuthority(r.HostRewrite)
+	}
+}
+
+func (rt *Router) redirect(s *filter.Stream, r *Route) {
+	rd := r.Redirect
+	req := s.Req
+	scheme := string(req.Scheme)
+	if rd.Scheme != "" {
+		scheme = rd.Scheme
+	}
+	host := string(req.Host())
+	if rd.Host != "" {
+		host = rd.Host
+	}
+	port := ""
+	if a := string(req.Authority); rd.Host == "" && len(a) > len(host) {
+		port = a[len(host):]
+	}
+	if rd.Port != 0 {
+		port = ":" + strconv.Itoa(int(rd.Port))
+	}
+	if (scheme == "https" && port == ":443") || (scheme == "http" && port == ":80") {
+		port = ""
+	}
+	path := string(req.PathOnly())
+	query := ""
+	if q := req.Query(); q != nil && !rd.StripQuery {
+		query = "?" + string(q)
+	}
+	switch {
+	case rd.Path != "":
+		path = rd.Path
+		if strings.Contains(path, "?") {
+			query = ""
+		}
+	case rd.PrefixRewrite != "" && r.pathKind == pathPrefix:
+		path = rd.PrefixRewrite + path[len(r.path):]
+	}
+	resp := s.LocalResponse()
+	resp.Status = rd.Code
+	resp.Header.Add("location", scheme+"://"+host+port+path+query)
+	resp.ContentLength = 0
+	s.Resp = resp
+}
+
+// forward runs the attempt loop: pick a host, send, and retry per policy.
+func (rt *Router) forward(s *filter.Stream, r *Route, cl *cluster.Cluster) {
+	req := s.Req
+	var lbc lb.Context
+	lbc.Hash, lbc.HasHash = hashFor(s, r)
+
+	ctx := s.Ctx
+	timeout := r.Timeout
+	upgrade := false
+	if u, ok := req.Header.Get("upgrade"); ok && len(u) > 0 {
+		upgrade = true
+		timeout = 0 // a tunnel outlives the request timeout
+	}
+	if gt := grpcTimeout(req); gt > 0 && (r.useGRPCTimeout || timeout == 0 || gt < timeout) {
+		if r.MaxGRPCTimeout > 0 && gt > r.MaxGRPCTimeout {
+			gt = r.MaxGRPCTimeout
+		}
+		timeout = gt
+	}
+	var cancel context.CancelFunc = noop
+	if timeout > 0 {
+		ctx, cancel = context.WithTimeout(ctx, timeout)
+	}
+
+	policy := r.Retry
+	maxRetries := 0
+	if policy != nil && !upgrade {
+		maxRetries = policy.NumRetries
+	}
+	var replay *replayBody
+	if maxRetries > 0 && req.Body != nil && req.ContentLength != 0 {
+		replay = getReplay(req.Body, rt.maxReplay())
+		req.Body = replay
+	}
+	defer func() {
+		if replay != nil {
+			req.Body = replay.src
+			putReplay(replay)
+		}
+	}()
+
+	tr := cl.Transport(req.ProtoMajor == 2)
+	resp := s.LocalResponse()
+	retryHeld := false
+	releaseRetry := func() {
+		if retryHeld {
+			cl.Breaker.ReleaseRetry()
+			retryHeld = false
+		}
+	}
+	defer releaseRetry()
+	for attempt := 1; ; attempt++ {
+		s.Attempts = attempt
+		ep := cl.Pick(&lbc)
+		if ep == nil {
+			cancel()
+			s.ResponseFlags = "UH"
+			s.Reply(503, "no healthy upstream\n")
+			return
+		}
+		if !cl.Breaker.TryAcquireRequest() {
+			cancel()
+			cl.Stats.Overflow("requests")
+			s.ResponseFlags = "UO"
+			s.Reply(503, "upstream overflow\n")
+			return
+		}
+		s.UpstreamHost = ep.Address
+		ep.Active.Add(1)
+		ep.Total.Add(1)
+
+		tryCtx, tryCancel := ctx, context.CancelFunc(noop)
+		var perTry *time.Timer
+		if policy != nil && policy.PerTryTimeout > 0 && !upgrade {
+			tryCtx, tryCancel = context.WithCancel(ctx)
+			perTry = time.AfterFunc(policy.PerTryTimeout, tryCancel)
+		}
+		resp.Reset()
+		err := tr.RoundTrip(tryCtx, ep, req, resp)
+		perTryFired := false
+		if perTry != nil {
+			perTryFired = !perTry.Stop()
+		}
+		releaseRetry()
+		if err != nil {
+			tryCancel()
+			ep.Active.Add(-1)
+			cl.Breaker.ReleaseRequest()
+			kind := classify(err, ctx, perTryFired)
+			cl.ReportFailure(ep, kind)
+			retry := ctx.Err() == nil && policy != nil && attempt <= maxRetries && policy.retryOnError(kind) && replay.rewind()
+			if retry && cl.Breaker.TryAcquireRetry() {
+				retryHeld = true
+				cl.Stats.Retries.Inc()
+				if sleepCtx(ctx, policy.backoff(attempt, rand.Uint64N)) {
+					continue
+				}
+				kind = failTimeout
+			} else if retry {
+				cl.Stats.Overflow("retries")
+			}
+			cancel()
+			switch kind {
+			case failTimeout:
+				s.ResponseFlags = "UT"
+				s.Reply(504, "upstream request timeout\n")
+			case failConnect:
+				s.ResponseFlags = "UF"
+				s.Reply(503, "upstream connect error\n")
+			case failOverflow:
+				s.ResponseFlags = "UO"
+				s.Reply(503, "upstream overflow\n")
+			default:
+				s.ResponseFlags = "UR"
+				s.Reply(503, "upstream reset before response\n")
+			}
+			return
+		}
+		cl.Stats.Response(resp.Status)
+		cl.ReportStatus(ep, resp.Status)
+		if policy != nil && attempt <= maxRetries && policy.retryOnStatus(resp.Status, grpcStatusOf(resp)) && replay.rewind() {
+			if cl.Breaker.TryAcquireRetry() {
+				closeResp(resp)
+				tryCancel()
+				ep.Active.Add(-1)
+				cl.Breaker.ReleaseRequest()
+				retryHeld = true
+				cl.Stats.Retries.Inc()
+				if sleepCtx(ctx, policy.backoff(attempt, rand.Uint64N)) {
+					continue
+				}
+				cancel()
+				s.ResponseFlags = "UT"
+				s.Reply(504, "upstream request timeout\n")
+				return
+			}
+			cl.Stats.Overflow("retries")
+		}
+		// Success (or a final upstream error status): the response streams
+		// downstream; its Close releases the host, breaker and deadline.
+		done := getRelease(resp.Close, cancel, tryCancel, ep, cl)
+		resp.Close = done.fn
+		s.Resp = resp
+		return
+	}
+}
+
+func noop() {}
+
+func closeResp(resp *message.Response) {
+	if resp.Close != nil {
+		resp.Close()
+		resp.Close = nil
+	}
+}
+
+// release undoes what an attempt acquired once the response has been
+// written downstream. It is pooled: a closure per request would allocate.
+type release struct {
+	next      func()
+	cancel    context.CancelFunc
+	tryCancel context.CancelFunc
+	ep        *endpoint.Endpoint
+	cl        *cluster.Cluster
+	fn        func()
+}
+
+var releasePool sync.Pool
+
+func init() {
+	// Set here: the pool's New refers to run, which puts back into the pool.
+	releasePool.New = func() any {
+		r := &release{}
+		r.fn = r.run
+		return r
+	}
+}
+
+func getRelease(next func(), cancel, tryCancel context.CancelFunc, ep *endpoint.Endpoint, cl *cluster.Cluster) *release {
+	r := releasePool.Get().(*release)
+	r.next, r.cancel, r.tryCancel, r.ep, r.cl = next, cancel, tryCancel, ep, cl
+	return r
+}
+
+func (r *release) run() {
+	if r.next != nil {
+		r.next()
+	}
+	r.tryCancel()
+	r.cancel()
+	r.ep.Active.Add(-1)
+	r.cl.Breaker.ReleaseRequest()
+	*r = release{fn: r.fn}
+	releasePool.Put(r)
+}
+
+// failure kinds drive retry decisions, outlier detection and response flags.
+type failKind = cluster.Failure
+
+const (
+	failConnect  = cluster.FailConnect
+	failReset    = cluster.FailReset
+	failTimeout  = cluster.FailTimeout
+	failOverflow = cluster.FailOverflow
+	failRefused  = cluster.FailRefused
+)
+
+func classify(err error, reqCtx context.Context, perTryFired bool) failKind {
+	switch {
+	case perTryFired || errors.Is(err, context.DeadlineExceeded) || reqCtx.Err() != nil:
+		return failTimeout
+	case errors.Is(err, upstream.ErrConnect):
+		return failConnect
+	case errors.Is(err, upstream.ErrOverflow):
+		return failOverflow
+	case errors.Is(err, upstream.ErrRefused):
+		return failRefused
+	case errors.Is(err, context.Canceled):
+		return failTimeout
+	}
+	return failReset
+}
+
+func (p *RetryPolicy) retryOnError(k failKind) bool {
+	switch k {
+	case failConnect:
+		return p.on&(retryConnectFailure|retry5xx|retryGatewayError) != 0
+	case failReset:
+		return p.on&(retryReset|retry5xx|retryGatewayError) != 0
+	case failRefused:
+		return p.on&(retryRefusedStream|retryReset|retry5xx|retryGatewayError) != 0
+	case failTimeout:
+		// Only a per-try timeout is retried; the caller turns an expired
+		// request deadline into a 504 before asking.
+		return p.on&(retry5xx|retryGatewayError) != 0
+	}
+	return false
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+func grpcStatusOf(resp *message.Response) int {
+	v, ok := resp.Header.Get("grpc-status")
+	if !ok {
+		return -1
+	}
+	n := 0
+	for _, c := range v {
+		if c < '0' || c > '9' {
+			return -1
+		}
+		n = n*10 + int(c-'0')
+	}
+	return n
+}
+
+// grpcTimeout parses a grpc-timeout header ("100m", "5S", ...).
+func grpcTimeout(req *message.Request) time.Duration {
+	v, ok := req.Header.Get("grpc-timeout")
+	if !ok || len(v) < 2 || len(v) > 9 {
+		return 0
+	}
+	var n int64
+	for _, c := range v[:len(v)-1] {
+		if c < '0' || c > '9' {
+			return 0
+		}
+		n = n*10 + int64(c-'0')
+	}
+	var unit time.Duration
+	switch v[len(v)-1] {
+	case 'H':
+		unit = time.Hour
+	case 'M':
+		unit = time.Minute
+	case 'S':
+		unit = time.Second
+	case 'm':
+		unit = time.Millisecond
+	case 'u':
+		unit = time.Microsecond
+	case 'n':
+		unit = time.Nanosecond
+	default:
+		return 0
+	}
+	return time.Duration(n) * unit
+}
+
+func hashFor(s *filter.Stream, r *Route) (uint64, bool) {
+	var h uint64
+	found := false
+	for _, hp := range r.Hash {
+		var v []byte
+		var ok bool
+		if hp.SourceIP {
+			a := s.Downstream.RemoteAddr.Addr().As16()
+			v, ok = a[:], s.Downstream.RemoteAddr.IsValid()
+		} else {
+			v, ok = s.Req.Header.Get(hp.Header)
+		}
+		if !ok {
+			continue
+		}
+		x := lb.HashBytes(v)
+		if found {
+			h = (h << 1) | (h >> 63) // combine like Envoy: rotate then xor
+			h ^= x
+		} else {
+			h = x
+		}
+		found = true
+		if hp.Terminal {
+			break
+		}
+	}
+	return h, found
+}
+
+func (rt *Router) maxReplay() int {
+	if rt.MaxReplayBody > 0 {
+		return rt.MaxReplayBody
+	}
+	return 64 << 10
+}
+
+// replayBody records what the first attempt read so that a retry can send
+// the same body again; past max bytes it stops recording and the body can no
+// longer be replayed (the retry is then skipped).
+type replayBody struct {
+	src      io.Reader
+	buf      []byte
+	max      int
+	pos      int // read position in buf while replaying
+	overflow bool
+	eof      bool
+}
+
+var replayPool = sync.Pool{New: func() any { return &replayBody{} }}
+
+func getReplay(src io.Reader, max int) *replayBody {
+	r := replayPool.Get().(*replayBody)
+	*r = replayBody{src: src, buf: r.buf[:0], max: max}
+	return r
+}
+
+func putReplay(r *replayBody) {
+	r.src = nil
+	replayPool.Put(r)
+}
+
+func (r *replayBody) Read(p []byte) (int, error) {
+	if r.pos < len(r.buf) {
+		n := copy(p, r.buf[r.pos:])
+		r.pos += n
+		return n, nil
+	}
+	if r.eof {
+		return 0, io.EOF
+	}
+	n, err := r.src.Read(p)
+	if n > 0 && !r.overflow {
+		if len(r.buf)+n > r.max {
+			r.overflow = true
+		} else {
+			r.buf = append(r.buf, p[:n]...)
+			r.pos = len(r.buf)
+		}
+	}
+	if err == io.EOF {
+		r.eof = true
+	}
+	return n, err
+}
+
+// rewind prepares a replay and reports whether one is possible. A nil
+// receiver (no body) can always be "replayed".
+func (r *replayBody) rewind() bool {
+	if r == nil {
+		return true
+	}
+	if r.overflow {
+		return false
+	}
+	r.pos = 0
+	return true
+}

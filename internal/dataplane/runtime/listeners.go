@@ -1,0 +1,399 @@
+package runtime
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	accesslogv3 "github.com/envoyproxy/go-control-plane/envoy/config/accesslog/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	filev3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/file/v3"
+	streamv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/stream/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	tcpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/omnirelay/omnirelay/internal/dataplane/cluster"
+	"github.com/omnirelay/omnirelay/internal/dataplane/filter"
+	"github.com/omnirelay/omnirelay/internal/dataplane/http1"
+	"github.com/omnirelay/omnirelay/internal/dataplane/httpconn"
+	"github.com/omnirelay/omnirelay/internal/dataplane/listener"
+	"github.com/omnirelay/omnirelay/internal/dataplane/router"
+	"github.com/omnirelay/omnirelay/internal/dataplane/stats"
+	"github.com/omnirelay/omnirelay/internal/shared/resources"
+)
+
+const (
+	hcmType      = "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+	tcpProxyType = "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy"
+	routerType   = "envoy.extensions.filters.http.router.v3.Router"
+)
+
+func (rt *Runtime) compileListeners(snap *resources.Snapshot, v *Version) (map[string]*listener.Config, error) {
+	routes := map[string]*routev3.RouteConfiguration{}
+	for _, r := range snap.Routes {
+		routes[r.GetName()] = r
+	}
+	out := map[string]*listener.Config{}
+	for _, l := range snap.Listeners {
+		lc, err := rt.compileListener(l, routes, v)
+		if err != nil {
+			return nil, fmt.Errorf("listener %q: %w", l.GetName(), err)
+		}
+		out[lc.Name] = lc
+	}
+	return out, nil
+}
+
+func (rt *Runtime) compileListener(l *listenerv3.Listener, routes map[string]*routev3.RouteConfiguration, v *Version) (*listener.Config, error) {
+	sa := l.GetAddress().GetSocketAddress()
+	if sa == nil {
+		return nil, errors.New("address: only socket addresses are supported")
+	}
+	pv, ok := sa.GetPortSpecifier().(*corev3.SocketAddress_PortValue)
+	if !ok {
+		return nil, errors.New("address: port_value is required")
+	}
+	lc := &listener.Config{Name: l.GetName(), Address: joinHostPort(sa.GetAddress(), pv.PortValue)}
+	for _, lf := range l.GetListenerFilters() {
+		switch lf.GetName() {
+		case "envoy.filters.listener.tls_inspector":
+			lc.InspectTLS = true
+		case "envoy.filters.listener.http_inspector":
+		default:
+			return nil, fmt.Errorf("listener_filters: %q is not supported", lf.GetName())
+		}
+	}
+	chains := l.GetFilterChains()
+	if dc := l.GetDefaultFilterChain(); dc != nil {
+		chains = append(append([]*listenerv3.FilterChain(nil), chains...), dc)
+	}
+	for i, fc := range chains {
+		ch, err := rt.compileChain(l.GetName(), i, fc, routes, v)
+		if err != nil {
+			return nil, fmt.Errorf("filter_chains[%d]: %w", i, err)
+		}
+		if len(ch.ServerNames) > 0 {
+			lc.InspectTLS = true
+		}
+		lc.Chains = append(lc.Chains, ch)
+	}
+	if len(lc.Chains) == 0 {
+		return nil, errors.New("no filter chains")
+	}
+	return lc, nil
+}
+
+func joinHostPort(host string, port uint32) string {
+	if strings.Contains(host, ":") {
+		return "[" + host + "]:" + strconv.Itoa(int(port))
+	}
+	return host + ":" + strconv.Itoa(int(port))
+}
+
+func (rt *Runtime) compileChain(lname string, idx int, fc *listenerv3.FilterChain, routes map[string]*routev3.RouteConfiguration, v *Version) (*listener.Chain, error) {
+	ch := &listener.Chain{Key: fc.GetName()}
+	if ch.Key == "" {
+		ch.Key = "#" + strconv.Itoa(idx)
+	}
+	if m := fc.GetFilterChainMatch(); m != nil {
+		for _, n := range m.GetServerNames() {
+			ch.ServerNames = append(ch.ServerNames, strings.ToLower(n))
+		}
+	}
+	if ts := fc.GetTransportSocket(); ts != nil {
+		cfg, err := downstreamTLS(ts)
+		if err != nil {
+			return nil, fmt.Errorf("transport_socket: %w", err)
+		}
+		ch.TLS = cfg
+	}
+	filters := fc.GetFilters()
+	if len(filters) == 0 {
+		return nil, errors.New("filters: empty")
+	}
+	last := filters[len(filters)-1]
+	if len(filters) > 1 {
+		return nil, fmt.Errorf("filters: only one network filter (http_connection_manager or tcp_proxy) is supported, got %d", len(filters))
+	}
+	switch typeName(last.GetTypedConfig()) {
+	case hcmType:
+		hcm := &hcmv3.HttpConnectionManager{}
+		if err := last.GetTypedConfig().UnmarshalTo(hcm); err != nil {
+			return nil, fmt.Errorf("http_connection_manager: %w", err)
+		}
+		hc, err := rt.compileHCM(lname, hcm, routes, v)
+		if err != nil {
+			return nil, fmt.Errorf("http_connection_manager: %w", err)
+		}
+		ch.HTTP = hc
+		if ch.TLS != nil && len(ch.TLS.NextProtos) == 0 {
+			ch.TLS.NextProtos = []string{"h2", "http/1.1"}
+		}
+	case tcpProxyType:
+		tp := &tcpv3.TcpProxy{}
+		if err := last.GetTypedConfig().UnmarshalTo(tp); err != nil {
+			return nil, fmt.Errorf("tcp_proxy: %w", err)
+		}
+		p, err := rt.compileTCPProxy(lname, tp, v)
+		if err != nil {
+			return nil, fmt.Errorf("tcp_proxy: %w", err)
+		}
+		ch.TCP = p
+	default:
+		return nil, fmt.Errorf("filters[0]: network filter %q (%s) is not supported", last.GetName(), last.GetTypedConfig().GetTypeUrl())
+	}
+	return ch, nil
+}
+
+func typeName(a *anypb.Any) string {
+	u := a.GetTypeUrl()
+	if i := strings.LastIndexByte(u, '/'); i >= 0 {
+		return u[i+1:]
+	}
+	return u
+}
+
+func (rt *Runtime) compileTCPProxy(lname string, tp *tcpv3.TcpProxy, v *Version) (*listener.TCPProxy, error) {
+	set := v.Clusters
+	p := &listener.TCPProxy{
+		Clusters: func(name string) listener.Upstream {
+			if c := set.Get(name); c != nil {
+				return c
+			}
+			return nil
+		},
+	}
+	switch cs := tp.GetClusterSpecifier().(type) {
+	case *tcpv3.TcpProxy_Cluster:
+		p.Cluster = cs.Cluster
+		if set.Get(cs.Cluster) == nil {
+			return nil, fmt.Errorf("cluster %q not found", cs.Cluster)
+		}
+	case *tcpv3.TcpProxy_WeightedClusters:
+		for _, w := range cs.WeightedClusters.GetClusters() {
+			if set.Get(w.GetName()) == nil {
+				return nil, fmt.Errorf("weighted_clusters: cluster %q not found", w.GetName())
+			}
+			p.Weighted = append(p.Weighted, listener.WeightedTarget{Cluster: w.GetName(), Weight: w.GetWeight()})
+		}
+	default:
+		return nil, errors.New("cluster or weighted_clusters is required")
+	}
+	if tp.GetIdleTimeout() != nil {
+		p.IdleTimeout = tp.GetIdleTimeout().AsDuration()
+	}
+	if tp.GetMaxConnectAttempts() != nil {
+		p.MaxConnectAttempts = int(tp.GetMaxConnectAttempts().GetValue())
+	}
+	ls := rt.opt.Stats.Listener(lname)
+	p.Observe = ls.TCP
+	return p.Init(), nil
+}
+
+func (rt *Runtime) compileHCM(lname string, hcm *hcmv3.HttpConnectionManager, routes map[string]*routev3.RouteConfiguration, v *Version) (*httpconn.Config, error) {
+	var rc *routev3.RouteConfiguration
+	switch r := hcm.GetRouteSpecifier().(type) {
+	case *hcmv3.HttpConnectionManager_RouteConfig:
+		rc = r.RouteConfig
+	case *hcmv3.HttpConnectionManager_Rds:
+		rc = routes[r.Rds.GetRouteConfigName()]
+		if rc == nil {
+			return nil, fmt.Errorf("rds: route configuration %q not found", r.Rds.GetRouteConfigName())
+		}
+	default:
+		return nil, errors.New("route_config or rds is required")
+	}
+
+	// Build the listener-level filters; the router must be last.
+	hfs := hcm.GetHttpFilters()
+	if len(hfs) == 0 || typeName(hfs[len(hfs)-1].GetTypedConfig()) != routerType {
+		return nil, errors.New("http_filters: the last filter must be envoy.filters.http.router")
+	}
+	if len(hfs)-1 > filter.MaxFilters {
+		return nil, fmt.Errorf("http_filters: %d filters, at most %d are supported", len(hfs)-1, filter.MaxFilters)
+	}
+	var filters []filter.Filter
+	byName := map[string]int{}
+	factories := map[int]filter.Factory{}
+	for i, hf := range hfs[:len(hfs)-1] {
+		if hf.GetDisabled() {
+			return nil, fmt.Errorf("http_filters[%d] %q: disabled-by-default filters are not supported", i, hf.GetName())
+		}
+		f, ok := rt.opt.Filters.Lookup(hf.GetTypedConfig().GetTypeUrl())
+		if !ok {
+			if hf.GetIsOptional() {
+				continue
+			}
+			return nil, fmt.Errorf("http_filters[%d] %q: unsupported filter type %s", i, hf.GetName(), hf.GetTypedConfig().GetTypeUrl())
+		}
+		env := &filter.Env{Index: len(filters), Name: hf.GetName(), Stats: filterStats{rt.opt.Stats, hf.GetName()}}
+		built, err := f.Build(hf.GetTypedConfig(), env)
+		if err != nil {
+			return nil, fmt.Errorf("http_filters[%d] %q: %w", i, hf.GetName(), err)
+		}
+		byName[hf.GetName()] = len(filters)
+		factories[len(filters)] = f
+		filters = append(filters, built)
+	}
+	fb := func(name string, cfg *anypb.Any) (int, filter.Filter, error) {
+		idx, ok := byName[name]
+		if !ok {
+			return -1, nil, nil
+		}
+		rf, ok := factories[idx].(filter.RouteFactory)
+		if !ok {
+			return -1, nil, fmt.Errorf("filter %q has no per-route configuration", name)
+		}
+		f, err := rf.BuildOverride(cfg, filters[idx], &filter.Env{Index: idx, Name: name, Stats: filterStats{rt.opt.Stats, name}})
+		return idx, f, err
+	}
+	table, err := router.Compile(rc, fb)
+	if err != nil {
+		return nil, err
+	}
+	rtr := &router.Router{Clusters: v.Clusters, Table: table}
+	cfg := &httpconn.Config{
+		Listener:   lname,
+		Routes:     table,
+		Chain:      filter.NewChain(rtr, filters...),
+		ServerName: hcm.GetServerName(),
+	}
+	lim := http1.DefaultLimits()
+	if kb := hcm.GetMaxRequestHeadersKb(); kb != nil {
+		lim.MaxHeaderBytes = int(kb.GetValue()) << 10
+	}
+	if n := hcm.GetCommonHttpProtocolOptions().GetMaxHeadersCount(); n != nil {
+		lim.MaxHeaders = int(n.GetValue())
+	}
+	cfg.Limits = lim
+	if d := hcm.GetCommonHttpProtocolOptions().GetIdleTimeout(); d != nil {
+		cfg.IdleTimeout = d.AsDuration()
+	}
+	if d := hcm.GetRequestHeadersTimeout(); d != nil && d.AsDuration() > 0 {
+		cfg.RequestHeadersTimeout = d.AsDuration()
+	}
+	ls := rt.opt.Stats.Listener(lname)
+	cfg.Observe = func(_ *filter.Stream, status int, d time.Duration) {
+		ls.Request(status)
+		ls.Duration.Observe(d.Seconds())
+	}
+	for i, al := range hcm.GetAccessLog() {
+		lg, err := accessLogger(al)
+		if err != nil {
+			return nil, fmt.Errorf("access_log[%d]: %w", i, err)
+		}
+		cfg.AccessLog = lg
+	}
+	return cfg.Init(), nil
+}
+
+// filterStats gives filters counters named after the filter they count for.
+type filterStats struct {
+	s      *stats.Stats
+	filter string
+}
+
+func (f filterStats) Counter(name string, _ ...string) filter.Counter {
+	return f.s.FilterCounter(f.filter, name)
+}
+
+func accessLogger(al *accesslogv3.AccessLog) (*slog.Logger, error) {
+	var w io.Writer
+	switch typeName(al.GetTypedConfig()) {
+	case "envoy.extensions.access_loggers.file.v3.FileAccessLog":
+		fl := &filev3.FileAccessLog{}
+		if err := al.GetTypedConfig().UnmarshalTo(fl); err != nil {
+			return nil, err
+		}
+		switch fl.GetPath() {
+		case "/dev/stdout":
+			w = os.Stdout
+		case "/dev/stderr":
+			w = os.Stderr
+		default:
+			f, err := os.OpenFile(fl.GetPath(), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+			if err != nil {
+				return nil, err
+			}
+			w = f
+		}
+	case "envoy.extensions.access_loggers.stream.v3.StdoutAccessLog":
+		_ = &streamv3.StdoutAccessLog{}
+		w = os.Stdout
+	case "envoy.extensions.access_loggers.stream.v3.StderrAccessLog":
+		w = os.Stderr
+	default:
+		return nil, fmt.Errorf("access logger %q is not supported", al.GetName())
+	}
+	// Records carry their own fields; the handler adds only time and level.
+	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{ReplaceAttr: func(_ []string, a slog.Attr) slog.Attr {
+		if a.Key == slog.LevelKey || a.Key == slog.MessageKey {
+			return slog.Attr{}
+		}
+		return a
+	}})), nil
+}
+
+func downstreamTLS(ts *corev3.TransportSocket) (*tls.Config, error) {
+	if typeName(ts.GetTypedConfig()) != "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext" {
+		return nil, fmt.Errorf("transport socket %q is not supported", ts.GetName())
+	}
+	d := &tlsv3.DownstreamTlsContext{}
+	if err := ts.GetTypedConfig().UnmarshalTo(d); err != nil {
+		return nil, err
+	}
+	common := d.GetCommonTlsContext()
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	switch common.GetTlsParams().GetTlsMinimumProtocolVersion() {
+	case tlsv3.TlsParameters_TLSv1_3:
+		cfg.MinVersion = tls.VersionTLS13
+	case tlsv3.TlsParameters_TLSv1_0, tlsv3.TlsParameters_TLSv1_1:
+		return nil, errors.New("tls_minimum_protocol_version below TLS 1.2 is not allowed")
+	}
+	for i, tc := range common.GetTlsCertificates() {
+		certPEM, err := cluster.ReadDataSource(tc.GetCertificateChain())
+		if err != nil {
+			return nil, fmt.Errorf("tls_certificates[%d].certificate_chain: %w", i, err)
+		}
+		keyPEM, err := cluster.ReadDataSource(tc.GetPrivateKey())
+		if err != nil {
+			return nil, fmt.Errorf("tls_certificates[%d].private_key: %w", i, err)
+		}
+		cert, err := tls.X509KeyPair(certPEM, keyPEM)
+		if err != nil {
+			return nil, fmt.Errorf("tls_certificates[%d]: %w", i, err)
+		}
+		cfg.Certificates = append(cfg.Certificates, cert)
+	}
+	if len(cfg.Certificates) == 0 {
+		return nil, errors.New("tls_certificates: at least one certificate is required")
+	}
+	if vc := common.GetValidationContext(); vc != nil && vc.GetTrustedCa() != nil {
+		caPEM, err := cluster.ReadDataSource(vc.GetTrustedCa())
+		if err != nil {
+			return nil, fmt.Errorf("validation_context.trusted_ca: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(caPEM) {
+			return nil, errors.New("validation_context.trusted_ca: no PEM certificates")
+		}
+		cfg.ClientCAs = pool
+		cfg.ClientAuth = tls.VerifyClientCertIfGiven
+		if d.GetRequireClientCertificate().GetValue() {
+			cfg.ClientAuth = tls.RequireAndVerifyClientCert
+		}
+	}
+	cfg.NextProtos = append(cfg.NextProtos, common.GetAlpnProtocols()...)
+	return cfg, nil
+}

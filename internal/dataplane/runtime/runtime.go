@@ -1,0 +1,266 @@
+// Package runtime owns the running configuration of a data plane: it compiles
+// an xDS resource snapshot into immutable runtime objects (listener configs,
+// route tables, filter chains, clusters), binds and keeps listening sockets,
+// and swaps versions atomically. A version that fails to compile or bind is
+// rejected as a whole and the running one stays in force.
+package runtime
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/omnirelay/omnirelay/internal/dataplane/cluster"
+	"github.com/omnirelay/omnirelay/internal/dataplane/filter"
+	"github.com/omnirelay/omnirelay/internal/dataplane/listener"
+	"github.com/omnirelay/omnirelay/internal/dataplane/stats"
+	"github.com/omnirelay/omnirelay/internal/shared/resources"
+)
+
+// Version is one applied configuration.
+type Version struct {
+	ID        string
+	Source    string
+	AppliedAt time.Time
+	Resources *resources.Snapshot
+	Clusters  *cluster.Set
+	Listeners map[string]*listener.Config
+
+	clusterProtos map[string]*clusterv3.Cluster
+	claProtos     map[string]*endpointv3.ClusterLoadAssignment
+}
+
+// Options configures a Runtime.
+type Options struct {
+	Log      *slog.Logger
+	Stats    *stats.Stats
+	Filters  *filter.Registry
+	Cluster  *cluster.Env // optional overrides (dialer); Log and Stats are filled in
+	// DrainTimeout bounds how long a removed listener's connections may run.
+	DrainTimeout time.Duration
+}
+
+// Runtime holds the running version and its listeners.
+type Runtime struct {
+	opt Options
+	cur atomic.Pointer[Version]
+
+	mu        sync.Mutex // serialises Apply and Shutdown
+	listeners map[string]*listener.Listener
+	closed    bool
+	wg        sync.WaitGroup
+}
+
+// New returns an empty runtime.
+func New(opt Options) *Runtime {
+	if opt.Log == nil {
+		opt.Log = slog.Default()
+	}
+	if opt.Stats == nil {
+		opt.Stats = stats.New()
+	}
+	if opt.DrainTimeout == 0 {
+		opt.DrainTimeout = 30 * time.Second
+	}
+	env := cluster.Env{}
+	if opt.Cluster != nil {
+		env = *opt.Cluster
+	}
+	env.Log, env.Stats = opt.Log, opt.Stats
+	opt.Cluster = &env
+	return &Runtime{opt: opt, listeners: map[string]*listener.Listener{}}
+}
+
+// Current returns the running version (nil before the first Apply).
+func (rt *Runtime) Current() *Version { return rt.cur.Load() }
+
+// Stats returns the metrics.
+func (rt *Runtime) Stats() *stats.Stats { return rt.opt.Stats }
+
+// ErrUnchanged is returned by Apply when the snapshot equals the running one.
+var ErrUnchanged = errors.New("config unchanged")
+
+// Apply validates, compiles and publishes snap. On error nothing changes.
+func (rt *Runtime) Apply(snap *resources.Snapshot, source string) (err error) {
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	defer func() {
+		switch {
+		case errors.Is(err, ErrUnchanged):
+			rt.opt.Stats.Reload("unchanged")
+		case err != nil:
+			rt.opt.Stats.Reload("rejected")
+		default:
+			rt.opt.Stats.Reload("applied")
+		}
+	}()
+	if rt.closed {
+		return errors.New("runtime is shut down")
+	}
+	if err := snap.Validate(); err != nil {
+		return err
+	}
+	id := snap.Hash()
+	prev := rt.cur.Load()
+	if prev != nil && prev.ID == id {
+		return ErrUnchanged
+	}
+	v := &Version{ID: id, Source: source, AppliedAt: time.Now(), Resources: snap,
+		clusterProtos: map[string]*clusterv3.Cluster{}, claProtos: map[string]*endpointv3.ClusterLoadAssignment{}}
+
+	built, reused, err := rt.buildClusters(snap, prev, v)
+	if err != nil {
+		return err
+	}
+	abort := func() {
+		for _, c := range built {
+			c.Close()
+		}
+	}
+	v.Clusters = cluster.NewSet(append(built, reused...))
+	if v.Listeners, err = rt.compileListeners(snap, v); err != nil {
+		abort()
+		return err
+	}
+	// Bind new sockets before publishing anything, so a port in use rejects
+	// the version instead of half-applying it.
+	fresh := map[string]*listener.Listener{}
+	for name, lc := range v.Listeners {
+		if l := rt.listeners[name]; l != nil && l.Config().Address == lc.Address {
+			continue
+		}
+		if old := rt.listeners[name]; old != nil && sameAddr(old, lc.Address) {
+			continue
+		}
+		l, err := listener.Listen(lc, rt.opt.Log)
+		if err != nil {
+			for _, f := range fresh {
+				f.Close()
+			}
+			abort()
+			return err
+		}
+		fresh[name] = l
+	}
+
+	// Publish.
+	rt.cur.Store(v)
+	var removed []*listener.Listener
+	for name, l := range rt.listeners {
+		lc, keep := v.Listeners[name]
+		if keep && fresh[name] == nil {
+			l.Update(lc)
+			continue
+		}
+		removed = append(removed, l)
+		delete(rt.listeners, name)
+	}
+	for name, l := range fresh {
+		rt.listeners[name] = l
+		rt.wg.Add(1)
+		go func() { defer rt.wg.Done(); l.Serve() }()
+	}
+	for _, l := range removed {
+		rt.wg.Add(1)
+		go func() {
+			defer rt.wg.Done()
+			ctx, cancel := context.WithTimeout(context.Background(), rt.opt.DrainTimeout)
+			defer cancel()
+			_ = l.Drain(ctx)
+		}()
+	}
+	if prev != nil {
+		for _, c := range prev.Clusters.All() {
+			if v.Clusters.Get(c.Name) != c {
+				c.Close()
+			}
+		}
+	}
+	rt.opt.Stats.SetConfig(id, source)
+	rt.opt.Log.Info("config applied", "version", id, "source", source,
+		"listeners", len(v.Listeners), "clusters", len(built)+len(reused), "clusters_rebuilt", len(built))
+	return nil
+}
+
+func sameAddr(l *listener.Listener, addr string) bool {
+	return l.Config().Address == addr || l.Addr().String() == addr
+}
+
+func (rt *Runtime) buildClusters(snap *resources.Snapshot, prev *Version, v *Version) (built, reused []*cluster.Cluster, err error) {
+	clas := map[string]*endpointv3.ClusterLoadAssignment{}
+	for _, e := range snap.Endpoints {
+		clas[e.GetClusterName()] = e
+	}
+	for _, c := range snap.Clusters {
+		name := c.GetName()
+		cla := clas[name]
+		v.clusterProtos[name] = c
+		v.claProtos[name] = cla
+		var old *cluster.Cluster
+		if prev != nil {
+			old = prev.Clusters.Get(name)
+			if old != nil && proto.Equal(prev.clusterProtos[name], c) && proto.Equal(prev.claProtos[name], cla) {
+				reused = append(reused, old)
+				continue
+			}
+		}
+		nc, err := cluster.Build(c, cla, old, rt.opt.Cluster)
+		if err != nil {
+			for _, b := range built {
+				b.Close()
+			}
+			return nil, nil, err
+		}
+		built = append(built, nc)
+	}
+	return built, reused, nil
+}
+
+// Listener returns the running listener of that name (tests use its Addr).
+func (rt *Runtime) Listener(name string) *listener.Listener {
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	return rt.listeners[name]
+}
+
+// Shutdown drains every listener (graceful: in-flight requests finish,
+// keep-alive connections close) within ctx, then stops clusters.
+func (rt *Runtime) Shutdown(ctx context.Context) error {
+	rt.mu.Lock()
+	rt.closed = true
+	ls := rt.listeners
+	rt.listeners = map[string]*listener.Listener{}
+	rt.mu.Unlock()
+	var wg sync.WaitGroup
+	var firstErr error
+	var emu sync.Mutex
+	for _, l := range ls {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := l.Drain(ctx); err != nil {
+				emu.Lock()
+				if firstErr == nil {
+					firstErr = fmt.Errorf("drain: %w", err)
+				}
+				emu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	rt.wg.Wait()
+	if v := rt.cur.Load(); v != nil {
+		for _, c := range v.Clusters.All() {
+			c.Close()
+		}
+	}
+	return firstErr
+}

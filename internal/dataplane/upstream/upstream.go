@@ -1,0 +1,63 @@
+// Package upstream owns connections to upstream hosts: a hand-written
+// HTTP/1.1 connection pool (keep-alive, one request per connection at a
+// time, the codec from package http1) and multiplexed HTTP/2 (h2c or TLS)
+// on golang.org/x/net/http2's client, behind one Transport interface the
+// router calls.
+//
+// HTTP/1.1 is hand-built because it is the hot path of most deployments and
+// net/http's Transport allocates a request, a response, header maps and
+// goroutines per round trip. HTTP/2 framing, flow control and HPACK are not
+// worth re-implementing: x/net/http2 is the well-kept implementation.
+package upstream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"time"
+
+	"github.com/omnirelay/omnirelay/internal/dataplane/endpoint"
+	"github.com/omnirelay/omnirelay/internal/dataplane/message"
+)
+
+// Transport sends one request to one endpoint.
+//
+// RoundTrip fills resp with the response head; resp.Body streams the body and
+// resp.Close must be called once the caller is done with it (it returns the
+// connection to its pool or closes it). ctx bounds the whole exchange,
+// including the body; RoundTrip returns early when ctx is done.
+//
+// Errors are classified for retry decisions: errors.Is(err, ErrConnect) when
+// no connection could be made, ErrReset when the connection failed before a
+// response head arrived, ErrRefused for an HTTP/2 REFUSED_STREAM.
+type Transport interface {
+	RoundTrip(ctx context.Context, ep *endpoint.Endpoint, req *message.Request, resp *message.Response) error
+	// CloseIdle closes idle pooled connections (config reload, shutdown).
+	CloseIdle()
+}
+
+var (
+	ErrConnect = errors.New("upstream connect failure")
+	ErrReset   = errors.New("upstream connection reset")
+	ErrRefused = errors.New("upstream refused stream")
+)
+
+// Dialer opens upstream connections; the default is a net.Dialer with the
+// cluster's connect timeout. Tests and the in-process host may replace it.
+type Dialer func(ctx context.Context, addr string) (net.Conn, error)
+
+// NewDialer returns a TCP dialer with a connect timeout.
+func NewDialer(connectTimeout time.Duration) Dialer {
+	d := &net.Dialer{Timeout: connectTimeout, KeepAlive: 30 * time.Second}
+	return func(ctx context.Context, addr string) (net.Conn, error) {
+		c, err := d.DialContext(ctx, "tcp", addr)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %s: %v", ErrConnect, addr, err)
+		}
+		if tc, ok := c.(*net.TCPConn); ok {
+			_ = tc.SetNoDelay(true)
+		}
+		return c, nil
+	}
+}
