@@ -640,3 +640,21 @@ func BenchmarkPickParallel(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkPickDegraded measures picks while one host of 100 is down: the
+// view then re-checks on a timer, so each pick reads the clock.
+func BenchmarkPickDegraded(b *testing.B) {
+	for _, p := range allPolicies {
+		b.Run(p.String(), func(b *testing.B) {
+			eps := equalHosts(100)
+			eps[7].SetHealthy(false)
+			bal := mustNew(b, p, eps)
+			c := Context{HasHash: true}
+			b.ReportAllocs()
+			for b.Loop() {
+				c.Hash += 0x9e3779b97f4a7c15
+				_ = bal.Pick(&c)
+			}
+		})
+	}
+}
