@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"sort"
 	"sync/atomic"
 	"time"
@@ -49,6 +50,10 @@ func Listen(addr string, rt *runtime.Runtime, log *slog.Logger) (*Server, error)
 	mux.HandleFunc("GET /clusters", s.clusters)
 	mux.HandleFunc("GET /listeners", s.listeners)
 	mux.HandleFunc("POST /drain", s.drain)
+	// Profiles on demand: the admin listener is loopback by default.
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	s.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	return s, nil
 }

@@ -34,6 +34,11 @@ const h2Preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 func (sc *serverConn) serve(ctx context.Context, srv *Server, nc net.Conn, info ConnInfo) {
 	sc.nc = nc
 	sc.r.Reset(nc)
+	// Requests on an HTTP/1.1 connection are bounded by deadlines, not by
+	// cancellation: a cancelable context would make every upstream attempt
+	// register (and allocate) a cancellation callback. A forced close of the
+	// listener closes this connection instead.
+	reqCtx := context.WithoutCancel(ctx)
 	srv.track(sc, true)
 	defer srv.track(sc, false)
 	defer nc.Close()
@@ -77,7 +82,7 @@ func (sc *serverConn) serve(ctx context.Context, srv *Server, nc net.Conn, info 
 		}
 		_ = nc.SetReadDeadline(time.Time{})
 		sc.req.SetScheme(scheme)
-		if !sc.handle(ctx, srv, cfg, f, &info) {
+		if !sc.handle(reqCtx, srv, cfg, f, &info) {
 			return
 		}
 	}

@@ -149,6 +149,8 @@ func (rt *Router) redirect(s *filter.Stream, r *Route) {
 }
 
 // forward runs the attempt loop: pick a host, send, and retry per policy.
+// Timeouts are absolute deadlines handed to the transport (no per-request
+// context: that would allocate on every request).
 func (rt *Router) forward(s *filter.Stream, r *Route, cl *cluster.Cluster) {
 	req := s.Req
 	var lbc lb.Context
@@ -167,9 +169,9 @@ func (rt *Router) forward(s *filter.Stream, r *Route, cl *cluster.Cluster) {
 		}
 		timeout = gt
 	}
-	var cancel context.CancelFunc = noop
+	var total time.Time
 	if timeout > 0 {
-		ctx, cancel = context.WithTimeout(ctx, timeout)
+		total = s.Start.Add(timeout)
 	}
 
 	policy := r.Retry
@@ -192,24 +194,20 @@ func (rt *Router) forward(s *filter.Stream, r *Route, cl *cluster.Cluster) {
 	tr := cl.Transport(req.ProtoMajor == 2)
 	resp := s.LocalResponse()
 	retryHeld := false
-	releaseRetry := func() {
+	defer func() {
 		if retryHeld {
 			cl.Breaker.ReleaseRetry()
-			retryHeld = false
 		}
-	}
-	defer releaseRetry()
+	}()
 	for attempt := 1; ; attempt++ {
 		s.Attempts = attempt
 		ep := cl.Pick(&lbc)
 		if ep == nil {
-			cancel()
 			s.ResponseFlags = "UH"
 			s.Reply(503, "no healthy upstream\n")
 			return
 		}
 		if !cl.Breaker.TryAcquireRequest() {
-			cancel()
 			cl.Stats.Overflow("requests")
 			s.ResponseFlags = "UO"
 			s.Reply(503, "upstream overflow\n")
@@ -219,37 +217,38 @@ func (rt *Router) forward(s *filter.Stream, r *Route, cl *cluster.Cluster) {
 		ep.Active.Add(1)
 		ep.Total.Add(1)
 
-		tryCtx, tryCancel := ctx, context.CancelFunc(noop)
-		var perTry *time.Timer
+		dl := upstream.Deadlines{Head: total, Total: total}
 		if policy != nil && policy.PerTryTimeout > 0 && !upgrade {
-			tryCtx, tryCancel = context.WithCancel(ctx)
-			perTry = time.AfterFunc(policy.PerTryTimeout, tryCancel)
+			if t := time.Now().Add(policy.PerTryTimeout); total.IsZero() || t.Before(total) {
+				dl.Head = t
+			}
 		}
 		resp.Reset()
-		err := tr.RoundTrip(tryCtx, ep, req, resp)
-		perTryFired := false
-		if perTry != nil {
-			perTryFired = !perTry.Stop()
+		err := tr.RoundTrip(ctx, ep, req, resp, dl)
+		if retryHeld {
+			cl.Breaker.ReleaseRetry()
+			retryHeld = false
 		}
-		releaseRetry()
 		if err != nil {
-			tryCancel()
 			ep.Active.Add(-1)
 			cl.Breaker.ReleaseRequest()
-			kind := classify(err, ctx, perTryFired)
+			kind := classify(err)
 			cl.ReportFailure(ep, kind)
-			retry := ctx.Err() == nil && policy != nil && attempt <= maxRetries && policy.retryOnError(kind) && replay.rewind()
+			expired := !total.IsZero() && !time.Now().Before(total)
+			if expired || ctx.Err() != nil {
+				kind = failTimeout
+			}
+			retry := !expired && ctx.Err() == nil && policy != nil && attempt <= maxRetries && policy.retryOnError(kind) && replay.rewind()
 			if retry && cl.Breaker.TryAcquireRetry() {
 				retryHeld = true
 				cl.Stats.Retries.Inc()
-				if sleepCtx(ctx, policy.backoff(attempt, rand.Uint64N)) {
+				if sleepUntil(ctx, policy.backoff(attempt, rand.Uint64N), total) {
 					continue
 				}
 				kind = failTimeout
 			} else if retry {
 				cl.Stats.Overflow("retries")
 			}
-			cancel()
 			switch kind {
 			case failTimeout:
 				s.ResponseFlags = "UT"
@@ -271,15 +270,13 @@ func (rt *Router) forward(s *filter.Stream, r *Route, cl *cluster.Cluster) {
 		if policy != nil && attempt <= maxRetries && policy.retryOnStatus(resp.Status, grpcStatusOf(resp)) && replay.rewind() {
 			if cl.Breaker.TryAcquireRetry() {
 				closeResp(resp)
-				tryCancel()
 				ep.Active.Add(-1)
 				cl.Breaker.ReleaseRequest()
 				retryHeld = true
 				cl.Stats.Retries.Inc()
-				if sleepCtx(ctx, policy.backoff(attempt, rand.Uint64N)) {
+				if sleepUntil(ctx, policy.backoff(attempt, rand.Uint64N), total) {
 					continue
 				}
-				cancel()
 				s.ResponseFlags = "UT"
 				s.Reply(504, "upstream request timeout\n")
 				return
@@ -287,8 +284,8 @@ func (rt *Router) forward(s *filter.Stream, r *Route, cl *cluster.Cluster) {
 			cl.Stats.Overflow("retries")
 		}
 		// Success (or a final upstream error status): the response streams
-		// downstream; its Close releases the host, breaker and deadline.
-		done := getRelease(resp.Close, cancel, tryCancel, ep, cl)
+		// downstream; its Close releases the host and the breaker slot.
+		done := getRelease(resp.Close, ep, cl)
 		resp.Close = done.fn
 		s.Resp = resp
 		return
@@ -307,12 +304,10 @@ func closeResp(resp *message.Response) {
 // release undoes what an attempt acquired once the response has been
 // written downstream. It is pooled: a closure per request would allocate.
 type release struct {
-	next      func()
-	cancel    context.CancelFunc
-	tryCancel context.CancelFunc
-	ep        *endpoint.Endpoint
-	cl        *cluster.Cluster
-	fn        func()
+	next func()
+	ep   *endpoint.Endpoint
+	cl   *cluster.Cluster
+	fn   func()
 }
 
 var releasePool sync.Pool
@@ -326,9 +321,9 @@ func init() {
 	}
 }
 
-func getRelease(next func(), cancel, tryCancel context.CancelFunc, ep *endpoint.Endpoint, cl *cluster.Cluster) *release {
+func getRelease(next func(), ep *endpoint.Endpoint, cl *cluster.Cluster) *release {
 	r := releasePool.Get().(*release)
-	r.next, r.cancel, r.tryCancel, r.ep, r.cl = next, cancel, tryCancel, ep, cl
+	r.next, r.ep, r.cl = next, ep, cl
 	return r
 }
 
@@ -336,8 +331,6 @@ func (r *release) run() {
 	if r.next != nil {
 		r.next()
 	}
-	r.tryCancel()
-	r.cancel()
 	r.ep.Active.Add(-1)
 	r.cl.Breaker.ReleaseRequest()
 	*r = release{fn: r.fn}
@@ -355,9 +348,9 @@ const (
 	failRefused  = cluster.FailRefused
 )
 
-func classify(err error, reqCtx context.Context, perTryFired bool) failKind {
+func classify(err error) failKind {
 	switch {
-	case perTryFired || errors.Is(err, context.DeadlineExceeded) || reqCtx.Err() != nil:
+	case errors.Is(err, upstream.ErrTimeout) || errors.Is(err, context.DeadlineExceeded):
 		return failTimeout
 	case errors.Is(err, upstream.ErrConnect):
 		return failConnect
@@ -387,7 +380,12 @@ func (p *RetryPolicy) retryOnError(k failKind) bool {
 	return false
 }
 
-func sleepCtx(ctx context.Context, d time.Duration) bool {
+// sleepUntil waits d (the retry backoff) unless ctx ends or the request
+// deadline comes first; it reports whether the retry may go ahead.
+func sleepUntil(ctx context.Context, d time.Duration, deadline time.Time) bool {
+	if !deadline.IsZero() && time.Now().Add(d).After(deadline) {
+		return false
+	}
 	if d <= 0 {
 		return ctx.Err() == nil
 	}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -145,7 +146,7 @@ func (t *H1) Close() {
 }
 
 // RoundTrip implements Transport.
-func (t *H1) RoundTrip(ctx context.Context, ep *endpoint.Endpoint, req *message.Request, resp *message.Response) error {
+func (t *H1) RoundTrip(ctx context.Context, ep *endpoint.Endpoint, req *message.Request, resp *message.Response, dl Deadlines) error {
 	hp := t.hostPool(ep)
 	for attempt := 0; ; attempt++ {
 		c := hp.get(time.Now(), t.opt.IdleTimeout)
@@ -156,7 +157,7 @@ func (t *H1) RoundTrip(ctx context.Context, ep *endpoint.Endpoint, req *message.
 				return err
 			}
 		}
-		err := c.roundTrip(ctx, req, resp)
+		err := c.roundTrip(ctx, req, resp, dl)
 		if err == nil {
 			return nil
 		}
@@ -170,6 +171,9 @@ func (t *H1) RoundTrip(ctx context.Context, ep *endpoint.Endpoint, req *message.
 		}
 		if ctx.Err() != nil {
 			return fmt.Errorf("%w: %v", ctx.Err(), err)
+		}
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			return fmt.Errorf("%w: %v", ErrTimeout, err)
 		}
 		return err
 	}
@@ -226,13 +230,9 @@ type h1Conn struct {
 	closed    bool
 }
 
-func (c *h1Conn) roundTrip(ctx context.Context, req *message.Request, resp *message.Response) error {
+func (c *h1Conn) roundTrip(ctx context.Context, req *message.Request, resp *message.Response, dl Deadlines) error {
 	c.requests++
-	if dl, ok := ctx.Deadline(); ok {
-		_ = c.nc.SetDeadline(dl)
-	} else {
-		_ = c.nc.SetDeadline(time.Time{})
-	}
+	_ = c.nc.SetDeadline(dl.Head)
 	c.stopCtx = nil
 	if ctx.Done() != nil {
 		nc := c.nc
@@ -271,6 +271,9 @@ func (c *h1Conn) roundTrip(ctx context.Context, req *message.Request, resp *mess
 			return &staleError{fmt.Errorf("%w: %v", ErrReset, err)}
 		}
 		return fmt.Errorf("%w: reading response: %v", ErrReset, err)
+	}
+	if dl.Total != dl.Head {
+		_ = c.nc.SetDeadline(dl.Total)
 	}
 	c.reusable = !f.Close && (c.t.opt.MaxRequestsPerConn == 0 || c.requests < c.t.opt.MaxRequestsPerConn)
 	resp.ContentLength = f.ContentLength

@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"time"
 
 	"golang.org/x/net/http2"
 
@@ -75,7 +76,21 @@ func NewH2(opt H2Options) *H2 {
 func (h *H2) CloseIdle() { h.t.CloseIdleConnections() }
 
 // RoundTrip implements Transport.
-func (h *H2) RoundTrip(ctx context.Context, ep *endpoint.Endpoint, req *message.Request, resp *message.Response) error {
+func (h *H2) RoundTrip(ctx context.Context, ep *endpoint.Endpoint, req *message.Request, resp *message.Response, dl Deadlines) error {
+	cancel := context.CancelFunc(func() {})
+	if !dl.Total.IsZero() {
+		ctx, cancel = context.WithDeadline(ctx, dl.Total)
+	}
+	var headTimer *time.Timer
+	if !dl.Head.IsZero() && dl.Head != dl.Total {
+		// The per-try bound covers the head only: cancel the stream if the
+		// head is late, and disarm once it arrived.
+		var headCancel context.CancelFunc
+		ctx, headCancel = context.WithCancel(ctx)
+		outer := cancel
+		cancel = func() { headCancel(); outer() }
+		headTimer = time.AfterFunc(time.Until(dl.Head), headCancel)
+	}
 	hr := &http.Request{
 		Method:     string(req.Method),
 		URL:        &url.URL{Scheme: h.scheme, Host: ep.Address, Opaque: string(req.Path)},
@@ -99,7 +114,15 @@ func (h *H2) RoundTrip(ctx context.Context, ep *endpoint.Endpoint, req *message.
 	}
 	hr = hr.WithContext(ctx)
 	hres, err := h.t.RoundTrip(hr)
+	if headTimer != nil && !headTimer.Stop() && err != nil {
+		cancel()
+		return fmt.Errorf("%w: response head: %v", ErrTimeout, err)
+	}
 	if err != nil {
+		cancel()
+		if ctx.Err() == context.DeadlineExceeded {
+			return fmt.Errorf("%w: %v", ErrTimeout, err)
+		}
 		return classifyH2(err)
 	}
 	resp.Status = hres.StatusCode
@@ -110,7 +133,7 @@ func (h *H2) RoundTrip(ctx context.Context, ep *endpoint.Endpoint, req *message.
 		}
 	}
 	resp.ContentLength = hres.ContentLength
-	b := &h2RespBody{res: hres, trailer: &resp.Trailer}
+	b := &h2RespBody{res: hres, trailer: &resp.Trailer, cancel: cancel}
 	resp.Body = b
 	resp.Close = b.close
 	return nil
@@ -156,6 +179,7 @@ type h2RespBody struct {
 	res     *http.Response
 	trailer *message.Headers
 	done    bool
+	cancel  context.CancelFunc
 }
 
 func (b *h2RespBody) Read(p []byte) (int, error) {
@@ -177,4 +201,7 @@ func (b *h2RespBody) Read(p []byte) (int, error) {
 	return n, err
 }
 
-func (b *h2RespBody) close() { _ = b.res.Body.Close() }
+func (b *h2RespBody) close() {
+	_ = b.res.Body.Close()
+	b.cancel()
+}

@@ -25,19 +25,32 @@ import (
 //
 // RoundTrip fills resp with the response head; resp.Body streams the body and
 // resp.Close must be called once the caller is done with it (it returns the
-// connection to its pool or closes it). ctx bounds the whole exchange,
-// including the body; RoundTrip returns early when ctx is done.
+// connection to its pool or closes it). dl bounds the attempt; ctx carries
+// cancellation (a downstream HTTP/2 stream reset) when it has a Done channel.
+// Deadlines are plain times rather than context deadlines because a
+// context.WithTimeout per request costs four allocations on the hot path.
 //
 // Errors are classified for retry decisions: errors.Is(err, ErrConnect) when
 // no connection could be made, ErrReset when the connection failed before a
 // response head arrived, ErrRefused for an HTTP/2 REFUSED_STREAM.
 type Transport interface {
-	RoundTrip(ctx context.Context, ep *endpoint.Endpoint, req *message.Request, resp *message.Response) error
+	RoundTrip(ctx context.Context, ep *endpoint.Endpoint, req *message.Request, resp *message.Response, dl Deadlines) error
 	// CloseIdle closes idle pooled connections (config reload, shutdown).
 	CloseIdle()
 }
 
+// Deadlines bound one attempt. Zero values mean no bound.
+type Deadlines struct {
+	// Head bounds sending the request and receiving the response head: the
+	// per-try timeout or the request timeout, whichever comes first.
+	Head time.Time
+	// Total bounds the whole exchange, response body included.
+	Total time.Time
+}
+
 var (
+	// ErrTimeout is returned when a deadline passed.
+	ErrTimeout = errors.New("upstream timeout")
 	ErrConnect = errors.New("upstream connect failure")
 	ErrReset   = errors.New("upstream connection reset")
 	ErrRefused = errors.New("upstream refused stream")
