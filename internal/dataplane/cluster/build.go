@@ -403,10 +403,19 @@ func upstreamTLS(c *clusterv3.Cluster) (*tls.Config, error) {
 			return nil, errors.New("validation_context.trusted_ca: no PEM certificates")
 		}
 		cfg.RootCAs = pool
+	} else if vc := common.GetValidationContext(); vc != nil && vc.GetSystemRootCerts() != nil {
+		// RootCAs nil: crypto/tls verifies against the system roots.
 	} else {
 		// Envoy does not verify upstream certificates without a validation
 		// context; we keep its semantics so configs mean the same thing.
 		cfg.InsecureSkipVerify = true
+	}
+	if vc := common.GetValidationContext(); vc != nil && !cfg.InsecureSkipVerify {
+		for _, m := range vc.GetMatchTypedSubjectAltNames() {
+			if e := m.GetMatcher().GetExact(); e != "" && cfg.ServerName == "" {
+				cfg.ServerName = e
+			}
+		}
 	}
 	return cfg, nil
 }
