@@ -427,7 +427,7 @@ func compileRedirect(a *routev3.RedirectAction) *Redirect {
 
 // Match returns the route for req, or nil. It does not allocate.
 func (t *Table) Match(req *message.Request) *Route {
-	vh := t.virtualHost(req.Host())
+	vh := t.virtualHost(req.Authority, req.Host())
 	if vh == nil {
 		return nil
 	}
@@ -471,13 +471,17 @@ func (t *Table) Match(req *message.Request) *Route {
 	return nil
 }
 
-func (t *Table) virtualHost(host []byte) *VirtualHost {
+// virtualHost picks the virtual host for a request. A domain may name a port
+// ("shop.example.com:8080"), so the whole authority is tried as an exact
+// domain first; then the host without its port is matched exactly, then
+// against the wildcards.
+func (t *Table) virtualHost(authority, host []byte) *VirtualHost {
 	var buf [256]byte
-	if len(host) > len(buf) {
+	if len(authority) > len(buf) {
 		return t.any
 	}
-	lh := buf[:len(host)]
-	for i, c := range host {
+	lh := buf[:len(authority)]
+	for i, c := range authority {
 		if 'A' <= c && c <= 'Z' {
 			c += 'a' - 'A'
 		}
@@ -485,6 +489,12 @@ func (t *Table) virtualHost(host []byte) *VirtualHost {
 	}
 	if vh, ok := t.exact[string(lh)]; ok {
 		return vh
+	}
+	if len(host) < len(authority) {
+		lh = lh[:len(host)] // Host() is a prefix of the authority
+		if vh, ok := t.exact[string(lh)]; ok {
+			return vh
+		}
 	}
 	for i := range t.suffixes {
 		s := t.suffixes[i].part
