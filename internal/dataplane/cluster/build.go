@@ -16,6 +16,7 @@ import (
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	httpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/omnirelay/omnirelay/internal/dataplane/circuit"
@@ -208,6 +209,7 @@ func buildEndpoints(cla *endpointv3.ClusterLoadAssignment, prev *Cluster) ([]*en
 					if u := ep.EjectedUntil(); !u.IsZero() {
 						ne.Eject(u)
 					}
+					ne.EjectionCount.Store(ep.EjectionCount.Load())
 				}
 				ep = ne
 			}
@@ -448,11 +450,13 @@ func healthConfig(hc *corev3.HealthCheck, tlsCfg *tls.Config) (health.Config, er
 		Interval:           hc.GetInterval().AsDuration(),
 		Timeout:            hc.GetTimeout().AsDuration(),
 		UnhealthyThreshold: int(hc.GetUnhealthyThreshold().GetValue()),
+		Jitter:             hc.GetIntervalJitter().AsDuration(),
 		HealthyThreshold:   int(hc.GetHealthyThreshold().GetValue()),
 	}
 	switch k := hc.GetHealthChecker().(type) {
 	case *corev3.HealthCheck_HttpHealthCheck_:
 		cfg.Kind = health.HTTP
+		cfg.HTTP2 = k.HttpHealthCheck.GetCodecClientType() == typev3.CodecClientType_HTTP2
 		cfg.Path = k.HttpHealthCheck.GetPath()
 		cfg.Host = k.HttpHealthCheck.GetHost()
 		for _, r := range k.HttpHealthCheck.GetExpectedStatuses() {
