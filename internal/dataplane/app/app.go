@@ -88,8 +88,12 @@ func Start(opt Options) (*Proxy, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	p := &Proxy{Runtime: rt, Admin: adm, cancel: cancel, done: make(chan struct{}), opt: opt}
-	p.watcher = static.NewWatcher(opt.ConfigPath, func(l *static.Loaded) error {
-		err := rt.Apply(l.Snapshot, "file:"+opt.ConfigPath)
+	p.watcher = static.NewWatcher(opt.ConfigPath, func(l *static.Loaded, forced bool) error {
+		apply := rt.Apply
+		if forced {
+			apply = rt.Reapply // certificate files may have changed
+		}
+		err := apply(l.Snapshot, "file:"+opt.ConfigPath)
 		if errors.Is(err, runtime.ErrUnchanged) {
 			return nil
 		}

@@ -89,7 +89,18 @@ func (rt *Runtime) Stats() *stats.Stats { return rt.opt.Stats }
 var ErrUnchanged = errors.New("config unchanged")
 
 // Apply validates, compiles and publishes snap. On error nothing changes.
-func (rt *Runtime) Apply(snap *resources.Snapshot, source string) (err error) {
+// A snapshot equal to the running one returns ErrUnchanged.
+func (rt *Runtime) Apply(snap *resources.Snapshot, source string) error {
+	return rt.apply(snap, source, false)
+}
+
+// Reapply is Apply even when the snapshot is unchanged: files the resources
+// name (certificates, keys) may have changed on disk (SIGHUP).
+func (rt *Runtime) Reapply(snap *resources.Snapshot, source string) error {
+	return rt.apply(snap, source, true)
+}
+
+func (rt *Runtime) apply(snap *resources.Snapshot, source string, force bool) (err error) {
 	rt.mu.Lock()
 	defer rt.mu.Unlock()
 	defer func() {
@@ -110,7 +121,7 @@ func (rt *Runtime) Apply(snap *resources.Snapshot, source string) (err error) {
 	}
 	id := snap.Hash()
 	prev := rt.cur.Load()
-	if prev != nil && prev.ID == id {
+	if prev != nil && prev.ID == id && !force {
 		return ErrUnchanged
 	}
 	v := &Version{ID: id, Source: source, AppliedAt: time.Now(), Resources: snap,

@@ -65,9 +65,10 @@ func Parse(path string, data []byte) (*Loaded, error) {
 type Watcher struct {
 	Path     string
 	Interval time.Duration // poll interval (default 500ms)
-	// Apply is called with each new version; its error is logged and counted
-	// by the caller (the running config stays).
-	Apply func(*Loaded) error
+	// Apply is called with each new version; forced is true for an explicit
+	// Trigger (SIGHUP). Its error is logged by the caller (the running config
+	// stays).
+	Apply func(l *Loaded, forced bool) error
 	// OnError receives load errors (bad YAML, validation).
 	OnError func(error)
 	Log     *slog.Logger
@@ -76,7 +77,7 @@ type Watcher struct {
 }
 
 // NewWatcher returns a watcher; lastApplied is the content already running.
-func NewWatcher(path string, apply func(*Loaded) error, onError func(error), log *slog.Logger) *Watcher {
+func NewWatcher(path string, apply func(l *Loaded, forced bool) error, onError func(error), log *slog.Logger) *Watcher {
 	return &Watcher{Path: path, Apply: apply, OnError: onError, Log: log, trigger: make(chan struct{}, 1)}
 }
 
@@ -125,7 +126,7 @@ func (w *Watcher) Run(ctx context.Context, initial []byte) {
 			w.OnError(err)
 			continue
 		}
-		if err := w.Apply(l); err != nil {
+		if err := w.Apply(l, force); err != nil {
 			w.OnError(err)
 		}
 	}
