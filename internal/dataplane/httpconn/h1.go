@@ -154,7 +154,8 @@ func (sc *serverConn) writeResponse(st *filter.Stream, resp *message.Response, r
 	head := string(req.Method) == "HEAD"
 	noBody := head || resp.Status == 204 || resp.Status == 304 || (resp.Status >= 100 && resp.Status < 200)
 	cl := resp.ContentLength
-	if resp.Body == nil {
+	if resp.Body == nil && !head {
+		// A HEAD response passes on the length the GET would have had.
 		cl = 0
 	}
 	chunked := !noBody && cl < 0

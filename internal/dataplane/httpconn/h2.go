@@ -93,6 +93,12 @@ func (h *h2Server) serveHTTP(w http.ResponseWriter, r *http.Request, info *ConnI
 			req.Header.Add(lk, v)
 		}
 	}
+	// x/net/http2 moves the "trailer" declaration out of the header into
+	// r.Trailer's keys. Put it back: an HTTP/2 upstream (x/net/http2 on both
+	// ends) drops trailers that were not declared.
+	for k := range r.Trailer {
+		req.Header.Add("trailer", strings.ToLower(k))
+	}
 	req.ContentLength = r.ContentLength
 	if r.Body != nil && r.Body != http.NoBody {
 		hs.body = h2Body{r: r, trailer: &req.Trailer}

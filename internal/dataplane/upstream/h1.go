@@ -285,7 +285,9 @@ func (c *h1Conn) roundTrip(ctx context.Context, req *message.Request, resp *mess
 		c.body.src = nil
 		resp.Body = &c.body
 	case f.NoBody || f.ContentLength == 0:
-		resp.ContentLength = 0
+		// A HEAD (or 304) response keeps the length it advertised: the
+		// downstream writer repeats it without a body (RFC 9110 9.3.2).
+		resp.ContentLength = f.ContentLength
 		resp.Body = nil
 		c.body.done = true
 	default:
