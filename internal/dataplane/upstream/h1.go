@@ -166,7 +166,8 @@ func (t *H1) RoundTrip(ctx context.Context, ep *endpoint.Endpoint, req *message.
 		// response byte: resend on a fresh connection when nothing of the
 		// request body was consumed, as net/http does.
 		var se *staleError
-		if reused && attempt == 0 && errors.As(err, &se) && (req.Body == nil || req.ContentLength == 0) {
+		if reused && attempt == 0 && errors.As(err, &se) && (req.Body == nil || req.ContentLength == 0) &&
+			(!se.sent || replayable(req.Method)) {
 			continue
 		}
 		if ctx.Err() != nil {
@@ -208,8 +209,21 @@ func (t *H1) dial(ctx context.Context, ep *endpoint.Endpoint, hp *hostPool) (*h1
 }
 
 // staleError marks a failure that happened before the upstream sent any byte
-// of a response on a reused connection.
-type staleError struct{ err error }
+// of a response on a reused connection. sent says the request was written:
+// the upstream may have acted on it, so only methods that are safe to repeat
+// are resent (net/http's rule).
+type staleError struct {
+	err  error
+	sent bool
+}
+
+func replayable(method []byte) bool {
+	switch string(method) {
+	case "GET", "HEAD", "OPTIONS", "TRACE":
+		return true
+	}
+	return false
+}
 
 func (e *staleError) Error() string { return e.err.Error() }
 func (e *staleError) Unwrap() error { return e.err }
@@ -267,8 +281,13 @@ func (c *h1Conn) roundTrip(ctx context.Context, req *message.Request, resp *mess
 	f, err := c.r.ReadResponse(resp, req.Method, c.t.opt.Limits)
 	if err != nil {
 		c.stop()
+		// A passed deadline is a timeout, not a stale connection: resending
+		// would only fail again, and the caller counts timeouts apart.
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			return fmt.Errorf("%w: reading response: %w", ErrTimeout, err)
+		}
 		if c.requests > 1 && (errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || isConnReset(err)) && c.r.Buffered() == 0 {
-			return &staleError{fmt.Errorf("%w: %v", ErrReset, err)}
+			return &staleError{err: fmt.Errorf("%w: %v", ErrReset, err), sent: true}
 		}
 		return fmt.Errorf("%w: reading response: %v", ErrReset, err)
 	}
@@ -309,8 +328,11 @@ func growLen(b []byte, n int) []byte {
 }
 
 func (c *h1Conn) writeErr(err error) error {
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return fmt.Errorf("%w: writing request: %w", ErrTimeout, err)
+	}
 	if c.requests > 1 {
-		return &staleError{fmt.Errorf("%w: writing request: %v", ErrReset, err)}
+		return &staleError{err: fmt.Errorf("%w: writing request: %v", ErrReset, err)}
 	}
 	return fmt.Errorf("%w: writing request: %v", ErrReset, err)
 }
