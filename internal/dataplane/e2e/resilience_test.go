@@ -288,7 +288,7 @@ func TestResilienceRetries(t *testing.T) {
 	// upstream closing an idle connection: the pool resends once on a fresh
 	// connection, but only requests that are safe to repeat.
 	staleCases := []struct {
-		name, method string
+		name, method  string
 		status, tries int
 	}{
 		{name: "GET reset on a reused connection is resent", method: "GET", status: 200, tries: 2},
