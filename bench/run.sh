@@ -14,6 +14,8 @@
 #   RATE=1000        requests/s of the fixed-rate latency phase
 #   H2_CLIENTS=16 H2_STREAMS=32   h2load connections and streams per connection
 #   PEERS="omnirelay haproxy nginx revproxy"   (direct is always measured)
+#   ROUNDS=1         run every peer this many times, interleaved, and report
+#                    the median of each number (3 for numbers you publish)
 #   PROXY_CPU=0 LOAD_CPU=1   the proxy's core; the backend and load generators' core
 #   NICE=-10         niceness of everything the run starts (root only; 0 when not
 #                    root): shields the measurement from other work on the box
@@ -36,6 +38,7 @@ RATE=${RATE:-1000}
 H2_CLIENTS=${H2_CLIENTS:-16}
 H2_STREAMS=${H2_STREAMS:-32}
 PEERS=${PEERS:-"omnirelay haproxy nginx revproxy"}
+ROUNDS=${ROUNDS:-1}
 PROXY_CPU=${PROXY_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
 if [[ $(id -u) == 0 ]]; then NICE=${NICE:--10}; else NICE=${NICE:-0}; fi
@@ -78,11 +81,34 @@ trap 'exit 143' TERM
 
 # start_group LOG CMD... : starts CMD in a new session; sets STARTED_PG.
 start_group() {
-	local logf=$1
+	local logf=$1 i
 	shift
 	setsid "$@" >"$logf" 2>&1 </dev/null &
 	STARTED_PG=$!
 	ALIVE[$STARTED_PG]=1
+	# Until the child has called setsid() it is still in our process group:
+	# group operations on STARTED_PG would find nothing.
+	for ((i = 0; i < 200; i++)); do
+		[[ $(stat_field "$STARTED_PG" 2) == "$STARTED_PG" ]] && return 0
+		proc_alive "$STARTED_PG" || return 0 # exited: wait_ready reports it
+		sleep 0.01
+	done
+	die "$1 (pid $STARTED_PG) did not become a session leader"
+}
+
+# stat_field PID N : field N (0 = state) after the command name in /proc/PID/stat.
+stat_field() {
+	local s a
+	{ s=$(<"/proc/$1/stat"); } 2>/dev/null || return 1
+	s=${s##*) }
+	read -ra a <<<"$s"
+	echo "${a[$2]}"
+}
+
+proc_alive() {
+	local st
+	st=$(stat_field "$1" 0) || return 1
+	[[ $st != Z ]]
 }
 
 # group_members PGID : pids of the group's live (non-zombie) processes.
@@ -98,18 +124,21 @@ group_members() {
 	done
 }
 
+group_gone() { [[ -z $(group_members "$1") ]] && ! proc_alive "$1"; }
+
 stop_group() {
 	local pg=$1 i
 	unset "ALIVE[$pg]"
-	kill -TERM -- "-$pg" 2>/dev/null || { wait "$pg" 2>/dev/null || true; return 0; }
+	kill -TERM -- "-$pg" 2>/dev/null || kill -TERM "$pg" 2>/dev/null || true
 	for ((i = 0; i < 50; i++)); do
-		[[ -z $(group_members "$pg") ]] && break
+		group_gone "$pg" && break
 		sleep 0.1
 	done
-	if [[ -n $(group_members "$pg") ]]; then
+	if ! group_gone "$pg"; then
 		log "process group $pg ignored SIGTERM for 5s: SIGKILL"
-		kill -KILL -- "-$pg" 2>/dev/null || true
+		kill -KILL -- "-$pg" 2>/dev/null || kill -KILL "$pg" 2>/dev/null || true
 	fi
+	# Reap it; it is gone (or a zombie), so this does not block.
 	wait "$pg" 2>/dev/null || true
 }
 
@@ -260,8 +289,36 @@ start_omnirelay() {
 # ---------------------------------------------------------------- measuring
 # R[peer.metric] holds results; SKIP[peer] is "label: reason" for a peer that
 # was not measured; NOTE[peer] collects warnings for the diagnostics table.
-declare -A R=() SKIP=() NOTE=()
-note() { NOTE[$1]+="${NOTE[$1]:+; }$2"; }
+declare -A R=() SKIP=() NOTE=() ROUND_VALUES=()
+ROUND=1
+note() {
+	local prefix=""
+	((ROUNDS == 1)) || prefix="round $ROUND: "
+	NOTE[$1]+="${NOTE[$1]:+; }$prefix$2"
+}
+
+# end_round PEER : moves PEER's results of this round into ROUND_VALUES.
+end_round() {
+	local k
+	for k in "${!R[@]}"; do
+		[[ $k == "$1".* ]] || continue
+		ROUND_VALUES[$k]+="${ROUND_VALUES[$k]:+ }${R[$k]}"
+		unset "R[$k]"
+	done
+}
+
+# take_medians : R[key] becomes the median over rounds of each number (a
+# round without a number, such as n/a, wins over numbers: it is a finding).
+take_medians() {
+	local k v
+	for k in "${!ROUND_VALUES[@]}"; do
+		for v in ${ROUND_VALUES[$k]}; do
+			[[ $v =~ ^[0-9.]+$ ]] || { R[$k]=$v; continue 2; }
+		done
+		R[$k]=$(tr ' ' '\n' <<<"${ROUND_VALUES[$k]}" | sort -g |
+			awk '{ v[++n] = $0 } END { print (n % 2) ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2 }')
+	done
+}
 
 # md_text TEXT : one table cell's worth of TEXT: no pipes, no newlines, short.
 md_text() {
@@ -274,13 +331,29 @@ md_text() {
 
 load() { timeout -k 5 $((DURATION + WARMUP + 60)) "${PIN_LOAD[@]}" "$@"; }
 
+# backend_counts : "h1_requests h2_requests" served by the backend so far.
+backend_counts() {
+	curl -s --max-time 2 "http://$BACKEND_ADDR/_backend/stats" |
+		awk '{for (i = 1; i <= NF; i++) { split($i, kv, "="); c[kv[1]] = kv[2] } } END { print c["h1_requests"] + 0, c["h2_requests"] + 0 }'
+}
+
+# upstream_proto BEFORE AFTER : which protocol the backend saw in between.
+upstream_proto() {
+	awk -v b="$1" -v a="$2" 'BEGIN {
+		split(b, x, " "); split(a, y, " "); h1 = y[1] - x[1]; h2 = y[2] - x[2]
+		if (h1 + h2 == 0) print "none"; else if (h1 >= 0.9 * (h1 + h2)) print "h1"; else if (h2 >= 0.9 * (h1 + h2)) print "h2"; else print "mixed"
+	}'
+}
+
 # measure_h1 PEER URL PGID
 measure_h1() {
-	local peer=$1 url=$2 pg=$3 out=$WORK/$1.wrk u0 u1 t0 t1
+	local peer=$1 url=$2 pg=$3 out=$WORK/$1.wrk u0 u1 t0 t1 b0
 	load wrk -t1 -c"$CONNS" -d"${WARMUP}s" "$url" >/dev/null 2>&1 || true
+	b0=$(backend_counts)
 	[[ -n $pg ]] && u0=$(group_usage "$pg") && t0=$(now)
 	load wrk -t1 -c"$CONNS" -d"${DURATION}s" "$url" >"$out" 2>&1 || note "$peer" "wrk exited with status $?"
 	[[ -n $pg ]] && u1=$(group_usage "$pg") && t1=$(now)
+	R[$peer.h1_up]=$(upstream_proto "$b0" "$(backend_counts)")
 	local reqs rps errs
 	reqs=$(awk '/ requests in /{print $1}' "$out")
 	rps=$(awk '/^Requests\/sec:/{print $2}' "$out")
@@ -314,12 +387,15 @@ measure_latency() {
 
 # measure_h2 PEER URL PGID
 measure_h2() {
-	local peer=$1 url=$2 pg=$3 out=$WORK/$1.h2load u0 u1 t0 t1
+	local peer=$1 url=$2 pg=$3 out=$WORK/$1.h2load u0 u1 t0 t1 b0
 	local args=(-c"$H2_CLIENTS" -m"$H2_STREAMS")
 	load h2load "${args[@]}" -D "$WARMUP" "$url" >/dev/null 2>&1 || true
+	b0=$(backend_counts)
 	[[ -n $pg ]] && u0=$(group_usage "$pg") && t0=$(now)
 	load h2load "${args[@]}" -D "$DURATION" "$url" >"$out" 2>&1 || true
 	[[ -n $pg ]] && u1=$(group_usage "$pg") && t1=$(now)
+	R[$peer.h2_up]=$(upstream_proto "$b0" "$(backend_counts)")
+	[[ ${R[$peer.h2_up]} == h2 ]] || note "$peer" "h2c phase reached the backend as ${R[$peer.h2_up]}, not h2"
 	local ok rps failed
 	rps=$(awk '/^finished in/{print $4}' "$out")
 	ok=$(awk '/^requests:/{for(i=1;i<=NF;i++) if($i ~ /^succeeded/) print $(i-1)}' "$out")
@@ -369,7 +445,7 @@ run_peer() {
 		measure_h2 "$peer" "$PEER_H2" "$pg"
 	else
 		R[$peer.h2_rps]=n/a
-		note "$peer" "h2c n/a: $PEER_H2_NA"
+		if ((ROUND == 1)); then NOTE[$peer]+="${NOTE[$peer]:+; }h2c n/a: $PEER_H2_NA"; fi
 	fi
 	R[$peer.loaded_rss]=$(group_usage "$pg" | awk '{print $2}')
 	[[ -n $(group_members "$pg") ]] || note "$peer" "process exited during the run"
@@ -403,6 +479,7 @@ report() {
 		"load average before/after: $LOAD_BEFORE / $(cut -d' ' -f1-3 /proc/loadavg)"
 	echo "- proxy on CPU $PROXY_CPU (Go proxies GOMAXPROCS=1, nginx 1 worker, HAProxy nbthread 1);" \
 		"backend and load generators share CPU $LOAD_CPU; all at nice $NICE"
+	echo "- $ROUNDS round(s), peers interleaved; each number is the median over rounds"
 	echo "- HTTP/1.1: wrk -t1 -c$CONNS -d${DURATION}s; latency: rateload -rate $RATE -duration ${DURATION}s;" \
 		"h2c: h2load -c$H2_CLIENTS -m$H2_STREAMS -D $DURATION; warm-up ${WARMUP}s before each"
 	echo "- $VERSIONS"
@@ -439,12 +516,13 @@ report() {
 	echo
 	echo "Diagnostics (proxy core busy = proxy CPU time / wall time; near 100% means the proxy, not the load side, was the limit):"
 	echo
-	echo "| proxy | h1 core busy | h2c core busy | rateload achieved rps | client lag p99 | notes |"
-	echo "|---|---:|---:|---:|---:|---|"
+	echo "| proxy | h1 core busy | h2c core busy | upstream proto (h1 / h2c phase) | rateload achieved rps | client lag p99 | notes |"
+	echo "|---|---:|---:|---|---:|---:|---|"
 	for peer in "${rows[@]}"; do
-		[[ -z ${SKIP[$peer]:-} ]] || { echo "| $peer | | | | | $(md_text "${SKIP[$peer]}") |"; continue; }
-		printf '| %s | %s | %s | %s | %s | %s |\n' "$peer" "$(cell "$peer.h1_busy" '%.0f%%')" \
-			"$(cell "$peer.h2_busy" '%.0f%%')" "$(cell "$peer.rl_achieved_rps" '%.0f')" \
+		[[ -z ${SKIP[$peer]:-} ]] || { echo "| $peer | | | | | | $(md_text "${SKIP[$peer]}") |"; continue; }
+		printf '| %s | %s | %s | %s / %s | %s | %s | %s |\n' "$peer" "$(cell "$peer.h1_busy" '%.0f%%')" \
+			"$(cell "$peer.h2_busy" '%.0f%%')" "${R[$peer.h1_up]:-—}" "${R[$peer.h2_up]:-—}" \
+			"$(cell "$peer.rl_achieved_rps" '%.0f')" \
 			"$(cell "$peer.rl_lag_p99_us" '%.0f µs')" "$(md_text "${NOTE[$peer]:-}")"
 	done
 }
@@ -487,8 +565,16 @@ main() {
 	local backend_pg=$STARTED_PG
 	wait_ready "$backend_pg" "http://$BACKEND_ADDR/" || die "backend did not start: $(tail -c 300 "$WORK/backend.log")"
 
-	run_direct
-	for p in $PEERS; do run_peer "$p"; done
+	for ((ROUND = 1; ROUND <= ROUNDS; ROUND++)); do
+		((ROUNDS == 1)) || log "round $ROUND of $ROUNDS"
+		run_direct
+		end_round direct
+		for p in $PEERS; do
+			run_peer "$p"
+			end_round "$p"
+		done
+	done
+	take_medians
 	stop_group "$backend_pg"
 
 	if [[ -n $RESULTS ]]; then

@@ -24,6 +24,7 @@ type requestHead struct {
 	chunked       bool
 	keepAlive     bool
 	head          bool
+	stats         bool // target is statsPath
 }
 
 // readRequestHead reads one request line and header block from br into req.
@@ -52,6 +53,7 @@ func readRequestHead(br *bufio.Reader, req *requestHead) error {
 		return fmt.Errorf("version %q: %w", version, errMalformed)
 	}
 	req.head = string(method) == "HEAD"
+	req.stats = string(target) == statsPath
 
 	for n := 0; ; n++ {
 		if n == maxHeaderLines {

@@ -41,6 +41,11 @@ func TestReadRequestHead(t *testing.T) {
 			want: requestHead{keepAlive: true, head: true, contentLength: 12},
 		},
 		{
+			name: "stats target",
+			in:   "GET /_backend/stats HTTP/1.1\r\n\r\n",
+			want: requestHead{keepAlive: true, stats: true},
+		},
+		{
 			name: "bare LF and leading empty line",
 			in:   "\nGET / HTTP/1.1\nHost: a\n\n",
 			want: requestHead{keepAlive: true},

@@ -10,6 +10,10 @@
 // connections are recognised by their preface and handed to net/http's
 // HTTP/2 server; -impl=nethttp serves both protocols with net/http, to
 // cross-check the fast path.
+//
+// GET /_backend/stats returns the number of requests served over HTTP/1.1 and
+// over HTTP/2, which run.sh uses to check which protocol each proxy really
+// spoke upstream.
 package main
 
 import (

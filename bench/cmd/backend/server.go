@@ -6,20 +6,37 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"strconv"
 	"sync"
+	"sync/atomic"
 )
 
 // h2Preface is what an h2c client with prior knowledge sends first (RFC 9113
 // section 3.4); no HTTP/1.1 request line can start with it.
 const h2Preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
+// statsPath answers with the request counts by protocol, so that bench/run.sh
+// can check which protocol a proxy really used upstream.
+const statsPath = "/_backend/stats"
+
+// counters counts requests served by protocol. The stats requests
+// themselves are not counted.
+type counters struct {
+	h1, h2 atomic.Uint64
+}
+
+func (c *counters) text() string {
+	return fmt.Sprintf("h1_requests=%d h2_requests=%d\n", c.h1.Load(), c.h2.Load())
+}
+
 // server answers HTTP/1.1 itself and passes h2c connections to net/http.
 type server struct {
-	log *slog.Logger
+	log   *slog.Logger
+	count counters
 	// Canned responses, built once so that the request loop only copies bytes.
 	keepAlive, closing, headKeepAlive, headClosing []byte
 	h2                                             *http.Server
@@ -44,7 +61,7 @@ func newServer(bodySize int, log *slog.Logger) *server {
 	protos := new(http.Protocols)
 	protos.SetUnencryptedHTTP2(true)
 	s.h2 = &http.Server{
-		Handler:   bodyHandler(body),
+		Handler:   bodyHandler(body, &s.count),
 		Protocols: protos,
 		ErrorLog:  slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
@@ -154,7 +171,13 @@ func (s *server) serveConn(c net.Conn, h2ln *connListener) {
 				return
 			}
 		}
-		bw.Write(s.response(&req))
+		if req.stats {
+			stats := s.count.text()
+			fmt.Fprintf(bw, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n%s", len(stats), stats)
+		} else {
+			s.count.h1.Add(1)
+			bw.Write(s.response(&req))
+		}
 		// Flush only when no pipelined request is waiting, so a pipelined
 		// batch goes out in one write.
 		if br.Buffered() == 0 || !req.keepAlive {
@@ -181,9 +204,18 @@ func (s *server) response(req *requestHead) []byte {
 	}
 }
 
-func bodyHandler(body []byte) http.Handler {
+func bodyHandler(body []byte, count *counters) http.Handler {
 	size := strconv.Itoa(len(body))
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == statsPath {
+			io.WriteString(w, count.text())
+			return
+		}
+		if r.ProtoMajor == 2 {
+			count.h2.Add(1)
+		} else {
+			count.h1.Add(1)
+		}
 		h := w.Header()
 		h["Content-Type"] = []string{"text/plain"}
 		h["Content-Length"] = []string{size}
@@ -241,17 +273,22 @@ func (l *connListener) Close() error {
 func (l *connListener) Addr() net.Addr { return l.addr }
 
 // netHTTPServer is the cross-check: both protocols served by net/http.
-type netHTTPServer struct{ srv *http.Server }
+type netHTTPServer struct {
+	srv   *http.Server
+	count counters
+}
 
 func newNetHTTPServer(bodySize int, log *slog.Logger) *netHTTPServer {
 	protos := new(http.Protocols)
 	protos.SetHTTP1(true)
 	protos.SetUnencryptedHTTP2(true)
-	return &netHTTPServer{srv: &http.Server{
-		Handler:   bodyHandler(bytes.Repeat([]byte{'x'}, bodySize)),
+	n := &netHTTPServer{}
+	n.srv = &http.Server{
+		Handler:   bodyHandler(bytes.Repeat([]byte{'x'}, bodySize), &n.count),
 		Protocols: protos,
 		ErrorLog:  slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-	}}
+	}
+	return n
 }
 
 // Serve serves until ctx is done and then returns ctx.Err().

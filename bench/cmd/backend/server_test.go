@@ -76,6 +76,16 @@ func TestServeProtocols(t *testing.T) {
 						t.Fatalf("request %d: status %d, %d bytes, proto %s", i, resp.StatusCode, len(body), resp.Proto)
 					}
 				}
+				resp, err := client.Get("http://" + addr + statsPath)
+				if err != nil {
+					t.Fatal(err)
+				}
+				stats, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				want := map[int]string{1: "h1_requests=3 h2_requests=0\n", 2: "h1_requests=0 h2_requests=3\n"}[wantMajor]
+				if string(stats) != want {
+					t.Fatalf("stats %q, want %q", stats, want)
+				}
 			})
 		}
 	}
