@@ -94,11 +94,16 @@ func Start(opt Options) (*Proxy, error) {
 			apply = rt.Reapply // certificate files may have changed
 		}
 		err := apply(l.Snapshot, "file:"+opt.ConfigPath)
-		if errors.Is(err, runtime.ErrUnchanged) {
+		if err == nil || errors.Is(err, runtime.ErrUnchanged) {
 			return nil
 		}
-		return err
+		return rejectedByRuntime{err}
 	}, func(err error) {
+		// The runtime counts the versions it rejects; a file that does not
+		// even parse or validate never reaches it and is counted here.
+		if !errors.As(err, new(rejectedByRuntime)) {
+			rt.Stats().Reload("rejected")
+		}
 		opt.Log.Error("config rejected; the running version stays in force", "error", err)
 	}, opt.Log)
 	p.watcher.Interval = opt.PollInterval
@@ -114,6 +119,12 @@ func Start(opt Options) (*Proxy, error) {
 	opt.Log.Info("omnirelay started", "config", opt.ConfigPath, "format", loaded.Format, "admin", adm.Addr().String())
 	return p, nil
 }
+
+// rejectedByRuntime marks an error from Runtime.Apply, which has already
+// counted the rejection.
+type rejectedByRuntime struct{ error }
+
+func (e rejectedByRuntime) Unwrap() error { return e.error }
 
 // Reload re-reads the config now (SIGHUP).
 func (p *Proxy) Reload() { p.watcher.Trigger() }
