@@ -13,6 +13,7 @@ import (
 	"github.com/omnirelay/omnirelay/internal/dataplane/cluster"
 	"github.com/omnirelay/omnirelay/internal/dataplane/endpoint"
 	"github.com/omnirelay/omnirelay/internal/dataplane/filter"
+	"github.com/omnirelay/omnirelay/internal/dataplane/http1"
 	"github.com/omnirelay/omnirelay/internal/dataplane/lb"
 	"github.com/omnirelay/omnirelay/internal/dataplane/message"
 	"github.com/omnirelay/omnirelay/internal/dataplane/upstream"
@@ -232,6 +233,18 @@ func (rt *Router) forward(s *filter.Stream, r *Route, cl *cluster.Cluster) {
 		if err != nil {
 			ep.Active.Add(-1)
 			cl.Breaker.ReleaseRequest()
+			if errors.Is(err, upstream.ErrRequestBody) {
+				// The client sent a broken body (bad chunked framing, closed
+				// early): answer it, and neither retry nor blame the host.
+				s.ResponseFlags = "DPE"
+				status := 400
+				var pe *http1.Error
+				if errors.As(err, &pe) {
+					status = pe.Status
+				}
+				s.Reply(status, "malformed request body\n")
+				return
+			}
 			kind := classify(err)
 			cl.ReportFailure(ep, kind)
 			expired := !total.IsZero() && !time.Now().Before(total)

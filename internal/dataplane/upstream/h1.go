@@ -236,6 +236,7 @@ type h1Conn struct {
 	wbuf      []byte
 	cw        http1.ChunkedWriter
 	body      h1Body
+	reqBody   bodyReader
 	closeFn   func()
 	idleSince time.Time
 	requests  int
@@ -260,7 +261,7 @@ func (c *h1Conn) roundTrip(ctx context.Context, req *message.Request, resp *mess
 		c.wbuf = growLen(c.wbuf, int(req.ContentLength))
 		if _, err := io.ReadFull(req.Body, c.wbuf[n:]); err != nil {
 			c.stop()
-			return fmt.Errorf("reading request body: %w", err)
+			return fmt.Errorf("%w: %w", ErrRequestBody, err)
 		}
 		if _, err := c.nc.Write(c.wbuf); err != nil {
 			c.stop()
@@ -340,24 +341,51 @@ func (c *h1Conn) writeErr(err error) error {
 func (c *h1Conn) writeBody(req *message.Request, chunked bool) error {
 	bp := copyBufPool.Get().(*[]byte)
 	defer copyBufPool.Put(bp)
+	// reqBody tells a failure to read the downstream body from a failure to
+	// write upstream; it lives in the pooled conn so it costs no allocation.
+	c.reqBody = bodyReader{r: req.Body}
+	defer func() { c.reqBody = bodyReader{} }()
 	if chunked {
 		c.cw.Reset(c.nc)
-		if _, err := io.CopyBuffer(onlyWriter{&c.cw}, onlyReader{req.Body}, *bp); err != nil {
-			return fmt.Errorf("%w: streaming request body: %v", ErrReset, err)
+		if _, err := io.CopyBuffer(onlyWriter{&c.cw}, &c.reqBody, *bp); err != nil {
+			return c.bodyErr(err)
 		}
 		if err := c.cw.Close(&req.Trailer); err != nil {
 			return fmt.Errorf("%w: finishing request body: %v", ErrReset, err)
 		}
 		return nil
 	}
-	n, err := io.CopyBuffer(onlyWriter{c.nc}, io.LimitReader(req.Body, req.ContentLength), *bp)
+	n, err := io.CopyBuffer(onlyWriter{c.nc}, io.LimitReader(&c.reqBody, req.ContentLength), *bp)
 	if err == nil && n < req.ContentLength {
-		err = io.ErrUnexpectedEOF
+		// The body ended before its content-length: the client's fault.
+		return fmt.Errorf("%w: %w", ErrRequestBody, io.ErrUnexpectedEOF)
 	}
 	if err != nil {
-		return fmt.Errorf("%w: streaming request body: %v", ErrReset, err)
+		return c.bodyErr(err)
 	}
 	return nil
+}
+
+func (c *h1Conn) bodyErr(err error) error {
+	if c.reqBody.err != nil {
+		return fmt.Errorf("%w: %w", ErrRequestBody, c.reqBody.err)
+	}
+	return fmt.Errorf("%w: streaming request body: %v", ErrReset, err)
+}
+
+// bodyReader records the error of reading the downstream request body. It
+// has only Read, so io.CopyBuffer takes no ReaderFrom/WriterTo detour.
+type bodyReader struct {
+	r   io.Reader
+	err error
+}
+
+func (b *bodyReader) Read(p []byte) (int, error) {
+	n, err := b.r.Read(p)
+	if err != nil && err != io.EOF {
+		b.err = err
+	}
+	return n, err
 }
 
 func (c *h1Conn) stop() {
@@ -438,7 +466,6 @@ func (b *h1Body) CloseWrite() error {
 }
 
 type onlyWriter struct{ io.Writer }
-type onlyReader struct{ io.Reader }
 
 var copyBufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
 

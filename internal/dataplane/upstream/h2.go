@@ -42,7 +42,7 @@ func NewH2(opt H2Options) *H2 {
 		dial = NewDialer(0)
 	}
 	t := &http2.Transport{
-		DisableCompression: true,
+		DisableCompression:         true,
 		StrictMaxConcurrentStreams: false,
 	}
 	h := &H2{t: t, scheme: "http"}
@@ -99,8 +99,10 @@ func (h *H2) RoundTrip(ctx context.Context, ep *endpoint.Endpoint, req *message.
 		Header:     make(http.Header, req.Header.Len()),
 		Host:       string(req.Authority),
 	}
+	var reqBody *h2ReqBody
 	if req.Body != nil && req.ContentLength != 0 {
-		hr.Body = &h2ReqBody{r: req.Body, trailer: &req.Trailer, hr: hr}
+		reqBody = &h2ReqBody{r: req.Body, trailer: &req.Trailer, hr: hr}
+		hr.Body = reqBody
 		hr.ContentLength = req.ContentLength
 	}
 	for i := 0; i < req.Header.Len(); i++ {
@@ -120,6 +122,9 @@ func (h *H2) RoundTrip(ctx context.Context, ep *endpoint.Endpoint, req *message.
 	}
 	if err != nil {
 		cancel()
+		if rerr := reqBody.readErr(); rerr != nil {
+			return fmt.Errorf("%w: %w", ErrRequestBody, rerr)
+		}
 		if ctx.Err() == context.DeadlineExceeded {
 			return fmt.Errorf("%w: %v", ErrTimeout, err)
 		}
@@ -160,10 +165,28 @@ type h2ReqBody struct {
 	trailer *message.Headers
 	hr      *http.Request
 	once    sync.Once
+	// err is the downstream read error, if any. x/net/http2 reads the body
+	// on its own goroutine, which may still run when RoundTrip returns.
+	mu  sync.Mutex
+	err error
+}
+
+func (b *h2ReqBody) readErr() error {
+	if b == nil {
+		return nil
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.err
 }
 
 func (b *h2ReqBody) Read(p []byte) (int, error) {
 	n, err := b.r.Read(p)
+	if err != nil && err != io.EOF {
+		b.mu.Lock()
+		b.err = err
+		b.mu.Unlock()
+	}
 	if err == io.EOF && b.trailer.Len() > 0 && b.hr.Trailer != nil {
 		for i := 0; i < b.trailer.Len(); i++ {
 			f := b.trailer.At(i)

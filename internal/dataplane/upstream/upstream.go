@@ -54,6 +54,13 @@ var (
 	ErrConnect = errors.New("upstream connect failure")
 	ErrReset   = errors.New("upstream connection reset")
 	ErrRefused = errors.New("upstream refused stream")
+	// ErrRequestBody is returned when reading the downstream request body
+	// failed while sending it (malformed chunked framing, a client that
+	// closed early). The upstream is not at fault: the router answers the
+	// client (400, or the codec's status) without retrying or reporting the
+	// host to outlier detection, which a client could otherwise use to
+	// eject healthy hosts.
+	ErrRequestBody = errors.New("downstream request body")
 )
 
 // Dialer opens upstream connections; the default is a net.Dialer with the
