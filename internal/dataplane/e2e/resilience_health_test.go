@@ -150,6 +150,21 @@ func TestResilienceHealthChecks(t *testing.T) {
 		})
 	})
 
+	t.Run("panic mode when every host fails its check", func(t *testing.T) {
+		// As Envoy below its 50% panic threshold: rather than refuse all
+		// traffic, spread it over every host.
+		h1.Sick.Store(true)
+		h2.Sick.Store(true)
+		defer h1.Sick.Store(false)
+		defer h2.Sick.Store(false)
+		eventually(t, 3*time.Second, "both hosts unhealthy", func() bool {
+			return !endpointStatus(t, p, "http-hc", h1.Addr).Healthy && !endpointStatus(t, p, "http-hc", h2.Addr).Healthy
+		})
+		if got := tallyBackends(t, c, base+"/http/", 20); got["h1"] == 0 || got["h2"] == 0 {
+			t.Fatalf("in panic mode: %v", got)
+		}
+	})
+
 	t.Run("tcp check", func(t *testing.T) {
 		eventually(t, 3*time.Second, "the closed port unhealthy", func() bool {
 			return !endpointStatus(t, p, "tcp-hc", dead).Healthy
@@ -179,22 +194,31 @@ listeners:
     address: {{web}}
     virtual_hosts:
       - name: all
-        routes: [{ cluster: od }]
+        routes:
+          - match: { path_prefix: /connect/ }
+            cluster: od-connect
+            retry: { attempts: 2, on: [connect-failure] }
+          - { cluster: od }
 clusters:
   - name: od
     endpoints: [{{good}}, {{bad}}]
     outlier_detection: { consecutive_5xx: 3, base_ejection_time: 500ms, interval: 10s }
+  - name: od-connect
+    endpoints: [{{good}}, {{dead}}]
+    outlier_detection: { consecutive_5xx: 3, base_ejection_time: 10s }
 `
 
 // TestResilienceOutlierDetection proves consecutive_5xx ejection: a host
 // that always answers 500 is ejected after exactly 3 of them, gets no
 // traffic while ejected (and /clusters and the ejection counter say so),
-// and is tried again once base_ejection_time has passed.
+// and is tried again once base_ejection_time has passed; connect failures
+// eject a host the same way.
 func TestResilienceOutlierDetection(t *testing.T) {
 	good, bad := startToggleBackend(t, "good", ""), startToggleBackend(t, "bad", "")
 	bad.Fail.Store(true)
 	web := freePort(t)
-	p := startProxy(t, outlierConfig, map[string]string{"web": web, "good": good.Addr, "bad": bad.Addr})
+	dead := freePort(t)
+	p := startProxy(t, outlierConfig, map[string]string{"web": web, "good": good.Addr, "bad": bad.Addr, "dead": dead})
 	c := &http.Client{Timeout: 5 * time.Second}
 	url := "http://" + web + "/"
 
@@ -237,4 +261,20 @@ func TestResilienceOutlierDetection(t *testing.T) {
 		get(t, c, url)
 		return bad.Hits.Load() > 3
 	})
+
+	// Connect failures count as 5xx: a closed port is ejected after three,
+	// and the retries hide them from clients meanwhile.
+	before := metricValue(t, p, "omnirelay_upstream_connect_failures_total", "cluster", "od-connect")
+	for i := range 20 {
+		resp, body := get(t, c, "http://"+web+"/connect/x")
+		if resp.StatusCode != 200 {
+			t.Fatalf("request %d: %d %q", i, resp.StatusCode, body)
+		}
+	}
+	if !endpointStatus(t, p, "od-connect", dead).Ejected {
+		t.Fatal("the closed port was not ejected")
+	}
+	if n := metricValue(t, p, "omnirelay_upstream_connect_failures_total", "cluster", "od-connect") - before; n != 3 {
+		t.Fatalf("%v connect failures, want 3 before the ejection", n)
+	}
 }

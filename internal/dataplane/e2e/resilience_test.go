@@ -326,6 +326,20 @@ func TestResilienceRetries(t *testing.T) {
 			}
 		}
 	})
+	t.Run("POST body re-sent identically over HTTP/2", func(t *testing.T) {
+		payload := strings.Repeat("h2-body-", 3000)
+		id := reqID(t, &ids)
+		resp, body := sendReq(t, h2cClient(), "POST", base+"/r5xx/x", payload, "x-id", id, "x-fail", "2")
+		tries := f.tries(id)
+		if resp.StatusCode != 200 || len(tries) != 3 {
+			t.Fatalf("status %d (body %q) after %d attempts, want 200 after 3", resp.StatusCode, body, len(tries))
+		}
+		for i, a := range tries {
+			if a.body != payload {
+				t.Fatalf("attempt %d got %d bytes, want the %d sent", i+1, len(a.body), len(payload))
+			}
+		}
+	})
 	t.Run("POST body over the replay limit is not retried", func(t *testing.T) {
 		payload := strings.Repeat("x", 100<<10)
 		id := reqID(t, &ids)
@@ -470,6 +484,11 @@ clusters:
 // grpc-timeout header that shortens the deadline.
 func TestResilienceTimeouts(t *testing.T) {
 	sleep := func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasSuffix(r.URL.Path, "/slow-body") {
+			// The head and part of the body at once, the rest too late.
+			_, _ = w.Write([]byte("part;"))
+			w.(http.Flusher).Flush()
+		}
 		select {
 		case <-time.After(2 * time.Second):
 			_, _ = w.Write([]byte("slow"))
@@ -548,6 +567,22 @@ func TestResilienceTimeouts(t *testing.T) {
 		}
 		if took > 600*time.Millisecond {
 			t.Fatalf("answer after %v, want about 100ms", took)
+		}
+	})
+	t.Run("route timeout covers the response body", func(t *testing.T) {
+		start := time.Now()
+		resp, err := c.Get(base + "/timeout/slow-body")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		took := time.Since(start)
+		if resp.StatusCode != 200 || err == nil || string(b) != "part;" {
+			t.Fatalf("status %d body %q err %v: want the head, the first part, then a cut", resp.StatusCode, b, err)
+		}
+		if took > time.Second {
+			t.Fatalf("body cut after %v, want about 200ms", took)
 		}
 	})
 	t.Run("route timeout wins over a longer grpc-timeout", func(t *testing.T) {
