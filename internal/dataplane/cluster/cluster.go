@@ -149,14 +149,14 @@ func (c *Cluster) Connect(ctx context.Context) (net.Conn, func(), error) {
 
 // HealthStatus reports each endpoint's state for the admin endpoint.
 type HealthStatus struct {
-	Address   string    `json:"address"`
-	Weight    uint32    `json:"weight"`
-	Locality  string    `json:"locality,omitempty"`
-	Healthy   bool      `json:"healthy"`
-	Ejected   bool      `json:"ejected"`
-	Until     time.Time `json:"ejected_until,omitzero"`
-	Active    int64     `json:"active_requests"`
-	Total     uint64    `json:"total_requests"`
+	Address  string    `json:"address"`
+	Weight   uint32    `json:"weight"`
+	Locality string    `json:"locality,omitempty"`
+	Healthy  bool      `json:"healthy"`
+	Ejected  bool      `json:"ejected"`
+	Until    time.Time `json:"ejected_until,omitzero"`
+	Active   int64     `json:"active_requests"`
+	Total    uint64    `json:"total_requests"`
 }
 
 // Status lists endpoint states.

@@ -36,11 +36,11 @@ func freePort(t testing.TB) string {
 
 // backend is a real HTTP/1.1 + h2c server on loopback.
 type backend struct {
-	Name  string
-	Addr  string
-	Hits  atomic.Int64
-	srv   *http.Server
-	ln    net.Listener
+	Name string
+	Addr string
+	Hits atomic.Int64
+	srv  *http.Server
+	ln   net.Listener
 }
 
 func startBackend(t testing.TB, name string, h http.HandlerFunc) *backend {

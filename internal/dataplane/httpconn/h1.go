@@ -81,6 +81,11 @@ func (sc *serverConn) serve(ctx context.Context, srv *Server, nc net.Conn, info 
 			return
 		}
 		_ = nc.SetReadDeadline(time.Time{})
+		// The connection may have idled across a reload: route the request
+		// with the version running now, not the one read before the wait.
+		if cfg = srv.cfg(); cfg == nil {
+			return
+		}
 		sc.req.SetScheme(scheme)
 		if !sc.handle(reqCtx, srv, cfg, f, &info) {
 			return
@@ -140,6 +145,7 @@ func (sc *serverConn) handle(ctx context.Context, srv *Server, cfg *Config, f ht
 	if resp.Close != nil {
 		resp.Close()
 	}
+	st.BytesRecv = sc.body.n
 	cfg.Chain.Complete(st)
 	if cfg.Observe != nil {
 		cfg.Observe(st, status, time.Since(st.Start))
@@ -287,11 +293,12 @@ func (sc *serverConn) tunnel(resp *message.Response) error {
 // first time the body is read (so an upstream that rejects early never makes
 // the client send the body) and tracks end of body for keep-alive.
 type reqBody struct {
-	src      io.Reader
-	expect   bool
-	nc       net.Conn
-	eof      bool
-	err      error
+	src    io.Reader
+	expect bool
+	nc     net.Conn
+	eof    bool
+	err    error
+	n      int64 // bytes read: the access log's bytes_received
 }
 
 func (b *reqBody) reset(src io.Reader, expect bool, nc net.Conn) {
@@ -313,6 +320,7 @@ func (b *reqBody) Read(p []byte) (int, error) {
 		}
 	}
 	n, err := b.src.Read(p)
+	b.n += int64(n)
 	if err == io.EOF {
 		b.eof = true
 	} else if err != nil {

@@ -100,6 +100,7 @@ func (h *h2Server) serveHTTP(w http.ResponseWriter, r *http.Request, info *ConnI
 		req.Header.Add("trailer", strings.ToLower(k))
 	}
 	req.ContentLength = r.ContentLength
+	hs.body = h2Body{}
 	if r.Body != nil && r.Body != http.NoBody {
 		hs.body = h2Body{r: r, trailer: &req.Trailer}
 		req.Body = &hs.body
@@ -116,6 +117,7 @@ func (h *h2Server) serveHTTP(w http.ResponseWriter, r *http.Request, info *ConnI
 	if resp.Close != nil {
 		resp.Close()
 	}
+	st.BytesRecv = hs.body.n
 	cfg.Chain.Complete(st)
 	if cfg.Observe != nil {
 		cfg.Observe(st, resp.Status, time.Since(st.Start))
@@ -191,6 +193,7 @@ type h2Body struct {
 	r       *http.Request
 	trailer *message.Headers
 	done    bool
+	n       int64 // bytes read: the access log's bytes_received
 }
 
 func (b *h2Body) Read(p []byte) (int, error) {
@@ -198,6 +201,7 @@ func (b *h2Body) Read(p []byte) (int, error) {
 		return 0, io.EOF
 	}
 	n, err := b.r.Body.Read(p)
+	b.n += int64(n)
 	if err == io.EOF {
 		b.done = true
 		for k, vs := range b.r.Trailer {

@@ -105,12 +105,12 @@ func matchFold(kind uint8, v []byte, lower string) bool {
 // headerMatcher is a compiled envoy HeaderMatcher. Pseudo-headers (":method",
 // ":path", ":authority", ":scheme") read the request's fields.
 type headerMatcher struct {
-	name    string
-	pseudo  uint8 // 0 regular header, else pseudoMethod...
-	present int8  // -1 not a presence matcher, 0 must be absent, 1 must be present
-	sm      stringMatcher
-	hasSM   bool
-	invert  bool
+	name           string
+	pseudo         uint8 // 0 regular header, else pseudoMethod...
+	present        int8  // -1 not a presence matcher, 0 must be absent, 1 must be present
+	sm             stringMatcher
+	hasSM          bool
+	invert         bool
 	missingAsEmpty bool
 }
 

@@ -79,22 +79,22 @@ type Route struct {
 	HostRewrite   string
 	AutoHost      bool
 	// Timeout is the whole-request timeout; 0 disables it.
-	Timeout    time.Duration
+	Timeout        time.Duration
 	MaxGRPCTimeout time.Duration
 	useGRPCTimeout bool
-	Retry      *RetryPolicy
-	Hash       []HashPolicy
-	headers2   headerOps
-	Redirect   *Redirect
-	Direct     *Direct
-	Upgrades   map[string]bool // enabled upgrade types ("websocket")
-	override   []filter.Filter
+	Retry          *RetryPolicy
+	Hash           []HashPolicy
+	headers2       headerOps
+	Redirect       *Redirect
+	Direct         *Direct
+	Upgrades       map[string]bool // enabled upgrade types ("websocket")
+	override       []filter.Filter
 }
 
 // WeightedCluster is one target of a weighted route.
 type WeightedCluster struct {
-	Name   string
-	Weight uint32
+	Name    string
+	Weight  uint32
 	headers headerOps
 }
 
@@ -108,9 +108,9 @@ type HashPolicy struct {
 // Redirect is a compiled redirect action.
 type Redirect struct {
 	Scheme, Host, Path, PrefixRewrite string
-	Port                             uint32
-	Code                             int
-	StripQuery                       bool
+	Port                              uint32
+	Code                              int
+	StripQuery                        bool
 }
 
 // Direct is a compiled direct response.

@@ -64,7 +64,7 @@ func NewH2(opt H2Options) *H2 {
 			tc := tls.Client(nc, cfg)
 			if err := tc.HandshakeContext(ctx); err != nil {
 				nc.Close()
-				return nil, fmt.Errorf("%w: %s: tls: %v", ErrConnect, addr, err)
+				return nil, fmt.Errorf("%w: %s: tls: %w", ErrConnect, addr, err)
 			}
 			return tc, nil
 		}
