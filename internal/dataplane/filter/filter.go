@@ -85,7 +85,7 @@ type Stream struct {
 	Route Route
 	// Rematch, set by the connection manager, re-runs route matching after
 	// ClearRoute.
-	Rematch func(s *Stream)
+	Rematch    func(s *Stream)
 	routeStale bool
 
 	// UpstreamCluster and UpstreamHost are set by the router for logs.

@@ -40,10 +40,10 @@ type Version struct {
 
 // Options configures a Runtime.
 type Options struct {
-	Log      *slog.Logger
-	Stats    *stats.Stats
-	Filters  *filter.Registry
-	Cluster  *cluster.Env // optional overrides (dialer); Log and Stats are filled in
+	Log     *slog.Logger
+	Stats   *stats.Stats
+	Filters *filter.Registry
+	Cluster *cluster.Env // optional overrides (dialer); Log and Stats are filled in
 	// DrainTimeout bounds how long a removed listener's connections may run.
 	DrainTimeout time.Duration
 }
