@@ -61,8 +61,8 @@ type Config struct {
 	// endpoint's address.
 	Host string
 	// ExpectedStatuses are the HTTP statuses counted healthy. Default
-	// [200, 300): any 2xx. (Envoy's default is 200 only; a 204 or 206 from
-	// a health endpoint is a healthy answer in practice.)
+	// [200, 201): 200 only, Envoy's default, so that an xDS cluster means the
+	// same thing here as in Envoy (docs/config.md documents it).
 	ExpectedStatuses []StatusRange
 	// GRPCService is the service name sent in the health Check request;
 	// empty asks about the server as a whole.
@@ -94,7 +94,7 @@ func (c Config) withDefaults() Config {
 		c.Path = "/"
 	}
 	if len(c.ExpectedStatuses) == 0 {
-		c.ExpectedStatuses = []StatusRange{{Start: 200, End: 300}}
+		c.ExpectedStatuses = []StatusRange{{Start: 200, End: 201}}
 	}
 	if c.Interval <= 0 {
 		c.Interval = 5 * time.Second

@@ -210,7 +210,8 @@ func TestHTTPExpectedStatuses(t *testing.T) {
 		code     int
 		wantFail bool
 	}{
-		{name: "default accepts 204", code: 204},
+		{name: "default accepts 200", code: 200},
+		{name: "default rejects 204 (Envoy: 200 only)", code: 204, wantFail: true},
 		{name: "default rejects 301", code: 301, wantFail: true},
 		{name: "default rejects 404", code: 404, wantFail: true},
 		{name: "custom range includes start", ranges: []StatusRange{{Start: 200, End: 201}, {Start: 429, End: 430}}, code: 429},
