@@ -322,6 +322,8 @@ listeners:
             redirect: { https: true }
           - match: { path_prefix: /plain }
             redirect: { scheme: http, host: plain.example.com }
+          - match: { path_prefix: /strip }
+            redirect: { path: /stripped, strip_query: true }
 clusters:
   - { name: a, endpoints: [{{a}}] }
   - { name: b, endpoints: [{{b}}] }
@@ -458,6 +460,8 @@ func TestRoutingActions(t *testing.T) {
 			location: "https://shop.example.com/secure"},
 		{name: "scheme and host", path: "/plain?x=y", host: "shop.example.com", status: 301,
 			location: "http://plain.example.com/plain?x=y"},
+		{name: "strip_query", path: "/strip?secret=1", host: "shop.example.com", status: 301,
+			location: "http://shop.example.com/stripped"},
 	}
 	for _, tc := range redirects {
 		t.Run("redirect "+tc.name, func(t *testing.T) {

@@ -307,6 +307,8 @@ type Redirect struct {
 	Code uint32 `yaml:"code"`
 	// HTTPS redirects to the https scheme.
 	HTTPS bool `yaml:"https"`
+	// StripQuery drops the query string from the redirect location.
+	StripQuery bool `yaml:"strip_query"`
 }
 
 // DirectResponse answers without an upstream.

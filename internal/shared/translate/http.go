@@ -382,7 +382,7 @@ func redirect(r *config.Redirect) *routev3.RedirectAction {
 	if code == 0 {
 		code = config.DefaultRedirectCode
 	}
-	out := &routev3.RedirectAction{HostRedirect: r.Host, ResponseCode: redirectCodes[code]}
+	out := &routev3.RedirectAction{HostRedirect: r.Host, ResponseCode: redirectCodes[code], StripQuery: r.StripQuery}
 	switch {
 	case r.HTTPS:
 		out.SchemeRewriteSpecifier = &routev3.RedirectAction_HttpsRedirect{HttpsRedirect: true}
