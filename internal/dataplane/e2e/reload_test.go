@@ -243,6 +243,35 @@ func TestReloadMovesTraffic(t *testing.T) {
 	}
 }
 
+// An idle keep-alive connection must route its next request with the version
+// running when that request arrives, not the one running when it went idle.
+func TestReloadIdleKeepAliveUsesNewVersion(t *testing.T) {
+	blue, green := startBackend(t, "blue", nil), startBackend(t, "green", nil)
+	vars := map[string]string{"web": freePort(t), "blue": blue.Addr, "green": green.Addr, "target": "blue"}
+	p := startProxy(t, reloadConfig, vars)
+	conn := opsKeepAlive(t, vars["web"]) // one request, answered by blue
+	if blue.Hits.Load() != 1 {
+		t.Fatalf("blue hits %d", blue.Hits.Load())
+	}
+	old := p.Runtime.Current().ID
+	vars["target"] = "green"
+	writeConfig(t, p.path, reloadConfig, vars)
+	opsWaitVersionChange(t, p, old)
+
+	if _, err := io.WriteString(conn, "GET /next HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatalf("second request on the idle connection: %v", err)
+	}
+	resp.Body.Close()
+	if got := resp.Header.Get("x-backend"); got != "green" {
+		t.Fatalf("request after the reload on an idle keep-alive connection went to %q, want green", got)
+	}
+}
+
 func TestReloadUnderLoadDropsNothing(t *testing.T) {
 	blue, green := startBackend(t, "blue", nil), startBackend(t, "green", nil)
 	vars := map[string]string{"web": freePort(t), "blue": blue.Addr, "green": green.Addr, "target": "blue"}

@@ -289,7 +289,7 @@ func (rt *Runtime) compileHCM(lname string, hcm *hcmv3.HttpConnectionManager, ro
 		ls.Duration.Observe(d.Seconds())
 	}
 	for i, al := range hcm.GetAccessLog() {
-		lg, err := accessLogger(al)
+		lg, err := rt.accessLogger(al)
 		if err != nil {
 			return nil, fmt.Errorf("access_log[%d]: %w", i, err)
 		}
@@ -308,7 +308,8 @@ func (f filterStats) Counter(name string, _ ...string) filter.Counter {
 	return f.s.FilterCounter(f.filter, name)
 }
 
-func accessLogger(al *accesslogv3.AccessLog) (*slog.Logger, error) {
+// accessLogger is called with rt.mu held (from apply).
+func (rt *Runtime) accessLogger(al *accesslogv3.AccessLog) (*slog.Logger, error) {
 	var w io.Writer
 	switch typeName(al.GetTypedConfig()) {
 	case "envoy.extensions.access_loggers.file.v3.FileAccessLog":
@@ -322,9 +323,13 @@ func accessLogger(al *accesslogv3.AccessLog) (*slog.Logger, error) {
 		case "/dev/stderr":
 			w = os.Stderr
 		default:
-			f, err := os.OpenFile(fl.GetPath(), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-			if err != nil {
-				return nil, err
+			f := rt.logFiles[fl.GetPath()]
+			if f == nil {
+				var err error
+				if f, err = os.OpenFile(fl.GetPath(), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644); err != nil {
+					return nil, err
+				}
+				rt.logFiles[fl.GetPath()] = f
 			}
 			w = f
 		}

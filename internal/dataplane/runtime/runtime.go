@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -55,8 +56,11 @@ type Runtime struct {
 
 	mu        sync.Mutex // serialises Apply and Shutdown
 	listeners map[string]*listener.Listener
-	closed    bool
-	wg        sync.WaitGroup
+	// logFiles are the open access-log files by path, shared by every
+	// version that names them so that a reload does not open them again.
+	logFiles map[string]*os.File
+	closed   bool
+	wg       sync.WaitGroup
 }
 
 // New returns an empty runtime.
@@ -76,7 +80,7 @@ func New(opt Options) *Runtime {
 	}
 	env.Log, env.Stats = opt.Log, opt.Stats
 	opt.Cluster = &env
-	return &Runtime{opt: opt, listeners: map[string]*listener.Listener{}}
+	return &Runtime{opt: opt, listeners: map[string]*listener.Listener{}, logFiles: map[string]*os.File{}}
 }
 
 // Current returns the running version (nil before the first Apply).
@@ -273,5 +277,11 @@ func (rt *Runtime) Shutdown(ctx context.Context) error {
 			c.Close()
 		}
 	}
+	rt.mu.Lock()
+	for path, f := range rt.logFiles {
+		_ = f.Close()
+		delete(rt.logFiles, path)
+	}
+	rt.mu.Unlock()
 	return firstErr
 }
