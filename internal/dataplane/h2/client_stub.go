@@ -1,0 +1,5 @@
+package h2
+
+type clientStream struct{}
+
+func (cs *clientStream) downstreamCancelled() {}

@@ -1,0 +1,753 @@
+package h2
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+
+	"github.com/omnirelay/omnirelay/internal/dataplane/message"
+)
+
+// Handler serves one stream. It runs on its own goroutine and must finish
+// the response (WriteHeaders with endStream, WriteData with endStream or
+// WriteTrailers) before returning; whatever it leaves open is ended for it.
+// The Stream and everything reachable from it are recycled when it returns.
+type Handler func(st *Stream)
+
+// Server serves HTTP/2 connections. The zero value is usable; set fields
+// before the first ServeConn.
+type Server struct {
+	// MaxConcurrentStreams is advertised to clients (default 1000); streams
+	// beyond it are refused with REFUSED_STREAM.
+	MaxConcurrentStreams uint32
+	// StreamWindow is the receive window of each stream (default 1 MiB).
+	StreamWindow uint32
+	// ConnWindow is the receive window of each connection (default 4 MiB).
+	ConnWindow uint32
+	// MaxHeaderListSize bounds a request head or trailer block, RFC 7541
+	// size (default 64 KiB); larger heads get a 431 response.
+	MaxHeaderListSize uint32
+	// IdleTimeout closes connections without streams for that long
+	// (default 5 minutes).
+	IdleTimeout time.Duration
+	// Logger receives handler panics (default slog.Default()).
+	Logger *slog.Logger
+
+	mu       sync.Mutex
+	conns    map[*serverConn]struct{}
+	draining bool
+	streams  sync.Pool
+}
+
+// Drain sends GOAWAY to every connection, naming the last stream it will
+// process; connections close once their active streams end. New connections
+// are told to go away at once. Drain does not wait.
+func (s *Server) Drain() {
+	s.mu.Lock()
+	s.draining = true
+	conns := make([]*serverConn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+	for _, c := range conns {
+		c.drain()
+	}
+}
+
+func (s *Server) track(c *serverConn, add bool) (draining bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.conns == nil {
+		s.conns = map[*serverConn]struct{}{}
+	}
+	if add {
+		s.conns[c] = struct{}{}
+	} else {
+		delete(s.conns, c)
+	}
+	return s.draining
+}
+
+type serverLimits struct {
+	maxStreams   uint32
+	streamWindow uint32
+	connWindow   uint32
+	maxHeader    uint32
+	idle         time.Duration
+}
+
+func (s *Server) limits() serverLimits {
+	l := serverLimits{s.MaxConcurrentStreams, s.StreamWindow, s.ConnWindow, s.MaxHeaderListSize, s.IdleTimeout}
+	if l.maxStreams == 0 {
+		l.maxStreams = 1000
+	}
+	if l.streamWindow == 0 {
+		l.streamWindow = 1 << 20
+	}
+	if l.streamWindow > maxWindow {
+		l.streamWindow = maxWindow
+	}
+	if l.connWindow < defaultWindow {
+		l.connWindow = 4 << 20
+	}
+	if l.connWindow > maxWindow {
+		l.connWindow = maxWindow
+	}
+	if l.maxHeader == 0 {
+		l.maxHeader = 64 << 10
+	}
+	if l.idle == 0 {
+		l.idle = 5 * time.Minute
+	}
+	return l
+}
+
+// serverConn is one downstream connection. The reader goroutine (serve)
+// owns the Framer, the HPACK decoder and the header sink; everything shared
+// with stream goroutines is guarded by connWriter.mu.
+type serverConn struct {
+	connWriter
+	srv *Server
+	h   Handler
+	ctx context.Context
+	lim serverLimits
+
+	br   *bufio.Reader
+	fr   *http2.Framer
+	dec  *hpack.Decoder
+	sink fieldSink
+	// rblock accumulates a header block split over CONTINUATION frames.
+	rblock     []byte
+	contID     uint32
+	contEnd    bool
+	contBadDep bool
+
+	// Guarded by mu.
+	streams        map[uint32]*Stream
+	maxClientID    uint32
+	active         int
+	closed         bool
+	goAwaySent     bool
+	peerWindow     int64 // peer's SETTINGS_INITIAL_WINDOW_SIZE
+	send           flow  // connection send window
+	recv           flow  // connection receive window
+	connWaiters    []*Stream
+	lastIdle       time.Time
+	idleTimer      *time.Timer
+	handlers       sync.WaitGroup
+	pingData       [8]byte
+	pendingPingAck bool
+}
+
+// ServeConn serves one HTTP/2 connection until it closes, ctx is done or
+// the server drains it, and returns once every stream handler has returned.
+// The connection must start with the client preface: a caller that has
+// already read it (h2c detection) replays it through the conn it passes.
+// TLS, if any, is the caller's, with ALPN "h2" negotiated.
+func (s *Server) ServeConn(ctx context.Context, nc net.Conn, h Handler) {
+	c := &serverConn{srv: s, h: h, ctx: ctx, lim: s.limits()}
+	c.init(nc)
+	c.streams = make(map[uint32]*Stream)
+	c.peerWindow = defaultWindow
+	c.send.avail = defaultWindow
+	c.recv.avail = int64(c.lim.connWindow)
+	c.br = bufio.NewReaderSize(nc, 32<<10)
+	c.fr = http2.NewFramer(nil, c.br)
+	c.fr.SetMaxReadFrameSize(defaultMaxFrame)
+	c.fr.SetReuseFrames()
+	c.dec = hpack.NewDecoder(defaultHeaderTable, c.sink.emit)
+	c.dec.SetMaxStringLength(int(c.lim.maxHeader))
+	draining := s.track(c, true)
+	defer s.track(c, false)
+	go c.writeLoop()
+	stop := context.AfterFunc(ctx, func() { _ = nc.SetReadDeadline(time.Unix(1, 0)) })
+	defer stop()
+	c.idleTimer = time.AfterFunc(c.lim.idle, c.onIdle)
+	defer c.idleTimer.Stop()
+	c.lastIdle = time.Now()
+
+	c.mu.Lock()
+	c.buf = appendSettings(c.buf,
+		http2.Setting{ID: http2.SettingMaxConcurrentStreams, Val: c.lim.maxStreams},
+		http2.Setting{ID: http2.SettingInitialWindowSize, Val: c.lim.streamWindow},
+		http2.Setting{ID: http2.SettingMaxHeaderListSize, Val: c.lim.maxHeader},
+	)
+	if c.lim.connWindow > defaultWindow {
+		c.buf = appendWindowUpdate(c.buf, 0, c.lim.connWindow-defaultWindow)
+	}
+	c.kick()
+	c.mu.Unlock()
+	if draining {
+		c.drain()
+	}
+
+	err := c.readPreface()
+	if err == nil {
+		err = c.readLoop()
+	}
+	c.shutdown(err)
+}
+
+func (c *serverConn) readPreface() error {
+	_ = c.nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	var b [len(preface)]byte
+	if _, err := io.ReadFull(c.br, b[:]); err != nil {
+		return err
+	}
+	if string(b[:]) != preface {
+		return connError{http2.ErrCodeProtocol, "bad connection preface"}
+	}
+	_ = c.nc.SetReadDeadline(time.Time{})
+	return nil
+}
+
+// shutdown ends the connection: GOAWAY for a connection error, streams
+// failed, the buffered frames flushed, the socket closed, and handlers
+// waited for.
+func (c *serverConn) shutdown(err error) {
+	c.mu.Lock()
+	var ce connError
+	if errors.As(err, &ce) && !c.closing {
+		c.buf = appendGoAway(c.buf, c.maxClientID, ce.code, ce.reason)
+	}
+	c.closed = true
+	c.closeWrite()
+	streams := make([]*Stream, 0, len(c.streams))
+	for _, st := range c.streams {
+		streams = append(streams, st)
+	}
+	for _, st := range streams {
+		c.failStream(st, ErrConnClosed)
+	}
+	c.mu.Unlock()
+	<-c.done
+	_ = c.nc.Close()
+	c.handlers.Wait()
+}
+
+// drain sends GOAWAY naming the last stream this connection will serve.
+func (c *serverConn) drain() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.goAwaySent || c.closed {
+		return
+	}
+	c.goAwaySent = true
+	c.buf = appendGoAway(c.buf, c.maxClientID, http2.ErrCodeNo, "")
+	c.kick()
+	if c.active == 0 {
+		c.closeLocked()
+	}
+}
+
+// closeLocked stops reading and writing once buffered frames are out.
+func (c *serverConn) closeLocked() {
+	c.closeWrite()
+	_ = c.nc.SetReadDeadline(time.Unix(1, 0))
+}
+
+func (c *serverConn) onIdle() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return
+	}
+	if c.active == 0 {
+		if since := time.Since(c.lastIdle); since >= c.lim.idle {
+			if !c.goAwaySent {
+				c.goAwaySent = true
+				c.buf = appendGoAway(c.buf, c.maxClientID, http2.ErrCodeNo, "idle")
+			}
+			c.closeLocked()
+			return
+		} else {
+			c.idleTimer.Reset(c.lim.idle - since)
+			return
+		}
+	}
+	c.idleTimer.Reset(c.lim.idle)
+}
+
+func (c *serverConn) readLoop() error {
+	for {
+		f, err := c.fr.ReadFrame()
+		if err != nil {
+			var se http2.StreamError
+			if errors.As(err, &se) {
+				c.streamError(se.StreamID, se.Code)
+				continue
+			}
+			return classifyReadError(err)
+		}
+		if err := c.processFrame(f); err != nil {
+			return err
+		}
+	}
+}
+
+// classifyReadError turns a Framer error into a connection error (to be
+// sent as GOAWAY) or leaves an I/O error as is.
+func classifyReadError(err error) error {
+	var ce http2.ConnectionError
+	switch {
+	case errors.As(err, &ce):
+		return connError{http2.ErrCode(ce), "frame error"}
+	case errors.Is(err, http2.ErrFrameTooLarge):
+		return connError{http2.ErrCodeFrameSize, "frame too large"}
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return err
+	}
+	var ne net.Error
+	if errors.As(err, &ne) || errors.Is(err, net.ErrClosed) {
+		return err
+	}
+	return connError{http2.ErrCodeProtocol, err.Error()}
+}
+
+func (c *serverConn) processFrame(f http2.Frame) error {
+	switch f := f.(type) {
+	case *http2.DataFrame:
+		return c.onData(f)
+	case *http2.HeadersFrame:
+		id := f.StreamID
+		badDep := f.HasPriority() && f.Priority.StreamDep == id
+		if f.HeadersEnded() {
+			return c.onHeaderBlock(id, f.HeaderBlockFragment(), f.StreamEnded(), badDep)
+		}
+		c.contID, c.contEnd, c.contBadDep = id, f.StreamEnded(), badDep
+		c.rblock = append(c.rblock[:0], f.HeaderBlockFragment()...)
+		return nil
+	case *http2.ContinuationFrame:
+		c.rblock = append(c.rblock, f.HeaderBlockFragment()...)
+		if len(c.rblock) > int(c.lim.maxHeader)+64<<10 {
+			return connError{http2.ErrCodeEnhanceYourCalm, "header block too large"}
+		}
+		if !f.HeadersEnded() {
+			return nil
+		}
+		id := c.contID
+		c.contID = 0
+		return c.onHeaderBlock(id, c.rblock, c.contEnd, c.contBadDep)
+	case *http2.RSTStreamFrame:
+		return c.onRSTStream(f)
+	case *http2.WindowUpdateFrame:
+		return c.onWindowUpdate(f)
+	case *http2.SettingsFrame:
+		return c.onSettings(f)
+	case *http2.PingFrame:
+		if !f.IsAck() {
+			c.mu.Lock()
+			c.buf = appendPing(c.buf, true, f.Data)
+			c.kick()
+			c.mu.Unlock()
+		}
+		return nil
+	case *http2.PriorityFrame:
+		if f.StreamDep == f.StreamID {
+			c.streamError(f.StreamID, http2.ErrCodeProtocol)
+		}
+		return nil
+	case *http2.GoAwayFrame:
+		// The client will open no more streams; the ones it has finish.
+		return nil
+	case *http2.PushPromiseFrame:
+		return connError{http2.ErrCodeProtocol, "PUSH_PROMISE from client"}
+	}
+	return nil // unknown frame types are ignored (RFC 9113 4.1)
+}
+
+func (c *serverConn) onData(f *http2.DataFrame) error {
+	id := f.StreamID
+	data := f.Data()
+	flen := int64(f.Length)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.recv.avail -= flen
+	if c.recv.avail < 0 {
+		return connError{http2.ErrCodeFlowControl, "connection window exceeded"}
+	}
+	st := c.streams[id]
+	if st == nil || st.recvClosed {
+		if st == nil && id > c.maxClientID {
+			return connError{http2.ErrCodeProtocol, "DATA on idle stream"}
+		}
+		c.creditConn(flen)
+		c.streamErrorLocked(id, http2.ErrCodeStreamClosed)
+		return nil
+	}
+	st.recvFlow.avail -= flen
+	if st.recvFlow.avail < 0 {
+		c.creditConn(flen)
+		c.resetLocked(st, http2.ErrCodeFlowControl)
+		return nil
+	}
+	// Padding is flow-controlled but never reaches the reader: return it now.
+	if pad := flen - int64(len(data)); pad > 0 {
+		c.creditConn(pad)
+		c.creditStream(st, pad)
+	}
+	st.gotLen += int64(len(data))
+	if st.declLen >= 0 && st.gotLen > st.declLen {
+		c.creditConn(int64(len(data)))
+		c.resetLocked(st, http2.ErrCodeProtocol)
+		return nil
+	}
+	if st.readDone {
+		// Nobody will read: keep the windows open without buffering.
+		c.creditConn(int64(len(data)))
+		c.creditStream(st, int64(len(data)))
+	} else if len(data) > 0 {
+		if st.recvOff > 0 && st.recvOff >= len(st.recvBuf)/2 {
+			n := copy(st.recvBuf, st.recvBuf[st.recvOff:])
+			st.recvBuf, st.recvOff = st.recvBuf[:n], 0
+		}
+		st.recvBuf = append(st.recvBuf, data...)
+	}
+	if f.StreamEnded() {
+		c.endRecv(st)
+	}
+	st.wakeRecv()
+	return nil
+}
+
+// endRecv handles END_STREAM from the client; mu held.
+func (c *serverConn) endRecv(st *Stream) {
+	if st.declLen >= 0 && st.gotLen != st.declLen {
+		c.resetLocked(st, http2.ErrCodeProtocol)
+		return
+	}
+	st.recvClosed = true
+	c.maybeRemove(st)
+}
+
+func (c *serverConn) creditConn(n int64) {
+	if inc := c.recv.credit(n, int64(c.lim.connWindow)); inc > 0 {
+		c.buf = appendWindowUpdate(c.buf, 0, inc)
+		c.kick()
+	}
+}
+
+func (c *serverConn) creditStream(st *Stream, n int64) {
+	if st.recvClosed {
+		return
+	}
+	if inc := st.recvFlow.credit(n, int64(c.lim.streamWindow)); inc > 0 {
+		c.buf = appendWindowUpdate(c.buf, st.id, inc)
+		c.kick()
+	}
+}
+
+func (c *serverConn) onHeaderBlock(id uint32, block []byte, endStream, badDep bool) error {
+	if id%2 == 0 {
+		return connError{http2.ErrCodeProtocol, "even stream id from client"}
+	}
+	c.mu.Lock()
+	if st := c.streams[id]; st != nil {
+		defer c.mu.Unlock()
+		return c.onTrailers(st, block, endStream)
+	}
+	if id <= c.maxClientID {
+		c.mu.Unlock()
+		return connError{http2.ErrCodeStreamClosed, "HEADERS on closed stream"}
+	}
+	c.maxClientID = id
+	ignore := c.goAwaySent || c.closed
+	refuse := uint32(c.active) >= c.lim.maxStreams
+	c.mu.Unlock()
+
+	if ignore {
+		return c.decode(sinkDiscard, nil, nil, block)
+	}
+	st := c.srv.getStream()
+	st.req.Reset()
+	if err := c.decode(sinkRequest, &st.req, &st.req.Header, block); err != nil {
+		c.srv.putStream(st)
+		return err
+	}
+	switch {
+	case refuse:
+		c.srv.putStream(st)
+		c.streamError(id, http2.ErrCodeRefusedStream)
+		return nil
+	case badDep || !c.sink.checkRequest():
+		c.srv.putStream(st)
+		c.streamError(id, http2.ErrCodeProtocol)
+		return nil
+	case endStream && c.sink.contentLength > 0:
+		c.srv.putStream(st)
+		c.streamError(id, http2.ErrCodeProtocol)
+		return nil
+	}
+	h := c.h
+	if c.sink.tooLarge {
+		h = headerTooLarge
+	}
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		c.srv.putStream(st)
+		return nil
+	}
+	st.open(c, id, c.sink.contentLength, endStream)
+	c.streams[id] = st
+	c.active++
+	c.handlers.Add(1)
+	c.mu.Unlock()
+	go c.runStream(st, h)
+	return nil
+}
+
+// onTrailers handles a second header block on an open stream; mu held.
+func (c *serverConn) onTrailers(st *Stream, block []byte, endStream bool) error {
+	if st.recvClosed {
+		if err := c.decode(sinkDiscard, nil, nil, block); err != nil {
+			return err
+		}
+		c.streamErrorLocked(st.id, http2.ErrCodeStreamClosed)
+		return nil
+	}
+	if err := c.decode(sinkTrailer, nil, &st.req.Trailer, block); err != nil {
+		return err
+	}
+	if !endStream || c.sink.malformed || c.sink.tooLarge {
+		st.req.Trailer.Reset()
+		c.resetLocked(st, http2.ErrCodeProtocol)
+		return nil
+	}
+	c.endRecv(st)
+	st.wakeRecv()
+	return nil
+}
+
+// decode runs the HPACK decoder over a complete header block.
+func (c *serverConn) decode(mode sinkMode, req *message.Request, hdr *message.Headers, block []byte) error {
+	c.sink.start(mode, req, hdr, c.lim.maxHeader)
+	if _, err := c.dec.Write(block); err != nil {
+		return connError{http2.ErrCodeCompression, err.Error()}
+	}
+	if err := c.dec.Close(); err != nil {
+		return connError{http2.ErrCodeCompression, err.Error()}
+	}
+	return nil
+}
+
+func (c *serverConn) onRSTStream(f *http2.RSTStreamFrame) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	st := c.streams[f.StreamID]
+	if st == nil {
+		if f.StreamID > c.maxClientID {
+			return connError{http2.ErrCodeProtocol, "RST_STREAM on idle stream"}
+		}
+		return nil
+	}
+	c.closeStream(st, peerResetError(f.ErrCode))
+	return nil
+}
+
+func (c *serverConn) onWindowUpdate(f *http2.WindowUpdateFrame) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	inc := int64(f.Increment)
+	if f.StreamID == 0 {
+		c.send.avail += inc
+		if c.send.avail > maxWindow {
+			return connError{http2.ErrCodeFlowControl, "connection window overflow"}
+		}
+		for i, st := range c.connWaiters {
+			st.wakeSend()
+			c.connWaiters[i] = nil
+		}
+		c.connWaiters = c.connWaiters[:0]
+		return nil
+	}
+	st := c.streams[f.StreamID]
+	if st == nil {
+		if f.StreamID > c.maxClientID {
+			return connError{http2.ErrCodeProtocol, "WINDOW_UPDATE on idle stream"}
+		}
+		return nil
+	}
+	st.sendAvail += inc
+	if st.sendAvail > maxWindow {
+		c.resetLocked(st, http2.ErrCodeFlowControl)
+		return nil
+	}
+	st.wakeSend()
+	return nil
+}
+
+func (c *serverConn) onSettings(f *http2.SettingsFrame) error {
+	if f.IsAck() {
+		return nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for i := 0; i < f.NumSettings(); i++ {
+		s := f.Setting(i)
+		if err := s.Valid(); err != nil {
+			var ce http2.ConnectionError
+			if errors.As(err, &ce) {
+				return connError{http2.ErrCode(ce), "invalid setting"}
+			}
+			return connError{http2.ErrCodeProtocol, "invalid setting"}
+		}
+		switch s.ID {
+		case http2.SettingHeaderTableSize:
+			c.enc.setMaxSize(s.Val)
+		case http2.SettingInitialWindowSize:
+			delta := int64(s.Val) - c.peerWindow
+			c.peerWindow = int64(s.Val)
+			for _, st := range c.streams {
+				st.sendAvail += delta
+				if st.sendAvail > maxWindow {
+					return connError{http2.ErrCodeFlowControl, "stream window overflow"}
+				}
+				st.wakeSend()
+			}
+		case http2.SettingMaxFrameSize:
+			c.maxFrame = int(s.Val)
+		}
+	}
+	c.buf = appendSettingsAck(c.buf)
+	c.kick()
+	return nil
+}
+
+// streamError sends RST_STREAM for id and closes the stream if it is open.
+func (c *serverConn) streamError(id uint32, code http2.ErrCode) {
+	c.mu.Lock()
+	c.streamErrorLocked(id, code)
+	c.mu.Unlock()
+}
+
+func (c *serverConn) streamErrorLocked(id uint32, code http2.ErrCode) {
+	if st := c.streams[id]; st != nil {
+		c.resetLocked(st, code)
+		return
+	}
+	if c.closing {
+		return
+	}
+	c.buf = appendRSTStream(c.buf, id, code)
+	c.kick()
+}
+
+// resetLocked sends RST_STREAM and closes st; mu held.
+func (c *serverConn) resetLocked(st *Stream, code http2.ErrCode) {
+	if !c.closing {
+		c.buf = appendRSTStream(c.buf, st.id, code)
+		c.kick()
+	}
+	c.closeStream(st, localResetError(code))
+}
+
+// failStream closes st because the connection died; mu held.
+func (c *serverConn) failStream(st *Stream, err error) { c.closeStream(st, err) }
+
+// closeStream moves st to closed with err and wakes everyone waiting on it;
+// mu held. The handler still owns the Stream until it returns.
+func (c *serverConn) closeStream(st *Stream, err error) {
+	if st.err == nil {
+		st.err = err
+	}
+	st.recvClosed, st.sendClosed = true, true
+	c.remove(st)
+	st.wakeRecv()
+	st.wakeSend()
+	// Lock order: conn mu, then the context's own lock, then (through a
+	// forwarding client stream) the upstream connection's mu.
+	st.ctx.cancel(err)
+}
+
+// maybeRemove drops st from the table once both directions are closed.
+func (c *serverConn) maybeRemove(st *Stream) {
+	if st.recvClosed && st.sendClosed {
+		c.remove(st)
+	}
+}
+
+func (c *serverConn) remove(st *Stream) {
+	if !st.inTable {
+		return
+	}
+	st.inTable = false
+	delete(c.streams, st.id)
+	// Buffered data nobody read still counts against the connection window.
+	if n := len(st.recvBuf) - st.recvOff; n > 0 {
+		c.creditConn(int64(n))
+		st.recvBuf, st.recvOff = st.recvBuf[:0], 0
+	}
+}
+
+func (c *serverConn) runStream(st *Stream, h Handler) {
+	defer c.handlers.Done()
+	defer func() {
+		if r := recover(); r != nil {
+			lg := c.srv.Logger
+			if lg == nil {
+				lg = slog.Default()
+			}
+			lg.Error("h2: handler panic", "stream", st.id, "panic", r)
+			c.mu.Lock()
+			if st.err == nil {
+				c.resetLocked(st, http2.ErrCodeInternal)
+			}
+			c.mu.Unlock()
+			c.finish(st)
+		}
+	}()
+	h(st)
+	c.finish(st)
+}
+
+// finish ends whatever the handler left open and recycles the stream.
+func (c *serverConn) finish(st *Stream) {
+	c.mu.Lock()
+	if st.err == nil && !c.closing {
+		if !st.headersSent {
+			st.headersSent = true
+			c.hblock = c.enc.begin(c.hblock[:0])
+			c.hblock = c.enc.fieldString(c.hblock, ":status", status500)
+			c.appendHeaders(st.id, true, c.hblock)
+			st.sendClosed = true
+		} else if !st.sendClosed {
+			c.buf = appendData(c.buf, st.id, nil, true)
+			st.sendClosed = true
+		}
+		if !st.recvClosed {
+			// RFC 9113 8.1: the response is complete; stop the upload.
+			c.buf = appendRSTStream(c.buf, st.id, http2.ErrCodeNo)
+			st.recvClosed = true
+		}
+		c.kick()
+	}
+	c.remove(st)
+	c.active--
+	if c.active == 0 {
+		c.lastIdle = time.Now()
+		if c.goAwaySent {
+			c.closeLocked()
+		}
+	}
+	c.mu.Unlock()
+	st.ctx.cancel(context.Canceled)
+	c.srv.putStream(st)
+}
+
+var status500 = []byte("500")
+
+func headerTooLarge(st *Stream) {
+	var resp message.Response
+	resp.Status = 431
+	_ = st.WriteHeaders(&resp, true)
+}

@@ -1,0 +1,357 @@
+package h2
+
+import (
+	"context"
+	"errors"
+	"io"
+
+	"golang.org/x/net/http2"
+
+	"github.com/omnirelay/omnirelay/internal/dataplane/message"
+)
+
+// Stream is one request/response exchange on a server connection, handed to
+// the Handler. Its methods may be called from the handler's goroutine and
+// from goroutines the handler waits for; it is recycled when the handler
+// returns, so nothing may keep it (or its request) after that.
+type Stream struct {
+	c    *serverConn
+	id   uint32
+	req  message.Request
+	body streamBody
+	ctx  streamCtx
+
+	// Guarded by c.mu.
+	inTable     bool
+	err         error // set once the stream is reset or the connection died
+	recvClosed  bool  // END_STREAM received (or the stream is closed)
+	sendClosed  bool  // END_STREAM sent (or the stream is closed)
+	headersSent bool
+	readDone    bool // the body will not be read any more
+	recvBuf     []byte
+	recvOff     int
+	recvFlow    flow
+	sendAvail   int64
+	declLen     int64 // content-length, -1 if absent
+	gotLen      int64
+	waitRecv    bool
+	waitSend    bool
+	recvWake    chan struct{}
+	sendWake    chan struct{}
+}
+
+// streamBody is the request body reader; a distinct type so that this
+// package's Client can recognise a body it may interrupt.
+type streamBody struct{ st *Stream }
+
+func (s *Server) getStream() *Stream {
+	if v := s.streams.Get(); v != nil {
+		return v.(*Stream)
+	}
+	st := &Stream{recvWake: make(chan struct{}, 1), sendWake: make(chan struct{}, 1)}
+	st.body.st = st
+	return st
+}
+
+func (s *Server) putStream(st *Stream) {
+	st.req.Reset()
+	st.c = nil
+	st.err = nil
+	if cap(st.recvBuf) > 64<<10 {
+		st.recvBuf = nil
+	}
+	st.recvBuf, st.recvOff = st.recvBuf[:0], 0
+	drain(st.recvWake)
+	drain(st.sendWake)
+	s.streams.Put(st)
+}
+
+func drain(ch chan struct{}) {
+	select {
+	case <-ch:
+	default:
+	}
+}
+
+// open initialises a decoded stream; mu held.
+func (st *Stream) open(c *serverConn, id uint32, declLen int64, endStream bool) {
+	st.c = c
+	st.id = id
+	st.inTable = true
+	st.err = nil
+	st.recvClosed = endStream
+	st.sendClosed = false
+	st.headersSent = false
+	st.readDone = false
+	st.recvFlow = flow{avail: int64(c.lim.streamWindow)}
+	st.sendAvail = c.peerWindow
+	st.declLen = declLen
+	st.gotLen = 0
+	st.waitRecv, st.waitSend = false, false
+	st.ctx.reset(c.ctx)
+	r := &st.req
+	r.ProtoMajor, r.ProtoMinor = 2, 0
+	if endStream {
+		r.ContentLength = 0
+		r.Body = nil
+	} else {
+		r.ContentLength = declLen
+		r.Body = &st.body
+	}
+}
+
+// ID returns the stream identifier.
+func (st *Stream) ID() uint32 { return st.id }
+
+// Request returns the request. Pseudo-headers are in Method, Scheme,
+// Authority and Path; Header holds the regular fields (lower-case);
+// ContentLength is -1 when the client sent no content-length; Body is nil
+// when the request has none. Trailer is complete once Body returned io.EOF.
+func (st *Stream) Request() *message.Request { return &st.req }
+
+// Context is done when the client resets the stream, when the connection
+// dies, and when the handler has returned.
+func (st *Stream) Context() context.Context { return &st.ctx }
+
+func (st *Stream) wakeRecv() {
+	if st.waitRecv {
+		st.waitRecv = false
+		select {
+		case st.recvWake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+func (st *Stream) wakeSend() {
+	if st.waitSend {
+		st.waitSend = false
+		select {
+		case st.sendWake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// Read reads the request body. The windows are reopened as the handler
+// consumes, so a handler that stops reading stops the client. The last
+// bytes come with io.EOF when the end of the stream is already known.
+func (b *streamBody) Read(p []byte) (int, error) {
+	st := b.st
+	c := st.c
+	c.mu.Lock()
+	for {
+		if st.readDone {
+			c.mu.Unlock()
+			return 0, ErrStreamClosed
+		}
+		if n := len(st.recvBuf) - st.recvOff; n > 0 {
+			k := copy(p, st.recvBuf[st.recvOff:])
+			st.recvOff += k
+			if st.recvOff == len(st.recvBuf) {
+				st.recvBuf, st.recvOff = st.recvBuf[:0], 0
+			}
+			c.creditConn(int64(k))
+			c.creditStream(st, int64(k))
+			var err error
+			if len(st.recvBuf) == 0 && st.recvClosed && st.err == nil {
+				err = io.EOF
+			}
+			c.mu.Unlock()
+			return k, err
+		}
+		if st.err != nil {
+			err := st.err
+			c.mu.Unlock()
+			return 0, err
+		}
+		if st.recvClosed {
+			c.mu.Unlock()
+			return 0, io.EOF
+		}
+		st.waitRecv = true
+		c.mu.Unlock()
+		<-st.recvWake
+		c.mu.Lock()
+	}
+}
+
+// abortRead makes pending and future reads fail; the client forwarding this
+// body uses it to stop a body copy it no longer needs.
+func (b *streamBody) abortRead() {
+	st := b.st
+	c := st.c
+	c.mu.Lock()
+	if !st.readDone {
+		st.readDone = true
+		if n := len(st.recvBuf) - st.recvOff; n > 0 {
+			c.creditConn(int64(n))
+			c.creditStream(st, int64(n))
+			st.recvBuf, st.recvOff = st.recvBuf[:0], 0
+		}
+		st.waitRecv = true
+		st.wakeRecv()
+	}
+	c.mu.Unlock()
+}
+
+var errHeadersSent = errors.New("h2: response headers already sent")
+var errNoHeaders = errors.New("h2: response headers not sent yet")
+
+// WriteHeaders sends the response head. A 1xx status may precede the final
+// one. Connection-specific fields are dropped; content-length is added from
+// resp.ContentLength when the header does not carry it. resp.Body is not
+// read: the caller writes the body with Write/WriteData.
+func (st *Stream) WriteHeaders(resp *message.Response, endStream bool) error {
+	c := st.c
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if st.err != nil {
+		return st.err
+	}
+	if st.headersSent || st.sendClosed {
+		return errHeadersSent
+	}
+	status := resp.Status
+	info := status >= 100 && status < 200
+	if info && endStream {
+		endStream = false
+	}
+	var sb [3]byte
+	c.hblock = c.enc.begin(c.hblock[:0])
+	c.hblock = c.enc.fieldString(c.hblock, ":status", appendStatus(sb[:0], status))
+	c.hblock = appendFields(&c.enc, c.hblock, &resp.Header)
+	if !info && status != 204 && status != 304 && resp.ContentLength >= 0 && !resp.Header.Has("content-length") {
+		var nb [20]byte
+		c.hblock = c.enc.fieldString(c.hblock, "content-length", appendInt(nb[:0], resp.ContentLength))
+	}
+	c.appendHeaders(st.id, endStream, c.hblock)
+	if !info {
+		st.headersSent = true
+	}
+	if endStream {
+		st.sendClosed = true
+		c.maybeRemove(st)
+	}
+	c.kick()
+	return nil
+}
+
+// appendFields encodes regular header fields, leaving out pseudo-headers
+// and connection-specific ones (RFC 9113 8.2.2).
+func appendFields(enc *hpackEncoder, dst []byte, h *message.Headers) []byte {
+	for i := 0; i < h.Len(); i++ {
+		f := h.At(i)
+		if len(f.Name) == 0 || f.Name[0] == ':' || connectionSpecific(f.Name) {
+			continue
+		}
+		if string(f.Name) == "te" && string(f.Value) != "trailers" {
+			continue
+		}
+		dst = enc.field(dst, f.Name, f.Value)
+	}
+	return dst
+}
+
+// Write sends p as DATA, blocking while the client's flow-control windows
+// are exhausted.
+func (st *Stream) Write(p []byte) (int, error) {
+	if err := st.WriteData(p, false); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+// WriteData sends p as DATA frames, the last one with END_STREAM when
+// endStream is set (an empty p with endStream just ends the stream).
+func (st *Stream) WriteData(p []byte, endStream bool) error {
+	c := st.c
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !st.headersSent && st.err == nil {
+		return errNoHeaders
+	}
+	for {
+		if st.err != nil {
+			return st.err
+		}
+		if st.sendClosed || c.closing {
+			return ErrStreamClosed
+		}
+		if len(p) == 0 {
+			if endStream {
+				c.buf = appendData(c.buf, st.id, nil, true)
+				st.sendClosed = true
+				c.maybeRemove(st)
+				c.kick()
+			}
+			return nil
+		}
+		if len(c.buf) >= highWater {
+			c.waitRoom()
+			continue
+		}
+		n := int64(len(p))
+		n = min(n, st.sendAvail, c.send.avail, int64(c.maxFrame))
+		if n <= 0 {
+			if c.send.avail <= 0 {
+				c.connWaiters = append(c.connWaiters, st)
+			}
+			st.waitSend = true
+			c.mu.Unlock()
+			<-st.sendWake
+			c.mu.Lock()
+			continue
+		}
+		last := n == int64(len(p))
+		c.buf = appendData(c.buf, st.id, p[:n], endStream && last)
+		st.sendAvail -= n
+		c.send.avail -= n
+		p = p[n:]
+		if last && endStream {
+			st.sendClosed = true
+			c.maybeRemove(st)
+		}
+		c.kick()
+		if last {
+			return nil
+		}
+	}
+}
+
+// WriteTrailers ends the stream with a trailer block (or an empty DATA frame
+// with END_STREAM when h is empty).
+func (st *Stream) WriteTrailers(h *message.Headers) error {
+	if h == nil || h.Len() == 0 {
+		return st.WriteData(nil, true)
+	}
+	c := st.c
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if st.err != nil {
+		return st.err
+	}
+	if !st.headersSent {
+		return errNoHeaders
+	}
+	if st.sendClosed {
+		return ErrStreamClosed
+	}
+	c.hblock = c.enc.begin(c.hblock[:0])
+	c.hblock = appendFields(&c.enc, c.hblock, h)
+	c.appendHeaders(st.id, true, c.hblock)
+	st.sendClosed = true
+	c.maybeRemove(st)
+	c.kick()
+	return nil
+}
+
+// Reset abandons the stream with RST_STREAM(code).
+func (st *Stream) Reset(code http2.ErrCode) {
+	c := st.c
+	c.mu.Lock()
+	if st.err == nil {
+		c.resetLocked(st, code)
+	}
+	c.mu.Unlock()
+}
