@@ -20,6 +20,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/net/http2"
+
 	"github.com/omnirelay/omnirelay/internal/dataplane/app"
 )
 
@@ -188,9 +190,12 @@ type opsResult struct {
 
 // opsGetAsync issues GET url on its own connection and reports the outcome.
 func opsGetAsync(url string) <-chan opsResult {
+	return opsGetAsyncWith(&http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}, url)
+}
+
+func opsGetAsyncWith(c *http.Client, url string) <-chan opsResult {
 	ch := make(chan opsResult, 1)
 	go func() {
-		c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
 		resp, err := c.Get(url)
 		if err != nil {
 			ch <- opsResult{err: err}
@@ -232,6 +237,12 @@ func TestReloadMovesTraffic(t *testing.T) {
 	t.Logf("traffic moved %v after the rewrite", time.Since(start).Round(time.Millisecond))
 	if got := opsMetric(t, p, "omnirelay_config_reloads_total", "result", "applied"); got != applied+1 {
 		t.Fatalf("applied reloads %v, want %v", got, applied+1)
+	}
+	if got := opsMetric(t, p, "omnirelay_config_info"); got != 1 {
+		t.Fatalf("omnirelay_config_info sums to %v over versions, want 1 (only the running one)", got)
+	}
+	if got := opsMetric(t, p, "omnirelay_config_info", "version", p.Runtime.Current().ID); got != 1 {
+		t.Fatalf("omnirelay_config_info for the running version = %v", got)
 	}
 	// A rewrite that changes nothing but bytes is not a new version.
 	writeConfig(t, p.path, reloadConfig+"\n# comment only\n", vars)
@@ -292,8 +303,15 @@ func TestReloadUnderLoadDropsNothing(t *testing.T) {
 		return d.DialContext(ctx, network, addr)
 	}}
 	defer tr.CloseIdleConnections()
-	c := &http.Client{Timeout: 5 * time.Second, Transport: tr}
-	for range 8 {
+	h1 := &http.Client{Timeout: 5 * time.Second, Transport: tr}
+	// Two more clients share one h2c connection: streams across reloads.
+	h2 := h2cClient()
+	defer h2.CloseIdleConnections()
+	for i := range 10 {
+		c := h1
+		if i >= 8 {
+			c = h2
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -428,6 +446,21 @@ clusters:
 	vars["listeners"] = listener("web", web) + listener("api", api)
 	writeConfig(t, p.path, listeners, vars)
 	eventually(t, 2*time.Second, "added listener serving", func() bool { return opsBackendOf(c, "http://"+api+"/") == "blue" })
+
+	// Same name, new address: re-bound, the old port released.
+	moved := freePort(t)
+	vars["listeners"] = listener("web", web) + listener("api", moved)
+	writeConfig(t, p.path, listeners, vars)
+	eventually(t, 2*time.Second, "moved listener serving", func() bool { return opsBackendOf(c, "http://"+moved+"/") == "blue" })
+	eventually(t, 2*time.Second, "old address released", func() bool {
+		conn, err := net.DialTimeout("tcp", api, time.Second)
+		if err != nil {
+			return true
+		}
+		conn.Close()
+		return false
+	})
+	api = moved
 
 	vars["listeners"] = listener("api", api)
 	writeConfig(t, p.path, listeners, vars)
@@ -571,12 +604,76 @@ func opsClosedByPeer(conn net.Conn, d time.Duration) bool {
 	return err != nil && !(errors.As(err, &ne) && ne.Timeout())
 }
 
+// opsH2Idle opens an h2c (prior knowledge) connection and completes the
+// SETTINGS exchange, leaving it idle.
+func opsH2Idle(t testing.TB, addr string) *http2.Framer {
+	t.Helper()
+	conn, err := net.DialTimeout("tcp", addr, 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.WriteString(conn, http2.ClientPreface); err != nil {
+		t.Fatal(err)
+	}
+	fr := http2.NewFramer(conn, conn)
+	if err := fr.WriteSettings(); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			t.Fatalf("h2c handshake: %v", err)
+		}
+		if sf, ok := f.(*http2.SettingsFrame); ok && !sf.IsAck() {
+			if err := fr.WriteSettingsAck(); err != nil {
+				t.Fatal(err)
+			}
+			_ = conn.SetDeadline(time.Time{})
+			return fr
+		}
+	}
+}
+
+// opsGoAwayOrClosed reports whether the server sent GOAWAY or closed the
+// connection within d.
+func opsGoAwayOrClosed(t testing.TB, fr *http2.Framer, d time.Duration) bool {
+	t.Helper()
+	done := make(chan bool, 1)
+	go func() {
+		for {
+			f, err := fr.ReadFrame()
+			if err != nil {
+				var ne net.Error
+				done <- !(errors.As(err, &ne) && ne.Timeout())
+				return
+			}
+			if _, ok := f.(*http2.GoAwayFrame); ok {
+				done <- true
+				return
+			}
+		}
+	}()
+	select {
+	case ok := <-done:
+		return ok
+	case <-time.After(d):
+		return false
+	}
+}
+
 func TestDrainShutdownFinishesInFlight(t *testing.T) {
 	slow := startOpsGate(t, "slow")
 	vars := map[string]string{"web": freePort(t), "blue": slow.Addr, "green": slow.Addr, "target": "blue"}
 	p := startProxy(t, reloadConfig, vars)
 	idle := opsKeepAlive(t, vars["web"])
+	idleH2 := opsH2Idle(t, vars["web"])
 	inflight := opsGetAsync("http://" + vars["web"] + "/slow")
+	slow.waitArrived(t)
+	h2 := h2cClient()
+	defer h2.CloseIdleConnections()
+	inflightH2 := opsGetAsyncWith(h2, "http://"+vars["web"]+"/slow")
 	slow.waitArrived(t)
 
 	shut := make(chan error, 1)
@@ -596,9 +693,14 @@ func TestDrainShutdownFinishesInFlight(t *testing.T) {
 	if !opsClosedByPeer(idle, 2*time.Second) {
 		t.Fatal("idle keep-alive connection still open while draining")
 	}
+	if !opsGoAwayOrClosed(t, idleH2, 2*time.Second) {
+		t.Fatal("idle h2c connection got neither GOAWAY nor a close while draining")
+	}
 	select {
 	case r := <-inflight:
 		t.Fatalf("in-flight request ended before its backend answered: %+v", r)
+	case r := <-inflightH2:
+		t.Fatalf("in-flight h2c request ended before its backend answered: %+v", r)
 	case err := <-shut:
 		t.Fatalf("Shutdown returned (%v) with a request in flight", err)
 	default:
@@ -607,6 +709,10 @@ func TestDrainShutdownFinishesInFlight(t *testing.T) {
 	r := opsAwait(t, inflight)
 	if r.err != nil || r.status != 200 || r.body != "slow done" {
 		t.Fatalf("in-flight request during drain: status %d body %q err %v", r.status, r.body, r.err)
+	}
+	r = opsAwait(t, inflightH2)
+	if r.err != nil || r.status != 200 || r.body != "slow done" {
+		t.Fatalf("in-flight h2c request during drain: status %d body %q err %v", r.status, r.body, r.err)
 	}
 	select {
 	case err := <-shut:
@@ -840,4 +946,47 @@ func TestBinaryLifecycle(t *testing.T) {
 			})
 		}
 	})
+}
+
+func TestReloadStartFailsCleanly(t *testing.T) {
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	web := freePort(t)
+	tests := []struct {
+		name    string
+		cfg     string
+		wantErr string // regexp; FILE stands for the config path
+	}{
+		{name: "unknown cluster", cfg: strings.Replace(reloadConfig, "cluster: {{target}}", "cluster: nope", 1),
+			wantErr: `FILE:\d+:\d+: listeners\[0\]\.virtual_hosts\[0\]\.routes\[0\]\.cluster: unknown cluster "nope"`},
+		// The second listener cannot bind: the first must not stay bound.
+		{name: "port in use", cfg: strings.Replace(reloadConfig, "clusters:", `  - name: extra
+    address: `+busy.Addr().String()+`
+    virtual_hosts: [{ name: all, routes: [{ cluster: green }] }]
+clusters:`, 1), wantErr: `address already in use`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "config.yaml")
+			writeConfig(t, path, tc.cfg, map[string]string{"admin": freePort(t), "web": web,
+				"blue": "127.0.0.1:1", "green": "127.0.0.1:2", "target": "blue"})
+			p, err := app.Start(app.Options{ConfigPath: path, Log: testLogger(t), AdminAddress: "127.0.0.1:0"})
+			if err == nil {
+				_ = p.Shutdown(context.Background())
+				t.Fatal("started on a config it cannot apply")
+			}
+			re := regexp.MustCompile(strings.ReplaceAll(tc.wantErr, "FILE", regexp.QuoteMeta(path)))
+			if !re.MatchString(err.Error()) {
+				t.Fatalf("error %q does not match %s", err, re)
+			}
+			ln, err := net.Listen("tcp", web)
+			if err != nil {
+				t.Fatalf("failed start left %s bound: %v", web, err)
+			}
+			ln.Close()
+		})
+	}
 }
