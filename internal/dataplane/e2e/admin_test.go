@@ -2,9 +2,11 @@ package e2e
 
 import (
 	"bufio"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -237,6 +239,7 @@ type accessRecord struct {
 	UpstreamHost    string `json:"upstream_host"`
 	Attempts        int    `json:"attempts"`
 	DownstreamIP    string `json:"downstream_remote"`
+	ServerName      string `json:"server_name"`
 	UserAgent       string `json:"user_agent"`
 	RequestID       string `json:"request_id"`
 }
@@ -401,5 +404,82 @@ func TestAccessLogSurvivesReloads(t *testing.T) {
 	eventually(t, 2*time.Second, "records of both requests", func() bool { return len(readAccessLog(t, vars["log"])) == 2 })
 	if got := openFilesNamed(t, vars["log"]); got != open {
 		t.Fatalf("access log open %d times after 5 reloads, %d before: reloads leak descriptors", got, open)
+	}
+}
+
+// docs/config.md#access_log: tcp and tls listeners write one record per
+// connection.
+func TestAccessLogTCPListener(t *testing.T) {
+	b := startBackend(t, "b", nil)
+	dead := freePort(t)
+	vars := map[string]string{"db": freePort(t), "down": freePort(t), "sni": freePort(t), "b": b.Addr, "dead": dead,
+		"log": filepath.Join(t.TempDir(), "tcp.log")}
+	startProxy(t, `
+admin: { address: {{admin}} }
+listeners:
+  - name: db
+    address: {{db}}
+    protocol: tcp
+    cluster: app
+    access_log: { path: {{log}} }
+  - name: down
+    address: {{down}}
+    protocol: tcp
+    cluster: gone
+    access_log: { path: {{log}} }
+  - name: passthrough
+    address: {{sni}}
+    protocol: tls
+    sni_routes: [{ sni: [shop.example.com], cluster: app }]
+    access_log: { path: {{log}} }
+clusters:
+  - { name: app, endpoints: [{{b}}] }
+  - { name: gone, endpoints: [{{dead}}] }
+`, vars)
+	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	if resp, _ := get(t, c, "http://"+vars["db"]+"/"); resp.StatusCode != 200 {
+		t.Fatalf("through the tcp listener: %d", resp.StatusCode)
+	}
+	if conn, err := net.DialTimeout("tcp", vars["down"], 2*time.Second); err == nil {
+		_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+		_, _ = conn.Read(make([]byte, 1)) // closed by the proxy: no upstream
+		conn.Close()
+	}
+	// The backend speaks plain HTTP, so the handshake fails; the proxy has
+	// routed the connection by its SNI all the same.
+	tc, err := tls.DialWithDialer(&net.Dialer{Timeout: 2 * time.Second}, "tcp", vars["sni"], &tls.Config{ServerName: "shop.example.com"})
+	if err == nil {
+		tc.Close()
+	}
+
+	var recs map[string]accessRecord
+	eventually(t, 3*time.Second, "a record per listener", func() bool {
+		recs = map[string]accessRecord{}
+		for _, r := range readAccessLog(t, vars["log"]) {
+			recs[r.Listener] = r
+		}
+		return len(recs) == 3
+	})
+	tests := []struct {
+		listener, cluster, host, flags, sni string
+		traffic                             bool
+	}{
+		{"db", "app", b.Addr, "", "", true},
+		{"down", "gone", "", "UF", "", false},
+		{"passthrough", "app", b.Addr, "", "shop.example.com", true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.listener, func(t *testing.T) {
+			r := recs[tc.listener]
+			if r.UpstreamCluster != tc.cluster || r.UpstreamHost != tc.host || r.ResponseFlags != tc.flags || r.ServerName != tc.sni {
+				t.Fatalf("record %+v", r)
+			}
+			if tc.traffic != (r.BytesSent > 0 && r.BytesReceived > 0) {
+				t.Fatalf("bytes sent %d received %d", r.BytesSent, r.BytesReceived)
+			}
+			if r.DownstreamIP == "" || r.DurationUS <= 0 || r.StartTime == "" {
+				t.Fatalf("record %+v", r)
+			}
+		})
 	}
 }

@@ -390,14 +390,17 @@ clusters:
 	tests := []struct {
 		name string
 		next string // the config swapped in while the request runs
+		// served names the listener that takes new requests after the swap.
+		served string
 	}{
-		{name: "route moved", next: twoClusters},
-		{name: "cluster removed", next: greenOnly},
+		{name: "route moved", next: twoClusters, served: "web"},
+		{name: "cluster removed", next: greenOnly, served: "web"},
+		{name: "listener removed", next: strings.ReplaceAll(greenOnly, "web", "other"), served: "other"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			slow, green := startOpsGate(t, "slow"), startBackend(t, "green", nil)
-			vars := map[string]string{"web": freePort(t), "slow": slow.Addr, "green": green.Addr, "target": "slow"}
+			vars := map[string]string{"web": freePort(t), "other": freePort(t), "slow": slow.Addr, "green": green.Addr, "target": "slow"}
 			p := startProxy(t, twoClusters, vars)
 			old := p.Runtime.Current().ID
 
@@ -406,7 +409,7 @@ clusters:
 			vars["target"] = "green"
 			writeConfig(t, p.path, tc.next, vars)
 			opsWaitVersionChange(t, p, old)
-			if got := opsBackendOf(&http.Client{Timeout: 5 * time.Second}, "http://"+vars["web"]+"/"); got != "green" {
+			if got := opsBackendOf(&http.Client{Timeout: 5 * time.Second}, "http://"+vars[tc.served]+"/"); got != "green" {
 				t.Fatalf("new requests after the swap went to %q", got)
 			}
 			slow.open()

@@ -206,7 +206,7 @@ func (l *Listener) handle(c net.Conn) {
 	case ch.HTTP != nil:
 		l.httpServer(ch.Key).ServeConn(l.ctx, conn, info)
 	case ch.TCP != nil:
-		ch.TCP.Serve(l.ctx, conn)
+		ch.TCP.Serve(l.ctx, conn, ConnMeta{SNI: sni, PeerIdentity: info.PeerIdentity})
 	}
 }
 

@@ -3,6 +3,7 @@ package listener
 import (
 	"context"
 	"io"
+	"log/slog"
 	"math/rand/v2"
 	"net"
 	"sync"
@@ -29,6 +30,17 @@ type TCPProxy struct {
 	MaxConnectAttempts int
 	// Observe, when set, records the outcome (bytes each way, error).
 	Observe func(cluster string, sent, received int64, err error)
+	// AccessLog, when set, receives one record per connection, named by
+	// Listener (fields in docs/config.md#access_log).
+	AccessLog *slog.Logger
+	Listener  string
+}
+
+// ConnMeta is what the listener learnt about a connection before handing it
+// to the proxy, for the access log.
+type ConnMeta struct {
+	SNI          string
+	PeerIdentity string
 }
 
 // WeightedTarget is one cluster of a weighted TCP proxy.
@@ -67,11 +79,13 @@ func (p *TCPProxy) pick() string {
 }
 
 // Serve proxies c until either side closes or the idle timeout fires.
-func (p *TCPProxy) Serve(ctx context.Context, c net.Conn) {
+func (p *TCPProxy) Serve(ctx context.Context, c net.Conn, meta ConnMeta) {
+	start := time.Now()
 	name := p.pick()
 	up := p.Clusters(name)
 	if up == nil {
 		p.observe(name, 0, 0, errNoCluster)
+		p.logAccess(start, c, meta, name, "", "NC", 0, 0)
 		return
 	}
 	var uc net.Conn
@@ -85,12 +99,35 @@ func (p *TCPProxy) Serve(ctx context.Context, c net.Conn) {
 	}
 	if err != nil {
 		p.observe(name, 0, 0, err)
+		p.logAccess(start, c, meta, name, "", "UF", 0, 0)
 		return
 	}
 	defer release()
 	defer uc.Close()
 	sent, recv, err := pipe(c, uc, p.IdleTimeout)
 	p.observe(name, sent, recv, err)
+	p.logAccess(start, c, meta, name, uc.RemoteAddr().String(), "", sent, recv)
+}
+
+// logAccess writes the connection's record; sent is what went upstream
+// (bytes_received from downstream), recv what came back.
+func (p *TCPProxy) logAccess(start time.Time, c net.Conn, meta ConnMeta, cluster, host, flags string, sent, recv int64) {
+	if p.AccessLog == nil {
+		return
+	}
+	p.AccessLog.LogAttrs(context.Background(), slog.LevelInfo, "access",
+		slog.String("listener", p.Listener),
+		slog.Time("start_time", start),
+		slog.String("response_flags", flags),
+		slog.Int64("bytes_received", sent),
+		slog.Int64("bytes_sent", recv),
+		slog.Int64("duration_us", time.Since(start).Microseconds()),
+		slog.String("upstream_cluster", cluster),
+		slog.String("upstream_host", host),
+		slog.String("server_name", meta.SNI),
+		slog.String("downstream_remote", c.RemoteAddr().String()),
+		slog.String("peer_identity", meta.PeerIdentity),
+	)
 }
 
 func (p *TCPProxy) observe(cluster string, sent, recv int64, err error) {

@@ -198,6 +198,14 @@ func (rt *Runtime) compileTCPProxy(lname string, tp *tcpv3.TcpProxy, v *Version)
 	}
 	ls := rt.opt.Stats.Listener(lname)
 	p.Observe = ls.TCP
+	p.Listener = lname
+	for i, al := range tp.GetAccessLog() {
+		lg, err := rt.accessLogger(al)
+		if err != nil {
+			return nil, fmt.Errorf("access_log[%d]: %w", i, err)
+		}
+		p.AccessLog = lg
+	}
 	return p.Init(), nil
 }
 
