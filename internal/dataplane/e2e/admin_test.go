@@ -3,6 +3,7 @@ package e2e
 import (
 	"bufio"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -11,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -481,5 +483,68 @@ clusters:
 				t.Fatalf("record %+v", r)
 			}
 		})
+	}
+}
+
+// /config_dump must never show private keys, even ones written inline in an
+// Envoy bootstrap.
+func TestAdminConfigDumpRedactsKeys(t *testing.T) {
+	certPEM, keyPEM := selfSigned(t)
+	b := startBackend(t, "app", nil)
+	_, edgePort, _ := net.SplitHostPort(freePort(t))
+	bHost, bPort, _ := net.SplitHostPort(b.Addr)
+	_, adminPort, _ := net.SplitHostPort(freePort(t))
+	cfg := `
+admin:
+  address:
+    socket_address: { address: 127.0.0.1, port_value: ` + adminPort + ` }
+static_resources:
+  listeners:
+    - name: edge
+      address:
+        socket_address: { address: 127.0.0.1, port_value: ` + edgePort + ` }
+      filter_chains:
+        - transport_socket:
+            name: envoy.transport_sockets.tls
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext
+              common_tls_context:
+                tls_certificates:
+                  - certificate_chain: { inline_string: ` + strconv.Quote(string(certPEM)) + ` }
+                    private_key: { inline_string: ` + strconv.Quote(string(keyPEM)) + ` }
+          filters:
+            - name: envoy.filters.network.http_connection_manager
+              typed_config:
+                "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+                stat_prefix: edge
+                route_config:
+                  name: edge
+                  virtual_hosts: [{ name: all, domains: ["*"], routes: [{ match: { prefix: / }, route: { cluster: app } }] }]
+                http_filters:
+                  - name: envoy.filters.http.router
+                    typed_config: { "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }
+  clusters:
+    - name: app
+      type: STATIC
+      load_assignment:
+        cluster_name: app
+        endpoints: [{ lb_endpoints: [{ endpoint: { address: { socket_address: { address: ` + bHost + `, port_value: ` + bPort + ` } } } }] }]
+`
+	p := startProxy(t, cfg, nil)
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(certPEM)
+	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
+		TLSClientConfig: &tls.Config{RootCAs: roots, ServerName: "shop.example.com"}}}
+	resp, body := get(t, c, "https://127.0.0.1:"+edgePort+"/")
+	if resp.StatusCode != 200 || resp.Header.Get("x-backend") != "app" {
+		t.Fatalf("https through the inline certificate: %d %q", resp.StatusCode, body)
+	}
+	_, dump := get(t, c, p.adminURL("/config_dump"))
+	keyBody := strings.Split(strings.TrimSpace(string(keyPEM)), "\n")[1]
+	if strings.Contains(dump, keyBody) || strings.Contains(dump, "PRIVATE KEY") {
+		t.Fatal("/config_dump shows the private key")
+	}
+	if !strings.Contains(dump, "[redacted]") || !strings.Contains(dump, "BEGIN CERTIFICATE") {
+		t.Fatalf("/config_dump lacks the redaction marker or the (public) certificate:\n%s", dump)
 	}
 }
