@@ -1,11 +1,11 @@
 package h2
 
 import (
+	"io"
 	"net"
 	"runtime"
 	"sync"
 	"time"
-
 )
 
 // connWriter is the write half shared by server and client connections.
@@ -38,6 +38,14 @@ type connWriter struct {
 	enc      hpackEncoder
 	hblock   []byte // header block scratch, used under mu
 	maxFrame int    // peer's SETTINGS_MAX_FRAME_SIZE
+
+	// Flow control, guarded by mu.
+	send        flow  // connection send window
+	recv        flow  // connection receive window
+	connWin     int64 // our connection receive window size
+	streamWin   int64 // our stream receive window size
+	peerWindow  int64 // peer's SETTINGS_INITIAL_WINDOW_SIZE
+	connWaiters []*streamIO
 }
 
 // highWater bounds buffered DATA: stream writers wait above it, so a peer
@@ -54,6 +62,8 @@ func (w *connWriter) init(nc net.Conn) {
 	w.drained.L = &w.mu
 	w.enc = newHpackEncoder()
 	w.maxFrame = defaultMaxFrame
+	w.peerWindow = defaultWindow
+	w.send.avail = defaultWindow
 }
 
 // kick schedules a flush; mu must be held.
@@ -172,4 +182,276 @@ func (f *flow) credit(n int64, win int64) uint32 {
 	f.unacked = 0
 	f.avail += inc
 	return uint32(inc)
+}
+
+// streamIO is the part of a stream shared by server and client: receive
+// buffer, flow-control windows and the wake-ups of goroutines blocked on
+// them. All fields are guarded by the connection's mu.
+type streamIO struct {
+	id         uint32
+	inTable    bool
+	err        error // set once the stream is reset or the connection died
+	recvClosed bool  // END_STREAM received (or the stream is closed)
+	sendClosed bool  // END_STREAM sent (or the stream is closed)
+	readDone   bool  // the body will not be read any more
+	recvBuf    []byte
+	recvOff    int
+	recvFlow   flow
+	sendAvail  int64
+	declLen    int64 // content-length, -1 if absent
+	gotLen     int64
+	waitRecv   bool
+	waitSend   bool
+	recvWake   chan struct{}
+	sendWake   chan struct{}
+}
+
+func (s *streamIO) initIO(id uint32, recvWin, sendWin int64, declLen int64, recvClosed, sendClosed bool) {
+	s.id = id
+	s.inTable = true
+	s.err = nil
+	s.recvClosed, s.sendClosed = recvClosed, sendClosed
+	s.readDone = false
+	if cap(s.recvBuf) > 64<<10 {
+		s.recvBuf = nil
+	}
+	s.recvBuf, s.recvOff = s.recvBuf[:0], 0
+	s.recvFlow = flow{avail: recvWin}
+	s.sendAvail = sendWin
+	s.declLen, s.gotLen = declLen, 0
+	s.waitRecv, s.waitSend = false, false
+	if s.recvWake == nil {
+		s.recvWake = make(chan struct{}, 1)
+		s.sendWake = make(chan struct{}, 1)
+	}
+	drain(s.recvWake)
+	drain(s.sendWake)
+}
+
+func drain(ch chan struct{}) {
+	select {
+	case <-ch:
+	default:
+	}
+}
+
+func (s *streamIO) wakeRecv() {
+	if s.waitRecv {
+		s.waitRecv = false
+		select {
+		case s.recvWake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+func (s *streamIO) wakeSend() {
+	if s.waitSend {
+		s.waitSend = false
+		select {
+		case s.sendWake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+func (w *connWriter) creditConn(n int64) {
+	if inc := w.recv.credit(n, w.connWin); inc > 0 && !w.closing {
+		w.buf = appendWindowUpdate(w.buf, 0, inc)
+		w.kick()
+	}
+}
+
+func (w *connWriter) creditStream(s *streamIO, n int64) {
+	if s.recvClosed {
+		return
+	}
+	if inc := s.recvFlow.credit(n, w.streamWin); inc > 0 && !w.closing {
+		w.buf = appendWindowUpdate(w.buf, s.id, inc)
+		w.kick()
+	}
+}
+
+// dropBuffered returns unread bytes of a closing stream to the connection
+// window; mu held.
+func (w *connWriter) dropBuffered(s *streamIO) {
+	if n := len(s.recvBuf) - s.recvOff; n > 0 {
+		w.creditConn(int64(n))
+	}
+	s.recvBuf, s.recvOff = s.recvBuf[:0], 0
+}
+
+// recvCheck is the outcome of accepting a DATA frame on an open stream.
+type recvCheck uint8
+
+const (
+	recvOK recvCheck = iota
+	recvFlowError
+	recvLengthError
+)
+
+// receive accepts one DATA frame's payload (flen counts padding); mu held.
+// The connection window was already charged by the caller.
+func (w *connWriter) receive(s *streamIO, data []byte, flen int64) recvCheck {
+	s.recvFlow.avail -= flen
+	if s.recvFlow.avail < 0 {
+		w.creditConn(flen)
+		return recvFlowError
+	}
+	// Padding is flow-controlled but never reaches the reader: return it now.
+	if pad := flen - int64(len(data)); pad > 0 {
+		w.creditConn(pad)
+		w.creditStream(s, pad)
+	}
+	s.gotLen += int64(len(data))
+	if s.declLen >= 0 && s.gotLen > s.declLen {
+		w.creditConn(int64(len(data)))
+		return recvLengthError
+	}
+	if s.readDone {
+		// Nobody will read: keep the windows open without buffering.
+		w.creditConn(int64(len(data)))
+		w.creditStream(s, int64(len(data)))
+	} else if len(data) > 0 {
+		if s.recvOff > 0 && s.recvOff >= len(s.recvBuf)/2 {
+			n := copy(s.recvBuf, s.recvBuf[s.recvOff:])
+			s.recvBuf, s.recvOff = s.recvBuf[:n], 0
+		}
+		s.recvBuf = append(s.recvBuf, data...)
+	}
+	s.wakeRecv()
+	return recvOK
+}
+
+// read copies buffered body bytes into p, blocking until there are some or
+// the stream ends. wait is called, with mu released, to block; it returns a
+// non-nil error to give up (a cancelled context, a timeout). The last bytes
+// come with io.EOF when the end of the stream is already known.
+func (w *connWriter) read(s *streamIO, p []byte, wait func() error) (int, error) {
+	w.mu.Lock()
+	for {
+		if s.readDone {
+			w.mu.Unlock()
+			return 0, ErrStreamClosed
+		}
+		if n := len(s.recvBuf) - s.recvOff; n > 0 {
+			k := copy(p, s.recvBuf[s.recvOff:])
+			s.recvOff += k
+			if s.recvOff == len(s.recvBuf) {
+				s.recvBuf, s.recvOff = s.recvBuf[:0], 0
+			}
+			w.creditConn(int64(k))
+			w.creditStream(s, int64(k))
+			var err error
+			if len(s.recvBuf) == 0 && s.recvClosed && s.err == nil {
+				err = io.EOF
+			}
+			w.mu.Unlock()
+			return k, err
+		}
+		if s.err != nil {
+			err := s.err
+			w.mu.Unlock()
+			return 0, err
+		}
+		if s.recvClosed {
+			w.mu.Unlock()
+			return 0, io.EOF
+		}
+		s.waitRecv = true
+		w.mu.Unlock()
+		var werr error
+		if wait == nil {
+			<-s.recvWake
+		} else {
+			werr = wait()
+		}
+		w.mu.Lock()
+		if werr != nil {
+			s.waitRecv = false
+			w.mu.Unlock()
+			return 0, werr
+		}
+	}
+}
+
+// sendData writes p as DATA frames within the flow-control windows, the
+// last with END_STREAM if endStream; mu held on entry and exit (released
+// while blocked). It reports whether END_STREAM was sent.
+func (w *connWriter) sendData(s *streamIO, p []byte, endStream bool, wait func() error) (ended bool, err error) {
+	for {
+		if s.err != nil {
+			return false, s.err
+		}
+		if s.sendClosed || w.closing {
+			return false, ErrStreamClosed
+		}
+		if len(p) == 0 {
+			if endStream {
+				w.buf = appendData(w.buf, s.id, nil, true)
+				s.sendClosed = true
+				w.kick()
+			}
+			return endStream, nil
+		}
+		if len(w.buf) >= highWater {
+			w.waitRoom()
+			continue
+		}
+		n := min(int64(len(p)), s.sendAvail, w.send.avail, int64(w.maxFrame))
+		if n <= 0 {
+			if w.send.avail <= 0 {
+				w.connWaiters = append(w.connWaiters, s)
+			}
+			s.waitSend = true
+			w.mu.Unlock()
+			var werr error
+			if wait == nil {
+				<-s.sendWake
+			} else {
+				werr = wait()
+			}
+			w.mu.Lock()
+			if werr != nil {
+				s.waitSend = false
+				return false, werr
+			}
+			continue
+		}
+		last := n == int64(len(p))
+		w.buf = appendData(w.buf, s.id, p[:n], endStream && last)
+		s.sendAvail -= n
+		w.send.avail -= n
+		p = p[n:]
+		w.kick()
+		if last {
+			if endStream {
+				s.sendClosed = true
+			}
+			return endStream, nil
+		}
+	}
+}
+
+// windowUpdate applies a WINDOW_UPDATE for the connection (s == nil) or a
+// stream; mu held. It reports a window overflow.
+func (w *connWriter) windowUpdate(s *streamIO, inc int64) bool {
+	if s == nil {
+		w.send.avail += inc
+		if w.send.avail > maxWindow {
+			return false
+		}
+		for i, ws := range w.connWaiters {
+			ws.wakeSend()
+			w.connWaiters[i] = nil
+		}
+		w.connWaiters = w.connWaiters[:0]
+		return true
+	}
+	s.sendAvail += inc
+	if s.sendAvail > maxWindow {
+		return false
+	}
+	s.wakeSend()
+	return true
 }

@@ -36,7 +36,7 @@ type afterFunc struct {
 var _ context.Context = (*streamCtx)(nil)
 
 func (c *streamCtx) Deadline() (time.Time, bool) { return c.parent.Deadline() }
-func (c *streamCtx) Value(key any) any             { return c.parent.Value(key) }
+func (c *streamCtx) Value(key any) any           { return c.parent.Value(key) }
 
 func (c *streamCtx) Done() <-chan struct{} {
 	c.mu.Lock()

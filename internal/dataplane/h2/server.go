@@ -137,10 +137,6 @@ type serverConn struct {
 	active         int
 	closed         bool
 	goAwaySent     bool
-	peerWindow     int64 // peer's SETTINGS_INITIAL_WINDOW_SIZE
-	send           flow  // connection send window
-	recv           flow  // connection receive window
-	connWaiters    []*Stream
 	lastIdle       time.Time
 	idleTimer      *time.Timer
 	handlers       sync.WaitGroup
@@ -157,9 +153,9 @@ func (s *Server) ServeConn(ctx context.Context, nc net.Conn, h Handler) {
 	c := &serverConn{srv: s, h: h, ctx: ctx, lim: s.limits()}
 	c.init(nc)
 	c.streams = make(map[uint32]*Stream)
-	c.peerWindow = defaultWindow
-	c.send.avail = defaultWindow
-	c.recv.avail = int64(c.lim.connWindow)
+	c.connWin = int64(c.lim.connWindow)
+	c.streamWin = int64(c.lim.streamWindow)
+	c.recv.avail = c.connWin
 	c.br = bufio.NewReaderSize(nc, 32<<10)
 	c.fr = http2.NewFramer(nil, c.br)
 	c.fr.SetMaxReadFrameSize(defaultMaxFrame)
@@ -384,33 +380,13 @@ func (c *serverConn) onData(f *http2.DataFrame) error {
 		c.streamErrorLocked(id, http2.ErrCodeStreamClosed)
 		return nil
 	}
-	st.recvFlow.avail -= flen
-	if st.recvFlow.avail < 0 {
-		c.creditConn(flen)
+	switch c.receive(&st.streamIO, data, flen) {
+	case recvFlowError:
 		c.resetLocked(st, http2.ErrCodeFlowControl)
 		return nil
-	}
-	// Padding is flow-controlled but never reaches the reader: return it now.
-	if pad := flen - int64(len(data)); pad > 0 {
-		c.creditConn(pad)
-		c.creditStream(st, pad)
-	}
-	st.gotLen += int64(len(data))
-	if st.declLen >= 0 && st.gotLen > st.declLen {
-		c.creditConn(int64(len(data)))
+	case recvLengthError:
 		c.resetLocked(st, http2.ErrCodeProtocol)
 		return nil
-	}
-	if st.readDone {
-		// Nobody will read: keep the windows open without buffering.
-		c.creditConn(int64(len(data)))
-		c.creditStream(st, int64(len(data)))
-	} else if len(data) > 0 {
-		if st.recvOff > 0 && st.recvOff >= len(st.recvBuf)/2 {
-			n := copy(st.recvBuf, st.recvBuf[st.recvOff:])
-			st.recvBuf, st.recvOff = st.recvBuf[:n], 0
-		}
-		st.recvBuf = append(st.recvBuf, data...)
 	}
 	if f.StreamEnded() {
 		c.endRecv(st)
@@ -427,23 +403,6 @@ func (c *serverConn) endRecv(st *Stream) {
 	}
 	st.recvClosed = true
 	c.maybeRemove(st)
-}
-
-func (c *serverConn) creditConn(n int64) {
-	if inc := c.recv.credit(n, int64(c.lim.connWindow)); inc > 0 {
-		c.buf = appendWindowUpdate(c.buf, 0, inc)
-		c.kick()
-	}
-}
-
-func (c *serverConn) creditStream(st *Stream, n int64) {
-	if st.recvClosed {
-		return
-	}
-	if inc := st.recvFlow.credit(n, int64(c.lim.streamWindow)); inc > 0 {
-		c.buf = appendWindowUpdate(c.buf, st.id, inc)
-		c.kick()
-	}
 }
 
 func (c *serverConn) onHeaderBlock(id uint32, block []byte, endStream, badDep bool) error {
@@ -559,15 +518,9 @@ func (c *serverConn) onWindowUpdate(f *http2.WindowUpdateFrame) error {
 	defer c.mu.Unlock()
 	inc := int64(f.Increment)
 	if f.StreamID == 0 {
-		c.send.avail += inc
-		if c.send.avail > maxWindow {
+		if !c.windowUpdate(nil, inc) {
 			return connError{http2.ErrCodeFlowControl, "connection window overflow"}
 		}
-		for i, st := range c.connWaiters {
-			st.wakeSend()
-			c.connWaiters[i] = nil
-		}
-		c.connWaiters = c.connWaiters[:0]
 		return nil
 	}
 	st := c.streams[f.StreamID]
@@ -577,12 +530,9 @@ func (c *serverConn) onWindowUpdate(f *http2.WindowUpdateFrame) error {
 		}
 		return nil
 	}
-	st.sendAvail += inc
-	if st.sendAvail > maxWindow {
+	if !c.windowUpdate(&st.streamIO, inc) {
 		c.resetLocked(st, http2.ErrCodeFlowControl)
-		return nil
 	}
-	st.wakeSend()
 	return nil
 }
 
@@ -662,6 +612,7 @@ func (c *serverConn) closeStream(st *Stream, err error) {
 	}
 	st.recvClosed, st.sendClosed = true, true
 	c.remove(st)
+	c.dropBuffered(&st.streamIO)
 	st.wakeRecv()
 	st.wakeSend()
 	// Lock order: conn mu, then the context's own lock, then (through a
@@ -682,11 +633,6 @@ func (c *serverConn) remove(st *Stream) {
 	}
 	st.inTable = false
 	delete(c.streams, st.id)
-	// Buffered data nobody read still counts against the connection window.
-	if n := len(st.recvBuf) - st.recvOff; n > 0 {
-		c.creditConn(int64(n))
-		st.recvBuf, st.recvOff = st.recvBuf[:0], 0
-	}
 }
 
 func (c *serverConn) runStream(st *Stream, h Handler) {
@@ -732,6 +678,16 @@ func (c *serverConn) finish(st *Stream) {
 		c.kick()
 	}
 	c.remove(st)
+	// Buffered data nobody read still counts against the connection window.
+	c.dropBuffered(&st.streamIO)
+	// A forwarding client may still be copying the body upstream: stop it
+	// and wait, since the stream is about to be reused.
+	st.abortReadLocked()
+	for st.bodyUsers > 0 {
+		c.mu.Unlock()
+		<-st.usersGone
+		c.mu.Lock()
+	}
 	c.active--
 	if c.active == 0 {
 		c.lastIdle = time.Now()

@@ -3,7 +3,6 @@ package h2
 import (
 	"context"
 	"errors"
-	"io"
 
 	"golang.org/x/net/http2"
 
@@ -16,28 +15,18 @@ import (
 // returns, so nothing may keep it (or its request) after that.
 type Stream struct {
 	c    *serverConn
-	id   uint32
 	req  message.Request
 	body streamBody
 	ctx  streamCtx
 
 	// Guarded by c.mu.
-	inTable     bool
-	err         error // set once the stream is reset or the connection died
-	recvClosed  bool  // END_STREAM received (or the stream is closed)
-	sendClosed  bool  // END_STREAM sent (or the stream is closed)
+	streamIO
 	headersSent bool
-	readDone    bool // the body will not be read any more
-	recvBuf     []byte
-	recvOff     int
-	recvFlow    flow
-	sendAvail   int64
-	declLen     int64 // content-length, -1 if absent
-	gotLen      int64
-	waitRecv    bool
-	waitSend    bool
-	recvWake    chan struct{}
-	sendWake    chan struct{}
+	// bodyUsers counts goroutines of this package's Client still reading
+	// the body (a forwarded upload); the stream is not recycled before they
+	// are gone.
+	bodyUsers int
+	usersGone chan struct{}
 }
 
 // streamBody is the request body reader; a distinct type so that this
@@ -48,7 +37,7 @@ func (s *Server) getStream() *Stream {
 	if v := s.streams.Get(); v != nil {
 		return v.(*Stream)
 	}
-	st := &Stream{recvWake: make(chan struct{}, 1), sendWake: make(chan struct{}, 1)}
+	st := &Stream{usersGone: make(chan struct{}, 1)}
 	st.body.st = st
 	return st
 }
@@ -57,37 +46,14 @@ func (s *Server) putStream(st *Stream) {
 	st.req.Reset()
 	st.c = nil
 	st.err = nil
-	if cap(st.recvBuf) > 64<<10 {
-		st.recvBuf = nil
-	}
-	st.recvBuf, st.recvOff = st.recvBuf[:0], 0
-	drain(st.recvWake)
-	drain(st.sendWake)
 	s.streams.Put(st)
-}
-
-func drain(ch chan struct{}) {
-	select {
-	case <-ch:
-	default:
-	}
 }
 
 // open initialises a decoded stream; mu held.
 func (st *Stream) open(c *serverConn, id uint32, declLen int64, endStream bool) {
 	st.c = c
-	st.id = id
-	st.inTable = true
-	st.err = nil
-	st.recvClosed = endStream
-	st.sendClosed = false
+	st.initIO(id, c.streamWin, c.peerWindow, declLen, endStream, false)
 	st.headersSent = false
-	st.readDone = false
-	st.recvFlow = flow{avail: int64(c.lim.streamWindow)}
-	st.sendAvail = c.peerWindow
-	st.declLen = declLen
-	st.gotLen = 0
-	st.waitRecv, st.waitSend = false, false
 	st.ctx.reset(c.ctx)
 	r := &st.req
 	r.ProtoMajor, r.ProtoMinor = 2, 0
@@ -113,86 +79,49 @@ func (st *Stream) Request() *message.Request { return &st.req }
 // dies, and when the handler has returned.
 func (st *Stream) Context() context.Context { return &st.ctx }
 
-func (st *Stream) wakeRecv() {
-	if st.waitRecv {
-		st.waitRecv = false
-		select {
-		case st.recvWake <- struct{}{}:
-		default:
-		}
-	}
-}
-
-func (st *Stream) wakeSend() {
-	if st.waitSend {
-		st.waitSend = false
-		select {
-		case st.sendWake <- struct{}{}:
-		default:
-		}
-	}
-}
-
 // Read reads the request body. The windows are reopened as the handler
 // consumes, so a handler that stops reading stops the client. The last
 // bytes come with io.EOF when the end of the stream is already known.
 func (b *streamBody) Read(p []byte) (int, error) {
-	st := b.st
-	c := st.c
-	c.mu.Lock()
-	for {
-		if st.readDone {
-			c.mu.Unlock()
-			return 0, ErrStreamClosed
-		}
-		if n := len(st.recvBuf) - st.recvOff; n > 0 {
-			k := copy(p, st.recvBuf[st.recvOff:])
-			st.recvOff += k
-			if st.recvOff == len(st.recvBuf) {
-				st.recvBuf, st.recvOff = st.recvBuf[:0], 0
-			}
-			c.creditConn(int64(k))
-			c.creditStream(st, int64(k))
-			var err error
-			if len(st.recvBuf) == 0 && st.recvClosed && st.err == nil {
-				err = io.EOF
-			}
-			c.mu.Unlock()
-			return k, err
-		}
-		if st.err != nil {
-			err := st.err
-			c.mu.Unlock()
-			return 0, err
-		}
-		if st.recvClosed {
-			c.mu.Unlock()
-			return 0, io.EOF
-		}
-		st.waitRecv = true
-		c.mu.Unlock()
-		<-st.recvWake
-		c.mu.Lock()
-	}
+	return b.st.c.read(&b.st.streamIO, p, nil)
 }
 
-// abortRead makes pending and future reads fail; the client forwarding this
-// body uses it to stop a body copy it no longer needs.
-func (b *streamBody) abortRead() {
+// hold registers a goroutine that will read the body after the caller of
+// RoundTrip may have returned; release undoes it. The stream is recycled
+// only once every holder has released it.
+func (b *streamBody) hold() {
+	st := b.st
+	st.c.mu.Lock()
+	st.bodyUsers++
+	st.c.mu.Unlock()
+}
+
+func (b *streamBody) release() {
 	st := b.st
 	c := st.c
 	c.mu.Lock()
+	st.bodyUsers--
+	if st.bodyUsers == 0 && st.readDone {
+		select {
+		case st.usersGone <- struct{}{}:
+		default:
+		}
+	}
+	c.mu.Unlock()
+}
+
+// abortReadLocked makes pending and future reads fail; mu held.
+func (st *Stream) abortReadLocked() {
+	c := st.c
 	if !st.readDone {
 		st.readDone = true
 		if n := len(st.recvBuf) - st.recvOff; n > 0 {
-			c.creditConn(int64(n))
-			c.creditStream(st, int64(n))
-			st.recvBuf, st.recvOff = st.recvBuf[:0], 0
+			c.creditStream(&st.streamIO, int64(n))
 		}
+		c.dropBuffered(&st.streamIO)
 		st.waitRecv = true
 		st.wakeRecv()
 	}
-	c.mu.Unlock()
 }
 
 var errHeadersSent = errors.New("h2: response headers already sent")
@@ -271,52 +200,11 @@ func (st *Stream) WriteData(p []byte, endStream bool) error {
 	if !st.headersSent && st.err == nil {
 		return errNoHeaders
 	}
-	for {
-		if st.err != nil {
-			return st.err
-		}
-		if st.sendClosed || c.closing {
-			return ErrStreamClosed
-		}
-		if len(p) == 0 {
-			if endStream {
-				c.buf = appendData(c.buf, st.id, nil, true)
-				st.sendClosed = true
-				c.maybeRemove(st)
-				c.kick()
-			}
-			return nil
-		}
-		if len(c.buf) >= highWater {
-			c.waitRoom()
-			continue
-		}
-		n := int64(len(p))
-		n = min(n, st.sendAvail, c.send.avail, int64(c.maxFrame))
-		if n <= 0 {
-			if c.send.avail <= 0 {
-				c.connWaiters = append(c.connWaiters, st)
-			}
-			st.waitSend = true
-			c.mu.Unlock()
-			<-st.sendWake
-			c.mu.Lock()
-			continue
-		}
-		last := n == int64(len(p))
-		c.buf = appendData(c.buf, st.id, p[:n], endStream && last)
-		st.sendAvail -= n
-		c.send.avail -= n
-		p = p[n:]
-		if last && endStream {
-			st.sendClosed = true
-			c.maybeRemove(st)
-		}
-		c.kick()
-		if last {
-			return nil
-		}
+	ended, err := c.sendData(&st.streamIO, p, endStream, nil)
+	if ended {
+		c.maybeRemove(st)
 	}
+	return err
 }
 
 // WriteTrailers ends the stream with a trailer block (or an empty DATA frame

@@ -1,5 +1,0 @@
-package h2
-
-type clientStream struct{}
-
-func (cs *clientStream) downstreamCancelled() {}

@@ -1,0 +1,486 @@
+package h2
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"net"
+	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+
+	"github.com/omnirelay/omnirelay/internal/dataplane/message"
+)
+
+// clientConn is one upstream connection. Its reader goroutine owns the
+// Framer, the HPACK decoder and the sink; stream state is guarded by mu.
+type clientConn struct {
+	connWriter
+	cl        *Client
+	p         *pool
+	maxHeader uint32
+
+	br      *bufio.Reader
+	fr      *http2.Framer
+	dec     *hpack.Decoder
+	sink    fieldSink
+	rblock  []byte
+	contID  uint32
+	contEnd bool
+
+	readerDone chan struct{}
+
+	// Guarded by mu.
+	streams    map[uint32]*clientStream
+	nextID     uint32
+	active     int // reserved plus open streams
+	maxStreams uint32
+	closed     bool
+	goAway     bool
+	goAwayLast uint32
+	retire     bool // Close/CloseIdle: take no new streams, close when idle
+}
+
+// initialMaxStreams is assumed until the server's SETTINGS say otherwise
+// (RFC 9113 leaves it unlimited; 100 is its recommended minimum).
+const initialMaxStreams = 100
+
+func newClientConn(cl *Client, p *pool, nc net.Conn) *clientConn {
+	cc := &clientConn{cl: cl, p: p, nextID: 1, maxStreams: initialMaxStreams}
+	cc.init(nc)
+	cc.streams = make(map[uint32]*clientStream)
+	cc.readerDone = make(chan struct{})
+	sw, cw, mh := cl.StreamWindow, cl.ConnWindow, cl.MaxHeaderListSize
+	if sw == 0 {
+		sw = 1 << 20
+	}
+	if cw < defaultWindow {
+		cw = 4 << 20
+	}
+	sw, cw = min(sw, maxWindow), min(cw, maxWindow)
+	if mh == 0 {
+		mh = 64 << 10
+	}
+	cc.maxHeader = mh
+	cc.streamWin, cc.connWin = int64(sw), int64(cw)
+	cc.recv.avail = cc.connWin
+	cc.br = bufio.NewReaderSize(nc, 32<<10)
+	cc.fr = http2.NewFramer(nil, cc.br)
+	cc.fr.SetMaxReadFrameSize(defaultMaxFrame)
+	cc.fr.SetReuseFrames()
+	cc.dec = hpack.NewDecoder(defaultHeaderTable, cc.sink.emit)
+	cc.dec.SetMaxStringLength(int(mh))
+
+	cc.mu.Lock()
+	cc.buf = append(cc.buf, preface...)
+	cc.buf = appendSettings(cc.buf,
+		http2.Setting{ID: http2.SettingEnablePush, Val: 0},
+		http2.Setting{ID: http2.SettingInitialWindowSize, Val: sw},
+		http2.Setting{ID: http2.SettingMaxHeaderListSize, Val: mh},
+	)
+	if cw > defaultWindow {
+		cc.buf = appendWindowUpdate(cc.buf, 0, cw-defaultWindow)
+	}
+	cc.kick()
+	cc.mu.Unlock()
+	go cc.writeLoop()
+	go cc.readLoop()
+	return cc
+}
+
+// reserve takes a stream slot if the connection accepts new streams.
+func (cc *clientConn) reserve() bool {
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	if cc.closed || cc.goAway || cc.retire || cc.closing || uint32(cc.active) >= cc.maxStreams {
+		return false
+	}
+	cc.active++
+	return true
+}
+
+// releaseSlot gives back a slot (a reserved stream that never opened, or a
+// stream leaving the table); mu held.
+func (cc *clientConn) releaseSlot() {
+	cc.active--
+	if cc.active == 0 && (cc.goAway || cc.retire) {
+		cc.closeLocked()
+	}
+}
+
+func (cc *clientConn) closeLocked() {
+	if cc.closing {
+		return
+	}
+	cc.buf = appendGoAway(cc.buf, 0, http2.ErrCodeNo, "")
+	cc.closeWrite()
+	_ = cc.nc.SetReadDeadline(time.Unix(1, 0))
+}
+
+func (cc *clientConn) closeIfIdle() {
+	cc.mu.Lock()
+	if cc.active == 0 {
+		cc.retire = true
+		cc.closeLocked()
+	}
+	cc.mu.Unlock()
+}
+
+func (cc *clientConn) shutdownWhenIdle() {
+	cc.mu.Lock()
+	cc.retire = true
+	if cc.active == 0 {
+		cc.closeLocked()
+	}
+	cc.mu.Unlock()
+	cc.p.remove(cc)
+}
+
+func (cc *clientConn) readLoop() {
+	defer close(cc.readerDone)
+	var err error
+	for {
+		var f http2.Frame
+		f, err = cc.fr.ReadFrame()
+		if err != nil {
+			var se http2.StreamError
+			if errors.As(err, &se) {
+				cc.streamError(se.StreamID, se.Code)
+				continue
+			}
+			err = classifyReadError(err)
+			break
+		}
+		if err = cc.processFrame(f); err != nil {
+			break
+		}
+	}
+	cc.fail(err)
+}
+
+// fail ends the connection after the reader stopped: every stream fails,
+// the connection leaves the pool.
+func (cc *clientConn) fail(err error) {
+	cc.p.remove(cc)
+	cc.mu.Lock()
+	var ce connError
+	if errors.As(err, &ce) && !cc.closing {
+		cc.buf = appendGoAway(cc.buf, 0, ce.code, ce.reason)
+	}
+	cc.closed = true
+	cc.closeWrite()
+	serr := fmt.Errorf("%w: connection lost: %v", ErrReset, err)
+	for _, cs := range cc.streams {
+		cc.closeStream(cs, serr)
+	}
+	cc.mu.Unlock()
+	<-cc.done
+	_ = cc.nc.Close()
+}
+
+func (cc *clientConn) processFrame(f http2.Frame) error {
+	switch f := f.(type) {
+	case *http2.DataFrame:
+		return cc.onData(f)
+	case *http2.HeadersFrame:
+		if f.HeadersEnded() {
+			return cc.onHeaderBlock(f.StreamID, f.HeaderBlockFragment(), f.StreamEnded())
+		}
+		cc.contID, cc.contEnd = f.StreamID, f.StreamEnded()
+		cc.rblock = append(cc.rblock[:0], f.HeaderBlockFragment()...)
+		return nil
+	case *http2.ContinuationFrame:
+		cc.rblock = append(cc.rblock, f.HeaderBlockFragment()...)
+		if len(cc.rblock) > int(cc.maxHeader)+64<<10 {
+			return connError{http2.ErrCodeEnhanceYourCalm, "header block too large"}
+		}
+		if !f.HeadersEnded() {
+			return nil
+		}
+		id := cc.contID
+		cc.contID = 0
+		return cc.onHeaderBlock(id, cc.rblock, cc.contEnd)
+	case *http2.RSTStreamFrame:
+		cc.mu.Lock()
+		defer cc.mu.Unlock()
+		cs := cc.streams[f.StreamID]
+		if cs == nil {
+			if f.StreamID >= cc.nextID {
+				return connError{http2.ErrCodeProtocol, "RST_STREAM on idle stream"}
+			}
+			return nil
+		}
+		cc.closeStream(cs, peerResetError(f.ErrCode))
+		return nil
+	case *http2.WindowUpdateFrame:
+		cc.mu.Lock()
+		defer cc.mu.Unlock()
+		if f.StreamID == 0 {
+			if !cc.windowUpdate(nil, int64(f.Increment)) {
+				return connError{http2.ErrCodeFlowControl, "connection window overflow"}
+			}
+			return nil
+		}
+		if cs := cc.streams[f.StreamID]; cs != nil && !cc.windowUpdate(&cs.streamIO, int64(f.Increment)) {
+			cc.resetLocked(cs, http2.ErrCodeFlowControl)
+		}
+		return nil
+	case *http2.SettingsFrame:
+		return cc.onSettings(f)
+	case *http2.PingFrame:
+		if !f.IsAck() {
+			cc.mu.Lock()
+			if !cc.closing {
+				cc.buf = appendPing(cc.buf, true, f.Data)
+				cc.kick()
+			}
+			cc.mu.Unlock()
+		}
+		return nil
+	case *http2.GoAwayFrame:
+		cc.onGoAway(f)
+		return nil
+	case *http2.PushPromiseFrame:
+		return connError{http2.ErrCodeProtocol, "PUSH_PROMISE with push disabled"}
+	}
+	return nil
+}
+
+func (cc *clientConn) onData(f *http2.DataFrame) error {
+	id := f.StreamID
+	flen := int64(f.Length)
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	cc.recv.avail -= flen
+	if cc.recv.avail < 0 {
+		return connError{http2.ErrCodeFlowControl, "connection window exceeded"}
+	}
+	cs := cc.streams[id]
+	if cs == nil || cs.recvClosed {
+		if cs == nil && id >= cc.nextID {
+			return connError{http2.ErrCodeProtocol, "DATA on idle stream"}
+		}
+		// A stream we reset: the peer may not know yet.
+		cc.creditConn(flen)
+		if cs != nil {
+			cc.resetLocked(cs, http2.ErrCodeStreamClosed)
+		}
+		return nil
+	}
+	if !cs.headReady {
+		cc.creditConn(flen)
+		cc.resetLocked(cs, http2.ErrCodeProtocol)
+		return nil
+	}
+	switch cc.receive(&cs.streamIO, f.Data(), flen) {
+	case recvFlowError:
+		cc.resetLocked(cs, http2.ErrCodeFlowControl)
+		return nil
+	case recvLengthError:
+		cc.resetLocked(cs, http2.ErrCodeProtocol)
+		return nil
+	}
+	if f.StreamEnded() {
+		cc.endRecv(cs)
+	}
+	return nil
+}
+
+// endRecv handles END_STREAM from the server; mu held.
+func (cc *clientConn) endRecv(cs *clientStream) {
+	if cs.declLen >= 0 && cs.gotLen != cs.declLen {
+		cc.resetLocked(cs, http2.ErrCodeProtocol)
+		return
+	}
+	cs.recvClosed = true
+	cs.wakeRecv()
+	cc.maybeRemove(cs)
+}
+
+func (cc *clientConn) onHeaderBlock(id uint32, block []byte, endStream bool) error {
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	cs := cc.streams[id]
+	if cs == nil || cs.recvClosed {
+		if err := cc.decode(sinkDiscard, nil, block); err != nil {
+			return err
+		}
+		if cs == nil && id >= cc.nextID {
+			return connError{http2.ErrCodeProtocol, "HEADERS on idle stream"}
+		}
+		if cs != nil {
+			cc.resetLocked(cs, http2.ErrCodeStreamClosed)
+		}
+		return nil
+	}
+	resp := cs.resp
+	if cs.headReady {
+		if err := cc.decode(sinkTrailer, &resp.Trailer, block); err != nil {
+			return err
+		}
+		if !endStream || cc.sink.malformed || cc.sink.tooLarge {
+			resp.Trailer.Reset()
+			cc.resetLocked(cs, http2.ErrCodeProtocol)
+			return nil
+		}
+		cc.endRecv(cs)
+		return nil
+	}
+	resp.Header.Reset()
+	if err := cc.decode(sinkResponse, &resp.Header, block); err != nil {
+		return err
+	}
+	s := &cc.sink
+	if s.malformed || s.tooLarge || s.pseudo&pseudoStatus == 0 || s.status == 101 {
+		resp.Header.Reset()
+		cc.resetLocked(cs, http2.ErrCodeProtocol)
+		return nil
+	}
+	if s.status < 200 {
+		// Interim response (100 Continue, 103 Early Hints): wait for the
+		// final one.
+		resp.Header.Reset()
+		if endStream {
+			cc.resetLocked(cs, http2.ErrCodeProtocol)
+		}
+		return nil
+	}
+	resp.Status = s.status
+	resp.ContentLength = s.contentLength
+	cs.declLen = s.contentLength
+	if cs.noBody || s.status == 204 || s.status == 304 {
+		// The length describes the entity a GET would have got.
+		cs.declLen = -1
+	}
+	cs.headReady = true
+	if endStream {
+		if cs.declLen > 0 {
+			cc.resetLocked(cs, http2.ErrCodeProtocol)
+			return nil
+		}
+		cs.recvClosed = true
+		cc.maybeRemove(cs)
+	}
+	cs.wakeRecv()
+	return nil
+}
+
+func (cc *clientConn) decode(mode sinkMode, hdr *message.Headers, block []byte) error {
+	cc.sink.start(mode, nil, hdr, cc.maxHeader)
+	if _, err := cc.dec.Write(block); err != nil {
+		return connError{http2.ErrCodeCompression, err.Error()}
+	}
+	if err := cc.dec.Close(); err != nil {
+		return connError{http2.ErrCodeCompression, err.Error()}
+	}
+	return nil
+}
+
+func (cc *clientConn) onSettings(f *http2.SettingsFrame) error {
+	if f.IsAck() {
+		return nil
+	}
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	for i := 0; i < f.NumSettings(); i++ {
+		s := f.Setting(i)
+		if err := s.Valid(); err != nil {
+			var ce http2.ConnectionError
+			if errors.As(err, &ce) {
+				return connError{http2.ErrCode(ce), "invalid setting"}
+			}
+			return connError{http2.ErrCodeProtocol, "invalid setting"}
+		}
+		switch s.ID {
+		case http2.SettingHeaderTableSize:
+			cc.enc.setMaxSize(s.Val)
+		case http2.SettingInitialWindowSize:
+			delta := int64(s.Val) - cc.peerWindow
+			cc.peerWindow = int64(s.Val)
+			for _, cs := range cc.streams {
+				cs.sendAvail += delta
+				if cs.sendAvail > maxWindow {
+					return connError{http2.ErrCodeFlowControl, "stream window overflow"}
+				}
+				cs.wakeSend()
+			}
+		case http2.SettingMaxFrameSize:
+			cc.maxFrame = int(s.Val)
+		case http2.SettingMaxConcurrentStreams:
+			cc.maxStreams = s.Val
+		}
+	}
+	if !cc.closing {
+		cc.buf = appendSettingsAck(cc.buf)
+		cc.kick()
+	}
+	return nil
+}
+
+// errGoAwayRefused fails streams the server will not process after GOAWAY:
+// they may be retried on another connection.
+var errGoAwayRefused = fmt.Errorf("%w: above GOAWAY last stream id", ErrRefused)
+
+func (cc *clientConn) onGoAway(f *http2.GoAwayFrame) {
+	cc.mu.Lock()
+	cc.goAway = true
+	cc.goAwayLast = f.LastStreamID
+	for id, cs := range cc.streams {
+		if id > f.LastStreamID {
+			cc.closeStream(cs, errGoAwayRefused)
+		}
+	}
+	if cc.active == 0 {
+		cc.closeLocked()
+	}
+	cc.mu.Unlock()
+	cc.p.remove(cc)
+}
+
+func (cc *clientConn) streamError(id uint32, code http2.ErrCode) {
+	cc.mu.Lock()
+	if cs := cc.streams[id]; cs != nil {
+		cc.resetLocked(cs, code)
+	} else if !cc.closing {
+		cc.buf = appendRSTStream(cc.buf, id, code)
+		cc.kick()
+	}
+	cc.mu.Unlock()
+}
+
+// resetLocked sends RST_STREAM and closes cs; mu held.
+func (cc *clientConn) resetLocked(cs *clientStream, code http2.ErrCode) {
+	if !cc.closing && cs.inTable {
+		cc.buf = appendRSTStream(cc.buf, cs.id, code)
+		cc.kick()
+	}
+	cc.closeStream(cs, localResetError(code))
+}
+
+// closeStream moves cs to closed with err and wakes its goroutines; mu held.
+func (cc *clientConn) closeStream(cs *clientStream, err error) {
+	if cs.err == nil {
+		cs.err = err
+	}
+	cs.recvClosed, cs.sendClosed = true, true
+	cc.remove(cs)
+	cc.dropBuffered(&cs.streamIO)
+	cs.wakeRecv()
+	cs.wakeSend()
+}
+
+func (cc *clientConn) maybeRemove(cs *clientStream) {
+	if cs.recvClosed && cs.sendClosed {
+		cc.remove(cs)
+	}
+}
+
+func (cc *clientConn) remove(cs *clientStream) {
+	if !cs.inTable {
+		return
+	}
+	cs.inTable = false
+	delete(cc.streams, cs.id)
+	cc.releaseSlot()
+}
