@@ -280,6 +280,14 @@ func (p *opsProcess) signal(t testing.TB, s os.Signal) {
 	}
 }
 
+// appliedSinceSIGHUP reports whether the process logged an applied config
+// after its last SIGHUP.
+func (p *opsProcess) appliedSinceSIGHUP() bool {
+	out := p.out.String()
+	i := strings.LastIndex(out, `"msg":"SIGHUP: reloading config"`)
+	return i >= 0 && strings.Contains(out[i:], `"msg":"config applied"`)
+}
+
 // wait returns the exit code.
 func (p *opsProcess) wait(t testing.TB) int {
 	t.Helper()
@@ -316,6 +324,9 @@ func TestBinaryLifecycle(t *testing.T) {
 		writeConfig(t, path, reloadConfig, vars)
 		p.signal(t, syscall.SIGHUP)
 		eventually(t, 3*time.Second, "SIGHUP applies the edit", func() bool { return opsBackendOf(c, url) == "green" })
+		// The file poll may apply the edit before the SIGHUP does; count
+		// from after the SIGHUP's own apply.
+		eventually(t, 3*time.Second, "the SIGHUP's apply", p.appliedSinceSIGHUP)
 		applied := opsMetricAt(t, metrics, "omnirelay_config_reloads_total", "result", "applied")
 		p.signal(t, syscall.SIGHUP) // unchanged file: re-applied all the same
 		eventually(t, 3*time.Second, "SIGHUP re-applies an unchanged file", func() bool {
