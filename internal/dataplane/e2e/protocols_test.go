@@ -742,3 +742,29 @@ func TestProtoH2cConcurrentStreams(t *testing.T) {
 		})
 	}
 }
+
+// TestProtoH1UploadToEarlyH2Response uploads over HTTP/1.1 to an h2c
+// upstream that sends its response head before reading the body (as
+// streaming servers do); the upstream must still receive the whole body.
+// Regression: the connection manager drained (and so stole) 256 KiB of the
+// body that the HTTP/2 upstream was still streaming.
+func TestProtoH1UploadToEarlyH2Response(t *testing.T) {
+	b := startCountingBackend(t, func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(200)
+		w.(http.Flusher).Flush() // response head first, then read the upload
+		h := sha256.New()
+		n, err := io.Copy(h, r.Body)
+		fmt.Fprintf(w, "%d %x %v", n, h.Sum(nil), err)
+	})
+	web := startProtoProxy(t, b.addr, "h2c")
+	data := patterned(3, 4<<20)
+	resp, err := (&http.Client{Timeout: 20 * time.Second}).Post("http://"+web+"/up", "application/octet-stream", bytes.NewReader(data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if want := fmt.Sprintf("%d %s <nil>", len(data), sum(data)); string(body) != want {
+		t.Fatalf("upstream got %q, want %q", body, want)
+	}
+}

@@ -13,6 +13,7 @@ import (
 	"github.com/omnirelay/omnirelay/internal/dataplane/filter"
 	"github.com/omnirelay/omnirelay/internal/dataplane/http1"
 	"github.com/omnirelay/omnirelay/internal/dataplane/message"
+	"github.com/omnirelay/omnirelay/internal/dataplane/upstream"
 )
 
 // serverConn is the per-connection state of the HTTP/1.1 server, pooled
@@ -133,17 +134,22 @@ func (sc *serverConn) handle(ctx context.Context, srv *Server, cfg *Config, f ht
 		keepAlive = false
 	} else {
 		status = resp.Status
-		// An unread request body that is too large to drain cheaply ends the
-		// connection rather than stalling it.
-		if req.Body != nil && !sc.body.eof {
-			if !sc.body.drain(256 << 10) {
-				keepAlive = false
-			}
+		if req.Body != nil && sc.body.markResponded() {
+			// The body failed, or the client still waits for 100 Continue
+			// and may send the body anyway: the stream cannot carry on.
+			keepAlive = false
 		}
 		werr = sc.writeResponse(st, resp, req, keepAlive)
 	}
 	if resp.Close != nil {
 		resp.Close()
+	}
+	// Only now is the transport done with the request body (an HTTP/2
+	// upstream streams it on its own goroutine until resp.Close). What is
+	// left is drained for the next request; a body too large to drain
+	// cheaply ends the connection rather than stalling it.
+	if keepAlive && werr == nil && req.Body != nil && !sc.body.drain(256<<10) {
+		keepAlive = false
 	}
 	st.BytesRecv = sc.body.n
 	cfg.Chain.Complete(st)
@@ -292,41 +298,91 @@ func (sc *serverConn) tunnel(resp *message.Response) error {
 // reqBody wraps the downstream request body: it sends "100 Continue" the
 // first time the body is read (so an upstream that rejects early never makes
 // the client send the body) and tracks end of body for keep-alive.
+//
+// An HTTP/2 upstream reads it on its own goroutine while this connection's
+// goroutine writes the response, so its state is guarded by mu. mu is not
+// held across src.Read: only one goroutine reads src at a time (the
+// transport until resp.Close returns, then drain).
 type reqBody struct {
-	src    io.Reader
-	expect bool
-	nc     net.Conn
-	eof    bool
-	err    error
-	n      int64 // bytes read: the access log's bytes_received
+	mu        sync.Mutex
+	src       io.Reader
+	expect    bool
+	responded bool // the final response is being written: no 100 Continue now
+	nc        net.Conn
+	eof       bool
+	err       error
+	n         int64 // bytes read: the access log's bytes_received
 }
 
+var _ upstream.Aborter = (*reqBody)(nil)
+
+// errResponded fails a read of a body the client was never asked to send.
+var errResponded = errors.New("request body: final response already sent without 100 Continue")
+
 func (b *reqBody) reset(src io.Reader, expect bool, nc net.Conn) {
-	*b = reqBody{src: src, expect: expect, nc: nc}
+	b.mu.Lock()
+	b.src, b.expect, b.responded, b.nc, b.eof, b.err, b.n = src, expect, false, nc, false, nil, 0
+	b.mu.Unlock()
 }
 
 func (b *reqBody) Read(p []byte) (int, error) {
+	b.mu.Lock()
 	if b.eof {
+		b.mu.Unlock()
 		return 0, io.EOF
 	}
 	if b.err != nil {
-		return 0, b.err
+		err := b.err
+		b.mu.Unlock()
+		return 0, err
 	}
 	if b.expect {
+		if b.responded {
+			b.err = errResponded
+			b.mu.Unlock()
+			return 0, errResponded
+		}
 		b.expect = false
+		// Written under mu so that it cannot land inside the final
+		// response (markResponded takes mu before that is written).
 		if _, err := b.nc.Write([]byte("HTTP/1.1 100 Continue\r\n\r\n")); err != nil {
 			b.err = err
+			b.mu.Unlock()
 			return 0, err
 		}
 	}
+	b.mu.Unlock()
 	n, err := b.src.Read(p)
+	b.mu.Lock()
 	b.n += int64(n)
 	if err == io.EOF {
 		b.eof = true
 	} else if err != nil {
 		b.err = err
 	}
+	b.mu.Unlock()
 	return n, err
+}
+
+// markResponded is called before the final response is written; it reports
+// whether the connection is already unusable: the body failed (bad framing),
+// or the client still waits for 100 Continue (it never sent the body).
+func (b *reqBody) markResponded() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.responded = true
+	return b.expect || b.err != nil
+}
+
+// Abort implements upstream.Aborter: it interrupts a Read blocked on the
+// socket. The body then fails, so the connection is not reused.
+func (b *reqBody) Abort() {
+	b.mu.Lock()
+	nc := b.nc
+	b.mu.Unlock()
+	if nc != nil {
+		_ = nc.SetReadDeadline(time.Unix(1, 0))
+	}
 }
 
 // drain discards up to limit unread body bytes; it reports whether the body
@@ -334,10 +390,10 @@ func (b *reqBody) Read(p []byte) (int, error) {
 // Continue never sent its body: nothing to drain, but the connection must
 // close since the client may send it anyway.
 func (b *reqBody) drain(limit int64) bool {
-	if b.expect {
-		return false
-	}
-	if b.err != nil {
+	b.mu.Lock()
+	unusable := b.expect || b.err != nil
+	b.mu.Unlock()
+	if unusable {
 		return false
 	}
 	var buf [4096]byte

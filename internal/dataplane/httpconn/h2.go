@@ -13,6 +13,7 @@ import (
 
 	"github.com/omnirelay/omnirelay/internal/dataplane/filter"
 	"github.com/omnirelay/omnirelay/internal/dataplane/message"
+	"github.com/omnirelay/omnirelay/internal/dataplane/upstream"
 )
 
 // h2Server adapts x/net/http2's server to the filter chain. HTTP/2 framing,
@@ -213,6 +214,12 @@ func (b *h2Body) Read(p []byte) (int, error) {
 	}
 	return n, err
 }
+
+// Abort implements upstream.Aborter: closing the stream's body makes a
+// pending Read return at once (the exchange is over when it is called).
+func (b *h2Body) Abort() { _ = b.r.Body.Close() }
+
+var _ upstream.Aborter = (*h2Body)(nil)
 
 func isHopByHop(name string) bool {
 	switch name {

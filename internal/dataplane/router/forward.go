@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/omnirelay/omnirelay/internal/dataplane/cluster"
@@ -181,14 +182,17 @@ func (rt *Router) forward(s *filter.Stream, r *Route, cl *cluster.Cluster) {
 		maxRetries = policy.NumRetries
 	}
 	var replay *replayBody
+	replayLent := false // to the response's release: the transport may still read it
 	if maxRetries > 0 && req.Body != nil && req.ContentLength != 0 {
-		replay = getReplay(req.Body, rt.maxReplay())
+		replay = getReplay(req.Body, rt.maxReplay(), req.ContentLength)
 		req.Body = replay
 	}
 	defer func() {
 		if replay != nil {
 			req.Body = replay.src
-			putReplay(replay)
+			if !replayLent {
+				putReplay(replay)
+			}
 		}
 	}()
 
@@ -280,9 +284,12 @@ func (rt *Router) forward(s *filter.Stream, r *Route, cl *cluster.Cluster) {
 		}
 		cl.Stats.Response(resp.Status)
 		cl.ReportStatus(ep, resp.Status)
-		if policy != nil && attempt <= maxRetries && policy.retryOnStatus(resp.Status, grpcStatusOf(resp)) && replay.rewind() {
+		// A response that ends the exchange while the request body is still
+		// streaming (HTTP/2) is not retried: the body could not be replayed.
+		if policy != nil && attempt <= maxRetries && policy.retryOnStatus(resp.Status, grpcStatusOf(resp)) && replay.complete() {
 			if cl.Breaker.TryAcquireRetry() {
-				closeResp(resp)
+				closeResp(resp) // the transport lets go of the body: rewind is safe now
+				replay.rewind()
 				ep.Active.Add(-1)
 				cl.Breaker.ReleaseRequest()
 				retryHeld = true
@@ -299,6 +306,9 @@ func (rt *Router) forward(s *filter.Stream, r *Route, cl *cluster.Cluster) {
 		// Success (or a final upstream error status): the response streams
 		// downstream; its Close releases the host and the breaker slot.
 		done := getRelease(resp.Close, ep, cl)
+		if replay != nil {
+			done.replay, replayLent = replay, true
+		}
 		resp.Close = done.fn
 		s.Resp = resp
 		return
@@ -317,10 +327,11 @@ func closeResp(resp *message.Response) {
 // release undoes what an attempt acquired once the response has been
 // written downstream. It is pooled: a closure per request would allocate.
 type release struct {
-	next func()
-	ep   *endpoint.Endpoint
-	cl   *cluster.Cluster
-	fn   func()
+	next   func()
+	ep     *endpoint.Endpoint
+	cl     *cluster.Cluster
+	replay *replayBody // returned to its pool once next (the transport's close) ran
+	fn     func()
 }
 
 var releasePool sync.Pool
@@ -343,6 +354,9 @@ func getRelease(next func(), ep *endpoint.Endpoint, cl *cluster.Cluster) *releas
 func (r *release) run() {
 	if r.next != nil {
 		r.next()
+	}
+	if r.replay != nil {
+		putReplay(r.replay)
 	}
 	r.ep.Active.Add(-1)
 	r.cl.Breaker.ReleaseRequest()
@@ -506,14 +520,23 @@ type replayBody struct {
 	max      int
 	pos      int // read position in buf while replaying
 	overflow bool
-	eof      bool
+	want     int64 // the request's content-length, -1 when unknown
+	read     int64
+	// eof is read by the router while an HTTP/2 transport may still be
+	// reading on its own goroutine (complete), hence atomic.
+	eof     atomic.Bool
+	aborted bool // src was interrupted (Abort): it cannot be read further
 }
+
+var _ upstream.Aborter = (*replayBody)(nil)
 
 var replayPool = sync.Pool{New: func() any { return &replayBody{} }}
 
-func getReplay(src io.Reader, max int) *replayBody {
+func getReplay(src io.Reader, max int, contentLength int64) *replayBody {
 	r := replayPool.Get().(*replayBody)
-	*r = replayBody{src: src, buf: r.buf[:0], max: max}
+	r.src, r.buf, r.max, r.pos, r.overflow, r.aborted = src, r.buf[:0], max, 0, false, false
+	r.want, r.read = contentLength, 0
+	r.eof.Store(false)
 	return r
 }
 
@@ -528,7 +551,7 @@ func (r *replayBody) Read(p []byte) (int, error) {
 		r.pos += n
 		return n, nil
 	}
-	if r.eof {
+	if r.eof.Load() {
 		return 0, io.EOF
 	}
 	n, err := r.src.Read(p)
@@ -540,19 +563,35 @@ func (r *replayBody) Read(p []byte) (int, error) {
 			r.pos = len(r.buf)
 		}
 	}
-	if err == io.EOF {
-		r.eof = true
+	r.read += int64(n)
+	// A transport that knows the length stops reading at it, without the
+	// EOF: the declared length is the end too.
+	if err == io.EOF || (r.want >= 0 && r.read >= r.want) {
+		r.eof.Store(true)
 	}
 	return n, err
 }
 
+// Abort implements upstream.Aborter by interrupting the downstream body.
+func (r *replayBody) Abort() {
+	r.aborted = true
+	if a, ok := r.src.(upstream.Aborter); ok {
+		a.Abort()
+	}
+}
+
+// complete reports whether the whole body has been read (or there is none),
+// so that a retry would not depend on a transport still reading it.
+func (r *replayBody) complete() bool { return r == nil || r.eof.Load() && !r.overflow }
+
 // rewind prepares a replay and reports whether one is possible. A nil
-// receiver (no body) can always be "replayed".
+// receiver (no body) can always be "replayed". It must not run while a
+// transport still reads the body (after RoundTrip failed or resp.Close).
 func (r *replayBody) rewind() bool {
 	if r == nil {
 		return true
 	}
-	if r.overflow {
+	if r.overflow || (r.aborted && !r.eof.Load()) {
 		return false
 	}
 	r.pos = 0

@@ -118,10 +118,12 @@ func (h *H2) RoundTrip(ctx context.Context, ep *endpoint.Endpoint, req *message.
 	hres, err := h.t.RoundTrip(hr)
 	if headTimer != nil && !headTimer.Stop() && err != nil {
 		cancel()
+		reqBody.detach()
 		return fmt.Errorf("%w: response head: %v", ErrTimeout, err)
 	}
 	if err != nil {
 		cancel()
+		reqBody.detach()
 		if rerr := reqBody.readErr(); rerr != nil {
 			return fmt.Errorf("%w: %w", ErrRequestBody, rerr)
 		}
@@ -138,7 +140,7 @@ func (h *H2) RoundTrip(ctx context.Context, ep *endpoint.Endpoint, req *message.
 		}
 	}
 	resp.ContentLength = hres.ContentLength
-	b := &h2RespBody{res: hres, trailer: &resp.Trailer, cancel: cancel}
+	b := &h2RespBody{res: hres, trailer: &resp.Trailer, cancel: cancel, req: reqBody}
 	resp.Body = b
 	resp.Close = b.close
 	return nil
@@ -160,16 +162,27 @@ func classifyH2(err error) error {
 
 // h2ReqBody streams a request body and copies the downstream request's
 // trailers (known only at EOF) into the outgoing request.
+//
+// x/net/http2 reads it on its own goroutine, which can outlive the exchange
+// (a response that ends before the request, a reset, a cancel). The request
+// it reads from belongs to the connection manager, which reuses it once
+// resp.Close has returned; detach is the fence that makes that safe.
 type h2ReqBody struct {
 	r       io.Reader
 	trailer *message.Headers
 	hr      *http.Request
-	once    sync.Once
-	// err is the downstream read error, if any. x/net/http2 reads the body
-	// on its own goroutine, which may still run when RoundTrip returns.
-	mu  sync.Mutex
-	err error
+
+	// mu guards the fields below. It is not held across r.Read, so that
+	// detach can interrupt a Read that blocks on the downstream.
+	mu       sync.Mutex
+	err      error // the downstream read error, if any
+	detached bool
+	reading  bool
+	idle     chan struct{} // closed when the Read in progress at detach returns
 }
+
+// errDetached ends x/net/http2's body writer after the exchange ended.
+var errDetached = errors.New("upstream: request body released: exchange ended")
 
 func (b *h2ReqBody) readErr() error {
 	if b == nil {
@@ -181,11 +194,25 @@ func (b *h2ReqBody) readErr() error {
 }
 
 func (b *h2ReqBody) Read(p []byte) (int, error) {
-	n, err := b.r.Read(p)
-	if err != nil && err != io.EOF {
-		b.mu.Lock()
-		b.err = err
+	b.mu.Lock()
+	if b.detached {
 		b.mu.Unlock()
+		return 0, errDetached
+	}
+	b.reading = true
+	b.mu.Unlock()
+	n, err := b.r.Read(p)
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.reading = false
+	if b.detached {
+		if b.idle != nil {
+			close(b.idle)
+		}
+		return 0, errDetached
+	}
+	if err != nil && err != io.EOF {
+		b.err = err
 	}
 	if err == io.EOF && b.trailer.Len() > 0 && b.hr.Trailer != nil {
 		for i := 0; i < b.trailer.Len(); i++ {
@@ -198,11 +225,42 @@ func (b *h2ReqBody) Read(p []byte) (int, error) {
 
 func (b *h2ReqBody) Close() error { return nil }
 
+// detach ends the transport's use of the request: later Reads fail at once,
+// and a Read in progress is interrupted (Aborter) and waited for. A body
+// that cannot be interrupted is not waited for, since its Read may block on
+// a client that waits for the response.
+func (b *h2ReqBody) detach() {
+	if b == nil {
+		return
+	}
+	b.mu.Lock()
+	if b.detached {
+		b.mu.Unlock()
+		return
+	}
+	b.detached = true
+	if !b.reading {
+		b.mu.Unlock()
+		return
+	}
+	a, ok := b.r.(Aborter)
+	if !ok {
+		b.mu.Unlock()
+		return
+	}
+	b.idle = make(chan struct{})
+	idle := b.idle
+	b.mu.Unlock()
+	a.Abort()
+	<-idle
+}
+
 type h2RespBody struct {
 	res     *http.Response
 	trailer *message.Headers
 	done    bool
 	cancel  context.CancelFunc
+	req     *h2ReqBody
 }
 
 func (b *h2RespBody) Read(p []byte) (int, error) {
@@ -227,4 +285,5 @@ func (b *h2RespBody) Read(p []byte) (int, error) {
 func (b *h2RespBody) close() {
 	_ = b.res.Body.Close()
 	b.cancel()
+	b.req.detach()
 }

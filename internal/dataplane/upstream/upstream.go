@@ -33,10 +33,23 @@ import (
 // Errors are classified for retry decisions: errors.Is(err, ErrConnect) when
 // no connection could be made, ErrReset when the connection failed before a
 // response head arrived, ErrRefused for an HTTP/2 REFUSED_STREAM.
+//
+// The transport is done with req (Body, Trailer) once RoundTrip has returned
+// an error or resp.Close has returned: the caller may then reuse it. An
+// HTTP/2 transport streams the body on its own goroutine until then, and
+// interrupts a Read still blocked at that point through Aborter.
 type Transport interface {
 	RoundTrip(ctx context.Context, ep *endpoint.Endpoint, req *message.Request, resp *message.Response, dl Deadlines) error
 	// CloseIdle closes idle pooled connections (config reload, shutdown).
 	CloseIdle()
+}
+
+// Aborter is implemented by request bodies whose blocked Read can be
+// interrupted from another goroutine: after Abort, a Read in progress and
+// every later one return an error promptly. The connection manager's bodies
+// implement it; a body that does not may be read after the exchange ended.
+type Aborter interface {
+	Abort()
 }
 
 // Deadlines bound one attempt. Zero values mean no bound.
@@ -73,7 +86,10 @@ func NewDialer(connectTimeout time.Duration) Dialer {
 	return func(ctx context.Context, addr string) (net.Conn, error) {
 		c, err := d.DialContext(ctx, "tcp", addr)
 		if err != nil {
-			return nil, fmt.Errorf("%w: %s: %v", ErrConnect, addr, err)
+			// Keep the cause matchable: x/net/http2 shares one dial among
+			// the requests waiting for a connection, and redials for the
+			// others only if it sees the first one's context.Canceled.
+			return nil, fmt.Errorf("%w: %s: %w", ErrConnect, addr, err)
 		}
 		if tc, ok := c.(*net.TCPConn); ok {
 			_ = tc.SetNoDelay(true)
