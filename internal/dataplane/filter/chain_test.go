@@ -1,0 +1,154 @@
+package filter
+
+import (
+	"context"
+	"io"
+	"strings"
+	"testing"
+
+	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/omnirelay/omnirelay/internal/dataplane/message"
+)
+
+// recorder is a filter that logs its calls and optionally stops.
+type recorder struct {
+	name string
+	log  *[]string
+	stop bool
+}
+
+func (r *recorder) OnRequest(s *Stream) Status {
+	*r.log = append(*r.log, "req:"+r.name)
+	if r.stop {
+		s.Reply(403, "denied by "+r.name)
+		return Stop
+	}
+	return Continue
+}
+
+func (r *recorder) OnResponse(s *Stream) { *r.log = append(*r.log, "resp:"+r.name) }
+
+type completer struct{ recorder }
+
+func (c *completer) OnComplete(*Stream) { *c.log = append(*c.log, "done:"+c.name) }
+
+type terminal struct {
+	log    *[]string
+	status int
+}
+
+func (t *terminal) Serve(s *Stream) error {
+	*t.log = append(*t.log, "terminal")
+	r := s.LocalResponse()
+	r.Status = t.status
+	s.Resp = r
+	return nil
+}
+
+type overrideRoute struct{ overrides map[int]Filter }
+
+func (overrideRoute) Name() string                  { return "r" }
+func (o overrideRoute) FilterOverride(i int) Filter { return o.overrides[i] }
+
+func newStream() *Stream {
+	s := &Stream{Ctx: context.Background(), Req: &message.Request{}}
+	return s
+}
+
+func TestChainOrder(t *testing.T) {
+	tests := []struct {
+		name     string
+		stopAt   int // -1: nobody stops
+		override map[int]Filter
+		want     string
+		status   int
+	}{
+		{name: "decode in order, encode in reverse", stopAt: -1,
+			want: "req:a req:b req:c terminal resp:c resp:b resp:a done:b", status: 200},
+		{name: "stop skips the rest and the terminal", stopAt: 1,
+			want: "req:a req:b resp:a done:b", status: 403},
+		{name: "route disables a filter", stopAt: -1, override: map[int]Filter{2: Disabled},
+			want: "req:a req:b terminal resp:b resp:a done:b", status: 200},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var log []string
+			fs := []Filter{&recorder{name: "a", log: &log}, &completer{recorder{name: "b", log: &log}}, &recorder{name: "c", log: &log}}
+			if tt.stopAt >= 0 {
+				switch f := fs[tt.stopAt].(type) {
+				case *recorder:
+					f.stop = true
+				case *completer:
+					f.stop = true
+				}
+			}
+			c := NewChain(&terminal{log: &log, status: 200}, fs...)
+			s := newStream()
+			if tt.override != nil {
+				s.Route = overrideRoute{tt.override}
+			}
+			c.Run(s)
+			c.Complete(s)
+			if got := strings.Join(log, " "); got != tt.want {
+				t.Fatalf("calls:\n got %s\nwant %s", got, tt.want)
+			}
+			if s.Resp.Status != tt.status {
+				t.Fatalf("status %d, want %d", s.Resp.Status, tt.status)
+			}
+		})
+	}
+}
+
+func TestReplyGRPC(t *testing.T) {
+	s := newStream()
+	s.Req.Header.Add("content-type", "application/grpc+proto")
+	s.Reply(503, "no healthy upstream\n")
+	if s.Resp.Status != 200 {
+		t.Fatalf("gRPC local reply status %d, want 200", s.Resp.Status)
+	}
+	if v, _ := s.Resp.Header.Get("grpc-status"); string(v) != "14" {
+		t.Fatalf("grpc-status %q, want 14", v)
+	}
+	if v, _ := s.Resp.Header.Get("grpc-message"); string(v) != "no healthy upstream" {
+		t.Fatalf("grpc-message %q", v)
+	}
+	s2 := newStream()
+	s2.Reply(404, "no route\n")
+	b, _ := io.ReadAll(s2.Resp.Body)
+	if s2.Resp.Status != 404 || string(b) != "no route\n" || s2.Resp.ContentLength != int64(len(b)) {
+		t.Fatalf("plain reply: %d %q len %d", s2.Resp.Status, b, s2.Resp.ContentLength)
+	}
+}
+
+func TestReplyDoesNotAllocate(t *testing.T) {
+	s := newStream()
+	s.Reply(429, "local_rate_limited\n") // warm the buffers
+	allocs := testing.AllocsPerRun(100, func() {
+		s.Reply(429, "local_rate_limited\n")
+	})
+	if allocs != 0 {
+		t.Fatalf("Reply allocates %v times", allocs)
+	}
+}
+
+type fakeFactory struct{ typ string }
+
+func (f fakeFactory) ConfigType() string                     { return f.typ }
+func (f fakeFactory) Build(*anypb.Any, *Env) (Filter, error) { return Disabled, nil }
+
+func TestRegistryRejectsDuplicates(t *testing.T) {
+	if _, err := NewRegistry(fakeFactory{"a.B"}, fakeFactory{"a.B"}); err == nil {
+		t.Fatal("duplicate registration accepted")
+	}
+	r, err := NewRegistry(fakeFactory{"a.B"}, fakeFactory{"c.D"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := r.Lookup("type.googleapis.com/a.B"); !ok {
+		t.Fatal("lookup by type URL failed")
+	}
+	if got := strings.Join(r.Types(), ","); got != "a.B,c.D" {
+		t.Fatalf("Types = %s", got)
+	}
+}
