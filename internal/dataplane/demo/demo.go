@@ -21,23 +21,29 @@ import (
 	"github.com/omnirelay/omnirelay/internal/dataplane/app"
 )
 
-// Backends are the demo's sample services: name and address.
-var Backends = []struct{ Name, Addr string }{
-	{"shop-v1-a", "127.0.0.1:9001"},
-	{"shop-v1-b", "127.0.0.1:9002"},
-	{"shop-v2", "127.0.0.1:9003"},
+// Backend is one of the demo's sample services.
+type Backend struct{ Name, Addr string }
+
+// Backends returns the demo's sample services at the addresses
+// examples/demo.yaml names.
+func Backends() []Backend {
+	return []Backend{
+		{"shop-v1-a", "127.0.0.1:9001"},
+		{"shop-v1-b", "127.0.0.1:9002"},
+		{"shop-v2", "127.0.0.1:9003"},
+	}
 }
 
 // StartBackends starts the sample backends (HTTP/1.1 and h2c). Each answers
 // with its name, echoes the path and serves /healthz.
-func StartBackends() (stop func(), err error) {
+func StartBackends(backends []Backend) (stop func(), err error) {
 	var servers []*http.Server
 	stop = func() {
 		for _, s := range servers {
 			_ = s.Close()
 		}
 	}
-	for _, b := range Backends {
+	for _, b := range backends {
 		ln, err := net.Listen("tcp", b.Addr)
 		if err != nil {
 			stop()
@@ -60,7 +66,7 @@ func StartBackends() (stop func(), err error) {
 // Run starts the backends and the proxy on the embedded demo config and runs
 // until a signal.
 func Run(log *slog.Logger) error {
-	stop, err := StartBackends()
+	stop, err := StartBackends(Backends())
 	if err != nil {
 		return err
 	}

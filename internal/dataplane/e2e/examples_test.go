@@ -193,18 +193,15 @@ func TestExamplesDemoServes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// demo.Backends names fixed ports; point it at free ones for this test
-	// (no test in this package runs in parallel).
-	saved := demo.Backends
-	t.Cleanup(func() { demo.Backends = saved })
+	// The demo's backends name fixed ports; move them to free ones.
 	moved := map[string]string{}
-	demo.Backends = append(demo.Backends[:0:0], saved...)
-	for i := range demo.Backends {
+	backends := demo.Backends()
+	for i := range backends {
 		addr := freePort(t)
-		moved[demo.Backends[i].Addr] = addr
-		demo.Backends[i].Addr = addr
+		moved[backends[i].Addr] = addr
+		backends[i].Addr = addr
 	}
-	stop, err := demo.StartBackends()
+	stop, err := demo.StartBackends(backends)
 	if err != nil {
 		t.Fatal(err)
 	}
