@@ -12,6 +12,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
 	"time"
 
@@ -43,6 +44,9 @@ type Proxy struct {
 	cancel  context.CancelFunc
 	done    chan struct{}
 	opt     Options
+
+	stopOnce sync.Once
+	stopErr  error
 }
 
 // NewRegistry returns the filter registry with every built-in filter.
@@ -107,6 +111,13 @@ func Start(opt Options) (*Proxy, error) {
 		opt.Log.Error("config rejected; the running version stays in force", "error", err)
 	}, opt.Log)
 	p.watcher.Interval = opt.PollInterval
+	// POST /drain drains the proxy; RunUntilSignal replaces this to also end
+	// the process.
+	adm.OnDrain = func() {
+		ctx, cancel := context.WithTimeout(context.Background(), opt.DrainTimeout)
+		defer cancel()
+		_ = p.Shutdown(ctx)
+	}
 	go func() {
 		if err := adm.Serve(); err != nil {
 			opt.Log.Error("admin server stopped", "error", err)
@@ -130,15 +141,18 @@ func (e rejectedByRuntime) Unwrap() error { return e.error }
 func (p *Proxy) Reload() { p.watcher.Trigger() }
 
 // Shutdown drains listeners and stops everything.
+// Concurrent and repeated calls wait for the first one and return its result.
 func (p *Proxy) Shutdown(ctx context.Context) error {
-	p.Admin.SetDraining()
-	p.cancel()
-	<-p.done
-	err := p.Runtime.Shutdown(ctx)
-	sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	_ = p.Admin.Shutdown(sctx)
-	return err
+	p.stopOnce.Do(func() {
+		p.Admin.SetDraining()
+		p.cancel()
+		<-p.done
+		p.stopErr = p.Runtime.Shutdown(ctx)
+		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_ = p.Admin.Shutdown(sctx)
+	})
+	return p.stopErr
 }
 
 // ListenerAddr returns the bound address of a listener (tests use port 0).
