@@ -29,12 +29,18 @@ type clientStream struct {
 	headReady   bool
 	noBody      bool // HEAD: the response has no body whatever it says
 	bodyRunning bool
-	refs        int
+	// The body goroutine reads req.Body through a fence: once detached it
+	// touches req no more, and a Read in progress at that moment is
+	// interrupted (if the body can be) and waited for, so that the caller
+	// owns req again when RoundTrip or resp.Close returns.
+	bodyDetached bool
+	bodyReading  bool
+	refs         int
 
 	ctxDone <-chan struct{} // nil when ctx cannot be cancelled or is watched
 	ctx     context.Context
 	sctx    *streamCtx // a server stream's context, watched without a goroutine
-	srcBody *streamBody
+	bodyLen int64
 
 	timer      *time.Timer
 	deadline   atomic.Int64 // unix nanos of the armed deadline
@@ -42,7 +48,7 @@ type clientStream struct {
 	expiredGen atomic.Uint64
 	total      time.Time
 
-	bodyExited chan struct{}
+	bodyIdle   chan struct{}
 	closeFn    func()
 	recvWaitFn func() error
 	sendWaitFn func() error
@@ -60,7 +66,7 @@ func (c *Client) getStream() *clientStream {
 	if v := c.streams.Get(); v != nil {
 		return v.(*clientStream)
 	}
-	cs := &clientStream{cl: c, bodyExited: make(chan struct{}, 1)}
+	cs := &clientStream{cl: c, bodyIdle: make(chan struct{}, 1)}
 	cs.body.cs = cs
 	cs.closeFn = cs.close
 	cs.recvWaitFn = cs.waitRecvWake
@@ -72,9 +78,9 @@ func (c *Client) getStream() *clientStream {
 
 func (c *Client) putStream(cs *clientStream) {
 	cs.cc, cs.req, cs.resp = nil, nil, nil
-	cs.ctx, cs.ctxDone, cs.sctx, cs.srcBody = nil, nil, nil, nil
+	cs.ctx, cs.ctxDone, cs.sctx = nil, nil, nil
 	cs.err = nil
-	drain(cs.bodyExited)
+	drain(cs.bodyIdle)
 	c.streams.Put(cs)
 }
 
@@ -125,7 +131,8 @@ func (cs *clientStream) start(ctx context.Context, cc *clientConn, req *message.
 	cs.headReady = false
 	cs.noBody = string(req.Method) == "HEAD"
 	cs.refs = 1
-	cs.bodyRunning = false
+	cs.bodyRunning, cs.bodyDetached, cs.bodyReading = false, false, false
+	cs.bodyLen = req.ContentLength
 	cs.total = dl.Total
 	resp.Status = 0
 	resp.ContentLength = -1
@@ -164,11 +171,7 @@ func (cs *clientStream) start(ctx context.Context, cc *clientConn, req *message.
 		cs.arm(dl.Total)
 	}
 	if hasBody {
-		if sb, ok := req.Body.(*streamBody); ok {
-			sb.hold()
-			cs.srcBody = sb
-		}
-		go cs.writeBody()
+		go cs.writeBody(req.Body)
 	}
 	return nil
 }
@@ -350,7 +353,8 @@ func (b *clientBody) Read(p []byte) (int, error) {
 	return cs.cc.read(&cs.streamIO, p, cs.recvWaitFn)
 }
 
-// close is resp.Close: release the caller's hold on the stream.
+// close is resp.Close: reset the stream if it is still open, stop the body
+// copy, and release the caller's hold.
 func (cs *clientStream) close() {
 	cc := cs.cc
 	cc.mu.Lock()
@@ -362,18 +366,40 @@ func (cs *clientStream) close() {
 	}
 	cs.readDone = true
 	cc.dropBuffered(&cs.streamIO)
-	waitBody := cs.bodyRunning && cs.srcBody == nil
 	cc.mu.Unlock()
+	cs.detachBody()
 	cs.disarm()
 	if cs.sctx != nil {
 		cs.sctx.unwatch(cs)
 	}
-	if waitBody {
-		// The body goroutine may be inside req.Body.Read, which the caller
-		// owns again once we return: wait for it to notice the reset.
-		<-cs.bodyExited
-	}
 	cs.release()
+}
+
+// aborter is upstream.Aborter: a body whose blocked Read can be interrupted.
+type aborter interface{ Abort() }
+
+// detachBody ends the body goroutine's use of req (see bodyDetached). A
+// body that cannot be interrupted is not waited for: its Read may block on
+// a client that waits for the response; its result is then dropped.
+func (cs *clientStream) detachBody() {
+	cc := cs.cc
+	cc.mu.Lock()
+	if !cs.bodyRunning || cs.bodyDetached {
+		cs.bodyDetached = true
+		cc.mu.Unlock()
+		return
+	}
+	cs.bodyDetached = true
+	reading := cs.bodyReading
+	cc.mu.Unlock()
+	if !reading {
+		return
+	}
+	if a, ok := cs.req.Body.(aborter); ok {
+		// Not under cc.mu: Abort may take the downstream connection's lock.
+		a.Abort()
+		<-cs.bodyIdle
+	}
 }
 
 func (cs *clientStream) release() {
@@ -387,82 +413,76 @@ func (cs *clientStream) release() {
 	}
 }
 
-// writeBody copies the request body upstream, then the trailers.
-func (cs *clientStream) writeBody() {
+// writeBody copies the request body upstream, then the trailers. It reads
+// body (not cs.req.Body, which the caller may change once detached) and
+// looks at req only under cc.mu while not detached.
+func (cs *clientStream) writeBody(body io.Reader) {
 	defer cs.bodyExit()
 	bp := cs.cl.getBuf()
 	defer cs.cl.bufs.Put(bp)
 	buf := *bp
-	req := cs.req
+	cc := cs.cc
 	var sent int64
 	for {
-		var n int
-		var rerr error
-		if cs.srcBody != nil {
-			n, rerr = cs.srcBody.Read(buf)
-		} else {
-			n, rerr = req.Body.Read(buf)
+		cc.mu.Lock()
+		if cs.bodyDetached {
+			cc.mu.Unlock()
+			return
+		}
+		cs.bodyReading = true
+		cc.mu.Unlock()
+		n, rerr := body.Read(buf)
+		cc.mu.Lock()
+		cs.bodyReading = false
+		if cs.bodyDetached {
+			select {
+			case cs.bodyIdle <- struct{}{}:
+			default:
+			}
+			cc.mu.Unlock()
+			return
 		}
 		sent += int64(n)
-		if rerr == io.EOF && req.ContentLength > 0 && sent != req.ContentLength {
+		if rerr == io.EOF && cs.bodyLen > 0 && sent != cs.bodyLen {
 			rerr = io.ErrUnexpectedEOF
 		}
+		if rerr != nil && rerr != io.EOF {
+			cc.mu.Unlock()
+			cs.abort(fmt.Errorf("%w: %w", ErrRequestBody, rerr))
+			return
+		}
+		trailer := &cs.req.Trailer
 		if n > 0 || rerr == io.EOF {
-			end := rerr == io.EOF && req.Trailer.Len() == 0
-			if !cs.send(buf[:n], end) {
+			end := rerr == io.EOF && trailer.Len() == 0
+			ended, err := cc.sendData(&cs.streamIO, buf[:n], end, cs.sendWaitFn)
+			if ended {
+				cc.maybeRemove(cs)
+			}
+			if err != nil || cs.bodyDetached {
+				cc.mu.Unlock()
 				return
 			}
 		}
 		if rerr == io.EOF {
-			if req.Trailer.Len() > 0 {
-				cs.sendTrailers(&req.Trailer)
+			if trailer.Len() > 0 && cs.err == nil && !cs.sendClosed && !cc.closing {
+				cc.hblock = cc.enc.begin(cc.hblock[:0])
+				cc.hblock = appendFields(&cc.enc, cc.hblock, trailer)
+				cc.appendHeaders(cs.id, true, cc.hblock)
+				cs.sendClosed = true
+				cc.maybeRemove(cs)
+				cc.kick()
 			}
+			cc.mu.Unlock()
 			return
 		}
-		if rerr != nil {
-			cs.abort(fmt.Errorf("%w: %w", ErrRequestBody, rerr))
-			return
-		}
+		cc.mu.Unlock()
 	}
-}
-
-func (cs *clientStream) send(p []byte, end bool) bool {
-	cc := cs.cc
-	cc.mu.Lock()
-	ended, err := cc.sendData(&cs.streamIO, p, end, cs.sendWaitFn)
-	if ended {
-		cc.maybeRemove(cs)
-	}
-	cc.mu.Unlock()
-	return err == nil
-}
-
-func (cs *clientStream) sendTrailers(h *message.Headers) {
-	cc := cs.cc
-	cc.mu.Lock()
-	defer cc.mu.Unlock()
-	if cs.err != nil || cs.sendClosed || cc.closing {
-		return
-	}
-	cc.hblock = cc.enc.begin(cc.hblock[:0])
-	cc.hblock = appendFields(&cc.enc, cc.hblock, h)
-	cc.appendHeaders(cs.id, true, cc.hblock)
-	cs.sendClosed = true
-	cc.maybeRemove(cs)
-	cc.kick()
 }
 
 func (cs *clientStream) bodyExit() {
-	if cs.srcBody != nil {
-		cs.srcBody.release()
-	}
 	cc := cs.cc
 	cc.mu.Lock()
 	cs.bodyRunning = false
 	cc.mu.Unlock()
-	select {
-	case cs.bodyExited <- struct{}{}:
-	default:
-	}
 	cs.release()
 }

@@ -680,14 +680,7 @@ func (c *serverConn) finish(st *Stream) {
 	c.remove(st)
 	// Buffered data nobody read still counts against the connection window.
 	c.dropBuffered(&st.streamIO)
-	// A forwarding client may still be copying the body upstream: stop it
-	// and wait, since the stream is about to be reused.
 	st.abortReadLocked()
-	for st.bodyUsers > 0 {
-		c.mu.Unlock()
-		<-st.usersGone
-		c.mu.Lock()
-	}
 	c.active--
 	if c.active == 0 {
 		c.lastIdle = time.Now()

@@ -22,22 +22,16 @@ type Stream struct {
 	// Guarded by c.mu.
 	streamIO
 	headersSent bool
-	// bodyUsers counts goroutines of this package's Client still reading
-	// the body (a forwarded upload); the stream is not recycled before they
-	// are gone.
-	bodyUsers int
-	usersGone chan struct{}
 }
 
-// streamBody is the request body reader; a distinct type so that this
-// package's Client can recognise a body it may interrupt.
+// streamBody is the request body reader.
 type streamBody struct{ st *Stream }
 
 func (s *Server) getStream() *Stream {
 	if v := s.streams.Get(); v != nil {
 		return v.(*Stream)
 	}
-	st := &Stream{usersGone: make(chan struct{}, 1)}
+	st := &Stream{}
 	st.body.st = st
 	return st
 }
@@ -86,27 +80,13 @@ func (b *streamBody) Read(p []byte) (int, error) {
 	return b.st.c.read(&b.st.streamIO, p, nil)
 }
 
-// hold registers a goroutine that will read the body after the caller of
-// RoundTrip may have returned; release undoes it. The stream is recycled
-// only once every holder has released it.
-func (b *streamBody) hold() {
-	st := b.st
-	st.c.mu.Lock()
-	st.bodyUsers++
-	st.c.mu.Unlock()
-}
-
-func (b *streamBody) release() {
-	st := b.st
-	c := st.c
+// Abort makes a Read in progress and every later one fail at once: a
+// transport that forwards this body and is done with it stops its copy
+// (upstream.Aborter).
+func (b *streamBody) Abort() {
+	c := b.st.c
 	c.mu.Lock()
-	st.bodyUsers--
-	if st.bodyUsers == 0 && st.readDone {
-		select {
-		case st.usersGone <- struct{}{}:
-		default:
-		}
-	}
+	b.st.abortReadLocked()
 	c.mu.Unlock()
 }
 
