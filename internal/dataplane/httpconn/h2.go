@@ -38,6 +38,11 @@ func newH2Server(s *Server) *h2Server {
 		h2: &http2.Server{
 			MaxConcurrentStreams: 1000,
 			IdleTimeout:          5 * time.Minute,
+			// Advertise the RFC 9113 default frame size rather than
+			// x/net's 1 MiB: a larger frame is then the FRAME_SIZE_ERROR
+			// peers and h2spec expect, and no peer can make one read of
+			// ours buffer a megabyte.
+			MaxReadFrameSize: 16 << 10,
 		},
 		base: &http.Server{MaxHeaderBytes: 64 << 10},
 		pool: sync.Pool{New: func() any { return new(h2Stream) }},
