@@ -275,3 +275,49 @@ func TestSmugglingBadBodyNotBlamedOnHost(t *testing.T) {
 		})
 	}
 }
+
+// TestSmugglingH2CUpgrade sends an HTTP/1.1 "Upgrade: h2c" request. Tunnelled
+// to a backend that accepts it, the client would speak HTTP/2 straight to
+// that backend for every later request on the connection, past routing and
+// filters ("h2c smuggling"). The proxy must serve it as plain HTTP/1.1.
+func TestSmugglingH2CUpgrade(t *testing.T) {
+	var upgrades sync.Map
+	b := startCountingBackend(t, func(w http.ResponseWriter, r *http.Request) {
+		if u := r.Header.Get("Upgrade"); u != "" {
+			// A lenient backend: it switches to whatever is asked.
+			upgrades.Store(u, true)
+			conn, brw, err := w.(http.Hijacker).Hijack()
+			if err != nil {
+				return
+			}
+			defer conn.Close()
+			fmt.Fprintf(brw, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: %s\r\nConnection: Upgrade\r\n\r\nTUNNEL", u)
+			_ = brw.Flush()
+			return
+		}
+		fmt.Fprintf(w, "plain %s", r.URL.Path)
+	})
+	web := startProtoProxy(t, b.addr, "http1")
+	for _, tc := range []struct{ name, conn string }{
+		{name: "settings listed in connection", conn: "Upgrade, HTTP2-Settings"},
+		{name: "settings not listed", conn: "Upgrade"},
+		{name: "mixed case token", conn: "upgrade"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, br := rawDial(t, web)
+			token := "h2c"
+			if tc.name == "mixed case token" {
+				token = "H2C"
+			}
+			fmt.Fprintf(c, "GET /x HTTP/1.1\r\nHost: a\r\nUpgrade: %s\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\nConnection: %s\r\n\r\n", token, tc.conn)
+			resp, body := readResponse(t, br, "GET")
+			if resp.StatusCode != 200 || string(body) != "plain /x" {
+				t.Fatalf("h2c upgrade: status %d body %q, want the request served as HTTP/1.1", resp.StatusCode, body)
+			}
+		})
+	}
+	upgrades.Range(func(k, _ any) bool {
+		t.Errorf("backend was asked to upgrade to %q", k)
+		return true
+	})
+}

@@ -112,6 +112,14 @@ func (sc *serverConn) handle(ctx context.Context, srv *Server, cfg *Config, f ht
 	st := &sc.stream
 	st.Reset()
 	req := &sc.req
+	if f.Upgrade && req.Header.HasToken("upgrade", "h2c") {
+		// Never forward an upgrade to h2c: an upstream that accepts it would
+		// take every later request on this connection past routing and
+		// filters ("h2c smuggling"). Envoy drops it too; serve HTTP/1.1.
+		req.Header.Del("upgrade")
+		req.Header.Del("http2-settings")
+		f.Upgrade = false
+	}
 	if !f.NoBody && (f.Chunked || f.ContentLength > 0) {
 		sc.body.reset(sc.r.BodyReader(f, &req.Trailer), f.ExpectContinue, sc.nc)
 		req.Body = &sc.body
