@@ -1,6 +1,6 @@
 // Package httpconn owns the HTTP connection manager: it serves downstream
 // HTTP/1.1 (hand-written codec, package http1), h2c and HTTP/2 over TLS
-// (golang.org/x/net/http2's server) on accepted connections, turns each
+// (hand-written, package h2) on accepted connections, turns each
 // request into a filter.Stream, matches its route, runs the listener's filter
 // chain and writes the response back.
 //
@@ -67,7 +67,7 @@ type Source func() *Config
 // Server serves HTTP on connections handed to it by a listener.
 type Server struct {
 	cfg Source
-	h2  *h2Server
+	h2  *h2Handler
 
 	draining atomic.Bool
 	mu       sync.Mutex
@@ -77,7 +77,7 @@ type Server struct {
 // NewServer returns a server reading its config through cfg.
 func NewServer(cfg Source) *Server {
 	s := &Server{cfg: cfg, conns: map[*serverConn]struct{}{}}
-	s.h2 = newH2Server(s)
+	s.h2 = newH2Handler(s)
 	return s
 }
 

@@ -1,13 +1,12 @@
 // Package upstream owns connections to upstream hosts: a hand-written
 // HTTP/1.1 connection pool (keep-alive, one request per connection at a
 // time, the codec from package http1) and multiplexed HTTP/2 (h2c or TLS)
-// on golang.org/x/net/http2's client, behind one Transport interface the
-// router calls.
+// on package h2's client, behind one Transport interface the router calls.
 //
-// HTTP/1.1 is hand-built because it is the hot path of most deployments and
-// net/http's Transport allocates a request, a response, header maps and
-// goroutines per round trip. HTTP/2 framing, flow control and HPACK are not
-// worth re-implementing: x/net/http2 is the well-kept implementation.
+// Both are hand-built because they are the hot path: net/http's Transport
+// and x/net/http2's allocate a request, a response, header maps and
+// goroutine handoffs per round trip (see package h2 for what it keeps from
+// x/net: the frame parser and the HPACK decoder).
 package upstream
 
 import (
