@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -23,16 +24,32 @@ import (
 
 // freePort returns a loopback address that was free a moment ago. Configs
 // name fixed addresses, so tests reserve ports this way.
+//
+// The kernel may hand a just-released port out again at once, so ports given
+// out by this process are remembered and never returned twice.
 func freePort(t testing.TB) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	for {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := ln.Addr().String()
+		ln.Close()
+		portsMu.Lock()
+		dup := portsGiven[addr]
+		portsGiven[addr] = true
+		portsMu.Unlock()
+		if !dup {
+			return addr
+		}
 	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
 }
+
+var (
+	portsMu    sync.Mutex
+	portsGiven = map[string]bool{}
+)
 
 // backend is a real HTTP/1.1 + h2c server on loopback.
 type backend struct {
