@@ -211,6 +211,14 @@ func (cc *clientConn) processFrame(f http2.Frame) error {
 			}
 			return nil
 		}
+		if f.ErrCode == http2.ErrCodeNo && cs.ended {
+			// RFC 9113 8.1: the response is complete and the server wants
+			// no more of the request body. The response stays readable.
+			cs.sendClosed = true
+			cs.wakeSend()
+			cc.remove(cs)
+			return nil
+		}
 		cc.closeStream(cs, peerResetError(f.ErrCode))
 		return nil
 	case *http2.WindowUpdateFrame:
@@ -293,7 +301,7 @@ func (cc *clientConn) endRecv(cs *clientStream) {
 		cc.resetLocked(cs, http2.ErrCodeProtocol)
 		return
 	}
-	cs.recvClosed = true
+	cs.recvClosed, cs.ended = true, true
 	cs.wakeRecv()
 	cc.maybeRemove(cs)
 }
@@ -359,7 +367,7 @@ func (cc *clientConn) onHeaderBlock(id uint32, block []byte, endStream bool) err
 			cc.resetLocked(cs, http2.ErrCodeProtocol)
 			return nil
 		}
-		cs.recvClosed = true
+		cs.recvClosed, cs.ended = true, true
 		cc.maybeRemove(cs)
 	}
 	cs.wakeRecv()
@@ -465,7 +473,9 @@ func (cc *clientConn) closeStream(cs *clientStream, err error) {
 	}
 	cs.recvClosed, cs.sendClosed = true, true
 	cc.remove(cs)
-	cc.dropBuffered(&cs.streamIO)
+	if !cs.ended {
+		cc.dropBuffered(&cs.streamIO)
+	}
 	cs.wakeRecv()
 	cs.wakeSend()
 }

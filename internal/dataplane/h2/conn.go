@@ -192,6 +192,7 @@ type streamIO struct {
 	inTable    bool
 	err        error // set once the stream is reset or the connection died
 	recvClosed bool  // END_STREAM received (or the stream is closed)
+	ended      bool  // END_STREAM really received: the body is complete
 	sendClosed bool  // END_STREAM sent (or the stream is closed)
 	readDone   bool  // the body will not be read any more
 	recvBuf    []byte
@@ -211,6 +212,7 @@ func (s *streamIO) initIO(id uint32, recvWin, sendWin int64, declLen int64, recv
 	s.inTable = true
 	s.err = nil
 	s.recvClosed, s.sendClosed = recvClosed, sendClosed
+	s.ended = recvClosed
 	s.readDone = false
 	if cap(s.recvBuf) > 64<<10 {
 		s.recvBuf = nil
@@ -343,13 +345,13 @@ func (w *connWriter) read(s *streamIO, p []byte, wait func() error) (int, error)
 			w.creditConn(int64(k))
 			w.creditStream(s, int64(k))
 			var err error
-			if len(s.recvBuf) == 0 && s.recvClosed && s.err == nil {
+			if len(s.recvBuf) == 0 && (s.ended || s.recvClosed && s.err == nil) {
 				err = io.EOF
 			}
 			w.mu.Unlock()
 			return k, err
 		}
-		if s.err != nil {
+		if s.err != nil && !s.ended {
 			err := s.err
 			w.mu.Unlock()
 			return 0, err

@@ -238,3 +238,30 @@ func TestHeadTimeout(t *testing.T) {
 		t.Fatalf("timeout took %v", d)
 	}
 }
+
+// TestEarlyResponse: the server answers without reading the upload and
+// ends the request with RST_STREAM(NO_ERROR) (RFC 9113 8.1), as gRPC
+// servers do; the client still reads the whole response, and resp.Close
+// returns although the body reader never ends.
+func TestEarlyResponse(t *testing.T) {
+	addr := startServer(t, &Server{}, func(st *Stream) {
+		var resp message.Response
+		resp.Status = 200
+		resp.ContentLength = 4
+		if st.WriteHeaders(&resp, false) == nil {
+			_ = st.WriteData([]byte("done"), true)
+		}
+	})
+	cl := &Client{}
+	defer cl.Close()
+	pr, pw := io.Pipe()
+	defer pw.Close()
+	go func() { _, _ = pw.Write([]byte("first chunk")) }()
+	res, err := doRequest(t, cl, addr, "POST", "/upload", pr, -1, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(res.body) != "done" {
+		t.Fatalf("body %q", res.body)
+	}
+}

@@ -401,7 +401,7 @@ func (c *serverConn) endRecv(st *Stream) {
 		c.resetLocked(st, http2.ErrCodeProtocol)
 		return
 	}
-	st.recvClosed = true
+	st.recvClosed, st.ended = true, true
 	c.maybeRemove(st)
 }
 
@@ -611,6 +611,9 @@ func (c *serverConn) closeStream(st *Stream, err error) {
 		st.err = err
 	}
 	st.recvClosed, st.sendClosed = true, true
+	// A reset request is never complete, even if END_STREAM had arrived:
+	// its unread bytes are dropped and reads fail.
+	st.ended = false
 	c.remove(st)
 	c.dropBuffered(&st.streamIO)
 	st.wakeRecv()
