@@ -2,6 +2,7 @@ package h2
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net"
 	"testing"
@@ -24,6 +25,13 @@ func proxyHandler(cl *Client, upstream string) Handler {
 		var resp message.Response
 		err := cl.RoundTrip(st.Context(), upstream, st.Request(), &resp, Deadlines{})
 		if err != nil {
+			// A reset upstream is passed on as a reset: gRPC clients read
+			// RST_STREAM(CANCEL) after their deadline as DEADLINE_EXCEEDED.
+			var se *StreamError
+			if errors.As(err, &se) && se.Remote {
+				st.Reset(se.Code)
+				return
+			}
 			var r message.Response
 			r.Status = 502
 			_ = st.WriteHeaders(&r, true)
