@@ -19,6 +19,10 @@
 #   PROXY_CPU=0 LOAD_CPU=1   the proxy's core; the backend and load generators' core
 #   NICE=-10         niceness of everything the run starts (root only; 0 when not
 #                    root): shields the measurement from other work on the box
+#   LATENCY_RT=1     run the fixed-rate latency phase (proxy, backend, rateload)
+#                    under SCHED_FIFO (root only; 0 when not root). All three
+#                    use a few % of a core then, so other work barely notices,
+#                    and the percentiles stop measuring other work's slices
 #   OMNIRELAY_BIN=path   use this binary instead of building ./cmd/omnirelay
 #   RESULTS=file     also write the Markdown report there
 #   INSTALL=0        do not apt-get missing tools; KEEP=1 keep the temp dir and logs
@@ -41,7 +45,11 @@ PEERS=${PEERS:-"omnirelay haproxy nginx revproxy"}
 ROUNDS=${ROUNDS:-1}
 PROXY_CPU=${PROXY_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
-if [[ $(id -u) == 0 ]]; then NICE=${NICE:--10}; else NICE=${NICE:-0}; fi
+if [[ $(id -u) == 0 ]]; then
+	NICE=${NICE:--10} LATENCY_RT=${LATENCY_RT:-1}
+else
+	NICE=${NICE:-0} LATENCY_RT=${LATENCY_RT:-0}
+fi
 OMNIRELAY_BIN=${OMNIRELAY_BIN:-}
 RESULTS=${RESULTS:-}
 INSTALL=${INSTALL:-1}
@@ -320,6 +328,16 @@ take_medians() {
 	done
 }
 
+# per_round KEY : the values of every round, rounded, to show the spread.
+per_round() {
+	local v out=""
+	for v in ${ROUND_VALUES[$1]:-}; do
+		[[ $v =~ ^[0-9.]+$ ]] && v=$(printf '%.0f' "$v")
+		out+="${out:+, }$v"
+	done
+	echo "${out:-—}"
+}
+
 # md_text TEXT : one table cell's worth of TEXT: no pipes, no newlines, short.
 md_text() {
 	local t=${1//|/\\|}
@@ -366,10 +384,41 @@ measure_h1() {
 	R[$peer.h1_busy]=$(awk -v a="${u0%% *}" -v b="${u1%% *}" -v t0="$t0" -v t1="$t1" -v hz="$CLK_TCK" 'BEGIN{printf "%.0f", (b-a)/hz/(t1-t0)*100}')
 }
 
-# measure_latency PEER URL
+# set_policy PRIO PGID... : SCHED_FIFO at PRIO (0: back to SCHED_OTHER, which
+# keeps the nice value set at start) for every thread of every process in the
+# groups.
+set_policy() {
+	local prio=$1 pg pid
+	shift
+	for pg in "$@"; do
+		for pid in $(group_members "$pg"); do
+			if ((prio > 0)); then
+				chrt -a -f -p "$prio" "$pid" >/dev/null 2>&1 || log "warning: chrt -f on pid $pid failed"
+			else
+				chrt -a -o -p 0 "$pid" >/dev/null 2>&1 || true
+			fi
+		done
+	done
+}
+
+# measure_latency PEER URL PGID
 measure_latency() {
-	local peer=$1 url=$2 out=$WORK/$1.rateload kv
-	if ! load "$BIN/rateload" -url "$url" -rate "$RATE" -duration "${DURATION}s" -warmup "${WARMUP}s" -format kv >"$out" 2>"$out.err"; then
+	local peer=$1 url=$2 pg=$3 out=$WORK/$1.rateload kv rc=0
+	local -a rl=("$BIN/rateload" -url "$url" -rate "$RATE" -duration "${DURATION}s" -warmup "${WARMUP}s" -format kv)
+	if [[ $LATENCY_RT == 1 ]]; then
+		# The backend ranks above rateload on their shared core so that a
+		# request wakes it at once: equal SCHED_FIFO tasks do not preempt each
+		# other, and Go's scheduler spins a little before it sleeps.
+		set_policy 2 "$BACKEND_PG"
+		# shellcheck disable=SC2086 # pg is empty for direct
+		set_policy 1 $pg
+		timeout -k 5 $((DURATION + WARMUP + 60)) chrt -f 1 taskset -c "$LOAD_CPU" "${rl[@]}" >"$out" 2>"$out.err" || rc=$?
+		# shellcheck disable=SC2086
+		set_policy 0 "$BACKEND_PG" $pg
+	else
+		load "${rl[@]}" >"$out" 2>"$out.err" || rc=$?
+	fi
+	if ((rc != 0)); then
 		note "$peer" "rateload failed: $(head -c 200 "$out.err")"
 		return
 	fi
@@ -412,7 +461,7 @@ measure_h2() {
 run_direct() {
 	log "direct: backend without a proxy"
 	measure_h1 direct "http://$BACKEND_ADDR/" ""
-	measure_latency direct "http://$BACKEND_ADDR/"
+	measure_latency direct "http://$BACKEND_ADDR/" ""
 	measure_h2 direct "http://$BACKEND_ADDR/" ""
 }
 
@@ -439,7 +488,7 @@ run_peer() {
 	log "$peer: HTTP/1.1 throughput (wrk -c$CONNS, ${DURATION}s)"
 	measure_h1 "$peer" "$PEER_H1" "$pg"
 	log "$peer: latency at $RATE req/s (${DURATION}s)"
-	measure_latency "$peer" "$PEER_H1"
+	measure_latency "$peer" "$PEER_H1" "$pg"
 	if [[ -n $PEER_H2 ]]; then
 		log "$peer: h2c throughput (h2load -c$H2_CLIENTS -m$H2_STREAMS, ${DURATION}s)"
 		measure_h2 "$peer" "$PEER_H2" "$pg"
@@ -478,7 +527,7 @@ report() {
 	echo "- machine: $(nproc) cores, $(awk -F': ' '/^model name/{print $2; exit}' /proc/cpuinfo), Linux $(uname -r);" \
 		"load average before/after: $LOAD_BEFORE / $(cut -d' ' -f1-3 /proc/loadavg)"
 	echo "- proxy on CPU $PROXY_CPU (Go proxies GOMAXPROCS=1, nginx 1 worker, HAProxy nbthread 1);" \
-		"backend and load generators share CPU $LOAD_CPU; all at nice $NICE"
+		"backend and load generators share CPU $LOAD_CPU; all at nice $NICE$( ((LATENCY_RT == 1)) && echo ", latency phase under SCHED_FIFO")"
 	echo "- $ROUNDS round(s), peers interleaved; each number is the median over rounds"
 	echo "- HTTP/1.1: wrk -t1 -c$CONNS -d${DURATION}s; latency: rateload -rate $RATE -duration ${DURATION}s;" \
 		"h2c: h2load -c$H2_CLIENTS -m$H2_STREAMS -D $DURATION; warm-up ${WARMUP}s before each"
@@ -516,14 +565,14 @@ report() {
 	echo
 	echo "Diagnostics (proxy core busy = proxy CPU time / wall time; near 100% means the proxy, not the load side, was the limit):"
 	echo
-	echo "| proxy | h1 core busy | h2c core busy | upstream proto (h1 / h2c phase) | rateload achieved rps | client lag p99 | notes |"
-	echo "|---|---:|---:|---|---:|---:|---|"
+	echo "| proxy | h1 core busy | h2c core busy | upstream proto (h1 / h2c phase) | rateload achieved rps | client lag p99 | h1 rps per round | h2c rps per round | notes |"
+	echo "|---|---:|---:|---|---:|---:|---|---|---|"
 	for peer in "${rows[@]}"; do
-		[[ -z ${SKIP[$peer]:-} ]] || { echo "| $peer | | | | | | $(md_text "${SKIP[$peer]}") |"; continue; }
-		printf '| %s | %s | %s | %s / %s | %s | %s | %s |\n' "$peer" "$(cell "$peer.h1_busy" '%.0f%%')" \
+		[[ -z ${SKIP[$peer]:-} ]] || { echo "| $peer | | | | | | | | $(md_text "${SKIP[$peer]}") |"; continue; }
+		printf '| %s | %s | %s | %s / %s | %s | %s | %s | %s | %s |\n' "$peer" "$(cell "$peer.h1_busy" '%.0f%%')" \
 			"$(cell "$peer.h2_busy" '%.0f%%')" "${R[$peer.h1_up]:-—}" "${R[$peer.h2_up]:-—}" \
-			"$(cell "$peer.rl_achieved_rps" '%.0f')" \
-			"$(cell "$peer.rl_lag_p99_us" '%.0f µs')" "$(md_text "${NOTE[$peer]:-}")"
+			"$(cell "$peer.rl_achieved_rps" '%.0f')" "$(cell "$peer.rl_lag_p99_us" '%.0f µs')" \
+			"$(per_round "$peer.h1_rps")" "$(per_round "$peer.h2_rps")" "$(md_text "${NOTE[$peer]:-}")"
 	done
 }
 
@@ -562,8 +611,8 @@ main() {
 
 	log "backend on CPU $LOAD_CPU"
 	start_group "$WORK/backend.log" "${PIN_LOAD[@]}" "$BIN/backend" -addr "$BACKEND_ADDR"
-	local backend_pg=$STARTED_PG
-	wait_ready "$backend_pg" "http://$BACKEND_ADDR/" || die "backend did not start: $(tail -c 300 "$WORK/backend.log")"
+	BACKEND_PG=$STARTED_PG
+	wait_ready "$BACKEND_PG" "http://$BACKEND_ADDR/" || die "backend did not start: $(tail -c 300 "$WORK/backend.log")"
 
 	for ((ROUND = 1; ROUND <= ROUNDS; ROUND++)); do
 		((ROUNDS == 1)) || log "round $ROUND of $ROUNDS"
@@ -575,7 +624,7 @@ main() {
 		done
 	done
 	take_medians
-	stop_group "$backend_pg"
+	stop_group "$BACKEND_PG"
 
 	if [[ -n $RESULTS ]]; then
 		report | tee "$RESULTS"
