@@ -132,16 +132,17 @@ type serverConn struct {
 	contBadDep bool
 
 	// Guarded by mu.
-	streams        map[uint32]*Stream
-	maxClientID    uint32
-	active         int
-	closed         bool
-	goAwaySent     bool
-	lastIdle       time.Time
-	idleTimer      *time.Timer
-	handlers       sync.WaitGroup
-	pingData       [8]byte
-	pendingPingAck bool
+	streams     map[uint32]*Stream
+	maxClientID uint32
+	active      int
+	closed      bool
+	goAwaySent  bool
+	lastIdle    time.Time
+	idleTimer   *time.Timer
+	handlers    sync.WaitGroup
+	// idleWorkers are stream goroutines waiting for their next stream:
+	// reusing them keeps their grown stacks and skips goroutine creation.
+	idleWorkers []chan *Stream
 }
 
 // ServeConn serves one HTTP/2 connection until it closes, ctx is done or
@@ -217,6 +218,10 @@ func (c *serverConn) shutdown(err error) {
 	}
 	c.closed = true
 	c.closeWrite()
+	for _, ch := range c.idleWorkers {
+		ch <- nil
+	}
+	c.idleWorkers = nil
 	streams := make([]*Stream, 0, len(c.streams))
 	for _, st := range c.streams {
 		streams = append(streams, st)
@@ -461,7 +466,8 @@ func (c *serverConn) onHeaderBlock(id uint32, block []byte, endStream, badDep bo
 	c.active++
 	c.handlers.Add(1)
 	c.mu.Unlock()
-	go c.runStream(st, h)
+	st.h = h
+	c.dispatch(st)
 	return nil
 }
 
@@ -636,6 +642,44 @@ func (c *serverConn) remove(st *Stream) {
 	}
 	st.inTable = false
 	delete(c.streams, st.id)
+}
+
+// dispatch hands st to an idle stream goroutine, or starts one.
+func (c *serverConn) dispatch(st *Stream) {
+	c.mu.Lock()
+	if n := len(c.idleWorkers); n > 0 {
+		ch := c.idleWorkers[n-1]
+		c.idleWorkers[n-1] = nil
+		c.idleWorkers = c.idleWorkers[:n-1]
+		c.mu.Unlock()
+		ch <- st
+		return
+	}
+	c.mu.Unlock()
+	go c.worker(st)
+}
+
+// maxIdleWorkers bounds the stream goroutines a connection keeps parked.
+const maxIdleWorkers = 128
+
+func (c *serverConn) worker(st *Stream) {
+	var ch chan *Stream
+	for {
+		c.runStream(st, st.h)
+		c.mu.Lock()
+		if c.closed || len(c.idleWorkers) >= maxIdleWorkers {
+			c.mu.Unlock()
+			return
+		}
+		if ch == nil {
+			ch = make(chan *Stream, 1)
+		}
+		c.idleWorkers = append(c.idleWorkers, ch)
+		c.mu.Unlock()
+		if st = <-ch; st == nil {
+			return
+		}
+	}
 }
 
 func (c *serverConn) runStream(st *Stream, h Handler) {

@@ -15,6 +15,7 @@ import (
 // returns, so nothing may keep it (or its request) after that.
 type Stream struct {
 	c    *serverConn
+	h    Handler
 	req  message.Request
 	body streamBody
 	ctx  streamCtx
