@@ -253,20 +253,28 @@ func (cs *clientStream) disarm() {
 // cancelled context or a passed deadline resets the stream, which the caller
 // then sees as the stream's error.
 func (cs *clientStream) waitRecvWake() error {
-	select {
-	case <-cs.recvWake:
-	case <-cs.ctxDone:
-		cs.abort(cs.ctx.Err())
+	if cs.ctxDone == nil {
+		<-cs.recvWake // a plain receive is cheaper than select
+	} else {
+		select {
+		case <-cs.recvWake:
+		case <-cs.ctxDone:
+			cs.abort(cs.ctx.Err())
+		}
 	}
 	cs.checkExpired()
 	return nil
 }
 
 func (cs *clientStream) waitSendWake() error {
-	select {
-	case <-cs.sendWake:
-	case <-cs.ctxDone:
-		cs.abort(cs.ctx.Err())
+	if cs.ctxDone == nil {
+		<-cs.sendWake // a plain receive is cheaper than select
+	} else {
+		select {
+		case <-cs.sendWake:
+		case <-cs.ctxDone:
+			cs.abort(cs.ctx.Err())
+		}
 	}
 	cs.checkExpired()
 	return nil
