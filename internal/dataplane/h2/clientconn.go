@@ -70,7 +70,7 @@ func newClientConn(cl *Client, p *pool, nc net.Conn) *clientConn {
 	cc.fr.SetMaxReadFrameSize(defaultMaxFrame)
 	cc.fr.SetReuseFrames()
 	cc.dec = hpack.NewDecoder(defaultHeaderTable, cc.sink.emit)
-	cc.dec.SetMaxStringLength(int(mh))
+	cc.dec.SetMaxStringLength(int(mh) + maxBlockSlack)
 
 	cc.mu.Lock()
 	cc.buf = append(cc.buf, preface...)
@@ -192,7 +192,7 @@ func (cc *clientConn) processFrame(f http2.Frame) error {
 		return nil
 	case *http2.ContinuationFrame:
 		cc.rblock = append(cc.rblock, f.HeaderBlockFragment()...)
-		if len(cc.rblock) > int(cc.maxHeader)+64<<10 {
+		if len(cc.rblock) > int(cc.maxHeader)+maxBlockSlack {
 			return connError{http2.ErrCodeEnhanceYourCalm, "header block too large"}
 		}
 		if !f.HeadersEnded() {

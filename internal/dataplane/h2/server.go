@@ -162,7 +162,7 @@ func (s *Server) ServeConn(ctx context.Context, nc net.Conn, h Handler) {
 	c.fr.SetMaxReadFrameSize(defaultMaxFrame)
 	c.fr.SetReuseFrames()
 	c.dec = hpack.NewDecoder(defaultHeaderTable, c.sink.emit)
-	c.dec.SetMaxStringLength(int(c.lim.maxHeader))
+	c.dec.SetMaxStringLength(int(c.lim.maxHeader) + maxBlockSlack)
 	draining := s.track(c, true)
 	defer s.track(c, false)
 	go c.writeLoop()
@@ -329,7 +329,7 @@ func (c *serverConn) processFrame(f http2.Frame) error {
 		return nil
 	case *http2.ContinuationFrame:
 		c.rblock = append(c.rblock, f.HeaderBlockFragment()...)
-		if len(c.rblock) > int(c.lim.maxHeader)+64<<10 {
+		if len(c.rblock) > int(c.lim.maxHeader)+maxBlockSlack {
 			return connError{http2.ErrCodeEnhanceYourCalm, "header block too large"}
 		}
 		if !f.HeadersEnded() {
