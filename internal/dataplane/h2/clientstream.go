@@ -113,6 +113,12 @@ func (c *Client) RoundTrip(ctx context.Context, addr string, req *message.Reques
 		}
 		if err != nil {
 			cs.close()
+			if attempt < 3 && (req.Body == nil || req.ContentLength == 0) && (err == errGoAwayRefused || err == errPeerRefused) {
+				// Not processed by the server (RFC 9113 8.7) and nothing
+				// of the request is lost: try another connection.
+				resp.Header.Reset()
+				continue
+			}
 			return err
 		}
 		if headOnly {

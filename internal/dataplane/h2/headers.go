@@ -41,10 +41,11 @@ type fieldSink struct {
 	pseudo        uint8
 	status        int
 	contentLength int64
+	scratch       []byte
 }
 
 func (s *fieldSink) start(mode sinkMode, req *message.Request, hdr *message.Headers, maxSize uint32) {
-	*s = fieldSink{mode: mode, req: req, hdr: hdr, maxSize: maxSize, contentLength: -1}
+	*s = fieldSink{mode: mode, req: req, hdr: hdr, maxSize: maxSize, contentLength: -1, scratch: s.scratch}
 }
 
 func (s *fieldSink) emit(f hpack.HeaderField) {
@@ -89,9 +90,19 @@ func (s *fieldSink) emit(f hpack.HeaderField) {
 		}
 		s.contentLength = n
 	}
-	if s.hdr != nil {
-		s.hdr.Add(name, value)
+	if s.hdr == nil {
+		return
 	}
+	if name == "cookie" && s.mode == sinkRequest {
+		// RFC 9113 8.2.3: crumbs may arrive as separate fields; rejoin
+		// them so that an HTTP/1.1 upstream gets the one header it expects.
+		if prev, ok := s.hdr.Get("cookie"); ok {
+			s.scratch = append(append(append(s.scratch[:0], prev...), "; "...), value...)
+			s.hdr.SetBytes("cookie", s.scratch)
+			return
+		}
+	}
+	s.hdr.Add(name, value)
 }
 
 func (s *fieldSink) emitPseudo(name, value string) {

@@ -66,3 +66,24 @@ func TestServerWithGoClient(t *testing.T) {
 		})
 	}
 }
+
+func TestCookieCrumbsJoined(t *testing.T) {
+	got := make(chan string, 1)
+	addr := startServer(t, &Server{}, func(st *Stream) {
+		v, _ := st.Request().Header.Get("cookie")
+		got <- string(v) + "|" + string(rune('0'+st.Request().Header.Count("cookie")))
+		testHandler(st)
+	})
+	tr := h2cTransport()
+	defer tr.CloseIdleConnections()
+	req, _ := http.NewRequest("GET", "http://"+addr+"/hello", nil)
+	req.Header["Cookie"] = []string{"a=1", "b=2", "c=3"}
+	res, err := tr.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if g := <-got; g != "a=1; b=2; c=3|1" {
+		t.Fatalf("cookie %q", g)
+	}
+}
