@@ -254,6 +254,9 @@ render() {
 }
 
 # ---------------------------------------------------------------- peers
+# peer_log PEER : where this round's stdout/stderr of PEER goes.
+peer_log() { echo "$WORK/$1.r$ROUND.log"; }
+
 # start_PEER sets PEER_PG (process group), PEER_H1 and PEER_H2 (URLs; an
 # empty PEER_H2 means the peer cannot proxy h2c to an h2c upstream, with the
 # reason in PEER_H2_NA).
@@ -265,7 +268,7 @@ start_haproxy() {
 	mkdir -p "$dir"
 	render haproxy.cfg.tmpl "$dir/haproxy.cfg" "$dir"
 	haproxy -c -q -f "$dir/haproxy.cfg" || die "haproxy rejected $dir/haproxy.cfg"
-	start_group "$dir/haproxy.log" "${PIN_PROXY[@]}" haproxy -db -f "$dir/haproxy.cfg"
+	start_group "$(peer_log haproxy)" "${PIN_PROXY[@]}" haproxy -db -f "$dir/haproxy.cfg"
 	PEER_PG=$STARTED_PG PEER_H1=http://$PROXY_ADDR/ PEER_H2=http://$PROXY_H2_ADDR/
 }
 
@@ -275,13 +278,13 @@ start_nginx() {
 	mkdir -p "$dir/tmp"
 	render nginx.conf.tmpl "$dir/nginx.conf" "$dir"
 	"$bin" -t -q -p "$dir" -e "$dir/error.log" -c "$dir/nginx.conf" || die "nginx rejected $dir/nginx.conf"
-	start_group "$dir/nginx.log" "${PIN_PROXY[@]}" "$bin" -p "$dir" -e "$dir/error.log" -c "$dir/nginx.conf"
+	start_group "$(peer_log nginx)" "${PIN_PROXY[@]}" "$bin" -p "$dir" -e "$dir/error.log" -c "$dir/nginx.conf"
 	PEER_PG=$STARTED_PG PEER_H1=http://$PROXY_ADDR/ PEER_H2=""
 	PEER_H2_NA="nginx proxies to upstreams over HTTP/1.x only (h2 upstream exists only for grpc_pass)"
 }
 
 start_revproxy() {
-	start_group "$WORK/revproxy.log" env GOMAXPROCS=1 "${PIN_PROXY[@]}" "$BIN/revproxy" \
+	start_group "$(peer_log revproxy)" env GOMAXPROCS=1 "${PIN_PROXY[@]}" "$BIN/revproxy" \
 		-addr "$PROXY_ADDR" -upstream "$BACKEND_ADDR"
 	PEER_PG=$STARTED_PG PEER_H1=http://$PROXY_ADDR/ PEER_H2=http://$PROXY_ADDR/
 }
@@ -290,7 +293,7 @@ start_omnirelay() {
 	local dir=$WORK/omnirelay
 	mkdir -p "$dir"
 	render omnirelay.yaml.tmpl "$dir/omnirelay.yaml" "$dir"
-	start_group "$dir/omnirelay.log" env GOMAXPROCS=1 "${PIN_PROXY[@]}" "$OMNIRELAY" run --config "$dir/omnirelay.yaml"
+	start_group "$(peer_log omnirelay)" env GOMAXPROCS=1 "${PIN_PROXY[@]}" "$OMNIRELAY" run --config "$dir/omnirelay.yaml"
 	PEER_PG=$STARTED_PG PEER_H1=http://$PROXY_ADDR/ PEER_H2=http://$PROXY_ADDR/
 }
 
@@ -315,13 +318,17 @@ end_round() {
 	done
 }
 
-# take_medians : R[key] becomes the median over rounds of each number (a
-# round without a number, such as n/a, wins over numbers: it is a finding).
+# take_medians : R[key] becomes the median over rounds of each number.
 take_medians() {
 	local k v
 	for k in "${!ROUND_VALUES[@]}"; do
 		for v in ${ROUND_VALUES[$k]}; do
-			[[ $v =~ ^[0-9.]+$ ]] || { R[$k]=$v; continue 2; }
+			[[ $v =~ ^[0-9.]+$ ]] && continue
+			# Not a number (n/a, failed, a protocol name): one value if every
+			# round agrees, else all of them, which is itself a finding.
+			R[$k]=$(tr ' ' '\n' <<<"${ROUND_VALUES[$k]}" | sort -u | paste -sd, -)
+			[[ ${R[$k]} == *,* ]] && R[$k]=${ROUND_VALUES[$k]// /,}
+			continue 2
 		done
 		R[$k]=$(tr ' ' '\n' <<<"${ROUND_VALUES[$k]}" | sort -g |
 			awk '{ v[++n] = $0 } END { print (n % 2) ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2 }')
@@ -365,7 +372,7 @@ upstream_proto() {
 
 # measure_h1 PEER URL PGID
 measure_h1() {
-	local peer=$1 url=$2 pg=$3 out=$WORK/$1.wrk u0 u1 t0 t1 b0
+	local peer=$1 url=$2 pg=$3 out=$WORK/$1.r$ROUND.wrk u0 u1 t0 t1 b0
 	load wrk -t1 -c"$CONNS" -d"${WARMUP}s" "$url" >/dev/null 2>&1 || true
 	b0=$(backend_counts)
 	[[ -n $pg ]] && u0=$(group_usage "$pg") && t0=$(now)
@@ -378,6 +385,12 @@ measure_h1() {
 	[[ -n $reqs && -n $rps ]] || { note "$peer" "wrk output unreadable: $(tr '\n' ' ' <"$out")"; return; }
 	errs=$(awk '/Non-2xx/{n+=$NF} /Socket errors/{gsub(/,/,""); n+=$4+$6+$8+$10} END{print n+0}' "$out")
 	((errs == 0)) || note "$peer" "h1: $errs non-2xx/socket errors"
+	# wrk overruns its duration when the machine stalled under it.
+	local took
+	took=$(awk '/ requests in /{sub(/s,$/, "", $4); print $4}' "$out")
+	if awk -v t="$took" -v d="$DURATION" 'BEGIN{exit !(t > d * 1.2)}'; then
+		note "$peer" "h1: wrk ran ${took}s for ${DURATION}s (stalled)"
+	fi
 	R[$peer.h1_rps]=$rps
 	[[ -n $pg ]] || return 0
 	R[$peer.h1_cpu]=$(awk -v a="${u0%% *}" -v b="${u1%% *}" -v n="$reqs" -v hz="$CLK_TCK" 'BEGIN{printf "%.2f", (b-a)/hz*1e6/n}')
@@ -403,7 +416,7 @@ set_policy() {
 
 # measure_latency PEER URL PGID
 measure_latency() {
-	local peer=$1 url=$2 pg=$3 out=$WORK/$1.rateload kv rc=0
+	local peer=$1 url=$2 pg=$3 out=$WORK/$1.r$ROUND.rateload kv rc=0
 	local -a rl=("$BIN/rateload" -url "$url" -rate "$RATE" -duration "${DURATION}s" -warmup "${WARMUP}s" -format kv)
 	if [[ $LATENCY_RT == 1 ]]; then
 		# The backend ranks above rateload on their shared core so that a
@@ -436,7 +449,7 @@ measure_latency() {
 
 # measure_h2 PEER URL PGID
 measure_h2() {
-	local peer=$1 url=$2 pg=$3 out=$WORK/$1.h2load u0 u1 t0 t1 b0
+	local peer=$1 url=$2 pg=$3 out=$WORK/$1.r$ROUND.h2load u0 u1 t0 t1 b0
 	local args=(-c"$H2_CLIENTS" -m"$H2_STREAMS")
 	load h2load "${args[@]}" -D "$WARMUP" "$url" >/dev/null 2>&1 || true
 	b0=$(backend_counts)
@@ -478,7 +491,7 @@ run_peer() {
 	local pg=$PEER_PG
 	if ! wait_ready "$pg" "$PEER_H1"; then
 		local logf
-		logf=$(find "$WORK" -maxdepth 2 -name "$peer.log" | head -1)
+		logf=$(peer_log "$peer")
 		SKIP[$peer]="failed to start: no 200 from $PEER_H1 within 15s; log: $(tail -c 300 "$logf" 2>/dev/null | tr '\n' ' ')"
 		log "$peer: ${SKIP[$peer]}"
 		stop_group "$pg"
