@@ -22,6 +22,7 @@ import (
 
 	"github.com/omnirelay/omnirelay/internal/dataplane/filter"
 	"github.com/omnirelay/omnirelay/internal/dataplane/message"
+	"github.com/omnirelay/omnirelay/internal/dataplane/strmatch"
 )
 
 // Table is an immutable compiled RouteConfiguration.
@@ -67,7 +68,7 @@ type Route struct {
 	path        string
 	pathRe      *regexp.Regexp
 	ignoreCase  bool
-	headers     []headerMatcher
+	headers     []strmatch.Header
 	query       []queryMatcher
 	grpcOnly    bool
 	Kind        ActionKind
@@ -249,7 +250,7 @@ func compileRoute(r *routev3.Route, vh *VirtualHost, fb FilterBuilder) (*Route, 
 	case *routev3.RouteMatch_Path:
 		cr.pathKind, cr.path = pathExact, p.Path
 	case *routev3.RouteMatch_SafeRegex:
-		re, err := compileRegex(p.SafeRegex.GetRegex())
+		re, err := strmatch.CompileRegex(p.SafeRegex)
 		if err != nil {
 			return nil, fmt.Errorf("match.safe_regex: %w", err)
 		}
@@ -263,7 +264,7 @@ func compileRoute(r *routev3.Route, vh *VirtualHost, fb FilterBuilder) (*Route, 
 		cr.path = strings.ToLower(cr.path)
 	}
 	for i, h := range m.GetHeaders() {
-		hm, err := compileHeaderMatcher(h)
+		hm, err := strmatch.CompileRequestHeader(h)
 		if err != nil {
 			return nil, fmt.Errorf("match.headers[%d]: %w", i, err)
 		}
@@ -446,7 +447,7 @@ func (t *Table) Match(req *message.Request) *Route {
 		}
 		ok := true
 		for i := range r.headers {
-			if !r.headers[i].match(req) {
+			if !r.headers[i].MatchRequest(req) {
 				ok = false
 				break
 			}

@@ -35,7 +35,7 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/omnirelay/omnirelay/internal/dataplane/filter"
-	"github.com/omnirelay/omnirelay/internal/dataplane/filters/internal/strmatch"
+	"github.com/omnirelay/omnirelay/internal/dataplane/strmatch"
 	"github.com/omnirelay/omnirelay/internal/dataplane/filters/internal/xdsconfig"
 )
 

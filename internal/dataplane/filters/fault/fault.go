@@ -40,7 +40,7 @@ import (
 
 	"github.com/omnirelay/omnirelay/internal/dataplane/filter"
 	"github.com/omnirelay/omnirelay/internal/dataplane/filters/internal/localreply"
-	"github.com/omnirelay/omnirelay/internal/dataplane/filters/internal/strmatch"
+	"github.com/omnirelay/omnirelay/internal/dataplane/strmatch"
 	"github.com/omnirelay/omnirelay/internal/dataplane/filters/internal/xdsconfig"
 	"github.com/omnirelay/omnirelay/internal/dataplane/message"
 )

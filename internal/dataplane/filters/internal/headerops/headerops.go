@@ -17,7 +17,7 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 
 	"github.com/omnirelay/omnirelay/internal/dataplane/filter"
-	"github.com/omnirelay/omnirelay/internal/dataplane/filters/internal/strmatch"
+	"github.com/omnirelay/omnirelay/internal/dataplane/strmatch"
 	"github.com/omnirelay/omnirelay/internal/dataplane/message"
 )
 

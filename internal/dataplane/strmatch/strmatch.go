@@ -1,6 +1,8 @@
 // Package strmatch compiles Envoy's StringMatcher and HeaderMatcher into
 // matchers that run on the byte-slice headers of internal/dataplane/message
-// without allocating in the common case (a header present once).
+// without allocating in the common case (a header present once). The router
+// and the filters share it so that a matcher means the same thing in a route
+// and in a filter's config.
 package strmatch
 
 import (
@@ -164,6 +166,7 @@ const (
 // ",".
 type Header struct {
 	name         string
+	pseudo       pseudo
 	kind         headerKind
 	present      bool
 	str          String
@@ -173,8 +176,31 @@ type Header struct {
 	missingEmpty bool
 }
 
-// CompileHeader compiles m.
+// pseudo says which request field a route header matcher reads.
+type pseudo uint8
+
+const (
+	pseudoNone pseudo = iota
+	pseudoMethod
+	pseudoPath
+	pseudoAuthority
+	pseudoScheme
+)
+
+// CompileHeader compiles m for matching a header list; pseudo-headers are
+// rejected (use CompileRequestHeader).
 func CompileHeader(m *routev3.HeaderMatcher) (Header, error) {
+	return compileHeader(m, false)
+}
+
+// CompileRequestHeader compiles m for MatchRequest: ":method", ":path",
+// ":authority" (and "host"), ":scheme" read the request's fields, as in
+// Envoy's route matching.
+func CompileRequestHeader(m *routev3.HeaderMatcher) (Header, error) {
+	return compileHeader(m, true)
+}
+
+func compileHeader(m *routev3.HeaderMatcher, allowPseudo bool) (Header, error) {
 	if m == nil || m.GetName() == "" {
 		return Header{}, fmt.Errorf("name: required")
 	}
@@ -183,7 +209,22 @@ func CompileHeader(m *routev3.HeaderMatcher) (Header, error) {
 		invert:       m.GetInvertMatch(),
 		missingEmpty: m.GetTreatMissingHeaderAsEmpty(),
 	}
-	if h.name[0] == ':' {
+	if allowPseudo {
+		switch h.name {
+		case ":method":
+			h.pseudo = pseudoMethod
+		case ":path":
+			h.pseudo = pseudoPath
+		case ":authority", "host":
+			h.pseudo = pseudoAuthority
+		case ":scheme":
+			h.pseudo = pseudoScheme
+		default:
+			if h.name[0] == ':' {
+				return Header{}, fmt.Errorf("name %q: unknown pseudo-header", m.GetName())
+			}
+		}
+	} else if h.name[0] == ':' {
 		return Header{}, fmt.Errorf("name %q: pseudo-headers cannot be matched by this filter", m.GetName())
 	}
 	var err error
@@ -232,6 +273,30 @@ func (h *Header) Name() string { return h.name }
 // Match reports whether hs satisfies the matcher.
 func (h *Header) Match(hs *message.Headers) bool {
 	v, ok := h.value(hs)
+	return h.matchValue(v, ok)
+}
+
+// MatchRequest is Match against a request, pseudo-headers included.
+func (h *Header) MatchRequest(r *message.Request) bool {
+	var v []byte
+	switch h.pseudo {
+	case pseudoMethod:
+		v = r.Method
+	case pseudoPath:
+		v = r.Path
+	case pseudoAuthority:
+		v = r.Authority
+	case pseudoScheme:
+		v = r.Scheme
+	default:
+		var ok bool
+		v, ok = h.value(&r.Header)
+		return h.matchValue(v, ok)
+	}
+	return h.matchValue(v, true)
+}
+
+func (h *Header) matchValue(v []byte, ok bool) bool {
 	if !ok && !h.missingEmpty {
 		// An absent header satisfies only "must be absent" (present_match:
 		// false), or its inversion.
