@@ -48,7 +48,7 @@ func (rt *Router) Serve(s *filter.Stream) error {
 	switch r.Kind {
 	case ActionDirect:
 		s.Reply(r.Direct.Status, r.Direct.Body)
-		rt.applyResponseOps(r, nil, s.Resp)
+		rt.applyResponseOps(s, r, nil, s.Resp)
 		return nil
 	case ActionRedirect:
 		rt.redirect(s, r)
@@ -64,29 +64,29 @@ func (rt *Router) Serve(s *filter.Stream) error {
 	}
 	req := s.Req
 	rt.rewrite(r, req)
-	rt.Table.headers.applyRequest(&req.Header)
-	r.vh.headers.applyRequest(&req.Header)
-	r.headers2.applyRequest(&req.Header)
+	rt.Table.headers.applyRequest(s)
+	r.vh.headers.applyRequest(s)
+	r.headers2.applyRequest(s)
 	if wc != nil {
-		wc.headers.applyRequest(&req.Header)
+		wc.headers.applyRequest(s)
 	}
 	if len(req.Scheme) > 0 {
 		req.Header.SetBytes("x-forwarded-proto", req.Scheme)
 	}
 	rt.forward(s, r, cl)
 	if s.Resp != nil {
-		rt.applyResponseOps(r, wc, s.Resp)
+		rt.applyResponseOps(s, r, wc, s.Resp)
 	}
 	return nil
 }
 
-func (rt *Router) applyResponseOps(r *Route, wc *WeightedCluster, resp *message.Response) {
+func (rt *Router) applyResponseOps(s *filter.Stream, r *Route, wc *WeightedCluster, resp *message.Response) {
 	if wc != nil {
-		wc.headers.applyResponse(&resp.Header)
+		wc.headers.applyResponse(s, resp)
 	}
-	r.headers2.applyResponse(&resp.Header)
-	r.vh.headers.applyResponse(&resp.Header)
-	rt.Table.headers.applyResponse(&resp.Header)
+	r.headers2.applyResponse(s, resp)
+	r.vh.headers.applyResponse(s, resp)
+	rt.Table.headers.applyResponse(s, resp)
 }
 
 func (rt *Router) rewrite(r *Route, req *message.Request) {

@@ -11,6 +11,7 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/omnirelay/omnirelay/internal/dataplane/filter"
+	"github.com/omnirelay/omnirelay/internal/dataplane/headerops"
 	"github.com/omnirelay/omnirelay/internal/dataplane/message"
 )
 
@@ -141,93 +142,44 @@ func (p *RetryPolicy) backoff(n int, rnd func(uint64) uint64) time.Duration {
 	return time.Duration(rnd(uint64(d)))
 }
 
-// headerOps is a compiled set of header additions and removals.
+// headerOps is a compiled set of header additions and removals at one level
+// of a route configuration (route_config, virtual host, route, weighted
+// cluster). Removals run before additions, as in Envoy.
 type headerOps struct {
-	reqAdd, respAdd       []headerAdd
-	reqRemove, respRemove []string
-}
-
-type headerAdd struct {
-	name, value string
-	action      corev3.HeaderValueOption_HeaderAppendAction
+	req, resp headerops.List
 }
 
 func compileHeaderOps(reqAdd []*corev3.HeaderValueOption, reqRm []string, respAdd []*corev3.HeaderValueOption, respRm []string) (headerOps, error) {
 	var ops headerOps
-	conv := func(in []*corev3.HeaderValueOption, what string) ([]headerAdd, error) {
-		var out []headerAdd
-		for i, o := range in {
-			h := o.GetHeader()
-			if h.GetKey() == "" {
-				return nil, fmt.Errorf("%s[%d]: empty header name", what, i)
-			}
-			v := h.GetValue()
-			if len(h.GetRawValue()) > 0 {
-				v = string(h.GetRawValue())
-			}
-			if strings.Contains(v, "%") && strings.Count(v, "%") >= 2 {
-				return nil, fmt.Errorf("%s[%d]: header %q: formatter values (%%...%%) are not supported", what, i, h.GetKey())
-			}
-			act := o.GetAppendAction()
-			if o.GetAppend() != nil && !o.GetAppend().GetValue() {
-				act = corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD
-			}
-			out = append(out, headerAdd{name: strings.ToLower(h.GetKey()), value: v, action: act})
-		}
-		return out, nil
-	}
-	var err error
-	if ops.reqAdd, err = conv(reqAdd, "request_headers_to_add"); err != nil {
+	rm, err := headerops.CompileRemovals("request_headers_to_remove", reqRm)
+	if err != nil {
 		return ops, err
 	}
-	if ops.respAdd, err = conv(respAdd, "response_headers_to_add"); err != nil {
+	add, err := headerops.CompileOptions("request_headers_to_add", reqAdd)
+	if err != nil {
 		return ops, err
 	}
-	for _, n := range reqRm {
-		ops.reqRemove = append(ops.reqRemove, strings.ToLower(n))
+	ops.req = headerops.Concat(rm, add)
+	if rm, err = headerops.CompileRemovals("response_headers_to_remove", respRm); err != nil {
+		return ops, err
 	}
-	for _, n := range respRm {
-		ops.respRemove = append(ops.respRemove, strings.ToLower(n))
+	if add, err = headerops.CompileOptions("response_headers_to_add", respAdd); err != nil {
+		return ops, err
 	}
+	ops.resp = headerops.Concat(rm, add)
 	return ops, nil
 }
 
-func (o *headerOps) empty() bool {
-	return len(o.reqAdd) == 0 && len(o.respAdd) == 0 && len(o.reqRemove) == 0 && len(o.respRemove) == 0
-}
-
-func applyAdds(h *message.Headers, adds []headerAdd) {
-	for i := range adds {
-		a := &adds[i]
-		switch a.action {
-		case corev3.HeaderValueOption_APPEND_IF_EXISTS_OR_ADD:
-			h.Add(a.name, a.value)
-		case corev3.HeaderValueOption_ADD_IF_ABSENT:
-			if !h.Has(a.name) {
-				h.Add(a.name, a.value)
-			}
-		case corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD:
-			h.Set(a.name, a.value)
-		case corev3.HeaderValueOption_OVERWRITE_IF_EXISTS:
-			if h.Has(a.name) {
-				h.Set(a.name, a.value)
-			}
-		}
+func (o *headerOps) applyRequest(s *filter.Stream) {
+	if o.req.Len() > 0 {
+		o.req.Apply(&s.Req.Header, s)
 	}
 }
 
-func (o *headerOps) applyRequest(h *message.Headers) {
-	for _, n := range o.reqRemove {
-		h.Del(n)
+func (o *headerOps) applyResponse(s *filter.Stream, resp *message.Response) {
+	if o.resp.Len() > 0 {
+		o.resp.Apply(&resp.Header, s)
 	}
-	applyAdds(h, o.reqAdd)
-}
-
-func (o *headerOps) applyResponse(h *message.Headers) {
-	for _, n := range o.respRemove {
-		h.Del(n)
-	}
-	applyAdds(h, o.respAdd)
 }
 
 func compileOverrides(m map[string]*anypb.Any, fb FilterBuilder) ([]filter.Filter, error) {

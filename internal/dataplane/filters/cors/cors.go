@@ -35,8 +35,8 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/omnirelay/omnirelay/internal/dataplane/filter"
-	"github.com/omnirelay/omnirelay/internal/dataplane/strmatch"
 	"github.com/omnirelay/omnirelay/internal/dataplane/filters/internal/xdsconfig"
+	"github.com/omnirelay/omnirelay/internal/dataplane/strmatch"
 )
 
 // ConfigType is the listener-level config message (enables the filter).

@@ -40,9 +40,9 @@ import (
 
 	"github.com/omnirelay/omnirelay/internal/dataplane/filter"
 	"github.com/omnirelay/omnirelay/internal/dataplane/filters/internal/localreply"
-	"github.com/omnirelay/omnirelay/internal/dataplane/strmatch"
 	"github.com/omnirelay/omnirelay/internal/dataplane/filters/internal/xdsconfig"
 	"github.com/omnirelay/omnirelay/internal/dataplane/message"
+	"github.com/omnirelay/omnirelay/internal/dataplane/strmatch"
 )
 
 // ConfigType is the xDS config message the factory builds from.

@@ -18,8 +18,8 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/omnirelay/omnirelay/internal/dataplane/filter"
-	"github.com/omnirelay/omnirelay/internal/dataplane/filters/internal/headerops"
 	"github.com/omnirelay/omnirelay/internal/dataplane/filters/internal/xdsconfig"
+	"github.com/omnirelay/omnirelay/internal/dataplane/headerops"
 )
 
 // ConfigType is the xDS config message the factory builds from.

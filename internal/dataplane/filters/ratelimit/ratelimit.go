@@ -35,9 +35,9 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/omnirelay/omnirelay/internal/dataplane/filter"
-	"github.com/omnirelay/omnirelay/internal/dataplane/filters/internal/headerops"
 	"github.com/omnirelay/omnirelay/internal/dataplane/filters/internal/localreply"
 	"github.com/omnirelay/omnirelay/internal/dataplane/filters/internal/xdsconfig"
+	"github.com/omnirelay/omnirelay/internal/dataplane/headerops"
 	"github.com/omnirelay/omnirelay/internal/dataplane/message"
 )
 

@@ -17,8 +17,8 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 
 	"github.com/omnirelay/omnirelay/internal/dataplane/filter"
-	"github.com/omnirelay/omnirelay/internal/dataplane/strmatch"
 	"github.com/omnirelay/omnirelay/internal/dataplane/message"
+	"github.com/omnirelay/omnirelay/internal/dataplane/strmatch"
 )
 
 type action uint8
@@ -64,6 +64,20 @@ func CompileOptions(field string, opts []*corev3.HeaderValueOption) (List, error
 			return List{}, fmt.Errorf("%s[%d]: %w", field, i, err)
 		}
 		l.ops = append(l.ops, op)
+	}
+	return l, nil
+}
+
+// CompileRemovals compiles a list of header names to remove (xDS
+// *_headers_to_remove); field names the list in errors.
+func CompileRemovals(field string, names []string) (List, error) {
+	l := List{ops: make([]op, 0, len(names))}
+	for i, n := range names {
+		name, err := checkName(n)
+		if err != nil {
+			return List{}, fmt.Errorf("%s[%d]: %w", field, i, err)
+		}
+		l.ops = append(l.ops, op{action: remove, name: name})
 	}
 	return l, nil
 }
