@@ -26,7 +26,7 @@
 #   OMNIRELAY_BIN=path   use this binary instead of building ./cmd/omnirelay
 #   RESULTS=file     also write the Markdown report there
 #   INSTALL=0        do not apt-get missing tools; KEEP=1 keep the temp dir and logs
-set -euo pipefail
+set -Eeuo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 readonly REPO CONF_DIR=$REPO/bench/configs
@@ -76,7 +76,7 @@ WORK=""
 
 cleanup() {
 	local rc=$? pg
-	trap - EXIT INT TERM
+	trap - EXIT INT TERM ERR
 	for pg in "${!ALIVE[@]}"; do stop_group "$pg"; done
 	if [[ -n $WORK && -d $WORK ]]; then
 		if [[ $KEEP == 1 ]]; then log "kept $WORK"; else rm -rf "$WORK"; fi
@@ -84,6 +84,7 @@ cleanup() {
 	exit "$rc"
 }
 trap cleanup EXIT
+trap 'log "failed (status $?) at line $LINENO: $BASH_COMMAND"' ERR
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
@@ -356,14 +357,21 @@ md_text() {
 
 load() { timeout -k 5 $((DURATION + WARMUP + 60)) "${PIN_LOAD[@]}" "$@"; }
 
-# backend_counts : "h1_requests h2_requests" served by the backend so far.
+# backend_counts : "h1_requests h2_requests" served by the backend so far,
+# or "?" when the backend did not answer (a stalled machine must not end the
+# run).
 backend_counts() {
-	curl -s --max-time 2 "http://$BACKEND_ADDR/_backend/stats" |
-		awk '{for (i = 1; i <= NF; i++) { split($i, kv, "="); c[kv[1]] = kv[2] } } END { print c["h1_requests"] + 0, c["h2_requests"] + 0 }'
+	local out
+	out=$(curl -s --max-time 5 "http://$BACKEND_ADDR/_backend/stats" 2>/dev/null) || { echo "?"; return 0; }
+	awk '{for (i = 1; i <= NF; i++) { split($i, kv, "="); c[kv[1]] = kv[2] } } END { print c["h1_requests"] + 0, c["h2_requests"] + 0 }' <<<"$out"
 }
 
 # upstream_proto BEFORE AFTER : which protocol the backend saw in between.
 upstream_proto() {
+	if [[ $1 == "?" || $2 == "?" ]]; then
+		echo unknown
+		return
+	fi
 	awk -v b="$1" -v a="$2" 'BEGIN {
 		split(b, x, " "); split(a, y, " "); h1 = y[1] - x[1]; h2 = y[2] - x[2]
 		if (h1 + h2 == 0) print "none"; else if (h1 >= 0.9 * (h1 + h2)) print "h1"; else if (h2 >= 0.9 * (h1 + h2)) print "h2"; else print "mixed"

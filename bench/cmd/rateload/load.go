@@ -26,8 +26,8 @@ type loadConfig struct {
 
 func (c *loadConfig) validate() error {
 	switch {
-	case c.rate <= 0:
-		return fmt.Errorf("rate %v: must be positive", c.rate)
+	case c.rate <= 0 || c.rate > 1e6:
+		return fmt.Errorf("rate %v: want 0 < rate <= 1e6 requests/s", c.rate)
 	case c.duration <= 0:
 		return fmt.Errorf("duration %v: must be positive", c.duration)
 	case c.warmup < 0:
@@ -36,6 +36,8 @@ func (c *loadConfig) validate() error {
 		return fmt.Errorf("conns %d: must be positive", c.conns)
 	case c.timeout <= 0:
 		return fmt.Errorf("timeout %v: must be positive", c.timeout)
+	case c.spin < 0:
+		return fmt.Errorf("spin %v: must not be negative", c.spin)
 	}
 	return nil
 }
@@ -80,6 +82,12 @@ func runLoad(ctx context.Context, cfg loadConfig) (*loadResult, error) {
 	// intended times still carry the delay into the latencies.
 	queue := make(chan job, min(max(int64(cfg.rate*cfg.timeout.Seconds()), 1024), 1<<20))
 
+	p, err := newPacer(cfg.spin)
+	if err != nil {
+		return nil, err
+	}
+	defer p.close()
+
 	workers := make([]*worker, cfg.conns)
 	var wg sync.WaitGroup
 	for i := range workers {
@@ -89,14 +97,6 @@ func runLoad(ctx context.Context, cfg loadConfig) (*loadResult, error) {
 	}
 
 	res := &loadResult{scheduled: cfg.rate, sent: total - warmupN}
-	p, err := newPacer(cfg.spin)
-	if err != nil {
-		cancel()
-		close(queue)
-		wg.Wait()
-		return nil, err
-	}
-	defer p.close()
 	start := time.Now().Add(10 * time.Millisecond)
 	recordStart := start.Add(time.Duration(warmupN) * interval)
 	var schedErr error

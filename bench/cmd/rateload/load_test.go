@@ -152,6 +152,8 @@ func TestValidateAndBuildRequest(t *testing.T) {
 	}{
 		{name: "valid", mutate: func(*loadConfig) {}, url: "http://127.0.0.1:1/x?y=1", method: "GET", ok: true},
 		{name: "zero rate", mutate: func(c *loadConfig) { c.rate = 0 }, url: "http://127.0.0.1:1/", method: "GET"},
+		{name: "rate too high", mutate: func(c *loadConfig) { c.rate = 1e7 }, url: "http://127.0.0.1:1/", method: "GET"},
+		{name: "negative spin", mutate: func(c *loadConfig) { c.spin = -1 }, url: "http://127.0.0.1:1/", method: "GET"},
 		{name: "no conns", mutate: func(c *loadConfig) { c.conns = 0 }, url: "http://127.0.0.1:1/", method: "GET"},
 		{name: "negative warmup", mutate: func(c *loadConfig) { c.warmup = -1 }, url: "http://127.0.0.1:1/", method: "GET"},
 		{name: "https", mutate: func(*loadConfig) {}, url: "https://127.0.0.1:1/", method: "GET"},
