@@ -3,6 +3,7 @@ package h2
 import (
 	"context"
 	"io"
+	"sync"
 	"testing"
 
 	"github.com/omnirelay/omnirelay/internal/dataplane/message"
@@ -10,12 +11,18 @@ import (
 
 var benchBody = make([]byte, 128)
 
+// respPool keeps test handlers' responses out of the allocation counts:
+// the connection manager pools its own the same way.
+var respPool = sync.Pool{New: func() any { return new(message.Response) }}
+
 func smallHandler(st *Stream) {
-	var resp message.Response
+	resp := respPool.Get().(*message.Response)
+	defer respPool.Put(resp)
+	resp.Reset()
 	resp.Status = 200
 	resp.ContentLength = int64(len(benchBody))
 	resp.Header.Add("content-type", "application/octet-stream")
-	if st.WriteHeaders(&resp, false) == nil {
+	if st.WriteHeaders(resp, false) == nil {
 		_ = st.WriteData(benchBody, true)
 	}
 }

@@ -26,6 +26,7 @@ type clientConn struct {
 	dec     *hpack.Decoder
 	sink    fieldSink
 	rblock  []byte
+	hf      headersFrame
 	contID  uint32
 	contEnd bool
 
@@ -142,7 +143,7 @@ func (cc *clientConn) readLoop() {
 	var err error
 	for {
 		var f http2.Frame
-		f, err = cc.fr.ReadFrame()
+		f, err = readFrame(cc.fr, cc.br, &cc.hf)
 		if err != nil {
 			var se http2.StreamError
 			if errors.As(err, &se) {
@@ -152,7 +153,12 @@ func (cc *clientConn) readLoop() {
 			err = classifyReadError(err)
 			break
 		}
-		if err = cc.processFrame(f); err != nil {
+		if f == nil {
+			err = cc.onHeadersFrame(&cc.hf)
+		} else {
+			err = cc.processFrame(f)
+		}
+		if err != nil {
 			break
 		}
 	}
@@ -179,17 +185,19 @@ func (cc *clientConn) fail(err error) {
 	_ = cc.nc.Close()
 }
 
+func (cc *clientConn) onHeadersFrame(hf *headersFrame) error {
+	if hf.endHdrs {
+		return cc.onHeaderBlock(hf.id, hf.frag, hf.endStream)
+	}
+	cc.contID, cc.contEnd = hf.id, hf.endStream
+	cc.rblock = append(cc.rblock[:0], hf.frag...)
+	return nil
+}
+
 func (cc *clientConn) processFrame(f http2.Frame) error {
 	switch f := f.(type) {
 	case *http2.DataFrame:
 		return cc.onData(f)
-	case *http2.HeadersFrame:
-		if f.HeadersEnded() {
-			return cc.onHeaderBlock(f.StreamID, f.HeaderBlockFragment(), f.StreamEnded())
-		}
-		cc.contID, cc.contEnd = f.StreamID, f.StreamEnded()
-		cc.rblock = append(cc.rblock[:0], f.HeaderBlockFragment()...)
-		return nil
 	case *http2.ContinuationFrame:
 		cc.rblock = append(cc.rblock, f.HeaderBlockFragment()...)
 		if len(cc.rblock) > int(cc.maxHeader)+maxBlockSlack {

@@ -22,8 +22,10 @@ import (
 // and trailers copied back as they come.
 func proxyHandler(cl *Client, upstream string) Handler {
 	return func(st *Stream) {
-		var resp message.Response
-		err := cl.RoundTrip(st.Context(), upstream, st.Request(), &resp, Deadlines{})
+		resp := respPool.Get().(*message.Response)
+		defer respPool.Put(resp)
+		resp.Reset()
+		err := cl.RoundTrip(st.Context(), upstream, st.Request(), resp, Deadlines{})
 		if err != nil {
 			// A reset upstream is passed on as a reset: gRPC clients read
 			// RST_STREAM(CANCEL) after their deadline as DEADLINE_EXCEEDED.
@@ -40,19 +42,21 @@ func proxyHandler(cl *Client, upstream string) Handler {
 		defer resp.Close()
 		if resp.Body == nil {
 			if resp.Trailer.Len() > 0 {
-				_ = st.WriteHeaders(&resp, false)
+				_ = st.WriteHeaders(resp, false)
 				_ = st.WriteTrailers(&resp.Trailer)
 				return
 			}
-			_ = st.WriteHeaders(&resp, true)
+			_ = st.WriteHeaders(resp, true)
 			return
 		}
-		if err := st.WriteHeaders(&resp, false); err != nil {
+		if err := st.WriteHeaders(resp, false); err != nil {
 			return
 		}
-		var buf [16 << 10]byte
+		bp := cl.getBuf()
+		defer cl.bufs.Put(bp)
+		buf := *bp
 		for {
-			n, err := resp.Body.Read(buf[:])
+			n, err := resp.Body.Read(buf)
 			end := err == io.EOF && resp.Trailer.Len() == 0
 			if n > 0 || end {
 				if werr := st.WriteData(buf[:n], end); werr != nil {

@@ -127,6 +127,7 @@ type serverConn struct {
 	sink fieldSink
 	// rblock accumulates a header block split over CONTINUATION frames.
 	rblock     []byte
+	hf         headersFrame
 	contID     uint32
 	contEnd    bool
 	contBadDep bool
@@ -280,7 +281,7 @@ func (c *serverConn) onIdle() {
 
 func (c *serverConn) readLoop() error {
 	for {
-		f, err := c.fr.ReadFrame()
+		f, err := readFrame(c.fr, c.br, &c.hf)
 		if err != nil {
 			var se http2.StreamError
 			if errors.As(err, &se) {
@@ -289,7 +290,12 @@ func (c *serverConn) readLoop() error {
 			}
 			return classifyReadError(err)
 		}
-		if err := c.processFrame(f); err != nil {
+		if f == nil {
+			err = c.onHeadersFrame(&c.hf)
+		} else {
+			err = c.processFrame(f)
+		}
+		if err != nil {
 			return err
 		}
 	}
@@ -314,19 +320,19 @@ func classifyReadError(err error) error {
 	return connError{http2.ErrCodeProtocol, err.Error()}
 }
 
+func (c *serverConn) onHeadersFrame(hf *headersFrame) error {
+	if hf.endHdrs {
+		return c.onHeaderBlock(hf.id, hf.frag, hf.endStream, hf.selfDep)
+	}
+	c.contID, c.contEnd, c.contBadDep = hf.id, hf.endStream, hf.selfDep
+	c.rblock = append(c.rblock[:0], hf.frag...)
+	return nil
+}
+
 func (c *serverConn) processFrame(f http2.Frame) error {
 	switch f := f.(type) {
 	case *http2.DataFrame:
 		return c.onData(f)
-	case *http2.HeadersFrame:
-		id := f.StreamID
-		badDep := f.HasPriority() && f.Priority.StreamDep == id
-		if f.HeadersEnded() {
-			return c.onHeaderBlock(id, f.HeaderBlockFragment(), f.StreamEnded(), badDep)
-		}
-		c.contID, c.contEnd, c.contBadDep = id, f.StreamEnded(), badDep
-		c.rblock = append(c.rblock[:0], f.HeaderBlockFragment()...)
-		return nil
 	case *http2.ContinuationFrame:
 		c.rblock = append(c.rblock, f.HeaderBlockFragment()...)
 		if len(c.rblock) > int(c.lim.maxHeader)+maxBlockSlack {
