@@ -27,6 +27,7 @@ type serverConn struct {
 	stream filter.Stream
 	body   reqBody
 	idle   atomic.Bool
+	readDL time.Time // read deadline armed on nc (zero: none)
 }
 
 // h2Preface is the HTTP/2 client connection preface (RFC 9113 3.4).
@@ -34,6 +35,7 @@ const h2Preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
 func (sc *serverConn) serve(ctx context.Context, srv *Server, nc net.Conn, info ConnInfo) {
 	sc.nc = nc
+	sc.readDL = time.Time{}
 	sc.r.Reset(nc)
 	// Requests on an HTTP/1.1 connection are bounded by deadlines, not by
 	// cancellation: a cancelable context would make every upstream attempt
@@ -54,14 +56,14 @@ func (sc *serverConn) serve(ctx context.Context, srv *Server, nc net.Conn, info 
 			return
 		}
 		if first {
-			_ = nc.SetReadDeadline(time.Now().Add(cfg.RequestHeadersTimeout))
+			sc.armRead(time.Now().Add(cfg.RequestHeadersTimeout), 0)
 		} else {
-			_ = nc.SetReadDeadline(time.Now().Add(cfg.IdleTimeout))
+			sc.armRead(time.Now().Add(cfg.IdleTimeout), cfg.IdleTimeout/16)
 		}
 		if first && info.TLS == nil {
 			first = false
 			if sc.isH2Preface() {
-				_ = nc.SetReadDeadline(time.Time{})
+				sc.armRead(time.Time{}, 0)
 				srv.h2.serve(ctx, &prefacedConn{Conn: nc, r: sc.r}, info)
 				return
 			}
@@ -81,7 +83,12 @@ func (sc *serverConn) serve(ctx context.Context, srv *Server, nc net.Conn, info 
 			}
 			return
 		}
-		_ = nc.SetReadDeadline(time.Time{})
+		if f.Upgrade || f.Chunked || f.ContentLength > 0 {
+			// The request reads the socket while it runs (body, tunnel):
+			// the idle deadline must not cut it. A bodiless request leaves
+			// the deadline armed, saving two timer updates per request.
+			sc.armRead(time.Time{}, 0)
+		}
 		// The connection may have idled across a reload: route the request
 		// with the version running now, not the one read before the wait.
 		if cfg = srv.cfg(); cfg == nil {
@@ -92,6 +99,20 @@ func (sc *serverConn) serve(ctx context.Context, srv *Server, nc net.Conn, info 
 			return
 		}
 	}
+}
+
+// armRead sets the connection's read deadline to t unless the one already
+// armed is within slack of it: keep-alive requests arriving back to back
+// then cost no timer update (the idle timeout becomes coarse by slack).
+func (sc *serverConn) armRead(t time.Time, slack time.Duration) {
+	if slack > 0 && !sc.readDL.IsZero() && !t.IsZero() && t.Sub(sc.readDL) < slack {
+		return
+	}
+	if t.IsZero() && sc.readDL.IsZero() {
+		return
+	}
+	sc.readDL = t
+	_ = sc.nc.SetReadDeadline(t)
 }
 
 // isH2Preface peeks for the h2c prior-knowledge preface.

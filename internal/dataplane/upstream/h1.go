@@ -406,7 +406,8 @@ func (c *h1Conn) release() {
 		c.close()
 		return
 	}
-	_ = c.nc.SetDeadline(time.Time{})
+	// The deadlines stay armed while idle: nothing reads an idle pooled
+	// connection, and the next round trip sets its own before any I/O.
 	c.idleSince = time.Now()
 	if !c.hp.put(c, c.t.opt.MaxIdlePerHost) {
 		c.close()
