@@ -119,12 +119,11 @@ func (sc *serverConn) armRead(t time.Time, slack time.Duration) {
 func (sc *serverConn) isH2Preface() bool {
 	// Every valid HTTP/1 request line is longer than 3 bytes, so this peek
 	// never waits for bytes a real HTTP/1 client will not send.
-	b, err := sc.r.Peek(3)
-	if err != nil || string(b) != "PRI" {
-		return false
-	}
-	b, err = sc.r.Peek(len(h2Preface))
-	return err == nil && string(b) == h2Preface
+	b, err := sc.r.Peek(4)
+	// RFC 9113 3.4 reserves the PRI method for the preface: a connection
+	// starting with it is HTTP/2, and the HTTP/2 server answers a malformed
+	// preface with GOAWAY(PROTOCOL_ERROR) as the RFC asks.
+	return err == nil && string(b) == "PRI "
 }
 
 // handle serves one request and reports whether the connection may serve
