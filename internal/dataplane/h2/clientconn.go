@@ -66,7 +66,7 @@ func newClientConn(cl *Client, p *pool, nc net.Conn) *clientConn {
 	cc.maxHeader = mh
 	cc.streamWin, cc.connWin = int64(sw), int64(cw)
 	cc.recv.avail = cc.connWin
-	cc.br = bufio.NewReaderSize(nc, 32<<10)
+	cc.br = bufio.NewReaderSize(yieldReader{nc}, 32<<10)
 	cc.fr = http2.NewFramer(nil, cc.br)
 	cc.fr.SetMaxReadFrameSize(defaultMaxFrame)
 	cc.fr.SetReuseFrames()

@@ -158,7 +158,7 @@ func (s *Server) ServeConn(ctx context.Context, nc net.Conn, h Handler) {
 	c.connWin = int64(c.lim.connWindow)
 	c.streamWin = int64(c.lim.streamWindow)
 	c.recv.avail = c.connWin
-	c.br = bufio.NewReaderSize(nc, 32<<10)
+	c.br = bufio.NewReaderSize(yieldReader{nc}, 32<<10)
 	c.fr = http2.NewFramer(nil, c.br)
 	c.fr.SetMaxReadFrameSize(defaultMaxFrame)
 	c.fr.SetReuseFrames()
