@@ -196,7 +196,6 @@ func TestPeerDiesMidStream(t *testing.T) {
 				hb = enc.fieldString(hb, ":status", []byte("200"))
 				_ = fr.WriteHeaders(http2.HeadersFrameParam{StreamID: hf.StreamID, BlockFragment: hb, EndHeaders: true})
 				_ = fr.WriteData(hf.StreamID, false, []byte(strings.Repeat("d", 100)))
-				time.Sleep(50 * time.Millisecond)
 				nc.Close()
 				return
 			}
