@@ -9,8 +9,8 @@ import (
 // streamCtx is a server stream's context: done when the peer resets the
 // stream, when the connection dies, or when the handler has returned. It is
 // part of the pooled Stream so that a request costs no context allocation;
-// its Done channel is made only if someone asks for it, and kept across
-// streams unless it was closed.
+// its Done channel is made only if someone asks for it (this package's
+// Client does not: it registers itself as the watcher instead).
 //
 // It implements the unexported afterFuncer interface of package context, so
 // that context.WithCancel and context.AfterFunc on it register a callback
@@ -128,7 +128,8 @@ func (c *streamCtx) cancel(err error) {
 }
 
 // reset prepares the context for the next stream. A closed Done channel
-// cannot be reused; an open one can, since nobody may hold it any more.
+// cannot be reused; an open one (a stream that was never cancelled, which
+// finish does not allow) could be, since nobody may hold it any more.
 func (c *streamCtx) reset(parent context.Context) {
 	c.mu.Lock()
 	if c.err != nil {
