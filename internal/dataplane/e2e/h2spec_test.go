@@ -48,19 +48,9 @@ var (
 	h2specFailed  = regexp.MustCompile(`(?m)×\s+\d+:\s+(.+?)\s*$`)
 )
 
-// h2specKnown are the failures accepted, by test description, with why.
-// Any other failure fails the test.
-var h2specKnown = map[string]string{
-	// x/net/http2 rejects a SETTINGS frame that repeats a parameter (a
-	// deliberate denial-of-service guard, server.go processSettings);
-	// RFC 9113 6.5.3 wants them applied in order.
-	"Sends multiple values of SETTINGS_INITIAL_WINDOW_SIZE": "x/net/http2: duplicate settings are a connection error",
-	// x/net/http2 answers these with a 400 response instead of a stream
-	// error of type PROTOCOL_ERROR, before the proxy's handler runs. The
-	// request is refused and never forwarded either way.
-	"Sends a HEADERS frame that contains the connection-specific header field":                     "x/net/http2: 400 instead of RST_STREAM(PROTOCOL_ERROR)",
-	`Sends a HEADERS frame that contains the TE header field with any value other than "trailers"`: "x/net/http2: 400 instead of RST_STREAM(PROTOCOL_ERROR)",
-}
+// h2specKnown lists accepted deviations on every listener: none since the
+// hand-written HTTP/2 server (internal/dataplane/h2) replaced x/net/http2's.
+var h2specKnown = map[string]string{}
 
 // h2specKnownH2C are accepted on the cleartext listener only, which speaks
 // HTTP/1.1 too: bytes that are not the HTTP/2 preface are an HTTP/1.1
