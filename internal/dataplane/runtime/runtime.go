@@ -149,9 +149,6 @@ func (rt *Runtime) apply(snap *resources.Snapshot, source string, force bool) (e
 	// the version instead of half-applying it.
 	fresh := map[string]*listener.Listener{}
 	for name, lc := range v.Listeners {
-		if l := rt.listeners[name]; l != nil && l.Config().Address == lc.Address {
-			continue
-		}
 		if old := rt.listeners[name]; old != nil && sameAddr(old, lc.Address) {
 			continue
 		}
