@@ -96,9 +96,8 @@ type Service struct {
 	Healthy   int
 }
 
-// Options configures a Registry.
+// Options configures a Registry; the zero value is usable.
 type Options struct {
-	Store store.Store
 	// Now is the clock (time.Now when nil); tests move it to expire leases.
 	Now func() time.Time
 	Log *slog.Logger
@@ -117,12 +116,10 @@ type Registry struct {
 	sweep time.Duration
 }
 
-// New returns a registry over o.Store.
-func New(o Options) (*Registry, error) {
-	if o.Store == nil {
-		return nil, errors.New("registry: no store")
-	}
-	r := &Registry{st: o.Store, now: o.Now, log: o.Log, sweep: o.SweepInterval}
+// New returns a registry over st, which it does not own (the caller closes
+// it).
+func New(st store.Store, o Options) *Registry {
+	r := &Registry{st: st, now: o.Now, log: o.Log, sweep: o.SweepInterval}
 	if r.now == nil {
 		r.now = time.Now
 	}
@@ -132,7 +129,7 @@ func New(o Options) (*Registry, error) {
 	if r.sweep <= 0 {
 		r.sweep = 10 * time.Second
 	}
-	return r, nil
+	return r
 }
 
 // Register validates ep and stores it under a fresh lease of ttl (0 means

@@ -48,11 +48,7 @@ func openStore(t *testing.T) store.Store {
 
 func newRegistry(t *testing.T, st store.Store, c *clock) *Registry {
 	t.Helper()
-	r, err := New(Options{Store: st, Now: c.Now, SweepInterval: 10 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return r
+	return New(st, Options{Now: c.Now, SweepInterval: 10 * time.Millisecond})
 }
 
 func TestRegisterValidation(t *testing.T) {
