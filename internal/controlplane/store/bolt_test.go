@@ -5,11 +5,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"testing"
-
-	"go.uber.org/goleak"
 )
-
-func etcdLeakIgnores() []goleak.Option { return nil }
 
 // TestBoltHistory covers the bbolt store's own "compaction": a watcher that
 // asks for revisions older than the kept history, or falls too far behind,
