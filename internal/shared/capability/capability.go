@@ -163,6 +163,21 @@ func FromNode(n *corev3.Node) Set {
 	}
 }
 
+// Default returns the Set FromNode gives a client of kind k that says
+// nothing more about itself: the known filters of a stock build.
+func Default(k Kind) Set {
+	switch k {
+	case KindOmniRelay:
+		return Set{Kind: k}
+	case KindEnvoy:
+		return Set{Kind: k, Filters: envoyFilters(), Runtimes: []string{"native", "wasm"}}
+	case KindGRPC:
+		return Set{Kind: k, Filters: grpcFilters()}
+	default:
+		return Set{Kind: KindUnknown, Filters: unknownFilters()}
+	}
+}
+
 func kindOf(n *corev3.Node) Kind {
 	ua := n.GetUserAgentName()
 	switch {

@@ -281,3 +281,23 @@ func FuzzFromNode(f *testing.F) {
 		}
 	})
 }
+
+func TestDefault(t *testing.T) {
+	tests := []struct {
+		name string
+		kind Kind
+		node *corev3.Node
+	}{
+		{name: "envoy", kind: KindEnvoy, node: &corev3.Node{UserAgentName: "envoy"}},
+		{name: "grpc", kind: KindGRPC, node: &corev3.Node{UserAgentName: "gRPC Java"}},
+		{name: "unknown", kind: KindUnknown, node: &corev3.Node{}},
+		{name: "bogus kind is unknown", kind: Kind("bogus"), node: &corev3.Node{}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got, want := Default(tt.kind).Fingerprint(), FromNode(tt.node).Fingerprint(); got != want {
+				t.Errorf("Default(%q) differs from FromNode of a bare node:\n%+v\n%+v", tt.kind, Default(tt.kind), FromNode(tt.node))
+			}
+		})
+	}
+}

@@ -155,6 +155,10 @@ type HTTPFilter struct {
 	LocalRateLimit *LocalRateLimit `yaml:"local_rate_limit"`
 	Fault          *Fault          `yaml:"fault"`
 	CORS           *CORS           `yaml:"cors"`
+	// Optional lets a proxy that cannot run this filter skip it instead of
+	// rejecting the listener (xDS is_optional; MeshKit drops it for such
+	// proxies).
+	Optional bool `yaml:"optional"`
 }
 
 // HeadersFilter adds and removes request and response headers on every
@@ -374,7 +378,15 @@ type Cluster struct {
 	// EDS publishes the endpoints as a separate ClusterLoadAssignment
 	// (served over ADS) instead of inline.
 	EDS bool `yaml:"eds"`
+	// Service names a service of MeshKit's registry whose registered
+	// endpoints join the static ones. It implies EDS, and lets the cluster
+	// list no static endpoint at all.
+	Service string `yaml:"service"`
 }
+
+// UsesEDS reports whether the cluster's endpoints travel as a separate
+// ClusterLoadAssignment: eds: true, or a registry service.
+func (c *Cluster) UsesEDS() bool { return c.EDS || c.Service != "" }
 
 // EffectiveLB returns LB or LBRoundRobin.
 func (c *Cluster) EffectiveLB() LBPolicy {
@@ -407,6 +419,24 @@ type Endpoint struct {
 	// Priority 0 is used first; higher priorities take over when lower
 	// ones are unhealthy.
 	Priority uint32 `yaml:"priority"`
+	// Health is healthy (default), unhealthy or draining. MeshKit sets it
+	// from the registry; proxies send no new requests to the other two.
+	Health string `yaml:"health"`
+}
+
+// Endpoint health values.
+const (
+	HealthHealthy   = "healthy"
+	HealthUnhealthy = "unhealthy"
+	HealthDraining  = "draining"
+)
+
+// EffectiveHealth returns Health or HealthHealthy.
+func (e *Endpoint) EffectiveHealth() string {
+	if e.Health == "" {
+		return HealthHealthy
+	}
+	return e.Health
 }
 
 // Locality places an endpoint for zone-aware balancing.

@@ -3,6 +3,7 @@ package config
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"fmt"
 	"os"
 	"strings"
 )
@@ -14,8 +15,13 @@ func (v *validator) cluster(c *Cluster, p string) {
 	default:
 		v.errf(p+".lb", "unknown lb policy %q (want round_robin, least_request, random, ring_hash or maglev)", c.LB)
 	}
-	if len(c.Endpoints) == 0 && !c.EDS {
-		v.errf(p+".endpoints", "a cluster needs at least one endpoint (or eds: true)")
+	if c.Service != "" {
+		if err := checkServiceName(c.Service); err != nil {
+			v.errf(p+".service", "invalid service name %q: %v", c.Service, err)
+		}
+	}
+	if len(c.Endpoints) == 0 && !c.UsesEDS() {
+		v.errf(p+".endpoints", "a cluster needs at least one endpoint (or eds: true, or a service)")
 	}
 	seen := map[string]int{}
 	for i, e := range c.Endpoints {
@@ -28,8 +34,13 @@ func (v *validator) cluster(c *Cluster, p string) {
 		case err != nil:
 			v.errf(ep, "invalid address %q: %v", e.Address, err)
 			continue
-		case c.EDS && !isIP:
+		case c.UsesEDS() && !isIP:
 			v.errf(ep, "eds endpoints must be IP addresses, not %q", e.Address)
+		}
+		switch e.Health {
+		case "", HealthHealthy, HealthUnhealthy, HealthDraining:
+		default:
+			v.errf(ep+".health", "unknown health %q (want healthy, unhealthy or draining)", e.Health)
 		}
 		if j, dup := seen[e.Address]; dup {
 			v.errf(ep, "endpoint %s is listed twice (also endpoints[%d])", e.Address, j)
@@ -93,6 +104,26 @@ func (v *validator) cluster(c *Cluster, p string) {
 			v.errf(p+".maglev.table_size", "table_size %d must be a prime number up to 5000011", n)
 		}
 	}
+}
+
+// checkServiceName accepts registry service names: 1 to 253 characters,
+// ASCII letters, digits, '.', '-' and '_', starting and ending with a letter
+// or digit. They end up in keys and metric labels, hence the small alphabet.
+func checkServiceName(s string) error {
+	if len(s) > 253 {
+		return fmt.Errorf("longer than 253 characters")
+	}
+	alnum := func(b byte) bool { return b >= 'a' && b <= 'z' || b >= 'A' && b <= 'Z' || b >= '0' && b <= '9' }
+	for i := 0; i < len(s); i++ {
+		b := s[i]
+		if !alnum(b) && b != '.' && b != '-' && b != '_' {
+			return fmt.Errorf("character %q at offset %d is not a letter, digit, '.', '-' or '_'", b, i)
+		}
+	}
+	if !alnum(s[0]) || !alnum(s[len(s)-1]) {
+		return fmt.Errorf("must start and end with a letter or digit")
+	}
+	return nil
 }
 
 func (v *validator) atLeastOne(p string, n *uint32) {

@@ -592,13 +592,29 @@ clusters: [{ name: c, endpoints: [127.0.0.1:9] }]
   - { name: c, eds: true, endpoints: [backend.local:80] }
 `,
 			want: []string{
-				"$DIR/c.yaml:2:7: clusters[0].endpoints: a cluster needs at least one endpoint (or eds: true)",
+				"$DIR/c.yaml:2:7: clusters[0].endpoints: a cluster needs at least one endpoint (or eds: true, or a service)",
 				"$DIR/c.yaml:3:28: clusters[1].endpoints[0]: invalid address \"127.0.0.1\": missing port in address (want host:port)",
 				"$DIR/c.yaml:3:39: clusters[1].endpoints[1]: invalid address \"bad_host!:80\": host \"bad_host!\" is neither an IP address nor a DNS name",
 				"$DIR/c.yaml:3:55: clusters[1].endpoints[2]: invalid address \":80\": host is empty (want host:port)",
 				"$DIR/c.yaml:3:75: clusters[1].endpoints[4]: endpoint 127.0.0.1:9 is listed twice (also endpoints[3])",
 				"$DIR/c.yaml:3:123: clusters[1].endpoints[5].priority: priority 200 is more than 127",
 				"$DIR/c.yaml:4:39: clusters[2].endpoints[0]: eds endpoints must be IP addresses, not \"backend.local:80\"",
+			},
+		},
+		{
+			name: "cluster service and endpoint health",
+			yaml: `clusters:
+  - { name: a, service: "-bad" }
+  - { name: b, service: "has space" }
+  - { name: c, service: web, endpoints: [backend.local:80] }
+  - { name: d, endpoints: [{ address: 127.0.0.1:1, health: sick }, { address: 127.0.0.1:2, health: draining }] }
+  - { name: e, service: web.prod_v2 }
+`,
+			want: []string{
+				"$DIR/c.yaml:2:25: clusters[0].service: invalid service name \"-bad\": must start and end with a letter or digit",
+				"$DIR/c.yaml:3:25: clusters[1].service: invalid service name \"has space\": character ' ' at offset 3 is not a letter, digit, '.', '-' or '_'",
+				"$DIR/c.yaml:4:42: clusters[2].endpoints[0]: eds endpoints must be IP addresses, not \"backend.local:80\"",
+				"$DIR/c.yaml:5:60: clusters[3].endpoints[0].health: unknown health \"sick\" (want healthy, unhealthy or draining)",
 			},
 		},
 		{

@@ -3,6 +3,7 @@ package translate
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -38,20 +39,21 @@ func (t *translator) cluster(c *config.Cluster) (*clusterv3.Cluster, *endpointv3
 		ConnectTimeout: durationOr(c.ConnectTimeout, config.DefaultConnectTimeout),
 		LbPolicy:       lb,
 	}
-	cla, err := loadAssignment(c)
+	eps, err := t.endpoints(c)
+	if err != nil {
+		return nil, nil, err
+	}
+	cla, err := loadAssignment(c.Name, eps)
 	if err != nil {
 		return nil, nil, err
 	}
 	var edsCLA *endpointv3.ClusterLoadAssignment
 	switch {
-	case c.EDS:
+	case c.UsesEDS() || t.opts.ADS && allIPs(eps):
 		out.ClusterDiscoveryType = &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS}
-		out.EdsClusterConfig = &clusterv3.Cluster_EdsClusterConfig{EdsConfig: &corev3.ConfigSource{
-			ConfigSourceSpecifier: &corev3.ConfigSource_Ads{Ads: &corev3.AggregatedConfigSource{}},
-			ResourceApiVersion:    corev3.ApiVersion_V3,
-		}}
+		out.EdsClusterConfig = &clusterv3.Cluster_EdsClusterConfig{EdsConfig: adsSource()}
 		edsCLA = cla
-	case allIPs(c.Endpoints):
+	case allIPs(eps):
 		out.ClusterDiscoveryType = &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STATIC}
 		out.LoadAssignment = cla
 	default:
@@ -126,16 +128,78 @@ type localityKey struct {
 	priority              uint32
 }
 
+// endpoints returns the cluster's static endpoints followed by its
+// registry service's. Registry endpoints did not go through config
+// validation, so they are checked here; one listed twice (or also
+// statically) keeps its first entry, since clients such as gRPC reject a
+// load assignment naming an address twice.
+func (t *translator) endpoints(c *config.Cluster) ([]config.Endpoint, error) {
+	if c.Service == "" || t.opts.ServiceEndpoints == nil {
+		return c.Endpoints, nil
+	}
+	reg := t.opts.ServiceEndpoints(c.Service)
+	if len(reg) == 0 {
+		return c.Endpoints, nil
+	}
+	out := slices.Clone(c.Endpoints)
+	seen := make(map[string]bool, len(c.Endpoints)+len(reg))
+	for _, e := range c.Endpoints {
+		seen[e.Address] = true
+	}
+	for i, e := range reg {
+		if err := checkRegistryEndpoint(e); err != nil {
+			return nil, fmt.Errorf("service %q: endpoint %d (%s): %w", c.Service, i, e.Address, err)
+		}
+		if seen[e.Address] {
+			continue
+		}
+		seen[e.Address] = true
+		out = append(out, e)
+	}
+	return out, nil
+}
+
+func checkRegistryEndpoint(e config.Endpoint) error {
+	host, _, err := config.SplitAddress(e.Address)
+	if err != nil {
+		return err
+	}
+	if _, err := netip.ParseAddr(host); err != nil {
+		return fmt.Errorf("registry endpoints must be IP addresses: %w", err)
+	}
+	if e.Priority > 127 {
+		return fmt.Errorf("priority %d is more than 127", e.Priority)
+	}
+	if _, ok := healthStatus(e.Health); !ok && e.Health != "" {
+		return fmt.Errorf("unknown health %q", e.Health)
+	}
+	return nil
+}
+
+// healthStatus maps config health to xDS; "" stays UNKNOWN, which every
+// client treats as healthy.
+func healthStatus(h string) (corev3.HealthStatus, bool) {
+	switch h {
+	case config.HealthHealthy:
+		return corev3.HealthStatus_HEALTHY, true
+	case config.HealthUnhealthy:
+		return corev3.HealthStatus_UNHEALTHY, true
+	case config.HealthDraining:
+		return corev3.HealthStatus_DRAINING, true
+	}
+	return corev3.HealthStatus_UNKNOWN, false
+}
+
 // loadAssignment groups endpoints by locality and priority, in the order
 // they first appear. Every locality gets a load_balancing_weight (the sum of
 // its endpoints' weights): gRPC proxyless clients drop localities without
 // one.
-func loadAssignment(c *config.Cluster) (*endpointv3.ClusterLoadAssignment, error) {
-	cla := &endpointv3.ClusterLoadAssignment{ClusterName: c.Name}
+func loadAssignment(cluster string, eps []config.Endpoint) (*endpointv3.ClusterLoadAssignment, error) {
+	cla := &endpointv3.ClusterLoadAssignment{ClusterName: cluster}
 	groups := map[localityKey]*endpointv3.LocalityLbEndpoints{}
 	weights := map[localityKey]uint32{}
 	var order []localityKey
-	for _, e := range c.Endpoints {
+	for _, e := range eps {
 		host, port, err := config.SplitAddress(e.Address)
 		if err != nil {
 			return nil, fmt.Errorf("endpoint %q: %w", e.Address, err)
@@ -156,6 +220,7 @@ func loadAssignment(c *config.Cluster) (*endpointv3.ClusterLoadAssignment, error
 		lbe := &endpointv3.LbEndpoint{HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{
 			Address: socketAddress(host, port),
 		}}}
+		lbe.HealthStatus, _ = healthStatus(e.Health)
 		w := uint32(1)
 		if e.Weight > 0 {
 			w = e.Weight

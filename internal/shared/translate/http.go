@@ -32,7 +32,8 @@ import (
 )
 
 // hcm builds the HttpConnectionManager of an http or https listener, with
-// its route configuration inline (named after the listener).
+// its route configuration (named after the listener) inline, or in ADS form
+// fetched through RDS.
 func (t *translator) hcm(l *config.Listener) (*listenerv3.Filter, error) {
 	m := &hcmv3.HttpConnectionManager{
 		CodecType:         hcmv3.HttpConnectionManager_AUTO,
@@ -56,7 +57,12 @@ func (t *translator) hcm(l *config.Listener) (*listenerv3.Filter, error) {
 	if err != nil {
 		return nil, err
 	}
-	m.RouteSpecifier = &hcmv3.HttpConnectionManager_RouteConfig{RouteConfig: rc}
+	if t.opts.ADS {
+		m.RouteSpecifier = &hcmv3.HttpConnectionManager_Rds{Rds: rds(rc.Name)}
+		t.routes = append(t.routes, rc)
+	} else {
+		m.RouteSpecifier = &hcmv3.HttpConnectionManager_RouteConfig{RouteConfig: rc}
+	}
 	if l.AccessLog != nil {
 		if m.AccessLog, err = t.accessLog(l.Name, l.AccessLog, httpLogFields); err != nil {
 			return nil, err
@@ -73,16 +79,18 @@ func (t *translator) httpFilters(l *config.Listener) ([]*hcmv3.HttpFilter, *conf
 	var out []*hcmv3.HttpFilter
 	var cors *config.CORS
 	hasRL := false
+	optional := false
 	add := func(name string, m proto.Message) error {
 		a, err := typed(m)
 		if err != nil {
 			return err
 		}
-		out = append(out, &hcmv3.HttpFilter{Name: name, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: a}})
+		out = append(out, &hcmv3.HttpFilter{Name: name, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: a}, IsOptional: optional})
 		return nil
 	}
 	for _, f := range l.Filters {
 		var err error
+		optional = f.Optional
 		switch {
 		case f.Headers != nil:
 			err = add(NameHeaderMut, headerMutation(f.Headers))
@@ -99,6 +107,9 @@ func (t *translator) httpFilters(l *config.Listener) ([]*hcmv3.HttpFilter, *conf
 			return nil, nil, err
 		}
 	}
+	// Route limits and the router are not optional: without them the
+	// routes would run without their limits, or not at all.
+	optional = false
 	if !hasRL && routesLimit(l) {
 		if err := add(NameLocalRL, &localrlv3.LocalRateLimit{StatPrefix: l.Name}); err != nil {
 			return nil, nil, err
@@ -108,6 +119,18 @@ func (t *translator) httpFilters(l *config.Listener) ([]*hcmv3.HttpFilter, *conf
 		return nil, nil, err
 	}
 	return out, cors, nil
+}
+
+// adsSource is the config source of every resource fetched over ADS.
+func adsSource() *corev3.ConfigSource {
+	return &corev3.ConfigSource{
+		ConfigSourceSpecifier: &corev3.ConfigSource_Ads{Ads: &corev3.AggregatedConfigSource{}},
+		ResourceApiVersion:    corev3.ApiVersion_V3,
+	}
+}
+
+func rds(name string) *hcmv3.Rds {
+	return &hcmv3.Rds{ConfigSource: adsSource(), RouteConfigName: name}
 }
 
 func routesLimit(l *config.Listener) bool {

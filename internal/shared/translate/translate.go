@@ -11,6 +11,7 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	tlsinspectorv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/tls_inspector/v3"
 	tcpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
@@ -40,13 +41,44 @@ const (
 	alpnH2, alpnHTTP1 = "h2", "http/1.1"
 )
 
-// Translate validates c and returns its xDS resources. The returned
-// snapshot has passed Snapshot.Validate.
+// Options select the shape of the translation.
+type Options struct {
+	// ADS publishes what a dynamic proxy (OmniRelay or Envoy) fetches over
+	// ADS: HTTP listeners refer to their RouteConfiguration through RDS
+	// (config_source ads), and every cluster whose endpoints are IP
+	// addresses is EDS with its ClusterLoadAssignment in Endpoints.
+	// Clusters with host names stay STRICT_DNS: Envoy resolves no names
+	// in EDS.
+	ADS bool
+	// ServiceEndpoints returns the registry endpoints of a cluster's
+	// service (config.Cluster.Service); they join the cluster's static
+	// endpoints. Nil means a registry without endpoints.
+	ServiceEndpoints func(service string) []config.Endpoint
+	// OnWithheld, when set, hears of every resource ForGRPC leaves out and
+	// why. Translate and TranslateWith withhold nothing.
+	OnWithheld func(Withheld)
+}
+
+// Withheld is a resource left out of a snapshot because its client could
+// not run it.
+type Withheld struct {
+	TypeURL, Name, Reason string
+}
+
+// Translate validates c and returns its xDS resources, routes inline and
+// endpoints in their clusters unless a cluster asks for EDS. The returned
+// snapshot has passed Snapshot.Validate. It is TranslateWith(c, Options{}).
 func Translate(c *config.Config) (*resources.Snapshot, error) {
+	return TranslateWith(c, Options{})
+}
+
+// TranslateWith validates c and returns its xDS resources in the shape o
+// asks for. The returned snapshot has passed Snapshot.Validate.
+func TranslateWith(c *config.Config, o Options) (*resources.Snapshot, error) {
 	if err := c.Validate(); err != nil {
 		return nil, err
 	}
-	t := &translator{cfg: c}
+	t := &translator{cfg: c, opts: o}
 	snap := &resources.Snapshot{}
 	for i := range c.Listeners {
 		l, err := t.listener(&c.Listeners[i])
@@ -55,6 +87,7 @@ func Translate(c *config.Config) (*resources.Snapshot, error) {
 		}
 		snap.Listeners = append(snap.Listeners, l)
 	}
+	snap.Routes = t.routes
 	for i := range c.Clusters {
 		cl, cla, err := t.cluster(&c.Clusters[i])
 		if err != nil {
@@ -66,14 +99,19 @@ func Translate(c *config.Config) (*resources.Snapshot, error) {
 		}
 	}
 	if err := snap.Validate(); err != nil {
-		// Validate passed, so this is a translator bug, not a user error.
+		// Validate passed, so this is a translator bug, or registry
+		// endpoints the config validation never saw.
 		return nil, fmt.Errorf("translate: generated resources are invalid: %w", err)
 	}
 	return snap, nil
 }
 
 type translator struct {
-	cfg *config.Config
+	cfg  *config.Config
+	opts Options
+	// routes collects the RouteConfigurations of HTTP listeners in ADS
+	// form, in listener order.
+	routes []*routev3.RouteConfiguration
 }
 
 func (t *translator) listener(l *config.Listener) (*listenerv3.Listener, error) {
