@@ -1,0 +1,256 @@
+// Package xdsserver owns MeshKit's xDS v3 management server: the snapshot
+// cache that holds one immutable resource set per node group, and the gRPC
+// services that stream it to proxies (ADS in both state-of-the-world and
+// delta form, plus the per-type CDS/LDS/RDS/EDS/SDS services).
+//
+// It is hand-written rather than built on go-control-plane's pkg/cache and
+// pkg/server because those did not hold up here: the snapshot cache walks
+// every open watch under one lock on each update (1.0-1.5 s p99 and ~57 KB
+// per client measured with 10,000 clients on this machine), and the SotW
+// server re-sends a NACKed version in a tight loop. From go-control-plane we
+// use only the generated API types, the generated service interfaces and the
+// resource type URL constants (pkg/resource/v3).
+//
+// Concurrency model: Cache.Set builds the per-type indexes of a snapshot
+// outside any lock, swaps the group's state pointer under a short lock and
+// closes the old state's changed channel. Each stream has exactly two
+// goroutines (gRPC's handler goroutine and one receiving goroutine); the
+// handler selects on requests and on its group's changed channel, so an
+// update never walks the streams.
+package xdsserver
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"slices"
+	"sync"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+)
+
+// ResourceWrapperTypeURL is the type URL of a SotW resource that carries
+// metadata (a signature): the Any wraps an envoy.service.discovery.v3.Resource.
+// It equals signing.ResourceWrapperTypeURL; it is repeated here so that the
+// server does not depend on the signing package.
+const ResourceWrapperTypeURL = "type.googleapis.com/envoy.service.discovery.v3.Resource"
+
+// Resource is one named xDS resource. Version may be empty: the cache then
+// derives it from the content. Metadata, when set, carries the resource's
+// signature and makes SotW send the resource wrapped (ResourceWrapperTypeURL).
+type Resource struct {
+	Name     string
+	Version  string
+	Body     *anypb.Any
+	Metadata *corev3.Metadata
+}
+
+// Snapshot is the full resource set of one group, by type URL. A snapshot
+// must not be modified after it is passed to Cache.Set.
+type Snapshot struct {
+	Version   string
+	Resources map[string][]*Resource
+}
+
+// Cache maps groups to their current snapshot. It is safe for concurrent use.
+type Cache struct {
+	mu     sync.Mutex
+	groups map[string]*groupState
+}
+
+// NewCache returns an empty cache.
+func NewCache() *Cache {
+	return &Cache{groups: make(map[string]*groupState)}
+}
+
+// groupState is one published version of a group. Everything in it is
+// read-only once published; changed is closed when a newer state replaces it.
+type groupState struct {
+	snap    *Snapshot // nil until the group's first Set
+	types   map[string]*typeState
+	changed chan struct{}
+}
+
+// typeState is the precomputed view of one type URL of a snapshot. A Set
+// that leaves a type's names and versions unchanged carries the previous
+// typeState pointer over, so streams compare pointers to skip unchanged types.
+type typeState struct {
+	version string // SotW version_info: hash over the sorted names and versions
+	names   []string
+	byName  map[string]*entry
+	sotw    []*anypb.Any // in names order, shared by every wildcard response
+}
+
+// entry is a resource with its two wire forms computed once per Set.
+type entry struct {
+	version string
+	sotw    *anypb.Any            // Body, or the wrapper when Metadata is set
+	delta   *discoveryv3.Resource // shared by every delta response
+}
+
+// Set publishes s as the group's snapshot and wakes the group's streams.
+// Resources that cannot be served (nil body, empty name, a repeated name) are
+// left out; callers that want to reject such a snapshot call Snapshot.Check
+// first.
+func (c *Cache) Set(group string, s *Snapshot) {
+	c.mu.Lock()
+	prev := c.groups[group]
+	c.mu.Unlock()
+	next := buildState(s, prev)
+	c.mu.Lock()
+	// A concurrent Set may have replaced prev while we were building; then
+	// some types are not carried over, which costs a redundant send, never a
+	// missed one.
+	old := c.groups[group]
+	c.groups[group] = next
+	c.mu.Unlock()
+	if old != nil {
+		close(old.changed)
+	}
+}
+
+// Check reports the first resource Set would leave out, with its type and name.
+func (s *Snapshot) Check() error {
+	for typeURL, list := range s.Resources {
+		seen := make(map[string]struct{}, len(list))
+		for i, r := range list {
+			switch {
+			case r == nil || r.Body == nil:
+				return fmt.Errorf("type %s: resource %d (%q): no body", typeURL, i, nameOf(r))
+			case r.Name == "":
+				return fmt.Errorf("type %s: resource %d: empty name", typeURL, i)
+			}
+			if _, dup := seen[r.Name]; dup {
+				return fmt.Errorf("type %s: resource %q: duplicate name", typeURL, r.Name)
+			}
+			seen[r.Name] = struct{}{}
+		}
+	}
+	return nil
+}
+
+// Get returns the group's current snapshot, or nil if none was set.
+func (c *Cache) Get(group string) *Snapshot {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if g := c.groups[group]; g != nil {
+		return g.snap
+	}
+	return nil
+}
+
+// Delete forgets a group; its streams are woken and see an empty snapshot
+// until the group is set again.
+func (c *Cache) Delete(group string) {
+	c.mu.Lock()
+	old := c.groups[group]
+	delete(c.groups, group)
+	c.mu.Unlock()
+	if old != nil {
+		close(old.changed)
+	}
+}
+
+// state returns the group's current state, creating an empty placeholder
+// (whose changed channel the first Set closes) for a group not yet set.
+func (c *Cache) state(group string) *groupState {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	g := c.groups[group]
+	if g == nil {
+		g = &groupState{changed: make(chan struct{})}
+		c.groups[group] = g
+	}
+	return g
+}
+
+func buildState(s *Snapshot, prev *groupState) *groupState {
+	g := &groupState{snap: s, changed: make(chan struct{})}
+	if s == nil {
+		return g
+	}
+	g.types = make(map[string]*typeState, len(s.Resources))
+	for typeURL, list := range s.Resources {
+		ts := buildType(typeURL, list)
+		if prev != nil {
+			if old := prev.types[typeURL]; old != nil && old.version == ts.version {
+				ts = old
+			}
+		}
+		g.types[typeURL] = ts
+	}
+	return g
+}
+
+func buildType(typeURL string, list []*Resource) *typeState {
+	ts := &typeState{byName: make(map[string]*entry, len(list)), names: make([]string, 0, len(list))}
+	for _, r := range list {
+		if r == nil || r.Body == nil || r.Name == "" {
+			continue
+		}
+		if _, dup := ts.byName[r.Name]; dup {
+			continue
+		}
+		ts.byName[r.Name] = buildEntry(r)
+		ts.names = append(ts.names, r.Name)
+	}
+	slices.Sort(ts.names)
+	h := sha256.New()
+	h.Write([]byte(typeURL))
+	ts.sotw = make([]*anypb.Any, len(ts.names))
+	for i, n := range ts.names {
+		e := ts.byName[n]
+		ts.sotw[i] = e.sotw
+		h.Write([]byte{0})
+		h.Write([]byte(n))
+		h.Write([]byte{0})
+		h.Write([]byte(e.version))
+	}
+	ts.version = hex.EncodeToString(h.Sum(nil)[:8])
+	return ts
+}
+
+// marshalStable keeps versions and wrapper bytes identical across MeshKit
+// replicas serving the same snapshot.
+func marshalStable(m proto.Message) ([]byte, error) {
+	return proto.MarshalOptions{Deterministic: true}.Marshal(m)
+}
+
+func buildEntry(r *Resource) *entry {
+	v := r.Version
+	if v == "" {
+		h := sha256.New()
+		h.Write([]byte(r.Body.TypeUrl))
+		h.Write([]byte{0})
+		h.Write(r.Body.Value)
+		if r.Metadata != nil {
+			// The signature is part of what the client receives: a re-signed
+			// resource (new key) must reach clients even if its body is unchanged.
+			// Marshalling a well-formed Metadata cannot fail; on failure the
+			// version just ignores it.
+			if md, err := marshalStable(r.Metadata); err == nil {
+				h.Write([]byte{0})
+				h.Write(md)
+			}
+		}
+		v = hex.EncodeToString(h.Sum(nil)[:8])
+	}
+	d := &discoveryv3.Resource{Name: r.Name, Version: v, Resource: r.Body, Metadata: r.Metadata}
+	e := &entry{version: v, sotw: r.Body, delta: d}
+	if r.Metadata != nil {
+		if b, err := marshalStable(d); err == nil {
+			e.sotw = &anypb.Any{TypeUrl: ResourceWrapperTypeURL, Value: b}
+		}
+	}
+	return e
+}
+
+func nameOf(r *Resource) string {
+	if r == nil {
+		return ""
+	}
+	return r.Name
+}

@@ -1,0 +1,334 @@
+package xdsserver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync/atomic"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	clusterservice "github.com/envoyproxy/go-control-plane/envoy/service/cluster/v3"
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	endpointservice "github.com/envoyproxy/go-control-plane/envoy/service/endpoint/v3"
+	listenerservice "github.com/envoyproxy/go-control-plane/envoy/service/listener/v3"
+	routeservice "github.com/envoyproxy/go-control-plane/envoy/service/route/v3"
+	secretservice "github.com/envoyproxy/go-control-plane/envoy/service/secret/v3"
+	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/status"
+)
+
+// Callbacks are optional hooks, called from the stream's handler goroutine;
+// they must not block for long, as they delay that stream's responses.
+// Version in OnNack is the version of the response the client rejected.
+type Callbacks struct {
+	OnStreamOpen  func(id int64, node *corev3.Node)
+	OnStreamClose func(id int64, node *corev3.Node)
+	OnAck         func(id int64, node *corev3.Node, typeURL, version string)
+	OnNack        func(id int64, node *corev3.Node, typeURL, version, detail string)
+}
+
+// Options configure a Server. Cache is required. Group maps a node to the
+// cache group it is served from (it may call Cache.Set to create the group);
+// nil means the node id. An error from Group ends the stream with that
+// error's gRPC status, or InvalidArgument.
+type Options struct {
+	Cache     *Cache
+	Group     func(node *corev3.Node) (string, error)
+	Callbacks Callbacks
+	Log       *slog.Logger
+}
+
+// Server serves a Cache over xDS. Register it on a grpc.Server.
+type Server struct {
+	cache  *Cache
+	group  func(*corev3.Node) (string, error)
+	cb     Callbacks
+	log    *slog.Logger
+	nextID atomic.Int64
+}
+
+// New returns a server for o.Cache.
+func New(o Options) *Server {
+	s := &Server{cache: o.Cache, group: o.Group, cb: o.Callbacks, log: o.Log}
+	if s.group == nil {
+		s.group = func(n *corev3.Node) (string, error) { return n.GetId(), nil }
+	}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	return s
+}
+
+// Register adds ADS (SotW and delta) and the per-type CDS, LDS, RDS, EDS and
+// SDS services to g.
+func (s *Server) Register(g *grpc.Server) {
+	discoveryv3.RegisterAggregatedDiscoveryServiceServer(g, adsService{s: s})
+	clusterservice.RegisterClusterDiscoveryServiceServer(g, cdsService{s: s})
+	listenerservice.RegisterListenerDiscoveryServiceServer(g, ldsService{s: s})
+	routeservice.RegisterRouteDiscoveryServiceServer(g, rdsService{s: s})
+	endpointservice.RegisterEndpointDiscoveryServiceServer(g, edsService{s: s})
+	secretservice.RegisterSecretDiscoveryServiceServer(g, sdsService{s: s})
+}
+
+// ServerOptions returns gRPC server options for many long-lived, mostly idle
+// xDS streams. Memory per connection dominates at 10,000 clients: gRPC's
+// default 32 KiB read and write buffers per connection alone would exceed
+// the 30 KB per client budget, so both are small and the write buffer is
+// returned to a shared pool between flushes. Flow-control windows stay at
+// 1 MiB so that a large first snapshot is not throttled.
+func ServerOptions() []grpc.ServerOption {
+	return []grpc.ServerOption{
+		grpc.ReadBufferSize(4 << 10),
+		grpc.WriteBufferSize(4 << 10),
+		grpc.SharedWriteBuffer(true),
+		grpc.InitialWindowSize(1 << 20),
+		grpc.InitialConnWindowSize(1 << 20),
+		grpc.MaxConcurrentStreams(16),
+		grpc.MaxRecvMsgSize(16 << 20),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 2 * time.Minute, Timeout: 20 * time.Second}),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 15 * time.Second, PermitWithoutStream: true}),
+	}
+}
+
+// typeRank orders the types of one push: secrets and clusters before what
+// refers to them (endpoints, listeners, routes), so that a proxy never sees a
+// reference before its target.
+func typeRank(t string) int {
+	switch t {
+	case resourcev3.SecretType:
+		return 0
+	case resourcev3.ClusterType:
+		return 1
+	case resourcev3.EndpointType:
+		return 2
+	case resourcev3.ListenerType:
+		return 3
+	case resourcev3.RouteType:
+		return 4
+	}
+	return 5
+}
+
+// fullState reports whether the type is one whose SotW responses always
+// carry every subscribed resource and where an empty first subscription
+// means wildcard (LDS and CDS in the xDS protocol).
+func fullState(typeURL string) bool {
+	return typeURL == resourcev3.ListenerType || typeURL == resourcev3.ClusterType
+}
+
+// maxWatches caps the distinct type URLs one stream may subscribe to, so a
+// client sending garbage type URLs cannot grow the server's memory.
+const maxWatches = 32
+
+// conn is what both stream kinds share: identity, group and callbacks.
+type conn struct {
+	s     *Server
+	id    int64
+	node  *corev3.Node
+	group string
+	gs    *groupState
+}
+
+// open resolves the node's group. The node must be on the first request.
+func (s *Server) open(node *corev3.Node) (*conn, error) {
+	if node == nil {
+		return nil, status.Error(codes.InvalidArgument, "xds: first request carries no node")
+	}
+	group, err := s.group(node)
+	if err != nil {
+		if _, ok := status.FromError(err); ok {
+			return nil, err
+		}
+		return nil, status.Error(codes.InvalidArgument, fmt.Sprintf("xds: node %q: %v", node.GetId(), err))
+	}
+	c := &conn{s: s, id: s.nextID.Add(1), node: node, group: group}
+	c.gs = s.cache.state(group)
+	if s.cb.OnStreamOpen != nil {
+		s.cb.OnStreamOpen(c.id, node)
+	}
+	s.log.Debug("xds stream open", "stream", c.id, "node", node.GetId(), "group", group)
+	return c, nil
+}
+
+func (c *conn) close() {
+	if c.s.cb.OnStreamClose != nil {
+		c.s.cb.OnStreamClose(c.id, c.node)
+	}
+	c.s.log.Debug("xds stream close", "stream", c.id, "node", c.node.GetId())
+}
+
+// refresh moves to the group's newest state.
+func (c *conn) refresh() { c.gs = c.s.cache.state(c.group) }
+
+func (c *conn) ack(typeURL, version string) {
+	if c.s.cb.OnAck != nil {
+		c.s.cb.OnAck(c.id, c.node, typeURL, version)
+	}
+}
+
+func (c *conn) nack(typeURL, version, detail string) {
+	c.s.log.Warn("xds nack", "stream", c.id, "node", c.node.GetId(), "type", typeURL, "version", version, "detail", detail)
+	if c.s.cb.OnNack != nil {
+		c.s.cb.OnNack(c.id, c.node, typeURL, version, detail)
+	}
+}
+
+// receive runs on the stream's second goroutine: it hands requests to the
+// handler until Recv fails or the handler is gone. It owns no state.
+func receive[T any](recv func() (*T, error), reqs chan<- *T, errc chan<- error, done <-chan struct{}) {
+	for {
+		req, err := recv()
+		if err != nil {
+			select {
+			case errc <- err:
+			case <-done:
+			}
+			return
+		}
+		select {
+		case reqs <- req:
+		case <-done:
+			return
+		}
+	}
+}
+
+// streamEnd turns a receive error into the handler's return value: a client
+// closing its side is a normal end.
+func streamEnd(err error) error {
+	if errors.Is(err, io.EOF) || status.Code(err) == codes.Canceled {
+		return nil
+	}
+	return err
+}
+
+// fetch answers the REST-style unary Fetch* calls from the current snapshot.
+func (s *Server) fetch(typeURL string, req *discoveryv3.DiscoveryRequest) (*discoveryv3.DiscoveryResponse, error) {
+	if req.GetNode() == nil {
+		return nil, status.Error(codes.InvalidArgument, "xds: fetch without node")
+	}
+	group, err := s.group(req.GetNode())
+	if err != nil {
+		return nil, status.Error(codes.InvalidArgument, fmt.Sprintf("xds: node %q: %v", req.GetNode().GetId(), err))
+	}
+	gs := s.cache.state(group)
+	if gs.snap == nil {
+		return nil, status.Error(codes.Unavailable, "xds: no snapshot yet for this node")
+	}
+	ts := gs.types[typeURL]
+	resp := &discoveryv3.DiscoveryResponse{TypeUrl: typeURL, VersionInfo: versionOf(ts)}
+	if ts != nil {
+		if len(req.GetResourceNames()) == 0 {
+			resp.Resources = ts.sotw
+		} else {
+			for _, n := range req.GetResourceNames() {
+				if e := ts.byName[n]; e != nil {
+					resp.Resources = append(resp.Resources, e.sotw)
+				}
+			}
+		}
+	}
+	if req.GetVersionInfo() == resp.VersionInfo {
+		return nil, status.Error(codes.Unavailable, "xds: version unchanged") // Envoy's REST convention: 304-like
+	}
+	return resp, nil
+}
+
+func versionOf(ts *typeState) string {
+	if ts == nil {
+		return "empty"
+	}
+	return ts.version
+}
+
+type (
+	sotwStream  = grpc.BidiStreamingServer[discoveryv3.DiscoveryRequest, discoveryv3.DiscoveryResponse]
+	deltaStream = grpc.BidiStreamingServer[discoveryv3.DeltaDiscoveryRequest, discoveryv3.DeltaDiscoveryResponse]
+)
+
+type adsService struct {
+	discoveryv3.UnimplementedAggregatedDiscoveryServiceServer
+	s *Server
+}
+
+func (a adsService) StreamAggregatedResources(st sotwStream) error { return a.s.serveSotW(st, "") }
+func (a adsService) DeltaAggregatedResources(st deltaStream) error { return a.s.serveDelta(st, "") }
+
+type cdsService struct {
+	clusterservice.UnimplementedClusterDiscoveryServiceServer
+	s *Server
+}
+
+func (x cdsService) StreamClusters(st sotwStream) error {
+	return x.s.serveSotW(st, resourcev3.ClusterType)
+}
+func (x cdsService) DeltaClusters(st deltaStream) error {
+	return x.s.serveDelta(st, resourcev3.ClusterType)
+}
+func (x cdsService) FetchClusters(_ context.Context, r *discoveryv3.DiscoveryRequest) (*discoveryv3.DiscoveryResponse, error) {
+	return x.s.fetch(resourcev3.ClusterType, r)
+}
+
+type ldsService struct {
+	listenerservice.UnimplementedListenerDiscoveryServiceServer
+	s *Server
+}
+
+func (x ldsService) StreamListeners(st sotwStream) error {
+	return x.s.serveSotW(st, resourcev3.ListenerType)
+}
+func (x ldsService) DeltaListeners(st deltaStream) error {
+	return x.s.serveDelta(st, resourcev3.ListenerType)
+}
+func (x ldsService) FetchListeners(_ context.Context, r *discoveryv3.DiscoveryRequest) (*discoveryv3.DiscoveryResponse, error) {
+	return x.s.fetch(resourcev3.ListenerType, r)
+}
+
+type rdsService struct {
+	routeservice.UnimplementedRouteDiscoveryServiceServer
+	s *Server
+}
+
+func (x rdsService) StreamRoutes(st sotwStream) error { return x.s.serveSotW(st, resourcev3.RouteType) }
+func (x rdsService) DeltaRoutes(st deltaStream) error {
+	return x.s.serveDelta(st, resourcev3.RouteType)
+}
+func (x rdsService) FetchRoutes(_ context.Context, r *discoveryv3.DiscoveryRequest) (*discoveryv3.DiscoveryResponse, error) {
+	return x.s.fetch(resourcev3.RouteType, r)
+}
+
+type edsService struct {
+	endpointservice.UnimplementedEndpointDiscoveryServiceServer
+	s *Server
+}
+
+func (x edsService) StreamEndpoints(st sotwStream) error {
+	return x.s.serveSotW(st, resourcev3.EndpointType)
+}
+func (x edsService) DeltaEndpoints(st deltaStream) error {
+	return x.s.serveDelta(st, resourcev3.EndpointType)
+}
+func (x edsService) FetchEndpoints(_ context.Context, r *discoveryv3.DiscoveryRequest) (*discoveryv3.DiscoveryResponse, error) {
+	return x.s.fetch(resourcev3.EndpointType, r)
+}
+
+type sdsService struct {
+	secretservice.UnimplementedSecretDiscoveryServiceServer
+	s *Server
+}
+
+func (x sdsService) StreamSecrets(st sotwStream) error {
+	return x.s.serveSotW(st, resourcev3.SecretType)
+}
+func (x sdsService) DeltaSecrets(st deltaStream) error {
+	return x.s.serveDelta(st, resourcev3.SecretType)
+}
+func (x sdsService) FetchSecrets(_ context.Context, r *discoveryv3.DiscoveryRequest) (*discoveryv3.DiscoveryResponse, error) {
+	return x.s.fetch(resourcev3.SecretType, r)
+}
