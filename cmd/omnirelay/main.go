@@ -1,6 +1,6 @@
 // Command omnirelay is the OmniRelay data plane: an L4/L7 proxy driven by a
-// static config file (omnirelay.v1 YAML or Envoy static resources) or, in a
-// later release, by an xDS control plane.
+// static config file (omnirelay.v1 YAML or Envoy static resources) or by an
+// xDS control plane (MeshKit or any xDS v3 server) over ADS.
 package main
 
 import (
@@ -45,19 +45,42 @@ func newRoot() *cobra.Command {
 
 	var cfgPath, adminAddr string
 	var drain time.Duration
+	var xo app.XDSOptions
 	run := &cobra.Command{
-		Use:   "run --config FILE",
-		Short: "Run the proxy on a config file (hot-reloaded on change and SIGHUP)",
+		Use:   "run (--config FILE | --xds ADDR --node-id ID)",
+		Short: "Run the proxy on a config file (hot-reloaded on change and SIGHUP) or from an xDS control plane",
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if cfgPath == "" {
-				return fmt.Errorf("--config is required")
+			opt := app.Options{ConfigPath: cfgPath, Log: logger(), AdminAddress: adminAddr, DrainTimeout: drain}
+			switch {
+			case cfgPath != "" && xo.Address != "":
+				return fmt.Errorf("--config and --xds are exclusive: choose one config source")
+			case xo.Address != "":
+				if xo.NodeID == "" {
+					return fmt.Errorf("--xds needs --node-id")
+				}
+				xo.Build = version
+				opt.XDS = &xo
+			case cfgPath == "":
+				return fmt.Errorf("--config FILE or --xds ADDR is required")
+			default:
+				for _, f := range []string{"node-id", "cluster", "lkg-dir", "trust-root", "xds-sotw"} {
+					if cmd.Flags().Changed(f) {
+						return fmt.Errorf("--%s only applies with --xds", f)
+					}
+				}
 			}
-			return app.RunUntilSignal(app.Options{ConfigPath: cfgPath, Log: logger(), AdminAddress: adminAddr, DrainTimeout: drain})
+			return app.RunUntilSignal(opt)
 		},
 	}
 	run.Flags().StringVarP(&cfgPath, "config", "c", "", "config file (omnirelay.v1 YAML or Envoy static_resources YAML/JSON)")
-	run.Flags().StringVar(&adminAddr, "admin", "", "admin address (overrides the config's admin.address)")
+	run.Flags().StringVar(&adminAddr, "admin", "", "admin address (overrides the config's admin.address; default "+app.DefaultAdminAddress+" with --xds)")
 	run.Flags().DurationVar(&drain, "drain-timeout", 30*time.Second, "how long SIGTERM waits for in-flight requests")
+	run.Flags().StringVar(&xo.Address, "xds", "", "xDS control plane address (host:port); the proxy subscribes over ADS")
+	run.Flags().StringVar(&xo.NodeID, "node-id", "", "xDS node id of this proxy")
+	run.Flags().StringVar(&xo.Cluster, "cluster", "", "xDS node cluster of this proxy")
+	run.Flags().StringVar(&xo.LKGDir, "lkg-dir", "", "directory for the last-known-good config (used when the control plane is unreachable at start)")
+	run.Flags().StringVar(&xo.TrustRoot, "trust-root", "", "PEM file of ed25519 public keys: every xDS resource must be signed by one of them")
+	run.Flags().BoolVar(&xo.SotW, "xds-sotw", false, "use state-of-the-world ADS instead of delta")
 
 	validate := &cobra.Command{
 		Use:   "validate FILE",

@@ -31,7 +31,9 @@ type Server struct {
 	draining atomic.Bool
 	// OnDrain is called by POST /drain (the process begins a graceful stop).
 	OnDrain func()
-	// ReadyDetail, when set, adds a line to /ready (e.g. "serving last-known-good").
+	// ReadyDetail, when set and non-empty, qualifies a ready proxy's /ready
+	// body: "ready (DETAIL): version ..." (e.g. "last-known-good; control
+	// plane unreachable"). The status stays 200: the proxy serves.
 	ReadyDetail func() string
 }
 
@@ -86,7 +88,7 @@ func (s *Server) ready(w http.ResponseWriter, _ *http.Request) {
 		msg := "ready: version " + v.ID + " from " + v.Source
 		if s.ReadyDetail != nil {
 			if d := s.ReadyDetail(); d != "" {
-				msg += "; " + d
+				msg = "ready (" + d + "): version " + v.ID + " from " + v.Source
 			}
 		}
 		_, _ = w.Write([]byte(msg + "\n"))

@@ -22,12 +22,17 @@ import (
 	"github.com/omnirelay/omnirelay/internal/dataplane/runtime"
 	"github.com/omnirelay/omnirelay/internal/dataplane/static"
 	"github.com/omnirelay/omnirelay/internal/dataplane/stats"
+	"github.com/omnirelay/omnirelay/internal/dataplane/xdsclient"
 )
 
 // Options configures a proxy process.
 type Options struct {
+	// ConfigPath is the config file (file mode). Exactly one of ConfigPath
+	// and XDS is set.
 	ConfigPath string
-	Log        *slog.Logger
+	// XDS makes the proxy an xDS client of a control plane (xDS mode).
+	XDS *XDSOptions
+	Log *slog.Logger
 	// AdminAddress overrides the config's admin address ("" keeps it).
 	AdminAddress string
 	// DrainTimeout bounds graceful shutdown (default 30s).
@@ -40,6 +45,8 @@ type Options struct {
 type Proxy struct {
 	Runtime *runtime.Runtime
 	Admin   *admin.Server
+	// XDS is the xDS client in xDS mode (nil in file mode).
+	XDS     *xdsclient.Client
 	watcher *static.Watcher
 	cancel  context.CancelFunc
 	done    chan struct{}
@@ -64,6 +71,12 @@ func Start(opt Options) (*Proxy, error) {
 	if opt.DrainTimeout == 0 {
 		opt.DrainTimeout = 30 * time.Second
 	}
+	if opt.XDS != nil {
+		if opt.ConfigPath != "" {
+			return nil, errors.New("a config file and an xDS server are exclusive config sources")
+		}
+		return startXDS(opt)
+	}
 	data, err := os.ReadFile(opt.ConfigPath)
 	if err != nil {
 		return nil, fmt.Errorf("read config: %w", err)
@@ -76,7 +89,9 @@ func Start(opt Options) (*Proxy, error) {
 	if err != nil {
 		return nil, err
 	}
-	rt := runtime.New(runtime.Options{Log: opt.Log, Stats: stats.New(), Filters: reg, DrainTimeout: opt.DrainTimeout})
+	st := stats.New()
+	stats.NewXDS(st).SetSource("file")
+	rt := runtime.New(runtime.Options{Log: opt.Log, Stats: st, Filters: reg, DrainTimeout: opt.DrainTimeout})
 	if err := rt.Apply(loaded.Snapshot, "file:"+opt.ConfigPath); err != nil {
 		_ = rt.Shutdown(context.Background())
 		return nil, err
@@ -137,8 +152,13 @@ type rejectedByRuntime struct{ error }
 
 func (e rejectedByRuntime) Unwrap() error { return e.error }
 
-// Reload re-reads the config now (SIGHUP).
-func (p *Proxy) Reload() { p.watcher.Trigger() }
+// Reload re-reads the config now (SIGHUP). In xDS mode the control plane
+// drives reloads and this does nothing.
+func (p *Proxy) Reload() {
+	if p.watcher != nil {
+		p.watcher.Trigger()
+	}
+}
 
 // Shutdown drains listeners and stops everything.
 // Concurrent and repeated calls wait for the first one and return its result.

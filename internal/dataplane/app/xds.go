@@ -1,0 +1,173 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/omnirelay/omnirelay/internal/dataplane/admin"
+	"github.com/omnirelay/omnirelay/internal/dataplane/filter"
+	"github.com/omnirelay/omnirelay/internal/dataplane/runtime"
+	"github.com/omnirelay/omnirelay/internal/dataplane/stats"
+	"github.com/omnirelay/omnirelay/internal/dataplane/xdsclient"
+	"github.com/omnirelay/omnirelay/internal/shared/capability"
+	"github.com/omnirelay/omnirelay/internal/shared/resources"
+	"github.com/omnirelay/omnirelay/internal/shared/signing"
+)
+
+// DefaultAdminAddress is the admin address in xDS mode, where there is no
+// config file to name one.
+const DefaultAdminAddress = "127.0.0.1:9901"
+
+// XDSOptions configures xDS mode.
+type XDSOptions struct {
+	// Address is the control plane's ADS address (host:port).
+	Address string
+	NodeID  string
+	Cluster string
+	// LKGDir keeps the last applied config ("" disables last-known-good).
+	LKGDir string
+	// TrustRoot is a PEM file of ed25519 public keys; when set, every
+	// resource must be signed by one of them.
+	TrustRoot string
+	// SotW selects state-of-the-world ADS instead of delta.
+	SotW bool
+	// Build is the binary's version, advertised in the xDS Node.
+	Build string
+	// LKGAfter and Backoff tune the client (zero: its defaults).
+	LKGAfter time.Duration
+	Backoff  xdsclient.Backoff
+}
+
+// builtinNetworkFilters are the filters the runtime itself implements
+// (they are not in the HTTP filter registry).
+var builtinNetworkFilters = []string{
+	"envoy.filters.http.router",
+	"envoy.filters.network.http_connection_manager",
+	"envoy.filters.network.tcp_proxy",
+}
+
+// Capabilities describes this build for the xDS Node: the HTTP filters of
+// reg (by their Envoy names) and the network filters and router the runtime
+// implements. No extension runtimes yet.
+func Capabilities(build string, reg *filter.Registry) capability.Set {
+	fs := append([]string(nil), builtinNetworkFilters...)
+	for _, t := range reg.Types() {
+		fs = append(fs, filterName(t))
+	}
+	return capability.Set{Kind: capability.KindOmniRelay, Build: build, Filters: fs}
+}
+
+// filterName maps a filter config type to the name Envoy gives the filter:
+// "envoy.extensions.filters.http.cors.v3.Cors" -> "envoy.filters.http.cors".
+// Types outside Envoy's extension tree keep their config type name.
+func filterName(configType string) string {
+	rest, ok := strings.CutPrefix(configType, "envoy.extensions.filters.")
+	if !ok {
+		return configType
+	}
+	parts := strings.Split(rest, ".")
+	if len(parts) < 2 {
+		return configType
+	}
+	return "envoy.filters." + parts[0] + "." + parts[1]
+}
+
+func startXDS(opt Options) (*Proxy, error) {
+	xo := opt.XDS
+	if xo.Address == "" || xo.NodeID == "" {
+		return nil, errors.New("xds mode needs a server address and a node id")
+	}
+	var verifier *signing.Verifier
+	if xo.TrustRoot != "" {
+		keys, err := signing.LoadPublicKeys(xo.TrustRoot)
+		if err != nil {
+			return nil, fmt.Errorf("trust root: %w", err)
+		}
+		verifier = signing.NewVerifier(keys...)
+	}
+	reg, err := NewRegistry()
+	if err != nil {
+		return nil, err
+	}
+	st := stats.New()
+	xs := stats.NewXDS(st)
+	rt := runtime.New(runtime.Options{Log: opt.Log, Stats: st, Filters: reg, DrainTimeout: opt.DrainTimeout})
+	adminAddr := opt.AdminAddress
+	if adminAddr == "" {
+		adminAddr = DefaultAdminAddress
+	}
+	adm, err := admin.Listen(adminAddr, rt, opt.Log)
+	if err != nil {
+		_ = rt.Shutdown(context.Background())
+		return nil, fmt.Errorf("admin: %w", err)
+	}
+	applyAs := func(source string) func(*resources.Snapshot, string) error {
+		return func(snap *resources.Snapshot, version string) error {
+			src := source + ":" + version
+			err := rt.Apply(snap, src)
+			if errors.Is(err, runtime.ErrUnchanged) {
+				err = nil
+				// Same resources from another source or version (MeshKit
+				// answering with what last-known-good held): record where
+				// the running config now comes from.
+				if cur := rt.Current(); cur != nil && cur.Source != src {
+					err = rt.Reapply(snap, src)
+				}
+			}
+			if err == nil {
+				xs.SetSource(source)
+			}
+			return err
+		}
+	}
+	client := xdsclient.New(xdsclient.Options{
+		Address:      xo.Address,
+		NodeID:       xo.NodeID,
+		Cluster:      xo.Cluster,
+		Capabilities: Capabilities(xo.Build, reg),
+		SotW:         xo.SotW,
+		Verifier:     verifier,
+		LKGDir:       xo.LKGDir,
+		LKGAfter:     xo.LKGAfter,
+		Apply:        applyAs("xds"),
+		ApplyLKG:     applyAs("lkg"),
+		Log:          opt.Log,
+		Stats:        xs,
+		Backoff:      xo.Backoff,
+	})
+	adm.ReadyDetail = func() string {
+		s := client.Status()
+		switch {
+		case !s.FromLKG:
+			return ""
+		case s.Connected:
+			return "last-known-good; control plane config not applied yet"
+		default:
+			return "last-known-good; control plane unreachable"
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	p := &Proxy{Runtime: rt, Admin: adm, XDS: client, cancel: cancel, done: make(chan struct{}), opt: opt}
+	adm.OnDrain = func() {
+		ctx, cancel := context.WithTimeout(context.Background(), opt.DrainTimeout)
+		defer cancel()
+		_ = p.Shutdown(ctx)
+	}
+	go func() {
+		if err := adm.Serve(); err != nil {
+			opt.Log.Error("admin server stopped", "error", err)
+		}
+	}()
+	go func() {
+		defer close(p.done)
+		if err := client.Run(ctx); err != nil {
+			opt.Log.Error("xds client stopped", "error", err)
+		}
+	}()
+	opt.Log.Info("omnirelay started in xDS mode", "xds", xo.Address, "node_id", xo.NodeID,
+		"sotw", xo.SotW, "lkg_dir", xo.LKGDir, "signed", verifier != nil, "admin", adm.Addr().String())
+	return p, nil
+}

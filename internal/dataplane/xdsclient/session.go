@@ -1,0 +1,299 @@
+package xdsclient
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"sync"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	"google.golang.org/protobuf/types/known/anypb"
+)
+
+// rawResource is one resource as a response carried it, before decoding.
+type rawResource struct {
+	name, version string
+	body          *anypb.Any
+	md            *corev3.Metadata
+	err           error // the wrapper did not decode
+}
+
+// response is a discovery response of either protocol variant.
+type response struct {
+	typeURL, version, nonce string
+	// full is true for SotW: the resources are the whole set of the type.
+	full      bool
+	resources []rawResource
+	removed   []string
+}
+
+// transport is one ADS stream of either variant. Calls come from the
+// session's goroutine, except recv, which has its own.
+type transport interface {
+	// subscribe sends the subscription of t (t.names; nil for a wildcard
+	// type). old is what was subscribed before on this stream; first is
+	// true for the first request of t's type on this stream.
+	subscribe(t *typeState, old []string, first bool) error
+	ack(t *typeState, u *update) error
+	nack(t *typeState, nonce, detail string) error
+	recv() (*response, error)
+}
+
+// maxDetail bounds a NACK's error_detail: a runtime error listing every
+// problem of a large snapshot must not exceed the server's message limit.
+const maxDetail = 16 << 10
+
+// session is one stream's life. Its methods run on one goroutine.
+type session struct {
+	c      *Client
+	tr     transport
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	// sent is the subscription of each named type sent on this stream.
+	sent map[string][]string
+	// later carries delayed NACKs (see handle) to the session goroutine.
+	later chan func() error
+	got   bool
+}
+
+type recvResult struct {
+	r   *response
+	err error
+}
+
+func (s *session) run() (bool, error) {
+	s.ctx, s.cancel = context.WithCancel(s.ctx)
+	for _, t := range s.c.types {
+		t.nonce, t.pending = "", nil
+	}
+	if err := s.resubscribe(true); err != nil {
+		return false, err
+	}
+	in := make(chan recvResult)
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		for {
+			r, err := s.tr.recv()
+			select {
+			case in <- recvResult{r, err}:
+			case <-s.ctx.Done():
+				return
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	for {
+		select {
+		case <-s.ctx.Done():
+			return s.got, s.ctx.Err()
+		case f := <-s.later:
+			if err := f(); err != nil {
+				return s.got, err
+			}
+		case rr := <-in:
+			if rr.err != nil {
+				return s.got, fmt.Errorf("ADS stream to %s: %w", s.c.opt.Address, rr.err)
+			}
+			if !s.got {
+				s.got = true
+				s.c.setStatus(func(st *Status) { st.Connected = true })
+				if s.c.opt.Stats != nil {
+					s.c.opt.Stats.XDSConnected(true)
+				}
+				s.c.log.Info("xds stream up", "address", s.c.opt.Address, "sotw", s.c.opt.SotW)
+			}
+			if err := s.handle(rr.r); err != nil {
+				return s.got, err
+			}
+		}
+	}
+}
+
+// end stops the receiver and forgets what only this stream knew: nonces,
+// and updates that were waiting for their dependants (the next stream
+// receives them again).
+func (s *session) end() {
+	if s.cancel != nil {
+		s.cancel()
+	}
+	s.wg.Wait()
+	for _, t := range s.c.types {
+		t.nonce, t.pending = "", nil
+	}
+	if s.got {
+		s.c.setStatus(func(st *Status) { st.Connected = false })
+		if s.c.opt.Stats != nil {
+			s.c.opt.Stats.XDSConnected(false)
+		}
+	}
+}
+
+func (s *session) count(t *typeState, result string) {
+	if s.c.opt.Stats != nil {
+		s.c.opt.Stats.XDSUpdate(shortType(t.url), result)
+	}
+}
+
+func (s *session) nack(t *typeState, nonce, detail string) error {
+	if len(detail) > maxDetail {
+		detail = detail[:maxDetail] + "... (truncated)"
+	}
+	s.count(t, "nack")
+	return s.tr.nack(t, nonce, detail)
+}
+
+// handle takes one response: decode and verify it (a failure is NACKed at
+// once), make it the type's pending update, adjust subscriptions to what the
+// pending listeners and clusters name, and apply if the set is complete.
+func (s *session) handle(r *response) error {
+	t := s.c.types[r.typeURL]
+	if t == nil {
+		unknown := &typeState{url: r.typeURL, nonce: r.nonce}
+		return s.nack(unknown, r.nonce, fmt.Sprintf("unsupported resource type %q", r.typeURL))
+	}
+	t.nonce = r.nonce
+	set, err := s.decode(t, r)
+	if err != nil {
+		s.c.log.Warn("xds update rejected", "type", shortType(t.url), "version", r.version, "error", err)
+		s.c.setStatus(func(st *Status) { st.LastError = err.Error() })
+		return s.nack(t, r.nonce, err.Error())
+	}
+	u := &update{version: r.version, nonce: r.nonce, resources: set, key: contentKey(t.url, r.version, set)}
+	if u.key == t.rejectedKey {
+		// A server re-sending what was just rejected (go-control-plane's
+		// SotW server does, at once, after every NACK) gets the same NACK,
+		// but later each time, so that the pair does not spin.
+		t.rejectedCount = min(t.rejectedCount+1, 7)
+		d := min(50*time.Millisecond<<t.rejectedCount, 5*time.Second)
+		nonce, detail := r.nonce, t.rejectedDetail
+		time.AfterFunc(d, func() {
+			select {
+			case s.later <- func() error { return s.nack(t, nonce, detail) }:
+			case <-s.ctx.Done():
+			}
+		})
+		return nil
+	}
+	t.pending = u
+	if err := s.resubscribe(false); err != nil {
+		return err
+	}
+	return s.tryApply()
+}
+
+// decode turns a response into the type's resource set after it.
+func (s *session) decode(t *typeState, r *response) (map[string]*entry, error) {
+	var errs []error
+	set := map[string]*entry{}
+	if !r.full {
+		set = maps.Clone(t.view())
+		for _, n := range r.removed {
+			delete(set, n)
+		}
+	}
+	seen := map[string]bool{}
+	for i, rr := range r.resources {
+		if rr.err != nil {
+			errs = append(errs, fmt.Errorf("resource %d: %w", i, rr.err))
+			continue
+		}
+		e, err := decodeResource(t.url, rr.name, rr.version, rr.body, rr.md, s.c.verify)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if seen[e.name] {
+			errs = append(errs, fmt.Errorf("resource %q appears twice", e.name))
+			continue
+		}
+		seen[e.name] = true
+		set[e.name] = e
+	}
+	if len(errs) > 0 {
+		return nil, fmt.Errorf("%s version %q: %w", shortType(t.url), r.version, errors.Join(errs...))
+	}
+	return set, nil
+}
+
+// resubscribe sends the subscriptions of named types when the names the
+// listeners and clusters reference (pending updates included, so that
+// dependants warm) differ from what this stream asked for. first sends the
+// initial requests of a new stream.
+func (s *session) resubscribe(first bool) error {
+	r := collectRefs(s.c.types[TypeListener].view(), s.c.types[TypeCluster].view())
+	for _, u := range typeOrder {
+		t := s.c.types[u]
+		if wildcard(u) {
+			if first {
+				if err := s.tr.subscribe(t, nil, true); err != nil {
+					return err
+				}
+			}
+			continue
+		}
+		want := r.names(u)
+		old, sent := s.sent[u]
+		if (sent && slices.Equal(old, want)) || (!sent && len(want) == 0) {
+			continue
+		}
+		t.names = want
+		if err := s.tr.subscribe(t, old, !sent); err != nil {
+			return err
+		}
+		s.sent[u] = want
+	}
+	return nil
+}
+
+// tryApply applies the views of all types when they form a complete
+// snapshot, then ACKs every pending update (or NACKs them all with the
+// runtime's error: the snapshot is one unit, and its error names the
+// resource at fault).
+func (s *session) tryApply() error {
+	a, err := assemble(s.c.types)
+	if err != nil {
+		s.c.log.Debug("xds config warming", "waiting_for", err.Error())
+		return nil
+	}
+	var pend []*typeState
+	for _, u := range typeOrder {
+		if t := s.c.types[u]; t.pending != nil {
+			pend = append(pend, t)
+		}
+	}
+	if len(pend) == 0 {
+		return nil
+	}
+	if err := s.c.applyXDS(a); err != nil {
+		detail := err.Error()
+		s.c.log.Error("xds config rejected; the running config stays", "version", a.version, "error", err)
+		s.c.setStatus(func(st *Status) { st.LastError = detail })
+		for _, t := range pend {
+			nonce := t.pending.nonce
+			t.rejectedKey, t.rejectedDetail, t.rejectedCount = t.pending.key, detail, 0
+			t.pending = nil
+			if err := s.nack(t, nonce, detail); err != nil {
+				return err
+			}
+		}
+		return s.resubscribe(false)
+	}
+	for _, t := range pend {
+		u := t.pending
+		t.accepted, t.acceptedVersion, t.received = u.resources, u.version, true
+		t.pending, t.rejectedKey, t.rejectedDetail = nil, "", ""
+		s.count(t, "ack")
+		if err := s.tr.ack(t, u); err != nil {
+			return err
+		}
+	}
+	s.c.log.Info("xds config applied", "version", a.version)
+	return nil
+}

@@ -1,0 +1,415 @@
+package xdsclient
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"strconv"
+	"strings"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/omnirelay/omnirelay/internal/shared/resources"
+)
+
+// Type URLs of the resources the client subscribes to, in the order Envoy
+// asks for them (CDS before EDS, LDS before RDS) so that a cluster or listener
+// update names what it needs before the dependants arrive.
+const (
+	TypeListener = "type.googleapis.com/envoy.config.listener.v3.Listener"
+	TypeRoute    = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
+	TypeCluster  = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
+	TypeEndpoint = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
+	TypeSecret   = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
+
+	// resourceWrapperType is the Any type of a discovery Resource wrapper:
+	// SotW responses carry signed resources this way, since only the
+	// wrapper has room for the signature metadata.
+	resourceWrapperType = "type.googleapis.com/envoy.service.discovery.v3.Resource"
+)
+
+// typeOrder is the order of subscription and of version strings.
+var typeOrder = []string{TypeCluster, TypeEndpoint, TypeListener, TypeRoute, TypeSecret}
+
+// wildcard reports whether a type is subscribed as a whole (LDS, CDS) rather
+// than by the names other resources reference.
+func wildcard(typeURL string) bool { return typeURL == TypeListener || typeURL == TypeCluster }
+
+func shortType(typeURL string) string {
+	switch typeURL {
+	case TypeListener:
+		return "lds"
+	case TypeRoute:
+		return "rds"
+	case TypeCluster:
+		return "cds"
+	case TypeEndpoint:
+		return "eds"
+	case TypeSecret:
+		return "sds"
+	}
+	return typeURL
+}
+
+// entry is one received resource: the exact Any the server sent (its bytes
+// are what a signature covers and what last-known-good stores), its
+// signature metadata, and the decoded message.
+type entry struct {
+	name     string
+	version  string
+	body     *anypb.Any
+	metadata *corev3.Metadata
+	msg      proto.Message
+}
+
+func (e *entry) wire() *discoveryv3.Resource {
+	return &discoveryv3.Resource{Name: e.name, Version: e.version, Resource: e.body, Metadata: e.metadata}
+}
+
+// update is a decoded response of one type not yet applied: the whole set
+// of resources of that type the client would hold after it.
+type update struct {
+	version   string
+	nonce     string
+	resources map[string]*entry
+	// key identifies the content (type, version, resource bytes) so that a
+	// server re-sending a rejected update can be told apart from a new one.
+	key string
+}
+
+// typeState is what the client holds for one resource type.
+type typeState struct {
+	url      string
+	accepted map[string]*entry
+	// acceptedVersion is the version_info of the last applied response (the
+	// version a SotW ACK/NACK carries).
+	acceptedVersion string
+	received        bool // a response of this type was accepted at least once
+	pending         *update
+	// names is the current subscription of a non-wildcard type, sorted.
+	names []string
+	// nonce is the last response nonce on the current stream.
+	nonce string
+
+	// rejectedKey/Detail are the last update of this type the client
+	// rejected, so that a server re-sending it is answered in kind.
+	rejectedKey    string
+	rejectedDetail string
+	rejectedCount  int
+}
+
+// view is the set the client would hold if pending updates applied.
+func (t *typeState) view() map[string]*entry {
+	if t.pending != nil {
+		return t.pending.resources
+	}
+	return t.accepted
+}
+
+func (t *typeState) seen() bool { return t.received || t.pending != nil }
+
+// decodeResource unwraps and checks one resource of typeURL. name and
+// metadata come from the wrapper when there is one; verify checks the
+// signature (nil: no trust root configured).
+func decodeResource(typeURL, name, version string, body *anypb.Any, md *corev3.Metadata, verify verifyFunc) (*entry, error) {
+	if body == nil {
+		return nil, fmt.Errorf("resource %q: no body", name)
+	}
+	if body.GetTypeUrl() != typeURL {
+		return nil, fmt.Errorf("resource %q: type %q in a %s response", name, body.GetTypeUrl(), shortType(typeURL))
+	}
+	msg, err := newMessage(typeURL)
+	if err != nil {
+		return nil, err
+	}
+	if err := proto.Unmarshal(body.GetValue(), msg); err != nil {
+		return nil, fmt.Errorf("resource %q: decode %s: %w", name, shortType(typeURL), err)
+	}
+	inner := resourceName(msg)
+	if name == "" {
+		name = inner
+	}
+	if inner != name {
+		return nil, fmt.Errorf("resource %q: body is named %q", name, inner)
+	}
+	if name == "" {
+		return nil, fmt.Errorf("%s resource without a name", shortType(typeURL))
+	}
+	if verify != nil {
+		if err := verify(name, body, md); err != nil {
+			// The verifier's message names the resource and the reason.
+			return nil, fmt.Errorf("rejected signature: %w", err)
+		}
+	}
+	return &entry{name: name, version: version, body: body, metadata: md, msg: msg}, nil
+}
+
+// unwrapAny turns one SotW resource into (name, version, body, metadata):
+// a discovery Resource wrapper is opened, a bare resource is its own body.
+func unwrapAny(a *anypb.Any) (string, string, *anypb.Any, *corev3.Metadata, error) {
+	if a.GetTypeUrl() != resourceWrapperType {
+		return "", "", a, nil, nil
+	}
+	var r discoveryv3.Resource
+	if err := proto.Unmarshal(a.GetValue(), &r); err != nil {
+		return "", "", nil, nil, fmt.Errorf("decode resource wrapper: %w", err)
+	}
+	return r.GetName(), r.GetVersion(), r.GetResource(), r.GetMetadata(), nil
+}
+
+func newMessage(typeURL string) (proto.Message, error) {
+	switch typeURL {
+	case TypeListener:
+		return &listenerv3.Listener{}, nil
+	case TypeRoute:
+		return &routev3.RouteConfiguration{}, nil
+	case TypeCluster:
+		return &clusterv3.Cluster{}, nil
+	case TypeEndpoint:
+		return &endpointv3.ClusterLoadAssignment{}, nil
+	case TypeSecret:
+		return &tlsv3.Secret{}, nil
+	}
+	return nil, fmt.Errorf("unsupported resource type %q", typeURL)
+}
+
+func resourceName(m proto.Message) string {
+	switch r := m.(type) {
+	case *listenerv3.Listener:
+		return r.GetName()
+	case *routev3.RouteConfiguration:
+		return r.GetName()
+	case *clusterv3.Cluster:
+		return r.GetName()
+	case *endpointv3.ClusterLoadAssignment:
+		return r.GetClusterName()
+	case *tlsv3.Secret:
+		return r.GetName()
+	}
+	return ""
+}
+
+// contentKey identifies an update's content for the NACK-loop guard.
+func contentKey(typeURL, version string, rs map[string]*entry) string {
+	h := sha256.New()
+	h.Write([]byte(typeURL + "\x00" + version + "\x00"))
+	for _, n := range slices.Sorted(maps.Keys(rs)) {
+		h.Write([]byte(n + "\x00"))
+		h.Write(rs[n].body.GetValue())
+		h.Write([]byte{0})
+	}
+	return hex.EncodeToString(h.Sum(nil)[:12])
+}
+
+// refs are the names the listeners and clusters in view depend on.
+type refs struct {
+	routes, endpoints, secrets map[string]bool
+}
+
+func (r refs) names(typeURL string) []string {
+	var m map[string]bool
+	switch typeURL {
+	case TypeRoute:
+		m = r.routes
+	case TypeEndpoint:
+		m = r.endpoints
+	case TypeSecret:
+		m = r.secrets
+	}
+	return slices.Sorted(maps.Keys(m))
+}
+
+// collectRefs walks listeners and clusters for RDS names (HCM
+// rds.route_config_name), EDS names (eds_cluster_config.service_name or the
+// cluster name) and SDS secret names (every SdsSecretConfig).
+func collectRefs(listeners, clusters map[string]*entry) refs {
+	r := refs{routes: map[string]bool{}, endpoints: map[string]bool{}, secrets: map[string]bool{}}
+	for _, e := range listeners {
+		walk(e.msg.ProtoReflect(), func(m proto.Message) {
+			switch v := m.(type) {
+			case *hcmv3.HttpConnectionManager:
+				if n := v.GetRds().GetRouteConfigName(); n != "" {
+					r.routes[n] = true
+				}
+			case *tlsv3.SdsSecretConfig:
+				r.secrets[v.GetName()] = true
+			}
+		})
+	}
+	for _, e := range clusters {
+		c := e.msg.(*clusterv3.Cluster)
+		if c.GetType() == clusterv3.Cluster_EDS {
+			n := c.GetEdsClusterConfig().GetServiceName()
+			if n == "" {
+				n = c.GetName()
+			}
+			r.endpoints[n] = true
+		}
+		walk(c.ProtoReflect(), func(m proto.Message) {
+			if v, ok := m.(*tlsv3.SdsSecretConfig); ok {
+				r.secrets[v.GetName()] = true
+			}
+		})
+	}
+	return r
+}
+
+// walk calls fn for every message below m (m included), opening Any fields
+// whose type is linked into the binary (HCM and TLS contexts are).
+func walk(m protoreflect.Message, fn func(proto.Message)) {
+	if a, ok := m.Interface().(*anypb.Any); ok {
+		inner, err := a.UnmarshalNew()
+		if err == nil {
+			walk(inner.ProtoReflect(), fn)
+		}
+		return
+	}
+	fn(m.Interface())
+	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+		if fd.Kind() != protoreflect.MessageKind && fd.Kind() != protoreflect.GroupKind {
+			return true
+		}
+		switch {
+		case fd.IsList():
+			l := v.List()
+			for i := range l.Len() {
+				walk(l.Get(i).Message(), fn)
+			}
+		case fd.IsMap():
+			if fd.MapValue().Kind() == protoreflect.MessageKind {
+				v.Map().Range(func(_ protoreflect.MapKey, mv protoreflect.Value) bool {
+					walk(mv.Message(), fn)
+					return true
+				})
+			}
+		default:
+			walk(v.Message(), fn)
+		}
+		return true
+	})
+}
+
+// assembly is a complete snapshot with the exact resources it was built
+// from (for last-known-good).
+type assembly struct {
+	snap    *resources.Snapshot
+	wire    []*discoveryv3.Resource
+	version string
+}
+
+// errIncomplete names what a snapshot still waits for (warming).
+type errIncomplete struct{ missing []string }
+
+func (e errIncomplete) Error() string { return "waiting for " + strings.Join(e.missing, ", ") }
+
+// assemble builds a snapshot from the views of all types: every listener
+// and cluster, and the routes, endpoints and secrets they reference. It
+// fails with errIncomplete while a referenced resource has not arrived.
+func assemble(types map[string]*typeState) (*assembly, error) {
+	var missing []string
+	for _, u := range []string{TypeListener, TypeCluster} {
+		if !types[u].seen() {
+			missing = append(missing, shortType(u))
+		}
+	}
+	if len(missing) > 0 {
+		return nil, errIncomplete{missing}
+	}
+	r := collectRefs(types[TypeListener].view(), types[TypeCluster].view())
+	picked := map[string][]*entry{}
+	for _, u := range typeOrder {
+		view := types[u].view()
+		if wildcard(u) {
+			for _, n := range slices.Sorted(maps.Keys(view)) {
+				picked[u] = append(picked[u], view[n])
+			}
+			continue
+		}
+		for _, n := range r.names(u) {
+			e := view[n]
+			if e == nil {
+				missing = append(missing, shortType(u)+" "+strconv.Quote(n))
+				continue
+			}
+			picked[u] = append(picked[u], e)
+		}
+	}
+	if len(missing) > 0 {
+		return nil, errIncomplete{missing}
+	}
+	a := &assembly{snap: &resources.Snapshot{}}
+	var versions []string
+	for _, u := range typeOrder {
+		for _, e := range picked[u] {
+			a.wire = append(a.wire, e.wire())
+			switch m := e.msg.(type) {
+			case *listenerv3.Listener:
+				a.snap.Listeners = append(a.snap.Listeners, m)
+			case *routev3.RouteConfiguration:
+				a.snap.Routes = append(a.snap.Routes, m)
+			case *clusterv3.Cluster:
+				a.snap.Clusters = append(a.snap.Clusters, m)
+			case *endpointv3.ClusterLoadAssignment:
+				a.snap.Endpoints = append(a.snap.Endpoints, m)
+			case *tlsv3.Secret:
+				a.snap.Secrets = append(a.snap.Secrets, m)
+			}
+		}
+		t := types[u]
+		v := t.acceptedVersion
+		if t.pending != nil {
+			v = t.pending.version
+		}
+		if v != "" {
+			versions = append(versions, shortType(u)+"="+v)
+		}
+	}
+	a.version = strings.Join(versions, ",")
+	return a, nil
+}
+
+// snapshotFromWire decodes a stored resource list (last-known-good) the same
+// way a response is decoded, signatures included.
+func snapshotFromWire(rs []*discoveryv3.Resource, verify verifyFunc) (*resources.Snapshot, error) {
+	types := map[string]*typeState{}
+	for _, u := range typeOrder {
+		types[u] = &typeState{url: u, accepted: map[string]*entry{}, received: true}
+	}
+	for i, r := range rs {
+		u := r.GetResource().GetTypeUrl()
+		t := types[u]
+		if t == nil {
+			return nil, fmt.Errorf("resource %d (%q): unsupported type %q", i, r.GetName(), u)
+		}
+		e, err := decodeResource(u, r.GetName(), r.GetVersion(), r.GetResource(), r.GetMetadata(), verify)
+		if err != nil {
+			return nil, err
+		}
+		if t.accepted[e.name] != nil {
+			return nil, fmt.Errorf("%s resource %q appears twice", shortType(u), e.name)
+		}
+		t.accepted[e.name] = e
+	}
+	a, err := assemble(types)
+	if err != nil {
+		var inc errIncomplete
+		if errors.As(err, &inc) {
+			return nil, fmt.Errorf("incomplete: %w", err)
+		}
+		return nil, err
+	}
+	return a.snap, nil
+}
