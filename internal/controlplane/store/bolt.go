@@ -120,7 +120,7 @@ func (s *boltStore) Get(ctx context.Context, key string) (KV, error) {
 		return err
 	})
 	if err != nil {
-		return KV{}, fmt.Errorf("store: get %q: %w", key, err)
+		return KV{}, fmt.Errorf("store: get %q: %w", key, closedErr(err))
 	}
 	return kv, nil
 }
@@ -150,7 +150,7 @@ func (s *boltStore) List(ctx context.Context, prefix string) ([]KV, int64, error
 		return nil
 	})
 	if err != nil {
-		return nil, 0, fmt.Errorf("store: list %q: %w", prefix, err)
+		return nil, 0, fmt.Errorf("store: list %q: %w", prefix, closedErr(err))
 	}
 	return kvs, rev, nil
 }
@@ -192,13 +192,19 @@ func (s *boltStore) write(ctx context.Context, op, key string, change func(cur [
 		return meta.Put(revKey, rb[:])
 	})
 	if err != nil {
-		if errors.Is(err, bolt.ErrDatabaseNotOpen) {
-			err = ErrClosed
-		}
-		return 0, fmt.Errorf("store: %s %q: %w", op, key, err)
+		return 0, fmt.Errorf("store: %s %q: %w", op, key, closedErr(err))
 	}
 	s.hub.publish([]Event{ev})
 	return ev.KV.Revision, nil
+}
+
+// closedErr reports a transaction that lost the race with Close as
+// ErrClosed rather than as bbolt's own error.
+func closedErr(err error) error {
+	if errors.Is(err, bolt.ErrDatabaseNotOpen) {
+		return ErrClosed
+	}
+	return err
 }
 
 func modRevision(cur []byte) int64 {

@@ -29,8 +29,9 @@ func TestBoltHistory(t *testing.T) {
 		}},
 		{name: "consumer too slow", run: func(t *testing.T, s *boltStore) {
 			ch := s.Watch(t.Context(), "", 0)
-			// One batch is in flight to the reader; the queue behind it overflows.
-			for i := range 2*limit + 2 {
+			// One batch is in flight to the reader; the queue behind it (at most
+			// what the history could replay, 2*limit) overflows.
+			for i := range 4*limit + 2 {
 				mustPut(t, s, fmt.Sprintf("k%d", i), "v")
 			}
 			waitClosed(t, ch)

@@ -60,7 +60,7 @@ func (h *hub) publish(events []Event) {
 		h.history = append(h.history[:0:0], h.history[drop:]...)
 	}
 	for s := range h.subs {
-		s.queue(events, h.limit)
+		s.queue(events, 2*h.limit)
 	}
 }
 
@@ -82,15 +82,16 @@ func (h *hub) subscribe(ctx context.Context, prefix string, afterRev int64) <-ch
 		wake:   make(chan struct{}, 1),
 		kill:   make(chan struct{}),
 	}
-	s.queue(h.history, h.limit)
+	s.queue(h.history, 2*h.limit)
 	h.subs[s] = struct{}{}
 	h.wg.Add(1)
 	go h.run(ctx, s)
 	return out
 }
 
-// queue appends the events this subscriber wants; the caller holds h.mu.
-func (s *subscriber) queue(events []Event, limit int) {
+// queue appends the events this subscriber wants, killing the subscription
+// if more than most are waiting; the caller holds h.mu.
+func (s *subscriber) queue(events []Event, most int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.killed {
@@ -100,7 +101,7 @@ func (s *subscriber) queue(events []Event, limit int) {
 		if ev.KV.Revision <= s.after || !strings.HasPrefix(ev.KV.Key, s.prefix) {
 			continue
 		}
-		if len(s.pending) >= limit {
+		if len(s.pending) >= most {
 			s.killLocked()
 			return
 		}

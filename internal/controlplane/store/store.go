@@ -89,8 +89,9 @@ type Store interface {
 	// never split across batches). The channel closes when ctx ends, when
 	// the store closes, or when the store can no longer replay from
 	// afterRev (compacted history, a consumer too slow to keep up, a lost
-	// etcd leader): the caller then Lists and Watches again. It never
-	// blocks waiting for events.
+	// etcd leader): the caller then Lists and Watches again. Watch itself
+	// never blocks. Batches may share memory with other watchers: treat
+	// them as read-only.
 	Watch(ctx context.Context, prefix string, afterRev int64) <-chan []Event
 	// Campaign blocks until the caller, named id, leads election, or ctx
 	// ends (then it returns ctx's error). Leadership lasts until Resign,
