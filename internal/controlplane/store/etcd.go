@@ -28,7 +28,7 @@ type etcdStore struct {
 	elect  string // key prefix of elections
 	ctx    context.Context
 	cancel context.CancelFunc
-	wg     sync.WaitGroup // watch goroutines
+	wg     sync.WaitGroup // watch goroutines; Add under mu
 	once   sync.Once
 
 	mu       sync.Mutex
@@ -181,17 +181,21 @@ func (s *etcdStore) Delete(ctx context.Context, key string, expectRev int64) err
 
 func (s *etcdStore) Watch(ctx context.Context, prefix string, afterRev int64) <-chan []Event {
 	out := make(chan []Event)
+	// s.mu orders wg.Add before Close's wg.Wait.
+	s.mu.Lock()
 	if s.ctx.Err() != nil {
+		s.mu.Unlock()
 		close(out)
 		return out
 	}
+	s.wg.Add(1)
+	s.mu.Unlock()
 	afterRev = max(afterRev, 0)
 	// WithRequireLeader: a member cut off from its cluster cancels the
 	// watch instead of going silent, so the caller re-Lists elsewhere.
 	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 	stop := context.AfterFunc(s.ctx, cancel)
 	wch := s.cli.Watch(wctx, s.kv+prefix, clientv3.WithPrefix(), clientv3.WithRev(afterRev+1))
-	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
 		defer close(out)
@@ -319,8 +323,8 @@ func (s *etcdStore) Close() error {
 			cancel()
 		}
 		clear(s.sessions)
-		s.mu.Unlock()
 		s.cancel()
+		s.mu.Unlock()
 		s.wg.Wait()
 		if cerr := s.cli.Close(); cerr != nil && !errors.Is(cerr, context.Canceled) {
 			err = fmt.Errorf("store: close etcd: %w", cerr)
