@@ -1,8 +1,8 @@
 package xdsserver
 
 import (
-	"fmt"
 	"context"
+	"fmt"
 	"runtime"
 	"slices"
 	"strings"

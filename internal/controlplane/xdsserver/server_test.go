@@ -1,8 +1,8 @@
 package xdsserver
 
 import (
-	"maps"
 	"fmt"
+	"maps"
 	"slices"
 	"sync"
 	"testing"
