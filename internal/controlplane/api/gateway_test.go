@@ -22,7 +22,7 @@ func TestGateway(t *testing.T) {
 	}{
 		{name: "no config yet", method: "GET", path: "/v1/config", status: 404, code: "NOT_FOUND"},
 		{name: "invalid config lists every error", method: "POST", path: "/v1/config?filename=mesh.yaml", body: invalidConfig,
-			status: 400, code: "INVALID_ARGUMENT", contains: []string{"mesh.yaml:", "bogus_field"}},
+			status: 400, code: "INVALID_ARGUMENT", contains: []string{"mesh.yaml:", `routes[0].cluster: unknown cluster`, "clusters[1].name: duplicate cluster name"}},
 		{name: "apply", method: "POST", path: "/v1/config?filename=mesh.yaml", body: validConfig, status: 200, contains: []string{`"version":`}},
 		{name: "get config as yaml", method: "GET", path: "/v1/config", status: 200, contains: []string{"name: shop"}, header: VersionHeader},
 		{name: "get config as json", method: "GET", path: "/v1/config", accept: "application/json", status: 200, contains: []string{`"yaml":`, `"version":`}},

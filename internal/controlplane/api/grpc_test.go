@@ -130,7 +130,7 @@ func TestGRPCConfig(t *testing.T) {
 		t.Fatalf("invalid config: %v, want INVALID_ARGUMENT", err)
 	}
 	// Each error names the file, its position and path, and the reason.
-	for _, want := range []string{"mesh.yaml:", "bogus_field"} {
+	for _, want := range []string{"mesh.yaml:", `routes[0].cluster: unknown cluster`, "clusters[1].name: duplicate cluster name"} {
 		if !strings.Contains(st.Message(), want) {
 			t.Errorf("message lacks %q:\n%s", want, st.Message())
 		}

@@ -81,7 +81,7 @@ clusters:
     endpoints: [127.0.0.1:9001]
 `
 
-// invalidConfig has three independent mistakes.
+// invalidConfig has two independent mistakes.
 const invalidConfig = `listeners:
   - name: web
     address: 127.0.0.1:8080
@@ -95,7 +95,6 @@ const invalidConfig = `listeners:
 clusters:
   - name: shop
     endpoints: [127.0.0.1:9001]
-    bogus_field: 1
   - name: shop
     endpoints: [127.0.0.1:9002]
 `
