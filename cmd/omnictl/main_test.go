@@ -61,19 +61,14 @@ type proxyList []*meshkitv1.Proxy
 func (p proxyList) Proxies() []*meshkitv1.Proxy { return p }
 
 // startMeshKitAPI serves the real API on 127.0.0.1 over a bbolt store.
-func startMeshKitAPI(t *testing.T) (addr string, reg *registry.Registry) {
+func startMeshKitAPI(t *testing.T, proxies proxyList) (addr string, reg *registry.Registry) {
 	t.Helper()
 	st, err := store.OpenBolt(filepath.Join(t.TempDir(), "meshkit.db"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	reg = registry.New(st, registry.Options{})
-	srv := api.New(api.Options{Registry: reg, Config: &memConfig{}, Proxies: proxyList{{
-		NodeId: "edge-1", Cluster: "edge", Kind: "omnirelay", Build: "dev", Connected: true,
-		Acked:    map[string]string{"type.googleapis.com/envoy.config.cluster.v3.Cluster": "v7"},
-		LastNack: &meshkitv1.Nack{TypeUrl: "type.googleapis.com/envoy.config.listener.v3.Listener", Version: "v6", Detail: "unknown filter x"},
-		Withheld: []*meshkitv1.Withheld{{TypeUrl: "type.googleapis.com/envoy.config.listener.v3.Listener", Name: "web", Reason: "needs wasm"}},
-	}}})
+	srv := api.New(api.Options{Registry: reg, Config: &memConfig{}, Proxies: proxies})
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -127,8 +122,15 @@ clusters:
     endpoints: [127.0.0.1:9002]
 `
 
+var nackingProxy = proxyList{{
+	NodeId: "edge-1", Cluster: "edge", Kind: "omnirelay", Build: "dev", Connected: true,
+	Acked:    map[string]string{"type.googleapis.com/envoy.config.cluster.v3.Cluster": "v7"},
+	LastNack: &meshkitv1.Nack{TypeUrl: "type.googleapis.com/envoy.config.listener.v3.Listener", Version: "v6", Detail: "unknown filter x"},
+	Withheld: []*meshkitv1.Withheld{{TypeUrl: "type.googleapis.com/envoy.config.listener.v3.Listener", Name: "web", Reason: "needs wasm"}},
+}}
+
 func TestCommands(t *testing.T) {
-	addr, _ := startMeshKitAPI(t)
+	addr, _ := startMeshKitAPI(t, nackingProxy)
 	dir := t.TempDir()
 	good, bad := filepath.Join(dir, "mesh.yaml"), filepath.Join(dir, "bad.yaml")
 	if err := os.WriteFile(good, []byte(validConfig), 0o600); err != nil {
@@ -195,7 +197,7 @@ func TestCommands(t *testing.T) {
 
 // The json and yaml outputs are the API messages in their proto field names.
 func TestStructuredOutputParses(t *testing.T) {
-	addr, _ := startMeshKitAPI(t)
+	addr, _ := startMeshKitAPI(t, nil)
 	if _, _, err := run(t.Context(), addr, "register", "--service", "shop", "--address", "127.0.0.1:9001"); err != nil {
 		t.Fatal(err)
 	}
@@ -232,7 +234,7 @@ func TestStructuredOutputParses(t *testing.T) {
 // register --heartbeat renews the lease until its context ends (SIGINT in
 // main), then deregisters.
 func TestRegisterHeartbeat(t *testing.T) {
-	addr, reg := startMeshKitAPI(t)
+	addr, reg := startMeshKitAPI(t, nil)
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
 	type result struct {

@@ -12,7 +12,7 @@ import (
 // Limits on registered values. Names become store key segments and xDS
 // cluster-facing identifiers, so they keep to a DNS-like alphabet (no '/').
 const (
-	maxNameLen      = 128
+	maxNameLen      = 253 // as config.Cluster.Service accepts
 	MaxWeight       = 128 // as Envoy's load_balancing_weight for OmniRelay's balancers
 	maxMetadata     = 64
 	maxMetadataSize = 4096
