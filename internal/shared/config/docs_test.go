@@ -18,7 +18,7 @@ var exampleRE = regexp.MustCompile("(?ms)^```yaml\n(# example: ([^\n]*)\n.*?)^``
 // package owns, so that they cannot drift from the code. Certificate files
 // in the examples are illustrative paths, hence SkipFileChecks.
 func TestDocExamples(t *testing.T) {
-	for _, doc := range []string{"config.md", "envoy-support.md"} {
+	for _, doc := range []string{"config.md", "envoy-support.md", "xds-shapes.md"} {
 		path := filepath.Join("..", "..", "..", "docs", doc)
 		data, err := os.ReadFile(path)
 		if err != nil {
@@ -43,6 +43,13 @@ func TestDocExamples(t *testing.T) {
 				}
 				if _, err := translate.Translate(c); err != nil {
 					t.Fatalf("Translate: %v", err)
+				}
+				// MeshKit's shapes must accept every documented config too.
+				if _, err := translate.TranslateWith(c, translate.Options{ADS: true}); err != nil {
+					t.Fatalf("TranslateWith(ADS): %v", err)
+				}
+				if _, err := translate.ForGRPC(c, translate.Options{}); err != nil {
+					t.Fatalf("ForGRPC: %v", err)
 				}
 			})
 		}
