@@ -115,7 +115,7 @@ clusters:
   - { name: a, endpoints: [127.0.0.1:2] }
 `
 
-func translateYAML(t *testing.T, y string, ads bool) *resources.Snapshot {
+func translateYAML(t testing.TB, y string, ads bool) *resources.Snapshot {
 	t.Helper()
 	c, err := config.Parse("test.yaml", []byte(y))
 	if err != nil {
@@ -136,7 +136,7 @@ type signedResource struct {
 
 // byType returns the snapshot's resources of each type, signed by key
 // (nil: unsigned), keyed by type URL.
-func byType(t *testing.T, s *resources.Snapshot, key ed25519.PrivateKey) map[string][]*discoveryv3.Resource {
+func byType(t testing.TB, s *resources.Snapshot, key ed25519.PrivateKey) map[string][]*discoveryv3.Resource {
 	t.Helper()
 	out := map[string][]*discoveryv3.Resource{}
 	add := func(typeURL, name string, m proto.Message) {

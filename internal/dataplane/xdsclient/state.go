@@ -73,7 +73,13 @@ type entry struct {
 	body     *anypb.Any
 	metadata *corev3.Metadata
 	msg      proto.Message
+	// deps are the names a listener or cluster references, found once at
+	// decode time so that assembling a snapshot does not walk protos again.
+	deps deps
 }
+
+// deps are one resource's references by type.
+type deps struct{ routes, endpoints, secrets []string }
 
 func (e *entry) wire() *discoveryv3.Resource {
 	return &discoveryv3.Resource{Name: e.name, Version: e.version, Resource: e.body, Metadata: e.metadata}
@@ -154,7 +160,7 @@ func decodeResource(typeURL, name, version string, body *anypb.Any, md *corev3.M
 			return nil, fmt.Errorf("rejected signature: %w", err)
 		}
 	}
-	return &entry{name: name, version: version, body: body, metadata: md, msg: msg}, nil
+	return &entry{name: name, version: version, body: body, metadata: md, msg: msg, deps: findDeps(msg)}, nil
 }
 
 // unwrapAny turns one SotW resource into (name, version, body, metadata):
@@ -232,39 +238,54 @@ func (r refs) names(typeURL string) []string {
 	return slices.Sorted(maps.Keys(m))
 }
 
-// collectRefs walks listeners and clusters for RDS names (HCM
-// rds.route_config_name), EDS names (eds_cluster_config.service_name or the
-// cluster name) and SDS secret names (every SdsSecretConfig).
+// collectRefs unions the references of listeners and clusters.
 func collectRefs(listeners, clusters map[string]*entry) refs {
 	r := refs{routes: map[string]bool{}, endpoints: map[string]bool{}, secrets: map[string]bool{}}
-	for _, e := range listeners {
-		walk(e.msg.ProtoReflect(), func(m proto.Message) {
-			switch v := m.(type) {
-			case *hcmv3.HttpConnectionManager:
-				if n := v.GetRds().GetRouteConfigName(); n != "" {
-					r.routes[n] = true
-				}
-			case *tlsv3.SdsSecretConfig:
-				r.secrets[v.GetName()] = true
+	for _, m := range []map[string]*entry{listeners, clusters} {
+		for _, e := range m {
+			for _, n := range e.deps.routes {
+				r.routes[n] = true
 			}
-		})
-	}
-	for _, e := range clusters {
-		c := e.msg.(*clusterv3.Cluster)
-		if c.GetType() == clusterv3.Cluster_EDS {
-			n := c.GetEdsClusterConfig().GetServiceName()
-			if n == "" {
-				n = c.GetName()
+			for _, n := range e.deps.endpoints {
+				r.endpoints[n] = true
 			}
-			r.endpoints[n] = true
+			for _, n := range e.deps.secrets {
+				r.secrets[n] = true
+			}
 		}
-		walk(c.ProtoReflect(), func(m proto.Message) {
-			if v, ok := m.(*tlsv3.SdsSecretConfig); ok {
-				r.secrets[v.GetName()] = true
-			}
-		})
 	}
 	return r
+}
+
+// findDeps returns what a listener or cluster references: RDS names (HCM
+// rds.route_config_name), the EDS name (eds_cluster_config.service_name or
+// the cluster name) and SDS secret names (every SdsSecretConfig).
+func findDeps(m proto.Message) deps {
+	var d deps
+	switch v := m.(type) {
+	case *listenerv3.Listener:
+	case *clusterv3.Cluster:
+		if v.GetType() == clusterv3.Cluster_EDS {
+			n := v.GetEdsClusterConfig().GetServiceName()
+			if n == "" {
+				n = v.GetName()
+			}
+			d.endpoints = []string{n}
+		}
+	default:
+		return d
+	}
+	walk(m.ProtoReflect(), func(m proto.Message) {
+		switch v := m.(type) {
+		case *hcmv3.HttpConnectionManager:
+			if n := v.GetRds().GetRouteConfigName(); n != "" {
+				d.routes = append(d.routes, n)
+			}
+		case *tlsv3.SdsSecretConfig:
+			d.secrets = append(d.secrets, v.GetName())
+		}
+	})
+	return d
 }
 
 // walk calls fn for every message below m (m included), opening Any fields
