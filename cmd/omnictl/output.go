@@ -1,6 +1,8 @@
 package main
 
 import (
+	"bytes"
+	"encoding/json"
 	"fmt"
 	"io"
 	"strings"
@@ -16,10 +18,18 @@ import (
 func (c *cli) printMessage(m proto.Message, table func(w io.Writer)) error {
 	switch c.output {
 	case "json", "yaml":
-		b, err := protojson.MarshalOptions{UseProtoNames: true, Multiline: true, Indent: "  "}.Marshal(m)
+		raw, err := protojson.MarshalOptions{UseProtoNames: true}.Marshal(m)
 		if err != nil {
 			return fmt.Errorf("encoding the answer: %w", err)
 		}
+		// protojson varies its whitespace on purpose (its output is not
+		// meant to be stable); re-indent so that scripts and diffs see
+		// the same text for the same answer.
+		var buf bytes.Buffer
+		if err := json.Indent(&buf, raw, "", "  "); err != nil {
+			return fmt.Errorf("encoding the answer: %w", err)
+		}
+		b := buf.Bytes()
 		if c.output == "yaml" {
 			if b, err = yaml.JSONToYAML(b); err != nil {
 				return fmt.Errorf("encoding the answer as YAML: %w", err)
