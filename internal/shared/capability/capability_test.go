@@ -301,3 +301,12 @@ func TestDefault(t *testing.T) {
 		})
 	}
 }
+
+func BenchmarkFromNode(b *testing.B) {
+	n := &corev3.Node{}
+	sampleSet().Apply(n)
+	b.ReportAllocs()
+	for b.Loop() {
+		_ = FromNode(n).Fingerprint()
+	}
+}

@@ -2,6 +2,7 @@ package translate
 
 import (
 	"fmt"
+	"math"
 	"net/netip"
 	"slices"
 
@@ -197,7 +198,8 @@ func healthStatus(h string) (corev3.HealthStatus, bool) {
 func loadAssignment(cluster string, eps []config.Endpoint) (*endpointv3.ClusterLoadAssignment, error) {
 	cla := &endpointv3.ClusterLoadAssignment{ClusterName: cluster}
 	groups := map[localityKey]*endpointv3.LocalityLbEndpoints{}
-	weights := map[localityKey]uint32{}
+	weights := map[localityKey]uint64{}
+	perPriority := map[uint32]uint64{}
 	var order []localityKey
 	for _, e := range eps {
 		host, port, err := config.SplitAddress(e.Address)
@@ -226,12 +228,18 @@ func loadAssignment(cluster string, eps []config.Endpoint) (*endpointv3.ClusterL
 			w = e.Weight
 			lbe.LoadBalancingWeight = wrapperspb.UInt32(e.Weight)
 		}
-		weights[k] += w
+		weights[k] += uint64(w)
+		perPriority[k.priority] += uint64(w)
+		// Envoy and gRPC both reject weight sums past 32 bits; registry
+		// endpoints can get there where a hand-written config would not.
+		if perPriority[k.priority] > math.MaxUint32 {
+			return nil, fmt.Errorf("endpoint %q: endpoint weights of priority %d add up to more than %d", e.Address, k.priority, uint64(math.MaxUint32))
+		}
 		g.LbEndpoints = append(g.LbEndpoints, lbe)
 	}
 	for _, k := range order {
 		g := groups[k]
-		g.LoadBalancingWeight = wrapperspb.UInt32(weights[k])
+		g.LoadBalancingWeight = wrapperspb.UInt32(uint32(weights[k]))
 		cla.Endpoints = append(cla.Endpoints, g)
 	}
 	return cla, nil

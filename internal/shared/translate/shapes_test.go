@@ -359,6 +359,7 @@ func TestServiceEndpoints(t *testing.T) {
 		{name: "bad health", reg: []config.Endpoint{{Address: "10.0.0.2:80", Health: "sick"}}, wantErr: `unknown health "sick"`},
 		{name: "bad priority", reg: []config.Endpoint{{Address: "10.0.0.2:80", Priority: 200}}, wantErr: "priority 200 is more than 127"},
 		{name: "no port", reg: []config.Endpoint{{Address: "10.0.0.2"}}, wantErr: "missing port"},
+		{name: "weights overflow", reg: []config.Endpoint{{Address: "10.0.0.2:80", Weight: 1 << 31}, {Address: "10.0.0.3:80", Weight: 1 << 31}}, wantErr: "add up to more than 4294967295"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -424,4 +425,29 @@ clusters: [{ name: a, endpoints: [{ address: 10.0.0.1:1, priority: 5 }, { addres
 		t.Errorf("priorities = %v, want %v", got, want)
 	}
 	checkGRPCLoadAssignment(t, s.Endpoints[0])
+}
+
+func BenchmarkShapes(b *testing.B) {
+	c, err := config.Load("testdata/mesh.yaml")
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, bm := range []struct {
+		name string
+		fn   func() (*resources.Snapshot, error)
+	}{
+		{"ads", func() (*resources.Snapshot, error) {
+			return TranslateWith(c, Options{ADS: true, ServiceEndpoints: testRegistry})
+		}},
+		{"grpc", func() (*resources.Snapshot, error) { return ForGRPC(c, Options{ServiceEndpoints: testRegistry}) }},
+	} {
+		b.Run(bm.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := bm.fn(); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
 }
