@@ -12,6 +12,7 @@ import (
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
+	"go.uber.org/goleak"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
@@ -61,6 +62,10 @@ func TestGRPCProxylessClient(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts an xDS server, two backends and an xDS client")
 	}
+	// Registered first, so it runs after every other cleanup: the xDS
+	// client, the ADS stream and the servers must all be gone.
+	before := goleak.IgnoreCurrent()
+	t.Cleanup(func() { goleak.VerifyNone(t, before) })
 	addrA := serve(t, func() *grpc.Server {
 		s := grpc.NewServer()
 		testgrpc.RegisterTestServiceServer(s, &backend{id: "a"})
