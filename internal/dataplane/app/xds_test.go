@@ -28,6 +28,7 @@ import (
 	"github.com/omnirelay/omnirelay/internal/dataplane/xdsclient"
 	"github.com/omnirelay/omnirelay/internal/shared/config"
 	"github.com/omnirelay/omnirelay/internal/shared/resources"
+	"github.com/omnirelay/omnirelay/internal/shared/signing"
 	"github.com/omnirelay/omnirelay/internal/shared/translate"
 )
 
@@ -386,5 +387,38 @@ func TestXDSLastKnownGoodCorrupt(t *testing.T) {
 	}
 	if l := p.ListenerAddr("web"); l != nil {
 		t.Fatalf("listener started from a corrupt LKG at %v", l)
+	}
+}
+
+// TestXDSTrustRoot: with --trust-root, go-control-plane's unsigned
+// resources are NACKed as unsigned and nothing is applied.
+func TestXDSTrustRoot(t *testing.T) {
+	pub, _, err := signing.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	root := filepath.Join(t.TempDir(), "root.pub")
+	if err := signing.WritePublicKey(root, pub); err != nil {
+		t.Fatal(err)
+	}
+	a, b := backend(t, "A"), backend(t, "B")
+	cp := startControlPlane(t, "127.0.0.1:0")
+	laddr := freeAddr(t)
+	cp.set(t, "1", mesh(laddr, "a", a, b))
+	p := startXDSProxy(t, XDSOptions{Address: cp.addr, TrustRoot: root})
+	select {
+	case d := <-cp.nacks:
+		if !strings.Contains(d, "unsigned") {
+			t.Fatalf("NACK %q", d)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("unsigned config not NACKed")
+	}
+	if code, body := ready(p); code != http.StatusServiceUnavailable {
+		t.Fatalf("/ready = %d %q, want 503", code, body)
+	}
+	if _, err := Start(Options{XDS: &XDSOptions{Address: cp.addr, NodeID: "x", TrustRoot: filepath.Join(t.TempDir(), "missing.pub")},
+		AdminAddress: "127.0.0.1:0"}); err == nil || !strings.Contains(err.Error(), "trust root") {
+		t.Fatalf("missing trust root file: err = %v", err)
 	}
 }
