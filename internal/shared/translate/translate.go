@@ -2,7 +2,9 @@
 // that implement it (a resources.Snapshot). Output is deterministic: the same
 // Config always yields the same resources, in the same order, with the same
 // bytes, so that Snapshot.Hash can serve as a version. Both the data plane
-// (static mode) and the control plane use it.
+// (static mode) and the control plane use it. One Config has three shapes
+// (docs/xds-shapes.md): static (Translate), ADS for OmniRelay and Envoy
+// (TranslateWith with Options.ADS) and gRPC proxyless (ForGRPC).
 package translate
 
 import (
