@@ -1,0 +1,114 @@
+// Command meshkit is the OmniRelay control plane: it serves the desired
+// configuration and the service registry over xDS v3 to OmniRelay proxies,
+// Envoy and gRPC proxyless clients, and exposes the operator API omnictl uses.
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/omnirelay/omnirelay/internal/controlplane/serve"
+	"github.com/omnirelay/omnirelay/internal/shared/signing"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+func main() {
+	if err := newRoot().Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "meshkit:", err)
+		os.Exit(1)
+	}
+}
+
+func newRoot() *cobra.Command {
+	var logLevel string
+	root := &cobra.Command{
+		Use:           "meshkit",
+		Short:         "MeshKit: the OmniRelay control plane (xDS v3, registry, signed config)",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.PersistentFlags().StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	logger := func() *slog.Logger {
+		var lvl slog.Level
+		if err := lvl.UnmarshalText([]byte(logLevel)); err != nil {
+			lvl = slog.LevelInfo
+		}
+		return slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
+	}
+
+	var opt serve.Options
+	var etcd string
+	serveCmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Serve xDS and the operator API until SIGINT/SIGTERM",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if etcd != "" {
+				opt.Etcd = strings.Split(etcd, ",")
+			}
+			opt.Log = logger()
+			p, err := serve.Start(opt)
+			if err != nil {
+				return err
+			}
+			sig := make(chan os.Signal, 1)
+			signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+			s := <-sig
+			opt.Log.Info("signal: stopping", "signal", s.String())
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			return p.Shutdown(ctx)
+		},
+	}
+	f := serveCmd.Flags()
+	f.StringVar(&opt.ConfigFile, "config", "", "desired config (omnirelay.v1 YAML), applied at start and on change")
+	f.StringVar(&opt.XDSAddress, "xds-address", "127.0.0.1:15010", "xDS (ADS) gRPC address")
+	f.StringVar(&opt.APIAddress, "api-address", "127.0.0.1:15011", "operator API address (gRPC and JSON over HTTP)")
+	f.StringVar(&opt.DataDir, "data-dir", "meshkit-data", "directory of the embedded bbolt store")
+	f.StringVar(&etcd, "etcd", "", "comma-separated etcd endpoints: store state in etcd instead (several replicas)")
+	f.StringVar(&opt.EtcdPrefix, "etcd-prefix", "/meshkit", "key prefix in etcd")
+	f.StringVar(&opt.SigningKey, "signing-key", "", "ed25519 private key (PEM) signing every resource served to OmniRelay")
+	f.StringVar(&opt.ReplicaID, "replica-id", "", "this replica's name in leader elections (default host:pid)")
+
+	var priv, pub string
+	keygen := &cobra.Command{
+		Use:   "keygen --private FILE --public FILE",
+		Short: "Generate an ed25519 signing key pair (the public key is OmniRelay's --trust-root)",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if priv == "" || pub == "" {
+				return fmt.Errorf("--private and --public are required")
+			}
+			pk, sk, err := signing.GenerateKey()
+			if err != nil {
+				return err
+			}
+			if err := signing.WritePrivateKey(priv, sk); err != nil {
+				return err
+			}
+			if err := signing.WritePublicKey(pub, pk); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "key %s: private %s, public %s\n", signing.KeyID(pk), priv, pub)
+			return nil
+		},
+	}
+	keygen.Flags().StringVar(&priv, "private", "", "private key file to write (mode 0600)")
+	keygen.Flags().StringVar(&pub, "public", "", "public key file to write")
+
+	versionCmd := &cobra.Command{
+		Use:   "version",
+		Short: "Print the version",
+		Run:   func(cmd *cobra.Command, _ []string) { fmt.Fprintln(cmd.OutOrStdout(), "meshkit", version) },
+	}
+	root.AddCommand(serveCmd, keygen, versionCmd)
+	return root
+}

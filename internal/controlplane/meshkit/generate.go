@@ -1,0 +1,192 @@
+package meshkit
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"sync"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/omnirelay/omnirelay/internal/controlplane/capfilter"
+	"github.com/omnirelay/omnirelay/internal/controlplane/xdsserver"
+	"github.com/omnirelay/omnirelay/internal/shared/capability"
+	"github.com/omnirelay/omnirelay/internal/shared/config"
+	"github.com/omnirelay/omnirelay/internal/shared/resources"
+	"github.com/omnirelay/omnirelay/internal/shared/signing"
+	"github.com/omnirelay/omnirelay/internal/shared/translate"
+)
+
+// parseAndCheck is the validation every apply and every stored document
+// goes through: parse strictly, validate, and translate for each consumer
+// kind, so that a document MeshKit accepts is one it can serve to all.
+func parseAndCheck(filename string, data []byte) (*config.Config, error) {
+	cfg, err := config.Parse(filename, data)
+	if err != nil {
+		return nil, err
+	}
+	opts := translate.Options{ADS: true, ServiceEndpoints: func(string) []config.Endpoint { return nil }}
+	if _, err := translate.TranslateWith(cfg, opts); err != nil {
+		return nil, err
+	}
+	if _, err := translate.ForGRPC(cfg, opts); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
+// buildGroup builds and publishes the snapshot of one group. The caller
+// holds buildMu. On failure the group keeps its previous snapshot.
+func (m *MeshKit) buildGroup(g string, caps capability.Set) {
+	m.mu.Lock()
+	d := m.desired
+	m.mu.Unlock()
+	if d == nil {
+		if m.cache.Get(g) == nil {
+			m.cache.Set(g, &xdsserver.Snapshot{Version: "empty", Resources: map[string][]*xdsserver.Resource{}})
+		}
+		return
+	}
+	opts := translate.Options{ADS: true, ServiceEndpoints: m.serviceEndpoints}
+	var (
+		snap     *resources.Snapshot
+		withheld []capfilter.Withheld
+		err      error
+	)
+	if caps.Kind == capability.KindGRPC {
+		opts.OnWithheld = func(w translate.Withheld) { withheld = append(withheld, w) }
+		snap, err = translate.ForGRPC(d.cfg, opts)
+	} else {
+		snap, err = translate.TranslateWith(d.cfg, opts)
+	}
+	if err == nil {
+		var more []capfilter.Withheld
+		snap, more = capfilter.Filter(snap, caps)
+		withheld = append(withheld, more...)
+	}
+	if err != nil {
+		m.opt.Log.Error("snapshot not built; the group keeps its previous one", "group", g, "version", d.Version, "error", err)
+		return
+	}
+	var signer *signing.Signer
+	if caps.Kind == capability.KindOmniRelay {
+		signer = m.opt.Signer
+	}
+	out, err := m.toXDS(d.Version, snap, signer)
+	if err != nil {
+		m.opt.Log.Error("snapshot not built; the group keeps its previous one", "group", g, "version", d.Version, "error", err)
+		return
+	}
+	m.proxies.setWithheld(g, withheld)
+	for _, w := range withheld {
+		m.opt.Log.Warn("resource withheld from a group", "group", g, "type", w.TypeURL, "name", w.Name, "reason", w.Reason)
+	}
+	m.cache.Set(g, out)
+}
+
+func (m *MeshKit) serviceEndpoints(service string) []config.Endpoint {
+	if m.opt.Registry == nil {
+		return nil
+	}
+	return m.opt.Registry.Endpoints(service)
+}
+
+// toXDS packs a snapshot for the xDS server, signing each resource when a
+// signer is given. The snapshot version is the configuration version plus a
+// digest of every resource, so a registry change yields a new version too.
+func (m *MeshKit) toXDS(configVersion string, s *resources.Snapshot, signer *signing.Signer) (*xdsserver.Snapshot, error) {
+	out := &xdsserver.Snapshot{Resources: make(map[string][]*xdsserver.Resource, 5)}
+	h := sha256.New()
+	add := func(typeURL, name string, msg proto.Message) error {
+		body, err := resources.NewAny(msg)
+		if err != nil {
+			return err
+		}
+		r := &xdsserver.Resource{Name: name, Body: body}
+		if signer != nil {
+			md, err := m.signed.sign(signer, name, body)
+			if err != nil {
+				return err
+			}
+			r.Metadata = md
+		}
+		h.Write([]byte(typeURL))
+		h.Write([]byte(name))
+		h.Write(body.Value)
+		out.Resources[typeURL] = append(out.Resources[typeURL], r)
+		return nil
+	}
+	for _, l := range s.Listeners {
+		if err := add(resourcev3.ListenerType, l.GetName(), l); err != nil {
+			return nil, err
+		}
+	}
+	for _, r := range s.Routes {
+		if err := add(resourcev3.RouteType, r.GetName(), r); err != nil {
+			return nil, err
+		}
+	}
+	for _, c := range s.Clusters {
+		if err := add(resourcev3.ClusterType, c.GetName(), c); err != nil {
+			return nil, err
+		}
+	}
+	for _, e := range s.Endpoints {
+		if err := add(resourcev3.EndpointType, e.GetClusterName(), e); err != nil {
+			return nil, err
+		}
+	}
+	for _, sec := range s.Secrets {
+		if err := add(resourcev3.SecretType, sec.GetName(), sec); err != nil {
+			return nil, err
+		}
+	}
+	out.Version = configVersion + "-" + hex.EncodeToString(h.Sum(nil)[:6])
+	return out, nil
+}
+
+// signatureCache keeps the signature of each resource body so that a
+// rebuild re-signs only what changed (an endpoint change re-signs one
+// ClusterLoadAssignment, not every resource of every group).
+type signatureCache struct {
+	mu   sync.Mutex
+	cur  map[string]*corev3.Metadata
+	prev map[string]*corev3.Metadata
+}
+
+func newSignatureCache() *signatureCache {
+	return &signatureCache{cur: map[string]*corev3.Metadata{}, prev: map[string]*corev3.Metadata{}}
+}
+
+func (c *signatureCache) sign(s *signing.Signer, name string, body *anypb.Any) (*corev3.Metadata, error) {
+	sum := sha256.Sum256(body.Value)
+	key := body.TypeUrl + "\x00" + name + "\x00" + string(sum[:])
+	c.mu.Lock()
+	md, ok := c.cur[key]
+	if !ok {
+		if md, ok = c.prev[key]; ok {
+			c.cur[key] = md
+		}
+	}
+	c.mu.Unlock()
+	if ok {
+		return md, nil
+	}
+	md, err := signing.SignResource(s, name, body)
+	if err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	c.cur[key] = md
+	c.mu.Unlock()
+	return md, nil
+}
+
+// sweep forgets signatures not used since the previous sweep.
+func (c *signatureCache) sweep() {
+	c.mu.Lock()
+	c.prev, c.cur = c.cur, map[string]*corev3.Metadata{}
+	c.mu.Unlock()
+}

@@ -1,0 +1,293 @@
+// Package meshkit assembles the control plane: it keeps the desired
+// configuration (omnirelay.v1, stored whole in the store so that a replica
+// never serves half of an apply), joins it with the service registry, and
+// turns the result into one xDS snapshot per group of consumers: OmniRelay
+// builds with the same capabilities share one, Envoy gets the standard ADS
+// shapes, gRPC proxyless clients get api_listener shapes. Snapshots are
+// rebuilt off the xDS streams' goroutines, one rebuild at a time, and
+// published to the xDS server's cache; the server wakes the streams.
+package meshkit
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+
+	"github.com/omnirelay/omnirelay/internal/controlplane/registry"
+	"github.com/omnirelay/omnirelay/internal/controlplane/store"
+	"github.com/omnirelay/omnirelay/internal/controlplane/xdsserver"
+	"github.com/omnirelay/omnirelay/internal/shared/capability"
+	"github.com/omnirelay/omnirelay/internal/shared/config"
+	"github.com/omnirelay/omnirelay/internal/shared/signing"
+)
+
+// KeyDesired is the store key of the desired configuration. It is one key so
+// that an apply is atomic on every store, etcd included.
+const KeyDesired = "/config/desired"
+
+// Options configures a MeshKit.
+type Options struct {
+	Store    store.Store
+	Registry *registry.Registry
+	// Signer signs every resource served to OmniRelay nodes; nil serves
+	// them unsigned (a proxy with a trust root will then NACK them).
+	Signer *signing.Signer
+	Log    *slog.Logger
+	// Debounce coalesces bursts of changes (registry heartbeats flipping
+	// health, several applies) into one rebuild. Default 10ms.
+	Debounce time.Duration
+}
+
+// MeshKit is a running control plane core (without its network servers:
+// the caller registers Server() and the API on its own gRPC servers).
+type MeshKit struct {
+	opt     Options
+	cache   *xdsserver.Cache
+	server  *xdsserver.Server
+	proxies *proxyDirectory
+	signed  *signatureCache
+
+	mu      sync.Mutex
+	desired *desired                  // nil until a config was applied
+	groups  map[string]capability.Set // every group a node has asked for
+	dirty   chan struct{}             // 1-slot rebuild trigger
+
+	buildMu sync.Mutex // one build at a time; held while building a group
+}
+
+// desired is the stored form of the desired configuration.
+type desired struct {
+	Filename string `json:"filename"`
+	YAML     []byte `json:"yaml"`
+	Version  string `json:"version"`
+
+	cfg *config.Config // parsed; not stored
+}
+
+// New returns a MeshKit. Call Run to start following the store.
+func New(opt Options) *MeshKit {
+	if opt.Log == nil {
+		opt.Log = slog.Default()
+	}
+	if opt.Debounce == 0 {
+		opt.Debounce = 10 * time.Millisecond
+	}
+	m := &MeshKit{
+		opt:     opt,
+		cache:   xdsserver.NewCache(),
+		proxies: newProxyDirectory(),
+		signed:  newSignatureCache(),
+		groups:  map[string]capability.Set{},
+		dirty:   make(chan struct{}, 1),
+	}
+	m.server = xdsserver.New(xdsserver.Options{
+		Cache:     m.cache,
+		Group:     m.group,
+		Callbacks: m.proxies.callbacks(),
+		Log:       opt.Log,
+	})
+	return m
+}
+
+// Server returns the xDS server (register it on a gRPC server).
+func (m *MeshKit) Server() *xdsserver.Server { return m.server }
+
+// Cache returns the snapshot cache (tests and the load tool read it).
+func (m *MeshKit) Cache() *xdsserver.Cache { return m.cache }
+
+// Run loads the desired configuration from the store, then follows the
+// store and the registry until ctx ends, rebuilding snapshots on change.
+func (m *MeshKit) Run(ctx context.Context) error {
+	if err := m.reloadDesired(ctx); err != nil {
+		m.opt.Log.Error("stored configuration not loaded", "error", err)
+	}
+	m.trigger()
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); m.followStore(ctx) }()
+	go func() { defer wg.Done(); m.followRegistry(ctx) }()
+	m.rebuildLoop(ctx)
+	wg.Wait()
+	return nil
+}
+
+func (m *MeshKit) trigger() {
+	select {
+	case m.dirty <- struct{}{}:
+	default:
+	}
+}
+
+// followStore watches the desired-config key so that an apply on another
+// replica (etcd) reaches this replica's proxies too.
+func (m *MeshKit) followStore(ctx context.Context) {
+	for ctx.Err() == nil {
+		_, rev, err := m.opt.Store.List(ctx, KeyDesired)
+		if err != nil {
+			m.opt.Log.Warn("store list failed; retrying", "error", err)
+			sleep(ctx, time.Second)
+			continue
+		}
+		if err := m.reloadDesired(ctx); err != nil {
+			m.opt.Log.Error("stored configuration not loaded", "error", err)
+		}
+		for range m.opt.Store.Watch(ctx, KeyDesired, rev) {
+			if err := m.reloadDesired(ctx); err != nil {
+				m.opt.Log.Error("stored configuration not loaded; the running one stays", "error", err)
+			}
+		}
+		// The watch ended (compaction, store restart): list again.
+	}
+}
+
+func (m *MeshKit) followRegistry(ctx context.Context) {
+	if m.opt.Registry == nil {
+		return
+	}
+	for range m.opt.Registry.Changes(ctx) {
+		m.trigger()
+	}
+}
+
+func (m *MeshKit) rebuildLoop(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-m.dirty:
+		}
+		// Coalesce a burst into one rebuild.
+		t := time.NewTimer(m.opt.Debounce)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		m.rebuildAll()
+	}
+}
+
+// reloadDesired reads the stored configuration and, when it differs from
+// the one in force, parses and validates it before switching to it.
+func (m *MeshKit) reloadDesired(ctx context.Context) error {
+	kv, err := m.opt.Store.Get(ctx, KeyDesired)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("read %s: %w", KeyDesired, err)
+	}
+	var d desired
+	if err := json.Unmarshal(kv.Value, &d); err != nil {
+		return fmt.Errorf("decode %s: %w", KeyDesired, err)
+	}
+	m.mu.Lock()
+	same := m.desired != nil && m.desired.Version == d.Version
+	m.mu.Unlock()
+	if same {
+		return nil
+	}
+	cfg, err := parseAndCheck(d.Filename, d.YAML)
+	if err != nil {
+		return fmt.Errorf("stored configuration %s: %w", d.Version, err)
+	}
+	d.cfg = cfg
+	m.mu.Lock()
+	m.desired = &d
+	m.mu.Unlock()
+	m.opt.Log.Info("configuration in force", "version", d.Version, "file", d.Filename)
+	m.trigger()
+	return nil
+}
+
+// Apply validates a configuration document and stores it as the desired
+// state. It implements the API's ConfigService. An invalid document is
+// rejected with every problem (file, path, reason) and nothing is stored.
+func (m *MeshKit) Apply(ctx context.Context, filename string, data []byte) (string, error) {
+	cfg, err := parseAndCheck(filename, data)
+	if err != nil {
+		return "", err
+	}
+	sum := sha256.Sum256(data)
+	d := desired{Filename: filename, YAML: data, Version: hex.EncodeToString(sum[:8])}
+	val, err := json.Marshal(d)
+	if err != nil {
+		return "", err
+	}
+	if _, err := m.opt.Store.Put(ctx, KeyDesired, val, -1); err != nil {
+		return "", fmt.Errorf("store configuration: %w", err)
+	}
+	d.cfg = cfg
+	m.mu.Lock()
+	m.desired = &d
+	m.mu.Unlock()
+	m.opt.Log.Info("configuration applied", "version", d.Version, "file", filename)
+	m.trigger()
+	return d.Version, nil
+}
+
+// Get returns the desired configuration document and its version.
+func (m *MeshKit) Get(ctx context.Context) ([]byte, string, error) {
+	m.mu.Lock()
+	d := m.desired
+	m.mu.Unlock()
+	if d == nil {
+		return nil, "", fmt.Errorf("no configuration applied yet: %w", store.ErrNotFound)
+	}
+	return d.YAML, d.Version, nil
+}
+
+// group maps a node to its snapshot group, building the group's snapshot
+// the first time a node of a new kind or capability set asks.
+func (m *MeshKit) group(node *corev3.Node) (string, error) {
+	if node.GetId() == "" {
+		return "", errors.New("node id is required")
+	}
+	caps := capability.FromNode(node)
+	g := string(caps.Kind) + "/" + caps.Fingerprint()
+	m.mu.Lock()
+	_, known := m.groups[g]
+	if !known {
+		m.groups[g] = caps
+	}
+	m.mu.Unlock()
+	if !known {
+		m.buildMu.Lock()
+		m.buildGroup(g, caps)
+		m.buildMu.Unlock()
+	}
+	return g, nil
+}
+
+func (m *MeshKit) rebuildAll() {
+	m.buildMu.Lock()
+	defer m.buildMu.Unlock()
+	m.mu.Lock()
+	groups := make(map[string]capability.Set, len(m.groups))
+	for g, c := range m.groups {
+		groups[g] = c
+	}
+	m.mu.Unlock()
+	for g, caps := range groups {
+		m.buildGroup(g, caps)
+	}
+	m.signed.sweep()
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}

@@ -1,0 +1,31 @@
+package serve
+
+import (
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/omnirelay/omnirelay/internal/controlplane/meshkit"
+	meshkitv1 "github.com/omnirelay/omnirelay/internal/shared/api/meshkit/v1"
+)
+
+// proxyList shows MeshKit's proxy directory through the API.
+type proxyList struct{ m *meshkit.MeshKit }
+
+func (l proxyList) Proxies() []*meshkitv1.Proxy {
+	list := l.m.Proxies()
+	out := make([]*meshkitv1.Proxy, 0, len(list))
+	for _, p := range list {
+		pp := &meshkitv1.Proxy{
+			NodeId: p.NodeID, Cluster: p.Cluster, Kind: string(p.Caps.Kind), Build: p.Caps.Build,
+			Filters: p.Caps.Filters, Runtimes: p.Caps.Runtimes, Abis: p.Caps.ABIs, Features: p.Caps.Features,
+			Connected: true, ConnectedSince: timestamppb.New(p.ConnectedSince), Acked: p.Acked,
+		}
+		if n := p.LastNack; n != nil {
+			pp.LastNack = &meshkitv1.Nack{TypeUrl: n.TypeURL, Version: n.Version, Detail: n.Detail, At: timestamppb.New(n.At)}
+		}
+		for _, w := range p.Withheld {
+			pp.Withheld = append(pp.Withheld, &meshkitv1.Withheld{TypeUrl: w.TypeURL, Name: w.Name, Reason: w.Reason})
+		}
+		out = append(out, pp)
+	}
+	return out
+}

@@ -1,0 +1,265 @@
+// Package serve runs a MeshKit process: it opens the store (bbolt in a data
+// directory, or etcd), starts the registry's lease expiry, the MeshKit core,
+// the xDS gRPC server and the API server (gRPC and its JSON gateway on one
+// port), and follows a desired-config file when one is given. cmd/meshkit,
+// the demo and the end-to-end tests all start MeshKit through it.
+package serve
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/h2c"
+	"google.golang.org/grpc"
+
+	"github.com/omnirelay/omnirelay/internal/controlplane/api"
+	"github.com/omnirelay/omnirelay/internal/controlplane/meshkit"
+	"github.com/omnirelay/omnirelay/internal/controlplane/registry"
+	"github.com/omnirelay/omnirelay/internal/controlplane/store"
+	"github.com/omnirelay/omnirelay/internal/controlplane/xdsserver"
+	"github.com/omnirelay/omnirelay/internal/shared/signing"
+)
+
+// Options configures a MeshKit process.
+type Options struct {
+	XDSAddress string // default 127.0.0.1:15010
+	APIAddress string // default 127.0.0.1:15011
+	// DataDir holds the embedded bbolt store (meshkit.db); ignored with Etcd.
+	DataDir string
+	// Etcd, when set, stores state in etcd (several replicas share it).
+	Etcd       []string
+	EtcdPrefix string // default "/meshkit"
+	// SigningKey is a PEM ed25519 private key file; empty serves unsigned.
+	SigningKey string
+	// ConfigFile, when set, is applied at start and whenever it changes.
+	ConfigFile string
+	// ReplicaID names this replica in leader elections (default host:pid).
+	ReplicaID    string
+	PollInterval time.Duration // config file poll (default 1s)
+	Log          *slog.Logger
+}
+
+// Process is a running MeshKit.
+type Process struct {
+	MeshKit  *meshkit.MeshKit
+	Registry *registry.Registry
+	Store    store.Store
+
+	xdsLn, apiLn net.Listener
+	xdsSrv       *grpc.Server
+	apiGRPC      *grpc.Server
+	apiHTTP      *http.Server
+	cancel       context.CancelFunc
+	wg           sync.WaitGroup
+	log          *slog.Logger
+	closeOnce    sync.Once
+}
+
+// Start opens the store, binds both addresses and starts serving.
+func Start(opt Options) (*Process, error) {
+	if opt.Log == nil {
+		opt.Log = slog.New(slog.NewJSONHandler(os.Stderr, nil))
+	}
+	if opt.XDSAddress == "" {
+		opt.XDSAddress = "127.0.0.1:15010"
+	}
+	if opt.APIAddress == "" {
+		opt.APIAddress = "127.0.0.1:15011"
+	}
+	if opt.EtcdPrefix == "" {
+		opt.EtcdPrefix = "/meshkit"
+	}
+	if opt.ReplicaID == "" {
+		h, _ := os.Hostname()
+		opt.ReplicaID = fmt.Sprintf("%s:%d", h, os.Getpid())
+	}
+	if opt.PollInterval == 0 {
+		opt.PollInterval = time.Second
+	}
+	var signer *signing.Signer
+	if opt.SigningKey != "" {
+		k, err := signing.LoadPrivateKey(opt.SigningKey)
+		if err != nil {
+			return nil, fmt.Errorf("signing key: %w", err)
+		}
+		signer = signing.NewSigner(k)
+	}
+	st, err := openStore(opt)
+	if err != nil {
+		return nil, err
+	}
+	p := &Process{Store: st, log: opt.Log}
+	ok := false
+	defer func() {
+		if !ok {
+			p.closeListeners()
+			_ = st.Close()
+		}
+	}()
+	p.Registry = registry.New(st, registry.Options{Log: opt.Log})
+	p.MeshKit = meshkit.New(meshkit.Options{Store: st, Registry: p.Registry, Signer: signer, Log: opt.Log})
+
+	if p.xdsLn, err = net.Listen("tcp", opt.XDSAddress); err != nil {
+		return nil, fmt.Errorf("xds address: %w", err)
+	}
+	if p.apiLn, err = net.Listen("tcp", opt.APIAddress); err != nil {
+		return nil, fmt.Errorf("api address: %w", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	p.cancel = cancel
+
+	if opt.ConfigFile != "" {
+		data, err := os.ReadFile(opt.ConfigFile)
+		if err != nil {
+			cancel()
+			return nil, fmt.Errorf("config: %w", err)
+		}
+		if _, err := p.MeshKit.Apply(ctx, opt.ConfigFile, data); err != nil {
+			cancel()
+			return nil, err
+		}
+		p.wg.Add(1)
+		go func() { defer p.wg.Done(); p.followFile(ctx, opt.ConfigFile, data, opt.PollInterval) }()
+	}
+
+	p.xdsSrv = grpc.NewServer(xdsserver.ServerOptions()...)
+	p.MeshKit.Server().Register(p.xdsSrv)
+
+	apiSrv := api.New(api.Options{Registry: p.Registry, Config: p.MeshKit, Proxies: proxyList{p.MeshKit}, Log: opt.Log})
+	p.apiGRPC = grpc.NewServer()
+	apiSrv.RegisterGRPC(p.apiGRPC)
+	gateway := apiSrv.HTTPHandler()
+	p.apiHTTP = &http.Server{
+		// One port for omnictl (gRPC) and curl (JSON): gRPC is recognised
+		// by its content type, as grpc-go's ServeHTTP expects.
+		Handler: h2c.NewHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.ProtoMajor == 2 && strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc") {
+				p.apiGRPC.ServeHTTP(w, r)
+				return
+			}
+			gateway.ServeHTTP(w, r)
+		}), &http2.Server{}),
+		ReadHeaderTimeout: 10 * time.Second,
+	}
+
+	p.wg.Add(4)
+	go func() { defer p.wg.Done(); _ = p.MeshKit.Run(ctx) }()
+	go func() { defer p.wg.Done(); p.Registry.RunExpiry(ctx, opt.ReplicaID) }()
+	go func() {
+		defer p.wg.Done()
+		if err := p.xdsSrv.Serve(p.xdsLn); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+			opt.Log.Error("xds server stopped", "error", err)
+		}
+	}()
+	go func() {
+		defer p.wg.Done()
+		if err := p.apiHTTP.Serve(p.apiLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			opt.Log.Error("api server stopped", "error", err)
+		}
+	}()
+	ok = true
+	opt.Log.Info("meshkit started", "xds", p.xdsLn.Addr().String(), "api", p.apiLn.Addr().String(),
+		"store", storeName(opt), "signed", signer != nil, "replica", opt.ReplicaID)
+	return p, nil
+}
+
+func storeName(opt Options) string {
+	if len(opt.Etcd) > 0 {
+		return "etcd " + strings.Join(opt.Etcd, ",")
+	}
+	return "bbolt " + filepath.Join(opt.DataDir, "meshkit.db")
+}
+
+func openStore(opt Options) (store.Store, error) {
+	if len(opt.Etcd) > 0 {
+		st, err := store.OpenEtcd(opt.Etcd, opt.EtcdPrefix)
+		if err != nil {
+			return nil, fmt.Errorf("etcd store: %w", err)
+		}
+		return st, nil
+	}
+	if opt.DataDir == "" {
+		return nil, errors.New("a data directory (--data-dir) or etcd endpoints (--etcd) are required")
+	}
+	if err := os.MkdirAll(opt.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("data dir: %w", err)
+	}
+	st, err := store.OpenBolt(filepath.Join(opt.DataDir, "meshkit.db"))
+	if err != nil {
+		return nil, fmt.Errorf("bbolt store: %w", err)
+	}
+	return st, nil
+}
+
+// followFile applies the config file again whenever its content changes.
+// A bad edit is logged with its positions and the stored config stays.
+func (p *Process) followFile(ctx context.Context, path string, last []byte, every time.Duration) {
+	sum := sha256.Sum256(last)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		data, err := os.ReadFile(path)
+		if err != nil {
+			p.log.Warn("config file unreadable; the stored config stays", "file", path, "error", err)
+			continue
+		}
+		s := sha256.Sum256(data)
+		if s == sum {
+			continue
+		}
+		sum = s
+		if v, err := p.MeshKit.Apply(ctx, path, data); err != nil {
+			p.log.Error("config file rejected; the stored config stays", "file", path, "error", err)
+		} else {
+			p.log.Info("config file applied", "file", path, "version", v)
+		}
+	}
+}
+
+// XDSAddr is the bound xDS address.
+func (p *Process) XDSAddr() net.Addr { return p.xdsLn.Addr() }
+
+// APIAddr is the bound API address.
+func (p *Process) APIAddr() net.Addr { return p.apiLn.Addr() }
+
+// Shutdown stops serving: xDS streams end (proxies reconnect elsewhere or
+// keep their config), the API stops, the store closes.
+func (p *Process) Shutdown(ctx context.Context) error {
+	var err error
+	p.closeOnce.Do(func() {
+		p.cancel()
+		// xDS streams never end on their own: stop, do not wait for them.
+		// Proxies keep their config and reconnect (to another replica).
+		p.xdsSrv.Stop()
+		_ = p.apiHTTP.Shutdown(ctx)
+		p.apiGRPC.Stop()
+		p.wg.Wait()
+		err = p.Store.Close()
+	})
+	return err
+}
+
+func (p *Process) closeListeners() {
+	if p.xdsLn != nil {
+		_ = p.xdsLn.Close()
+	}
+	if p.apiLn != nil {
+		_ = p.apiLn.Close()
+	}
+}
