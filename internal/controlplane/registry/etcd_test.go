@@ -98,7 +98,9 @@ func TestTwoReplicasOnEtcd(t *testing.T) {
 	}
 	c.Advance(2 * time.Second)
 	waitFor(t, "the leader to expire the lease", gone(stores[follower], key("shop", "a")))
+	// The delete is visible before the leader logs it.
 	const expired = "registry: lease expired"
+	waitFor(t, "the leader to log the expiry", func() bool { return logs[leader].count(expired) == 1 })
 	if logs[leader].count(expired) != 1 || logs[follower].count(expired) != 0 || logs[follower].count(leading) != 0 {
 		t.Fatalf("leader logged %q, follower %q", logs[leader].msgs, logs[follower].msgs)
 	}
