@@ -63,12 +63,34 @@ func (c *client) dial(ctx context.Context, addr string) error {
 	if err := c.fr.WriteWindowUpdate(0, 1<<31-1-65535); err != nil {
 		return err
 	}
+	// Like grpc-go and Envoy, wait for the server's SETTINGS and honour its
+	// HPACK table size before sending headers.
+	if err := c.bw.Flush(); err != nil {
+		return err
+	}
+	tableSize := uint32(4096)
+	for {
+		f, err := c.fr.ReadFrame()
+		if err != nil {
+			return fmt.Errorf("client %d: waiting for SETTINGS: %w", c.id, err)
+		}
+		if sf, ok := f.(*http2.SettingsFrame); ok && !sf.IsAck() {
+			if v, ok := sf.Value(http2.SettingHeaderTableSize); ok {
+				tableSize = v
+			}
+			if err := c.fr.WriteSettingsAck(); err != nil {
+				return err
+			}
+			break
+		}
+	}
 	method := "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources"
 	if c.delta {
 		method = "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources"
 	}
 	var hb []byte
 	enc := hpack.NewEncoder(sliceWriter{&hb})
+	enc.SetMaxDynamicTableSizeLimit(tableSize)
 	for _, f := range [][2]string{
 		{":method", "POST"}, {":scheme", "http"}, {":path", method}, {":authority", addr},
 		{"content-type", "application/grpc"}, {"te", "trailers"},

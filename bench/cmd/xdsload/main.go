@@ -25,6 +25,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -52,6 +53,7 @@ type config struct {
 	clusters, endpoints int
 	updates             int
 	spawn               bool
+	profiles            string
 }
 
 func run(ctx context.Context, args []string, out io.Writer) error {
@@ -73,6 +75,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	fs.IntVar(&endpoints, "endpoints", 3, "endpoints per cluster")
 	fs.IntVar(&cfg.updates, "updates", 5, "endpoint changes to measure")
 	fs.BoolVar(&cfg.spawn, "spawn", true, "start the server under test as a child process (false: use -addr/-ctl as they are)")
+	fs.StringVar(&cfg.profiles, "profiles", "", "directory to save the server's heap and goroutine profiles in, taken with all clients connected")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -102,8 +105,8 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		return errors.New("-types must include eds: the measured change is an endpoint change")
 	}
 	raiseNoFile()
-	fmt.Fprintf(out, "| server | mode | clients | connect s | p50 ms | p99 ms | max ms | Set ms | push CPU ms | RSS/client KB | heap+stack/client KB | goroutines/client |\n")
-	fmt.Fprintf(out, "|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+	fmt.Fprintf(out, "| server | mode | clients | connect s | p50 ms | p99 ms | max ms | Set ms | push CPU ms | client CPU ms | RSS/client KB | heap/client KB | stacks/client KB | goroutines/client |\n")
+	fmt.Fprintf(out, "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, im := range cfg.impls {
 		if err := drive(ctx, cfg, im, mode, out); err != nil {
 			return fmt.Errorf("%s: %w", im, err)
@@ -186,12 +189,18 @@ func drive(ctx context.Context, cfg config, impl, mode string, out io.Writer) er
 	if err := getJSON(ctx, "GET", "http://"+cfg.ctl+"/stats", &loaded); err != nil {
 		return err
 	}
+	if cfg.profiles != "" {
+		if err := saveProfiles(ctx, cfg.ctl, cfg.profiles, impl+"-"+mode); err != nil {
+			return err
+		}
+	}
 
 	var lat []time.Duration
-	var setNs, cpuNs int64
+	var setNs, cpuNs, clientNs int64
 	acks := loaded.Acks
 	for k := 1; k <= cfg.updates; k++ {
 		ep.Store(int64(k))
+		selfCPU := cpuNanos()
 		var u updateResult
 		if err := getJSON(ctx, "POST", "http://"+cfg.ctl+"/update", &u); err != nil {
 			return err
@@ -208,12 +217,13 @@ func drive(ctx context.Context, cfg config, impl, mode string, out io.Writer) er
 		}
 		// Every client ACKs the EDS response; CDS is unchanged and not re-sent
 		// by either server.
+		clientNs += cpuNanos() - selfCPU
 		acks += int64(cfg.clients)
 		if err := waitAcks(ctx, cfg.ctl, acks); err != nil {
 			return err
 		}
 		var after stats
-		if err := getJSON(ctx, "GET", "http://"+cfg.ctl+"/stats", &after); err != nil {
+		if err := getJSON(ctx, "GET", "http://"+cfg.ctl+"/stats?light=1", &after); err != nil {
 			return err
 		}
 		acks = after.Acks
@@ -229,11 +239,12 @@ func drive(ctx context.Context, cfg config, impl, mode string, out io.Writer) er
 	}
 	n := int64(cfg.clients)
 	u := int64(cfg.updates)
-	fmt.Fprintf(out, "| %s | %s | %d | %.1f | %.0f | %.0f | %.0f | %.1f | %.0f | %.1f | %.1f | %.1f |\n",
+	fmt.Fprintf(out, "| %s | %s | %d | %.1f | %.0f | %.0f | %.0f | %.1f | %.0f | %.0f | %.1f | %.1f | %.1f | %.1f |\n",
 		impl, mode, cfg.clients, connect.Seconds(), pct(0.50), pct(0.99), float64(lat[len(lat)-1])/1e6,
-		float64(setNs/u)/1e6, float64(cpuNs/u)/1e6,
+		float64(setNs/u)/1e6, float64(cpuNs/u)/1e6, float64(clientNs/u)/1e6,
 		float64(loaded.RSS-base.RSS)/float64(n)/1024,
-		float64(loaded.HeapInuse+loaded.StackInuse-base.HeapInuse-base.StackInuse)/float64(n)/1024,
+		float64(loaded.HeapInuse-base.HeapInuse)/float64(n)/1024,
+		float64(loaded.StackInuse-base.StackInuse)/float64(n)/1024,
 		float64(loaded.Goroutines-base.Goroutines)/float64(n))
 	return nil
 }
@@ -286,4 +297,27 @@ func getJSON(ctx context.Context, method, url string, v any) error {
 		return fmt.Errorf("%s %s: %s: %s", method, url, resp.Status, b)
 	}
 	return json.NewDecoder(resp.Body).Decode(v)
+}
+
+func saveProfiles(ctx context.Context, ctl, dir, prefix string) error {
+	for _, p := range []string{"heap?gc=1", "goroutine?debug=1"} {
+		req, err := http.NewRequestWithContext(ctx, "GET", "http://"+ctl+"/debug/pprof/"+p, nil)
+		if err != nil {
+			return err
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return err
+		}
+		b, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil {
+			return err
+		}
+		name := prefix + "-" + strings.SplitN(p, "?", 2)[0] + ".pprof"
+		if err := os.WriteFile(filepath.Join(dir, name), b, 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
 }

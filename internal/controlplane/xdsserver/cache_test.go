@@ -11,14 +11,9 @@ import (
 func TestCacheCarriesUnchangedTypesOver(t *testing.T) {
 	c := NewCache()
 	c.Set("g", world(t, "1", 8000))
-	before := c.state("g")
+	before := c.current("g")
 	c.Set("g", world(t, "2", 8001))
-	after := c.state("g")
-	select {
-	case <-before.changed:
-	default:
-		t.Fatal("old state's changed channel not closed")
-	}
+	after := c.current("g")
 	if before.types[resourcev3.ClusterType] != after.types[resourcev3.ClusterType] {
 		t.Fatal("unchanged CDS not carried over")
 	}
@@ -55,7 +50,7 @@ func TestSnapshotCheck(t *testing.T) {
 			// Set never fails: it serves what it can.
 			c := NewCache()
 			c.Set("g", s)
-			if n := len(c.state("g").types[resourcev3.ClusterType].names); tc.want == "" && n != len(tc.rs) {
+			if n := len(c.current("g").types[resourcev3.ClusterType].names); tc.want == "" && n != len(tc.rs) {
 				t.Fatalf("%d names served", n)
 			}
 		})
@@ -79,8 +74,8 @@ func TestSetNames(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			var w sotwWatch
-			w.setNames(tc.typeURL, tc.names)
+			w := sotwWatch{typeURL: tc.typeURL}
+			w.setNames(tc.names)
 			if w.wildcard != tc.wildcard || len(w.names) != tc.named {
 				t.Fatalf("wildcard %v names %v", w.wildcard, w.names)
 			}

@@ -1,9 +1,9 @@
 package xdsserver
 
 import (
-	"maps"
 	"slices"
 	"strconv"
+	"strings"
 
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"google.golang.org/grpc/codes"
@@ -13,24 +13,36 @@ import (
 // deltaWatch is one type's subscription on a delta stream and the versions
 // the client holds. What the client holds is either base (exactly the
 // resources of that type state, after a wildcard push: no per-stream copy of
-// a large type) or the explicit map held. Resources the client NACKed count
-// as held, so they are not sent again until their version changes.
+// a large type) or the explicit sorted list held. Resources the client
+// NACKed count as held, so they are not sent again until their version
+// changes. Sorted slices rather than maps: at 10,000 streams with a handful
+// of names each, maps cost several times the memory.
 type deltaWatch struct {
+	typeURL    string
 	wildcard   bool
-	subscribed map[string]struct{}
+	subscribed []string // sorted, unique
 
-	base *typeState
-	held map[string]string
+	base     *typeState
+	held     []held // sorted by name; meaningful when explicit
+	explicit bool
 
 	started bool
 	nonce   string
 	version string
 }
 
+type held struct{ name, version string }
+
+func findHeld(hs []held, name string) (int, bool) {
+	return slices.BinarySearchFunc(hs, name, func(h held, n string) int { return strings.Compare(h.name, n) })
+}
+
 func (w *deltaWatch) heldVersion(name string) (string, bool) {
-	if w.held != nil {
-		v, ok := w.held[name]
-		return v, ok
+	if w.explicit {
+		if i, ok := findHeld(w.held, name); ok {
+			return w.held[i].version, true
+		}
+		return "", false
 	}
 	if w.base != nil {
 		if e := w.base.byName[name]; e != nil {
@@ -40,35 +52,46 @@ func (w *deltaWatch) heldVersion(name string) (string, bool) {
 	return "", false
 }
 
-// own turns a base into an explicit map before it is edited.
+// own turns a base into an explicit list before it is edited.
 func (w *deltaWatch) own() {
-	if w.held != nil {
+	if w.explicit {
 		return
 	}
-	w.held = make(map[string]string)
+	w.explicit, w.held = true, nil
 	if w.base != nil {
-		for n, e := range w.base.byName {
-			w.held[n] = e.version
+		w.held = make([]held, len(w.base.names))
+		for i, n := range w.base.names {
+			w.held[i] = held{n, w.base.byName[n].version}
 		}
 	}
 	w.base = nil
 }
 
-func (w *deltaWatch) heldNames() []string {
-	if w.held != nil {
-		return slices.Collect(maps.Keys(w.held))
+func (w *deltaWatch) subscribe(n string) {
+	if i, ok := slices.BinarySearch(w.subscribed, n); !ok {
+		w.subscribed = slices.Insert(w.subscribed, i, n)
 	}
-	if w.base != nil {
-		return w.base.names
+}
+
+func (w *deltaWatch) unsubscribe(n string) {
+	if i, ok := slices.BinarySearch(w.subscribed, n); ok {
+		w.subscribed = slices.Delete(w.subscribed, i, i+1)
 	}
-	return nil
+	if !w.wildcard {
+		// The client forgets what it unsubscribed from; if it subscribes again
+		// it must be sent the resource again.
+		w.own()
+		if i, ok := findHeld(w.held, n); ok {
+			w.held = slices.Delete(w.held, i, i+1)
+		}
+	}
 }
 
 type deltaConn struct {
 	*conn
 	stream  deltaStream
 	typeURL string
-	watches map[string]*deltaWatch
+	watches []*deltaWatch // in push order (compareTypes)
 	nonce   uint64
 }
 
@@ -82,36 +105,10 @@ func (s *Server) serveDelta(stream deltaStream, typeURL string) error {
 	if err != nil {
 		return err
 	}
-	defer c.close()
-	dc := &deltaConn{conn: c, stream: stream, typeURL: typeURL, watches: make(map[string]*deltaWatch)}
+	dc := &deltaConn{conn: c, stream: stream, typeURL: typeURL, }
 
-	reqs := make(chan *discoveryv3.DeltaDiscoveryRequest)
-	errc := make(chan error, 1)
-	done := make(chan struct{})
-	defer close(done)
-	go receive(stream.Recv, reqs, errc, done)
-
-	if err := dc.handle(first); err != nil {
-		return err
-	}
-	ctx := stream.Context()
-	for {
-		select {
-		case req := <-reqs:
-			if err := dc.handle(req); err != nil {
-				return err
-			}
-		case <-c.gs.changed:
-			c.refresh()
-			if err := dc.pushAll(); err != nil {
-				return err
-			}
-		case err := <-errc:
-			return streamEnd(err)
-		case <-ctx.Done():
-			return nil
-		}
-	}
+	dc.start(dc.pushAll)
+	return serve(c, stream.Recv, first, dc.handle)
 }
 
 func (dc *deltaConn) handle(req *discoveryv3.DeltaDiscoveryRequest) error {
@@ -128,15 +125,19 @@ func (dc *deltaConn) handle(req *discoveryv3.DeltaDiscoveryRequest) error {
 		dc.s.log.Debug("xds delta request without type url", "stream", dc.id)
 		return nil
 	}
-	w := dc.watches[typeURL]
+	w := dc.watch(typeURL)
 	first := w == nil
 	if first {
 		if len(dc.watches) >= maxWatches {
 			return status.Errorf(codes.ResourceExhausted, "xds: more than %d resource types on one stream", maxWatches)
 		}
-		w = &deltaWatch{subscribed: make(map[string]struct{}), held: make(map[string]string, len(req.GetInitialResourceVersions()))}
-		maps.Copy(w.held, req.GetInitialResourceVersions())
-		dc.watches[typeURL] = w
+		w = &deltaWatch{typeURL: typeURL, explicit: true}
+		for n, v := range req.GetInitialResourceVersions() {
+			w.held = append(w.held, held{n, v})
+		}
+		slices.SortFunc(w.held, func(a, b held) int { return strings.Compare(a.name, b.name) })
+		i, _ := slices.BinarySearchFunc(dc.watches, typeURL, func(w *deltaWatch, t string) int { return compareTypes(w.typeURL, t) })
+		dc.watches = slices.Insert(dc.watches, i, w)
 	}
 	// Delta requests carry subscription changes even when their nonce is
 	// stale, so only the ACK/NACK meaning of a stale nonce is ignored.
@@ -156,32 +157,33 @@ func (dc *deltaConn) handle(req *discoveryv3.DeltaDiscoveryRequest) error {
 			w.wildcard = true
 			continue
 		}
-		w.subscribed[n] = struct{}{}
+		w.subscribe(n)
 	}
 	for _, n := range unsub {
 		if n == "*" {
 			w.wildcard = false
 			continue
 		}
-		delete(w.subscribed, n)
-	}
-	if len(unsub) > 0 && !w.wildcard {
-		// The client forgets what it unsubscribed from; if it subscribes again
-		// it must be sent the resource again.
-		w.own()
-		for _, n := range unsub {
-			delete(w.held, n)
-		}
+		w.unsubscribe(n)
 	}
 	if first || len(sub) > 0 || len(unsub) > 0 {
-		return dc.push(typeURL, w)
+		return dc.push(w)
+	}
+	return nil
+}
+
+func (dc *deltaConn) watch(typeURL string) *deltaWatch {
+	for _, w := range dc.watches {
+		if w.typeURL == typeURL {
+			return w
+		}
 	}
 	return nil
 }
 
 func (dc *deltaConn) pushAll() error {
-	for _, t := range slices.SortedFunc(maps.Keys(dc.watches), compareTypes) {
-		if err := dc.push(t, dc.watches[t]); err != nil {
+	for _, w := range dc.watches {
+		if err := dc.push(w); err != nil {
 			return err
 		}
 	}
@@ -191,12 +193,13 @@ func (dc *deltaConn) pushAll() error {
 // push sends the resources whose version differs from what the client holds
 // and the names it holds that are gone. Nothing is sent before the group's
 // first snapshot.
-func (dc *deltaConn) push(typeURL string, w *deltaWatch) error {
+func (dc *deltaConn) push(w *deltaWatch) error {
 	if dc.gs.snap == nil {
 		return nil
 	}
+	typeURL := w.typeURL
 	ts := dc.gs.types[typeURL]
-	if w.wildcard && w.started && w.held == nil && w.base == ts {
+	if w.wildcard && w.started && !w.explicit && w.base == ts {
 		return nil
 	}
 	var (
@@ -212,16 +215,25 @@ func (dc *deltaConn) push(typeURL string, w *deltaWatch) error {
 				}
 			}
 		}
-		for _, n := range w.heldNames() {
-			if ts == nil || ts.byName[n] == nil {
-				removed = append(removed, n)
+		if w.explicit {
+			for _, h := range w.held {
+				if ts == nil || ts.byName[h.name] == nil {
+					removed = append(removed, h.name)
+				}
+			}
+		} else if w.base != nil {
+			for _, n := range w.base.names {
+				if ts == nil || ts.byName[n] == nil {
+					removed = append(removed, n)
+				}
 			}
 		}
 		// After this response the client holds exactly ts.
-		w.base, w.held = ts, nil
+		w.base, w.held, w.explicit = ts, nil, false
 	} else {
 		w.own()
-		for _, n := range slices.Sorted(maps.Keys(w.subscribed)) {
+		var next []held
+		for _, n := range w.subscribed {
 			var e *entry
 			if ts != nil {
 				e = ts.byName[n]
@@ -229,20 +241,18 @@ func (dc *deltaConn) push(typeURL string, w *deltaWatch) error {
 			if e == nil {
 				continue
 			}
-			if v, ok := w.held[n]; !ok || v != e.version {
+			if i, ok := findHeld(w.held, n); !ok || w.held[i].version != e.version {
 				resources = append(resources, e.delta)
-				w.held[n] = e.version
+			}
+			next = append(next, held{n, e.version})
+		}
+		for _, h := range w.held {
+			if _, sub := slices.BinarySearch(w.subscribed, h.name); sub && (ts == nil || ts.byName[h.name] == nil) {
+				removed = append(removed, h.name)
 			}
 		}
-		for n := range w.held {
-			_, sub := w.subscribed[n]
-			switch {
-			case !sub:
-				delete(w.held, n)
-			case ts == nil || ts.byName[n] == nil:
-				removed = append(removed, n)
-				delete(w.held, n)
-			}
+		if len(resources) > 0 || len(removed) > 0 || len(next) != len(w.held) {
+			w.held = next
 		}
 	}
 	// A wildcard subscriber is answered once even when the type is empty so
@@ -250,7 +260,6 @@ func (dc *deltaConn) push(typeURL string, w *deltaWatch) error {
 	if len(resources) == 0 && len(removed) == 0 && (w.started || !w.wildcard) {
 		return nil
 	}
-	slices.Sort(removed)
 	dc.nonce++
 	resp := &discoveryv3.DeltaDiscoveryResponse{
 		SystemVersionInfo: versionOf(ts),

@@ -23,7 +23,7 @@ func TestDeltaSubscriptions(t *testing.T) {
 	c := newDelta(t, dial(t, srv.addr))
 
 	// Wildcard CDS; the client already holds c1 at the current version.
-	v1 := srv.cache.state("n1").types[resourcev3.ClusterType].byName["c1"].version
+	v1 := srv.cache.current("n1").types[resourcev3.ClusterType].byName["c1"].version
 	c.send(&discoveryv3.DeltaDiscoveryRequest{Node: node("n1"), TypeUrl: resourcev3.ClusterType,
 		InitialResourceVersions: map[string]string{"c1": v1, "gone": "old"}})
 	m := c.recv()
@@ -175,7 +175,7 @@ func TestPerTypeCDS(t *testing.T) {
 }
 
 // TestStreamGoroutinesStop closes streams on a live connection and checks
-// that both of each stream's goroutines are gone.
+// that no goroutine of theirs (handler or push) is left.
 func TestStreamGoroutinesStop(t *testing.T) {
 	var closed atomic.Int32
 	srv := startServer(t, Options{Callbacks: Callbacks{OnStreamClose: func(int64, *corev3.Node) { closed.Add(1) }}})
@@ -199,7 +199,7 @@ func TestStreamGoroutinesStop(t *testing.T) {
 	for {
 		buf := make([]byte, 1<<20)
 		stacks := string(buf[:runtime.Stack(buf, true)])
-		left := strings.Count(stacks, "xdsserver.receive") + strings.Count(stacks, "xdsserver.(*Server).serve")
+		left := strings.Count(stacks, "xdsserver.(*conn).push") + strings.Count(stacks, "xdsserver.(*Server).serve")
 		if left == 0 && closed.Load() == n {
 			return
 		}

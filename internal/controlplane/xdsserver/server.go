@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -80,10 +81,13 @@ func (s *Server) Register(g *grpc.Server) {
 // xDS streams. Memory per connection dominates at 10,000 clients: gRPC's
 // default 32 KiB read and write buffers per connection alone would exceed
 // the 30 KB per client budget, so both are small and the write buffer is
-// returned to a shared pool between flushes. Flow-control windows stay at
-// 1 MiB so that a large first snapshot is not throttled.
+// returned to a shared pool between flushes. A zero HPACK table size tells
+// clients not to index their headers: each stream sends its headers once, so
+// the ~1 KB dynamic table per connection would buy nothing. Flow-control
+// windows stay at 1 MiB so that a large first snapshot is not throttled.
 func ServerOptions() []grpc.ServerOption {
 	return []grpc.ServerOption{
+		grpc.HeaderTableSize(0),
 		grpc.ReadBufferSize(4 << 10),
 		grpc.WriteBufferSize(4 << 10),
 		grpc.SharedWriteBuffer(true),
@@ -126,13 +130,23 @@ func fullState(typeURL string) bool {
 // client sending garbage type URLs cannot grow the server's memory.
 const maxWatches = 32
 
-// conn is what both stream kinds share: identity, group and callbacks.
+// conn is what both stream kinds share: identity, group, the state it last
+// pushed from, and the push machinery.
 type conn struct {
 	s     *Server
 	id    int64
 	node  *corev3.Node
 	group string
-	gs    *groupState
+
+	// mu serializes request handling and pushes, and with them Send (a gRPC
+	// stream allows one sender at a time).
+	mu       sync.Mutex
+	gs       *groupState  // guarded by mu
+	failed   error        // a push's Send error, returned by the handler; guarded by mu
+	onChange func() error // the stream kind's pushAll, called with mu held
+
+	pending atomic.Bool // a push goroutine is scheduled and has not yet read the state
+	closed  atomic.Bool
 }
 
 // open resolves the node's group. The node must be on the first request.
@@ -148,7 +162,6 @@ func (s *Server) open(node *corev3.Node) (*conn, error) {
 		return nil, status.Error(codes.InvalidArgument, fmt.Sprintf("xds: node %q: %v", node.GetId(), err))
 	}
 	c := &conn{s: s, id: s.nextID.Add(1), node: node, group: group}
-	c.gs = s.cache.state(group)
 	if s.cb.OnStreamOpen != nil {
 		s.cb.OnStreamOpen(c.id, node)
 	}
@@ -156,15 +169,68 @@ func (s *Server) open(node *corev3.Node) (*conn, error) {
 	return c, nil
 }
 
+// start subscribes the stream to its group; from here on notify may run.
+func (c *conn) start(onChange func() error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.onChange = onChange
+	c.gs = c.s.cache.subscribe(c.group, c)
+}
+
+// serve is the handler goroutine's loop: receive, handle under mu. It
+// returns when the client ends the stream or a request or push fails.
+func serve[T any](c *conn, recv func() (*T, error), first *T, handle func(*T) error) error {
+	defer c.close()
+	for req := first; ; {
+		c.mu.Lock()
+		err := handle(req)
+		if err == nil {
+			err = c.failed
+		}
+		c.mu.Unlock()
+		if err != nil {
+			return err
+		}
+		if req, err = recv(); err != nil {
+			return streamEnd(err)
+		}
+	}
+}
+
+// close runs when the handler returns. It must not take mu: a push may hold
+// it while blocked in Send, and only the handler's return (which cancels the
+// stream) unblocks that Send.
 func (c *conn) close() {
+	c.closed.Store(true)
+	c.s.cache.unsubscribe(c.group, c)
 	if c.s.cb.OnStreamClose != nil {
 		c.s.cb.OnStreamClose(c.id, c.node)
 	}
 	c.s.log.Debug("xds stream close", "stream", c.id, "node", c.node.GetId())
 }
 
-// refresh moves to the group's newest state.
-func (c *conn) refresh() { c.gs = c.s.cache.state(c.group) }
+// notify is called by Cache.Set. It starts at most one push goroutine at a
+// time; a push already waiting will read the newest state anyway.
+func (c *conn) notify() {
+	if c.closed.Load() || c.pending.Swap(true) {
+		return
+	}
+	go c.push()
+}
+
+func (c *conn) push() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.pending.Store(false)
+	if c.closed.Load() || c.failed != nil {
+		return
+	}
+	c.gs = c.s.cache.current(c.group)
+	if err := c.onChange(); err != nil {
+		c.failed = err
+		c.s.log.Debug("xds push failed", "stream", c.id, "node", c.node.GetId(), "error", err)
+	}
+}
 
 func (c *conn) ack(typeURL, version string) {
 	if c.s.cb.OnAck != nil {
@@ -176,26 +242,6 @@ func (c *conn) nack(typeURL, version, detail string) {
 	c.s.log.Warn("xds nack", "stream", c.id, "node", c.node.GetId(), "type", typeURL, "version", version, "detail", detail)
 	if c.s.cb.OnNack != nil {
 		c.s.cb.OnNack(c.id, c.node, typeURL, version, detail)
-	}
-}
-
-// receive runs on the stream's second goroutine: it hands requests to the
-// handler until Recv fails or the handler is gone. It owns no state.
-func receive[T any](recv func() (*T, error), reqs chan<- *T, errc chan<- error, done <-chan struct{}) {
-	for {
-		req, err := recv()
-		if err != nil {
-			select {
-			case errc <- err:
-			case <-done:
-			}
-			return
-		}
-		select {
-		case reqs <- req:
-		case <-done:
-			return
-		}
 	}
 }
 
@@ -217,7 +263,7 @@ func (s *Server) fetch(typeURL string, req *discoveryv3.DiscoveryRequest) (*disc
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, fmt.Sprintf("xds: node %q: %v", req.GetNode().GetId(), err))
 	}
-	gs := s.cache.state(group)
+	gs := s.cache.current(group)
 	if gs.snap == nil {
 		return nil, status.Error(codes.Unavailable, "xds: no snapshot yet for this node")
 	}

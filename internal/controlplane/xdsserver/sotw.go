@@ -2,7 +2,6 @@ package xdsserver
 
 import (
 	"cmp"
-	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -18,21 +17,22 @@ import (
 // a type is sent again only when what it would carry differs from the last
 // response, which is what stops the re-send loop after a NACK.
 type sotwWatch struct {
+	typeURL  string
 	wildcard bool
-	names    map[string]struct{}
+	names    []string // sorted, unique
 
-	started bool              // a response was sent on this watch
-	nonce   string            // of the latest response; older nonces are stale
-	version string            // version_info of the latest response
-	sentTS  *typeState        // wildcard: the type state of the latest response
-	sent    map[string]string // named: name → version of the latest response
+	started bool       // a response was sent on this watch
+	nonce   string     // of the latest response; older nonces are stale
+	version string     // version_info of the latest response
+	sentTS  *typeState // wildcard: the type state of the latest response
+	sent    []held     // named: names and versions of the latest response, sorted
 }
 
 type sotwConn struct {
 	*conn
 	stream  sotwStream
 	typeURL string // fixed by a per-type service; "" on ADS
-	watches map[string]*sotwWatch
+	watches []*sotwWatch // in push order (compareTypes)
 	nonce   uint64
 }
 
@@ -47,36 +47,10 @@ func (s *Server) serveSotW(stream sotwStream, typeURL string) error {
 	if err != nil {
 		return err
 	}
-	defer c.close()
-	sc := &sotwConn{conn: c, stream: stream, typeURL: typeURL, watches: make(map[string]*sotwWatch)}
+	sc := &sotwConn{conn: c, stream: stream, typeURL: typeURL}
 
-	reqs := make(chan *discoveryv3.DiscoveryRequest)
-	errc := make(chan error, 1)
-	done := make(chan struct{})
-	defer close(done)
-	go receive(stream.Recv, reqs, errc, done)
-
-	if err := sc.handle(first); err != nil {
-		return err
-	}
-	ctx := stream.Context()
-	for {
-		select {
-		case req := <-reqs:
-			if err := sc.handle(req); err != nil {
-				return err
-			}
-		case <-c.gs.changed:
-			c.refresh()
-			if err := sc.pushAll(); err != nil {
-				return err
-			}
-		case err := <-errc:
-			return streamEnd(err)
-		case <-ctx.Done():
-			return nil
-		}
-	}
+	sc.start(sc.pushAll)
+	return serve(c, stream.Recv, first, sc.handle)
 }
 
 func (sc *sotwConn) handle(req *discoveryv3.DiscoveryRequest) error {
@@ -93,7 +67,7 @@ func (sc *sotwConn) handle(req *discoveryv3.DiscoveryRequest) error {
 		sc.s.log.Debug("xds request without type url", "stream", sc.id)
 		return nil
 	}
-	w := sc.watches[typeURL]
+	w := sc.watch(typeURL)
 	if nonce := req.GetResponseNonce(); nonce != "" {
 		if w == nil || nonce != w.nonce {
 			// Stale: the client has not seen our latest response yet and will
@@ -114,36 +88,45 @@ func (sc *sotwConn) handle(req *discoveryv3.DiscoveryRequest) error {
 		if len(sc.watches) >= maxWatches {
 			return status.Errorf(codes.ResourceExhausted, "xds: more than %d resource types on one stream", maxWatches)
 		}
-		w = &sotwWatch{}
-		sc.watches[typeURL] = w
+		w = &sotwWatch{typeURL: typeURL}
+		i, _ := slices.BinarySearchFunc(sc.watches, typeURL, func(w *sotwWatch, t string) int { return compareTypes(w.typeURL, t) })
+		sc.watches = slices.Insert(sc.watches, i, w)
 	}
-	w.setNames(typeURL, req.GetResourceNames())
-	return sc.push(typeURL, w)
+	w.setNames(req.GetResourceNames())
+	return sc.push(w)
+}
+
+func (sc *sotwConn) watch(typeURL string) *sotwWatch {
+	for _, w := range sc.watches {
+		if w.typeURL == typeURL {
+			return w
+		}
+	}
+	return nil
 }
 
 // setNames applies a request's resource_names. For LDS and CDS an empty list
 // means every resource; "*" means every resource for any type.
-func (w *sotwWatch) setNames(typeURL string, names []string) {
-	w.wildcard = len(names) == 0 && fullState(typeURL)
-	if len(names) == 0 {
-		w.names = nil
-		return
-	}
-	m := make(map[string]struct{}, len(names))
+func (w *sotwWatch) setNames(names []string) {
+	w.wildcard = len(names) == 0 && fullState(w.typeURL)
+	w.names = w.names[:0]
 	for _, n := range names {
 		if n == "*" {
 			w.wildcard = true
 			continue
 		}
-		m[n] = struct{}{}
+		w.names = append(w.names, n)
 	}
-	w.names = m
+	slices.Sort(w.names)
+	w.names = slices.Compact(w.names)
+	if len(w.names) == 0 {
+		w.names = nil
+	}
 }
 
 func (sc *sotwConn) pushAll() error {
-	types := slices.SortedFunc(maps.Keys(sc.watches), compareTypes)
-	for _, t := range types {
-		if err := sc.push(t, sc.watches[t]); err != nil {
+	for _, w := range sc.watches {
+		if err := sc.push(w); err != nil {
 			return err
 		}
 	}
@@ -152,10 +135,11 @@ func (sc *sotwConn) pushAll() error {
 
 // push sends the watch's type if what the client would receive differs from
 // what it was last sent. Nothing is sent before the group's first snapshot.
-func (sc *sotwConn) push(typeURL string, w *sotwWatch) error {
+func (sc *sotwConn) push(w *sotwWatch) error {
 	if sc.gs.snap == nil {
 		return nil
 	}
+	typeURL := w.typeURL
 	ts := sc.gs.types[typeURL]
 	var resources []*anypb.Any
 	if w.wildcard {
@@ -170,18 +154,15 @@ func (sc *sotwConn) push(typeURL string, w *sotwWatch) error {
 		}
 		w.sentTS, w.sent = ts, nil
 	} else {
-		var sent map[string]string
+		var sent []held
 		if ts != nil {
-			for n := range w.names {
+			for _, n := range w.names {
 				if e := ts.byName[n]; e != nil {
-					if sent == nil {
-						sent = make(map[string]string, len(w.names))
-					}
-					sent[n] = e.version
+					sent = append(sent, held{n, e.version})
 				}
 			}
 		}
-		if w.started && maps.Equal(sent, w.sent) {
+		if w.started && slices.Equal(sent, w.sent) {
 			return nil
 		}
 		// Absent named RDS/EDS/SDS resources may still appear: wait rather
@@ -190,10 +171,9 @@ func (sc *sotwConn) push(typeURL string, w *sotwWatch) error {
 		if !w.started && len(sent) == 0 && !fullState(typeURL) {
 			return nil
 		}
-		names := slices.Sorted(maps.Keys(sent))
-		resources = make([]*anypb.Any, len(names))
-		for i, n := range names {
-			resources[i] = ts.byName[n].sotw
+		resources = make([]*anypb.Any, len(sent))
+		for i, h := range sent {
+			resources[i] = ts.byName[h.name].sotw
 		}
 		w.sentTS, w.sent = nil, sent
 	}
