@@ -117,15 +117,7 @@ func (r registryService) Heartbeat(ctx context.Context, req *meshkitv1.Heartbeat
 			return nil, status.Error(codes.InvalidArgument, "ttl: must be 1s..1h when set")
 		}
 	}
-	if h := registry.HealthFromProto(req.GetHealth()); h != "" {
-		if err := reg.SetHealth(ctx, req.GetService(), req.GetId(), h); err != nil {
-			return nil, toStatus(err)
-		}
-	}
-	if _, err := reg.Heartbeat(ctx, req.GetService(), req.GetId(), ttl); err != nil {
-		return nil, toStatus(err)
-	}
-	ep, err := reg.Get(ctx, req.GetService(), req.GetId())
+	ep, err := reg.Renew(ctx, req.GetService(), req.GetId(), ttl, registry.HealthFromProto(req.GetHealth()))
 	if err != nil {
 		return nil, toStatus(err)
 	}

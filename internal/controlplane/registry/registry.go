@@ -164,21 +164,40 @@ func (r *Registry) Register(ctx context.Context, ep Endpoint, ttl time.Duration)
 // An unknown or already expired endpoint is store.ErrNotFound: the agent must
 // register again, since the endpoint may have left EDS in between.
 func (r *Registry) Heartbeat(ctx context.Context, service, id string, ttl time.Duration) (Lease, error) {
+	ep, err := r.Renew(ctx, service, id, ttl, "")
+	if err != nil {
+		return Lease{}, err
+	}
+	return ep.lease(), nil
+}
+
+// Renew is Heartbeat that may also report a new health (h != "") in the same
+// write, and returns the endpoint as stored: one read and one write per
+// heartbeat, which matters when thousands of agents heartbeat through etcd.
+func (r *Registry) Renew(ctx context.Context, service, id string, ttl time.Duration, h Health) (Endpoint, error) {
 	if ttl != 0 {
 		if err := checkTTL(ttl); err != nil {
-			return Lease{}, err
+			return Endpoint{}, err
+		}
+	}
+	if h != "" {
+		if err := checkHealth(h); err != nil {
+			return Endpoint{}, err
 		}
 	}
 	ep, err := r.update(ctx, service, id, func(ep *Endpoint) {
 		if ttl != 0 {
 			ep.TTL = ttl
 		}
+		if h != "" {
+			ep.Health = h
+		}
 		ep.ExpiresAt = r.now().Add(ep.TTL)
 	})
 	if err != nil {
-		return Lease{}, fmt.Errorf("registry: heartbeat %s/%s: %w", service, id, err)
+		return Endpoint{}, fmt.Errorf("registry: heartbeat %s/%s: %w", service, id, err)
 	}
-	return ep.lease(), nil
+	return ep, nil
 }
 
 // SetHealth changes the health of service/id without touching its lease.

@@ -259,3 +259,41 @@ func TestIDFromAddress(t *testing.T) {
 		})
 	}
 }
+
+// A renewal leaves an endpoint's content alone (no re-translation per
+// heartbeat); a health change does not, and is signalled.
+func TestChangesIgnoreRenewals(t *testing.T) {
+	st := openStore(t)
+	r := newRegistry(t, st, newClock())
+	ctx := t.Context()
+	changes := r.Changes(ctx)
+	if _, err := r.Register(ctx, Endpoint{Service: "api", ID: "a", Address: "10.0.0.1:80", Metadata: map[string]string{"x": "1", "y": "2"}}, 0); err != nil {
+		t.Fatal(err)
+	}
+	<-changes
+	read := func() string {
+		kv, err := st.Get(ctx, key("api", "a"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r.content(kv)
+	}
+	before := read()
+	if _, err := r.Heartbeat(ctx, "api", "a", time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if after := read(); after != before {
+		t.Fatal("a heartbeat changed the endpoint's content")
+	}
+	if _, err := r.Renew(ctx, "api", "a", 0, Draining); err != nil {
+		t.Fatal(err)
+	}
+	if read() == before {
+		t.Fatal("a health change left the content unchanged")
+	}
+	select {
+	case <-changes:
+	case <-time.After(5 * time.Second):
+		t.Fatal("no change signalled for a health change")
+	}
+}
