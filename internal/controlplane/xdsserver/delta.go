@@ -105,7 +105,7 @@ func (s *Server) serveDelta(stream deltaStream, typeURL string) error {
 	if err != nil {
 		return err
 	}
-	dc := &deltaConn{conn: c, stream: stream, typeURL: typeURL, }
+	dc := &deltaConn{conn: c, stream: stream, typeURL: typeURL}
 
 	dc.start(dc.pushAll)
 	return serve(c, stream.Recv, first, dc.handle)

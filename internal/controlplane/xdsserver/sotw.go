@@ -31,7 +31,7 @@ type sotwWatch struct {
 type sotwConn struct {
 	*conn
 	stream  sotwStream
-	typeURL string // fixed by a per-type service; "" on ADS
+	typeURL string       // fixed by a per-type service; "" on ADS
 	watches []*sotwWatch // in push order (compareTypes)
 	nonce   uint64
 }
