@@ -9,7 +9,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -35,7 +34,10 @@ type Options struct {
 	Config []byte
 	// AdminAddress overrides the proxy's admin address ("" keeps the config's).
 	AdminAddress string
-	Out          io.Writer // where the tour is printed (default stderr)
+	// SotW makes the proxy use state-of-the-world ADS (default delta).
+	SotW bool
+	// NoSigning serves unsigned config (and the proxy has no trust root).
+	NoSigning bool
 }
 
 // Demo is a running demo.
@@ -90,16 +92,19 @@ func Start(opt Options) (*Demo, error) {
 	}
 	d.stopBackends = stop
 
-	priv, pub := filepath.Join(d.Dir, "signing.key"), filepath.Join(d.Dir, "trust-root.pem")
-	pk, sk, err := signing.GenerateKey()
-	if err != nil {
-		return nil, err
-	}
-	if err := signing.WritePrivateKey(priv, sk); err != nil {
-		return nil, err
-	}
-	if err := signing.WritePublicKey(pub, pk); err != nil {
-		return nil, err
+	var priv, pub string
+	if !opt.NoSigning {
+		priv, pub = filepath.Join(d.Dir, "signing.key"), filepath.Join(d.Dir, "trust-root.pem")
+		pk, sk, err := signing.GenerateKey()
+		if err != nil {
+			return nil, err
+		}
+		if err := signing.WritePrivateKey(priv, sk); err != nil {
+			return nil, err
+		}
+		if err := signing.WritePublicKey(pub, pk); err != nil {
+			return nil, err
+		}
 	}
 	cfgPath := filepath.Join(d.Dir, "mesh.yaml")
 	if err := os.WriteFile(cfgPath, opt.Config, 0o644); err != nil {
@@ -116,7 +121,7 @@ func Start(opt Options) (*Demo, error) {
 	d.Proxy, err = app.Start(app.Options{
 		XDS: &app.XDSOptions{
 			Address: d.MeshKit.XDSAddr().String(), NodeID: "edge-1", Cluster: "edge",
-			LKGDir: filepath.Join(d.Dir, "lkg"), TrustRoot: pub, Build: "demo",
+			LKGDir: filepath.Join(d.Dir, "lkg"), TrustRoot: pub, Build: "demo", SotW: opt.SotW,
 		},
 		AdminAddress: opt.AdminAddress,
 		Log:          opt.Log.With("plane", "data"),

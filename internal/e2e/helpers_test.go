@@ -1,0 +1,206 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/omnirelay/omnirelay/internal/demo"
+	dpdemo "github.com/omnirelay/omnirelay/internal/dataplane/demo"
+	meshkitv1 "github.com/omnirelay/omnirelay/internal/shared/api/meshkit/v1"
+)
+
+func testLog(t *testing.T) *slog.Logger {
+	if testing.Verbose() {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})).With("test", t.Name())
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
+// freeAddr returns a loopback address nothing listens on right now.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	_ = ln.Close()
+	return addr
+}
+
+// meshConfig is the demo's config shape on free ports: a web listener with
+// a canary route and a weighted split, shop-v1 static, shop-v2 static plus
+// the registry's "shop-v2" service.
+type meshConfig struct {
+	Web, Admin         string
+	V1a, V1b, V2, V2b  string
+	WeightV1, WeightV2 int
+	Extra              string // appended to the web listener (e.g. filters)
+}
+
+func (c meshConfig) YAML() []byte {
+	return []byte(fmt.Sprintf(`version: omnirelay.v1
+admin: { address: %s }
+listeners:
+  - name: web
+    address: %s
+    protocol: http
+%s    virtual_hosts:
+      - name: shop
+        domains: ["*"]
+        routes:
+          - match: { path_prefix: /api/, headers: { x-canary: "true" } }
+            cluster: shop-v2
+          - match: { path_prefix: / }
+            %s
+            timeout: 5s
+            retry: { attempts: 3, on: [connect-failure, reset, 5xx], per_try_timeout: 1s }
+clusters:
+  - name: shop-v1
+    endpoints: [%s, %s]
+  - name: shop-v2
+    service: shop-v2
+    endpoints: [%s]
+`, c.Admin, c.Web, c.Extra, c.action(), c.V1a, c.V1b, c.V2))
+}
+
+// action is the default route's action: a weighted split, or one cluster
+// when a weight is zero (a zero weight is invalid).
+func (c meshConfig) action() string {
+	switch {
+	case c.WeightV1 == 0:
+		return "cluster: shop-v2"
+	case c.WeightV2 == 0:
+		return "cluster: shop-v1"
+	}
+	return fmt.Sprintf("weighted_clusters: [{ cluster: shop-v1, weight: %d }, { cluster: shop-v2, weight: %d }]", c.WeightV1, c.WeightV2)
+}
+
+func newMeshConfig(t *testing.T) meshConfig {
+	return meshConfig{
+		Web: freeAddr(t), Admin: freeAddr(t),
+		V1a: freeAddr(t), V1b: freeAddr(t), V2: freeAddr(t), V2b: freeAddr(t),
+		WeightV1: 80, WeightV2: 20,
+	}
+}
+
+func (c meshConfig) backends() []dpdemo.Backend {
+	return []dpdemo.Backend{{Name: "shop-v1-a", Addr: c.V1a}, {Name: "shop-v1-b", Addr: c.V1b}, {Name: "shop-v2", Addr: c.V2}, {Name: "shop-v2-b", Addr: c.V2b}}
+}
+
+// startDemo runs the demo assembly (MeshKit + proxy over xDS + backends) on
+// free ports.
+func startDemo(t *testing.T, c meshConfig, mod func(*demo.Options)) *demo.Demo {
+	t.Helper()
+	opt := demo.Options{
+		Log: testLog(t), Dir: t.TempDir(), XDSAddress: "127.0.0.1:0", APIAddress: "127.0.0.1:0",
+		Backends: c.backends(), Config: c.YAML(),
+	}
+	if mod != nil {
+		mod(&opt)
+	}
+	d, err := demo.Start(opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		d.Stop(ctx)
+	})
+	return d
+}
+
+// get sends one request through the proxy and returns the backend's name.
+func get(client *http.Client, addr, path string, hdr map[string]string) (string, error) {
+	req, err := http.NewRequest("GET", "http://"+addr+path, nil)
+	if err != nil {
+		return "", err
+	}
+	for k, v := range hdr {
+		req.Header.Set(k, v)
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	_, _ = io.Copy(io.Discard, resp.Body)
+	if resp.StatusCode != 200 {
+		return "", fmt.Errorf("GET %s: status %d", path, resp.StatusCode)
+	}
+	return resp.Header.Get("x-backend"), nil
+}
+
+// spread sends n requests and counts answers per backend.
+func spread(t *testing.T, addr string, n int) map[string]int {
+	t.Helper()
+	client := &http.Client{Timeout: 5 * time.Second}
+	counts := map[string]int{}
+	for i := 0; i < n; i++ {
+		b, err := get(client, addr, "/", nil)
+		if err != nil {
+			t.Fatalf("request %d: %v", i, err)
+		}
+		counts[b]++
+	}
+	return counts
+}
+
+// eventually polls cond until it holds or the limit passes.
+func eventually(t *testing.T, limit time.Duration, what string, cond func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	last := ""
+	for {
+		ok, state := cond()
+		if ok {
+			return
+		}
+		last = state
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not reached in %v (last: %s)", what, limit, last)
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+}
+
+// apiConn dials MeshKit's API.
+func apiConn(t *testing.T, addr string) *grpc.ClientConn {
+	t.Helper()
+	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cc.Close() })
+	return cc
+}
+
+func proxyByNode(t *testing.T, cc *grpc.ClientConn, node string) *meshkitv1.Proxy {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	resp, err := meshkitv1.NewProxiesClient(cc).List(ctx, &meshkitv1.ListProxiesRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range resp.GetProxies() {
+		if p.GetNodeId() == node {
+			return p
+		}
+	}
+	return nil
+}
+
+func contains(s, sub string) bool { return strings.Contains(s, sub) }
