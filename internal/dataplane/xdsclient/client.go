@@ -6,13 +6,19 @@
 // jittered backoff and the fall back to the last-known-good file when the
 // control plane is out of reach at start.
 //
-// ACK policy: an update is ACKed only once the snapshot containing it has
-// been applied by the runtime; an update that does not decode, does not
-// verify, or that the runtime rejects is NACKed with the precise error (the
-// resource name and reason, or the runtime's message) and the running
-// config stays. An update waiting for its dependants (warming) is neither
-// ACKed nor NACKed until they arrive. This matches what Envoy reports and
-// means an ACK always tells the control plane what is actually serving.
+// ACK policy: an update is ACKed only once a snapshot containing it has
+// been applied by the runtime; an update that does not decode or does not
+// verify is NACKed at once, and one the runtime rejects is NACKed with the
+// runtime's message (which names the resource); the running config stays.
+// An update waiting for its dependants (warming) is answered when they
+// arrive. Each response is first tried with the server's whole latest view
+// (all types), then, if that is warming or rejected, alone on top of what
+// runs, as Envoy applies each type on its own: an EDS change applies while
+// a broken cluster update is refused. What the runtime refused is kept as
+// the server's view rather than dropped, because a control plane that does
+// not re-send NACKed versions (MeshKit) would never send an innocent
+// update again: when the culprit is fixed, the kept updates apply with it.
+// An ACK therefore always tells the control plane what actually serves.
 //
 // The client does not import the runtime: it hands complete snapshots to
 // Options.Apply, which the app wires to runtime.Apply.
@@ -107,7 +113,8 @@ type Status struct {
 	Connected bool
 	// Version is the version string of the last applied snapshot.
 	Version string
-	// LastError is the last stream error or rejection ("" when none).
+	// LastError is the last stream error or rejected update ("" when
+	// none); a later success does not clear it.
 	LastError string
 	// FromLKG is true while the running config came from last-known-good
 	// (no control plane config applied yet in this process).
@@ -165,7 +172,7 @@ func New(o Options) *Client {
 		}
 	}
 	for _, u := range typeOrder {
-		c.types[u] = &typeState{url: u, accepted: map[string]*entry{}}
+		c.types[u] = newTypeState(u)
 	}
 	return c
 }
@@ -282,7 +289,7 @@ func (c *Client) applyXDS(a *assembly) error {
 		return err
 	}
 	c.xdsApplied = true
-	c.setStatus(func(s *Status) { s.FromLKG, s.Applied, s.Version, s.LastError = false, true, a.version, "" })
+	c.setStatus(func(s *Status) { s.FromLKG, s.Applied, s.Version = false, true, a.version })
 	if c.opt.LKGDir != "" {
 		if err := lkg.Save(c.opt.LKGDir, a.version, a.wire); err != nil {
 			// The config runs; only the fallback is stale. Say so loudly.

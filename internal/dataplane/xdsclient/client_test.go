@@ -189,6 +189,8 @@ type recorder struct {
 	versions []string
 	applied  chan *resources.Snapshot
 	fail     error
+	// check, when set, rejects snapshots as a runtime would.
+	check func(*resources.Snapshot) error
 }
 
 func newRecorder() *recorder { return &recorder{applied: make(chan *resources.Snapshot, 16)} }
@@ -198,6 +200,11 @@ func (r *recorder) apply(s *resources.Snapshot, v string) error {
 	defer r.mu.Unlock()
 	if r.fail != nil {
 		return r.fail
+	}
+	if r.check != nil {
+		if err := r.check(s); err != nil {
+			return err
+		}
 	}
 	r.versions = append(r.versions, v)
 	r.applied <- s

@@ -73,7 +73,8 @@ func BenchmarkAssemble(b *testing.B) {
 	snap := translateYAML(b, y+cl, true)
 	types := map[string]*typeState{}
 	for _, u := range typeOrder {
-		types[u] = &typeState{url: u, accepted: map[string]*entry{}, received: true}
+		types[u] = newTypeState(u)
+		types[u].received.seen = true
 	}
 	for u, rs := range byType(b, snap, nil) {
 		for _, r := range rs {
@@ -81,13 +82,13 @@ func BenchmarkAssemble(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			types[u].accepted[e.name] = e
+			types[u].received.resources[e.name] = e
 		}
 	}
 	b.ReportAllocs()
 	b.ResetTimer()
 	for range b.N {
-		a, err := assemble(types)
+		a, err := assemble(types, received)
 		if err != nil || len(a.snap.Clusters) != 200 {
 			b.Fatal(err)
 		}

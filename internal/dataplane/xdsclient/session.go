@@ -68,7 +68,7 @@ type recvResult struct {
 func (s *session) run() (bool, error) {
 	s.ctx, s.cancel = context.WithCancel(s.ctx)
 	for _, t := range s.c.types {
-		t.nonce, t.pending = "", nil
+		t.forget()
 	}
 	if err := s.resubscribe(true); err != nil {
 		return false, err
@@ -125,7 +125,7 @@ func (s *session) end() {
 	}
 	s.wg.Wait()
 	for _, t := range s.c.types {
-		t.nonce, t.pending = "", nil
+		t.forget()
 	}
 	if s.got {
 		s.c.setStatus(func(st *Status) { st.Connected = false })
@@ -150,22 +150,22 @@ func (s *session) nack(t *typeState, nonce, detail string) error {
 }
 
 // handle takes one response: decode and verify it (a failure is NACKed at
-// once), make it the type's pending update, adjust subscriptions to what the
-// pending listeners and clusters name, and apply if the set is complete.
+// once), make it the type's received set, adjust subscriptions to what the
+// received listeners and clusters name, and apply what is complete.
 func (s *session) handle(r *response) error {
 	t := s.c.types[r.typeURL]
 	if t == nil {
-		unknown := &typeState{url: r.typeURL, nonce: r.nonce}
+		unknown := newTypeState(r.typeURL)
 		return s.nack(unknown, r.nonce, fmt.Sprintf("unsupported resource type %q", r.typeURL))
 	}
 	t.nonce = r.nonce
-	set, err := s.decode(t, r)
+	rs, err := s.decode(t, r)
 	if err != nil {
 		s.c.log.Warn("xds update rejected", "type", shortType(t.url), "version", r.version, "error", err)
 		s.c.setStatus(func(st *Status) { st.LastError = err.Error() })
 		return s.nack(t, r.nonce, err.Error())
 	}
-	u := &update{version: r.version, nonce: r.nonce, resources: set, key: contentKey(t.url, r.version, set)}
+	u := &update{version: r.version, nonce: r.nonce, key: contentKey(t.url, r.version, rs)}
 	if u.key == t.rejectedKey {
 		// A server re-sending what was just rejected (go-control-plane's
 		// SotW server does, at once, after every NACK) gets the same NACK,
@@ -181,21 +181,22 @@ func (s *session) handle(r *response) error {
 		})
 		return nil
 	}
-	t.pending = u
+	t.take(set{resources: rs, version: r.version, seen: true})
+	t.unanswered = u
 	if err := s.resubscribe(false); err != nil {
 		return err
 	}
-	return s.tryApply()
+	return s.tryApply(t)
 }
 
 // decode turns a response into the type's resource set after it.
 func (s *session) decode(t *typeState, r *response) (map[string]*entry, error) {
 	var errs []error
-	set := map[string]*entry{}
+	rs := map[string]*entry{}
 	if !r.full {
-		set = maps.Clone(t.view())
+		rs = maps.Clone(t.received.resources)
 		for _, n := range r.removed {
-			delete(set, n)
+			delete(rs, n)
 		}
 	}
 	seen := map[string]bool{}
@@ -214,20 +215,20 @@ func (s *session) decode(t *typeState, r *response) (map[string]*entry, error) {
 			continue
 		}
 		seen[e.name] = true
-		set[e.name] = e
+		rs[e.name] = e
 	}
 	if len(errs) > 0 {
 		return nil, fmt.Errorf("%s version %q: %w", shortType(t.url), r.version, errors.Join(errs...))
 	}
-	return set, nil
+	return rs, nil
 }
 
 // resubscribe sends the subscriptions of named types when the names the
-// listeners and clusters reference (pending updates included, so that
-// dependants warm) differ from what this stream asked for. first sends the
-// initial requests of a new stream.
+// received listeners and clusters reference (so that dependants warm)
+// differ from what this stream asked for. first sends the initial requests
+// of a new stream.
 func (s *session) resubscribe(first bool) error {
-	r := collectRefs(s.c.types[TypeListener].view(), s.c.types[TypeCluster].view())
+	r := collectRefs(s.c.types[TypeListener].received.resources, s.c.types[TypeCluster].received.resources)
 	for _, u := range typeOrder {
 		t := s.c.types[u]
 		if wildcard(u) {
@@ -252,48 +253,101 @@ func (s *session) resubscribe(first bool) error {
 	return nil
 }
 
-// tryApply applies the views of all types when they form a complete
-// snapshot, then ACKs every pending update (or NACKs them all with the
-// runtime's error: the snapshot is one unit, and its error names the
-// resource at fault).
-func (s *session) tryApply() error {
-	a, err := assemble(s.c.types)
-	if err != nil {
-		s.c.log.Debug("xds config warming", "waiting_for", err.Error())
-		return nil
-	}
-	var pend []*typeState
-	for _, u := range typeOrder {
-		if t := s.c.types[u]; t.pending != nil {
-			pend = append(pend, t)
+// tryApply runs after cur took a response. It first tries the server's
+// whole view (every type's received set): when that applies, every
+// unanswered update is ACKed. When it is incomplete (warming) or the
+// runtime rejects it, it tries cur's update alone on top of what runs, as
+// Envoy applies each type on its own: success ACKs cur, and a rejection of
+// the whole view is then NACKed on the other types' unanswered updates;
+// failure NACKs cur if the whole view was rejected, and otherwise (the
+// whole view is warming) leaves cur waiting for it. When neither set is
+// complete, cur waits, unanswered, for the resources it names.
+func (s *session) tryApply(cur *typeState) error {
+	var fullErr error
+	full, err := assemble(s.c.types, received)
+	if err == nil {
+		if fullErr = s.c.applyXDS(full); fullErr == nil {
+			return s.accept(full, nil)
 		}
 	}
-	if len(pend) == 0 {
-		return nil
+	others := false
+	for _, u := range typeOrder {
+		if t := s.c.types[u]; t != cur && t.dirty {
+			others = true
+		}
 	}
-	if err := s.c.applyXDS(a); err != nil {
-		detail := err.Error()
-		s.c.log.Error("xds config rejected; the running config stays", "version", a.version, "error", err)
-		s.c.setStatus(func(st *Status) { st.LastError = detail })
-		for _, t := range pend {
-			nonce := t.pending.nonce
-			t.rejectedKey, t.rejectedDetail, t.rejectedCount = t.pending.key, detail, 0
-			t.pending = nil
-			if err := s.nack(t, nonce, detail); err != nil {
+	if others {
+		alone, err := assemble(s.c.types, func(t *typeState) set {
+			if t == cur {
+				return t.received
+			}
+			return t.accepted
+		})
+		if err == nil {
+			aloneErr := s.c.applyXDS(alone)
+			if aloneErr == nil {
+				if fullErr != nil {
+					if err := s.reject(fullErr, func(t *typeState) bool { return t != cur }); err != nil {
+						return err
+					}
+				}
+				return s.accept(alone, cur)
+			}
+			if fullErr != nil {
+				return s.reject(aloneErr, func(t *typeState) bool { return t == cur })
+			}
+			// The server's whole view is still warming: cur may need
+			// what warms (a route naming a new cluster), so it waits.
+			s.c.log.Debug("xds update waits for the resources warming", "type", shortType(cur.url), "alone", aloneErr)
+			return nil
+		}
+	}
+	if fullErr != nil {
+		return s.reject(fullErr, func(*typeState) bool { return true })
+	}
+	s.c.log.Debug("xds config warming", "type", shortType(cur.url))
+	return nil
+}
+
+// accept records an applied assembly: only is the one type applied alone
+// (nil: every type's received set ran).
+func (s *session) accept(a *assembly, only *typeState) error {
+	for _, u := range typeOrder {
+		t := s.c.types[u]
+		if only != nil && t != only {
+			continue
+		}
+		t.commit()
+		t.rejectedKey, t.rejectedDetail = "", ""
+		if u := t.unanswered; u != nil {
+			t.unanswered = nil
+			s.count(t, "ack")
+			if err := s.tr.ack(t, u); err != nil {
 				return err
 			}
 		}
-		return s.resubscribe(false)
 	}
-	for _, t := range pend {
-		u := t.pending
-		t.accepted, t.acceptedVersion, t.received = u.resources, u.version, true
-		t.pending, t.rejectedKey, t.rejectedDetail = nil, "", ""
-		s.count(t, "ack")
-		if err := s.tr.ack(t, u); err != nil {
+	s.c.log.Info("xds config applied", "version", a.version)
+	return nil
+}
+
+// reject NACKs the unanswered updates of the types blamed for err. Their
+// received sets stay: a later update of another type may make them apply.
+func (s *session) reject(err error, blamed func(*typeState) bool) error {
+	detail := err.Error()
+	s.c.log.Error("xds config rejected; the running config stays", "error", err)
+	s.c.setStatus(func(st *Status) { st.LastError = detail })
+	for _, u := range typeOrder {
+		t := s.c.types[u]
+		if !blamed(t) || t.unanswered == nil {
+			continue
+		}
+		up := t.unanswered
+		t.unanswered = nil
+		t.rejectedKey, t.rejectedDetail, t.rejectedCount = up.key, detail, 0
+		if err := s.nack(t, up.nonce, detail); err != nil {
 			return err
 		}
 	}
-	s.c.log.Info("xds config applied", "version", a.version)
 	return nil
 }

@@ -85,26 +85,37 @@ func (e *entry) wire() *discoveryv3.Resource {
 	return &discoveryv3.Resource{Name: e.name, Version: e.version, Resource: e.body, Metadata: e.metadata}
 }
 
-// update is a decoded response of one type not yet applied: the whole set
-// of resources of that type the client would hold after it.
+// update is a response not yet answered (neither ACKed nor NACKed).
 type update struct {
-	version   string
-	nonce     string
-	resources map[string]*entry
+	version string
+	nonce   string
 	// key identifies the content (type, version, resource bytes) so that a
 	// server re-sending a rejected update can be told apart from a new one.
 	key string
 }
 
-// typeState is what the client holds for one resource type.
+// set is one version of a type's resources.
+type set struct {
+	resources map[string]*entry
+	version   string // the response's version_info (SotW) or system version (delta)
+	seen      bool   // a response of this type has been taken
+}
+
+// typeState is what the client holds for one resource type: what runs
+// (accepted) and the server's latest view (received). They differ while an
+// update warms, and after a rejection until the server sends another
+// version: the received content is kept, because a server that does not
+// re-send a NACKed version (MeshKit) would otherwise never send it again,
+// and it may have been rejected only for another type's fault.
 type typeState struct {
 	url      string
-	accepted map[string]*entry
-	// acceptedVersion is the version_info of the last applied response (the
-	// version a SotW ACK/NACK carries).
-	acceptedVersion string
-	received        bool // a response of this type was accepted at least once
-	pending         *update
+	accepted set
+	received set
+	// dirty is true while received differs from accepted.
+	dirty bool
+	// unanswered is the last response of this type on this stream that
+	// was neither ACKed nor NACKed (warming).
+	unanswered *update
 	// names is the current subscription of a non-wildcard type, sorted.
 	names []string
 	// nonce is the last response nonce on the current stream.
@@ -117,15 +128,21 @@ type typeState struct {
 	rejectedCount  int
 }
 
-// view is the set the client would hold if pending updates applied.
-func (t *typeState) view() map[string]*entry {
-	if t.pending != nil {
-		return t.pending.resources
-	}
-	return t.accepted
+func newTypeState(url string) *typeState {
+	return &typeState{url: url, accepted: set{resources: map[string]*entry{}}, received: set{resources: map[string]*entry{}}}
 }
 
-func (t *typeState) seen() bool { return t.received || t.pending != nil }
+// commit makes the received set the running one.
+func (t *typeState) commit() { t.accepted, t.dirty = t.received, false }
+
+// take makes s the server's latest view.
+func (t *typeState) take(s set) { t.received, t.dirty = s, true }
+
+// forget drops what only the server's latest view held (a new stream
+// re-sends it).
+func (t *typeState) forget() {
+	t.received, t.dirty, t.unanswered, t.nonce = t.accepted, false, nil, ""
+}
 
 // decodeResource unwraps and checks one resource of typeURL. name and
 // metadata come from the wrapper when there is one; verify checks the
@@ -331,28 +348,36 @@ type assembly struct {
 	version string
 }
 
+func received(t *typeState) set { return t.received }
+func accepted(t *typeState) set { return t.accepted }
+
 // errIncomplete names what a snapshot still waits for (warming).
 type errIncomplete struct{ missing []string }
 
 func (e errIncomplete) Error() string { return "waiting for " + strings.Join(e.missing, ", ") }
 
-// assemble builds a snapshot from the views of all types: every listener
-// and cluster, and the routes, endpoints and secrets they reference. It
-// fails with errIncomplete while a referenced resource has not arrived.
-func assemble(types map[string]*typeState) (*assembly, error) {
+// assemble builds a snapshot from one set of each type (pick chooses the
+// received or the accepted one): every listener and cluster, and the
+// routes, endpoints and secrets they reference. It fails with errIncomplete
+// while a referenced resource has not arrived.
+func assemble(types map[string]*typeState, pick func(*typeState) set) (*assembly, error) {
+	sets := map[string]set{}
+	for _, u := range typeOrder {
+		sets[u] = pick(types[u])
+	}
 	var missing []string
 	for _, u := range []string{TypeListener, TypeCluster} {
-		if !types[u].seen() {
+		if !sets[u].seen {
 			missing = append(missing, shortType(u))
 		}
 	}
 	if len(missing) > 0 {
 		return nil, errIncomplete{missing}
 	}
-	r := collectRefs(types[TypeListener].view(), types[TypeCluster].view())
+	r := collectRefs(sets[TypeListener].resources, sets[TypeCluster].resources)
 	picked := map[string][]*entry{}
 	for _, u := range typeOrder {
-		view := types[u].view()
+		view := sets[u].resources
 		if wildcard(u) {
 			for _, n := range slices.Sorted(maps.Keys(view)) {
 				picked[u] = append(picked[u], view[n])
@@ -389,12 +414,7 @@ func assemble(types map[string]*typeState) (*assembly, error) {
 				a.snap.Secrets = append(a.snap.Secrets, m)
 			}
 		}
-		t := types[u]
-		v := t.acceptedVersion
-		if t.pending != nil {
-			v = t.pending.version
-		}
-		if v != "" {
+		if v := sets[u].version; v != "" {
 			versions = append(versions, shortType(u)+"="+v)
 		}
 	}
@@ -407,7 +427,8 @@ func assemble(types map[string]*typeState) (*assembly, error) {
 func snapshotFromWire(rs []*discoveryv3.Resource, verify verifyFunc) (*resources.Snapshot, error) {
 	types := map[string]*typeState{}
 	for _, u := range typeOrder {
-		types[u] = &typeState{url: u, accepted: map[string]*entry{}, received: true}
+		types[u] = newTypeState(u)
+		types[u].received.seen = true
 	}
 	for i, r := range rs {
 		u := r.GetResource().GetTypeUrl()
@@ -419,12 +440,12 @@ func snapshotFromWire(rs []*discoveryv3.Resource, verify verifyFunc) (*resources
 		if err != nil {
 			return nil, err
 		}
-		if t.accepted[e.name] != nil {
+		if t.received.resources[e.name] != nil {
 			return nil, fmt.Errorf("%s resource %q appears twice", shortType(u), e.name)
 		}
-		t.accepted[e.name] = e
+		t.received.resources[e.name] = e
 	}
-	a, err := assemble(types)
+	a, err := assemble(types, received)
 	if err != nil {
 		var inc errIncomplete
 		if errors.As(err, &inc) {

@@ -27,7 +27,7 @@ func (t *sotwTransport) send(r *discoveryv3.DiscoveryRequest) error {
 }
 
 func (t *sotwTransport) subscribe(ts *typeState, _ []string, _ bool) error {
-	return t.send(&discoveryv3.DiscoveryRequest{TypeUrl: ts.url, VersionInfo: ts.acceptedVersion,
+	return t.send(&discoveryv3.DiscoveryRequest{TypeUrl: ts.url, VersionInfo: ts.accepted.version,
 		ResourceNames: ts.names, ResponseNonce: ts.nonce})
 }
 
@@ -37,7 +37,7 @@ func (t *sotwTransport) ack(ts *typeState, u *update) error {
 }
 
 func (t *sotwTransport) nack(ts *typeState, nonce, detail string) error {
-	return t.send(&discoveryv3.DiscoveryRequest{TypeUrl: ts.url, VersionInfo: ts.acceptedVersion,
+	return t.send(&discoveryv3.DiscoveryRequest{TypeUrl: ts.url, VersionInfo: ts.accepted.version,
 		ResourceNames: ts.names, ResponseNonce: nonce,
 		ErrorDetail: &status.Status{Code: int32(codes.InvalidArgument), Message: detail}})
 }
@@ -80,7 +80,7 @@ func (t *deltaTransport) subscribe(ts *typeState, old []string, first bool) erro
 	if first {
 		r.ResourceNamesSubscribe = ts.names
 		held := map[string]string{}
-		for n, e := range ts.accepted {
+		for n, e := range ts.accepted.resources {
 			if ts.names == nil || slices.Contains(ts.names, n) {
 				held[n] = e.version
 			}
