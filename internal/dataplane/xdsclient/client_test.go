@@ -31,6 +31,8 @@ type fakeADS struct {
 	sotw  chan *discoveryv3.DiscoveryResponse
 	delta chan *discoveryv3.DeltaDiscoveryResponse
 	reqs  chan proto.Message
+	// end ends the current stream (the server's side of a reconnect).
+	end chan struct{}
 }
 
 func (f *fakeADS) StreamAggregatedResources(s discoveryv3.AggregatedDiscoveryService_StreamAggregatedResourcesServer) error {
@@ -52,6 +54,8 @@ func (f *fakeADS) StreamAggregatedResources(s discoveryv3.AggregatedDiscoverySer
 				return err
 			}
 		case <-errc:
+			return nil
+		case <-f.end:
 			return nil
 		case <-s.Context().Done():
 			return nil
@@ -79,6 +83,8 @@ func (f *fakeADS) DeltaAggregatedResources(s discoveryv3.AggregatedDiscoveryServ
 			}
 		case <-errc:
 			return nil
+		case <-f.end:
+			return nil
 		case <-s.Context().Done():
 			return nil
 		}
@@ -88,7 +94,7 @@ func (f *fakeADS) DeltaAggregatedResources(s discoveryv3.AggregatedDiscoveryServ
 func startFake(t *testing.T) (*fakeADS, string) {
 	t.Helper()
 	f := &fakeADS{sotw: make(chan *discoveryv3.DiscoveryResponse, 16),
-		delta: make(chan *discoveryv3.DeltaDiscoveryResponse, 16), reqs: make(chan proto.Message, 256)}
+		delta: make(chan *discoveryv3.DeltaDiscoveryResponse, 16), reqs: make(chan proto.Message, 256), end: make(chan struct{})}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -462,6 +468,74 @@ func TestRuntimeRejection(t *testing.T) {
 	if d := time.Since(start); d < 50*time.Millisecond {
 		t.Fatalf("re-sent rejected update answered after %v: no back-off", d)
 	}
+}
+
+// TestReconnectResumes: after the stream breaks, the client reconnects and
+// tells the server what it holds (delta: initial_resource_versions; SotW:
+// the accepted version_info), so that nothing is sent again needlessly.
+func TestReconnectResumes(t *testing.T) {
+	for _, sotw := range []bool{false, true} {
+		t.Run(map[bool]string{true: "sotw", false: "delta"}[sotw], func(t *testing.T) {
+			f, addr := startFake(t)
+			rec := newRecorder()
+			c := runClient(t, Options{Address: addr, NodeID: "n1", SotW: sotw, Apply: rec.apply,
+				Backoff: Backoff{Initial: 10 * time.Millisecond, Max: 20 * time.Millisecond}})
+			rs := byType(t, translateYAML(t, staticYAML, false), nil)
+			for _, u := range []string{TypeCluster, TypeListener} {
+				if sotw {
+					f.sotw <- sotwResponse(t, u, "v1", "x", rs[u], false)
+				} else {
+					f.delta <- &discoveryv3.DeltaDiscoveryResponse{TypeUrl: u, SystemVersionInfo: "v1", Nonce: "x", Resources: rs[u]}
+				}
+			}
+			for range 2 {
+				if a := nextAnswer(t, f); a.detail != "" {
+					t.Fatalf("NACK %+v", a)
+				}
+			}
+			f.end <- struct{}{}
+			// The new stream's first requests name what the client holds.
+			resumed := map[string]bool{}
+			deadline := time.After(10 * time.Second)
+			for len(resumed) < 2 {
+				select {
+				case m := <-f.reqs:
+					switch r := m.(type) {
+					case *discoveryv3.DiscoveryRequest:
+						if r.GetResponseNonce() == "" && r.GetVersionInfo() == "v1" {
+							resumed[r.GetTypeUrl()] = true
+						}
+					case *discoveryv3.DeltaDiscoveryRequest:
+						if r.GetResponseNonce() == "" && len(r.GetInitialResourceVersions()) > 0 {
+							resumed[r.GetTypeUrl()] = r.GetInitialResourceVersions()[resourceName(decodeFirst(t, r.GetTypeUrl(), rs))] == "1"
+						}
+					}
+				case <-deadline:
+					t.Fatalf("resumed: %v", resumed)
+				}
+			}
+			for u, ok := range resumed {
+				if !ok {
+					t.Fatalf("%s resumed with the wrong versions", u)
+				}
+			}
+			if st := c.Status(); !st.Applied || st.FromLKG {
+				t.Fatalf("status %+v", st)
+			}
+		})
+	}
+}
+
+func decodeFirst(t *testing.T, typeURL string, rs map[string][]*discoveryv3.Resource) proto.Message {
+	t.Helper()
+	m, err := newMessage(typeURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := proto.Unmarshal(rs[typeURL][0].GetResource().GetValue(), m); err != nil {
+		t.Fatal(err)
+	}
+	return m
 }
 
 func TestBackoffDelay(t *testing.T) {
