@@ -36,13 +36,15 @@ func (c *clock) Advance(d time.Duration) {
 	c.mu.Unlock()
 }
 
-func openStore(t *testing.T) store.Store {
-	t.Helper()
-	st, err := store.OpenBolt(filepath.Join(t.TempDir(), "meshkit.db"))
+func openStore(t *testing.T) store.Store { return openStoreB(t) }
+
+func openStoreB(tb testing.TB) store.Store {
+	tb.Helper()
+	st, err := store.OpenBolt(filepath.Join(tb.TempDir(), "meshkit.db"))
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
-	t.Cleanup(func() { st.Close() })
+	tb.Cleanup(func() { st.Close() })
 	return st
 }
 
