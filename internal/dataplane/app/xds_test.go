@@ -26,6 +26,7 @@ import (
 
 	"github.com/omnirelay/omnirelay/internal/dataplane/lkg"
 	"github.com/omnirelay/omnirelay/internal/dataplane/xdsclient"
+	"github.com/omnirelay/omnirelay/internal/shared/capability"
 	"github.com/omnirelay/omnirelay/internal/shared/config"
 	"github.com/omnirelay/omnirelay/internal/shared/resources"
 	"github.com/omnirelay/omnirelay/internal/shared/signing"
@@ -420,5 +421,41 @@ func TestXDSTrustRoot(t *testing.T) {
 	if _, err := Start(Options{XDS: &XDSOptions{Address: cp.addr, NodeID: "x", TrustRoot: filepath.Join(t.TempDir(), "missing.pub")},
 		AdminAddress: "127.0.0.1:0"}); err == nil || !strings.Contains(err.Error(), "trust root") {
 		t.Fatalf("missing trust root file: err = %v", err)
+	}
+}
+
+func TestCapabilities(t *testing.T) {
+	tests := []struct {
+		name, configType, want string
+	}{
+		{name: "cors", configType: "envoy.extensions.filters.http.cors.v3.Cors", want: "envoy.filters.http.cors"},
+		{name: "local rate limit", configType: "envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit", want: "envoy.filters.http.local_ratelimit"},
+		{name: "not envoy", configType: "omnirelay.filters.v1.Thing", want: "omnirelay.filters.v1.Thing"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := filterName(tc.configType); got != tc.want {
+				t.Fatalf("filterName(%q) = %q, want %q", tc.configType, got, tc.want)
+			}
+		})
+	}
+	reg, err := NewRegistry()
+	if err != nil {
+		t.Fatal(err)
+	}
+	caps := Capabilities("1.2.3", reg)
+	for _, f := range []string{"envoy.filters.http.router", "envoy.filters.network.tcp_proxy", "envoy.filters.http.fault", "envoy.filters.http.header_mutation"} {
+		if !caps.Has(f) {
+			t.Errorf("capabilities lack %s: %v", f, caps.Filters)
+		}
+	}
+	if caps.Build != "1.2.3" || caps.Kind != "omnirelay" {
+		t.Fatalf("caps %+v", caps)
+	}
+	// What the control plane reads back from the Node the client sends.
+	node := xdsclient.New(xdsclient.Options{NodeID: "n", Capabilities: caps}).Node()
+	back := capability.FromNode(node)
+	if back.Fingerprint() != caps.Fingerprint() || node.GetId() != "n" {
+		t.Fatalf("node %v reads back as %+v, want %+v", node, back, caps)
 	}
 }
