@@ -137,6 +137,7 @@ type Client struct {
 
 	applyMu    sync.Mutex // orders xDS and LKG applies
 	xdsApplied bool       // guarded by applyMu
+	savedLKG   string     // version last written to LKGDir; guarded by applyMu
 
 	mu     sync.Mutex
 	status Status
@@ -290,10 +291,12 @@ func (c *Client) applyXDS(a *assembly) error {
 	}
 	c.xdsApplied = true
 	c.setStatus(func(s *Status) { s.FromLKG, s.Applied, s.Version = false, true, a.version })
-	if c.opt.LKGDir != "" {
+	if c.opt.LKGDir != "" && a.version != c.savedLKG {
 		if err := lkg.Save(c.opt.LKGDir, a.version, a.wire); err != nil {
 			// The config runs; only the fallback is stale. Say so loudly.
 			c.log.Error("could not save last-known-good", "dir", c.opt.LKGDir, "error", err)
+		} else {
+			c.savedLKG = a.version
 		}
 	}
 	return nil

@@ -88,7 +88,7 @@ func BenchmarkAssemble(b *testing.B) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	for range b.N {
-		a, err := assemble(types, received)
+		a, err := assemble(types, pickReceived)
 		if err != nil || len(a.snap.Clusters) != 200 {
 			b.Fatal(err)
 		}

@@ -264,7 +264,7 @@ func (s *session) resubscribe(first bool) error {
 // complete, cur waits, unanswered, for the resources it names.
 func (s *session) tryApply(cur *typeState) error {
 	var fullErr error
-	full, err := assemble(s.c.types, received)
+	full, err := assemble(s.c.types, pickReceived)
 	if err == nil {
 		if fullErr = s.c.applyXDS(full); fullErr == nil {
 			return s.accept(full, nil)

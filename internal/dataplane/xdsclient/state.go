@@ -348,8 +348,8 @@ type assembly struct {
 	version string
 }
 
-func received(t *typeState) set { return t.received }
-func accepted(t *typeState) set { return t.accepted }
+// pickReceived chooses the server's latest view of every type for assemble.
+func pickReceived(t *typeState) set { return t.received }
 
 // errIncomplete names what a snapshot still waits for (warming).
 type errIncomplete struct{ missing []string }
@@ -445,7 +445,7 @@ func snapshotFromWire(rs []*discoveryv3.Resource, verify verifyFunc) (*resources
 		}
 		t.received.resources[e.name] = e
 	}
-	a, err := assemble(types, received)
+	a, err := assemble(types, pickReceived)
 	if err != nil {
 		var inc errIncomplete
 		if errors.As(err, &inc) {
