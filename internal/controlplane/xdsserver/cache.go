@@ -13,11 +13,13 @@
 //
 // Concurrency model: Cache.Set builds the per-type indexes of a snapshot
 // outside any lock, swaps the group's state pointer and copies the group's
-// subscriber list under a short lock, then notifies each subscriber outside
-// it. A notified stream pushes from a short-lived goroutine of its own, so a
-// slow client delays only itself and no lock is held while sending. An idle
-// stream owns a single goroutine, gRPC's handler goroutine, which receives
-// requests: at 10,000 streams every idle goroutine costs ~40 MB of stacks.
+// subscriber list under a short lock, then notifies the subscribers from
+// short-lived goroutines, a batch each, without any lock held. A stream whose
+// client has answered all it was sent is pushed inline by its batch; any
+// other gets a push goroutine of its own, so a client that stopped reading
+// can block only itself. An idle stream owns a single goroutine, gRPC's
+// handler goroutine, which receives requests: at 10,000 streams every idle
+// goroutine per stream would cost ~40-80 MB of stacks.
 package xdsserver
 
 import (
@@ -122,10 +124,22 @@ func (c *Cache) publish(name string, next *groupState) {
 		subs = append(subs, n)
 	}
 	c.mu.Unlock()
-	for _, n := range subs {
-		n.notify()
+	// A few hundred goroutines each notify a batch in order. One goroutine
+	// per stream would make the scheduler run pushes in no useful order and
+	// preempt the notifying loop behind thousands of them; one goroutine for
+	// all would use one core.
+	for i := 0; i < len(subs); i += notifyBatch {
+		batch := subs[i:min(i+notifyBatch, len(subs))]
+		go func() {
+			for _, n := range batch {
+				n.notify()
+			}
+		}()
 	}
 }
+
+// notifyBatch is the number of streams one notifying goroutine handles.
+const notifyBatch = 32
 
 // Check reports the first resource Set would leave out, with its type and name.
 func (s *Snapshot) Check() error {

@@ -29,6 +29,7 @@ type deltaWatch struct {
 	started bool
 	nonce   string
 	version string
+	waiting bool // the latest response is not yet ACKed or NACKed
 }
 
 type held struct{ name, version string }
@@ -142,6 +143,7 @@ func (dc *deltaConn) handle(req *discoveryv3.DeltaDiscoveryRequest) error {
 	// Delta requests carry subscription changes even when their nonce is
 	// stale, so only the ACK/NACK meaning of a stale nonce is ignored.
 	if nonce := req.GetResponseNonce(); nonce != "" && nonce == w.nonce {
+		dc.answered(&w.waiting)
 		if d := req.GetErrorDetail(); d != nil {
 			dc.nack(typeURL, w.version, d.GetMessage())
 		} else {
@@ -269,5 +271,6 @@ func (dc *deltaConn) push(w *deltaWatch) error {
 		Nonce:             strconv.FormatUint(dc.nonce, 36),
 	}
 	w.started, w.nonce, w.version = true, resp.Nonce, resp.SystemVersionInfo
+	dc.sent(&w.waiting)
 	return dc.stream.Send(resp)
 }

@@ -147,6 +147,7 @@ type conn struct {
 
 	pending atomic.Bool // a push goroutine is scheduled and has not yet read the state
 	closed  atomic.Bool
+	waiting atomic.Int32 // watches whose latest response is not yet answered
 }
 
 // open resolves the node's group. The node must be on the first request.
@@ -209,19 +210,52 @@ func (c *conn) close() {
 	c.s.log.Debug("xds stream close", "stream", c.id, "node", c.node.GetId())
 }
 
-// notify is called by Cache.Set. It starts at most one push goroutine at a
-// time; a push already waiting will read the newest state anyway.
+// notify is called by Cache.Set, from one of the goroutines that notify a
+// batch of streams in turn. A stream that has answered everything it was sent
+// is pushed right there: its client reads, so Send will not block, and no
+// goroutine is started. Any other stream (its client may have stopped
+// reading, and Send could block until its connection dies) or one whose lock
+// is busy gets a goroutine of its own, at most one at a time; a push already
+// waiting reads the newest state anyway.
 func (c *conn) notify() {
-	if c.closed.Load() || c.pending.Swap(true) {
+	if c.closed.Load() {
+		return
+	}
+	if c.waiting.Load() == 0 && c.mu.TryLock() {
+		c.pushLocked()
+		c.mu.Unlock()
+		return
+	}
+	if c.pending.Swap(true) {
 		return
 	}
 	go c.push()
+}
+
+// sent and answered keep waiting: the count of watches whose latest
+// response the client has not ACKed or NACKed. Called with mu held.
+func (c *conn) sent(w *bool) {
+	if !*w {
+		*w = true
+		c.waiting.Add(1)
+	}
+}
+
+func (c *conn) answered(w *bool) {
+	if *w {
+		*w = false
+		c.waiting.Add(-1)
+	}
 }
 
 func (c *conn) push() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.pending.Store(false)
+	c.pushLocked()
+}
+
+func (c *conn) pushLocked() {
 	if c.closed.Load() || c.failed != nil {
 		return
 	}

@@ -26,6 +26,7 @@ type sotwWatch struct {
 	version string     // version_info of the latest response
 	sentTS  *typeState // wildcard: the type state of the latest response
 	sent    []held     // named: names and versions of the latest response, sorted
+	waiting bool       // the latest response is not yet ACKed or NACKed
 }
 
 type sotwConn struct {
@@ -74,6 +75,7 @@ func (sc *sotwConn) handle(req *discoveryv3.DiscoveryRequest) error {
 			// answer it; acting on this request could re-send or mis-attribute.
 			return nil
 		}
+		sc.answered(&w.waiting)
 		if d := req.GetErrorDetail(); d != nil {
 			sc.nack(typeURL, w.version, d.GetMessage())
 		} else {
@@ -82,6 +84,7 @@ func (sc *sotwConn) handle(req *discoveryv3.DiscoveryRequest) error {
 	} else if w != nil {
 		// A request without a nonce on a type already served is a fresh
 		// subscription: the client holds nothing for it any more.
+		sc.answered(&w.waiting)
 		w.started, w.sentTS, w.sent = false, nil, nil
 	}
 	if w == nil {
@@ -185,6 +188,7 @@ func (sc *sotwConn) push(w *sotwWatch) error {
 		Nonce:       strconv.FormatUint(sc.nonce, 36),
 	}
 	w.started, w.nonce, w.version = true, resp.Nonce, resp.VersionInfo
+	sc.sent(&w.waiting)
 	return sc.stream.Send(resp)
 }
 
