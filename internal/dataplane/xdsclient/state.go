@@ -139,9 +139,11 @@ func (t *typeState) commit() { t.accepted, t.dirty = t.received, false }
 func (t *typeState) take(s set) { t.received, t.dirty = s, true }
 
 // forget drops what only the server's latest view held (a new stream
-// re-sends it).
+// re-sends it), and the memory of rejections: on a new stream a re-sent
+// update is tried again, since what it was rejected with may be fixed.
 func (t *typeState) forget() {
 	t.received, t.dirty, t.unanswered, t.nonce = t.accepted, false, nil, ""
+	t.rejectedKey, t.rejectedDetail, t.rejectedCount = "", "", 0
 }
 
 // decodeResource unwraps and checks one resource of typeURL. name and
