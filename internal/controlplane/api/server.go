@@ -102,7 +102,7 @@ func (r registryService) Register(ctx context.Context, req *meshkitv1.RegisterRe
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	r.s.log.Info("endpoint registered", "service", lease.Service, "id", lease.ID, "address", stored.Address, "ttl", lease.TTL)
+	r.s.log.Info("endpoint registered", "service", lease.Service, "id", lease.ID, "address", stored.Address, "ttl", lease.TTL.String())
 	return &meshkitv1.RegisterResponse{Endpoint: registry.ToProto(&stored)}, nil
 }
 
@@ -188,7 +188,7 @@ func (c configService) Apply(ctx context.Context, req *meshkitv1.ApplyRequest) (
 		c.s.log.Info("config rejected", "file", name, "err", err)
 		return nil, toStatus(err)
 	}
-	c.s.log.Info("config applied", "file", name, "version", version)
+	c.s.log.Debug("config applied", "file", name, "version", version)
 	return &meshkitv1.ApplyResponse{Version: version}, nil
 }
 
