@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 )
@@ -99,5 +100,41 @@ func BenchmarkSet(b *testing.B) {
 		es := append([]*Resource(nil), es...)
 		es[0] = cla(b, "c0", uint32(i%60000))
 		c.Set("g", snapshot("v", map[string][]*Resource{resourcev3.ClusterType: cs, resourcev3.EndpointType: es}))
+	}
+}
+
+type countNotifier struct{ n chan struct{} }
+
+func (c countNotifier) notify() { c.n <- struct{}{} }
+
+func TestCacheGroupLifecycle(t *testing.T) {
+	c := NewCache()
+	n := countNotifier{n: make(chan struct{}, 4)}
+	if st := c.subscribe("unknown", n); st.snap != nil {
+		t.Fatal("unknown group has a snapshot")
+	}
+	c.unsubscribe("unknown", n)
+	if len(c.groups) != 0 {
+		t.Fatal("a group never set outlives its last stream")
+	}
+
+	c.subscribe("g", n)
+	s := world(t, "1", 8000)
+	c.Set("g", s)
+	select {
+	case <-n.n:
+	case <-time.After(testTimeout):
+		t.Fatal("subscriber not notified")
+	}
+	if c.Get("g") != s {
+		t.Fatal("Get does not return the snapshot set")
+	}
+	c.Delete("g")
+	if c.Get("g") != nil {
+		t.Fatal("deleted group still has a snapshot")
+	}
+	c.unsubscribe("g", n)
+	if len(c.groups) != 0 {
+		t.Fatal("deleted group with no stream left is kept")
 	}
 }

@@ -3,9 +3,12 @@ package xdsserver
 import (
 	"fmt"
 	"maps"
+	"runtime"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
@@ -266,5 +269,61 @@ func TestCallbacks(t *testing.T) {
 	defer mu.Unlock()
 	if !slices.Equal(events, want) {
 		t.Fatalf("events %v, want %v", events, want)
+	}
+}
+
+// TestStalledClientDoesNotDelayOthers: a client that never reads its stream
+// ends up with a push blocked in Send; the other streams of its group must
+// still get every update.
+func TestStalledClientDoesNotDelayOthers(t *testing.T) {
+	srv := startServer(t, Options{Group: func(*corev3.Node) (string, error) { return "all", nil }})
+	big := func(v int) *Snapshot {
+		s := world(t, fmt.Sprint(v), uint32(8000+v))
+		// ~1 MB of endpoints, well past the stalled client's flow-control window.
+		var rs []*Resource
+		for i := range 4 {
+			r := cla(t, fmt.Sprintf("big%d", i), uint32(v))
+			r.Body.Value = append(r.Body.Value, make([]byte, 256<<10)...) // unknown-field padding keeps it valid
+			rs = append(rs, r)
+		}
+		s.Resources[resourcev3.EndpointType] = append(s.Resources[resourcev3.EndpointType], rs...)
+		return s
+	}
+	srv.cache.Set("all", big(0))
+	cc := dial(t, srv.addr)
+
+	stalled, err := discoveryv3.NewAggregatedDiscoveryServiceClient(cc).DeltaAggregatedResources(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stalled.Send(&discoveryv3.DeltaDiscoveryRequest{Node: node("stalled"), TypeUrl: resourcev3.EndpointType,
+		ResourceNamesSubscribe: []string{"big0", "big1", "big2", "big3"}}); err != nil {
+		t.Fatal(err)
+	}
+
+	c := newDelta(t, dial(t, srv.addr))
+	c.send(&discoveryv3.DeltaDiscoveryRequest{Node: node("live"), TypeUrl: resourcev3.EndpointType, ResourceNamesSubscribe: []string{"c1"}})
+	c.ack(c.recv())
+	for v := 1; v <= 8; v++ {
+		srv.cache.Set("all", big(v))
+		m := c.recv()
+		if got := deltaNames(m.Resources); !slices.Equal(got, []string{"c1"}) {
+			t.Fatalf("update %d: %v", v, got)
+		}
+		c.ack(m)
+	}
+	// The scenario must have happened: a push to the stalled client waits for
+	// flow-control quota.
+	deadline := time.Now().Add(testTimeout)
+	for {
+		buf := make([]byte, 1<<20)
+		stacks := string(buf[:runtime.Stack(buf, true)])
+		if strings.Contains(stacks, "(*writeQuota).get") && strings.Contains(stacks, "xdsserver.(*conn).push") {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no push is blocked on the stalled client")
+		}
+		time.Sleep(5 * time.Millisecond) // polling with a deadline: nothing signals a blocked Send
 	}
 }
