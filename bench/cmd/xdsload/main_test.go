@@ -1,0 +1,54 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"net"
+	"strings"
+	"testing"
+)
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// TestDriveSmall runs the driver against an in-process server of each
+// implementation and mode with a few clients: every client must receive
+// every update and the report must have its row.
+func TestDriveSmall(t *testing.T) {
+	tests := []struct{ name, impl, mode string }{
+		{name: "omni delta", impl: "omni", mode: "delta"},
+		{name: "omni sotw", impl: "omni", mode: "sotw"},
+		{name: "gcp delta", impl: "gcp", mode: "delta"},
+		{name: "gcp sotw", impl: "gcp", mode: "sotw"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			addr, ctl := freeAddr(t), freeAddr(t)
+			ctx, cancel := context.WithCancel(context.Background())
+			served := make(chan error, 1)
+			go func() { served <- serve(ctx, tc.impl, addr, ctl, 3, 2) }()
+			defer func() {
+				cancel()
+				if err := <-served; err != nil {
+					t.Errorf("serve: %v", err)
+				}
+			}()
+			var out bytes.Buffer
+			args := []string{"-spawn=false", "-addr", addr, "-ctl", ctl, "-impl", tc.impl, "-mode", tc.mode,
+				"-clients", "20", "-updates", "2", "-clusters", "3", "-endpoints", "2"}
+			if err := run(ctx, args, &out); err != nil {
+				t.Fatal(err)
+			}
+			if !strings.Contains(out.String(), "| "+tc.impl+" | "+tc.mode+" | 20 |") {
+				t.Fatalf("report:\n%s", out.String())
+			}
+		})
+	}
+}
