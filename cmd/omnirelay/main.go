@@ -47,7 +47,7 @@ func newRoot() *cobra.Command {
 	var drain time.Duration
 	var xo app.XDSOptions
 	run := &cobra.Command{
-		Use:   "run (--config FILE | --xds ADDR --node-id ID)",
+		Use:   "run (--config FILE | --xds ADDR[,ADDR...] --node-id ID)",
 		Short: "Run the proxy on a config file (hot-reloaded on change and SIGHUP) or from an xDS control plane",
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			opt := app.Options{ConfigPath: cfgPath, Log: logger(), AdminAddress: adminAddr, DrainTimeout: drain}
@@ -75,7 +75,7 @@ func newRoot() *cobra.Command {
 	run.Flags().StringVarP(&cfgPath, "config", "c", "", "config file (omnirelay.v1 YAML or Envoy static_resources YAML/JSON)")
 	run.Flags().StringVar(&adminAddr, "admin", "", "admin address (overrides the config's admin.address; default "+app.DefaultAdminAddress+" with --xds)")
 	run.Flags().DurationVar(&drain, "drain-timeout", 30*time.Second, "how long SIGTERM waits for in-flight requests")
-	run.Flags().StringVar(&xo.Address, "xds", "", "xDS control plane address (host:port); the proxy subscribes over ADS")
+	run.Flags().StringVar(&xo.Address, "xds", "", "xDS control plane address (host:port), or replicas separated by commas; the proxy subscribes over ADS")
 	run.Flags().StringVar(&xo.NodeID, "node-id", "", "xDS node id of this proxy")
 	run.Flags().StringVar(&xo.Cluster, "cluster", "", "xDS node cluster of this proxy")
 	run.Flags().StringVar(&xo.LKGDir, "lkg-dir", "", "directory for the last-known-good config (used when the control plane is unreachable at start)")

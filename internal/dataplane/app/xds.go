@@ -23,7 +23,8 @@ const DefaultAdminAddress = "127.0.0.1:9901"
 
 // XDSOptions configures xDS mode.
 type XDSOptions struct {
-	// Address is the control plane's ADS address (host:port).
+	// Address is the control plane's ADS address (host:port), or the
+	// addresses of its replicas separated by commas.
 	Address string
 	NodeID  string
 	Cluster string

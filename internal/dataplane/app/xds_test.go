@@ -310,6 +310,30 @@ func TestXDSReconnect(t *testing.T) {
 	}
 }
 
+// TestXDSFailover: a proxy given two control plane replicas moves to the
+// second when the first dies, and follows the second's changes.
+func TestXDSFailover(t *testing.T) {
+	a, b := backend(t, "A"), backend(t, "B")
+	cp1, cp2 := startControlPlane(t, "127.0.0.1:0"), startControlPlane(t, "127.0.0.1:0")
+	laddr := freeAddr(t)
+	for _, cp := range []*controlPlane{cp1, cp2} {
+		cp.set(t, "1", mesh(laddr, "a", a, b))
+	}
+	p := startXDSProxy(t, XDSOptions{Address: cp1.addr + "," + cp2.addr})
+	serves(t, laddr, "A")
+	if st := p.XDS.Status(); st.Address != cp1.addr {
+		t.Fatalf("connected to %s, want the first replica %s", st.Address, cp1.addr)
+	}
+	cp1.stop()
+	eventually(t, "moved to the second replica", func() (bool, string) {
+		st := p.XDS.Status()
+		return st.Connected && st.Address == cp2.addr, fmt.Sprintf("%+v", st)
+	})
+	serves(t, laddr, "A")
+	cp2.set(t, "2", mesh(laddr, "b", a, b))
+	serves(t, laddr, "B")
+}
+
 // TestXDSLastKnownGood: a proxy that ran from a control plane restarts while
 // it is down, serves from last-known-good and says so, then takes the
 // control plane's config when it comes back (reconnect).
@@ -381,7 +405,7 @@ func TestXDSLastKnownGoodCorrupt(t *testing.T) {
 	p := startXDSProxy(t, XDSOptions{Address: freeAddr(t), LKGDir: dir})
 	eventually(t, "LKG rejected", func() (bool, string) {
 		st := p.XDS.Status()
-		return strings.Contains(st.LastError, "corrupt"), st.LastError
+		return strings.Contains(st.LKGError, "corrupt"), st.LKGError
 	})
 	if code, body := ready(p); code != http.StatusServiceUnavailable {
 		t.Fatalf("/ready = %d %q, want 503", code, body)

@@ -31,6 +31,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"time"
 
@@ -49,7 +50,9 @@ import (
 
 // Options configures a Client.
 type Options struct {
-	// Address is the control plane's gRPC address (host:port).
+	// Address is the control plane's gRPC address (host:port), or several
+	// separated by commas: replicas tried in turn, moving to the next
+	// whenever a stream ends.
 	Address string
 	// NodeID and Cluster identify the proxy in its xDS Node.
 	NodeID, Cluster string
@@ -111,11 +114,16 @@ func (b Backoff) delay(attempt int) time.Duration {
 // Status is the client's state for /ready and logs.
 type Status struct {
 	Connected bool
+	// Address is the control plane address of the current (or last) stream.
+	Address string
 	// Version is the version string of the last applied snapshot.
 	Version string
 	// LastError is the last stream error or rejected update ("" when
 	// none); a later success does not clear it.
 	LastError string
+	// LKGError says why the last-known-good file was not used ("" when it
+	// was, or when there was none to use).
+	LKGError string
 	// FromLKG is true while the running config came from last-known-good
 	// (no control plane config applied yet in this process).
 	FromLKG bool
@@ -225,18 +233,29 @@ func (c *Client) Run(ctx context.Context) error {
 		}()
 	}
 
-	for attempt := 0; ; attempt++ {
-		got, err := c.session(ctx)
+	// Several addresses are replicas of one control plane (MeshKit on
+	// etcd): a stream that ends moves to the next one, so that a dead
+	// replica costs one reconnect, not a backoff against it.
+	addrs := splitAddresses(c.opt.Address)
+	idx, failures := 0, 0
+	for {
+		addr := addrs[idx]
+		got, err := c.session(ctx, addr)
 		if ctx.Err() != nil {
 			return nil
 		}
 		if got {
-			attempt = 0
+			failures = 0
 		} else {
+			failures++
+		}
+		if failures >= len(addrs) {
+			// Every replica refused or failed before answering.
 			unreachableOnce.Do(func() { close(unreachable) })
 		}
-		d := c.opt.Backoff.delay(attempt)
-		c.log.Warn("xds stream ended; reconnecting", "address", c.opt.Address, "error", err, "retry_in", d)
+		idx = (idx + 1) % len(addrs)
+		d := c.opt.Backoff.delay(failures / len(addrs))
+		c.log.Warn("xds stream ended; reconnecting", "address", addr, "error", err, "next", addrs[idx], "retry_in", d)
 		c.setStatus(func(s *Status) { s.LastError = err.Error() })
 		t := time.NewTimer(d)
 		select {
@@ -248,6 +267,20 @@ func (c *Client) Run(ctx context.Context) error {
 	}
 }
 
+// splitAddresses reads "host:port[,host:port...]".
+func splitAddresses(s string) []string {
+	var out []string
+	for _, a := range strings.Split(s, ",") {
+		if a = strings.TrimSpace(a); a != "" {
+			out = append(out, a)
+		}
+	}
+	if len(out) == 0 {
+		out = []string{s} // dial reports the problem
+	}
+	return out
+}
+
 // loadLKG applies the last-known-good file unless the control plane's
 // config has been applied already.
 func (c *Client) loadLKG() error {
@@ -257,13 +290,13 @@ func (c *Client) loadLKG() error {
 		return nil
 	}
 	if err != nil {
-		c.setStatus(func(s *Status) { s.LastError = err.Error() })
+		c.setStatus(func(s *Status) { s.LKGError = err.Error() })
 		return err
 	}
 	snap, err := snapshotFromWire(rs, c.verify)
 	if err != nil {
 		err = fmt.Errorf("last-known-good %s: %w", c.opt.LKGDir, err)
-		c.setStatus(func(s *Status) { s.LastError = err.Error() })
+		c.setStatus(func(s *Status) { s.LKGError = err.Error() })
 		return err
 	}
 	c.applyMu.Lock()
@@ -273,7 +306,7 @@ func (c *Client) loadLKG() error {
 	}
 	if err := c.opt.ApplyLKG(snap, version); err != nil {
 		err = fmt.Errorf("last-known-good %s: apply: %w", c.opt.LKGDir, err)
-		c.setStatus(func(s *Status) { s.LastError = err.Error() })
+		c.setStatus(func(s *Status) { s.LKGError = err.Error() })
 		return err
 	}
 	c.setStatus(func(s *Status) { s.FromLKG, s.Applied, s.Version = true, true, version })
@@ -302,8 +335,8 @@ func (c *Client) applyXDS(a *assembly) error {
 	return nil
 }
 
-func (c *Client) dial() (*grpc.ClientConn, error) {
-	return grpc.NewClient(c.opt.Address,
+func dial(addr string) (*grpc.ClientConn, error) {
+	return grpc.NewClient(addr,
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20)),
@@ -312,10 +345,10 @@ func (c *Client) dial() (*grpc.ClientConn, error) {
 
 // session runs one stream on a fresh connection. got reports whether the
 // stream received any response (the control plane answered).
-func (c *Client) session(ctx context.Context) (got bool, err error) {
-	conn, err := c.dial()
+func (c *Client) session(ctx context.Context, addr string) (got bool, err error) {
+	conn, err := dial(addr)
 	if err != nil {
-		return false, fmt.Errorf("dial %s: %w", c.opt.Address, err)
+		return false, fmt.Errorf("dial %s: %w", addr, err)
 	}
 	defer conn.Close()
 	ctx, cancel := context.WithCancel(ctx)
@@ -325,17 +358,17 @@ func (c *Client) session(ctx context.Context) (got bool, err error) {
 	if c.opt.SotW {
 		st, err := ads.StreamAggregatedResources(ctx)
 		if err != nil {
-			return false, fmt.Errorf("open ADS stream to %s: %w", c.opt.Address, err)
+			return false, fmt.Errorf("open ADS stream to %s: %w", addr, err)
 		}
 		tr = &sotwTransport{s: st, node: c.node}
 	} else {
 		st, err := ads.DeltaAggregatedResources(ctx)
 		if err != nil {
-			return false, fmt.Errorf("open delta ADS stream to %s: %w", c.opt.Address, err)
+			return false, fmt.Errorf("open delta ADS stream to %s: %w", addr, err)
 		}
 		tr = &deltaTransport{s: st, node: c.node}
 	}
-	s := &session{c: c, tr: tr, ctx: ctx, sent: map[string][]string{}, later: make(chan func() error)}
+	s := &session{c: c, addr: addr, tr: tr, ctx: ctx, sent: map[string][]string{}, later: make(chan func() error)}
 	defer s.end()
 	return s.run()
 }

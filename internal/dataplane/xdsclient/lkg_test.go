@@ -103,13 +103,13 @@ func TestLastKnownGood(t *testing.T) {
 				return
 			}
 			deadline := time.Now().Add(10 * time.Second)
-			for !strings.Contains(c.Status().LastError, tc.wantErr) {
+			for !strings.Contains(c.Status().LKGError, tc.wantErr) {
 				if time.Now().After(deadline) {
-					t.Fatalf("last error %q, want %q", c.Status().LastError, tc.wantErr)
+					t.Fatalf("last error %q, want %q", c.Status().LKGError, tc.wantErr)
 				}
 				time.Sleep(5 * time.Millisecond)
 			}
-			t.Logf("rejected: %s", c.Status().LastError)
+			t.Logf("rejected: %s", c.Status().LKGError)
 			select {
 			case <-lkgApplied:
 				t.Fatal("a rejected LKG was applied")

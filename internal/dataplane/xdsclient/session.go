@@ -49,6 +49,7 @@ const maxDetail = 16 << 10
 // session is one stream's life. Its methods run on one goroutine.
 type session struct {
 	c      *Client
+	addr   string
 	tr     transport
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -99,15 +100,15 @@ func (s *session) run() (bool, error) {
 			}
 		case rr := <-in:
 			if rr.err != nil {
-				return s.got, fmt.Errorf("ADS stream to %s: %w", s.c.opt.Address, rr.err)
+				return s.got, fmt.Errorf("ADS stream to %s: %w", s.addr, rr.err)
 			}
 			if !s.got {
 				s.got = true
-				s.c.setStatus(func(st *Status) { st.Connected = true })
+				s.c.setStatus(func(st *Status) { st.Connected, st.Address = true, s.addr })
 				if s.c.opt.Stats != nil {
 					s.c.opt.Stats.XDSConnected(true)
 				}
-				s.c.log.Info("xds stream up", "address", s.c.opt.Address, "sotw", s.c.opt.SotW)
+				s.c.log.Info("xds stream up", "address", s.addr, "sotw", s.c.opt.SotW)
 			}
 			if err := s.handle(rr.r); err != nil {
 				return s.got, err
