@@ -203,7 +203,7 @@ func (c *Client) setStatus(f func(*Status)) {
 }
 
 // Run keeps an ADS stream to the control plane until ctx ends, reconnecting
-// with backoff. It returns nil when ctx ends.
+// with backoff. It returns nil when ctx ends. Call it once per Client.
 func (c *Client) Run(ctx context.Context) error {
 	if c.opt.Apply == nil {
 		return errors.New("xdsclient: Options.Apply is required")
