@@ -61,6 +61,10 @@ type Snapshot struct {
 
 // Cache maps groups to their current snapshot. It is safe for concurrent use.
 type Cache struct {
+	// setMu orders Sets: the last Set to be called is the one that stays
+	// published, and each builds on the state its predecessor published.
+	// It is held while a snapshot is indexed, mu only for pointer swaps.
+	setMu  sync.Mutex
 	mu     sync.Mutex
 	groups map[string]*group
 }
@@ -106,10 +110,9 @@ type entry struct {
 // left out; callers that want to reject such a snapshot call Snapshot.Check
 // first.
 func (c *Cache) Set(group string, s *Snapshot) {
-	next := buildState(s, c.current(group))
-	// A concurrent Set may publish between current and here; then some types
-	// are not carried over, which costs a redundant send, never a missed one.
-	c.publish(group, next)
+	c.setMu.Lock()
+	defer c.setMu.Unlock()
+	c.publish(group, buildState(s, c.current(group)))
 }
 
 func (c *Cache) publish(name string, next *groupState) {
@@ -170,6 +173,8 @@ func (c *Cache) Get(group string) *Snapshot {
 // Delete forgets a group's snapshot; its streams keep what they have and
 // get nothing more until the group is set again.
 func (c *Cache) Delete(name string) {
+	c.setMu.Lock()
+	defer c.setMu.Unlock()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if g := c.groups[name]; g != nil {

@@ -138,3 +138,4 @@ func TestCacheGroupLifecycle(t *testing.T) {
 		t.Fatal("deleted group with no stream left is kept")
 	}
 }
+
