@@ -138,4 +138,3 @@ func TestCacheGroupLifecycle(t *testing.T) {
 		t.Fatal("deleted group with no stream left is kept")
 	}
 }
-
