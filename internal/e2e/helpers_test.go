@@ -15,8 +15,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
-	"github.com/omnirelay/omnirelay/internal/demo"
 	dpdemo "github.com/omnirelay/omnirelay/internal/dataplane/demo"
+	"github.com/omnirelay/omnirelay/internal/demo"
 	meshkitv1 "github.com/omnirelay/omnirelay/internal/shared/api/meshkit/v1"
 )
 

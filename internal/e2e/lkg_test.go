@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-
 	"github.com/omnirelay/omnirelay/internal/dataplane/app"
 	"github.com/omnirelay/omnirelay/internal/dataplane/xdsclient"
 	"github.com/omnirelay/omnirelay/internal/shared/signing"

@@ -44,9 +44,9 @@ func (m *MeshKit) buildGroup(g string, caps capability.Set) {
 	d := m.desired
 	m.mu.Unlock()
 	if d == nil {
-		if m.cache.Get(g) == nil {
-			m.cache.Set(g, &xdsserver.Snapshot{Version: "empty", Resources: map[string][]*xdsserver.Resource{}})
-		}
+		// Nothing desired yet: answer nothing rather than an empty config,
+		// which would make proxies drop their listeners (they keep their
+		// last-known-good instead).
 		return
 	}
 	opts := translate.Options{ADS: true, ServiceEndpoints: m.serviceEndpoints}

@@ -103,12 +103,14 @@ func (m *MeshKit) Server() *xdsserver.Server { return m.server }
 // Cache returns the snapshot cache (tests and the load tool read it).
 func (m *MeshKit) Cache() *xdsserver.Cache { return m.cache }
 
-// Run loads the desired configuration from the store, then follows the
-// store and the registry until ctx ends, rebuilding snapshots on change.
+// Load reads the desired configuration from the store. Call it before
+// serving xDS: a replica that served before knowing the stored config would
+// have nothing to answer a proxy with.
+func (m *MeshKit) Load(ctx context.Context) error { return m.reloadDesired(ctx) }
+
+// Run follows the store and the registry until ctx ends, rebuilding
+// snapshots on change.
 func (m *MeshKit) Run(ctx context.Context) error {
-	if err := m.reloadDesired(ctx); err != nil {
-		m.opt.Log.Error("stored configuration not loaded", "error", err)
-	}
 	m.trigger()
 	var wg sync.WaitGroup
 	wg.Add(2)

@@ -119,6 +119,11 @@ func Start(opt Options) (*Process, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	p.cancel = cancel
 
+	if err := p.MeshKit.Load(ctx); err != nil {
+		// A stored document that no longer validates (say, after an
+		// upgrade) must not stop the replica: log it, serve the next apply.
+		opt.Log.Error("stored configuration not loaded", "error", err)
+	}
 	if opt.ConfigFile != "" {
 		data, err := os.ReadFile(opt.ConfigFile)
 		if err != nil {
