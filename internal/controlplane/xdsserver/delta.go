@@ -113,17 +113,8 @@ func (s *Server) serveDelta(stream deltaStream, typeURL string) error {
 }
 
 func (dc *deltaConn) handle(req *discoveryv3.DeltaDiscoveryRequest) error {
-	typeURL := req.GetTypeUrl()
-	if dc.typeURL != "" {
-		if typeURL == "" {
-			typeURL = dc.typeURL
-		} else if typeURL != dc.typeURL {
-			dc.s.log.Debug("xds delta request for another type on a per-type stream", "stream", dc.id, "type", typeURL)
-			return nil
-		}
-	}
-	if typeURL == "" {
-		dc.s.log.Debug("xds delta request without type url", "stream", dc.id)
+	typeURL, ok := dc.requestType(dc.typeURL, req.GetTypeUrl())
+	if !ok {
 		return nil
 	}
 	w := dc.watch(typeURL)

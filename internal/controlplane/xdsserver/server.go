@@ -412,3 +412,21 @@ func (x sdsService) DeltaSecrets(st deltaStream) error {
 func (x sdsService) FetchSecrets(_ context.Context, r *discoveryv3.DiscoveryRequest) (*discoveryv3.DiscoveryResponse, error) {
 	return x.s.fetch(resourcev3.SecretType, r)
 }
+
+// requestType is the type a request on this stream is about: a per-type
+// service fixes it (fixed), ADS takes it from the request. A request for
+// another type on a per-type stream, or none at all on ADS, is ignored:
+// garbage from one client must not end its stream or disturb others.
+func (c *conn) requestType(fixed, requested string) (string, bool) {
+	switch {
+	case fixed != "" && requested == "":
+		return fixed, true
+	case fixed != "" && requested != fixed:
+		c.s.log.Debug("xds request for another type on a per-type stream ignored", "stream", c.id, "type", requested)
+		return "", false
+	case requested == "":
+		c.s.log.Debug("xds request without type url ignored", "stream", c.id)
+		return "", false
+	}
+	return requested, true
+}

@@ -55,17 +55,8 @@ func (s *Server) serveSotW(stream sotwStream, typeURL string) error {
 }
 
 func (sc *sotwConn) handle(req *discoveryv3.DiscoveryRequest) error {
-	typeURL := req.GetTypeUrl()
-	if sc.typeURL != "" {
-		if typeURL == "" {
-			typeURL = sc.typeURL
-		} else if typeURL != sc.typeURL {
-			sc.s.log.Debug("xds request for another type on a per-type stream", "stream", sc.id, "type", typeURL)
-			return nil
-		}
-	}
-	if typeURL == "" {
-		sc.s.log.Debug("xds request without type url", "stream", sc.id)
+	typeURL, ok := sc.requestType(sc.typeURL, req.GetTypeUrl())
+	if !ok {
 		return nil
 	}
 	w := sc.watch(typeURL)
