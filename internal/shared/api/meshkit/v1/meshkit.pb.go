@@ -1312,6 +1312,527 @@ func (x *Withheld) GetReason() string {
 	return ""
 }
 
+type CreateJoinTokenRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// node_id names the proxy (printable ASCII without spaces, up to 128).
+	NodeId string `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	// spiffe_id is spiffe://<trust-domain>/ns/<namespace>/sa/<service>.
+	SpiffeId string `protobuf:"bytes,2,opt,name=spiffe_id,json=spiffeId,proto3" json:"spiffe_id,omitempty"`
+	// ttl is how long the token may be used (1s..720h; 0 means 1h).
+	Ttl           *durationpb.Duration `protobuf:"bytes,3,opt,name=ttl,proto3" json:"ttl,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateJoinTokenRequest) Reset() {
+	*x = CreateJoinTokenRequest{}
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateJoinTokenRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateJoinTokenRequest) ProtoMessage() {}
+
+func (x *CreateJoinTokenRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateJoinTokenRequest.ProtoReflect.Descriptor instead.
+func (*CreateJoinTokenRequest) Descriptor() ([]byte, []int) {
+	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *CreateJoinTokenRequest) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+func (x *CreateJoinTokenRequest) GetSpiffeId() string {
+	if x != nil {
+		return x.SpiffeId
+	}
+	return ""
+}
+
+func (x *CreateJoinTokenRequest) GetTtl() *durationpb.Duration {
+	if x != nil {
+		return x.Ttl
+	}
+	return nil
+}
+
+type CreateJoinTokenResponse struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Token     string                 `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
+	ExpiresAt *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	// trust_bundle is the CA roots in PEM: what the proxy passes as
+	// --identity-ca to trust the identity endpoint on first contact.
+	TrustBundlePem []byte `protobuf:"bytes,3,opt,name=trust_bundle_pem,json=trustBundlePem,proto3" json:"trust_bundle_pem,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *CreateJoinTokenResponse) Reset() {
+	*x = CreateJoinTokenResponse{}
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateJoinTokenResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateJoinTokenResponse) ProtoMessage() {}
+
+func (x *CreateJoinTokenResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateJoinTokenResponse.ProtoReflect.Descriptor instead.
+func (*CreateJoinTokenResponse) Descriptor() ([]byte, []int) {
+	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *CreateJoinTokenResponse) GetToken() string {
+	if x != nil {
+		return x.Token
+	}
+	return ""
+}
+
+func (x *CreateJoinTokenResponse) GetExpiresAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpiresAt
+	}
+	return nil
+}
+
+func (x *CreateJoinTokenResponse) GetTrustBundlePem() []byte {
+	if x != nil {
+		return x.TrustBundlePem
+	}
+	return nil
+}
+
+type SignRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// csr is a PKCS#10 certificate signing request, DER.
+	Csr []byte `protobuf:"bytes,1,opt,name=csr,proto3" json:"csr,omitempty"`
+	// join_token authenticates a node's first certificate; empty on renewal.
+	JoinToken     string `protobuf:"bytes,2,opt,name=join_token,json=joinToken,proto3" json:"join_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SignRequest) Reset() {
+	*x = SignRequest{}
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SignRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SignRequest) ProtoMessage() {}
+
+func (x *SignRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SignRequest.ProtoReflect.Descriptor instead.
+func (*SignRequest) Descriptor() ([]byte, []int) {
+	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *SignRequest) GetCsr() []byte {
+	if x != nil {
+		return x.Csr
+	}
+	return nil
+}
+
+func (x *SignRequest) GetJoinToken() string {
+	if x != nil {
+		return x.JoinToken
+	}
+	return ""
+}
+
+type SignResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// cert_chain is the SVID (leaf first) and any intermediates, DER.
+	CertChain [][]byte `protobuf:"bytes,1,rep,name=cert_chain,json=certChain,proto3" json:"cert_chain,omitempty"`
+	// trust_bundle is the trust domain's root certificates, DER.
+	TrustBundle   [][]byte               `protobuf:"bytes,2,rep,name=trust_bundle,json=trustBundle,proto3" json:"trust_bundle,omitempty"`
+	SpiffeId      string                 `protobuf:"bytes,3,opt,name=spiffe_id,json=spiffeId,proto3" json:"spiffe_id,omitempty"`
+	ExpiresAt     *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SignResponse) Reset() {
+	*x = SignResponse{}
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SignResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SignResponse) ProtoMessage() {}
+
+func (x *SignResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SignResponse.ProtoReflect.Descriptor instead.
+func (*SignResponse) Descriptor() ([]byte, []int) {
+	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *SignResponse) GetCertChain() [][]byte {
+	if x != nil {
+		return x.CertChain
+	}
+	return nil
+}
+
+func (x *SignResponse) GetTrustBundle() [][]byte {
+	if x != nil {
+		return x.TrustBundle
+	}
+	return nil
+}
+
+func (x *SignResponse) GetSpiffeId() string {
+	if x != nil {
+		return x.SpiffeId
+	}
+	return ""
+}
+
+func (x *SignResponse) GetExpiresAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpiresAt
+	}
+	return nil
+}
+
+type RevokeNodeRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	NodeId        string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeNodeRequest) Reset() {
+	*x = RevokeNodeRequest{}
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeNodeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeNodeRequest) ProtoMessage() {}
+
+func (x *RevokeNodeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeNodeRequest.ProtoReflect.Descriptor instead.
+func (*RevokeNodeRequest) Descriptor() ([]byte, []int) {
+	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *RevokeNodeRequest) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+type RevokeNodeResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// tokens_dropped counts the node's unused join tokens deleted.
+	TokensDropped uint32 `protobuf:"varint,1,opt,name=tokens_dropped,json=tokensDropped,proto3" json:"tokens_dropped,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeNodeResponse) Reset() {
+	*x = RevokeNodeResponse{}
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeNodeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeNodeResponse) ProtoMessage() {}
+
+func (x *RevokeNodeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeNodeResponse.ProtoReflect.Descriptor instead.
+func (*RevokeNodeResponse) Descriptor() ([]byte, []int) {
+	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *RevokeNodeResponse) GetTokensDropped() uint32 {
+	if x != nil {
+		return x.TokensDropped
+	}
+	return 0
+}
+
+type ListNodesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListNodesRequest) Reset() {
+	*x = ListNodesRequest{}
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListNodesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListNodesRequest) ProtoMessage() {}
+
+func (x *ListNodesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListNodesRequest.ProtoReflect.Descriptor instead.
+func (*ListNodesRequest) Descriptor() ([]byte, []int) {
+	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{28}
+}
+
+type ListNodesResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Nodes         []*IdentityNode        `protobuf:"bytes,1,rep,name=nodes,proto3" json:"nodes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListNodesResponse) Reset() {
+	*x = ListNodesResponse{}
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListNodesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListNodesResponse) ProtoMessage() {}
+
+func (x *ListNodesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListNodesResponse.ProtoReflect.Descriptor instead.
+func (*ListNodesResponse) Descriptor() ([]byte, []int) {
+	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *ListNodesResponse) GetNodes() []*IdentityNode {
+	if x != nil {
+		return x.Nodes
+	}
+	return nil
+}
+
+type IdentityNode struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	NodeId    string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	SpiffeId  string                 `protobuf:"bytes,2,opt,name=spiffe_id,json=spiffeId,proto3" json:"spiffe_id,omitempty"`
+	Revoked   bool                   `protobuf:"varint,3,opt,name=revoked,proto3" json:"revoked,omitempty"`
+	CreatedAt *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	RevokedAt *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=revoked_at,json=revokedAt,proto3" json:"revoked_at,omitempty"`
+	// last_issued_at and cert_expires_at describe the last SVID issued; unset
+	// while the node has not used its token.
+	LastIssuedAt  *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=last_issued_at,json=lastIssuedAt,proto3" json:"last_issued_at,omitempty"`
+	CertExpiresAt *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=cert_expires_at,json=certExpiresAt,proto3" json:"cert_expires_at,omitempty"`
+	// serial is the last SVID's serial number, hex.
+	Serial        string `protobuf:"bytes,8,opt,name=serial,proto3" json:"serial,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IdentityNode) Reset() {
+	*x = IdentityNode{}
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IdentityNode) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IdentityNode) ProtoMessage() {}
+
+func (x *IdentityNode) ProtoReflect() protoreflect.Message {
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IdentityNode.ProtoReflect.Descriptor instead.
+func (*IdentityNode) Descriptor() ([]byte, []int) {
+	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *IdentityNode) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+func (x *IdentityNode) GetSpiffeId() string {
+	if x != nil {
+		return x.SpiffeId
+	}
+	return ""
+}
+
+func (x *IdentityNode) GetRevoked() bool {
+	if x != nil {
+		return x.Revoked
+	}
+	return false
+}
+
+func (x *IdentityNode) GetCreatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedAt
+	}
+	return nil
+}
+
+func (x *IdentityNode) GetRevokedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RevokedAt
+	}
+	return nil
+}
+
+func (x *IdentityNode) GetLastIssuedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastIssuedAt
+	}
+	return nil
+}
+
+func (x *IdentityNode) GetCertExpiresAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CertExpiresAt
+	}
+	return nil
+}
+
+func (x *IdentityNode) GetSerial() string {
+	if x != nil {
+		return x.Serial
+	}
+	return ""
+}
+
 var File_meshkit_v1_meshkit_proto protoreflect.FileDescriptor
 
 const file_meshkit_v1_meshkit_proto_rawDesc = "" +
@@ -1399,7 +1920,45 @@ const file_meshkit_v1_meshkit_proto_rawDesc = "" +
 	"\bWithheld\x12\x19\n" +
 	"\btype_url\x18\x01 \x01(\tR\atypeUrl\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x16\n" +
-	"\x06reason\x18\x03 \x01(\tR\x06reason*J\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\"{\n" +
+	"\x16CreateJoinTokenRequest\x12\x17\n" +
+	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x1b\n" +
+	"\tspiffe_id\x18\x02 \x01(\tR\bspiffeId\x12+\n" +
+	"\x03ttl\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x03ttl\"\x94\x01\n" +
+	"\x17CreateJoinTokenResponse\x12\x14\n" +
+	"\x05token\x18\x01 \x01(\tR\x05token\x129\n" +
+	"\n" +
+	"expires_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\x12(\n" +
+	"\x10trust_bundle_pem\x18\x03 \x01(\fR\x0etrustBundlePem\">\n" +
+	"\vSignRequest\x12\x10\n" +
+	"\x03csr\x18\x01 \x01(\fR\x03csr\x12\x1d\n" +
+	"\n" +
+	"join_token\x18\x02 \x01(\tR\tjoinToken\"\xa8\x01\n" +
+	"\fSignResponse\x12\x1d\n" +
+	"\n" +
+	"cert_chain\x18\x01 \x03(\fR\tcertChain\x12!\n" +
+	"\ftrust_bundle\x18\x02 \x03(\fR\vtrustBundle\x12\x1b\n" +
+	"\tspiffe_id\x18\x03 \x01(\tR\bspiffeId\x129\n" +
+	"\n" +
+	"expires_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\",\n" +
+	"\x11RevokeNodeRequest\x12\x17\n" +
+	"\anode_id\x18\x01 \x01(\tR\x06nodeId\";\n" +
+	"\x12RevokeNodeResponse\x12%\n" +
+	"\x0etokens_dropped\x18\x01 \x01(\rR\rtokensDropped\"\x12\n" +
+	"\x10ListNodesRequest\"M\n" +
+	"\x11ListNodesResponse\x128\n" +
+	"\x05nodes\x18\x01 \x03(\v2\".omnirelay.meshkit.v1.IdentityNodeR\x05nodes\"\xf2\x02\n" +
+	"\fIdentityNode\x12\x17\n" +
+	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x1b\n" +
+	"\tspiffe_id\x18\x02 \x01(\tR\bspiffeId\x12\x18\n" +
+	"\arevoked\x18\x03 \x01(\bR\arevoked\x129\n" +
+	"\n" +
+	"created_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x129\n" +
+	"\n" +
+	"revoked_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\trevokedAt\x12@\n" +
+	"\x0elast_issued_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\flastIssuedAt\x12B\n" +
+	"\x0fcert_expires_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\rcertExpiresAt\x12\x16\n" +
+	"\x06serial\x18\b \x01(\tR\x06serial*J\n" +
 	"\x06Health\x12\x16\n" +
 	"\x12HEALTH_UNSPECIFIED\x10\x00\x12\v\n" +
 	"\aHEALTHY\x10\x01\x12\r\n" +
@@ -1416,7 +1975,14 @@ const file_meshkit_v1_meshkit_proto_rawDesc = "" +
 	"\x05Apply\x12\".omnirelay.meshkit.v1.ApplyRequest\x1a#.omnirelay.meshkit.v1.ApplyResponse\x12V\n" +
 	"\x03Get\x12&.omnirelay.meshkit.v1.GetConfigRequest\x1a'.omnirelay.meshkit.v1.GetConfigResponse2f\n" +
 	"\aProxies\x12[\n" +
-	"\x04List\x12(.omnirelay.meshkit.v1.ListProxiesRequest\x1a).omnirelay.meshkit.v1.ListProxiesResponseBIZGgithub.com/omnirelay/omnirelay/internal/shared/api/meshkit/v1;meshkitv1b\x06proto3"
+	"\x04List\x12(.omnirelay.meshkit.v1.ListProxiesRequest\x1a).omnirelay.meshkit.v1.ListProxiesResponse2Y\n" +
+	"\bIdentity\x12M\n" +
+	"\x04Sign\x12!.omnirelay.meshkit.v1.SignRequest\x1a\".omnirelay.meshkit.v1.SignResponse2\xbe\x02\n" +
+	"\rIdentityAdmin\x12n\n" +
+	"\x0fCreateJoinToken\x12,.omnirelay.meshkit.v1.CreateJoinTokenRequest\x1a-.omnirelay.meshkit.v1.CreateJoinTokenResponse\x12_\n" +
+	"\n" +
+	"RevokeNode\x12'.omnirelay.meshkit.v1.RevokeNodeRequest\x1a(.omnirelay.meshkit.v1.RevokeNodeResponse\x12\\\n" +
+	"\tListNodes\x12&.omnirelay.meshkit.v1.ListNodesRequest\x1a'.omnirelay.meshkit.v1.ListNodesResponseBIZGgithub.com/omnirelay/omnirelay/internal/shared/api/meshkit/v1;meshkitv1b\x06proto3"
 
 var (
 	file_meshkit_v1_meshkit_proto_rawDescOnce sync.Once
@@ -1431,76 +1997,101 @@ func file_meshkit_v1_meshkit_proto_rawDescGZIP() []byte {
 }
 
 var file_meshkit_v1_meshkit_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_meshkit_v1_meshkit_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
+var file_meshkit_v1_meshkit_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
 var file_meshkit_v1_meshkit_proto_goTypes = []any{
-	(Health)(0),                   // 0: omnirelay.meshkit.v1.Health
-	(*Locality)(nil),              // 1: omnirelay.meshkit.v1.Locality
-	(*Endpoint)(nil),              // 2: omnirelay.meshkit.v1.Endpoint
-	(*RegisterRequest)(nil),       // 3: omnirelay.meshkit.v1.RegisterRequest
-	(*RegisterResponse)(nil),      // 4: omnirelay.meshkit.v1.RegisterResponse
-	(*HeartbeatRequest)(nil),      // 5: omnirelay.meshkit.v1.HeartbeatRequest
-	(*HeartbeatResponse)(nil),     // 6: omnirelay.meshkit.v1.HeartbeatResponse
-	(*DeregisterRequest)(nil),     // 7: omnirelay.meshkit.v1.DeregisterRequest
-	(*DeregisterResponse)(nil),    // 8: omnirelay.meshkit.v1.DeregisterResponse
-	(*ListServicesRequest)(nil),   // 9: omnirelay.meshkit.v1.ListServicesRequest
-	(*Service)(nil),               // 10: omnirelay.meshkit.v1.Service
-	(*ListServicesResponse)(nil),  // 11: omnirelay.meshkit.v1.ListServicesResponse
-	(*ListEndpointsRequest)(nil),  // 12: omnirelay.meshkit.v1.ListEndpointsRequest
-	(*ListEndpointsResponse)(nil), // 13: omnirelay.meshkit.v1.ListEndpointsResponse
-	(*ApplyRequest)(nil),          // 14: omnirelay.meshkit.v1.ApplyRequest
-	(*ApplyResponse)(nil),         // 15: omnirelay.meshkit.v1.ApplyResponse
-	(*GetConfigRequest)(nil),      // 16: omnirelay.meshkit.v1.GetConfigRequest
-	(*GetConfigResponse)(nil),     // 17: omnirelay.meshkit.v1.GetConfigResponse
-	(*ListProxiesRequest)(nil),    // 18: omnirelay.meshkit.v1.ListProxiesRequest
-	(*ListProxiesResponse)(nil),   // 19: omnirelay.meshkit.v1.ListProxiesResponse
-	(*Proxy)(nil),                 // 20: omnirelay.meshkit.v1.Proxy
-	(*Nack)(nil),                  // 21: omnirelay.meshkit.v1.Nack
-	(*Withheld)(nil),              // 22: omnirelay.meshkit.v1.Withheld
-	nil,                           // 23: omnirelay.meshkit.v1.Endpoint.MetadataEntry
-	nil,                           // 24: omnirelay.meshkit.v1.Proxy.AckedEntry
-	(*durationpb.Duration)(nil),   // 25: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 26: google.protobuf.Timestamp
+	(Health)(0),                     // 0: omnirelay.meshkit.v1.Health
+	(*Locality)(nil),                // 1: omnirelay.meshkit.v1.Locality
+	(*Endpoint)(nil),                // 2: omnirelay.meshkit.v1.Endpoint
+	(*RegisterRequest)(nil),         // 3: omnirelay.meshkit.v1.RegisterRequest
+	(*RegisterResponse)(nil),        // 4: omnirelay.meshkit.v1.RegisterResponse
+	(*HeartbeatRequest)(nil),        // 5: omnirelay.meshkit.v1.HeartbeatRequest
+	(*HeartbeatResponse)(nil),       // 6: omnirelay.meshkit.v1.HeartbeatResponse
+	(*DeregisterRequest)(nil),       // 7: omnirelay.meshkit.v1.DeregisterRequest
+	(*DeregisterResponse)(nil),      // 8: omnirelay.meshkit.v1.DeregisterResponse
+	(*ListServicesRequest)(nil),     // 9: omnirelay.meshkit.v1.ListServicesRequest
+	(*Service)(nil),                 // 10: omnirelay.meshkit.v1.Service
+	(*ListServicesResponse)(nil),    // 11: omnirelay.meshkit.v1.ListServicesResponse
+	(*ListEndpointsRequest)(nil),    // 12: omnirelay.meshkit.v1.ListEndpointsRequest
+	(*ListEndpointsResponse)(nil),   // 13: omnirelay.meshkit.v1.ListEndpointsResponse
+	(*ApplyRequest)(nil),            // 14: omnirelay.meshkit.v1.ApplyRequest
+	(*ApplyResponse)(nil),           // 15: omnirelay.meshkit.v1.ApplyResponse
+	(*GetConfigRequest)(nil),        // 16: omnirelay.meshkit.v1.GetConfigRequest
+	(*GetConfigResponse)(nil),       // 17: omnirelay.meshkit.v1.GetConfigResponse
+	(*ListProxiesRequest)(nil),      // 18: omnirelay.meshkit.v1.ListProxiesRequest
+	(*ListProxiesResponse)(nil),     // 19: omnirelay.meshkit.v1.ListProxiesResponse
+	(*Proxy)(nil),                   // 20: omnirelay.meshkit.v1.Proxy
+	(*Nack)(nil),                    // 21: omnirelay.meshkit.v1.Nack
+	(*Withheld)(nil),                // 22: omnirelay.meshkit.v1.Withheld
+	(*CreateJoinTokenRequest)(nil),  // 23: omnirelay.meshkit.v1.CreateJoinTokenRequest
+	(*CreateJoinTokenResponse)(nil), // 24: omnirelay.meshkit.v1.CreateJoinTokenResponse
+	(*SignRequest)(nil),             // 25: omnirelay.meshkit.v1.SignRequest
+	(*SignResponse)(nil),            // 26: omnirelay.meshkit.v1.SignResponse
+	(*RevokeNodeRequest)(nil),       // 27: omnirelay.meshkit.v1.RevokeNodeRequest
+	(*RevokeNodeResponse)(nil),      // 28: omnirelay.meshkit.v1.RevokeNodeResponse
+	(*ListNodesRequest)(nil),        // 29: omnirelay.meshkit.v1.ListNodesRequest
+	(*ListNodesResponse)(nil),       // 30: omnirelay.meshkit.v1.ListNodesResponse
+	(*IdentityNode)(nil),            // 31: omnirelay.meshkit.v1.IdentityNode
+	nil,                             // 32: omnirelay.meshkit.v1.Endpoint.MetadataEntry
+	nil,                             // 33: omnirelay.meshkit.v1.Proxy.AckedEntry
+	(*durationpb.Duration)(nil),     // 34: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),   // 35: google.protobuf.Timestamp
 }
 var file_meshkit_v1_meshkit_proto_depIdxs = []int32{
 	1,  // 0: omnirelay.meshkit.v1.Endpoint.locality:type_name -> omnirelay.meshkit.v1.Locality
 	0,  // 1: omnirelay.meshkit.v1.Endpoint.health:type_name -> omnirelay.meshkit.v1.Health
-	23, // 2: omnirelay.meshkit.v1.Endpoint.metadata:type_name -> omnirelay.meshkit.v1.Endpoint.MetadataEntry
-	25, // 3: omnirelay.meshkit.v1.Endpoint.ttl:type_name -> google.protobuf.Duration
-	26, // 4: omnirelay.meshkit.v1.Endpoint.lease_expires_at:type_name -> google.protobuf.Timestamp
+	32, // 2: omnirelay.meshkit.v1.Endpoint.metadata:type_name -> omnirelay.meshkit.v1.Endpoint.MetadataEntry
+	34, // 3: omnirelay.meshkit.v1.Endpoint.ttl:type_name -> google.protobuf.Duration
+	35, // 4: omnirelay.meshkit.v1.Endpoint.lease_expires_at:type_name -> google.protobuf.Timestamp
 	2,  // 5: omnirelay.meshkit.v1.RegisterRequest.endpoint:type_name -> omnirelay.meshkit.v1.Endpoint
 	2,  // 6: omnirelay.meshkit.v1.RegisterResponse.endpoint:type_name -> omnirelay.meshkit.v1.Endpoint
-	25, // 7: omnirelay.meshkit.v1.HeartbeatRequest.ttl:type_name -> google.protobuf.Duration
+	34, // 7: omnirelay.meshkit.v1.HeartbeatRequest.ttl:type_name -> google.protobuf.Duration
 	0,  // 8: omnirelay.meshkit.v1.HeartbeatRequest.health:type_name -> omnirelay.meshkit.v1.Health
 	2,  // 9: omnirelay.meshkit.v1.HeartbeatResponse.endpoint:type_name -> omnirelay.meshkit.v1.Endpoint
 	10, // 10: omnirelay.meshkit.v1.ListServicesResponse.services:type_name -> omnirelay.meshkit.v1.Service
 	2,  // 11: omnirelay.meshkit.v1.ListEndpointsResponse.endpoints:type_name -> omnirelay.meshkit.v1.Endpoint
 	20, // 12: omnirelay.meshkit.v1.ListProxiesResponse.proxies:type_name -> omnirelay.meshkit.v1.Proxy
-	26, // 13: omnirelay.meshkit.v1.Proxy.connected_since:type_name -> google.protobuf.Timestamp
-	24, // 14: omnirelay.meshkit.v1.Proxy.acked:type_name -> omnirelay.meshkit.v1.Proxy.AckedEntry
+	35, // 13: omnirelay.meshkit.v1.Proxy.connected_since:type_name -> google.protobuf.Timestamp
+	33, // 14: omnirelay.meshkit.v1.Proxy.acked:type_name -> omnirelay.meshkit.v1.Proxy.AckedEntry
 	21, // 15: omnirelay.meshkit.v1.Proxy.last_nack:type_name -> omnirelay.meshkit.v1.Nack
 	22, // 16: omnirelay.meshkit.v1.Proxy.withheld:type_name -> omnirelay.meshkit.v1.Withheld
-	26, // 17: omnirelay.meshkit.v1.Nack.at:type_name -> google.protobuf.Timestamp
-	3,  // 18: omnirelay.meshkit.v1.Registry.Register:input_type -> omnirelay.meshkit.v1.RegisterRequest
-	5,  // 19: omnirelay.meshkit.v1.Registry.Heartbeat:input_type -> omnirelay.meshkit.v1.HeartbeatRequest
-	7,  // 20: omnirelay.meshkit.v1.Registry.Deregister:input_type -> omnirelay.meshkit.v1.DeregisterRequest
-	9,  // 21: omnirelay.meshkit.v1.Registry.ListServices:input_type -> omnirelay.meshkit.v1.ListServicesRequest
-	12, // 22: omnirelay.meshkit.v1.Registry.ListEndpoints:input_type -> omnirelay.meshkit.v1.ListEndpointsRequest
-	14, // 23: omnirelay.meshkit.v1.Config.Apply:input_type -> omnirelay.meshkit.v1.ApplyRequest
-	16, // 24: omnirelay.meshkit.v1.Config.Get:input_type -> omnirelay.meshkit.v1.GetConfigRequest
-	18, // 25: omnirelay.meshkit.v1.Proxies.List:input_type -> omnirelay.meshkit.v1.ListProxiesRequest
-	4,  // 26: omnirelay.meshkit.v1.Registry.Register:output_type -> omnirelay.meshkit.v1.RegisterResponse
-	6,  // 27: omnirelay.meshkit.v1.Registry.Heartbeat:output_type -> omnirelay.meshkit.v1.HeartbeatResponse
-	8,  // 28: omnirelay.meshkit.v1.Registry.Deregister:output_type -> omnirelay.meshkit.v1.DeregisterResponse
-	11, // 29: omnirelay.meshkit.v1.Registry.ListServices:output_type -> omnirelay.meshkit.v1.ListServicesResponse
-	13, // 30: omnirelay.meshkit.v1.Registry.ListEndpoints:output_type -> omnirelay.meshkit.v1.ListEndpointsResponse
-	15, // 31: omnirelay.meshkit.v1.Config.Apply:output_type -> omnirelay.meshkit.v1.ApplyResponse
-	17, // 32: omnirelay.meshkit.v1.Config.Get:output_type -> omnirelay.meshkit.v1.GetConfigResponse
-	19, // 33: omnirelay.meshkit.v1.Proxies.List:output_type -> omnirelay.meshkit.v1.ListProxiesResponse
-	26, // [26:34] is the sub-list for method output_type
-	18, // [18:26] is the sub-list for method input_type
-	18, // [18:18] is the sub-list for extension type_name
-	18, // [18:18] is the sub-list for extension extendee
-	0,  // [0:18] is the sub-list for field type_name
+	35, // 17: omnirelay.meshkit.v1.Nack.at:type_name -> google.protobuf.Timestamp
+	34, // 18: omnirelay.meshkit.v1.CreateJoinTokenRequest.ttl:type_name -> google.protobuf.Duration
+	35, // 19: omnirelay.meshkit.v1.CreateJoinTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
+	35, // 20: omnirelay.meshkit.v1.SignResponse.expires_at:type_name -> google.protobuf.Timestamp
+	31, // 21: omnirelay.meshkit.v1.ListNodesResponse.nodes:type_name -> omnirelay.meshkit.v1.IdentityNode
+	35, // 22: omnirelay.meshkit.v1.IdentityNode.created_at:type_name -> google.protobuf.Timestamp
+	35, // 23: omnirelay.meshkit.v1.IdentityNode.revoked_at:type_name -> google.protobuf.Timestamp
+	35, // 24: omnirelay.meshkit.v1.IdentityNode.last_issued_at:type_name -> google.protobuf.Timestamp
+	35, // 25: omnirelay.meshkit.v1.IdentityNode.cert_expires_at:type_name -> google.protobuf.Timestamp
+	3,  // 26: omnirelay.meshkit.v1.Registry.Register:input_type -> omnirelay.meshkit.v1.RegisterRequest
+	5,  // 27: omnirelay.meshkit.v1.Registry.Heartbeat:input_type -> omnirelay.meshkit.v1.HeartbeatRequest
+	7,  // 28: omnirelay.meshkit.v1.Registry.Deregister:input_type -> omnirelay.meshkit.v1.DeregisterRequest
+	9,  // 29: omnirelay.meshkit.v1.Registry.ListServices:input_type -> omnirelay.meshkit.v1.ListServicesRequest
+	12, // 30: omnirelay.meshkit.v1.Registry.ListEndpoints:input_type -> omnirelay.meshkit.v1.ListEndpointsRequest
+	14, // 31: omnirelay.meshkit.v1.Config.Apply:input_type -> omnirelay.meshkit.v1.ApplyRequest
+	16, // 32: omnirelay.meshkit.v1.Config.Get:input_type -> omnirelay.meshkit.v1.GetConfigRequest
+	18, // 33: omnirelay.meshkit.v1.Proxies.List:input_type -> omnirelay.meshkit.v1.ListProxiesRequest
+	25, // 34: omnirelay.meshkit.v1.Identity.Sign:input_type -> omnirelay.meshkit.v1.SignRequest
+	23, // 35: omnirelay.meshkit.v1.IdentityAdmin.CreateJoinToken:input_type -> omnirelay.meshkit.v1.CreateJoinTokenRequest
+	27, // 36: omnirelay.meshkit.v1.IdentityAdmin.RevokeNode:input_type -> omnirelay.meshkit.v1.RevokeNodeRequest
+	29, // 37: omnirelay.meshkit.v1.IdentityAdmin.ListNodes:input_type -> omnirelay.meshkit.v1.ListNodesRequest
+	4,  // 38: omnirelay.meshkit.v1.Registry.Register:output_type -> omnirelay.meshkit.v1.RegisterResponse
+	6,  // 39: omnirelay.meshkit.v1.Registry.Heartbeat:output_type -> omnirelay.meshkit.v1.HeartbeatResponse
+	8,  // 40: omnirelay.meshkit.v1.Registry.Deregister:output_type -> omnirelay.meshkit.v1.DeregisterResponse
+	11, // 41: omnirelay.meshkit.v1.Registry.ListServices:output_type -> omnirelay.meshkit.v1.ListServicesResponse
+	13, // 42: omnirelay.meshkit.v1.Registry.ListEndpoints:output_type -> omnirelay.meshkit.v1.ListEndpointsResponse
+	15, // 43: omnirelay.meshkit.v1.Config.Apply:output_type -> omnirelay.meshkit.v1.ApplyResponse
+	17, // 44: omnirelay.meshkit.v1.Config.Get:output_type -> omnirelay.meshkit.v1.GetConfigResponse
+	19, // 45: omnirelay.meshkit.v1.Proxies.List:output_type -> omnirelay.meshkit.v1.ListProxiesResponse
+	26, // 46: omnirelay.meshkit.v1.Identity.Sign:output_type -> omnirelay.meshkit.v1.SignResponse
+	24, // 47: omnirelay.meshkit.v1.IdentityAdmin.CreateJoinToken:output_type -> omnirelay.meshkit.v1.CreateJoinTokenResponse
+	28, // 48: omnirelay.meshkit.v1.IdentityAdmin.RevokeNode:output_type -> omnirelay.meshkit.v1.RevokeNodeResponse
+	30, // 49: omnirelay.meshkit.v1.IdentityAdmin.ListNodes:output_type -> omnirelay.meshkit.v1.ListNodesResponse
+	38, // [38:50] is the sub-list for method output_type
+	26, // [26:38] is the sub-list for method input_type
+	26, // [26:26] is the sub-list for extension type_name
+	26, // [26:26] is the sub-list for extension extendee
+	0,  // [0:26] is the sub-list for field type_name
 }
 
 func init() { file_meshkit_v1_meshkit_proto_init() }
@@ -1514,9 +2105,9 @@ func file_meshkit_v1_meshkit_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_meshkit_v1_meshkit_proto_rawDesc), len(file_meshkit_v1_meshkit_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   24,
+			NumMessages:   33,
 			NumExtensions: 0,
-			NumServices:   3,
+			NumServices:   5,
 		},
 		GoTypes:           file_meshkit_v1_meshkit_proto_goTypes,
 		DependencyIndexes: file_meshkit_v1_meshkit_proto_depIdxs,

@@ -545,3 +545,325 @@ var Proxies_ServiceDesc = grpc.ServiceDesc{
 	Streams:  []grpc.StreamDesc{},
 	Metadata: "meshkit/v1/meshkit.proto",
 }
+
+const (
+	Identity_Sign_FullMethodName = "/omnirelay.meshkit.v1.Identity/Sign"
+)
+
+// IdentityClient is the client API for Identity service.
+//
+// For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
+//
+// Identity issues X.509 SVIDs (SPIFFE IDs in a URI SAN) to workloads. It is
+// served on its own TLS port: the server presents an SVID for
+// spiffe://<trust-domain>/meshkit, and a client may present its current
+// SVID, which authenticates a renewal. The private key never travels: the
+// workload sends a certificate signing request.
+type IdentityClient interface {
+	// Sign issues an SVID for the CSR. The first certificate of a node is
+	// authenticated by a join token (single use, expiring); later ones by the
+	// client certificate of the TLS connection, which must be a current SVID
+	// of a node that has not been revoked. The CSR's only URI SAN must be the
+	// SPIFFE ID of the token (or of the client certificate).
+	// UNAUTHENTICATED: no credentials, or a token unknown, used or expired.
+	// PERMISSION_DENIED: a revoked node, or a CSR for another SPIFFE ID.
+	Sign(ctx context.Context, in *SignRequest, opts ...grpc.CallOption) (*SignResponse, error)
+}
+
+type identityClient struct {
+	cc grpc.ClientConnInterface
+}
+
+func NewIdentityClient(cc grpc.ClientConnInterface) IdentityClient {
+	return &identityClient{cc}
+}
+
+func (c *identityClient) Sign(ctx context.Context, in *SignRequest, opts ...grpc.CallOption) (*SignResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SignResponse)
+	err := c.cc.Invoke(ctx, Identity_Sign_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// IdentityServer is the server API for Identity service.
+// All implementations must embed UnimplementedIdentityServer
+// for forward compatibility.
+//
+// Identity issues X.509 SVIDs (SPIFFE IDs in a URI SAN) to workloads. It is
+// served on its own TLS port: the server presents an SVID for
+// spiffe://<trust-domain>/meshkit, and a client may present its current
+// SVID, which authenticates a renewal. The private key never travels: the
+// workload sends a certificate signing request.
+type IdentityServer interface {
+	// Sign issues an SVID for the CSR. The first certificate of a node is
+	// authenticated by a join token (single use, expiring); later ones by the
+	// client certificate of the TLS connection, which must be a current SVID
+	// of a node that has not been revoked. The CSR's only URI SAN must be the
+	// SPIFFE ID of the token (or of the client certificate).
+	// UNAUTHENTICATED: no credentials, or a token unknown, used or expired.
+	// PERMISSION_DENIED: a revoked node, or a CSR for another SPIFFE ID.
+	Sign(context.Context, *SignRequest) (*SignResponse, error)
+	mustEmbedUnimplementedIdentityServer()
+}
+
+// UnimplementedIdentityServer must be embedded to have
+// forward compatible implementations.
+//
+// NOTE: this should be embedded by value instead of pointer to avoid a nil
+// pointer dereference when methods are called.
+type UnimplementedIdentityServer struct{}
+
+func (UnimplementedIdentityServer) Sign(context.Context, *SignRequest) (*SignResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Sign not implemented")
+}
+func (UnimplementedIdentityServer) mustEmbedUnimplementedIdentityServer() {}
+func (UnimplementedIdentityServer) testEmbeddedByValue()                  {}
+
+// UnsafeIdentityServer may be embedded to opt out of forward compatibility for this service.
+// Use of this interface is not recommended, as added methods to IdentityServer will
+// result in compilation errors.
+type UnsafeIdentityServer interface {
+	mustEmbedUnimplementedIdentityServer()
+}
+
+func RegisterIdentityServer(s grpc.ServiceRegistrar, srv IdentityServer) {
+	// If the following call panics, it indicates UnimplementedIdentityServer was
+	// embedded by pointer and is nil.  This will cause panics if an
+	// unimplemented method is ever invoked, so we test this at initialization
+	// time to prevent it from happening at runtime later due to I/O.
+	if t, ok := srv.(interface{ testEmbeddedByValue() }); ok {
+		t.testEmbeddedByValue()
+	}
+	s.RegisterService(&Identity_ServiceDesc, srv)
+}
+
+func _Identity_Sign_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SignRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(IdentityServer).Sign(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Identity_Sign_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(IdentityServer).Sign(ctx, req.(*SignRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+// Identity_ServiceDesc is the grpc.ServiceDesc for Identity service.
+// It's only intended for direct use with grpc.RegisterService,
+// and not to be introspected or modified (even as a copy)
+var Identity_ServiceDesc = grpc.ServiceDesc{
+	ServiceName: "omnirelay.meshkit.v1.Identity",
+	HandlerType: (*IdentityServer)(nil),
+	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "Sign",
+			Handler:    _Identity_Sign_Handler,
+		},
+	},
+	Streams:  []grpc.StreamDesc{},
+	Metadata: "meshkit/v1/meshkit.proto",
+}
+
+const (
+	IdentityAdmin_CreateJoinToken_FullMethodName = "/omnirelay.meshkit.v1.IdentityAdmin/CreateJoinToken"
+	IdentityAdmin_RevokeNode_FullMethodName      = "/omnirelay.meshkit.v1.IdentityAdmin/RevokeNode"
+	IdentityAdmin_ListNodes_FullMethodName       = "/omnirelay.meshkit.v1.IdentityAdmin/ListNodes"
+)
+
+// IdentityAdminClient is the client API for IdentityAdmin service.
+//
+// For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
+//
+// IdentityAdmin is the operator side of Identity, served on the operator API
+// port (next to Config and Registry), never on the identity port.
+type IdentityAdminClient interface {
+	// CreateJoinToken creates a node (or re-enrols one that was not revoked)
+	// and returns a token for its first certificate. Only the token's SHA-256
+	// is stored.
+	CreateJoinToken(ctx context.Context, in *CreateJoinTokenRequest, opts ...grpc.CallOption) (*CreateJoinTokenResponse, error)
+	// RevokeNode refuses every later Sign for the node and drops its unused
+	// tokens. Certificates already issued stay valid until they expire.
+	RevokeNode(ctx context.Context, in *RevokeNodeRequest, opts ...grpc.CallOption) (*RevokeNodeResponse, error)
+	ListNodes(ctx context.Context, in *ListNodesRequest, opts ...grpc.CallOption) (*ListNodesResponse, error)
+}
+
+type identityAdminClient struct {
+	cc grpc.ClientConnInterface
+}
+
+func NewIdentityAdminClient(cc grpc.ClientConnInterface) IdentityAdminClient {
+	return &identityAdminClient{cc}
+}
+
+func (c *identityAdminClient) CreateJoinToken(ctx context.Context, in *CreateJoinTokenRequest, opts ...grpc.CallOption) (*CreateJoinTokenResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CreateJoinTokenResponse)
+	err := c.cc.Invoke(ctx, IdentityAdmin_CreateJoinToken_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *identityAdminClient) RevokeNode(ctx context.Context, in *RevokeNodeRequest, opts ...grpc.CallOption) (*RevokeNodeResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RevokeNodeResponse)
+	err := c.cc.Invoke(ctx, IdentityAdmin_RevokeNode_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *identityAdminClient) ListNodes(ctx context.Context, in *ListNodesRequest, opts ...grpc.CallOption) (*ListNodesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListNodesResponse)
+	err := c.cc.Invoke(ctx, IdentityAdmin_ListNodes_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// IdentityAdminServer is the server API for IdentityAdmin service.
+// All implementations must embed UnimplementedIdentityAdminServer
+// for forward compatibility.
+//
+// IdentityAdmin is the operator side of Identity, served on the operator API
+// port (next to Config and Registry), never on the identity port.
+type IdentityAdminServer interface {
+	// CreateJoinToken creates a node (or re-enrols one that was not revoked)
+	// and returns a token for its first certificate. Only the token's SHA-256
+	// is stored.
+	CreateJoinToken(context.Context, *CreateJoinTokenRequest) (*CreateJoinTokenResponse, error)
+	// RevokeNode refuses every later Sign for the node and drops its unused
+	// tokens. Certificates already issued stay valid until they expire.
+	RevokeNode(context.Context, *RevokeNodeRequest) (*RevokeNodeResponse, error)
+	ListNodes(context.Context, *ListNodesRequest) (*ListNodesResponse, error)
+	mustEmbedUnimplementedIdentityAdminServer()
+}
+
+// UnimplementedIdentityAdminServer must be embedded to have
+// forward compatible implementations.
+//
+// NOTE: this should be embedded by value instead of pointer to avoid a nil
+// pointer dereference when methods are called.
+type UnimplementedIdentityAdminServer struct{}
+
+func (UnimplementedIdentityAdminServer) CreateJoinToken(context.Context, *CreateJoinTokenRequest) (*CreateJoinTokenResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CreateJoinToken not implemented")
+}
+func (UnimplementedIdentityAdminServer) RevokeNode(context.Context, *RevokeNodeRequest) (*RevokeNodeResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RevokeNode not implemented")
+}
+func (UnimplementedIdentityAdminServer) ListNodes(context.Context, *ListNodesRequest) (*ListNodesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListNodes not implemented")
+}
+func (UnimplementedIdentityAdminServer) mustEmbedUnimplementedIdentityAdminServer() {}
+func (UnimplementedIdentityAdminServer) testEmbeddedByValue()                       {}
+
+// UnsafeIdentityAdminServer may be embedded to opt out of forward compatibility for this service.
+// Use of this interface is not recommended, as added methods to IdentityAdminServer will
+// result in compilation errors.
+type UnsafeIdentityAdminServer interface {
+	mustEmbedUnimplementedIdentityAdminServer()
+}
+
+func RegisterIdentityAdminServer(s grpc.ServiceRegistrar, srv IdentityAdminServer) {
+	// If the following call panics, it indicates UnimplementedIdentityAdminServer was
+	// embedded by pointer and is nil.  This will cause panics if an
+	// unimplemented method is ever invoked, so we test this at initialization
+	// time to prevent it from happening at runtime later due to I/O.
+	if t, ok := srv.(interface{ testEmbeddedByValue() }); ok {
+		t.testEmbeddedByValue()
+	}
+	s.RegisterService(&IdentityAdmin_ServiceDesc, srv)
+}
+
+func _IdentityAdmin_CreateJoinToken_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CreateJoinTokenRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(IdentityAdminServer).CreateJoinToken(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: IdentityAdmin_CreateJoinToken_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(IdentityAdminServer).CreateJoinToken(ctx, req.(*CreateJoinTokenRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _IdentityAdmin_RevokeNode_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RevokeNodeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(IdentityAdminServer).RevokeNode(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: IdentityAdmin_RevokeNode_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(IdentityAdminServer).RevokeNode(ctx, req.(*RevokeNodeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _IdentityAdmin_ListNodes_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListNodesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(IdentityAdminServer).ListNodes(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: IdentityAdmin_ListNodes_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(IdentityAdminServer).ListNodes(ctx, req.(*ListNodesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+// IdentityAdmin_ServiceDesc is the grpc.ServiceDesc for IdentityAdmin service.
+// It's only intended for direct use with grpc.RegisterService,
+// and not to be introspected or modified (even as a copy)
+var IdentityAdmin_ServiceDesc = grpc.ServiceDesc{
+	ServiceName: "omnirelay.meshkit.v1.IdentityAdmin",
+	HandlerType: (*IdentityAdminServer)(nil),
+	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "CreateJoinToken",
+			Handler:    _IdentityAdmin_CreateJoinToken_Handler,
+		},
+		{
+			MethodName: "RevokeNode",
+			Handler:    _IdentityAdmin_RevokeNode_Handler,
+		},
+		{
+			MethodName: "ListNodes",
+			Handler:    _IdentityAdmin_ListNodes_Handler,
+		},
+	},
+	Streams:  []grpc.StreamDesc{},
+	Metadata: "meshkit/v1/meshkit.proto",
+}
