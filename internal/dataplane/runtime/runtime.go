@@ -213,7 +213,14 @@ func (rt *Runtime) buildClusters(snap *resources.Snapshot, prev *Version, v *Ver
 	}
 	for _, c := range snap.Clusters {
 		name := c.GetName()
-		cla := clas[name]
+		// An EDS cluster's assignment is named by its service_name when it
+		// has one (several clusters may share an assignment), else by the
+		// cluster's name, as Envoy and resources.Validate resolve it.
+		claName := name
+		if sn := c.GetEdsClusterConfig().GetServiceName(); sn != "" {
+			claName = sn
+		}
+		cla := clas[claName]
 		v.clusterProtos[name] = c
 		v.claProtos[name] = cla
 		var old *cluster.Cluster
