@@ -1,0 +1,261 @@
+package extension
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sort"
+	"sync"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/omnirelay/omnirelay/internal/dataplane/filter"
+	extv1 "github.com/omnirelay/omnirelay/internal/shared/api/extensions/v1"
+	"github.com/omnirelay/omnirelay/internal/shared/extpkg"
+	"github.com/omnirelay/omnirelay/internal/shared/signing"
+)
+
+// ConfigType is the xDS config message the factory builds from.
+const ConfigType = "omnirelay.extensions.v1.Extension"
+
+// DefaultFailStatus answers requests under FailClosed when the config
+// names no status.
+const DefaultFailStatus = 503
+
+// loadTimeout bounds one Runtime.Load.
+const loadTimeout = 30 * time.Second
+
+// cachePerName is how many loads of one extension the factory keeps: the
+// running one, the one it replaced (rollback, canary) and a little slack.
+const cachePerName = 4
+
+// Options configure the extension factory of a proxy.
+type Options struct {
+	// Trust verifies package signatures. Nil refuses every package: a proxy
+	// without extension trust roots runs no extension.
+	Trust *signing.Verifier
+	// Runtimes are the extension runtimes of this build, one per kind.
+	Runtimes []Runtime
+	// Capabilities, when set, returns what the proxy advertises (filter
+	// names, runtimes, ABIs); a manifest requiring anything else is
+	// refused. Nil skips the check.
+	Capabilities func() []string
+	// Metrics receives the extension metrics (required).
+	Metrics *Metrics
+	Log     *slog.Logger
+}
+
+// Factory builds extension filters (filter.Factory for ConfigType). It
+// holds the load cache, so one Factory serves the process.
+type Factory struct {
+	opt      Options
+	runtimes map[string]Runtime
+
+	mu    sync.Mutex
+	cache map[string]*entry
+	order map[string][]string // extension name -> cache keys, oldest first
+}
+
+var _ filter.Factory = (*Factory)(nil)
+
+// NewFactory returns a factory running extensions of the given runtimes.
+// Two runtimes of one kind are an error.
+func NewFactory(opt Options) (*Factory, error) {
+	if opt.Metrics == nil {
+		return nil, errors.New("extension factory: no metrics")
+	}
+	if opt.Log == nil {
+		opt.Log = slog.New(slog.DiscardHandler)
+	}
+	f := &Factory{opt: opt, runtimes: map[string]Runtime{}, cache: map[string]*entry{}, order: map[string][]string{}}
+	for _, rt := range opt.Runtimes {
+		k := rt.Kind()
+		if _, dup := f.runtimes[k]; dup {
+			return nil, fmt.Errorf("extension factory: two runtimes of kind %q", k)
+		}
+		f.runtimes[k] = rt
+	}
+	return f, nil
+}
+
+// ConfigType implements filter.Factory.
+func (f *Factory) ConfigType() string { return ConfigType }
+
+// Kinds lists the runtime kinds registered, sorted (capabilities).
+func (f *Factory) Kinds() []string {
+	var ks []string
+	for k := range f.runtimes {
+		ks = append(ks, k)
+	}
+	sort.Strings(ks)
+	return ks
+}
+
+// ABIs lists the ABI versions of every registered runtime, sorted.
+func (f *Factory) ABIs() []string {
+	var as []string
+	for _, rt := range f.runtimes {
+		as = append(as, rt.ABIs()...)
+	}
+	sort.Strings(as)
+	return slices.Compact(as)
+}
+
+// Build implements filter.Factory: verify, check, load (or reuse) and wrap
+// the plugin in the policy and the watchdog.
+func (f *Factory) Build(cfg *anypb.Any, env *filter.Env) (filter.Filter, error) {
+	var pb extv1.Extension
+	if err := unmarshal(cfg, &pb); err != nil {
+		return nil, fmt.Errorf("extension: %w", err)
+	}
+	name := pb.GetName()
+	if name == "" {
+		return nil, errors.New("extension: name: empty")
+	}
+	x := &extFilter{index: env.Index, name: name}
+	x.pool.New = func() any { return &streamState{ctx: &callCtx{}} }
+	var err error
+	if x.policy, err = policyOf(pb.GetPolicy()); err != nil {
+		return nil, fmt.Errorf("extension %q: policy: %w", name, err)
+	}
+	x.fallback = FailClosed
+	if x.policy == Reload {
+		if x.fallback, err = policyOf(pb.GetFallback()); err != nil || x.fallback == Reload {
+			return nil, fmt.Errorf("extension %q: fallback: want fail_open or fail_closed, got %v", name, pb.GetFallback())
+		}
+	}
+	x.status = int(pb.GetFailStatus())
+	if x.status == 0 {
+		x.status = DefaultFailStatus
+	}
+	if x.status < 200 || x.status > 599 {
+		return nil, fmt.Errorf("extension %q: fail_status %d: want 200-599", name, x.status)
+	}
+	d := pb.GetDeadline().AsDuration()
+	if !pb.GetDeadline().IsValid() || d <= 0 {
+		return nil, fmt.Errorf("extension %q: deadline: want > 0, got %v", name, pb.GetDeadline())
+	}
+	x.main, err = f.load(name, pb.GetPackage(), pb.GetConfig())
+	if err != nil {
+		return nil, err
+	}
+	if c := pb.GetCanary(); c != nil {
+		if c.GetPercent() > 100 {
+			return nil, fmt.Errorf("extension %q: canary.percent %d: want 0-100", name, c.GetPercent())
+		}
+		pcfg := c.GetPreviousConfig()
+		if len(pcfg) == 0 {
+			pcfg = pb.GetConfig()
+		}
+		x.prev, err = f.load(name, c.GetPreviousPackage(), pcfg)
+		if err != nil {
+			return nil, fmt.Errorf("canary.previous_package: %w", err)
+		}
+		x.percent = c.GetPercent()
+	}
+	x.watchdog = NewWatchdog(name, x.main.kind, d, f.opt.Metrics, f.opt.Log)
+	x.failBody = fmt.Sprintf("extension %s failed", name)
+	return x, nil
+}
+
+func unmarshal(cfg *anypb.Any, m proto.Message) error {
+	if cfg == nil {
+		return errors.New("no typed_config")
+	}
+	if err := (proto.UnmarshalOptions{DiscardUnknown: false}).Unmarshal(cfg.GetValue(), m); err != nil {
+		return fmt.Errorf("decode %s: %w", ConfigType, err)
+	}
+	if len(m.ProtoReflect().GetUnknown()) > 0 {
+		return fmt.Errorf("decode %s: unknown fields", ConfigType)
+	}
+	return nil
+}
+
+func policyOf(p extv1.Policy) (Policy, error) {
+	switch p {
+	case extv1.Policy_POLICY_UNSPECIFIED, extv1.Policy_FAIL_CLOSED:
+		return FailClosed, nil
+	case extv1.Policy_FAIL_OPEN:
+		return FailOpen, nil
+	case extv1.Policy_RELOAD:
+		return Reload, nil
+	}
+	return "", fmt.Errorf("unknown policy %v", p)
+}
+
+// load verifies and checks a package and returns its cache entry, loading
+// the plugin if this (name, payload, config) is not loaded yet.
+func (f *Factory) load(name string, pkg, config []byte) (*entry, error) {
+	p, err := extpkg.Open(pkg, f.opt.Trust)
+	if err != nil {
+		return nil, fmt.Errorf("extension %q: package refused: %w", name, err)
+	}
+	m := p.Manifest
+	rt, ok := f.runtimes[m.Kind]
+	if !ok {
+		return nil, fmt.Errorf("extension %q: package %s@%s is kind %q: no %s runtime in this build (runtimes: %v)",
+			name, m.Name, m.Version, m.Kind, m.Kind, f.Kinds())
+	}
+	if !slices.Contains(rt.ABIs(), m.ABI) {
+		return nil, fmt.Errorf("extension %q: package %s@%s needs ABI %q; the %s runtime accepts %v",
+			name, m.Name, m.Version, m.ABI, m.Kind, rt.ABIs())
+	}
+	if f.opt.Capabilities != nil {
+		have := f.opt.Capabilities()
+		var missing []string
+		for _, c := range m.Capabilities {
+			if !slices.Contains(have, c) {
+				missing = append(missing, c)
+			}
+		}
+		if len(missing) > 0 {
+			return nil, fmt.Errorf("extension %q: package %s@%s requires capabilities %v this proxy lacks", name, m.Name, m.Version, missing)
+		}
+	}
+	csum := sha256.Sum256(config)
+	key := name + "\x00" + m.PayloadSHA256 + "\x00" + hex.EncodeToString(csum[:])
+
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if e, ok := f.cache[key]; ok {
+		f.touch(name, key)
+		return e, nil
+	}
+	// Loading under the lock serialises loads; they happen only while a
+	// config version is built, which is serialised anyway.
+	ctx, cancel := context.WithTimeout(context.Background(), loadTimeout)
+	defer cancel()
+	pl, err := rt.Load(ctx, m, p.Payload, config)
+	if err != nil {
+		return nil, fmt.Errorf("extension %q: %s runtime refused package %s@%s: %w", name, m.Kind, m.Name, m.Version, err)
+	}
+	e := &entry{name: name, kind: m.Kind, rt: rt, manifest: m, payload: p.Payload, config: config, f: f}
+	e.cur.Store(newInstance(pl, f.opt.Log, name))
+	f.cache[key] = e
+	f.touch(name, key)
+	f.opt.Log.Info("extension loaded", "extension", name, "package", m.Name, "version", m.Version, "kind", m.Kind, "abi", m.ABI, "sha256", m.PayloadSHA256)
+	return e, nil
+}
+
+// touch marks key as the newest of name's loads and lets go of the oldest
+// beyond cachePerName. A released entry's plugin closes once its last
+// stream completes; f.mu is held.
+func (f *Factory) touch(name, key string) {
+	keys := slices.DeleteFunc(f.order[name], func(k string) bool { return k == key })
+	keys = append(keys, key)
+	for len(keys) > cachePerName {
+		old := f.cache[keys[0]]
+		delete(f.cache, keys[0])
+		keys = keys[1:]
+		if in := old.cur.Load(); in != nil {
+			in.retire()
+		}
+	}
+	f.order[name] = keys
+}

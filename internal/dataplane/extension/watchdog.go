@@ -1,0 +1,231 @@
+package extension
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/omnirelay/omnirelay/internal/dataplane/filter"
+)
+
+// Outcome is how one call into a plugin ended.
+type Outcome uint8
+
+const (
+	OutcomeOK Outcome = iota
+	OutcomeError
+	OutcomeTimeout
+	OutcomePanic
+	numOutcomes
+)
+
+var outcomeNames = [numOutcomes]string{"ok", "error", "timeout", "panic"}
+
+func (o Outcome) String() string {
+	if o < numOutcomes {
+		return outcomeNames[o]
+	}
+	return fmt.Sprintf("outcome(%d)", o)
+}
+
+// Metrics are the extension metric families of one process. Their names
+// are part of the operator interface (docs/extensions.md).
+type Metrics struct {
+	calls   *prometheus.CounterVec
+	reloads *prometheus.CounterVec
+}
+
+// NewMetrics registers the extension metrics with reg (nil: unregistered,
+// for tests).
+func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
+	m := &Metrics{
+		calls: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "omnirelay_extension_calls_total",
+			Help: "Calls into extension plugins by outcome (ok, error, timeout, panic).",
+		}, []string{"extension", "kind", "outcome"}),
+		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "omnirelay_extension_reloads_total",
+			Help: "Plugin reloads under the reload policy by result (ok, error).",
+		}, []string{"extension", "kind", "result"}),
+	}
+	if reg != nil {
+		for _, c := range []prometheus.Collector{m.calls, m.reloads} {
+			if err := reg.Register(c); err != nil {
+				return nil, fmt.Errorf("extension metrics: %w", err)
+			}
+		}
+	}
+	return m, nil
+}
+
+// Watchdog times, guards and counts the calls into one extension. It is
+// built with the filter (once per config version) and shared by its
+// streams.
+type Watchdog struct {
+	name, kind string
+	deadline   time.Duration
+	counters   [numOutcomes]prometheus.Counter
+	log        *slog.Logger
+	// lastLog rate-limits failure logs to one a second per extension: a
+	// plugin failing under load must not flood the log.
+	lastLog atomic.Int64
+}
+
+// NewWatchdog returns the watchdog of extension name (of kind) whose calls
+// may each take up to deadline.
+func NewWatchdog(name, kind string, deadline time.Duration, m *Metrics, log *slog.Logger) *Watchdog {
+	w := &Watchdog{name: name, kind: kind, deadline: deadline, log: log}
+	for o := range numOutcomes {
+		w.counters[o] = m.calls.WithLabelValues(name, kind, o.String())
+	}
+	return w
+}
+
+// Deadline is the time each call may take.
+func (w *Watchdog) Deadline() time.Duration { return w.deadline }
+
+// onRequest calls p.OnRequest under the watchdog.
+func (w *Watchdog) onRequest(p Plugin, c *callCtx, s *filter.Stream) (a Action, o Outcome, err error) {
+	c.begin(s.Ctx, w.deadline)
+	defer func() {
+		o, err = w.settle(c, recover(), err)
+	}()
+	a, err = p.OnRequest(c, s)
+	return a, OutcomeOK, err
+}
+
+// onResponse calls p.OnResponse under the watchdog.
+func (w *Watchdog) onResponse(p Plugin, c *callCtx, s *filter.Stream) (o Outcome, err error) {
+	c.begin(s.Ctx, w.deadline)
+	defer func() {
+		o, err = w.settle(c, recover(), err)
+	}()
+	err = p.OnResponse(c, s)
+	return OutcomeOK, err
+}
+
+// onComplete calls p.OnComplete, containing a panic (counted, logged: the
+// stream is over, there is no policy left to apply).
+func (w *Watchdog) onComplete(p Plugin, s *filter.Stream) {
+	defer func() {
+		if r := recover(); r != nil {
+			w.count(OutcomePanic, fmt.Errorf("OnComplete panicked: %v", r))
+		}
+	}()
+	p.OnComplete(s)
+}
+
+// settle classifies a finished call. A call that came back after its
+// deadline is a timeout even if it says it succeeded: a runtime that cannot
+// be interrupted (native code) still must not get its late answer used.
+func (w *Watchdog) settle(c *callCtx, panicked any, err error) (Outcome, error) {
+	late := c.late()
+	var o Outcome
+	switch {
+	case panicked != nil:
+		o, err = OutcomePanic, fmt.Errorf("panic: %v", panicked)
+	case late || errors.Is(err, context.DeadlineExceeded):
+		o = OutcomeTimeout
+		if err == nil {
+			err = fmt.Errorf("call took longer than its %v deadline", w.deadline)
+		}
+	case err != nil:
+		o = OutcomeError
+	}
+	w.count(o, err)
+	return o, err
+}
+
+func (w *Watchdog) count(o Outcome, err error) {
+	w.counters[o].Inc()
+	if o == OutcomeOK || w.log == nil {
+		return
+	}
+	now := time.Now().UnixNano()
+	last := w.lastLog.Load()
+	if now-last < int64(time.Second) || !w.lastLog.CompareAndSwap(last, now) {
+		return
+	}
+	w.log.Warn("extension call failed", "extension", w.name, "kind", w.kind, "outcome", o.String(), "reason", err)
+}
+
+// callCtx is the context of one plugin call: the stream's context with the
+// watchdog deadline. It is kept in the stream's state and reused call after
+// call, so that a runtime that never asks for Done (the DSL) costs no
+// allocation; the first Done makes a real context.WithDeadline, and then
+// the value is retired at the end of the call (a goroutine the runtime
+// started may still hold it), and the stream gets a fresh one.
+type callCtx struct {
+	parent   context.Context
+	deadline time.Time
+
+	mu     sync.Mutex // guards inner and cancel: Done may be asked from a runtime's goroutine
+	inner  context.Context
+	cancel context.CancelFunc
+}
+
+var _ context.Context = (*callCtx)(nil)
+
+func (c *callCtx) begin(parent context.Context, d time.Duration) {
+	if parent == nil {
+		parent = context.Background()
+	}
+	c.parent, c.deadline = parent, time.Now().Add(d)
+}
+
+// late reports whether the call's deadline has passed.
+func (c *callCtx) late() bool {
+	return !time.Now().Before(c.deadline)
+}
+
+// release cancels a derived context, if any, and reports whether c may be
+// used for another call.
+func (c *callCtx) release() (reusable bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.cancel == nil {
+		return true
+	}
+	c.cancel()
+	return false
+}
+
+func (c *callCtx) Deadline() (time.Time, bool) {
+	if d, ok := c.parent.Deadline(); ok && d.Before(c.deadline) {
+		return d, true
+	}
+	return c.deadline, true
+}
+
+func (c *callCtx) Done() <-chan struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.inner == nil {
+		c.inner, c.cancel = context.WithDeadline(c.parent, c.deadline)
+	}
+	return c.inner.Done()
+}
+
+func (c *callCtx) Err() error {
+	c.mu.Lock()
+	inner := c.inner
+	c.mu.Unlock()
+	if inner != nil {
+		return inner.Err()
+	}
+	if err := c.parent.Err(); err != nil {
+		return err
+	}
+	if !time.Now().Before(c.deadline) {
+		return context.DeadlineExceeded
+	}
+	return nil
+}
+
+func (c *callCtx) Value(key any) any { return c.parent.Value(key) }
