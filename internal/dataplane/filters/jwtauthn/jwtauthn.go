@@ -237,7 +237,7 @@ func (a *authn) OnRequest(s *filter.Stream) filter.Status {
 		v.prov.apply(s, v.loc, v.claims, v.payload)
 		out = append(out, Payload{Provider: v.prov.name, Key: v.prov.metadataKey, Claims: v.claims})
 	}
-	s.Ctx = context.WithValue(s.Ctx, payloadsKey{}, append(Payloads(s.Ctx), out...))
+	s.Ctx = ContextWithPayloads(s.Ctx, out...)
 	return filter.Continue
 }
 
@@ -298,6 +298,15 @@ type payloadsKey struct{}
 func Payloads(ctx context.Context) []Payload {
 	p, _ := ctx.Value(payloadsKey{}).([]Payload)
 	return p
+}
+
+// ContextWithPayloads returns ctx carrying ps after those already there.
+// The filter calls it once a token verified; in-process hosts that
+// authenticate callers by other means may publish claims the same way.
+func ContextWithPayloads(ctx context.Context, ps ...Payload) context.Context {
+	prev := Payloads(ctx)
+	all := make([]Payload, 0, len(prev)+len(ps))
+	return context.WithValue(ctx, payloadsKey{}, append(append(all, prev...), ps...))
 }
 
 // Lookup finds a claim by metadata key and path, as an Envoy metadata
