@@ -9,7 +9,9 @@ import (
 	"github.com/omnirelay/omnirelay/internal/dataplane/filters/cors"
 	"github.com/omnirelay/omnirelay/internal/dataplane/filters/fault"
 	"github.com/omnirelay/omnirelay/internal/dataplane/filters/headermutation"
+	"github.com/omnirelay/omnirelay/internal/dataplane/filters/jwtauthn"
 	"github.com/omnirelay/omnirelay/internal/dataplane/filters/ratelimit"
+	"github.com/omnirelay/omnirelay/internal/dataplane/filters/rbac"
 )
 
 // Builtins returns one factory of each built-in filter, for
@@ -20,5 +22,7 @@ func Builtins() []filter.Factory {
 		ratelimit.Factory{},
 		fault.Factory{},
 		cors.Factory{},
+		jwtauthn.Factory{},
+		rbac.Factory{},
 	}
 }

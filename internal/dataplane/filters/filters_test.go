@@ -6,7 +6,9 @@ import (
 	corsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/cors/v3"
 	faultv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/fault/v3"
 	hmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/header_mutation/v3"
+	jwtv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/jwt_authn/v3"
 	lrlv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/local_ratelimit/v3"
+	rbacv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/omnirelay/omnirelay/internal/dataplane/filter"
@@ -25,6 +27,8 @@ func TestBuiltinsRegister(t *testing.T) {
 		{"local rate limit", &lrlv3.LocalRateLimit{}},
 		{"fault", &faultv3.HTTPFault{}},
 		{"cors", &corsv3.Cors{}},
+		{"jwt_authn", &jwtv3.JwtAuthentication{}},
+		{"rbac", &rbacv3.RBAC{}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
