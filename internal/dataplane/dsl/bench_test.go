@@ -38,10 +38,10 @@ func TestAddHeaderDoesNotAllocate(t *testing.T) {
 	ctx := context.Background()
 	run := func() {
 		benchStream(&s, &req)
-		if _, err := p.Request(ctx, &s); err != nil {
+		if _, err := p.OnRequest(ctx, &s); err != nil {
 			t.Fatal(err)
 		}
-		p.Complete(&s)
+		p.OnComplete(&s)
 	}
 	run()
 	if got, _ := req.Header.Get("x-added"); string(got) != "1" {
@@ -83,10 +83,10 @@ func BenchmarkRequest(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
 				benchStream(&s, &req)
-				if _, err := p.Request(ctx, &s); err != nil {
+				if _, err := p.OnRequest(ctx, &s); err != nil {
 					b.Fatal(err)
 				}
-				p.Complete(&s)
+				p.OnComplete(&s)
 			}
 		})
 	}

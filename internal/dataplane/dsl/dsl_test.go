@@ -9,15 +9,31 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/omnirelay/omnirelay/internal/dataplane/extension"
 	"github.com/omnirelay/omnirelay/internal/dataplane/filter"
+	"github.com/omnirelay/omnirelay/internal/dataplane/filters/jwtauthn"
 	"github.com/omnirelay/omnirelay/internal/dataplane/message"
 )
 
-const testSlot = 3
+// testState stands in for extension.StreamState when a test calls a plugin
+// without the extension filter.
+type testState map[*filter.Stream]*any
+
+func (ts testState) slot(s *filter.Stream) *any {
+	if v, ok := ts[s]; ok {
+		return v
+	}
+	v := new(any)
+	ts[s] = v
+	return v
+}
 
 func load(t testing.TB, rules, config string, o Options) *Plugin {
 	t.Helper()
-	p, err := NewRuntime(o).Compile("test", []byte(rules), []byte(config), testSlot)
+	if o.state == nil {
+		o.state = testState{}.slot
+	}
+	p, err := NewRuntime(o).Compile("test", []byte(rules), []byte(config))
 	if err != nil {
 		t.Fatalf("Compile: %v", err)
 	}
@@ -241,11 +257,11 @@ func TestRequestActions(t *testing.T) {
 			s := newStream(tt.stream)
 			rematched := false
 			s.Rematch = func(*filter.Stream) { rematched = true }
-			stop, err := p.Request(context.Background(), s)
+			act, err := p.OnRequest(context.Background(), s)
 			if err != nil {
 				t.Fatalf("Request: %v", err)
 			}
-			if stop != tt.stop {
+			if stop := act == extension.Stop; stop != tt.stop {
 				t.Fatalf("stop = %v, want %v", stop, tt.stop)
 			}
 			if tt.stop {
@@ -279,7 +295,7 @@ func TestRequestActions(t *testing.T) {
 			if rematched != tt.rematched {
 				t.Errorf("rematched = %v, want %v", rematched, tt.rematched)
 			}
-			p.Complete(s)
+			p.OnComplete(s)
 		})
 	}
 }
@@ -311,12 +327,12 @@ func TestResponsePhase(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			s := newStream(streamOpts{path: tt.path})
-			if _, err := p.Request(context.Background(), s); err != nil {
+			if _, err := p.OnRequest(context.Background(), s); err != nil {
 				t.Fatalf("Request: %v", err)
 			}
 			s.Resp = &message.Response{Status: tt.status}
 			s.Resp.Header.Add("server", "upstream")
-			if err := p.Response(context.Background(), s); err != nil {
+			if err := p.OnResponse(context.Background(), s); err != nil {
 				t.Fatalf("Response: %v", err)
 			}
 			if got, _ := s.Resp.Header.Get("x-retry-hint"); string(got) != tt.hint {
@@ -325,9 +341,9 @@ func TestResponsePhase(t *testing.T) {
 			if got := s.Resp.Header.Has("server"); got != tt.server {
 				t.Errorf("server header present = %v, want %v", got, tt.server)
 			}
-			p.Complete(s)
-			if s.State(testSlot) != nil {
-				t.Errorf("state slot not cleared by Complete")
+			p.OnComplete(s)
+			if slot := p.stateOf(s); *slot != nil {
+				t.Errorf("state slot not cleared by OnComplete")
 			}
 		})
 	}
@@ -340,7 +356,7 @@ func TestCostLimit(t *testing.T) {
   actions: [{set_header: {name: x-heavy, value: "1"}}]`
 	p := load(t, rules, "", Options{CostLimit: 5})
 	s := newStream(streamOpts{path: "/ababababababababc", headers: [][2]string{{"a", "1"}, {"b", "2"}, {"x-c", "3"}}})
-	_, err := p.Request(context.Background(), s)
+	_, err := p.OnRequest(context.Background(), s)
 	if !errors.Is(err, ErrCostLimit) {
 		t.Fatalf("err = %v, want ErrCostLimit", err)
 	}
@@ -350,7 +366,7 @@ func TestCostLimit(t *testing.T) {
 	// Under the default limit the same rule runs.
 	p = load(t, rules, "", Options{})
 	s = newStream(streamOpts{path: "/ababababababababc", headers: [][2]string{{"x-c", "3"}}})
-	if _, err := p.Request(context.Background(), s); err != nil {
+	if _, err := p.OnRequest(context.Background(), s); err != nil {
 		t.Fatalf("default limit: %v", err)
 	}
 	if !s.Req.Header.Has("x-heavy") {
@@ -389,7 +405,7 @@ func TestActionErrors(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			p := load(t, tt.rules, "", Options{})
-			_, err := p.Request(context.Background(), newStream(streamOpts{}))
+			_, err := p.OnRequest(context.Background(), newStream(streamOpts{}))
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("err = %v, want it to contain %q", err, tt.want)
 			}
@@ -403,7 +419,7 @@ func TestDeadlineBetweenRules(t *testing.T) {
   actions: [{set_header: {name: x-a, value: "1"}}]`, "", Options{})
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	_, err := p.Request(ctx, newStream(streamOpts{}))
+	_, err := p.OnRequest(ctx, newStream(streamOpts{}))
 	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("err = %v, want context.Canceled", err)
 	}
@@ -412,7 +428,7 @@ func TestDeadlineBetweenRules(t *testing.T) {
 func TestConfigRejected(t *testing.T) {
 	_, err := NewRuntime(Options{}).Compile("x", []byte(`rules:
 - name: a
-  actions: [{remove_header: x-a}]`), []byte("[1, 2]"), 0)
+  actions: [{remove_header: x-a}]`), []byte("[1, 2]"))
 	if err == nil || !strings.Contains(err.Error(), "config") {
 		t.Fatalf("err = %v, want a config error", err)
 	}
@@ -437,12 +453,40 @@ func TestManyLookupsInOneExpression(t *testing.T) {
 	p := load(t, rules, "", Options{})
 	for round := 0; round < 3; round++ {
 		s := newStream(streamOpts{headers: hs})
-		if _, err := p.Request(context.Background(), s); err != nil {
+		if _, err := p.OnRequest(context.Background(), s); err != nil {
 			t.Fatalf("Request: %v", err)
 		}
 		if got, _ := s.Req.Header.Get("x-all"); string(got) != strings.Join(want, ",") {
 			t.Fatalf("round %d: x-all = %q, want %q", round, got, strings.Join(want, ","))
 		}
-		p.Complete(s)
+		p.OnComplete(s)
+	}
+}
+
+func TestClaimsFromJWTAuthn(t *testing.T) {
+	p := load(t, `rules:
+- name: sub
+  actions: [{set_header: {name: x-sub, expr: 'string(jwt.claims[?"sub"].orValue("anonymous"))'}}]`, "", Options{})
+	tests := []struct {
+		name     string
+		payloads []jwtauthn.Payload
+		want     string
+	}{
+		{name: "no token", want: "anonymous"},
+		{name: "verified token", payloads: []jwtauthn.Payload{{Provider: "idp", Key: "idp", Claims: map[string]any{"sub": "bob"}}}, want: "bob"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := newStream(streamOpts{})
+			if tt.payloads != nil {
+				s.Ctx = jwtauthn.ContextWithPayloads(s.Ctx, tt.payloads...)
+			}
+			if _, err := p.OnRequest(context.Background(), s); err != nil {
+				t.Fatal(err)
+			}
+			if got, _ := s.Req.Header.Get("x-sub"); string(got) != tt.want {
+				t.Errorf("x-sub = %q, want %q", got, tt.want)
+			}
+		})
 	}
 }

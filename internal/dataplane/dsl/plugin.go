@@ -14,6 +14,7 @@ import (
 	"github.com/goccy/go-yaml"
 
 	"github.com/omnirelay/omnirelay/internal/dataplane/filter"
+	"github.com/omnirelay/omnirelay/internal/dataplane/filters/jwtauthn"
 	"github.com/omnirelay/omnirelay/internal/shared/dslrules"
 )
 
@@ -28,15 +29,15 @@ const RouteToHeader = "x-omnirelay-route-to"
 var ErrCostLimit = errors.New("dsl: evaluation cost limit exceeded")
 
 // Plugin is a compiled rule set. It is shared by every stream of a config
-// version; per-stream state comes from a pool and lives in the stream's
-// state slot between the request and the response phase.
+// version; per-stream state comes from a pool and, when the response phase
+// needs it, lives in extension.StreamState until OnComplete.
 type Plugin struct {
 	name     string
 	request  []rule
 	response []rule
 	config   ref.Val
 	claims   func(*filter.Stream) map[string]any
-	slot     int
+	state    func(*filter.Stream) *any
 	pool     sync.Pool
 	// stateful: the response phase needs what the request phase left
 	// (metadata), so the state is kept until OnComplete.
@@ -61,7 +62,7 @@ type action struct {
 
 // compile plans programs for a checked rule set.
 func compile(name string, c *dslrules.Checked, config []byte, o Options) (*Plugin, error) {
-	p := &Plugin{name: name, claims: o.Claims, slot: o.slot}
+	p := &Plugin{name: name, claims: o.Claims, state: o.state}
 	cfg, err := parseConfig(config)
 	if err != nil {
 		return nil, err
@@ -176,11 +177,25 @@ func (p *Plugin) claimsOf(s *filter.Stream) ref.Val {
 	var c map[string]any
 	if p.claims != nil {
 		c = p.claims(s)
+	} else {
+		c = jwtClaims(s)
 	}
 	if c == nil {
 		return types.DefaultTypeAdapter.NativeToValue(map[string]any{})
 	}
 	return types.DefaultTypeAdapter.NativeToValue(c)
+}
+
+// jwtClaims returns the claims of the first token the jwt_authn filter
+// verified on the stream, nil when none.
+func jwtClaims(s *filter.Stream) map[string]any {
+	if s.Ctx == nil {
+		return nil
+	}
+	if ps := jwtauthn.Payloads(s.Ctx); len(ps) > 0 {
+		return ps[0].Claims
+	}
+	return nil
 }
 
 func (p *Plugin) acquire(s *filter.Stream) *evalState {

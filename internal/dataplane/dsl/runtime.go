@@ -14,6 +14,7 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/omnirelay/omnirelay/internal/dataplane/extension"
 	"github.com/omnirelay/omnirelay/internal/dataplane/filter"
 	"github.com/omnirelay/omnirelay/internal/shared/dslrules"
 	"github.com/omnirelay/omnirelay/internal/shared/extpkg"
@@ -29,10 +30,13 @@ type Options struct {
 	// CostLimit bounds each evaluation; 0 means DefaultCostLimit.
 	CostLimit uint64
 	// Claims returns the verified JWT claims of a stream (jwt.claims), nil
-	// when none; nil means jwt.claims is always empty.
+	// when none. Nil means the claims of the first token the jwt_authn
+	// filter verified on the stream (jwtauthn.Payloads).
 	Claims func(s *filter.Stream) map[string]any
 
-	slot int
+	// state finds a stream's state slot; nil means extension.StreamState.
+	// Tests that call a plugin outside the extension filter set it.
+	state func(s *filter.Stream) *any
 }
 
 func (o Options) costLimit() uint64 {
@@ -47,6 +51,11 @@ type Runtime struct {
 	opts Options
 }
 
+var (
+	_ extension.Runtime = (*Runtime)(nil)
+	_ extension.Plugin  = (*Plugin)(nil)
+)
+
 // NewRuntime returns the dsl runtime.
 func NewRuntime(o Options) *Runtime { return &Runtime{opts: o} }
 
@@ -56,65 +65,93 @@ func (*Runtime) Kind() string { return extpkg.KindDSL }
 // ABIs implements extension.Runtime.
 func (*Runtime) ABIs() []string { return []string{dslrules.ABI} }
 
-// Compile parses, type-checks and plans a rule set. slot is the stream
-// state index the plugin keeps its per-stream state under.
-func (r *Runtime) Compile(name string, payload, config []byte, slot int) (*Plugin, error) {
+// Load implements extension.Runtime: parse, type-check and plan the rules
+// of payload once; config is an optional YAML map of strings (the config
+// variable).
+func (r *Runtime) Load(_ context.Context, m extpkg.Manifest, payload, config []byte) (extension.Plugin, error) {
+	if m.Kind != extpkg.KindDSL {
+		return nil, fmt.Errorf("dsl %q: package kind %q, want %q", m.Name, m.Kind, extpkg.KindDSL)
+	}
+	if m.ABI != dslrules.ABI {
+		return nil, fmt.Errorf("dsl %q: ABI %q, want %q", m.Name, m.ABI, dslrules.ABI)
+	}
+	return r.Compile(m.Name, payload, config)
+}
+
+// Compile is Load without a manifest (tools and tests).
+func (r *Runtime) Compile(name string, payload, config []byte) (*Plugin, error) {
 	c, err := dslrules.Compile(payload)
 	if err != nil {
 		return nil, fmt.Errorf("dsl %q: %w", name, err)
 	}
-	o := r.opts
-	o.slot = slot
-	p, err := compile(name, c, config, o)
+	p, err := compile(name, c, config, r.opts)
 	if err != nil {
 		return nil, fmt.Errorf("dsl %q: %w", name, err)
 	}
 	return p, nil
 }
 
-// Request runs the request rules. stop reports that a rule answered (deny,
-// respond): the chain must not continue.
-func (p *Plugin) Request(ctx context.Context, s *filter.Stream) (stop bool, err error) {
+// OnRequest implements extension.Plugin: the request rules in order. Stop
+// means a rule answered (deny, respond).
+func (p *Plugin) OnRequest(ctx context.Context, s *filter.Stream) (extension.Action, error) {
 	if len(p.request) == 0 && !p.stateful {
-		return false, nil
+		return extension.Continue, nil
 	}
 	st := p.acquire(s)
-	stop, err = p.runRequest(ctx, st)
-	if p.stateful {
-		s.SetState(p.slot, st)
+	stop, err := p.runRequest(ctx, st)
+	if slot := p.stateOf(s); p.stateful && slot != nil {
+		*slot = st
 	} else {
 		p.put(st)
 	}
-	return stop, err
+	if stop {
+		return extension.Stop, err
+	}
+	return extension.Continue, err
 }
 
-// Response runs the response rules.
-func (p *Plugin) Response(ctx context.Context, s *filter.Stream) error {
+// OnResponse implements extension.Plugin: the response rules in order.
+func (p *Plugin) OnResponse(ctx context.Context, s *filter.Stream) error {
 	if len(p.response) == 0 {
 		return nil
 	}
-	st, _ := s.State(p.slot).(*evalState)
+	var st *evalState
+	if slot := p.stateOf(s); slot != nil {
+		st, _ = (*slot).(*evalState)
+	}
 	if st == nil || st.plugin != p {
-		// The request phase did not run for this plugin (an earlier
-		// filter answered): run with a fresh state.
+		// No state from the request phase: run with a fresh one.
 		st = p.acquire(s)
 		defer p.put(st)
 	}
 	return p.runResponse(ctx, st)
 }
 
-// Complete releases the stream's state.
-func (p *Plugin) Complete(s *filter.Stream) {
+// OnComplete implements extension.Plugin: the stream's state goes back to
+// the pool.
+func (p *Plugin) OnComplete(s *filter.Stream) {
 	if !p.stateful {
 		return
 	}
-	if st, ok := s.State(p.slot).(*evalState); ok && st.plugin == p {
-		s.SetState(p.slot, nil)
+	slot := p.stateOf(s)
+	if slot == nil {
+		return
+	}
+	if st, ok := (*slot).(*evalState); ok && st.plugin == p {
+		*slot = nil
 		p.put(st)
 	}
 }
 
-// Close releases nothing: programs are garbage collected with the plugin.
+func (p *Plugin) stateOf(s *filter.Stream) *any {
+	if p.state != nil {
+		return p.state(s)
+	}
+	return extension.StreamState(s)
+}
+
+// Close implements extension.Plugin. Programs hold no resources beyond
+// memory.
 func (p *Plugin) Close() error { return nil }
 
 // Name returns the extension name the plugin was loaded under.
