@@ -78,6 +78,11 @@ func newRoot() *cobra.Command {
 	f.StringVar(&opt.EtcdPrefix, "etcd-prefix", "/meshkit", "key prefix in etcd")
 	f.StringVar(&opt.SigningKey, "signing-key", "", "ed25519 private key (PEM) signing every resource served to OmniRelay")
 	f.StringVar(&opt.ReplicaID, "replica-id", "", "this replica's name in leader elections (default host:pid)")
+	f.StringVar(&opt.IdentityAddress, "identity-address", "127.0.0.1:15012", "identity CA address (TLS gRPC: SVIDs by CSR); empty disables identity")
+	f.StringVar(&opt.TrustDomain, "trust-domain", serve.DefaultTrustDomain, "SPIFFE trust domain of issued SVIDs")
+	f.DurationVar(&opt.SVIDTTL, "svid-ttl", time.Hour, "lifetime of issued SVIDs")
+	f.StringVar(&opt.CACert, "ca-cert", "", "operator CA chain (PEM, signing certificate first, ending with the root); default: a root generated and kept in the store")
+	f.StringVar(&opt.CAKey, "ca-key", "", "private key (PEM) of --ca-cert")
 
 	var priv, pub string
 	keygen := &cobra.Command{

@@ -1,7 +1,8 @@
 // Package serve runs a MeshKit process: it opens the store (bbolt in a data
 // directory, or etcd), starts the registry's lease expiry, the MeshKit core,
-// the xDS gRPC server and the API server (gRPC and its JSON gateway on one
-// port), and follows a desired-config file when one is given. cmd/meshkit,
+// the xDS gRPC server, the API server (gRPC and its JSON gateway on one
+// port) and, when given an address, the identity CA's TLS port; it follows a
+// desired-config file when one is given. cmd/meshkit,
 // the demo and the end-to-end tests all start MeshKit through it.
 package serve
 
@@ -24,6 +25,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/omnirelay/omnirelay/internal/controlplane/api"
+	"github.com/omnirelay/omnirelay/internal/controlplane/identity"
 	"github.com/omnirelay/omnirelay/internal/controlplane/meshkit"
 	"github.com/omnirelay/omnirelay/internal/controlplane/registry"
 	"github.com/omnirelay/omnirelay/internal/controlplane/store"
@@ -48,6 +50,15 @@ type Options struct {
 	ReplicaID    string
 	PollInterval time.Duration // config file poll (default 1s)
 	Log          *slog.Logger
+
+	// IdentityAddress, when set, serves the identity CA (SVIDs by CSR) on
+	// this TLS address and IdentityAdmin on the API; empty disables both.
+	IdentityAddress string
+	TrustDomain     string        // default omnirelay.local
+	SVIDTTL         time.Duration // default 1h
+	// CACert and CAKey name an operator-provided CA (chain ending with the
+	// root, and the signing key); empty generates a root kept in the store.
+	CACert, CAKey string
 }
 
 // Process is a running MeshKit.
@@ -55,8 +66,12 @@ type Process struct {
 	MeshKit  *meshkit.MeshKit
 	Registry *registry.Registry
 	Store    store.Store
+	// Identity is nil unless Options.IdentityAddress is set.
+	Identity *identity.Service
 
 	xdsLn, apiLn net.Listener
+	identityLn   net.Listener
+	identitySrv  *grpc.Server
 	xdsSrv       *grpc.Server
 	apiGRPC      *grpc.Server
 	apiHTTP      *http.Server
@@ -144,6 +159,12 @@ func Start(opt Options) (*Process, error) {
 	apiSrv := api.New(api.Options{Registry: p.Registry, Config: p.MeshKit, Proxies: proxyList{p.MeshKit}, Log: opt.Log})
 	p.apiGRPC = grpc.NewServer()
 	apiSrv.RegisterGRPC(p.apiGRPC)
+	if opt.IdentityAddress != "" {
+		if err := p.startIdentity(ctx, opt); err != nil {
+			cancel()
+			return nil, err
+		}
+	}
 	gateway := apiSrv.HTTPHandler()
 	p.apiHTTP = &http.Server{
 		// One port for omnictl (gRPC) and curl (JSON): gRPC is recognised
@@ -173,6 +194,17 @@ func Start(opt Options) (*Process, error) {
 			opt.Log.Error("api server stopped", "error", err)
 		}
 	}()
+	if p.identitySrv != nil {
+		p.wg.Add(1)
+		go func() {
+			defer p.wg.Done()
+			if err := p.identitySrv.Serve(p.identityLn); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+				opt.Log.Error("identity server stopped", "error", err)
+			}
+		}()
+		opt.Log.Info("identity served", "address", p.identityLn.Addr().String(),
+			"trust_domain", p.Identity.ServerID().TrustDomain().Name())
+	}
 	ok = true
 	opt.Log.Info("meshkit started", "xds", p.xdsLn.Addr().String(), "api", p.apiLn.Addr().String(),
 		"store", storeName(opt), "signed", signer != nil, "replica", opt.ReplicaID)
@@ -254,6 +286,9 @@ func (p *Process) Shutdown(ctx context.Context) error {
 		p.xdsSrv.Stop()
 		_ = p.apiHTTP.Shutdown(ctx)
 		p.apiGRPC.Stop()
+		if p.identitySrv != nil {
+			p.identitySrv.Stop()
+		}
 		p.wg.Wait()
 		err = p.Store.Close()
 	})
@@ -266,5 +301,8 @@ func (p *Process) closeListeners() {
 	}
 	if p.apiLn != nil {
 		_ = p.apiLn.Close()
+	}
+	if p.identityLn != nil {
+		_ = p.identityLn.Close()
 	}
 }
