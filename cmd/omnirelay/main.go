@@ -43,14 +43,14 @@ func newRoot() *cobra.Command {
 		return slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
 	}
 
-	var cfgPath, adminAddr string
+	var cfgPath, adminAddr, extTrust string
 	var drain time.Duration
 	var xo app.XDSOptions
 	run := &cobra.Command{
 		Use:   "run (--config FILE | --xds ADDR[,ADDR...] --node-id ID)",
 		Short: "Run the proxy on a config file (hot-reloaded on change and SIGHUP) or from an xDS control plane",
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			opt := app.Options{ConfigPath: cfgPath, Log: logger(), AdminAddress: adminAddr, DrainTimeout: drain}
+			opt := app.Options{ConfigPath: cfgPath, Log: logger(), AdminAddress: adminAddr, DrainTimeout: drain, ExtensionTrustRoot: extTrust}
 			switch {
 			case cfgPath != "" && xo.Address != "":
 				return fmt.Errorf("--config and --xds are exclusive: choose one config source")
@@ -81,6 +81,7 @@ func newRoot() *cobra.Command {
 	run.Flags().StringVar(&xo.LKGDir, "lkg-dir", "", "directory for the last-known-good config (used when the control plane is unreachable at start)")
 	run.Flags().StringVar(&xo.TrustRoot, "trust-root", "", "PEM file of ed25519 public keys: every xDS resource must be signed by one of them")
 	run.Flags().BoolVar(&xo.SotW, "xds-sotw", false, "use state-of-the-world ADS instead of delta")
+	run.Flags().StringVar(&extTrust, "extension-trust-root", "", "PEM file of ed25519 public keys extension packages must be signed by (default with --xds: --trust-root; without: no extension loads)")
 
 	validate := &cobra.Command{
 		Use:   "validate FILE",

@@ -39,6 +39,9 @@ type Options struct {
 	DrainTimeout time.Duration
 	// PollInterval is the config file poll interval (default 500ms).
 	PollInterval time.Duration
+	// ExtensionTrustRoot is the PEM file of ed25519 keys extension packages
+	// must be signed by (xDS mode falls back to XDS.TrustRoot).
+	ExtensionTrustRoot string
 }
 
 // Proxy is a running data plane.
@@ -85,11 +88,11 @@ func Start(opt Options) (*Proxy, error) {
 	if err != nil {
 		return nil, err
 	}
-	reg, err := NewRegistry()
+	st := stats.New()
+	reg, err := proxyRegistry(opt.Log, opt.ExtensionTrustRoot, st)
 	if err != nil {
 		return nil, err
 	}
-	st := stats.New()
 	stats.NewXDS(st).SetSource("file")
 	rt := runtime.New(runtime.Options{Log: opt.Log, Stats: st, Filters: reg, DrainTimeout: opt.DrainTimeout})
 	if err := rt.Apply(loaded.Snapshot, "file:"+opt.ConfigPath); err != nil {

@@ -58,7 +58,8 @@ func Capabilities(build string, reg *filter.Registry) capability.Set {
 	for _, t := range reg.Types() {
 		fs = append(fs, filterName(t))
 	}
-	return capability.Set{Kind: capability.KindOmniRelay, Build: build, Filters: fs}
+	rts, abis := extensionCapabilities(reg)
+	return capability.Set{Kind: capability.KindOmniRelay, Build: build, Filters: fs, Runtimes: rts, ABIs: abis}
 }
 
 // filterName maps a filter config type to the name Envoy gives the filter:
@@ -89,11 +90,15 @@ func startXDS(opt Options) (*Proxy, error) {
 		}
 		verifier = signing.NewVerifier(keys...)
 	}
-	reg, err := NewRegistry()
+	st := stats.New()
+	extTrust := opt.ExtensionTrustRoot
+	if extTrust == "" {
+		extTrust = xo.TrustRoot
+	}
+	reg, err := proxyRegistry(opt.Log, extTrust, st)
 	if err != nil {
 		return nil, err
 	}
-	st := stats.New()
 	xs := stats.NewXDS(st)
 	rt := runtime.New(runtime.Options{Log: opt.Log, Stats: st, Filters: reg, DrainTimeout: opt.DrainTimeout})
 	adminAddr := opt.AdminAddress

@@ -192,6 +192,9 @@ func policyOf(p extv1.Policy) (Policy, error) {
 // load verifies and checks a package and returns its cache entry, loading
 // the plugin if this (name, payload, config) is not loaded yet.
 func (f *Factory) load(name string, pkg, config []byte) (*entry, error) {
+	if f.opt.Trust == nil {
+		return nil, fmt.Errorf("extension %q: package refused: this proxy has no extension trust root (omnirelay run --extension-trust-root)", name)
+	}
 	p, err := extpkg.Open(pkg, f.opt.Trust)
 	if err != nil {
 		return nil, fmt.Errorf("extension %q: package refused: %w", name, err)

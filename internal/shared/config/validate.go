@@ -633,6 +633,10 @@ func (v *validator) filters(fs []HTTPFilter, p string) {
 			kinds = append(kinds, "cors")
 			v.cors(f.CORS, fp+".cors")
 		}
+		if f.Extension != nil {
+			kinds = append(kinds, "extension "+f.Extension.Name) // one entry per extension name
+			v.extension(f.Extension, fp+".extension")
+		}
 		if len(kinds) != 1 {
 			v.errf(fp, "a filter entry names exactly one filter (headers, local_rate_limit, fault or cors), found %d", len(kinds))
 			continue

@@ -102,6 +102,8 @@ func (t *translator) httpFilters(l *config.Listener) ([]*hcmv3.HttpFilter, *conf
 		case f.CORS != nil:
 			cors = f.CORS
 			err = add(NameCORS, &corsv3.Cors{})
+		case f.Extension != nil:
+			err = t.addExtension(f.Extension, add)
 		}
 		if err != nil {
 			return nil, nil, err

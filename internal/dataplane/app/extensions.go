@@ -1,0 +1,67 @@
+package app
+
+import (
+	"fmt"
+	"log/slog"
+
+	"github.com/omnirelay/omnirelay/internal/dataplane/extension"
+	"github.com/omnirelay/omnirelay/internal/dataplane/filter"
+	"github.com/omnirelay/omnirelay/internal/dataplane/filters"
+	"github.com/omnirelay/omnirelay/internal/dataplane/native"
+	"github.com/omnirelay/omnirelay/internal/dataplane/stats"
+	"github.com/omnirelay/omnirelay/internal/shared/signing"
+)
+
+// extensionRuntimes are the extension runtimes of this build, one per kind.
+func extensionRuntimes(log *slog.Logger) []extension.Runtime {
+	var rts []extension.Runtime
+	if rt := native.NewRuntime(log); rt != nil {
+		rts = append(rts, rt)
+	}
+	return rts
+}
+
+// proxyRegistry is NewRegistry plus the extension filter, which needs the
+// process's metrics and the extension trust root (trustRoot, a PEM file of
+// ed25519 public keys; empty: every extension package is refused).
+func proxyRegistry(log *slog.Logger, trustRoot string, st *stats.Stats) (*filter.Registry, error) {
+	var trust *signing.Verifier
+	if trustRoot != "" {
+		keys, err := signing.LoadPublicKeys(trustRoot)
+		if err != nil {
+			return nil, fmt.Errorf("extension trust root: %w", err)
+		}
+		trust = signing.NewVerifier(keys...)
+	}
+	m, err := extension.NewMetrics(st.Registry)
+	if err != nil {
+		return nil, err
+	}
+	var reg *filter.Registry
+	ef, err := extension.NewFactory(extension.Options{
+		Trust: trust, Runtimes: extensionRuntimes(log), Metrics: m, Log: log,
+		Capabilities: func() []string {
+			c := Capabilities("", reg)
+			return append(append(c.Filters, c.Runtimes...), c.ABIs...)
+		},
+	})
+	if err != nil {
+		return nil, err
+	}
+	reg, err = filter.NewRegistry(append(filters.Builtins(), ef)...)
+	return reg, err
+}
+
+// extensionCapabilities returns the runtimes and ABIs of reg's extension
+// filter (none when it has none).
+func extensionCapabilities(reg *filter.Registry) (runtimes, abis []string) {
+	f, ok := reg.Lookup(extension.ConfigType)
+	if !ok {
+		return nil, nil
+	}
+	ef, ok := f.(*extension.Factory)
+	if !ok {
+		return nil, nil
+	}
+	return ef.Kinds(), ef.ABIs()
+}
