@@ -200,12 +200,16 @@ func (s *Service) sign(ctx context.Context, csrDER []byte, token string) (*x509.
 	if err := checkCSRKey(csr.PublicKey); err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "csr: %v", err)
 	}
-	if len(csr.URIs) != 1 || len(csr.DNSNames)+len(csr.IPAddresses)+len(csr.EmailAddresses) > 0 {
-		return nil, status.Error(codes.InvalidArgument, "csr: want exactly one SAN, the SPIFFE ID URI")
+	if len(csr.URIs) > 1 || len(csr.DNSNames)+len(csr.IPAddresses)+len(csr.EmailAddresses) > 0 {
+		return nil, status.Error(codes.InvalidArgument, "csr: the only SAN allowed is the SPIFFE ID URI")
 	}
-	csrID, err := spiffeid.FromURI(csr.URIs[0])
-	if err != nil {
-		return nil, status.Errorf(codes.InvalidArgument, "csr: SPIFFE ID: %v", err)
+	// A CSR without a SAN asks for the credential's SPIFFE ID: a proxy
+	// learns its identity from its first certificate.
+	var csrID spiffeid.ID
+	if len(csr.URIs) == 1 {
+		if csrID, err = spiffeid.FromURI(csr.URIs[0]); err != nil {
+			return nil, status.Errorf(codes.InvalidArgument, "csr: SPIFFE ID: %v", err)
+		}
 	}
 
 	now := s.now()
@@ -226,6 +230,11 @@ func (s *Service) sign(ctx context.Context, csrDER []byte, token string) (*x509.
 			return nil, status.Error(codes.PermissionDenied, "client certificate is not an SVID of this trust domain")
 		}
 		nodeID, want = leaf.Subject.CommonName, id.String()
+	}
+	if csrID.IsZero() {
+		if csrID, err = spiffeid.FromString(want); err != nil {
+			return nil, s.refuse(err, nodeID, csrID)
+		}
 	}
 	if csrID.String() != want {
 		s.log.Warn("identity: CSR for another SPIFFE ID refused", "node", nodeID, "csr_id", csrID.String(), "allowed", want)

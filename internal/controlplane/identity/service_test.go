@@ -2,6 +2,8 @@ package identity
 
 import (
 	"context"
+	"crypto/rand"
+	"crypto/x509"
 	"crypto/tls"
 	"strings"
 	"testing"
@@ -62,6 +64,39 @@ func TestSignWithJoinToken(t *testing.T) {
 	}
 }
 
+// A CSR without a SAN gets the token's SPIFFE ID, and renews with the
+// certificate's.
+func TestSignWithoutSANTakesTheCredentialsID(t *testing.T) {
+	h := startHarness(t, openBolt(t), 0)
+	key := newKey(t)
+	resp, err := h.client(t, nil).Sign(context.Background(),
+		&meshkitv1.SignRequest{Csr: csrFor(t, key), JoinToken: h.token(t, webNode, webID, 0)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	svid := h.svidFrom(t, resp, key)
+	if svid.ID.String() != webID {
+		t.Fatalf("SPIFFE ID = %s, want the token's %s", svid.ID, webID)
+	}
+	key2 := newKey(t)
+	resp, err = h.client(t, svid).Sign(context.Background(), &meshkitv1.SignRequest{Csr: csrFor(t, key2)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := h.svidFrom(t, resp, key2).ID.String(); got != webID {
+		t.Fatalf("renewed SPIFFE ID = %s, want %s", got, webID)
+	}
+}
+
+func csrWithDNS(t *testing.T) []byte {
+	t.Helper()
+	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{DNSNames: []string{"web.shop"}}, newKey(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return der
+}
+
 func TestSignRefusals(t *testing.T) {
 	h := startHarness(t, openBolt(t), 0)
 	anon := h.client(t, nil)
@@ -93,7 +128,7 @@ func TestSignRefusals(t *testing.T) {
 		{name: "CSR in another trust domain", req: &meshkitv1.SignRequest{Csr: csrFor(t, newKey(t), otherTD), JoinToken: otherTDTok}, want: codes.PermissionDenied},
 		{name: "revoked node, token dropped", req: &meshkitv1.SignRequest{Csr: csrFor(t, newKey(t), webID), JoinToken: revoked}, want: codes.Unauthenticated},
 		{name: "CSR with two SANs", req: &meshkitv1.SignRequest{Csr: csrFor(t, newKey(t), webID, cartID), JoinToken: "x"}, want: codes.InvalidArgument},
-		{name: "CSR without SAN", req: &meshkitv1.SignRequest{Csr: csrFor(t, newKey(t)), JoinToken: "x"}, want: codes.InvalidArgument},
+		{name: "CSR with a DNS SAN", req: &meshkitv1.SignRequest{Csr: csrWithDNS(t), JoinToken: "x"}, want: codes.InvalidArgument},
 		{name: "garbage CSR", req: &meshkitv1.SignRequest{Csr: []byte("garbage"), JoinToken: "x"}, want: codes.InvalidArgument},
 		// Runs last: it moves the clock.
 		{name: "token expired", advance: 2 * time.Minute, req: &meshkitv1.SignRequest{Csr: csrFor(t, newKey(t), webID), JoinToken: expired}, want: codes.Unauthenticated},

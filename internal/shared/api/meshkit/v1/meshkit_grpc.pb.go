@@ -563,8 +563,9 @@ type IdentityClient interface {
 	// Sign issues an SVID for the CSR. The first certificate of a node is
 	// authenticated by a join token (single use, expiring); later ones by the
 	// client certificate of the TLS connection, which must be a current SVID
-	// of a node that has not been revoked. The CSR's only URI SAN must be the
-	// SPIFFE ID of the token (or of the client certificate).
+	// of a node that has not been revoked. The CSR's only SAN is the SPIFFE
+	// ID of the token (or of the client certificate), or it has no SAN and
+	// gets that ID.
 	// UNAUTHENTICATED: no credentials, or a token unknown, used or expired.
 	// PERMISSION_DENIED: a revoked node, or a CSR for another SPIFFE ID.
 	Sign(ctx context.Context, in *SignRequest, opts ...grpc.CallOption) (*SignResponse, error)
@@ -601,8 +602,9 @@ type IdentityServer interface {
 	// Sign issues an SVID for the CSR. The first certificate of a node is
 	// authenticated by a join token (single use, expiring); later ones by the
 	// client certificate of the TLS connection, which must be a current SVID
-	// of a node that has not been revoked. The CSR's only URI SAN must be the
-	// SPIFFE ID of the token (or of the client certificate).
+	// of a node that has not been revoked. The CSR's only SAN is the SPIFFE
+	// ID of the token (or of the client certificate), or it has no SAN and
+	// gets that ID.
 	// UNAUTHENTICATED: no credentials, or a token unknown, used or expired.
 	// PERMISSION_DENIED: a revoked node, or a CSR for another SPIFFE ID.
 	Sign(context.Context, *SignRequest) (*SignResponse, error)
