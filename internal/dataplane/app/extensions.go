@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"log/slog"
 
+	"github.com/omnirelay/omnirelay/internal/dataplane/dsl"
 	"github.com/omnirelay/omnirelay/internal/dataplane/extension"
 	"github.com/omnirelay/omnirelay/internal/dataplane/filter"
 	"github.com/omnirelay/omnirelay/internal/dataplane/filters"
@@ -14,7 +15,7 @@ import (
 
 // extensionRuntimes are the extension runtimes of this build, one per kind.
 func extensionRuntimes(log *slog.Logger) []extension.Runtime {
-	var rts []extension.Runtime
+	rts := []extension.Runtime{dsl.NewRuntime(dsl.Options{})}
 	if rt := native.NewRuntime(log); rt != nil {
 		rts = append(rts, rt)
 	}
