@@ -1,0 +1,189 @@
+package wasm
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// HeaderField is one header of an HTTP call-out, pseudo-headers included
+// (":method", ":path", ":authority" on the request, ":status" on the
+// response).
+type HeaderField struct{ Name, Value string }
+
+// HTTPCallRequest is a plugin's proxy_http_call.
+type HTTPCallRequest struct {
+	// Upstream is the cluster the plugin named.
+	Upstream          string
+	Headers, Trailers []HeaderField
+	Body              []byte
+	Timeout           time.Duration
+}
+
+// HTTPCallResponse is what the plugin receives in
+// proxy_on_http_call_response.
+type HTTPCallResponse struct {
+	Headers, Trailers []HeaderField
+	Body              []byte
+}
+
+// HTTPCaller performs call-outs. It is called on its own goroutine and must
+// honour ctx (the calling stream's deadline).
+type HTTPCaller func(ctx context.Context, req HTTPCallRequest) (HTTPCallResponse, error)
+
+// maxCallBody bounds a call-out response body.
+const maxCallBody = 1 << 20
+
+// DirectHTTPCall treats the upstream as a host:port and sends the request
+// over plain HTTP/1.1. The proxy passes a caller that routes to its clusters
+// when it has one; this one serves tests and single-service setups.
+func DirectHTTPCall(ctx context.Context, req HTTPCallRequest) (HTTPCallResponse, error) {
+	var method, path, authority string
+	h := http.Header{}
+	for _, f := range req.Headers {
+		switch f.Name {
+		case ":method":
+			method = f.Value
+		case ":path":
+			path = f.Value
+		case ":authority":
+			authority = f.Value
+		case ":scheme":
+		default:
+			h.Add(f.Name, f.Value)
+		}
+	}
+	if method == "" || path == "" {
+		return HTTPCallResponse{}, errors.New("http call: :method and :path are required")
+	}
+	if req.Timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, req.Timeout)
+		defer cancel()
+	}
+	hr, err := http.NewRequestWithContext(ctx, method, "http://"+req.Upstream+path, bytes.NewReader(req.Body))
+	if err != nil {
+		return HTTPCallResponse{}, fmt.Errorf("http call to %q: %w", req.Upstream, err)
+	}
+	hr.Header = h
+	if authority != "" {
+		hr.Host = authority
+	}
+	resp, err := http.DefaultTransport.RoundTrip(hr)
+	if err != nil {
+		return HTTPCallResponse{}, fmt.Errorf("http call to %q: %w", req.Upstream, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxCallBody))
+	if err != nil {
+		return HTTPCallResponse{}, fmt.Errorf("http call to %q: read body: %w", req.Upstream, err)
+	}
+	out := HTTPCallResponse{Body: body}
+	out.Headers = append(out.Headers, HeaderField{":status", strconv.Itoa(resp.StatusCode)})
+	for k, vs := range resp.Header {
+		for _, v := range vs {
+			out.Headers = append(out.Headers, HeaderField{strings.ToLower(k), v})
+		}
+	}
+	for k, vs := range resp.Trailer {
+		for _, v := range vs {
+			out.Trailers = append(out.Trailers, HeaderField{strings.ToLower(k), v})
+		}
+	}
+	return out, nil
+}
+
+// callResult is a finished call-out, waiting to be delivered to the guest.
+type callResult struct {
+	token             uint32
+	headers, trailers []pair
+	body              []byte
+}
+
+func toPairs(fs []HeaderField) []pair {
+	ps := make([]pair, len(fs))
+	for i, f := range fs {
+		ps[i] = pair{[]byte(f.Name), []byte(f.Value)}
+	}
+	return ps
+}
+
+func fromPairs(ps []pair) []HeaderField {
+	fs := make([]HeaderField, len(ps))
+	for i, p := range ps {
+		fs[i] = HeaderField{strings.ToLower(string(p.Name)), string(p.Value)}
+	}
+	return fs
+}
+
+// maxPendingCalls bounds the call-outs of one stream.
+const maxPendingCalls = 16
+
+// hostHTTPCall starts a call-out from a stream context; the response is
+// delivered while the guest has paused the stream (see afterCallback).
+// Call-outs from the root context are not supported.
+func hostHTTPCall(ctx context.Context, in *instance, a []uint64) uint32 {
+	up, ok1 := in.read(u32(a[0]), u32(a[1]))
+	hdrs, ok2 := in.read(u32(a[2]), u32(a[3]))
+	body, ok3 := in.read(u32(a[4]), u32(a[5]))
+	trls, ok4 := in.read(u32(a[6]), u32(a[7]))
+	if !ok1 || !ok2 || !ok3 || !ok4 {
+		return statusInvalidMemoryAccess
+	}
+	st := in.stream()
+	if st == nil {
+		return statusUnimplemented
+	}
+	if st.pending >= maxPendingCalls {
+		return statusInternalFailure
+	}
+	hp, err := parseMap(hdrs, nil)
+	if err != nil {
+		return statusSerializationFailed
+	}
+	tp, err := parseMap(trls, nil)
+	if err != nil {
+		return statusSerializationFailed
+	}
+	req := HTTPCallRequest{
+		Upstream: string(up),
+		Headers:  fromPairs(hp),
+		Trailers: fromPairs(tp),
+		Body:     append([]byte(nil), body...),
+		Timeout:  time.Duration(u32(a[8])) * time.Millisecond,
+	}
+	if st.calls == nil {
+		st.calls = make(chan callResult, maxPendingCalls)
+	}
+	st.nextTok++
+	tok := st.nextTok
+	st.pending++
+	if !in.mem.WriteUint32Le(u32(a[9]), tok) {
+		return statusInvalidMemoryAccess
+	}
+	// The guest's ctx wraps the stream's; unwrap so that the call does not
+	// hold the instance.
+	parent := ctx
+	if cc, ok := ctx.(*callCtx); ok {
+		parent = cc.Context
+	}
+	caller, ch, log := in.p.rt.opts.HTTPCall, st.calls, in.p.log
+	go func() {
+		resp, err := caller(parent, req)
+		r := callResult{token: tok}
+		if err != nil {
+			// The ABI reports a failed call as a response with no headers.
+			log.Warn("wasm http call failed", "upstream", req.Upstream, "reason", err.Error())
+		} else {
+			r.headers, r.trailers, r.body = toPairs(resp.Headers), toPairs(resp.Trailers), resp.Body
+		}
+		ch <- r // buffered for maxPendingCalls: never blocks
+	}()
+	return statusOK
+}

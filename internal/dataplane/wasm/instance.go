@@ -1,0 +1,287 @@
+package wasm
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/tetratelabs/wazero"
+	"github.com/tetratelabs/wazero/api"
+	"github.com/tetratelabs/wazero/sys"
+)
+
+// rootID is the root context of every instance; stream contexts count up
+// from it.
+const rootID = 1
+
+// checkModule refuses a module the host cannot run, naming the reason: an
+// import outside the host's function set, no Proxy-Wasm ABI export, no
+// allocator. It returns the module's ABI and the start function to run.
+func checkModule(cm wazero.CompiledModule) (abi, start string, err error) {
+	var unknown []string
+	for _, f := range cm.ImportedFunctions() {
+		mod, name, _ := f.Import()
+		switch mod {
+		case "env":
+			if _, ok := hostFuncs[name]; !ok {
+				unknown = append(unknown, "env."+name)
+			}
+		case "wasi_snapshot_preview1":
+			// Provided in full; wazero names a missing one at instantiation.
+		default:
+			unknown = append(unknown, mod+"."+name)
+		}
+	}
+	if len(unknown) > 0 {
+		sort.Strings(unknown)
+		return "", "", fmt.Errorf("module imports unknown host functions: %s", strings.Join(unknown, ", "))
+	}
+	exp := cm.ExportedFunctions()
+	switch {
+	case exp[ABI021] != nil:
+		abi = ABI021
+	case exp[ABI020] != nil:
+		abi = ABI020
+	default:
+		var found []string
+		for name := range exp {
+			if strings.HasPrefix(name, "proxy_abi_version_") {
+				found = append(found, name)
+			}
+		}
+		if len(found) > 0 {
+			return "", "", fmt.Errorf("unsupported Proxy-Wasm ABI %s (want %s or %s)", strings.Join(found, ", "), ABI021, ABI020)
+		}
+		return "", "", fmt.Errorf("not a Proxy-Wasm module: no %s or %s export", ABI021, ABI020)
+	}
+	if exp["proxy_on_memory_allocate"] == nil && exp["malloc"] == nil {
+		return "", "", errors.New("module exports no allocator (proxy_on_memory_allocate or malloc)")
+	}
+	if exp["memory"] == nil && len(cm.ExportedMemories()) == 0 {
+		return "", "", errors.New("module exports no memory")
+	}
+	start = "_initialize"
+	if exp[start] == nil && exp["_start"] != nil {
+		start = "_start"
+	}
+	return abi, start, nil
+}
+
+// guestFuncs are the module's callbacks; nil when not exported.
+type guestFuncs struct {
+	alloc                                        api.Function
+	contextCreate, vmStart, configure, tick      api.Function
+	reqHeaders, reqBody, reqTrailers             api.Function
+	respHeaders, respBody, respTrailers          api.Function
+	log, done, del, httpCallResponse, queueReady api.Function
+}
+
+// instance is one instantiation of a plugin's module. It serves one stream
+// (or the background loop) at a time; nothing in it is shared.
+type instance struct {
+	p   *Plugin
+	mod api.Module
+	mem api.Memory
+	fn  guestFuncs
+
+	stack [8]uint64
+
+	nextID     uint32
+	st         *streamCtx // the stream being served; nil for root calls
+	effective  uint32
+	tickPeriod time.Duration
+	broken     error // set once a call failed; the instance is then closed
+
+	scratch []byte
+	pairs   []pair
+}
+
+// callCtx wraps the caller's context so host functions find their
+// instance. A fresh one per call: wazero's deadline watcher may read it
+// after the call returned, so it is never reused.
+type callCtx struct {
+	context.Context
+	inst *instance
+}
+
+type instKey struct{}
+
+func (c *callCtx) Value(k any) any {
+	if _, ok := k.(instKey); ok {
+		return c.inst
+	}
+	return c.Context.Value(k)
+}
+
+func instanceFrom(ctx context.Context) *instance {
+	i, _ := ctx.Value(instKey{}).(*instance)
+	return i
+}
+
+// newInstance instantiates the module and starts its root context. The
+// instance is returned ready for streams.
+func (p *Plugin) newInstance(ctx context.Context) (*instance, error) {
+	in := &instance{p: p, nextID: rootID}
+	// Host functions may run during _initialize (a guest logging at init).
+	mod, err := p.rt.rt.InstantiateModule(&callCtx{ctx, in}, p.cm, p.rt.moduleConfig(p))
+	if err != nil {
+		return nil, fmt.Errorf("instantiate: %w", guestError(ctx, err))
+	}
+	in.mod = mod
+	in.mem = mod.Memory()
+	if in.mem == nil {
+		_ = mod.Close(ctx)
+		return nil, errors.New("instantiate: module has no memory")
+	}
+	f := func(name string) api.Function { return mod.ExportedFunction(name) }
+	in.fn = guestFuncs{
+		alloc:            f("proxy_on_memory_allocate"),
+		contextCreate:    f("proxy_on_context_create"),
+		vmStart:          f("proxy_on_vm_start"),
+		configure:        f("proxy_on_configure"),
+		tick:             f("proxy_on_tick"),
+		reqHeaders:       f("proxy_on_request_headers"),
+		reqBody:          f("proxy_on_request_body"),
+		reqTrailers:      f("proxy_on_request_trailers"),
+		respHeaders:      f("proxy_on_response_headers"),
+		respBody:         f("proxy_on_response_body"),
+		respTrailers:     f("proxy_on_response_trailers"),
+		log:              f("proxy_on_log"),
+		done:             f("proxy_on_done"),
+		del:              f("proxy_on_delete"),
+		httpCallResponse: f("proxy_on_http_call_response"),
+		queueReady:       f("proxy_on_queue_ready"),
+	}
+	if in.fn.alloc == nil {
+		in.fn.alloc = f("malloc")
+	}
+	if err := in.startRoot(ctx); err != nil {
+		in.close()
+		return nil, err
+	}
+	return in, nil
+}
+
+func (in *instance) startRoot(ctx context.Context) error {
+	if _, err := in.call(ctx, in.fn.contextCreate, "proxy_on_context_create", rootID, 0); err != nil {
+		return err
+	}
+	ok, err := in.call(ctx, in.fn.vmStart, "proxy_on_vm_start", rootID, 0)
+	if err != nil {
+		return err
+	}
+	if in.fn.vmStart != nil && ok == 0 {
+		return errors.New("proxy_on_vm_start returned false: the plugin refused to start")
+	}
+	ok, err = in.call(ctx, in.fn.configure, "proxy_on_configure", rootID, uint64(len(in.p.config)))
+	if err != nil {
+		return err
+	}
+	if in.fn.configure != nil && ok == 0 {
+		return errors.New("proxy_on_configure returned false: the plugin rejected its configuration")
+	}
+	return nil
+}
+
+// call runs a guest callback with up to three i32 arguments (the ABI's
+// callbacks take at most five; callN covers those). A missing callback is a
+// no-op returning 0 (Continue). Any failure breaks the instance.
+func (in *instance) call(ctx context.Context, fn api.Function, name string, args ...uint64) (uint64, error) {
+	if in.broken != nil {
+		return 0, in.broken
+	}
+	if fn == nil {
+		return 0, nil
+	}
+	copy(in.stack[:], args)
+	err := fn.CallWithStack(&callCtx{ctx, in}, in.stack[:])
+	if err != nil {
+		in.broken = fmt.Errorf("%s: %w", name, guestError(ctx, err))
+		return 0, in.broken
+	}
+	return uint64(uint32(in.stack[0])), nil // i32 results: the upper half is undefined
+}
+
+// errInterrupted marks a guest stopped because its deadline passed.
+var errInterrupted = errors.New("wasm guest interrupted at its deadline")
+
+// guestError explains why a guest call failed: the deadline (wrapping
+// ctx.Err() so that the watchdog counts a timeout), a Go guest that exited
+// (a panic or out-of-memory in a Go guest ends in proc_exit), or a trap.
+func guestError(ctx context.Context, err error) error {
+	var exit *sys.ExitError
+	if errors.As(err, &exit) {
+		switch exit.ExitCode() {
+		case sys.ExitCodeDeadlineExceeded, sys.ExitCodeContextCanceled:
+			if cerr := ctx.Err(); cerr != nil {
+				return fmt.Errorf("%w: %w", errInterrupted, cerr)
+			}
+			return errInterrupted
+		}
+		return fmt.Errorf("wasm guest exited with code %d (a Go guest panics or runs out of memory this way): %w", exit.ExitCode(), err)
+	}
+	if cerr := ctx.Err(); cerr != nil {
+		return fmt.Errorf("%w: %w", cerr, err)
+	}
+	return fmt.Errorf("wasm guest trapped: %w", err)
+}
+
+// newContext creates a stream context on the instance.
+func (in *instance) newContext(ctx context.Context) (uint32, error) {
+	in.nextID++
+	id := in.nextID
+	_, err := in.call(ctx, in.fn.contextCreate, "proxy_on_context_create", uint64(id), rootID)
+	return id, err
+}
+
+func (in *instance) close() {
+	if in.mod != nil {
+		_ = in.mod.Close(context.Background())
+	}
+}
+
+// alloc reserves n bytes in guest memory through the guest's allocator and
+// copies b there. It is called from host functions, re-entering the guest.
+func (in *instance) allocCopy(ctx context.Context, b []byte) (uint32, bool) {
+	if in.fn.alloc == nil {
+		return 0, false
+	}
+	var stack [1]uint64
+	stack[0] = uint64(len(b))
+	if err := in.fn.alloc.CallWithStack(ctx, stack[:]); err != nil {
+		return 0, false
+	}
+	ptr := uint32(stack[0])
+	if len(b) > 0 && (ptr == 0 || !in.mem.Write(ptr, b)) {
+		return 0, false
+	}
+	return ptr, true
+}
+
+// returnBytes implements the ABI's (return_data, return_size) convention:
+// copy b into guest memory and write its address and length at the two
+// given pointers.
+func (in *instance) returnBytes(ctx context.Context, b []byte, retPtr, retSize uint32) uint32 {
+	ptr := uint32(0)
+	if len(b) > 0 {
+		var ok bool
+		if ptr, ok = in.allocCopy(ctx, b); !ok {
+			return statusInvalidMemoryAccess
+		}
+	}
+	if !in.mem.WriteUint32Le(retPtr, ptr) || !in.mem.WriteUint32Le(retSize, uint32(len(b))) {
+		return statusInvalidMemoryAccess
+	}
+	return statusOK
+}
+
+// read returns a view of guest memory; ok is false when out of range.
+func (in *instance) read(ptr, size uint32) ([]byte, bool) {
+	if size == 0 {
+		return nil, true
+	}
+	return in.mem.Read(ptr, size)
+}

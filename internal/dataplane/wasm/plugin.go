@@ -1,0 +1,363 @@
+package wasm
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/tetratelabs/wazero"
+
+	"github.com/omnirelay/omnirelay/internal/dataplane/filter"
+)
+
+// Action is what a plugin's request phase tells the extension filter.
+type Action int
+
+const (
+	// Continue passes the request on.
+	Continue Action = 0
+	// Stop means the plugin answered (a local response is in s.Resp).
+	Stop Action = 1
+)
+
+// Proxy-Wasm actions returned by the guest's header and body callbacks.
+const (
+	guestContinue = 0
+	guestPause    = 1
+)
+
+// Plugin is a loaded module: its compiled code, the pool of instances that
+// serve streams, and what the instances share (shared data, queues,
+// metrics). Its methods are safe for concurrent use by many streams.
+type Plugin struct {
+	rt     *Runtime
+	name   string
+	abi    string
+	start  string
+	cm     wazero.CompiledModule
+	config []byte
+	shared *sharedState
+	log    *slog.Logger
+
+	states sync.Map // *filter.Stream -> *streamCtx
+
+	mu     sync.Mutex
+	idle   []*instance
+	closed bool
+
+	bgStop chan struct{}
+	bgDone chan struct{}
+}
+
+// Name is the plugin's name (logs, metrics, the plugin_name property).
+func (p *Plugin) Name() string { return p.name }
+
+// ABI is the module's declared ABI version.
+func (p *Plugin) ABI() string { return p.abi }
+
+// streamCtx is a stream's Proxy-Wasm HTTP context: which instance serves it
+// and what the host functions need while the guest runs.
+type streamCtx struct {
+	id   uint32
+	in   *instance
+	s    *filter.Stream
+	resp bool // in the response phase
+
+	local   bool // the guest sent a local response
+	resumed bool // proxy_continue_stream after a pause
+
+	reqBody, respBody []byte
+	props             map[string][]byte
+
+	pending  int
+	calls    chan callResult
+	callResp *callResult // the response being delivered, for the guest's reads
+	nextTok  uint32
+}
+
+// get takes an idle instance or makes a new one.
+func (p *Plugin) get(ctx context.Context) (*instance, error) {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return nil, errors.New("plugin closed")
+	}
+	if n := len(p.idle); n > 0 {
+		in := p.idle[n-1]
+		p.idle = p.idle[:n-1]
+		p.mu.Unlock()
+		return in, nil
+	}
+	p.mu.Unlock()
+	return p.newInstance(ctx)
+}
+
+// put returns a healthy instance to the pool; a broken one, or one the pool
+// has no room for, is closed.
+func (p *Plugin) put(in *instance) {
+	if in.broken != nil {
+		p.log.Warn("wasm instance discarded", "reason", in.broken.Error())
+		in.close()
+		return
+	}
+	in.st = nil
+	p.mu.Lock()
+	if !p.closed && len(p.idle) < p.rt.opts.MaxIdle {
+		p.idle = append(p.idle, in)
+		p.mu.Unlock()
+		return
+	}
+	p.mu.Unlock()
+	in.close()
+}
+
+// OnRequest creates the stream's HTTP context on an instance and runs
+// proxy_on_request_headers, then proxy_on_request_body when the body is
+// small enough to buffer (see Options.MaxBodyBytes). A guest that pauses is
+// waited for (an HTTP call-out) until it resumes or ctx ends.
+func (p *Plugin) OnRequest(ctx context.Context, s *filter.Stream) (Action, error) {
+	in, err := p.get(ctx)
+	if err != nil {
+		return Continue, fmt.Errorf("wasm plugin %q: %w", p.name, err)
+	}
+	st := &streamCtx{in: in, s: s}
+	in.st = st
+	p.states.Store(s, st)
+	if st.id, err = in.newContext(ctx); err != nil {
+		return Continue, p.fail(err)
+	}
+	in.effective = st.id
+	r := s.Req
+	eos := r.Body == nil
+	act, err := in.call(ctx, in.fn.reqHeaders, "proxy_on_request_headers", uint64(st.id), uint64(requestHeaderCount(r)), b2u(eos))
+	if err != nil {
+		return Continue, p.fail(err)
+	}
+	if err := st.afterCallback(ctx, act); err != nil {
+		return Continue, p.fail(err)
+	}
+	if st.local {
+		return Stop, nil
+	}
+	if !eos && in.fn.reqBody != nil && r.ContentLength >= 0 && r.ContentLength <= int64(p.rt.opts.MaxBodyBytes) {
+		if err := st.bufferRequest(); err != nil {
+			return Continue, fmt.Errorf("wasm plugin %q: read request body: %w", p.name, err)
+		}
+		act, err := in.call(ctx, in.fn.reqBody, "proxy_on_request_body", uint64(st.id), uint64(len(st.reqBody)), 1)
+		if err != nil {
+			return Continue, p.fail(err)
+		}
+		if err := st.afterCallback(ctx, act); err != nil {
+			return Continue, p.fail(err)
+		}
+		r.Body = bytes.NewReader(st.reqBody)
+		r.ContentLength = int64(len(st.reqBody))
+		if st.local {
+			return Stop, nil
+		}
+	}
+	return Continue, nil
+}
+
+// OnResponse runs proxy_on_response_headers, then proxy_on_response_body
+// for a small body of known length.
+func (p *Plugin) OnResponse(ctx context.Context, s *filter.Stream) error {
+	st := p.state(s)
+	if st == nil || st.in.broken != nil || s.Resp == nil {
+		return nil
+	}
+	in := st.in
+	st.resp = true
+	st.resumed = false
+	in.effective = st.id
+	resp := s.Resp
+	eos := resp.Body == nil
+	act, err := in.call(ctx, in.fn.respHeaders, "proxy_on_response_headers", uint64(st.id), uint64(responseHeaderCount(resp)), b2u(eos))
+	if err != nil {
+		return p.fail(err)
+	}
+	if err := st.afterCallback(ctx, act); err != nil {
+		return p.fail(err)
+	}
+	if st.local || eos || in.fn.respBody == nil || resp.ContentLength < 0 || resp.ContentLength > int64(p.rt.opts.MaxBodyBytes) {
+		return nil
+	}
+	body, err := io.ReadAll(io.LimitReader(resp.Body, resp.ContentLength))
+	if err != nil {
+		return fmt.Errorf("wasm plugin %q: read response body: %w", p.name, err)
+	}
+	st.respBody = body
+	resp.Body = bytes.NewReader(body)
+	act, err = in.call(ctx, in.fn.respBody, "proxy_on_response_body", uint64(st.id), uint64(len(body)), 1)
+	if err != nil {
+		return p.fail(err)
+	}
+	if err := st.afterCallback(ctx, act); err != nil {
+		return p.fail(err)
+	}
+	if !st.local {
+		resp.Body = bytes.NewReader(st.respBody)
+		resp.ContentLength = int64(len(st.respBody))
+	}
+	return nil
+}
+
+// OnComplete ends the stream's context (proxy_on_done, proxy_on_log,
+// proxy_on_delete, the order Envoy uses) and returns the instance to the
+// pool, or closes it if it broke.
+func (p *Plugin) OnComplete(s *filter.Stream) {
+	v, ok := p.states.LoadAndDelete(s)
+	if !ok {
+		return
+	}
+	st := v.(*streamCtx)
+	in := st.in
+	if in.broken == nil {
+		ctx, cancel := context.WithTimeout(context.Background(), p.rt.opts.CompleteTimeout)
+		id := uint64(st.id)
+		if _, err := in.call(ctx, in.fn.done, "proxy_on_done", id); err == nil {
+			if _, err := in.call(ctx, in.fn.log, "proxy_on_log", id); err == nil {
+				_, _ = in.call(ctx, in.fn.del, "proxy_on_delete", id)
+			}
+		}
+		cancel()
+	}
+	p.put(in)
+}
+
+func (p *Plugin) state(s *filter.Stream) *streamCtx {
+	v, ok := p.states.Load(s)
+	if !ok {
+		return nil
+	}
+	return v.(*streamCtx)
+}
+
+func (p *Plugin) fail(err error) error {
+	return fmt.Errorf("wasm plugin %q: %w", p.name, err)
+}
+
+// Close stops the background loop and closes every idle instance. Streams
+// in flight keep their instance until OnComplete, which then closes it.
+func (p *Plugin) Close() error {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return nil
+	}
+	p.closed = true
+	idle := p.idle
+	p.idle = nil
+	p.mu.Unlock()
+	if p.bgStop != nil {
+		close(p.bgStop)
+		<-p.bgDone
+	}
+	for _, in := range idle {
+		in.close()
+	}
+	p.rt.forget(p)
+	return nil
+}
+
+// afterCallback handles a paused guest: it waits for its HTTP call-outs,
+// delivering each response with proxy_on_http_call_response, until the guest
+// resumes the stream or answers it.
+func (st *streamCtx) afterCallback(ctx context.Context, act uint64) error {
+	if act != guestPause || st.local {
+		return nil
+	}
+	st.resumed = false
+	in := st.in
+	for !st.resumed && !st.local {
+		if st.pending == 0 {
+			return errors.New("plugin paused the stream with no call-out pending and did not resume it")
+		}
+		select {
+		case r := <-st.calls:
+			st.pending--
+			st.callResp = &r
+			in.effective = st.id
+			_, err := in.call(ctx, in.fn.httpCallResponse, "proxy_on_http_call_response",
+				uint64(st.id), uint64(r.token), uint64(len(r.headers)), uint64(len(r.body)), uint64(len(r.trailers)))
+			st.callResp = nil
+			if err != nil {
+				return err
+			}
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for a paused plugin: %w", ctx.Err())
+		}
+	}
+	return nil
+}
+
+func (st *streamCtx) bufferRequest() error {
+	r := st.s.Req
+	body, err := io.ReadAll(io.LimitReader(r.Body, r.ContentLength))
+	if err != nil {
+		return err
+	}
+	st.reqBody = body
+	return nil
+}
+
+// startBackground dedicates in to ticks and queue notifications.
+func (p *Plugin) startBackground(in *instance) {
+	p.bgStop = make(chan struct{})
+	p.bgDone = make(chan struct{})
+	go p.background(in)
+}
+
+func (p *Plugin) background(in *instance) {
+	defer close(p.bgDone)
+	defer in.close()
+	var tick <-chan time.Time
+	if in.tickPeriod > 0 {
+		t := time.NewTicker(in.tickPeriod)
+		defer t.Stop()
+		tick = t.C
+	}
+	deadline := p.rt.opts.CompleteTimeout
+	run := func(fn func(ctx context.Context) error) bool {
+		ctx, cancel := context.WithTimeout(context.Background(), deadline)
+		defer cancel()
+		in.effective = rootID
+		if err := fn(ctx); err != nil {
+			p.log.Warn("wasm background call failed; ticks and queue notifications stop", "reason", err.Error())
+			return false
+		}
+		return true
+	}
+	for {
+		select {
+		case <-p.bgStop:
+			return
+		case <-tick:
+			if !run(func(ctx context.Context) error {
+				_, err := in.call(ctx, in.fn.tick, "proxy_on_tick", rootID)
+				return err
+			}) {
+				return
+			}
+		case id := <-p.shared.ready:
+			if !run(func(ctx context.Context) error {
+				_, err := in.call(ctx, in.fn.queueReady, "proxy_on_queue_ready", rootID, uint64(id))
+				return err
+			}) {
+				return
+			}
+		}
+	}
+}
+
+func b2u(b bool) uint64 {
+	if b {
+		return 1
+	}
+	return 0
+}

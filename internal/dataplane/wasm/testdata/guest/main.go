@@ -1,0 +1,155 @@
+//go:build wasip1
+
+// Command guest is the host tests' plugin. Its configuration picks what it
+// does: "features" exercises the host functions (headers, bodies,
+// properties, shared data, queues, metrics, tick); "loop", "oom" and "panic"
+// misbehave in proxy_on_request_headers; "reject" refuses its configuration.
+package main
+
+import (
+	"strconv"
+	"strings"
+
+	"github.com/omnirelay/omnirelay/sdk/proxywasm"
+)
+
+func init() {
+	proxywasm.SetNewRootContext(func(uint32) proxywasm.RootContext { return &root{} })
+}
+
+func main() {}
+
+type root struct {
+	proxywasm.DefaultRootContext
+	mode    string
+	queue   uint32
+	ticks   proxywasm.Counter
+	hist    proxywasm.Histogram
+	gauge   proxywasm.Gauge
+	counter proxywasm.Counter
+}
+
+func (r *root) OnPluginStart(int) bool {
+	cfg, err := proxywasm.GetPluginConfiguration()
+	if err != nil {
+		return false
+	}
+	r.mode = strings.TrimSpace(string(cfg))
+	switch r.mode {
+	case "reject":
+		return false
+	case "tick":
+		r.ticks = proxywasm.DefineCounterMetric("ticks")
+		_ = proxywasm.SetTickPeriodMilliSeconds(5)
+	case "queue":
+		r.queue, _ = proxywasm.RegisterSharedQueue("q")
+	}
+	r.counter = proxywasm.DefineCounterMetric("requests")
+	r.gauge = proxywasm.DefineGaugeMetric("last_path_len")
+	r.hist = proxywasm.DefineHistogramMetric("header_count")
+	return true
+}
+
+func (r *root) OnTick() {
+	r.ticks.Increment(1)
+	_ = proxywasm.SetSharedData("ticks", []byte(strconv.FormatUint(r.ticks.Value(), 10)), 0)
+}
+
+func (r *root) OnQueueReady(id uint32) {
+	for {
+		item, err := proxywasm.DequeueSharedQueue(id)
+		if err != nil {
+			return
+		}
+		_ = proxywasm.SetSharedData("dequeued", item, 0)
+	}
+}
+
+func (r *root) NewHTTPContext(uint32) proxywasm.HTTPContext { return &stream{root: r} }
+
+type stream struct {
+	proxywasm.DefaultHTTPContext
+	root *root
+}
+
+var sink [][]byte
+
+func (s *stream) OnHTTPRequestHeaders(n int, eos bool) proxywasm.Action {
+	switch s.root.mode {
+	case "loop":
+		for {
+		}
+	case "oom":
+		for {
+			sink = append(sink, make([]byte, 1<<20))
+		}
+	case "panic":
+		panic("guest panics on purpose")
+	case "slowstart":
+	}
+	r := s.root
+	r.counter.Increment(1)
+	r.hist.Record(uint64(n))
+	path, _ := proxywasm.GetHTTPRequestHeader(":path")
+	r.gauge.Set(int64(len(path)))
+	if path == "/deny" {
+		_ = proxywasm.SendHTTPResponse(418, [][2]string{{"x-why", "teapot"}}, []byte("no"), -1)
+		return proxywasm.ActionPause
+	}
+	if path == "/rewrite" {
+		_ = proxywasm.ReplaceHTTPRequestHeader(":path", "/rewritten")
+	}
+	hs, _ := proxywasm.GetHTTPRequestHeaders()
+	_ = proxywasm.AddHTTPRequestHeader("x-count", strconv.Itoa(len(hs)))
+	_ = proxywasm.AddHTTPRequestHeader("x-eos", strconv.FormatBool(eos))
+	_ = proxywasm.RemoveHTTPRequestHeader("x-remove-me")
+	if v, err := proxywasm.GetProperty([]string{"source", "address"}); err == nil {
+		_ = proxywasm.AddHTTPRequestHeader("x-source", string(v))
+	}
+	if v, err := proxywasm.GetProperty([]string{"plugin_name"}); err == nil {
+		_ = proxywasm.AddHTTPRequestHeader("x-plugin", string(v))
+	}
+	_ = proxywasm.SetProperty([]string{"my", "prop"}, []byte("kept"))
+	// Shared data with CAS: count requests across instances.
+	for {
+		v, cas, err := proxywasm.GetSharedData("hits")
+		n := 0
+		if err == nil {
+			n, _ = strconv.Atoi(string(v))
+		}
+		if proxywasm.SetSharedData("hits", []byte(strconv.Itoa(n+1)), cas) == nil {
+			break
+		}
+	}
+	if id, err := proxywasm.ResolveSharedQueue("q"); err == nil {
+		_ = proxywasm.EnqueueSharedQueue(id, []byte(path))
+	}
+	return proxywasm.ActionContinue
+}
+
+func (s *stream) OnHTTPRequestBody(size int, eos bool) proxywasm.Action {
+	b, err := proxywasm.GetHTTPRequestBody(0, size)
+	if err != nil {
+		return proxywasm.ActionContinue
+	}
+	_ = proxywasm.ReplaceHTTPRequestBody([]byte(strings.ToUpper(string(b))))
+	return proxywasm.ActionContinue
+}
+
+func (s *stream) OnHTTPResponseHeaders(int, bool) proxywasm.Action {
+	st, _ := proxywasm.GetHTTPResponseHeader(":status")
+	_ = proxywasm.AddHTTPResponseHeader("x-upstream-status", st)
+	if v, err := proxywasm.GetProperty([]string{"my", "prop"}); err == nil {
+		_ = proxywasm.AddHTTPResponseHeader("x-prop", string(v))
+	}
+	return proxywasm.ActionContinue
+}
+
+func (s *stream) OnHTTPResponseBody(size int, eos bool) proxywasm.Action {
+	b, err := proxywasm.GetHTTPResponseBody(0, size)
+	if err != nil {
+		return proxywasm.ActionContinue
+	}
+	_ = proxywasm.ReplaceHTTPResponseBody(append(b, "+wasm"...))
+	return proxywasm.ActionContinue
+}
