@@ -21,7 +21,8 @@ import (
 // RouteToHeader is the request header route_to sets (then the route is
 // matched again). The router has no per-stream cluster override, so a
 // route_to action needs a route matching this header to the cluster; see
-// docs/dsl.md.
+// docs/dsl.md. A plugin with a route_to action drops a copy of the header
+// sent by the client before its rules run.
 const RouteToHeader = "x-omnirelay-route-to"
 
 // ErrCostLimit is wrapped by the error of an evaluation stopped by the cost
@@ -42,6 +43,9 @@ type Plugin struct {
 	// stateful: the response phase needs what the request phase left
 	// (metadata), so the state is kept until OnComplete.
 	stateful bool
+	// routeTo: some rule routes with RouteToHeader, so a client's own copy
+	// of that header is dropped before the rules run (no route spoofing).
+	routeTo bool
 }
 
 type rule struct {
@@ -83,8 +87,11 @@ func compile(name string, c *dslrules.Checked, config []byte, o Options) (*Plugi
 			if err != nil {
 				return nil, fmt.Errorf("rule %q: actions[%d]: %w", r.name, j, err)
 			}
-			if a.kind == dslrules.ActSetMetadata {
+			switch a.kind {
+			case dslrules.ActSetMetadata:
 				p.stateful = true
+			case dslrules.ActRouteTo:
+				p.routeTo = true
 			}
 			r.actions[j] = a
 		}
@@ -261,6 +268,9 @@ func isCostLimit(err error) bool {
 // runRequest applies the request rules in order. It reports stop when an
 // action answered the request.
 func (p *Plugin) runRequest(ctx context.Context, st *evalState) (stop bool, err error) {
+	if p.routeTo && st.s.Req.Header.Del(RouteToHeader) > 0 {
+		st.s.ClearRoute()
+	}
 	for i := range p.request {
 		r := &p.request[i]
 		if err := ctx.Err(); err != nil {
