@@ -70,6 +70,25 @@ func proxyOnContextCreate(contextID, parentID uint32) {
 	streamRoot[contextID] = parentID
 }
 
+// omnirelayOnStreamStart is proxy_on_context_create followed by
+// proxy_on_request_headers in one call: OmniRelay's host uses it when
+// present (each guest call has a fixed cost there); other hosts ignore it.
+//
+//go:wasmexport omnirelay_on_stream_start
+func omnirelayOnStreamStart(id, rootID, n, eos uint32) uint32 {
+	proxyOnContextCreate(id, rootID)
+	return proxyOnRequestHeaders(id, n, eos)
+}
+
+// omnirelayOnStreamEnd is proxy_on_done, proxy_on_log and proxy_on_delete.
+//
+//go:wasmexport omnirelay_on_stream_end
+func omnirelayOnStreamEnd(id uint32) {
+	proxyOnDone(id)
+	proxyOnLog(id)
+	proxyOnDelete(id)
+}
+
 //go:wasmexport proxy_on_vm_start
 func proxyOnVMStart(rootID, size uint32) uint32 {
 	currentID = rootID

@@ -125,16 +125,19 @@ func (p *Plugin) OnRequest(ctx context.Context, s *filter.Stream) (Action, error
 	if err != nil {
 		return Continue, fmt.Errorf("wasm plugin %q: %w", p.name, err)
 	}
-	st := &streamCtx{in: in, s: s}
+	st := &streamCtx{in: in, s: s, id: in.newID()}
 	in.st = st
-	p.states.Store(s, st)
-	if st.id, err = in.newContext(ctx); err != nil {
-		return Continue, p.fail(err)
-	}
 	in.effective = st.id
+	p.states.Store(s, st)
 	r := s.Req
 	eos := r.Body == nil
-	act, err := in.call(ctx, in.fn.reqHeaders, "proxy_on_request_headers", uint64(st.id), uint64(requestHeaderCount(r)), b2u(eos))
+	id, n := uint64(st.id), uint64(requestHeaderCount(r))
+	var act uint64
+	if in.fn.streamStart != nil {
+		act, err = in.call(ctx, in.fn.streamStart, "omnirelay_on_stream_start", id, rootID, n, b2u(eos))
+	} else if _, err = in.call(ctx, in.fn.contextCreate, "proxy_on_context_create", id, rootID); err == nil {
+		act, err = in.call(ctx, in.fn.reqHeaders, "proxy_on_request_headers", id, n, b2u(eos))
+	}
 	if err != nil {
 		return Continue, p.fail(err)
 	}
@@ -220,7 +223,9 @@ func (p *Plugin) OnComplete(s *filter.Stream) {
 	if in.broken == nil {
 		ctx, cancel := context.WithTimeout(context.Background(), p.rt.opts.CompleteTimeout)
 		id := uint64(st.id)
-		if _, err := in.call(ctx, in.fn.done, "proxy_on_done", id); err == nil {
+		if in.fn.streamEnd != nil {
+			_, _ = in.call(ctx, in.fn.streamEnd, "omnirelay_on_stream_end", id)
+		} else if _, err := in.call(ctx, in.fn.done, "proxy_on_done", id); err == nil {
 			if _, err := in.call(ctx, in.fn.log, "proxy_on_log", id); err == nil {
 				_, _ = in.call(ctx, in.fn.del, "proxy_on_delete", id)
 			}
