@@ -155,6 +155,8 @@ type HTTPFilter struct {
 	LocalRateLimit *LocalRateLimit `yaml:"local_rate_limit"`
 	Fault          *Fault          `yaml:"fault"`
 	CORS           *CORS           `yaml:"cors"`
+	JWT            *JWT            `yaml:"jwt"`
+	RBAC           *RBAC           `yaml:"rbac"`
 	Extension      *Extension      `yaml:"extension"`
 	// Optional lets a proxy that cannot run this filter skip it instead of
 	// rejecting the listener (xDS is_optional; MeshKit drops it for such

@@ -633,6 +633,14 @@ func (v *validator) filters(fs []HTTPFilter, p string) {
 			kinds = append(kinds, "cors")
 			v.cors(f.CORS, fp+".cors")
 		}
+		if f.JWT != nil {
+			kinds = append(kinds, "jwt")
+			v.jwt(f.JWT, fp+".jwt")
+		}
+		if f.RBAC != nil {
+			kinds = append(kinds, f.RBAC.kind()) // one ALLOW and one DENY may be combined
+			v.rbac(f.RBAC, fp+".rbac")
+		}
 		if f.Extension != nil {
 			kinds = append(kinds, "extension "+f.Extension.Name) // one entry per extension name
 			v.extension(f.Extension, fp+".extension")

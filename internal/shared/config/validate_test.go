@@ -549,12 +549,12 @@ clusters: [{ name: c, endpoints: [127.0.0.1:9] }]
   - name: web
     address: 127.0.0.1:8080
     filters:
-      - jwt: {}
+      - oauth2: {}
     virtual_hosts: [{ name: v, routes: [{ cluster: c }] }]
 clusters: [{ name: c, endpoints: [127.0.0.1:9] }]
 `,
 			want: []string{
-				"$DIR/c.yaml:5:9: listeners[0].filters[0].jwt: unknown filter \"jwt\" (want headers, local_rate_limit, fault or cors)",
+				"$DIR/c.yaml:5:9: listeners[0].filters[0].oauth2: unknown filter \"oauth2\" (want headers, local_rate_limit, fault or cors)",
 			},
 		},
 		{

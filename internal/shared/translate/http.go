@@ -80,6 +80,7 @@ func (t *translator) httpFilters(l *config.Listener) ([]*hcmv3.HttpFilter, *conf
 	var cors *config.CORS
 	hasRL := false
 	optional := false
+	rbacSeen := 0
 	add := func(name string, m proto.Message) error {
 		a, err := typed(m)
 		if err != nil {
@@ -104,6 +105,8 @@ func (t *translator) httpFilters(l *config.Listener) ([]*hcmv3.HttpFilter, *conf
 			err = add(NameCORS, &corsv3.Cors{})
 		case f.Extension != nil:
 			err = t.addExtension(f.Extension, add)
+		case f.JWT != nil, f.RBAC != nil:
+			err = addAuthn(&f, &rbacSeen, add)
 		}
 		if err != nil {
 			return nil, nil, err
