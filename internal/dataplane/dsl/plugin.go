@@ -305,6 +305,17 @@ func (st *evalState) value(a *action) (string, error) {
 	return st.evalString(a.expr)
 }
 
+// metaValue is value for set_metadata, which keeps the value for the rest
+// of the stream: an expression's result may alias a header arena or a cell,
+// so it is copied; a literal belongs to the plugin and is not.
+func (st *evalState) metaValue(a *action) (string, error) {
+	if a.expr == nil {
+		return a.literal, nil
+	}
+	v, err := st.evalString(a.expr)
+	return strings.Clone(v), err
+}
+
 func (st *evalState) applyRequest(a *action) (stop bool, err error) {
 	s := st.s
 	switch a.kind {
@@ -350,12 +361,11 @@ func (st *evalState) applyRequest(a *action) (stop bool, err error) {
 		}
 		return true, nil
 	case dslrules.ActSetMetadata:
-		v, err := st.value(a)
+		v, err := st.metaValue(a)
 		if err != nil {
 			return false, err
 		}
-		// The value may alias a header arena: keep a copy.
-		st.meta.set(a.name, strings.Clone(v))
+		st.meta.set(a.name, v)
 	}
 	return false, nil
 }
@@ -404,11 +414,11 @@ func (st *evalState) applyResponse(a *action) error {
 	case dslrules.ActRemoveHeader:
 		h.Del(a.name)
 	case dslrules.ActSetMetadata:
-		v, err := st.value(a)
+		v, err := st.metaValue(a)
 		if err != nil {
 			return err
 		}
-		st.meta.set(a.name, strings.Clone(v))
+		st.meta.set(a.name, v)
 	}
 	return nil
 }

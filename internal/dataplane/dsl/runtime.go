@@ -21,9 +21,11 @@ import (
 )
 
 // DefaultCostLimit bounds one evaluation (one condition or one value) in
-// CEL cost units: far above any sensible rule (a header comparison costs a
-// few units) and far below what would hold a request noticeably.
-const DefaultCostLimit = 10_000
+// CEL cost units, where a comparison costs one unit plus one per ten bytes
+// compared. A few string operations over header-sized values (64 KiB) fit;
+// a regex or an iteration over large input does not and is stopped. The
+// watchdog deadline still bounds the whole call.
+const DefaultCostLimit = 100_000
 
 // Options configure the runtime.
 type Options struct {
