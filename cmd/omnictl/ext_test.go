@@ -1,0 +1,87 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/omnirelay/omnirelay/internal/shared/signing"
+)
+
+func omnictl(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	root := newRoot(&out, &errOut)
+	root.SetArgs(args)
+	err := root.Execute()
+	return out.String(), err
+}
+
+func TestExtPackSignVerify(t *testing.T) {
+	dir := t.TempDir()
+	at := func(n string) string { return filepath.Join(dir, n) }
+	pub, priv, err := signing.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	otherPub, _, err := signing.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := signing.WritePrivateKey(at("key.pem"), priv); err != nil {
+		t.Fatal(err)
+	}
+	if err := signing.WritePublicKey(at("pub.pem"), pub); err != nil {
+		t.Fatal(err)
+	}
+	if err := signing.WritePublicKey(at("other.pem"), otherPub); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(at("rules.yaml"), []byte("rules: []\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	steps := []struct {
+		name string
+		args []string
+		want string // in the output, or in the error when wantErr
+		err  bool
+	}{
+		{name: "pack", args: []string{"ext", "pack", at("rules.yaml"), "--name", "rules", "--version", "1.0.0", "--kind", "dsl", "--abi", "omnirelay-dsl/1", "--out", at("rules.orx")},
+			want: "packed rules@1.0.0 (dsl, omnirelay-dsl/1)"},
+		{name: "unsigned does not verify", args: []string{"ext", "verify", at("rules.orx"), "--trust-root", at("pub.pem")}, want: "not signed", err: true},
+		{name: "pack refuses a bad kind", args: []string{"ext", "pack", at("rules.yaml"), "--name", "rules", "--version", "1", "--kind", "lua", "--abi", "x", "--out", at("bad.orx")},
+			want: `kind "lua"`, err: true},
+		{name: "sign", args: []string{"ext", "sign", at("rules.orx"), "--key", at("key.pem")}, want: "signed " + at("rules.orx") + " with key " + signing.KeyID(pub)},
+		{name: "verify", args: []string{"ext", "verify", at("rules.orx"), "--trust-root", at("pub.pem")}, want: "payload:      10 bytes"},
+		{name: "verify json", args: []string{"ext", "verify", at("rules.orx"), "--trust-root", at("pub.pem"), "-o", "json"}, want: `"kind": "dsl"`},
+		{name: "other key refused", args: []string{"ext", "verify", at("rules.orx"), "--trust-root", at("other.pem")}, want: "untrusted key", err: true},
+	}
+	for _, st := range steps {
+		t.Run(st.name, func(t *testing.T) {
+			out, err := omnictl(t, st.args...)
+			if st.err {
+				if err == nil || !strings.Contains(err.Error(), st.want) {
+					t.Fatalf("err = %v, want it to mention %q (output %q)", err, st.want, out)
+				}
+				return
+			}
+			if err != nil || !strings.Contains(out, st.want) {
+				t.Fatalf("output %q, err %v; want %q", out, err, st.want)
+			}
+		})
+	}
+	// A payload changed after signing is caught.
+	pkg, err := os.ReadFile(at("rules.orx"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tampered := bytes.Replace(pkg, []byte("rules: []"), []byte("rules: [x"), 1)
+	if err := os.WriteFile(at("tampered.orx"), tampered, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := omnictl(t, "ext", "verify", at("tampered.orx"), "--trust-root", at("pub.pem")); err == nil || !strings.Contains(err.Error(), "sha256") {
+		t.Fatalf("tampered: err = %v", err)
+	}
+}
