@@ -1,8 +1,11 @@
 package app
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/omnirelay/omnirelay/internal/dataplane/dsl"
 	"github.com/omnirelay/omnirelay/internal/dataplane/extension"
@@ -10,6 +13,7 @@ import (
 	"github.com/omnirelay/omnirelay/internal/dataplane/filters"
 	"github.com/omnirelay/omnirelay/internal/dataplane/native"
 	"github.com/omnirelay/omnirelay/internal/dataplane/stats"
+	"github.com/omnirelay/omnirelay/internal/dataplane/wasm"
 	"github.com/omnirelay/omnirelay/internal/shared/signing"
 )
 
@@ -17,6 +21,11 @@ import (
 func extensionRuntimes(log *slog.Logger) []extension.Runtime {
 	rts := []extension.Runtime{dsl.NewRuntime(dsl.Options{})}
 	if rt := native.NewRuntime(log); rt != nil {
+		rts = append(rts, rt)
+	}
+	if rt, err := wasm.New(context.Background(), wasm.Options{Logger: log}); err != nil {
+		log.Error("wasm extension runtime unavailable", "err", err)
+	} else {
 		rts = append(rts, rt)
 	}
 	return rts
@@ -38,9 +47,18 @@ func proxyRegistry(log *slog.Logger, trustRoot string, st *stats.Stats) (*filter
 	if err != nil {
 		return nil, err
 	}
+	rts := extensionRuntimes(log)
+	for _, rt := range rts {
+		// Runtimes whose plugins define metrics (Proxy-Wasm) export them.
+		if c, ok := rt.(interface{ Collector() prometheus.Collector }); ok {
+			if err := st.Registry.Register(c.Collector()); err != nil {
+				return nil, fmt.Errorf("extension runtime %s metrics: %w", rt.Kind(), err)
+			}
+		}
+	}
 	var reg *filter.Registry
 	ef, err := extension.NewFactory(extension.Options{
-		Trust: trust, Runtimes: extensionRuntimes(log), Metrics: m, Log: log,
+		Trust: trust, Runtimes: rts, Metrics: m, Log: log,
 		Capabilities: func() []string {
 			c := Capabilities("", reg)
 			return append(append(c.Filters, c.Runtimes...), c.ABIs...)

@@ -41,9 +41,9 @@ func checkModule(cm wazero.CompiledModule) (abi, start string, err error) {
 	}
 	exp := cm.ExportedFunctions()
 	switch {
-	case exp[ABI021] != nil:
+	case exp[exportABI021] != nil:
 		abi = ABI021
-	case exp[ABI020] != nil:
+	case exp[exportABI020] != nil:
 		abi = ABI020
 	default:
 		var found []string
@@ -53,9 +53,9 @@ func checkModule(cm wazero.CompiledModule) (abi, start string, err error) {
 			}
 		}
 		if len(found) > 0 {
-			return "", "", fmt.Errorf("unsupported Proxy-Wasm ABI %s (want %s or %s)", strings.Join(found, ", "), ABI021, ABI020)
+			return "", "", fmt.Errorf("unsupported Proxy-Wasm ABI %s (want %s or %s)", strings.Join(found, ", "), exportABI021, exportABI020)
 		}
-		return "", "", fmt.Errorf("not a Proxy-Wasm module: no %s or %s export", ABI021, ABI020)
+		return "", "", fmt.Errorf("not a Proxy-Wasm module: no %s or %s export", exportABI021, exportABI020)
 	}
 	if exp["proxy_on_memory_allocate"] == nil && exp["malloc"] == nil {
 		return "", "", errors.New("module exports no allocator (proxy_on_memory_allocate or malloc)")

@@ -12,17 +12,14 @@ import (
 
 	"github.com/tetratelabs/wazero"
 
+	"github.com/omnirelay/omnirelay/internal/dataplane/extension"
 	"github.com/omnirelay/omnirelay/internal/dataplane/filter"
 )
 
-// Action is what a plugin's request phase tells the extension filter.
-type Action int
-
+// Continue and Stop are the extension filter's actions.
 const (
-	// Continue passes the request on.
-	Continue Action = 0
-	// Stop means the plugin answered (a local response is in s.Resp).
-	Stop Action = 1
+	Continue = extension.Continue
+	Stop     = extension.Stop
 )
 
 // Proxy-Wasm actions returned by the guest's header and body callbacks.
@@ -44,6 +41,9 @@ type Plugin struct {
 	shared *sharedState
 	log    *slog.Logger
 
+	// states holds stream contexts when the plugin is called outside the
+	// extension filter (tests, embedders); the filter gives each stream a
+	// slot (extension.StreamState) instead.
 	states sync.Map // *filter.Stream -> *streamCtx
 
 	mu     sync.Mutex
@@ -120,7 +120,7 @@ func (p *Plugin) put(in *instance) {
 // proxy_on_request_headers, then proxy_on_request_body when the body is
 // small enough to buffer (see Options.MaxBodyBytes). A guest that pauses is
 // waited for (an HTTP call-out) until it resumes or ctx ends.
-func (p *Plugin) OnRequest(ctx context.Context, s *filter.Stream) (Action, error) {
+func (p *Plugin) OnRequest(ctx context.Context, s *filter.Stream) (extension.Action, error) {
 	in, err := p.get(ctx)
 	if err != nil {
 		return Continue, fmt.Errorf("wasm plugin %q: %w", p.name, err)
@@ -128,7 +128,7 @@ func (p *Plugin) OnRequest(ctx context.Context, s *filter.Stream) (Action, error
 	st := &streamCtx{in: in, s: s, id: in.newID()}
 	in.st = st
 	in.effective = st.id
-	p.states.Store(s, st)
+	p.setState(s, st)
 	r := s.Req
 	eos := r.Body == nil
 	id, n := uint64(st.id), uint64(requestHeaderCount(r))
@@ -214,11 +214,10 @@ func (p *Plugin) OnResponse(ctx context.Context, s *filter.Stream) error {
 // proxy_on_delete, the order Envoy uses) and returns the instance to the
 // pool, or closes it if it broke.
 func (p *Plugin) OnComplete(s *filter.Stream) {
-	v, ok := p.states.LoadAndDelete(s)
-	if !ok {
+	st := p.takeState(s)
+	if st == nil {
 		return
 	}
-	st := v.(*streamCtx)
 	in := st.in
 	if in.broken == nil {
 		ctx, cancel := context.WithTimeout(context.Background(), p.rt.opts.CompleteTimeout)
@@ -235,8 +234,33 @@ func (p *Plugin) OnComplete(s *filter.Stream) {
 	p.put(in)
 }
 
+func (p *Plugin) setState(s *filter.Stream, st *streamCtx) {
+	if slot := extension.StreamState(s); slot != nil {
+		*slot = st
+		return
+	}
+	p.states.Store(s, st)
+}
+
 func (p *Plugin) state(s *filter.Stream) *streamCtx {
+	if slot := extension.StreamState(s); slot != nil {
+		st, _ := (*slot).(*streamCtx)
+		return st
+	}
 	v, ok := p.states.Load(s)
+	if !ok {
+		return nil
+	}
+	return v.(*streamCtx)
+}
+
+func (p *Plugin) takeState(s *filter.Stream) *streamCtx {
+	if slot := extension.StreamState(s); slot != nil {
+		st, _ := (*slot).(*streamCtx)
+		*slot = nil
+		return st
+	}
+	v, ok := p.states.LoadAndDelete(s)
 	if !ok {
 		return nil
 	}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/omnirelay/omnirelay/internal/dataplane/extension"
 	"github.com/omnirelay/omnirelay/internal/dataplane/filter"
 	"github.com/omnirelay/omnirelay/internal/dataplane/message"
 )
@@ -85,7 +86,7 @@ func TestDenyByHeader(t *testing.T) {
 	tests := []struct {
 		name    string
 		headers []string
-		want    Action
+		want    extension.Action
 	}{
 		{name: "absent", want: Continue},
 		{name: "other value", headers: []string{"x-block", "no"}, want: Continue},
@@ -325,7 +326,7 @@ func TestHTTPCallout(t *testing.T) {
 	tests := []struct {
 		name   string
 		auth   string
-		want   Action
+		want   extension.Action
 		status int
 	}{
 		{name: "allowed", auth: "Bearer good", want: Continue},
@@ -412,10 +413,10 @@ func TestLoadErrors(t *testing.T) {
 	}{
 		{name: "corrupt", module: []byte("not wasm at all"), want: "compile"},
 		{name: "truncated", module: good[:len(good)/2], want: "compile"},
-		{name: "unknown host function", module: tinyModule([]string{"proxy_log", "proxy_nope"}, []string{ABI021, "proxy_on_memory_allocate"}), want: "env.proxy_nope"},
+		{name: "unknown host function", module: tinyModule([]string{"proxy_log", "proxy_nope"}, []string{exportABI021, "proxy_on_memory_allocate"}), want: "env.proxy_nope"},
 		{name: "wrong ABI", module: tinyModule(nil, []string{"proxy_abi_version_0_1_0", "malloc"}), want: "unsupported Proxy-Wasm ABI proxy_abi_version_0_1_0"},
 		{name: "not proxy-wasm", module: tinyModule(nil, []string{"malloc"}), want: "not a Proxy-Wasm module"},
-		{name: "no allocator", module: tinyModule(nil, []string{ABI020}), want: "no allocator"},
+		{name: "no allocator", module: tinyModule(nil, []string{exportABI020}), want: "no allocator"},
 		{name: "configuration rejected", module: guest(t, guestTest), config: "reject", want: "proxy_on_configure returned false"},
 		{name: "add-header without config", module: good, want: "proxy_on_configure returned false"},
 	}
@@ -437,7 +438,7 @@ func TestTinyModuleABI020Loads(t *testing.T) {
 	// A module declaring ABI 0.2.0 with no callbacks at all still loads: the
 	// host treats missing callbacks as no-ops.
 	r := newRuntime(t, Options{})
-	p, err := r.LoadModule(context.Background(), "tiny", tinyModule(nil, []string{ABI020, "malloc"}), nil)
+	p, err := r.LoadModule(context.Background(), "tiny", tinyModule(nil, []string{exportABI020, "malloc"}), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -153,10 +153,14 @@ func compilationCache(dir string) (wazero.CompilationCache, error) {
 // Kind names the extension kind this runtime serves.
 func (r *Runtime) Kind() string { return "wasm" }
 
-// ABI versions, as named by the export that declares them.
+// ABI versions as manifests spell them, and the exports that declare them
+// in a module.
 const (
-	ABI021 = "proxy_abi_version_0_2_1"
-	ABI020 = "proxy_abi_version_0_2_0"
+	ABI021 = "proxy-wasm/0.2.1"
+	ABI020 = "proxy-wasm/0.2.0"
+
+	exportABI021 = "proxy_abi_version_0_2_1"
+	exportABI020 = "proxy_abi_version_0_2_0"
 )
 
 // ABIs lists the accepted ABI versions (advertised as capabilities).

@@ -1,0 +1,11 @@
+package wasm
+
+// Exported for the external tests (proxy_test.go), which cannot be in this
+// package: they start the proxy, which imports it.
+var (
+	Guest        = guest
+	GuestTest    = guestTest
+	GuestAdd     = guestAdd
+	GuestDeny    = guestDeny
+	GuestCallout = guestCallout
+)

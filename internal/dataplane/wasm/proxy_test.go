@@ -1,0 +1,176 @@
+package wasm_test
+
+import (
+	"context"
+	"crypto/ed25519"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/omnirelay/omnirelay/internal/dataplane/app"
+	"github.com/omnirelay/omnirelay/internal/dataplane/wasm"
+	"github.com/omnirelay/omnirelay/internal/shared/extpkg"
+	"github.com/omnirelay/omnirelay/internal/shared/signing"
+)
+
+func key() ed25519.PrivateKey {
+	seed := make([]byte, ed25519.SeedSize)
+	for i := range seed {
+		seed[i] = byte(3 * i)
+	}
+	return ed25519.NewKeyFromSeed(seed)
+}
+
+// writePackage packs and signs a guest as omnictl ext pack/sign do.
+func writePackage(t *testing.T, dir, name, pkg string, abi string) {
+	t.Helper()
+	b, err := extpkg.Pack(extpkg.Manifest{Name: name, Version: "1.0.0", Kind: extpkg.KindWasm, ABI: abi}, wasm.Guest(t, pkg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, err = extpkg.Sign(b, signing.NewSigner(key())); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, name+".orx"), b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// echo answers with the x-added header it saw.
+func echo(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "x-added=%s", r.Header.Get("x-added"))
+	})}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	return ln.Addr().String()
+}
+
+const proxyConfig = `
+admin: { address: {{admin}} }
+listeners:
+  - name: add
+    address: {{add}}
+    filters:
+      - extension: { name: add-header, package: add-header.orx, config: "x-added: from-wasm", deadline: 100ms }
+    virtual_hosts: [{ name: all, routes: [{ match: { path_prefix: / }, cluster: main }] }]
+  - name: deny
+    address: {{deny}}
+    filters:
+      - extension: { name: deny-by-header, package: deny-by-header.orx, config: "x-block", deadline: 100ms }
+    virtual_hosts: [{ name: all, routes: [{ match: { path_prefix: / }, cluster: main }] }]
+  - name: loop-open
+    address: {{loopopen}}
+    filters:
+      - extension: { name: loop-open, package: guest.orx, config: loop, policy: fail_open, deadline: 20ms }
+      - extension: { name: add-header, package: add-header.orx, config: "x-added: after-loop", deadline: 100ms }
+    virtual_hosts: [{ name: all, routes: [{ match: { path_prefix: / }, cluster: main }] }]
+  - name: oom-closed
+    address: {{oomclosed}}
+    filters:
+      - extension: { name: oom-closed, package: guest.orx, config: oom, policy: fail_closed, fail_status: 507, deadline: 2s }
+    virtual_hosts: [{ name: all, routes: [{ match: { path_prefix: / }, cluster: main }] }]
+clusters:
+  - { name: main, endpoints: [{{main}}] }
+`
+
+// TestThroughProxy runs the example plugins and misbehaving guests in a
+// real OmniRelay: config file, signed packages, trust root, listeners.
+func TestThroughProxy(t *testing.T) {
+	dir := t.TempDir()
+	writePackage(t, dir, "add-header", wasm.GuestAdd, wasm.ABI021)
+	writePackage(t, dir, "deny-by-header", wasm.GuestDeny, wasm.ABI021)
+	writePackage(t, dir, "guest", wasm.GuestTest, wasm.ABI021)
+	trust := filepath.Join(dir, "trust.pem")
+	if err := signing.WritePublicKey(trust, key().Public().(ed25519.PublicKey)); err != nil {
+		t.Fatal(err)
+	}
+	addrs := map[string]string{"add": freeAddr(t), "deny": freeAddr(t), "loopopen": freeAddr(t), "oomclosed": freeAddr(t)}
+	r := strings.NewReplacer("{{admin}}", freeAddr(t), "{{main}}", echo(t),
+		"{{add}}", addrs["add"], "{{deny}}", addrs["deny"], "{{loopopen}}", addrs["loopopen"], "{{oomclosed}}", addrs["oomclosed"])
+	path := filepath.Join(dir, "config.yaml")
+	if err := os.WriteFile(path, []byte(r.Replace(proxyConfig)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p, err := app.Start(app.Options{ConfigPath: path, ExtensionTrustRoot: trust, AdminAddress: "127.0.0.1:0",
+		Log: slog.New(slog.NewTextHandler(io.Discard, nil)), DrainTimeout: time.Second, PollInterval: time.Hour})
+	if err != nil {
+		t.Fatalf("start proxy: %v", err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = p.Shutdown(ctx)
+	})
+
+	tests := []struct {
+		name     string
+		listener string
+		hdr      map[string]string
+		status   int
+		body     string
+	}{
+		{name: "add-header", listener: "add", status: 200, body: "x-added=from-wasm"},
+		{name: "deny-by-header lets through", listener: "deny", status: 200, body: "x-added="},
+		{name: "deny-by-header denies", listener: "deny", hdr: map[string]string{"x-block": "1"}, status: 403, body: "denied by deny-by-header"},
+		{name: "infinite loop under fail_open is skipped", listener: "loopopen", status: 200, body: "x-added=after-loop"},
+		{name: "memory blow-up under fail_closed", listener: "oomclosed", status: 507},
+	}
+	client := &http.Client{Timeout: 10 * time.Second}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			// Concurrent requests: each needs its own instance from the pool,
+			// and none may be lost beyond what the policy says.
+			var wg sync.WaitGroup
+			errs := make(chan error, 8)
+			for i := 0; i < 8; i++ {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					req, _ := http.NewRequest("GET", "http://"+addrs[tt.listener]+"/", nil)
+					for k, v := range tt.hdr {
+						req.Header.Set(k, v)
+					}
+					resp, err := client.Do(req)
+					if err != nil {
+						errs <- err
+						return
+					}
+					b, _ := io.ReadAll(resp.Body)
+					resp.Body.Close()
+					if resp.StatusCode != tt.status || (tt.body != "" && strings.TrimSpace(string(b)) != tt.body) {
+						errs <- fmt.Errorf("got %d %q, want %d %q", resp.StatusCode, b, tt.status, tt.body)
+					}
+				}()
+			}
+			wg.Wait()
+			close(errs)
+			for err := range errs {
+				t.Error(err)
+			}
+		})
+	}
+}
