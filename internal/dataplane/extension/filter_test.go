@@ -342,3 +342,36 @@ func BenchmarkChain(b *testing.B) {
 		})
 	}
 }
+
+// noopRuntime's plugin does nothing: what is left is the filter and the
+// watchdog, whose cost every extension pays.
+type noopRuntime struct{}
+
+func (noopRuntime) Kind() string   { return extpkg.KindDSL }
+func (noopRuntime) ABIs() []string { return []string{"go-test/1"} }
+func (noopRuntime) Load(context.Context, extpkg.Manifest, []byte, []byte) (extension.Plugin, error) {
+	return noopPlugin{}, nil
+}
+
+type noopPlugin struct{}
+
+func (noopPlugin) OnRequest(context.Context, *filter.Stream) (extension.Action, error) {
+	return extension.Continue, nil
+}
+func (noopPlugin) OnResponse(context.Context, *filter.Stream) error { return nil }
+func (noopPlugin) OnComplete(*filter.Stream)                        {}
+func (noopPlugin) Close() error                                     { return nil }
+
+func BenchmarkWatchdogOverhead(b *testing.B) {
+	f := newFactory(b, noopRuntime{})
+	m := extpkg.Manifest{Name: "noop", Version: "1", Kind: extpkg.KindDSL, ABI: "go-test/1"}
+	flt := build(b, f, &extv1.Extension{Name: "noop", Package: pkg(b, 1, m, "noop")})
+	c := filter.NewChain(&terminal{}, flt)
+	s := newStream(context.Background(), "")
+	b.ReportAllocs()
+	for b.Loop() {
+		s.Resp = nil
+		c.Run(s)
+		c.Complete(s)
+	}
+}

@@ -16,6 +16,9 @@
  *    its result is discarded (the extension's policy applies) and its
  *    instance is quarantined: destroyed and never called again. Native code
  *    cannot be interrupted, so a call that never returns blocks its stream.
+ *  - The Go runtime signals its threads (SIGURG, for preemption): a blocking
+ *    call in a plugin (nanosleep, read, ...) may return EINTR and must be
+ *    retried.
  *  - Host callbacks may be called only during a call, with the stream handle
  *    that call was given. Pointers passed to the host are copied before the
  *    callback returns; pointers passed to the plugin (names, values, config)

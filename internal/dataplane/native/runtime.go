@@ -72,11 +72,12 @@ type plugin struct {
 	host   *hostAPI
 	config []byte // pinned during init calls only; C copies what it keeps
 
-	abi        func() uint32
-	init       func(host *hostAPI, config *byte, n uintptr) uintptr
-	onRequest  func(inst uintptr, stream uint64) int32
-	onResponse func(inst uintptr, stream uint64) int32
-	destroy    func(inst uintptr)
+	abi     func() uint32
+	init    func(host *hostAPI, config *byte, n uintptr) uintptr
+	destroy func(inst uintptr)
+	// The per-request calls go through SyscallN: RegisterFunc's reflective
+	// wrappers cost about a dozen allocations a call.
+	onRequest, onResponse uintptr
 
 	mu     sync.Mutex
 	idle   []uintptr
@@ -121,6 +122,10 @@ func (r *Runtime) Load(_ context.Context, m extpkg.Manifest, payload, config []b
 		if err != nil {
 			_ = purego.Dlclose(lib)
 			return nil, fmt.Errorf("native: the shared object does not export %s (see omnirelay_native.h): %w", s.name, err)
+		}
+		if ptr, ok := s.fn.(*uintptr); ok {
+			*ptr = sym
+			continue
 		}
 		purego.RegisterFunc(s.fn, sym)
 	}
@@ -217,10 +222,11 @@ func (p *plugin) OnResponse(ctx context.Context, s *filter.Stream) error {
 // callbacks. A call that returns past its deadline quarantines the
 // instance: native code cannot be interrupted, and an instance that
 // overran once (a loop, a lock, a slow dependency) is not trusted again.
-func (p *plugin) call(ctx context.Context, si *streamInst, fn func(uintptr, uint64) int32, s *filter.Stream, h *message.Headers) (int32, error) {
+func (p *plugin) call(ctx context.Context, si *streamInst, fn uintptr, s *filter.Stream, h *message.Headers) (int32, error) {
 	id := streams.add(s, h)
-	rc := fn(si.inst, id)
+	r1, _, _ := purego.SyscallN(fn, si.inst, uintptr(id))
 	streams.remove(id)
+	rc := int32(r1) // C returns int32_t in the low half of the register
 	if dl, ok := ctx.Deadline(); ok && time.Now().After(dl) {
 		si.quarantined = true
 		return 0, fmt.Errorf("native call returned after its deadline (%w); instance quarantined", context.DeadlineExceeded)

@@ -9,6 +9,7 @@
  *
  * Build: gcc -shared -fPIC -O2 -o add_header.so add_header.c
  */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -71,7 +72,10 @@ int32_t omnirelay_on_request_headers(void *instance, uint64_t stream) {
 		int64_t n = in->host->get_header(stream, "x-native-sleep-ms", 17, buf, sizeof buf - 1);
 		long ms = n > 0 ? strtol(buf, NULL, 10) : 50;
 		struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-		nanosleep(&ts, NULL);
+		/* The Go runtime signals its threads (preemption): resume the
+		 * sleep when a signal cuts it short. */
+		while (nanosleep(&ts, &ts) == -1 && errno == EINTR) {
+		}
 	}
 	in->host->set_header(stream, in->name, in->name_len, in->value, in->value_len);
 	return OMNIRELAY_CONTINUE;
