@@ -101,3 +101,31 @@ func TestExtension(t *testing.T) {
 		})
 	}
 }
+
+// TestDocExample loads the configuration example of docs/extensions.md with
+// the package files it names.
+func TestDocExample(t *testing.T) {
+	doc, err := os.ReadFile(filepath.Join("..", "..", "..", "docs", "extensions.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, ok := strings.Cut(string(doc), "## Configuration\n")
+	if !ok {
+		t.Fatal("no Configuration section")
+	}
+	_, rest, _ = strings.Cut(rest, "```yaml\n")
+	body, _, ok := strings.Cut(rest, "```")
+	if !ok {
+		t.Fatal("no yaml example")
+	}
+	dir := t.TempDir()
+	writePackage(t, dir, "add-header.orx", "v2")
+	writePackage(t, dir, "add-header-1.0.orx", "v1")
+	c, err := config.Parse(filepath.Join(dir, "omnirelay.yaml"), []byte(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Translate(c); err != nil {
+		t.Fatal(err)
+	}
+}
