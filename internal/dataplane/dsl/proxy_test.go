@@ -134,7 +134,8 @@ func TestThroughProxy(t *testing.T) {
 		{name: "client cannot pick the route", path: "/a", hdr: map[string]string{dsl.RouteToHeader: "canary"}, status: 200, body: "main /a tenant=public@eu"},
 		{name: "rewrite keeps query", path: "/v1/items?id=3", status: 200, body: "main /v2/items?id=3 tenant=public@eu"},
 	}
-	client := &http.Client{Timeout: 5 * time.Second}
+	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{}}
+	t.Cleanup(client.CloseIdleConnections)
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			req, err := http.NewRequest("GET", "http://"+edge+tt.path, nil)
