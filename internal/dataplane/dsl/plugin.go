@@ -40,7 +40,7 @@ type Plugin struct {
 	claims   func(*filter.Stream) map[string]any
 	state    func(*filter.Stream) *any
 	pool     sync.Pool
-	// stateful: the response phase needs what the request phase left
+	// stateful: response rules need what the request phase left
 	// (metadata), so the state is kept until OnComplete.
 	stateful bool
 	// routeTo: some rule routes with RouteToHeader, so a client's own copy
@@ -87,10 +87,7 @@ func compile(name string, c *dslrules.Checked, config []byte, o Options) (*Plugi
 			if err != nil {
 				return nil, fmt.Errorf("rule %q: actions[%d]: %w", r.name, j, err)
 			}
-			switch a.kind {
-			case dslrules.ActSetMetadata:
-				p.stateful = true
-			case dslrules.ActRouteTo:
+			if a.kind == dslrules.ActRouteTo {
 				p.routeTo = true
 			}
 			r.actions[j] = a
