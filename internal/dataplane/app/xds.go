@@ -47,6 +47,7 @@ type XDSOptions struct {
 var builtinNetworkFilters = []string{
 	"envoy.filters.http.router",
 	"envoy.filters.network.http_connection_manager",
+	"envoy.filters.network.rbac",
 	"envoy.filters.network.tcp_proxy",
 }
 

@@ -5,6 +5,8 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"encoding/json"
+	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -196,5 +198,86 @@ func TestAuthnJWTAndRBAC(t *testing.T) {
 			resp, _ := filterDo(t, "GET", base+"/admin", "Authorization", "Bearer "+tok)
 			return resp.StatusCode == 200
 		})
+	})
+}
+
+const connRBACConfig = `
+admin: { address: {{admin}} }
+listeners:
+  - name: tcp-denied
+    address: {{denied}}
+    protocol: tcp
+    cluster: echo
+    connection_rbac:
+      - action: DENY
+        policies: { loopback: { principals: [{ source_ip: [127.0.0.0/8] }] } }
+  - name: tcp-allowed
+    address: {{allowed}}
+    protocol: tcp
+    cluster: echo
+    connection_rbac:
+      - action: ALLOW
+        policies: { loopback: { principals: [{ source_ip: [127.0.0.1] }] } }
+      - action: ALLOW
+        shadow: true
+        policies: { mesh-only: { principals: [{ peer_prefix: "spiffe://mesh.local/" }] } }
+  - name: http-mesh-only
+    address: {{http}}
+    connection_rbac:
+      - action: ALLOW
+        policies: { mesh: { principals: [{ peer_prefix: "spiffe://mesh.local/" }] } }
+    virtual_hosts:
+      - name: all
+        routes: [{ match: { path_prefix: / }, cluster: web }]
+clusters:
+  - { name: echo, endpoints: [{{echo}}] }
+  - { name: web, endpoints: [{{web}}] }
+`
+
+// TestConnectionRBAC: L4 policies on tcp and http listeners close refused
+// connections at accept, before any byte reaches the upstream.
+func TestConnectionRBAC(t *testing.T) {
+	web := startBackend(t, "web", nil)
+	vars := map[string]string{"echo": startEcho(t), "web": web.Addr, "denied": freePort(t), "allowed": freePort(t), "http": freePort(t)}
+	startProxy(t, connRBACConfig, vars)
+
+	roundTrip := func(addr string) (string, error) {
+		c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+		if err != nil {
+			return "", err
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+		if _, err := c.Write([]byte("ping")); err != nil {
+			return "", err
+		}
+		_ = c.(*net.TCPConn).CloseWrite()
+		b, err := io.ReadAll(c)
+		return string(b), err
+	}
+	tests := []struct {
+		name string
+		addr string
+		want string
+	}{
+		{name: "allowed source (shadow would refuse)", addr: vars["allowed"], want: "pingbye"},
+		{name: "denied source", addr: vars["denied"], want: ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, _ := roundTrip(tt.addr)
+			if got != tt.want {
+				t.Fatalf("read %q, want %q", got, tt.want)
+			}
+		})
+	}
+	t.Run("http listener without mTLS peer", func(t *testing.T) {
+		_, err := (&http.Client{Timeout: 5 * time.Second}).Get("http://" + vars["http"] + "/")
+		if err == nil {
+			t.Fatal("request served on a connection the policy refuses")
+		}
+		if web.Hits.Load() != 0 {
+			t.Fatalf("backend saw %d requests", web.Hits.Load())
+		}
 	})
 }

@@ -44,6 +44,10 @@ type Chain struct {
 	// RequireClientCert marks mTLS chains (peer identity extraction).
 	HTTP *httpconn.Config
 	TCP  *TCPProxy
+	// Authorize, when set, decides whether a connection may use the chain
+	// (L4 RBAC, internal/dataplane/netrbac). It runs after the TLS
+	// handshake and before any byte is read; a refused connection is closed.
+	Authorize func(src, dst net.Addr, sni, peerIdentity string) bool
 }
 
 func (c *Config) chainFor(sni string, hasTLS bool) *Chain {
@@ -201,6 +205,15 @@ func (l *Listener) handle(c net.Conn) {
 		info.TLS = &st
 		info.PeerIdentity = peerIdentity(&st)
 		conn = tc
+	}
+	if ch.Authorize != nil {
+		if sni == "" && info.TLS != nil {
+			sni = info.TLS.ServerName
+		}
+		if !ch.Authorize(c.RemoteAddr(), c.LocalAddr(), sni, info.PeerIdentity) {
+			l.log.Debug("connection refused by rbac", "listener", l.name, "remote", c.RemoteAddr().String())
+			return
+		}
 	}
 	switch {
 	case ch.HTTP != nil:

@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
 
 	netrbacv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/rbac/v3"
@@ -123,6 +124,29 @@ func (p *Policy) Allow(c Conn) bool {
 	}
 	p.allowed.Inc()
 	return true
+}
+
+// Authorizer adapts policies to the listener's Chain.Authorize hook: every
+// policy must allow the connection (each is its own filter, as in Envoy, so
+// a DENY filter wins over an ALLOW one).
+func Authorizer(ps ...*Policy) func(src, dst net.Addr, sni, peerIdentity string) bool {
+	return func(src, dst net.Addr, sni, peerIdentity string) bool {
+		c := Conn{Source: addrPort(src), Dest: addrPort(dst), SNI: sni, PeerIdentity: peerIdentity}
+		for _, p := range ps {
+			if !p.Allow(c) {
+				return false
+			}
+		}
+		return true
+	}
+}
+
+func addrPort(a net.Addr) netip.AddrPort {
+	if t, ok := a.(*net.TCPAddr); ok {
+		return t.AddrPort()
+	}
+	ap, _ := netip.ParseAddrPort(a.String())
+	return ap
 }
 
 type nopCounter struct{}

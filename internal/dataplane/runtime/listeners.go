@@ -28,6 +28,7 @@ import (
 	"github.com/omnirelay/omnirelay/internal/dataplane/http1"
 	"github.com/omnirelay/omnirelay/internal/dataplane/httpconn"
 	"github.com/omnirelay/omnirelay/internal/dataplane/listener"
+	"github.com/omnirelay/omnirelay/internal/dataplane/netrbac"
 	"github.com/omnirelay/omnirelay/internal/dataplane/router"
 	"github.com/omnirelay/omnirelay/internal/dataplane/stats"
 	"github.com/omnirelay/omnirelay/internal/shared/resources"
@@ -123,8 +124,8 @@ func (rt *Runtime) compileChain(lname string, idx int, fc *listenerv3.FilterChai
 		return nil, errors.New("filters: empty")
 	}
 	last := filters[len(filters)-1]
-	if len(filters) > 1 {
-		return nil, fmt.Errorf("filters: only one network filter (http_connection_manager or tcp_proxy) is supported, got %d", len(filters))
+	if err := rt.compileConnRBAC(ch, filters[:len(filters)-1]); err != nil {
+		return nil, err
 	}
 	switch typeName(last.GetTypedConfig()) {
 	case hcmType:
@@ -154,6 +155,27 @@ func (rt *Runtime) compileChain(lname string, idx int, fc *listenerv3.FilterChai
 		return nil, fmt.Errorf("filters[0]: network filter %q (%s) is not supported", last.GetName(), last.GetTypedConfig().GetTypeUrl())
 	}
 	return ch, nil
+}
+
+// compileConnRBAC compiles the network filters before the terminal one:
+// only network RBAC may stand there (as Envoy's rbac before tcp_proxy or
+// http_connection_manager); it becomes the chain's Authorize hook.
+func (rt *Runtime) compileConnRBAC(ch *listener.Chain, fs []*listenerv3.Filter) error {
+	var ps []*netrbac.Policy
+	for i, f := range fs {
+		if typeName(f.GetTypedConfig()) != netrbac.ConfigType {
+			return fmt.Errorf("filters[%d]: network filter %q (%s) is not supported before the last filter (only rbac is)", i, f.GetName(), f.GetTypedConfig().GetTypeUrl())
+		}
+		p, err := netrbac.Build(f.GetName(), f.GetTypedConfig(), filterStats{rt.opt.Stats, f.GetName()}, rt.opt.Log)
+		if err != nil {
+			return fmt.Errorf("filters[%d]: %w", i, err)
+		}
+		ps = append(ps, p)
+	}
+	if len(ps) > 0 {
+		ch.Authorize = netrbac.Authorizer(ps...)
+	}
+	return nil
 }
 
 func typeName(a *anypb.Any) string {

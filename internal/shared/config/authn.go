@@ -407,3 +407,52 @@ func CompileCondition(src string) (*exprpb.Expr, error) {
 	}
 	return pe.GetExpr(), nil
 }
+
+// connectionRBAC checks L4 policies: only connection facts exist there, so
+// request-level matchers (paths, methods, headers, JWT claims) are refused
+// rather than left never to match.
+func (v *validator) connectionRBAC(rs []RBAC, p string) {
+	seen := map[string]int{}
+	for i := range rs {
+		r := &rs[i]
+		rp := idx(p, i)
+		v.rbac(r, rp)
+		if j, dup := seen[r.kind()]; dup {
+			v.errf(rp, "%s is listed twice (also %s)", r.kind(), idx(p, j))
+		}
+		seen[r.kind()] = i
+		names := make([]string, 0, len(r.Policies))
+		for n := range r.Policies {
+			names = append(names, n)
+		}
+		slices.Sort(names)
+		for _, n := range names {
+			pol := r.Policies[n]
+			pp := joinKey(rp+".policies", n)
+			for k := range pol.Permissions {
+				v.l4Permission(&pol.Permissions[k], idx(pp+".permissions", k))
+			}
+			for k := range pol.Principals {
+				v.l4Principal(&pol.Principals[k], idx(pp+".principals", k))
+			}
+		}
+	}
+}
+
+func (v *validator) l4Permission(m *RBACPermission, p string) {
+	if m.PathPrefix != "" || m.Path != "" || len(m.Methods) > 0 || m.Header != nil {
+		v.errf(p, "connection policies see no HTTP request: use any, port or not")
+	}
+	if m.Not != nil {
+		v.l4Permission(m.Not, p+".not")
+	}
+}
+
+func (v *validator) l4Principal(m *RBACPrincipal, p string) {
+	if m.Header != nil || m.JWT != nil {
+		v.errf(p, "connection policies see no HTTP request: use peer, peer_prefix, source_ip or not")
+	}
+	if m.Not != nil {
+		v.l4Principal(m.Not, p+".not")
+	}
+}

@@ -86,3 +86,35 @@ func TestAuthnValidation(t *testing.T) {
 		})
 	}
 }
+
+func TestConnectionRBACValidation(t *testing.T) {
+	const doc = `
+listeners:
+  - name: db
+    address: 127.0.0.1:15432
+    protocol: tcp
+    cluster: db
+    connection_rbac:
+%s
+clusters: [{ name: db, endpoints: [127.0.0.1:5432] }]
+`
+	tests := []struct {
+		name, rbac, want string
+	}{
+		{name: "valid", rbac: `      - { action: ALLOW, policies: { p: { principals: [{ peer: "spiffe://mesh.local/ns/a/sa/b" }] } } }`},
+		{name: "path at L4", rbac: `      - { action: ALLOW, policies: { p: { permissions: [{ path_prefix: /x }] } } }`, want: "see no HTTP request"},
+		{name: "jwt at L4", rbac: `      - { action: ALLOW, policies: { p: { principals: [{ not: { jwt: { provider: a, claim: sub, value: x } } }] } } }`, want: "see no HTTP request"},
+		{name: "twice", rbac: "      - { action: DENY, policies: {} }\n      - { action: DENY, policies: {} }", want: "listed twice"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := config.Parse("inline.yaml", []byte(strings.Replace(doc, "%s", tt.rbac, 1)))
+			switch {
+			case tt.want == "" && err != nil:
+				t.Fatalf("unexpected error: %v", err)
+			case tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)):
+				t.Fatalf("err = %v, want it to mention %q", err, tt.want)
+			}
+		})
+	}
+}

@@ -103,6 +103,9 @@ type Listener struct {
 	// http/https: no active stream). Zero disables it.
 	IdleTimeout *Duration  `yaml:"idle_timeout"`
 	AccessLog   *AccessLog `yaml:"access_log"`
+	// ConnectionRBAC are L4 policies checked on each new connection, any
+	// protocol (docs/security.md).
+	ConnectionRBAC []RBAC `yaml:"connection_rbac"`
 }
 
 // EffectiveProtocol returns Protocol or ProtocolHTTP.

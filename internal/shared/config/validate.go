@@ -183,6 +183,7 @@ func (v *validator) listener(l *Listener, p string) {
 	if l.AccessLog != nil && strings.TrimSpace(l.AccessLog.Path) == "" {
 		v.errf(p+".access_log.path", "path is required (stdout, stderr or a file path)")
 	}
+	v.connectionRBAC(l.ConnectionRBAC, p+".connection_rbac")
 }
 
 // upstream checks a cluster-or-weighted_clusters pair of fields.

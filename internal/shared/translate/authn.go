@@ -4,14 +4,17 @@ import (
 	"fmt"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	rbacconfv3 "github.com/envoyproxy/go-control-plane/envoy/config/rbac/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	jwtv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/jwt_authn/v3"
 	rbacv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
+	netrbacv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/rbac/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -341,4 +344,41 @@ func rbacPrincipal(p *config.RBACPrincipal) (*rbacconfv3.Principal, error) {
 		return all[0], nil
 	}
 	return &rbacconfv3.Principal{Identifier: &rbacconfv3.Principal_AndIds{AndIds: &rbacconfv3.Principal_Set{Ids: all}}}, nil
+}
+
+// NameNetworkRBAC is the network filter name of connection policies.
+const NameNetworkRBAC = "envoy.filters.network.rbac"
+
+// connectionRBAC puts the listener's connection policies in front of every
+// filter chain's terminal filter (tcp_proxy or http_connection_manager).
+func connectionRBAC(l *config.Listener, out *listenerv3.Listener) error {
+	if len(l.ConnectionRBAC) == 0 {
+		return nil
+	}
+	var fs []*listenerv3.Filter
+	for i := range l.ConnectionRBAC {
+		r := &l.ConnectionRBAC[i]
+		h, err := rbacFilter(r)
+		if err != nil {
+			return fmt.Errorf("connection_rbac[%d]: %w", i, err)
+		}
+		m := &netrbacv3.RBAC{StatPrefix: l.Name, Rules: h.GetRules(), ShadowRules: h.GetShadowRules()}
+		name := NameNetworkRBAC
+		if i > 0 {
+			name += "." + strconv.Itoa(i)
+		}
+		f, err := networkFilter(name, m)
+		if err != nil {
+			return err
+		}
+		fs = append(fs, f)
+	}
+	for _, fc := range out.GetFilterChains() {
+		pre := make([]*listenerv3.Filter, 0, len(fs)+len(fc.Filters))
+		for _, f := range fs {
+			pre = append(pre, proto.CloneOf(f))
+		}
+		fc.Filters = append(pre, fc.Filters...)
+	}
+	return nil
 }

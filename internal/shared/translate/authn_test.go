@@ -12,6 +12,7 @@ import (
 	"github.com/omnirelay/omnirelay/internal/dataplane/filters/jwtauthn"
 	"github.com/omnirelay/omnirelay/internal/dataplane/filters/rbac"
 	"github.com/omnirelay/omnirelay/internal/dataplane/message"
+	"github.com/omnirelay/omnirelay/internal/dataplane/netrbac"
 	"github.com/omnirelay/omnirelay/internal/shared/config"
 )
 
@@ -159,4 +160,40 @@ func (okTerminal) Serve(s *filter.Stream) error {
 	r.Status = 200
 	s.Resp = r
 	return nil
+}
+
+func TestConnectionRBACTranslation(t *testing.T) {
+	snap := translateYAML(t, `
+listeners:
+  - name: db
+    address: 127.0.0.1:15432
+    protocol: tls
+    sni_routes: [{ sni: [db.example.com], cluster: shop }]
+    cluster: shop
+    connection_rbac:
+      - { action: DENY, policies: { outside: { principals: [{ not: { source_ip: [10.0.0.0/8] } }] } } }
+      - { action: ALLOW, shadow: true, policies: { mesh: { principals: [{ peer_prefix: "spiffe://mesh.local/" }], condition: 'connection.mtls' } } }
+clusters:
+  - { name: shop, endpoints: [127.0.0.1:9000] }
+`)
+	chains := snap.Listeners[0].GetFilterChains()
+	if len(chains) != 2 {
+		t.Fatalf("%d chains", len(chains))
+	}
+	for _, fc := range chains {
+		fs := fc.GetFilters()
+		if len(fs) != 3 || fs[0].GetName() != NameNetworkRBAC || fs[1].GetName() != NameNetworkRBAC+".1" || fs[2].GetName() != NameTCPProxy {
+			t.Fatalf("chain %s filters %v", fc.GetName(), fs)
+		}
+		for _, f := range fs[:2] {
+			p, err := netrbac.Build(f.GetName(), f.GetTypedConfig(), nil, nil)
+			if err != nil {
+				t.Fatalf("data plane refuses %s: %v", f.GetName(), err)
+			}
+			src := netip.MustParseAddrPort("192.168.1.1:1")
+			if f.GetName() == NameNetworkRBAC && p.Allow(netrbac.Conn{Source: src}) {
+				t.Fatal("DENY outside 10/8 let 192.168.1.1 in")
+			}
+		}
+	}
 }

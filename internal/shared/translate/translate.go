@@ -159,6 +159,9 @@ func (t *translator) listener(l *config.Listener) (*listenerv3.Listener, error) 
 	default:
 		return nil, fmt.Errorf("unknown protocol %q", l.Protocol)
 	}
+	if err := connectionRBAC(l, out); err != nil {
+		return nil, err
+	}
 	return out, nil
 }
 
