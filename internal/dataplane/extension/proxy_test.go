@@ -1,0 +1,181 @@
+package extension_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"maps"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/omnirelay/omnirelay/internal/dataplane/app"
+	"github.com/omnirelay/omnirelay/internal/shared/dslrules"
+	"github.com/omnirelay/omnirelay/internal/shared/extpkg"
+	"github.com/omnirelay/omnirelay/internal/shared/signing"
+)
+
+// versionRules is a DSL package that stamps x-version on every response.
+func versionRules(v string) string {
+	return "rules:\n- name: version\n  phase: response\n  actions: [{set_header: {name: x-version, value: \"" + v + "\"}}]\n"
+}
+
+const canaryConfig = `
+admin: { address: {{admin}} }
+listeners:
+  - name: edge
+    address: {{edge}}
+    filters:
+      - extension:
+          name: stamp
+          package: {{package}}
+          policy: fail_closed
+          deadline: 50ms
+{{canary}}
+    virtual_hosts:
+      - { name: all, routes: [{ match: { path_prefix: / }, cluster: main }] }
+clusters:
+  - { name: main, endpoints: [{{main}}] }
+`
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// TestCanaryPromoteRollbackThroughProxy changes the extension of a running
+// OmniRelay under steady load: v1, then v2 as a 50% canary beside v1, then
+// v2 promoted, then rolled back to v1. Every request must succeed, and each
+// stage must be seen to serve what it says.
+func TestCanaryPromoteRollbackThroughProxy(t *testing.T) {
+	dir := t.TempDir()
+	for _, v := range []string{"1", "2"} {
+		b, err := extpkg.Pack(extpkg.Manifest{Name: "stamp", Version: v + ".0.0", Kind: extpkg.KindDSL, ABI: dslrules.ABI}, []byte(versionRules(v)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, priv := testKey(1)
+		if b, err = extpkg.Sign(b, signing.NewSigner(priv)); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, "v"+v+".orx"), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pub, _ := testKey(1)
+	trust := filepath.Join(dir, "trust.pem")
+	if err := signing.WritePublicKey(trust, pub); err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "ok")
+	})}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Close() })
+
+	edge := freeAddr(t)
+	path := filepath.Join(dir, "config.yaml")
+	base := strings.NewReplacer("{{admin}}", freeAddr(t), "{{edge}}", edge, "{{main}}", ln.Addr().String())
+	write := func(pkg, canary string) {
+		t.Helper()
+		cfg := strings.NewReplacer("{{package}}", pkg, "{{canary}}", canary).Replace(base.Replace(canaryConfig))
+		tmp := path + ".tmp"
+		if err := os.WriteFile(tmp, []byte(cfg), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, path); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("v1.orx", "")
+	p, err := app.Start(app.Options{ConfigPath: path, ExtensionTrustRoot: trust, AdminAddress: "127.0.0.1:0",
+		Log: slog.New(slog.NewTextHandler(io.Discard, nil)), DrainTimeout: time.Second, PollInterval: 10 * time.Millisecond})
+	if err != nil {
+		t.Fatalf("start proxy: %v", err)
+	}
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = p.Shutdown(ctx)
+	}()
+
+	// Steady load; each response's x-version goes to the current window.
+	var (
+		mu       sync.Mutex
+		window   = map[string]int{}
+		failures []string
+		stop     atomic.Bool
+		wg       sync.WaitGroup
+	)
+	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 8}}
+	defer client.CloseIdleConnections()
+	for range 4 {
+		wg.Go(func() {
+			for !stop.Load() {
+				resp, err := client.Get("http://" + edge + "/")
+				mu.Lock()
+				if err != nil {
+					failures = append(failures, err.Error())
+				} else {
+					_, _ = io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					if resp.StatusCode != 200 {
+						failures = append(failures, fmt.Sprint(resp.StatusCode))
+					}
+					window[resp.Header.Get("x-version")]++
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	// await polls windows of traffic until one satisfies ok.
+	await := func(stage string, ok func(w map[string]int) bool) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			mu.Lock()
+			clear(window)
+			mu.Unlock()
+			time.Sleep(50 * time.Millisecond)
+			mu.Lock()
+			w := maps.Clone(window)
+			mu.Unlock()
+			if w["1"]+w["2"] >= 20 && ok(w) {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: last window %v", stage, w)
+			}
+		}
+	}
+	await("v1", func(w map[string]int) bool { return w["2"] == 0 && w[""] == 0 })
+	write("v2.orx", "          canary: { percent: 50, previous_package: v1.orx }")
+	await("canary", func(w map[string]int) bool {
+		return w[""] == 0 && w["1"] > 0 && w["2"] > 0 && w["1"]*3 > w["2"] && w["2"]*3 > w["1"]
+	})
+	write("v2.orx", "")
+	await("promoted", func(w map[string]int) bool { return w["1"] == 0 && w[""] == 0 })
+	write("v1.orx", "")
+	await("rolled back", func(w map[string]int) bool { return w["2"] == 0 && w[""] == 0 })
+	stop.Store(true)
+	wg.Wait()
+	if len(failures) > 0 {
+		t.Fatalf("%d requests failed across the changes: %v", len(failures), failures[:min(5, len(failures))])
+	}
+}
