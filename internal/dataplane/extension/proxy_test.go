@@ -57,8 +57,10 @@ func freeAddr(t *testing.T) string {
 
 // TestCanaryPromoteRollbackThroughProxy changes the extension of a running
 // OmniRelay under steady load: v1, then v2 as a 50% canary beside v1, then
-// v2 promoted, then rolled back to v1. Every request must succeed, and each
-// stage must be seen to serve what it says.
+// v2 promoted, then rolled back to v1, then a tampered and an untrusted
+// package, which are refused (the log says why) while v1 keeps serving.
+// Every request must succeed, and each stage must be seen to serve what it
+// says.
 func TestCanaryPromoteRollbackThroughProxy(t *testing.T) {
 	dir := t.TempDir()
 	for _, v := range []string{"1", "2"} {
@@ -73,6 +75,24 @@ func TestCanaryPromoteRollbackThroughProxy(t *testing.T) {
 		if err := os.WriteFile(filepath.Join(dir, "v"+v+".orx"), b, 0o644); err != nil {
 			t.Fatal(err)
 		}
+	}
+	// Refused packages: v2's payload edited after signing, and v2 signed by
+	// a key the proxy does not trust.
+	v2, err := os.ReadFile(filepath.Join(dir, "v2.orx"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tampered := []byte(strings.Replace(string(v2), `value: "2"`, `value: "X"`, 1))
+	if err := os.WriteFile(filepath.Join(dir, "tampered.orx"), tampered, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, otherKey := testKey(9)
+	untrusted, err := extpkg.Sign(v2, signing.NewSigner(otherKey))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "untrusted.orx"), untrusted, 0o644); err != nil {
+		t.Fatal(err)
 	}
 	pub, _ := testKey(1)
 	trust := filepath.Join(dir, "trust.pem")
@@ -104,8 +124,9 @@ func TestCanaryPromoteRollbackThroughProxy(t *testing.T) {
 		}
 	}
 	write("v1.orx", "")
+	logs := &lockedBuffer{}
 	p, err := app.Start(app.Options{ConfigPath: path, ExtensionTrustRoot: trust, AdminAddress: "127.0.0.1:0",
-		Log: slog.New(slog.NewTextHandler(io.Discard, nil)), DrainTimeout: time.Second, PollInterval: 10 * time.Millisecond})
+		Log: slog.New(slog.NewTextHandler(logs, nil)), DrainTimeout: time.Second, PollInterval: 10 * time.Millisecond})
 	if err != nil {
 		t.Fatalf("start proxy: %v", err)
 	}
@@ -173,9 +194,43 @@ func TestCanaryPromoteRollbackThroughProxy(t *testing.T) {
 	await("promoted", func(w map[string]int) bool { return w["1"] == 0 && w[""] == 0 })
 	write("v1.orx", "")
 	await("rolled back", func(w map[string]int) bool { return w["2"] == 0 && w[""] == 0 })
+	// Bad packages are refused at load, with the reason in the log, and
+	// v1 keeps serving.
+	for _, bad := range []struct{ file, reason string }{
+		{"tampered.orx", "does not match the manifest's sha256"},
+		{"untrusted.orx", "untrusted key"},
+	} {
+		write(bad.file, "")
+		deadline := time.Now().Add(10 * time.Second)
+		for !strings.Contains(logs.String(), bad.reason) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: no refusal naming %q in the log:\n%s", bad.file, bad.reason, logs.String())
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		await(bad.file+" refused", func(w map[string]int) bool { return w["2"] == 0 && w["X"] == 0 && w[""] == 0 })
+	}
 	stop.Store(true)
 	wg.Wait()
 	if len(failures) > 0 {
 		t.Fatalf("%d requests failed across the changes: %v", len(failures), failures[:min(5, len(failures))])
 	}
+}
+
+// lockedBuffer is a log destination shared by the proxy's goroutines.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
