@@ -22,7 +22,7 @@ func Builtins() []filter.Factory {
 		ratelimit.Factory{},
 		fault.Factory{},
 		cors.Factory{},
-		jwtauthn.Factory{},
+		jwtauthn.NewFactory(),
 		rbac.Factory{},
 	}
 }

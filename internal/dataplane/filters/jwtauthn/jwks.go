@@ -290,3 +290,30 @@ func (r *remoteKeys) fetch() error {
 	r.cur.Store(ks)
 	return nil
 }
+
+// jwksStore shares remote key sets across config versions. Filters are
+// rebuilt on every config change; without it each version would start with
+// no keys, refetch, and, with the JWKS endpoint down at that moment, refuse
+// every token although good keys were cached a moment before. Entries are
+// keyed by URI and cache settings and live as long as the factory (one per
+// proxy); no goroutine is attached to them.
+type jwksStore struct {
+	mu sync.Mutex
+	m  map[string]*remoteKeys
+}
+
+// share returns the stored source with rk's URI and settings, or stores rk.
+// A nil store shares nothing.
+func (st *jwksStore) share(rk *remoteKeys) *remoteKeys {
+	if st == nil {
+		return rk
+	}
+	key := fmt.Sprintf("%s|%s|%s|%s", rk.uri, rk.ttl, rk.timeout, rk.retryAfter)
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if old, ok := st.m[key]; ok {
+		return old
+	}
+	st.m[key] = rk
+	return rk
+}

@@ -52,11 +52,20 @@ const ConfigType = "envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication
 // payloads under; RBAC metadata matchers name it.
 const MetadataNamespace = "envoy.filters.http.jwt_authn"
 
-// Factory builds JWT filters. The zero value is ready to use; Now and Client
-// are for tests (fixed clocks, fake transports).
+// Factory builds JWT filters. Use NewFactory in a proxy: its factories share
+// fetched JWKS across config versions. The zero value works but refetches
+// remote keys for every version. Now and Client are for tests (fixed
+// clocks, fake transports).
 type Factory struct {
 	Now    func() time.Time
 	Client *http.Client
+	jwks   *jwksStore
+}
+
+// NewFactory returns a factory whose filters share remote key sets across
+// config versions (see jwksStore).
+func NewFactory() Factory {
+	return Factory{jwks: &jwksStore{m: map[string]*remoteKeys{}}}
 }
 
 var (
@@ -115,7 +124,7 @@ func (f Factory) compile(pb *jwtv3.JwtAuthentication, env *filter.Env) (*authn, 
 	}
 	slices.Sort(names) // deterministic allow_missing order and errors
 	for _, name := range names {
-		p, err := compileProvider(name, pb.GetProviders()[name], now, client, onFetch)
+		p, err := compileProvider(name, pb.GetProviders()[name], now, client, onFetch, f.jwks)
 		if err != nil {
 			return nil, fmt.Errorf("providers[%s].%w", name, err)
 		}

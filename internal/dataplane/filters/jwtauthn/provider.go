@@ -67,7 +67,7 @@ type provider struct {
 	now           func() time.Time
 }
 
-func compileProvider(name string, p *jwtv3.JwtProvider, now func() time.Time, client *http.Client, onFetch func(bool)) (*provider, error) {
+func compileProvider(name string, p *jwtv3.JwtProvider, now func() time.Time, client *http.Client, onFetch func(bool), store *jwksStore) (*provider, error) {
 	pr := &provider{
 		name:          name,
 		issuer:        p.GetIssuer(),
@@ -153,7 +153,8 @@ func compileProvider(name string, p *jwtv3.JwtProvider, now func() time.Time, cl
 			now:        now,
 			onFetch:    onFetch,
 		}
-		if rj.GetAsyncFetch() != nil {
+		rk = store.share(rk)
+		if rj.GetAsyncFetch() != nil && rk.cur.Load() == nil {
 			rk.startFetch()
 		}
 		pr.src = rk

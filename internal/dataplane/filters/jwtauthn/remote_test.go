@@ -158,3 +158,30 @@ func TestRemoteJWKSFailsClosed(t *testing.T) {
 		waitFetches(t, flt)
 	})
 }
+
+// TestJWKSSurvivesReload: a new config version reuses the keys the previous
+// one fetched, so a JWKS outage during a reload does not lock users out.
+func TestJWKSSurvivesReload(t *testing.T) {
+	ignore := goleak.IgnoreCurrent()
+	t.Cleanup(func() { goleak.VerifyNone(t, ignore) })
+	k := newRSAKey(t, "k")
+	srv := newJWKSServer(t, jwks(t, k))
+	f := NewFactory()
+	f.Now, f.Client = func() time.Time { return t0 }, srv.Client()
+	v1 := build(t, f, remoteConf(srv.URL, true))
+	waitFetches(t, v1)
+	if st := status(t, v1, k.sign(t, claims(nil))); st != 200 {
+		t.Fatalf("v1: %d", st)
+	}
+	srv.set("down", http.StatusServiceUnavailable)
+	v2 := build(t, f, remoteConf(srv.URL, true))
+	if st := status(t, v2, k.sign(t, claims(nil))); st != 200 {
+		t.Fatalf("v2 during JWKS outage: %d", st)
+	}
+	// Without the shared store the new version starts empty and fails closed.
+	v3 := build(t, Factory{Now: f.Now, Client: srv.Client()}, remoteConf(srv.URL, false))
+	if st := status(t, v3, k.sign(t, claims(nil))); st != 401 {
+		t.Fatalf("unshared factory during outage: %d", st)
+	}
+	waitFetches(t, v3)
+}
