@@ -125,6 +125,8 @@ func jwtProvider(p *config.JWTProvider) *jwtv3.JwtProvider {
 		// refer to a token by the provider that verified it.
 		PayloadInMetadata: p.Name,
 		RequireExpiration: p.RequireExpiration,
+		// Remember verified signatures (claims are re-checked per request).
+		JwtCacheConfig: &jwtv3.JwtCacheConfig{JwtCacheSize: 100},
 	}
 	if p.ClockSkew != nil {
 		out.ClockSkewSeconds = uint32(p.ClockSkew.Std() / time.Second)

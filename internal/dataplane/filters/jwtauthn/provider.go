@@ -65,6 +65,7 @@ type provider struct {
 	claimHeaders  []claimHeader
 	src           keySource
 	now           func() time.Time
+	cache         *tokenCache // nil: no jwt_cache_config
 }
 
 func compileProvider(name string, p *jwtv3.JwtProvider, now func() time.Time, client *http.Client, onFetch func(bool), store *jwksStore) (*provider, error) {
@@ -93,6 +94,9 @@ func compileProvider(name string, p *jwtv3.JwtProvider, now func() time.Time, cl
 		return nil, errors.New("header_in_metadata/failed_status_in_metadata: not supported")
 	case p.GetPadForwardPayloadHeader():
 		return nil, errors.New("pad_forward_payload_header: not supported")
+	}
+	if cc := p.GetJwtCacheConfig(); cc != nil {
+		pr.cache = newTokenCache(cc.GetJwtCacheSize(), cc.GetJwtMaxTokenSize())
 	}
 	for i, h := range p.GetFromHeaders() {
 		if h.GetName() == "" {
@@ -236,6 +240,17 @@ func (p *provider) verify(ctx context.Context, tok string, audiences []string) (
 	if len(tok) > MaxTokenBytes || strings.Count(tok, ".") != 2 {
 		return nil, nil, errInvalid
 	}
+	if p.cache != nil {
+		// keys(ctx, "") also starts a due background refresh.
+		if ks, err := p.src.keys(ctx, ""); err == nil {
+			if e, ok := p.cache.get(tok, ks); ok {
+				if err := p.checkClaims(e.claims, audiences); err != nil {
+					return nil, nil, err
+				}
+				return e.claims, e.payload, nil
+			}
+		}
+	}
 	msg, err := jws.Parse([]byte(tok), jws.WithCompact())
 	if err != nil || len(msg.Signatures()) != 1 {
 		return nil, nil, errInvalid
@@ -265,6 +280,9 @@ func (p *provider) verify(ctx context.Context, tok string, audiences []string) (
 	if err := json.Unmarshal(payload, &claims); err != nil || claims == nil {
 		return nil, nil, errInvalid
 	}
+	// Cache the signature's outcome before the claim checks: an expired
+	// token stays rejected on every hit, since those checks run each time.
+	p.cache.put(tok, cachedToken{keys: ks, claims: claims, payload: payload})
 	if err := p.checkClaims(claims, audiences); err != nil {
 		return nil, nil, err
 	}

@@ -185,3 +185,51 @@ func TestJWKSSurvivesReload(t *testing.T) {
 	}
 	waitFetches(t, v3)
 }
+
+func TestTokenCache(t *testing.T) {
+	ignore := goleak.IgnoreCurrent()
+	t.Cleanup(func() { goleak.VerifyNone(t, ignore) })
+	k1, k2 := newRSAKey(t, "k1"), newRSAKey(t, "k2")
+	srv := newJWKSServer(t, jwks(t, k1))
+	clk := newClock(t0)
+	conf := remoteConf(srv.URL, true)
+	conf.Providers["main"].JwtCacheConfig = &jwtv3.JwtCacheConfig{JwtCacheSize: 2}
+	flt := build(t, Factory{Now: clk.now, Client: srv.Client()}, conf)
+	waitFetches(t, flt)
+	p := flt.(*authn).providers["main"]
+
+	tok := k1.sign(t, claims(nil))
+	for i := range 3 {
+		if st := status(t, flt, tok); st != 200 {
+			t.Fatalf("request %d: %d", i, st)
+		}
+	}
+	if len(p.cache.m) != 1 {
+		t.Fatalf("cache holds %d tokens", len(p.cache.m))
+	}
+	// Claims are checked on every hit: the cached token expires.
+	clk.advance(time.Hour + 2*time.Minute)
+	if st := status(t, flt, tok); st != 401 {
+		t.Fatalf("expired cached token: %d", st)
+	}
+	waitFetches(t, flt) // that request also started a refresh (set older than ttl)
+	// k1 is revoked upstream: after the refresh its cached token fails.
+	tok = k1.sign(t, claims(map[string]any{"exp": clk.now().Add(time.Hour).Unix()}))
+	if st := status(t, flt, tok); st != 200 {
+		t.Fatalf("before revocation: %d", st)
+	}
+	srv.set(jwks(t, k2), http.StatusOK)
+	clk.advance(6 * time.Minute) // past cache_duration (5m): refresh
+	_ = status(t, flt, tok)
+	waitFetches(t, flt)
+	if st := status(t, flt, tok); st != 401 {
+		t.Fatalf("token of a revoked key served from cache: %d", st)
+	}
+	// A bounded cache: distinct tokens evict each other.
+	for i := range 5 {
+		_ = status(t, flt, k2.sign(t, claims(map[string]any{"jti": i, "exp": clk.now().Add(time.Hour).Unix()})))
+	}
+	if n := len(p.cache.m); n > 2 {
+		t.Fatalf("cache grew to %d", n)
+	}
+}
