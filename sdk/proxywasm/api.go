@@ -325,7 +325,7 @@ func DispatchHTTPCall(upstream string, headers [][2]string, body []byte, trailer
 	if st != 0 {
 		return 0, Status(st)
 	}
-	callbacks[token] = callback
+	callbacks = append(callbacks, callbackEntry{token, callback})
 	return token, nil
 }
 

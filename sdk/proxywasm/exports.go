@@ -4,17 +4,70 @@ package proxywasm
 
 import "unsafe"
 
-// The SDK's dispatcher state. One Wasm instance runs one goroutine of host
-// calls at a time, and this is the instance's only dispatcher.
+// The SDK's dispatcher state. One Wasm instance runs one host call at a
+// time, and this is the instance's only dispatcher. Contexts live in small
+// slices searched linearly: an instance holds a root and a few streams (one
+// in OmniRelay), and Go maps cost microseconds per insert and delete in
+// Wasm.
 var (
-	newRoot    func(contextID uint32) RootContext
-	roots      = map[uint32]RootContext{}
-	streams    = map[uint32]HTTPContext{}
-	streamRoot = map[uint32]uint32{}
-	callbacks  = map[uint32]func(numHeaders, bodySize, numTrailers int){}
-	allocs     [][]byte
-	currentID  uint32
+	newRoot   func(contextID uint32) RootContext
+	roots     []rootEntry
+	streams   []streamEntry
+	callbacks []callbackEntry
+	allocs    [][]byte
+	currentID uint32
 )
+
+type rootEntry struct {
+	id  uint32
+	ctx RootContext
+}
+
+type streamEntry struct {
+	id  uint32
+	ctx HTTPContext
+}
+
+type callbackEntry struct {
+	token uint32
+	fn    func(numHeaders, bodySize, numTrailers int)
+}
+
+func findRoot(id uint32) (RootContext, bool) {
+	for _, r := range roots {
+		if r.id == id {
+			return r.ctx, true
+		}
+	}
+	return nil, false
+}
+
+func findStream(id uint32) (HTTPContext, bool) {
+	for _, s := range streams {
+		if s.id == id {
+			return s.ctx, true
+		}
+	}
+	return nil, false
+}
+
+func deleteContext(id uint32) {
+	for i, s := range streams {
+		if s.id == id {
+			last := len(streams) - 1
+			streams[i] = streams[last]
+			streams[last] = streamEntry{}
+			streams = streams[:last]
+			return
+		}
+	}
+	for i, r := range roots {
+		if r.id == id {
+			roots = append(roots[:i], roots[i+1:]...)
+			return
+		}
+	}
+}
 
 // SetNewRootContext registers the plugin. Call it from init.
 func SetNewRootContext(f func(contextID uint32) RootContext) { newRoot = f }
@@ -55,29 +108,56 @@ func takeAlloc(ptr, size uint32) []byte {
 //go:wasmexport proxy_on_context_create
 func proxyOnContextCreate(contextID, parentID uint32) {
 	if parentID == 0 {
-		if newRoot == nil {
-			roots[contextID] = DefaultRootContext{}
-			return
+		var r RootContext = DefaultRootContext{}
+		if newRoot != nil {
+			r = newRoot(contextID)
 		}
-		roots[contextID] = newRoot(contextID)
+		roots = append(roots, rootEntry{contextID, r})
 		return
 	}
-	root, ok := roots[parentID]
+	root, ok := findRoot(parentID)
 	if !ok {
 		return
 	}
-	streams[contextID] = root.NewHTTPContext(contextID)
-	streamRoot[contextID] = parentID
+	streams = append(streams, streamEntry{contextID, root.NewHTTPContext(contextID)})
 }
 
+// Bits OR-ed into omnirelay_on_stream_start's result above the action,
+// telling OmniRelay's host which later callbacks the stream's context has.
+const (
+	wantsResponseHeaders = 1 << 8
+	wantsResponseBody    = 1 << 9
+	wantsRequestBody     = 1 << 10
+	wantsEnd             = 1 << 11 // the context is alive: call omnirelay_on_stream_end
+)
+
 // omnirelayOnStreamStart is proxy_on_context_create followed by
-// proxy_on_request_headers in one call: OmniRelay's host uses it when
-// present (each guest call has a fixed cost there); other hosts ignore it.
+// proxy_on_request_headers in one call, for OmniRelay's host (each guest
+// call has a fixed cost there); other hosts use the standard exports. Its
+// result is the action plus the wants* bits; a context that needs nothing
+// more is deleted here and the host makes no further call for the stream.
 //
 //go:wasmexport omnirelay_on_stream_start
 func omnirelayOnStreamStart(id, rootID, n, eos uint32) uint32 {
 	proxyOnContextCreate(id, rootID)
-	return proxyOnRequestHeaders(id, n, eos)
+	act := proxyOnRequestHeaders(id, n, eos)
+	h, _ := findStream(id)
+	var bits uint32
+	if _, ok := h.(HTTPResponseHeadersHandler); ok {
+		bits |= wantsResponseHeaders
+	}
+	if _, ok := h.(HTTPResponseBodyHandler); ok {
+		bits |= wantsResponseBody
+	}
+	if _, ok := h.(HTTPRequestBodyHandler); ok {
+		bits |= wantsRequestBody
+	}
+	_, done := h.(HTTPStreamDoneHandler)
+	if bits != 0 || done || act != uint32(ActionContinue) || len(callbacks) > 0 {
+		return act | bits | wantsEnd
+	}
+	proxyOnDelete(id)
+	return act
 }
 
 // omnirelayOnStreamEnd is proxy_on_done, proxy_on_log and proxy_on_delete.
@@ -92,7 +172,7 @@ func omnirelayOnStreamEnd(id uint32) {
 //go:wasmexport proxy_on_vm_start
 func proxyOnVMStart(rootID, size uint32) uint32 {
 	currentID = rootID
-	if r, ok := roots[rootID]; ok {
+	if r, ok := findRoot(rootID); ok {
 		return b2u(r.OnVMStart(int(size)))
 	}
 	return 1
@@ -101,7 +181,7 @@ func proxyOnVMStart(rootID, size uint32) uint32 {
 //go:wasmexport proxy_on_configure
 func proxyOnConfigure(rootID, size uint32) uint32 {
 	currentID = rootID
-	if r, ok := roots[rootID]; ok {
+	if r, ok := findRoot(rootID); ok {
 		return b2u(r.OnPluginStart(int(size)))
 	}
 	return 1
@@ -110,7 +190,7 @@ func proxyOnConfigure(rootID, size uint32) uint32 {
 //go:wasmexport proxy_on_tick
 func proxyOnTick(rootID uint32) {
 	currentID = rootID
-	if r, ok := roots[rootID]; ok {
+	if r, ok := findRoot(rootID); ok {
 		r.OnTick()
 	}
 }
@@ -118,14 +198,14 @@ func proxyOnTick(rootID uint32) {
 //go:wasmexport proxy_on_queue_ready
 func proxyOnQueueReady(rootID, queueID uint32) {
 	currentID = rootID
-	if r, ok := roots[rootID]; ok {
+	if r, ok := findRoot(rootID); ok {
 		r.OnQueueReady(queueID)
 	}
 }
 
 func stream(id uint32) HTTPContext {
 	currentID = id
-	if h, ok := streams[id]; ok {
+	if h, ok := findStream(id); ok {
 		return h
 	}
 	return DefaultHTTPContext{}
@@ -138,43 +218,60 @@ func proxyOnRequestHeaders(id, n, eos uint32) uint32 {
 
 //go:wasmexport proxy_on_request_body
 func proxyOnRequestBody(id, size, eos uint32) uint32 {
-	return uint32(stream(id).OnHTTPRequestBody(int(size), eos != 0))
+	if h, ok := stream(id).(HTTPRequestBodyHandler); ok {
+		return uint32(h.OnHTTPRequestBody(int(size), eos != 0))
+	}
+	return uint32(ActionContinue)
 }
 
 //go:wasmexport proxy_on_request_trailers
 func proxyOnRequestTrailers(id, n uint32) uint32 {
-	return uint32(stream(id).OnHTTPRequestTrailers(int(n)))
+	if h, ok := stream(id).(HTTPRequestTrailersHandler); ok {
+		return uint32(h.OnHTTPRequestTrailers(int(n)))
+	}
+	return uint32(ActionContinue)
 }
 
 //go:wasmexport proxy_on_response_headers
 func proxyOnResponseHeaders(id, n, eos uint32) uint32 {
-	return uint32(stream(id).OnHTTPResponseHeaders(int(n), eos != 0))
+	if h, ok := stream(id).(HTTPResponseHeadersHandler); ok {
+		return uint32(h.OnHTTPResponseHeaders(int(n), eos != 0))
+	}
+	return uint32(ActionContinue)
 }
 
 //go:wasmexport proxy_on_response_body
 func proxyOnResponseBody(id, size, eos uint32) uint32 {
-	return uint32(stream(id).OnHTTPResponseBody(int(size), eos != 0))
+	if h, ok := stream(id).(HTTPResponseBodyHandler); ok {
+		return uint32(h.OnHTTPResponseBody(int(size), eos != 0))
+	}
+	return uint32(ActionContinue)
 }
 
 //go:wasmexport proxy_on_response_trailers
 func proxyOnResponseTrailers(id, n uint32) uint32 {
-	return uint32(stream(id).OnHTTPResponseTrailers(int(n)))
+	if h, ok := stream(id).(HTTPResponseTrailersHandler); ok {
+		return uint32(h.OnHTTPResponseTrailers(int(n)))
+	}
+	return uint32(ActionContinue)
 }
 
 //go:wasmexport proxy_on_http_call_response
 func proxyOnHTTPCallResponse(id, token, numHeaders, bodySize, numTrailers uint32) {
 	currentID = id
-	cb, ok := callbacks[token]
-	if !ok {
-		return
+	for i, c := range callbacks {
+		if c.token == token {
+			callbacks = append(callbacks[:i], callbacks[i+1:]...)
+			c.fn(int(numHeaders), int(bodySize), int(numTrailers))
+			return
+		}
 	}
-	delete(callbacks, token)
-	cb(int(numHeaders), int(bodySize), int(numTrailers))
 }
 
 //go:wasmexport proxy_on_log
 func proxyOnLog(id uint32) {
-	if h, ok := streams[id]; ok {
+	h, _ := findStream(id)
+	if h, ok := h.(HTTPStreamDoneHandler); ok {
 		currentID = id
 		h.OnHTTPStreamDone()
 	}
@@ -184,11 +281,7 @@ func proxyOnLog(id uint32) {
 func proxyOnDone(id uint32) uint32 { return 1 }
 
 //go:wasmexport proxy_on_delete
-func proxyOnDelete(id uint32) {
-	delete(streams, id)
-	delete(streamRoot, id)
-	delete(roots, id)
-}
+func proxyOnDelete(id uint32) { deleteContext(id) }
 
 func b2u(b bool) uint32 {
 	if b {

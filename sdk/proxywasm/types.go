@@ -76,17 +76,44 @@ type RootContext interface {
 	NewHTTPContext(contextID uint32) HTTPContext
 }
 
-// HTTPContext handles one HTTP stream.
+// HTTPContext handles one HTTP stream. The other callbacks are optional
+// interfaces (HTTPRequestBodyHandler, HTTPResponseHeadersHandler, ...): a
+// context implements only those it needs, and OmniRelay's host skips the
+// calls it does not (each guest call has a fixed cost).
 type HTTPContext interface {
 	OnHTTPRequestHeaders(numHeaders int, endOfStream bool) Action
-	// OnHTTPRequestBody sees the whole body (OmniRelay buffers bodies of
-	// known length up to its limit).
+}
+
+// HTTPRequestBodyHandler sees the whole request body (OmniRelay buffers
+// bodies of known length up to its limit).
+type HTTPRequestBodyHandler interface {
 	OnHTTPRequestBody(bodySize int, endOfStream bool) Action
+}
+
+// HTTPRequestTrailersHandler sees request trailers (hosts that stream them).
+type HTTPRequestTrailersHandler interface {
 	OnHTTPRequestTrailers(numTrailers int) Action
+}
+
+// HTTPResponseHeadersHandler sees the response headers.
+type HTTPResponseHeadersHandler interface {
 	OnHTTPResponseHeaders(numHeaders int, endOfStream bool) Action
+}
+
+// HTTPResponseBodyHandler sees the whole response body (known length, up
+// to the host's limit).
+type HTTPResponseBodyHandler interface {
 	OnHTTPResponseBody(bodySize int, endOfStream bool) Action
+}
+
+// HTTPResponseTrailersHandler sees response trailers (hosts that stream
+// them).
+type HTTPResponseTrailersHandler interface {
 	OnHTTPResponseTrailers(numTrailers int) Action
-	// OnHTTPStreamDone runs once the stream is over (proxy_on_log).
+}
+
+// HTTPStreamDoneHandler runs once the stream is over (proxy_on_log).
+type HTTPStreamDoneHandler interface {
 	OnHTTPStreamDone()
 }
 
@@ -99,13 +126,8 @@ func (DefaultRootContext) OnTick()                           {}
 func (DefaultRootContext) OnQueueReady(uint32)               {}
 func (DefaultRootContext) NewHTTPContext(uint32) HTTPContext { return DefaultHTTPContext{} }
 
-// DefaultHTTPContext implements HTTPContext with no-ops; embed it.
+// DefaultHTTPContext lets every request through; embed it and add the
+// optional handlers you need.
 type DefaultHTTPContext struct{}
 
-func (DefaultHTTPContext) OnHTTPRequestHeaders(int, bool) Action  { return ActionContinue }
-func (DefaultHTTPContext) OnHTTPRequestBody(int, bool) Action     { return ActionContinue }
-func (DefaultHTTPContext) OnHTTPRequestTrailers(int) Action       { return ActionContinue }
-func (DefaultHTTPContext) OnHTTPResponseHeaders(int, bool) Action { return ActionContinue }
-func (DefaultHTTPContext) OnHTTPResponseBody(int, bool) Action    { return ActionContinue }
-func (DefaultHTTPContext) OnHTTPResponseTrailers(int) Action      { return ActionContinue }
-func (DefaultHTTPContext) OnHTTPStreamDone()                      {}
+func (DefaultHTTPContext) OnHTTPRequestHeaders(int, bool) Action { return ActionContinue }

@@ -28,6 +28,17 @@ const (
 	guestPause    = 1
 )
 
+// Bits above the action in omnirelay_on_stream_start's result: the later
+// callbacks the stream's context implements. Modules without the fast path
+// get them all.
+const (
+	wantsResponseHeaders = 1 << 8
+	wantsResponseBody    = 1 << 9
+	wantsRequestBody     = 1 << 10
+	wantsEnd             = 1 << 11
+	wantsAll             = wantsResponseHeaders | wantsResponseBody | wantsRequestBody | wantsEnd
+)
+
 // Plugin is a loaded module: its compiled code, the pool of instances that
 // serve streams, and what the instances share (shared data, queues,
 // metrics). Its methods are safe for concurrent use by many streams.
@@ -68,8 +79,9 @@ type streamCtx struct {
 	s    *filter.Stream
 	resp bool // in the response phase
 
-	local   bool // the guest sent a local response
-	resumed bool // proxy_continue_stream after a pause
+	wants   uint64 // wants* bits: which later callbacks to make
+	local   bool   // the guest sent a local response
+	resumed bool   // proxy_continue_stream after a pause
 
 	reqBody, respBody []byte
 	props             map[string][]byte
@@ -135,7 +147,9 @@ func (p *Plugin) OnRequest(ctx context.Context, s *filter.Stream) (extension.Act
 	var act uint64
 	if in.fn.streamStart != nil {
 		act, err = in.call(ctx, in.fn.streamStart, "omnirelay_on_stream_start", id, rootID, n, b2u(eos))
+		st.wants, act = act&^0xff, act&0xff
 	} else if _, err = in.call(ctx, in.fn.contextCreate, "proxy_on_context_create", id, rootID); err == nil {
+		st.wants = wantsAll
 		act, err = in.call(ctx, in.fn.reqHeaders, "proxy_on_request_headers", id, n, b2u(eos))
 	}
 	if err != nil {
@@ -147,7 +161,7 @@ func (p *Plugin) OnRequest(ctx context.Context, s *filter.Stream) (extension.Act
 	if st.local {
 		return Stop, nil
 	}
-	if !eos && in.fn.reqBody != nil && r.ContentLength >= 0 && r.ContentLength <= int64(p.rt.opts.MaxBodyBytes) {
+	if !eos && st.wants&wantsRequestBody != 0 && in.fn.reqBody != nil && r.ContentLength >= 0 && r.ContentLength <= int64(p.rt.opts.MaxBodyBytes) {
 		if err := st.bufferRequest(); err != nil {
 			return Continue, fmt.Errorf("wasm plugin %q: read request body: %w", p.name, err)
 		}
@@ -171,7 +185,7 @@ func (p *Plugin) OnRequest(ctx context.Context, s *filter.Stream) (extension.Act
 // for a small body of known length.
 func (p *Plugin) OnResponse(ctx context.Context, s *filter.Stream) error {
 	st := p.state(s)
-	if st == nil || st.in.broken != nil || s.Resp == nil {
+	if st == nil || st.in.broken != nil || s.Resp == nil || st.wants&(wantsResponseHeaders|wantsResponseBody) == 0 {
 		return nil
 	}
 	in := st.in
@@ -180,14 +194,18 @@ func (p *Plugin) OnResponse(ctx context.Context, s *filter.Stream) error {
 	in.effective = st.id
 	resp := s.Resp
 	eos := resp.Body == nil
-	act, err := in.call(ctx, in.fn.respHeaders, "proxy_on_response_headers", uint64(st.id), uint64(responseHeaderCount(resp)), b2u(eos))
+	var act uint64
+	var err error
+	if st.wants&wantsResponseHeaders != 0 {
+		act, err = in.call(ctx, in.fn.respHeaders, "proxy_on_response_headers", uint64(st.id), uint64(responseHeaderCount(resp)), b2u(eos))
+	}
 	if err != nil {
 		return p.fail(err)
 	}
 	if err := st.afterCallback(ctx, act); err != nil {
 		return p.fail(err)
 	}
-	if st.local || eos || in.fn.respBody == nil || resp.ContentLength < 0 || resp.ContentLength > int64(p.rt.opts.MaxBodyBytes) {
+	if st.local || eos || st.wants&wantsResponseBody == 0 || in.fn.respBody == nil || resp.ContentLength < 0 || resp.ContentLength > int64(p.rt.opts.MaxBodyBytes) {
 		return nil
 	}
 	body, err := io.ReadAll(io.LimitReader(resp.Body, resp.ContentLength))
@@ -219,7 +237,7 @@ func (p *Plugin) OnComplete(s *filter.Stream) {
 		return
 	}
 	in := st.in
-	if in.broken == nil {
+	if in.broken == nil && st.wants&wantsEnd != 0 {
 		ctx, cancel := context.WithTimeout(context.Background(), p.rt.opts.CompleteTimeout)
 		id := uint64(st.id)
 		if in.fn.streamEnd != nil {
