@@ -239,7 +239,7 @@ clusters:
 func TestConnectionRBAC(t *testing.T) {
 	web := startBackend(t, "web", nil)
 	vars := map[string]string{"echo": startEcho(t), "web": web.Addr, "denied": freePort(t), "allowed": freePort(t), "http": freePort(t)}
-	startProxy(t, connRBACConfig, vars)
+	p := startProxy(t, connRBACConfig, vars)
 
 	roundTrip := func(addr string) (string, error) {
 		c, err := net.DialTimeout("tcp", addr, 5*time.Second)
@@ -271,6 +271,17 @@ func TestConnectionRBAC(t *testing.T) {
 			}
 		})
 	}
+	t.Run("counters", func(t *testing.T) {
+		_, body := get(t, http.DefaultClient, p.adminURL("/metrics"))
+		for _, want := range []string{
+			`omnirelay_filter_events_total{event="rbac.denied",filter="envoy.filters.network.rbac"} 1`,
+			`omnirelay_filter_events_total{event="rbac.shadow_denied",filter="envoy.filters.network.rbac.1"} 1`,
+		} {
+			if !strings.Contains(body, want) {
+				t.Errorf("metrics lack %s", want)
+			}
+		}
+	})
 	t.Run("http listener without mTLS peer", func(t *testing.T) {
 		_, err := (&http.Client{Timeout: 5 * time.Second}).Get("http://" + vars["http"] + "/")
 		if err == nil {
