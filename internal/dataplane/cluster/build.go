@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"strconv"
 	"time"
 
@@ -24,6 +23,7 @@ import (
 	"github.com/omnirelay/omnirelay/internal/dataplane/health"
 	"github.com/omnirelay/omnirelay/internal/dataplane/lb"
 	"github.com/omnirelay/omnirelay/internal/dataplane/outlier"
+	"github.com/omnirelay/omnirelay/internal/dataplane/secrets"
 	"github.com/omnirelay/omnirelay/internal/dataplane/stats"
 	"github.com/omnirelay/omnirelay/internal/dataplane/upstream"
 )
@@ -36,6 +36,9 @@ type Env struct {
 	Log   *slog.Logger
 	// Dial overrides the TCP dialer (tests, in-process host).
 	Dial func(timeout time.Duration) upstream.Dialer
+	// Secrets resolves SDS secret names of upstream TLS contexts (nil: a
+	// cluster naming an SDS secret is refused).
+	Secrets *secrets.Store
 }
 
 // Build compiles c (with cla, its endpoints when the cluster is EDS). prev is
@@ -91,7 +94,7 @@ func Build(c *clusterv3.Cluster, cla *endpointv3.ClusterLoadAssignment, prev *Cl
 	if cl.Protocol, err = protocolOf(c); err != nil {
 		return nil, fmt.Errorf("cluster %q: %w", cl.Name, err)
 	}
-	if cl.tls, err = upstreamTLS(c); err != nil {
+	if cl.tls, err = upstreamTLS(c, env.Secrets); err != nil {
 		return nil, fmt.Errorf("cluster %q: transport_socket: %w", cl.Name, err)
 	}
 	connectTimeout := 5 * time.Second
@@ -366,7 +369,7 @@ func settingsFingerprint(c *clusterv3.Cluster) string {
 	return string(b)
 }
 
-func upstreamTLS(c *clusterv3.Cluster) (*tls.Config, error) {
+func upstreamTLS(c *clusterv3.Cluster, store *secrets.Store) (*tls.Config, error) {
 	ts := c.GetTransportSocket()
 	if ts == nil {
 		return nil, nil
@@ -378,8 +381,20 @@ func upstreamTLS(c *clusterv3.Cluster) (*tls.Config, error) {
 	if err := ts.GetTypedConfig().UnmarshalTo(u); err != nil {
 		return nil, err
 	}
-	cfg := &tls.Config{ServerName: u.GetSni(), MinVersion: tls.VersionTLS12}
 	common := u.GetCommonTlsContext()
+	if secrets.UsesSDS(common) {
+		// SDS: the certificate and roots are read from the store at each
+		// handshake, and the server is verified by SPIFFE ID / SAN matchers.
+		if store == nil {
+			return nil, errors.New("SDS secrets are not available in this process")
+		}
+		p, err := secrets.Compile(common, store)
+		if err != nil {
+			return nil, err
+		}
+		return secrets.ClientConfig(p, u.GetSni()), nil
+	}
+	cfg := &tls.Config{ServerName: u.GetSni(), MinVersion: tls.VersionTLS12, CipherSuites: secrets.CipherSuitesTLS12()}
 	for i, tc := range common.GetTlsCertificates() {
 		certPEM, err := ReadDataSource(tc.GetCertificateChain())
 		if err != nil {
@@ -423,27 +438,7 @@ func upstreamTLS(c *clusterv3.Cluster) (*tls.Config, error) {
 }
 
 // ReadDataSource returns the bytes of an xDS DataSource.
-func ReadDataSource(ds *corev3.DataSource) ([]byte, error) {
-	switch s := ds.GetSpecifier().(type) {
-	case *corev3.DataSource_Filename:
-		b, err := os.ReadFile(s.Filename)
-		if err != nil {
-			return nil, err
-		}
-		return b, nil
-	case *corev3.DataSource_InlineBytes:
-		return s.InlineBytes, nil
-	case *corev3.DataSource_InlineString:
-		return []byte(s.InlineString), nil
-	case *corev3.DataSource_EnvironmentVariable:
-		v, ok := os.LookupEnv(s.EnvironmentVariable)
-		if !ok {
-			return nil, fmt.Errorf("environment variable %q not set", s.EnvironmentVariable)
-		}
-		return []byte(v), nil
-	}
-	return nil, errors.New("empty data source")
-}
+func ReadDataSource(ds *corev3.DataSource) ([]byte, error) { return secrets.ReadDataSource(ds) }
 
 func healthConfig(hc *corev3.HealthCheck, tlsCfg *tls.Config) (health.Config, error) {
 	cfg := health.Config{

@@ -23,13 +23,14 @@ const (
 	partStartTime
 	partProtocol
 	partServerName
+	partPeerURISAN
 )
 
 // Supported lists the formatter commands ParseValue accepts, for error
 // messages and docs.
 const Supported = "%REQ(h)%, %REQ(h?alt)%, %RESP(h)%, %RESP(h?alt)% (each with optional :N truncation), " +
 	"%DOWNSTREAM_REMOTE_ADDRESS%, %DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%, %DOWNSTREAM_LOCAL_ADDRESS%, " +
-	"%DOWNSTREAM_LOCAL_ADDRESS_WITHOUT_PORT%, %START_TIME%, %PROTOCOL%, %REQUESTED_SERVER_NAME%, %%"
+	"%DOWNSTREAM_LOCAL_ADDRESS_WITHOUT_PORT%, %START_TIME%, %PROTOCOL%, %REQUESTED_SERVER_NAME%, %DOWNSTREAM_PEER_URI_SAN%, %%"
 
 // startTimeLayout is Envoy's default %START_TIME% format
 // (%Y-%m-%dT%H:%M:%E3SZ), always in UTC.
@@ -155,6 +156,8 @@ func parseCommand(cmd string) (part, error) {
 		return noArgs(cmd, arg, maxLen, partProtocol)
 	case "REQUESTED_SERVER_NAME":
 		return noArgs(cmd, arg, maxLen, partServerName)
+	case "DOWNSTREAM_PEER_URI_SAN":
+		return noArgs(cmd, arg, maxLen, partPeerURISAN)
 	}
 	return part{}, fmt.Errorf("formatter command %%%s%% is not supported; supported: %s", cmd, Supported)
 }
@@ -240,6 +243,9 @@ func (v *Value) AppendTo(dst []byte, s *filter.Stream) []byte {
 			if s.Downstream.TLS != nil {
 				dst = append(dst, s.Downstream.TLS.ServerName...)
 			}
+		case partPeerURISAN:
+			// The verified client certificate's SPIFFE ID (mTLS).
+			dst = append(dst, s.Downstream.PeerIdentity...)
 		}
 		if p.maxLen > 0 && len(dst)-start > p.maxLen {
 			dst = dst[:start+p.maxLen]

@@ -9,7 +9,6 @@ package listener
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -20,6 +19,7 @@ import (
 	"time"
 
 	"github.com/omnirelay/omnirelay/internal/dataplane/httpconn"
+	"github.com/omnirelay/omnirelay/internal/dataplane/secrets"
 )
 
 // Config is one immutable version of a listener.
@@ -29,9 +29,12 @@ type Config struct {
 	// Chains are tried by SNI: exact names, then "*.suffix" wildcards, then
 	// the chain without server names (the default).
 	Chains []*Chain
-	// InspectTLS is set when some chain matches on server names, so the
-	// ClientHello must be peeked before a chain is chosen.
+	// InspectTLS is set when some chain matches on server names or
+	// transport protocol, so the ClientHello must be peeked before a chain
+	// is chosen.
 	InspectTLS bool
+	// Metrics counts connections and handshake failures (nil: not counted).
+	Metrics *Metrics
 }
 
 // Chain is a compiled filter chain.
@@ -41,9 +44,12 @@ type Chain struct {
 	ServerNames []string
 	// TLS terminates TLS with this config when set.
 	TLS *tls.Config
-	// RequireClientCert marks mTLS chains (peer identity extraction).
-	HTTP *httpconn.Config
-	TCP  *TCPProxy
+	// TransportProtocol is "tls" (only connections that start with a TLS
+	// ClientHello), "raw_buffer" (only those that do not) or "" (both): a
+	// PERMISSIVE mTLS listener has one chain of each on one port.
+	TransportProtocol string
+	HTTP              *httpconn.Config
+	TCP               *TCPProxy
 	// Authorize, when set, decides whether a connection may use the chain
 	// (L4 RBAC, internal/dataplane/netrbac). It runs after the TLS
 	// handshake and before any byte is read; a refused connection is closed.
@@ -55,6 +61,16 @@ func (c *Config) chainFor(sni string, hasTLS bool) *Chain {
 	wildLen := -1
 	sni = strings.ToLower(sni)
 	for _, ch := range c.Chains {
+		switch ch.TransportProtocol {
+		case "tls":
+			if !hasTLS {
+				continue
+			}
+		case "raw_buffer":
+			if hasTLS {
+				continue
+			}
+		}
 		if len(ch.ServerNames) == 0 {
 			if def == nil {
 				def = ch
@@ -197,15 +213,20 @@ func (l *Listener) handle(c net.Conn) {
 		tc := tls.Server(conn, ch.TLS)
 		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
 		if err := tc.HandshakeContext(l.ctx); err != nil {
-			l.log.Debug("tls handshake failed", "listener", l.name, "remote", c.RemoteAddr().String(), "error", err)
+			// The peer saw only an alert; the reason goes to the metric and
+			// the debug log.
+			reason := secrets.ReasonOf(err)
+			cfg.Metrics.handshakeError(l.name, reason)
+			l.log.Debug("tls handshake failed", "listener", l.name, "remote", c.RemoteAddr().String(), "reason", reason, "error", err)
 			return
 		}
 		_ = c.SetDeadline(time.Time{})
 		st := tc.ConnectionState()
 		info.TLS = &st
-		info.PeerIdentity = peerIdentity(&st)
+		info.PeerIdentity = secrets.PeerIdentity(&st)
 		conn = tc
 	}
+	cfg.Metrics.connection(l.name, ch.TLS != nil)
 	if ch.Authorize != nil {
 		if sni == "" && info.TLS != nil {
 			sni = info.TLS.ServerName
@@ -221,24 +242,6 @@ func (l *Listener) handle(c net.Conn) {
 	case ch.TCP != nil:
 		ch.TCP.Serve(l.ctx, conn, ConnMeta{SNI: sni, PeerIdentity: info.PeerIdentity})
 	}
-}
-
-// peerIdentity returns the SPIFFE ID (URI SAN) of a verified client
-// certificate, or its subject common name.
-func peerIdentity(st *tls.ConnectionState) string {
-	if len(st.PeerCertificates) == 0 {
-		return ""
-	}
-	return certIdentity(st.PeerCertificates[0])
-}
-
-func certIdentity(c *x509.Certificate) string {
-	for _, u := range c.URIs {
-		if u.Scheme == "spiffe" {
-			return u.String()
-		}
-	}
-	return c.Subject.CommonName
 }
 
 // httpServer returns the HTTP server of a chain; it reads the chain's current

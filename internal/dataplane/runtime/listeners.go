@@ -2,7 +2,6 @@ package runtime
 
 import (
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -23,13 +22,13 @@ import (
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"google.golang.org/protobuf/types/known/anypb"
 
-	"github.com/omnirelay/omnirelay/internal/dataplane/cluster"
 	"github.com/omnirelay/omnirelay/internal/dataplane/filter"
 	"github.com/omnirelay/omnirelay/internal/dataplane/http1"
 	"github.com/omnirelay/omnirelay/internal/dataplane/httpconn"
 	"github.com/omnirelay/omnirelay/internal/dataplane/listener"
 	"github.com/omnirelay/omnirelay/internal/dataplane/netrbac"
 	"github.com/omnirelay/omnirelay/internal/dataplane/router"
+	"github.com/omnirelay/omnirelay/internal/dataplane/secrets"
 	"github.com/omnirelay/omnirelay/internal/dataplane/stats"
 	"github.com/omnirelay/omnirelay/internal/shared/resources"
 )
@@ -65,7 +64,7 @@ func (rt *Runtime) compileListener(l *listenerv3.Listener, routes map[string]*ro
 	if !ok {
 		return nil, errors.New("address: port_value is required")
 	}
-	lc := &listener.Config{Name: l.GetName(), Address: joinHostPort(sa.GetAddress(), pv.PortValue)}
+	lc := &listener.Config{Name: l.GetName(), Address: joinHostPort(sa.GetAddress(), pv.PortValue), Metrics: rt.lmetrics}
 	for _, lf := range l.GetListenerFilters() {
 		switch lf.GetName() {
 		case "envoy.filters.listener.tls_inspector":
@@ -84,7 +83,7 @@ func (rt *Runtime) compileListener(l *listenerv3.Listener, routes map[string]*ro
 		if err != nil {
 			return nil, fmt.Errorf("filter_chains[%d]: %w", i, err)
 		}
-		if len(ch.ServerNames) > 0 {
+		if len(ch.ServerNames) > 0 || ch.TransportProtocol != "" {
 			lc.InspectTLS = true
 		}
 		lc.Chains = append(lc.Chains, ch)
@@ -108,12 +107,18 @@ func (rt *Runtime) compileChain(lname string, idx int, fc *listenerv3.FilterChai
 		ch.Key = "#" + strconv.Itoa(idx)
 	}
 	if m := fc.GetFilterChainMatch(); m != nil {
+		switch tp := m.GetTransportProtocol(); tp {
+		case "", "tls", "raw_buffer":
+			ch.TransportProtocol = tp
+		default:
+			return nil, fmt.Errorf("filter_chain_match.transport_protocol %q is not supported (tls, raw_buffer)", tp)
+		}
 		for _, n := range m.GetServerNames() {
 			ch.ServerNames = append(ch.ServerNames, strings.ToLower(n))
 		}
 	}
 	if ts := fc.GetTransportSocket(); ts != nil {
-		cfg, err := downstreamTLS(ts)
+		cfg, err := rt.downstreamTLS(ts)
 		if err != nil {
 			return nil, fmt.Errorf("transport_socket: %w", err)
 		}
@@ -380,7 +385,11 @@ func (rt *Runtime) accessLogger(al *accesslogv3.AccessLog) (*slog.Logger, error)
 	}})), nil
 }
 
-func downstreamTLS(ts *corev3.TransportSocket) (*tls.Config, error) {
+// downstreamTLS compiles a DownstreamTlsContext. Every certificate and
+// validation context, inline or by SDS name, goes through the secrets
+// package, so that handshake failures carry a reason and SDS secrets are
+// read live at each handshake.
+func (rt *Runtime) downstreamTLS(ts *corev3.TransportSocket) (*tls.Config, error) {
 	if typeName(ts.GetTypedConfig()) != "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext" {
 		return nil, fmt.Errorf("transport socket %q is not supported", ts.GetName())
 	}
@@ -389,46 +398,16 @@ func downstreamTLS(ts *corev3.TransportSocket) (*tls.Config, error) {
 		return nil, err
 	}
 	common := d.GetCommonTlsContext()
-	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
-	switch common.GetTlsParams().GetTlsMinimumProtocolVersion() {
-	case tlsv3.TlsParameters_TLSv1_3:
-		cfg.MinVersion = tls.VersionTLS13
-	case tlsv3.TlsParameters_TLSv1_0, tlsv3.TlsParameters_TLSv1_1:
-		return nil, errors.New("tls_minimum_protocol_version below TLS 1.2 is not allowed")
+	p, err := secrets.Compile(common, rt.opt.Secrets)
+	if err != nil {
+		return nil, err
 	}
-	for i, tc := range common.GetTlsCertificates() {
-		certPEM, err := cluster.ReadDataSource(tc.GetCertificateChain())
-		if err != nil {
-			return nil, fmt.Errorf("tls_certificates[%d].certificate_chain: %w", i, err)
-		}
-		keyPEM, err := cluster.ReadDataSource(tc.GetPrivateKey())
-		if err != nil {
-			return nil, fmt.Errorf("tls_certificates[%d].private_key: %w", i, err)
-		}
-		cert, err := tls.X509KeyPair(certPEM, keyPEM)
-		if err != nil {
-			return nil, fmt.Errorf("tls_certificates[%d]: %w", i, err)
-		}
-		cfg.Certificates = append(cfg.Certificates, cert)
+	if len(p.Static) == 0 && len(p.Certs) == 0 {
+		return nil, errors.New("tls_certificates or tls_certificate_sds_secret_configs: at least one certificate is required")
 	}
-	if len(cfg.Certificates) == 0 {
-		return nil, errors.New("tls_certificates: at least one certificate is required")
+	p.RequireClientCert = d.GetRequireClientCertificate().GetValue()
+	if p.RequireClientCert && p.Validation == nil && p.StaticValidation == nil {
+		return nil, errors.New("require_client_certificate needs a validation context")
 	}
-	if vc := common.GetValidationContext(); vc != nil && vc.GetTrustedCa() != nil {
-		caPEM, err := cluster.ReadDataSource(vc.GetTrustedCa())
-		if err != nil {
-			return nil, fmt.Errorf("validation_context.trusted_ca: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(caPEM) {
-			return nil, errors.New("validation_context.trusted_ca: no PEM certificates")
-		}
-		cfg.ClientCAs = pool
-		cfg.ClientAuth = tls.VerifyClientCertIfGiven
-		if d.GetRequireClientCertificate().GetValue() {
-			cfg.ClientAuth = tls.RequireAndVerifyClientCert
-		}
-	}
-	cfg.NextProtos = append(cfg.NextProtos, common.GetAlpnProtocols()...)
-	return cfg, nil
+	return secrets.ServerConfig(p), nil
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/omnirelay/omnirelay/internal/dataplane/cluster"
 	"github.com/omnirelay/omnirelay/internal/dataplane/filter"
 	"github.com/omnirelay/omnirelay/internal/dataplane/listener"
+	"github.com/omnirelay/omnirelay/internal/dataplane/secrets"
 	"github.com/omnirelay/omnirelay/internal/dataplane/stats"
 	"github.com/omnirelay/omnirelay/internal/shared/resources"
 )
@@ -47,6 +48,10 @@ type Options struct {
 	Cluster *cluster.Env // optional overrides (dialer); Log and Stats are filled in
 	// DrainTimeout bounds how long a removed listener's connections may run.
 	DrainTimeout time.Duration
+	// Secrets is the live secret store TLS contexts read their SDS secrets
+	// from; the snapshot's Secret resources are published into it, and the
+	// identity agent may set more (a new store when nil).
+	Secrets *secrets.Store
 }
 
 // Runtime holds the running version and its listeners.
@@ -59,6 +64,7 @@ type Runtime struct {
 	// logFiles are the open access-log files by path, shared by every
 	// version that names them so that a reload does not open them again.
 	logFiles map[string]*os.File
+	lmetrics *listener.Metrics
 	closed   bool
 	wg       sync.WaitGroup
 }
@@ -74,17 +80,24 @@ func New(opt Options) *Runtime {
 	if opt.DrainTimeout == 0 {
 		opt.DrainTimeout = 30 * time.Second
 	}
+	if opt.Secrets == nil {
+		opt.Secrets = secrets.NewStore()
+	}
 	env := cluster.Env{}
 	if opt.Cluster != nil {
 		env = *opt.Cluster
 	}
-	env.Log, env.Stats = opt.Log, opt.Stats
+	env.Log, env.Stats, env.Secrets = opt.Log, opt.Stats, opt.Secrets
 	opt.Cluster = &env
-	return &Runtime{opt: opt, listeners: map[string]*listener.Listener{}, logFiles: map[string]*os.File{}}
+	return &Runtime{opt: opt, listeners: map[string]*listener.Listener{}, logFiles: map[string]*os.File{},
+		lmetrics: listener.NewMetrics(opt.Stats.Registry)}
 }
 
 // Current returns the running version (nil before the first Apply).
 func (rt *Runtime) Current() *Version { return rt.cur.Load() }
+
+// Secrets returns the secret store (the identity agent publishes into it).
+func (rt *Runtime) Secrets() *secrets.Store { return rt.opt.Secrets }
 
 // Stats returns the metrics.
 func (rt *Runtime) Stats() *stats.Stats { return rt.opt.Stats }
@@ -131,6 +144,10 @@ func (rt *Runtime) apply(snap *resources.Snapshot, source string, force bool) (e
 	v := &Version{ID: id, Source: source, AppliedAt: time.Now(), Resources: snap,
 		clusterProtos: map[string]*clusterv3.Cluster{}, claProtos: map[string]*endpointv3.ClusterLoadAssignment{}}
 
+	secs, err := secrets.ParseSnapshot(snap.Secrets)
+	if err != nil {
+		return err
+	}
 	built, reused, err := rt.buildClusters(snap, prev, v)
 	if err != nil {
 		return err
@@ -163,7 +180,8 @@ func (rt *Runtime) apply(snap *resources.Snapshot, source string, force bool) (e
 		fresh[name] = l
 	}
 
-	// Publish.
+	// Publish. Secrets first: the new chains and clusters may name them.
+	rt.opt.Secrets.SetSnapshot(secs)
 	rt.cur.Store(v)
 	var removed []*listener.Listener
 	for name, l := range rt.listeners {
