@@ -15,15 +15,15 @@ import (
 	"github.com/omnirelay/omnirelay/internal/shared/signing"
 )
 
-// extCmd groups the extension package tools. They work on files only:
-// pack and sign on the author's machine, verify anywhere; none talks to
-// MeshKit.
+// extCmd groups the extension package tools. pack, sign and verify work on
+// files (on the author's machine, or anywhere); push and list talk to
+// MeshKit's package store.
 func (c *cli) extCmd() *cobra.Command {
 	ext := &cobra.Command{
 		Use:   "ext",
-		Short: "Pack, sign and verify extension packages (.orx)",
+		Short: "Pack, sign and verify extension packages (.orx); push them to MeshKit and list them",
 	}
-	ext.AddCommand(c.extPackCmd(), c.extSignCmd(), c.extVerifyCmd())
+	ext.AddCommand(c.extPackCmd(), c.extSignCmd(), c.extVerifyCmd(), c.extPushCmd(), c.extListCmd())
 	return ext
 }
 

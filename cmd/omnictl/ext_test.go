@@ -2,11 +2,17 @@ package main
 
 import (
 	"bytes"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"google.golang.org/grpc"
+
+	"github.com/omnirelay/omnirelay/internal/controlplane/extstore"
+	"github.com/omnirelay/omnirelay/internal/controlplane/store"
+	"github.com/omnirelay/omnirelay/internal/shared/extpkg"
 	"github.com/omnirelay/omnirelay/internal/shared/signing"
 )
 
@@ -83,5 +89,68 @@ func TestExtPackSignVerify(t *testing.T) {
 	}
 	if _, err := omnictl(t, "ext", "verify", at("tampered.orx"), "--trust-root", at("pub.pem")); err == nil || !strings.Contains(err.Error(), "sha256") {
 		t.Fatalf("tampered: err = %v", err)
+	}
+}
+
+func TestExtPushList(t *testing.T) {
+	dir := t.TempDir()
+	st, err := store.OpenBolt(filepath.Join(dir, "meshkit.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := grpc.NewServer()
+	extstore.New(st, nil).Register(g)
+	go func() { _ = g.Serve(ln) }()
+	defer func() {
+		g.Stop()
+		st.Close()
+	}()
+	_, priv, err := signing.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := extpkg.Pack(extpkg.Manifest{Name: "rules", Version: "1.0.0", Kind: extpkg.KindDSL, ABI: "omnirelay-dsl/1"}, []byte("rules: []\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "unsigned.orx"), b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if b, err = extpkg.Sign(b, signing.NewSigner(priv)); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "rules.orx"), b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	server := ln.Addr().String()
+	steps := []struct {
+		name string
+		args []string
+		want string
+		err  bool
+	}{
+		{name: "unsigned refused", args: []string{"ext", "push", filepath.Join(dir, "unsigned.orx")}, want: "FailedPrecondition", err: true},
+		{name: "push", args: []string{"ext", "push", filepath.Join(dir, "rules.orx")}, want: "pushed rules@1.0.0 (dsl, omnirelay-dsl/1"},
+		{name: "push again", args: []string{"ext", "push", filepath.Join(dir, "rules.orx")}, want: "already stored: rules@1.0.0"},
+		{name: "list", args: []string{"ext", "list"}, want: "rules  1.0.0    dsl   omnirelay-dsl/1"},
+		{name: "list json", args: []string{"ext", "list", "rules", "-o", "json"}, want: `"version": "1.0.0"`},
+	}
+	for _, st := range steps {
+		t.Run(st.name, func(t *testing.T) {
+			out, err := omnictl(t, append([]string{"--server", server}, st.args...)...)
+			if st.err {
+				if err == nil || !strings.Contains(err.Error(), st.want) {
+					t.Fatalf("err = %v, want %q", err, st.want)
+				}
+				return
+			}
+			if err != nil || !strings.Contains(out, st.want) {
+				t.Fatalf("output %q, err %v; want %q", out, err, st.want)
+			}
+		})
 	}
 }

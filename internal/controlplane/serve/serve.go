@@ -25,6 +25,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/omnirelay/omnirelay/internal/controlplane/api"
+	"github.com/omnirelay/omnirelay/internal/controlplane/extstore"
 	"github.com/omnirelay/omnirelay/internal/controlplane/identity"
 	"github.com/omnirelay/omnirelay/internal/controlplane/meshkit"
 	"github.com/omnirelay/omnirelay/internal/controlplane/registry"
@@ -159,6 +160,7 @@ func Start(opt Options) (*Process, error) {
 	apiSrv := api.New(api.Options{Registry: p.Registry, Config: p.MeshKit, Proxies: proxyList{p.MeshKit}, Log: opt.Log})
 	p.apiGRPC = grpc.NewServer()
 	apiSrv.RegisterGRPC(p.apiGRPC)
+	extstore.New(st, opt.Log).Register(p.apiGRPC) // omnictl ext push/list
 	if opt.IdentityAddress != "" {
 		if err := p.startIdentity(ctx, opt); err != nil {
 			cancel()
