@@ -124,7 +124,12 @@ func (f filterer) has(name, typeURL string) bool {
 		return true
 	}
 	canon := canonicalName(typeURL)
-	return canon != "" && f.caps.Has(canon)
+	if canon != "" && f.caps.Has(canon) {
+		return true
+	}
+	// OmniRelay advertises its own filters (the extension filter) by config
+	// type, and names each instance after its extension.
+	return f.caps.Has(typeURL[strings.LastIndexByte(typeURL, '/')+1:])
 }
 
 // canonicalName derives Envoy's extension name from a filter config type:
