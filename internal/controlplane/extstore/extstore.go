@@ -133,7 +133,7 @@ func (s *Service) Get(ctx context.Context, req *extv1.GetRequest) (*extv1.GetRes
 func (s *Service) get(ctx context.Context, k string) (*extv1.GetResponse, error) {
 	kv, err := s.st.Get(ctx, k)
 	if errors.Is(err, store.ErrNotFound) {
-		return nil, status.Errorf(codes.NotFound, "no package %s", strings.TrimPrefix(k, Prefix))
+		return nil, status.Errorf(codes.NotFound, "no package %s", strings.Replace(strings.TrimPrefix(k, Prefix), "/", "@", 1))
 	}
 	if err != nil {
 		return nil, status.Errorf(codes.Unavailable, "read %s: %v", k, err)
@@ -143,4 +143,25 @@ func (s *Service) get(ctx context.Context, k string) (*extv1.GetResponse, error)
 		return nil, status.Error(codes.Internal, fmt.Sprintf("stored package %s: %v", k, err))
 	}
 	return &rec, nil
+}
+
+// resolveTimeout bounds one package lookup during translation.
+const resolveTimeout = 10 * time.Second
+
+// Resolver returns what translate.Options.Packages wants: the stored bytes
+// of name@version from st.
+func Resolver(st store.Store) func(name, version string) ([]byte, error) {
+	s := New(st, nil)
+	return func(name, version string) ([]byte, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), resolveTimeout)
+		defer cancel()
+		rec, err := s.Get(ctx, &extv1.GetRequest{Name: name, Version: version})
+		if err != nil {
+			if st, ok := status.FromError(err); ok {
+				return nil, fmt.Errorf("package store: %s", st.Message())
+			}
+			return nil, fmt.Errorf("package store: %w", err)
+		}
+		return rec.GetPackage(), nil
+	}
 }

@@ -22,12 +22,12 @@ import (
 // parseAndCheck is the validation every apply and every stored document
 // goes through: parse strictly, validate, and translate for each consumer
 // kind, so that a document MeshKit accepts is one it can serve to all.
-func parseAndCheck(filename string, data []byte) (*config.Config, error) {
+func (m *MeshKit) parseAndCheck(filename string, data []byte) (*config.Config, error) {
 	cfg, err := config.Parse(filename, data)
 	if err != nil {
 		return nil, err
 	}
-	opts := translate.Options{ADS: true, ServiceEndpoints: func(string) []config.Endpoint { return nil }}
+	opts := translate.Options{ADS: true, ServiceEndpoints: func(string) []config.Endpoint { return nil }, Packages: m.packages}
 	if _, err := translate.TranslateWith(cfg, opts); err != nil {
 		return nil, err
 	}
@@ -49,7 +49,7 @@ func (m *MeshKit) buildGroup(g string, caps capability.Set) {
 		// last-known-good instead).
 		return
 	}
-	opts := translate.Options{ADS: true, ServiceEndpoints: m.serviceEndpoints}
+	opts := translate.Options{ADS: true, ServiceEndpoints: m.serviceEndpoints, Packages: m.packages}
 	var (
 		snap     *resources.Snapshot
 		withheld []capfilter.Withheld

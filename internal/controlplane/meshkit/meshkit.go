@@ -21,6 +21,7 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 
+	"github.com/omnirelay/omnirelay/internal/controlplane/extstore"
 	"github.com/omnirelay/omnirelay/internal/controlplane/registry"
 	"github.com/omnirelay/omnirelay/internal/controlplane/store"
 	"github.com/omnirelay/omnirelay/internal/controlplane/xdsserver"
@@ -54,6 +55,8 @@ type MeshKit struct {
 	server  *xdsserver.Server
 	proxies *proxyDirectory
 	signed  *signatureCache
+	// packages resolves store:NAME@VERSION extension packages.
+	packages func(name, version string) ([]byte, error)
 
 	mu      sync.Mutex
 	desired *desired                  // nil until a config was applied
@@ -87,6 +90,9 @@ func New(opt Options) *MeshKit {
 		signed:  newSignatureCache(),
 		groups:  map[string]capability.Set{},
 		dirty:   make(chan struct{}, 1),
+	}
+	if opt.Store != nil {
+		m.packages = extstore.Resolver(opt.Store)
 	}
 	m.server = xdsserver.New(xdsserver.Options{
 		Cache:     m.cache,
@@ -198,7 +204,7 @@ func (m *MeshKit) reloadDesired(ctx context.Context) error {
 	if same {
 		return nil
 	}
-	cfg, err := parseAndCheck(d.Filename, d.YAML)
+	cfg, err := m.parseAndCheck(d.Filename, d.YAML)
 	if err != nil {
 		return fmt.Errorf("stored configuration %s: %w", d.Version, err)
 	}
@@ -215,7 +221,7 @@ func (m *MeshKit) reloadDesired(ctx context.Context) error {
 // state. It implements the API's ConfigService. An invalid document is
 // rejected with every problem (file, path, reason) and nothing is stored.
 func (m *MeshKit) Apply(ctx context.Context, filename string, data []byte) (string, error) {
-	cfg, err := parseAndCheck(filename, data)
+	cfg, err := m.parseAndCheck(filename, data)
 	if err != nil {
 		return "", err
 	}

@@ -3,6 +3,7 @@ package config
 import (
 	"os"
 	"regexp"
+	"strings"
 
 	"github.com/omnirelay/omnirelay/internal/shared/extpkg"
 )
@@ -14,7 +15,9 @@ import (
 type Extension struct {
 	// Name names the extension in metrics and logs (and the xDS filter).
 	Name string `yaml:"name"`
-	// Package is the .orx file (relative to the config file's directory).
+	// Package is the .orx file (relative to the config file's directory),
+	// or "store:NAME@VERSION", a package pushed to MeshKit (omnictl ext
+	// push), for configs MeshKit serves.
 	Package string `yaml:"package"`
 	// Config is given to the plugin as is.
 	Config string `yaml:"config"`
@@ -83,6 +86,12 @@ func (v *validator) extensionPackage(path, p string) {
 		v.errf(p, "a package file (.orx) is required")
 		return
 	}
+	if name, version, stored := StoredPackage(path); stored {
+		if !extensionNameRE.MatchString(name) || version == "" || strings.ContainsAny(version, "/ ") {
+			v.errf(p, "%q: want store:NAME@VERSION", path)
+		}
+		return
+	}
 	if v.src.skipFiles() {
 		return
 	}
@@ -94,4 +103,15 @@ func (v *validator) extensionPackage(path, p string) {
 	if _, _, err := extpkg.Inspect(b); err != nil {
 		v.errf(p, "%s: %v", path, err)
 	}
+}
+
+// StoredPackage splits a "store:NAME@VERSION" package reference; stored is
+// false for a file path.
+func StoredPackage(ref string) (name, version string, stored bool) {
+	rest, ok := strings.CutPrefix(ref, "store:")
+	if !ok {
+		return "", "", false
+	}
+	name, version, _ = strings.Cut(rest, "@")
+	return name, version, true
 }

@@ -25,7 +25,7 @@ const defaultExtensionDeadline = 10 * time.Millisecond
 // name and typed config. The packages travel inline so that xDS alone
 // delivers them; the proxy verifies their signatures.
 func (t *translator) extension(x *config.Extension) (string, proto.Message, error) {
-	pkg, err := os.ReadFile(t.cfg.FilePath(x.Package))
+	pkg, err := t.extensionPackage(x.Package)
 	if err != nil {
 		return "", nil, fmt.Errorf("extension %q: package: %w", x.Name, err)
 	}
@@ -43,7 +43,7 @@ func (t *translator) extension(x *config.Extension) (string, proto.Message, erro
 		FailStatus: uint32(x.FailStatus),
 	}
 	if c := x.Canary; c != nil {
-		prev, err := os.ReadFile(t.cfg.FilePath(c.PreviousPackage))
+		prev, err := t.extensionPackage(c.PreviousPackage)
 		if err != nil {
 			return "", nil, fmt.Errorf("extension %q: canary.previous_package: %w", x.Name, err)
 		}
@@ -70,4 +70,17 @@ func (t *translator) addExtension(x *config.Extension, add func(string, proto.Me
 		return err
 	}
 	return add(name, m)
+}
+
+// extensionPackage reads a package file, or fetches a "store:NAME@VERSION"
+// reference from the package store.
+func (t *translator) extensionPackage(ref string) ([]byte, error) {
+	name, version, stored := config.StoredPackage(ref)
+	if !stored {
+		return os.ReadFile(t.cfg.FilePath(ref))
+	}
+	if t.opts.Packages == nil {
+		return nil, fmt.Errorf("%s: no package store here (store: references are resolved by MeshKit)", ref)
+	}
+	return t.opts.Packages(name, version)
 }

@@ -59,6 +59,9 @@ type Options struct {
 	// OnWithheld, when set, hears of every resource ForGRPC leaves out and
 	// why. Translate and TranslateWith withhold nothing.
 	OnWithheld func(Withheld)
+	// Packages returns a stored extension package for "store:NAME@VERSION"
+	// references (MeshKit's package store); nil refuses them.
+	Packages func(name, version string) ([]byte, error)
 }
 
 // Withheld is a resource left out of a snapshot because its client could
@@ -158,6 +161,9 @@ func (t *translator) listener(l *config.Listener) (*listenerv3.Listener, error) 
 		}
 	default:
 		return nil, fmt.Errorf("unknown protocol %q", l.Protocol)
+	}
+	if err := listenerMTLS(l, out); err != nil { // mtls.go
+		return nil, err
 	}
 	if err := connectionRBAC(l, out); err != nil {
 		return nil, err
