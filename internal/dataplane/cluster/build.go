@@ -111,7 +111,11 @@ func Build(c *clusterv3.Cluster, cla *endpointv3.ClusterLoadAssignment, prev *Cl
 		cl.h1, cl.h2 = prev.h1, prev.h2
 	} else {
 		maxReq := 0
-		if v := c.GetMaxRequestsPerConnection(); v != nil {
+		if v := c.GetMaxRequestsPerConnection(); v != nil { //nolint:staticcheck // deprecated field still sent by older control planes
+			maxReq = int(v.GetValue())
+		}
+		// The current field (what translate writes) wins over the deprecated one.
+		if v := httpOptions(c).GetCommonHttpProtocolOptions().GetMaxRequestsPerConnection(); v != nil {
 			maxReq = int(v.GetValue())
 		}
 		var idle time.Duration

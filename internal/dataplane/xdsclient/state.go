@@ -301,7 +301,11 @@ func findDeps(m proto.Message) deps {
 				d.routes = append(d.routes, n)
 			}
 		case *tlsv3.SdsSecretConfig:
-			d.secrets = append(d.secrets, v.GetName())
+			// A secret with its own api_config_source (the local identity
+			// agent's "sds-grpc") is not fetched over ADS.
+			if v.GetSdsConfig().GetApiConfigSource() == nil {
+				d.secrets = append(d.secrets, v.GetName())
+			}
 		}
 	})
 	return d

@@ -105,7 +105,8 @@ type Listener struct {
 	AccessLog   *AccessLog `yaml:"access_log"`
 	// ConnectionRBAC are L4 policies checked on each new connection, any
 	// protocol (docs/security.md).
-	ConnectionRBAC []RBAC `yaml:"connection_rbac"`
+	ConnectionRBAC []RBAC        `yaml:"connection_rbac"`
+	MTLS           *ListenerMTLS `yaml:"mtls"` // mesh mTLS (mtls.go)
 }
 
 // EffectiveProtocol returns Protocol or ProtocolHTTP.
@@ -371,6 +372,7 @@ type Cluster struct {
 	// Protocol is auto (default), http1, h2c or h2.
 	Protocol UpstreamProtocol `yaml:"protocol"`
 	TLS      *UpstreamTLS     `yaml:"tls"`
+	MTLS     *ClusterMTLS     `yaml:"mtls"` // mesh mTLS (mtls.go)
 
 	HealthCheck      *HealthCheck      `yaml:"health_check"`
 	CircuitBreaker   *CircuitBreaker   `yaml:"circuit_breaker"`

@@ -184,6 +184,7 @@ func (v *validator) listener(l *Listener, p string) {
 		v.errf(p+".access_log.path", "path is required (stdout, stderr or a file path)")
 	}
 	v.connectionRBAC(l.ConnectionRBAC, p+".connection_rbac")
+	v.listenerMTLS(l, p+".mtls")
 }
 
 // upstream checks a cluster-or-weighted_clusters pair of fields.

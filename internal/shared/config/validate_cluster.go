@@ -9,6 +9,7 @@ import (
 )
 
 func (v *validator) cluster(c *Cluster, p string) {
+	v.clusterMTLS(c, p+".mtls")
 	lb := c.EffectiveLB()
 	switch lb {
 	case LBRoundRobin, LBLeastRequest, LBRandom, LBRingHash, LBMaglev:

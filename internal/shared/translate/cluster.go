@@ -70,6 +70,11 @@ func (t *translator) cluster(c *config.Cluster) (*clusterv3.Cluster, *endpointv3
 			return nil, nil, err
 		}
 	}
+	if c.MTLS != nil { // mtls.go
+		if out.TransportSocket, err = clusterMTLS(c); err != nil {
+			return nil, nil, err
+		}
+	}
 	if c.HealthCheck != nil {
 		out.HealthChecks = []*corev3.HealthCheck{healthCheck(c)}
 	}
