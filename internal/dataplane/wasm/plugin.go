@@ -61,6 +61,14 @@ type Plugin struct {
 	idle   []*instance
 	closed bool
 
+	// avail hands an instance being put back (or a new spare) straight to a
+	// stream waiting in get.
+	avail chan *instance
+	// spares bounds concurrent background instantiations; warm tracks them
+	// so that Close waits.
+	spares chan struct{}
+	warm   sync.WaitGroup
+
 	bgStop chan struct{}
 	bgDone chan struct{}
 }
@@ -92,21 +100,66 @@ type streamCtx struct {
 	nextTok  uint32
 }
 
-// get takes an idle instance or makes a new one.
+// warmTimeout bounds the instantiation of a spare instance.
+const warmTimeout = 10 * time.Second
+
+// maxSpares bounds concurrent background instantiations (each takes a few
+// milliseconds of CPU and a few MiB).
+const maxSpares = 4
+
+// get takes an idle instance. With none idle it starts a spare in the
+// background and waits, within ctx, for the first instance to come back or
+// be ready: instantiating a Go-built guest takes milliseconds (its
+// runtime's init), more than a call deadline should pay, and it runs guest
+// code that must not escape the watchdog. Taking the last idle instance
+// also starts a spare, so that a steady load finds one ready.
 func (p *Plugin) get(ctx context.Context) (*instance, error) {
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()
 		return nil, errors.New("plugin closed")
 	}
-	if n := len(p.idle); n > 0 {
+	n := len(p.idle)
+	if n > 0 {
 		in := p.idle[n-1]
 		p.idle = p.idle[:n-1]
 		p.mu.Unlock()
+		if n == 1 {
+			p.startSpare()
+		}
 		return in, nil
 	}
 	p.mu.Unlock()
-	return p.newInstance(ctx)
+	p.startSpare()
+	select {
+	case in := <-p.avail:
+		return in, nil
+	case <-ctx.Done():
+		return nil, fmt.Errorf("no instance free or ready before the deadline: %w", ctx.Err())
+	}
+}
+
+// startSpare instantiates an instance in the background unless maxSpares
+// are already on their way.
+func (p *Plugin) startSpare() {
+	select {
+	case p.spares <- struct{}{}:
+	default:
+		return
+	}
+	p.warm.Add(1)
+	go func() {
+		defer p.warm.Done()
+		defer func() { <-p.spares }()
+		ctx, cancel := context.WithTimeout(context.Background(), warmTimeout)
+		defer cancel()
+		in, err := p.newInstance(ctx)
+		if err != nil {
+			p.log.Warn("wasm spare instance failed", "reason", err.Error())
+			return
+		}
+		p.put(in)
+	}()
 }
 
 // put returns a healthy instance to the pool; a broken one, or one the pool
@@ -118,6 +171,11 @@ func (p *Plugin) put(in *instance) {
 		return
 	}
 	in.st = nil
+	select {
+	case p.avail <- in: // a stream was waiting for it
+		return
+	default:
+	}
 	p.mu.Lock()
 	if !p.closed && len(p.idle) < p.rt.opts.MaxIdle {
 		p.idle = append(p.idle, in)
@@ -305,11 +363,14 @@ func (p *Plugin) Close() error {
 		close(p.bgStop)
 		<-p.bgDone
 	}
+	p.warm.Wait() // its instance goes to put, which closes it
 	for _, in := range idle {
 		in.close()
 	}
 	p.rt.forget(p)
-	return nil
+	// Instances still serving streams keep working: wazero allows closing
+	// a compiled module with instances outstanding.
+	return p.cm.Close(context.Background())
 }
 
 // afterCallback handles a paused guest: it waits for its HTTP call-outs,

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/goleak"
 
 	"github.com/omnirelay/omnirelay/internal/dataplane/extension"
 	"github.com/omnirelay/omnirelay/internal/dataplane/filter"
@@ -294,6 +295,7 @@ func TestWatchdog(t *testing.T) {
 				start := time.Now()
 				_, err := p.OnRequest(withDeadline(t, tt.deadline), s)
 				took := time.Since(start)
+				failed := p.state(s).in
 				p.OnComplete(s)
 				if err == nil {
 					t.Fatal("OnRequest succeeded")
@@ -304,9 +306,13 @@ func TestWatchdog(t *testing.T) {
 				if tt.timeout && took > tt.deadline+500*time.Millisecond {
 					t.Errorf("interrupted after %v, deadline %v", took, tt.deadline)
 				}
-				if n := idle(p); n != 0 {
-					t.Errorf("idle instances = %d: a failed instance went back to the pool", n)
+				p.mu.Lock()
+				for _, in := range p.idle {
+					if in == failed || in.broken != nil {
+						t.Error("a failed instance went back to the pool")
+					}
 				}
+				p.mu.Unlock()
 			}
 		})
 	}
@@ -466,4 +472,26 @@ func BenchmarkAddHeader(b *testing.B) {
 		}
 		p.OnComplete(s)
 	}
+}
+
+// Close stops what a plugin runs in the background: the tick loop and any
+// spare instantiation.
+func TestCloseStopsGoroutines(t *testing.T) {
+	r := newRuntime(t, Options{})
+	base := goleak.IgnoreCurrent()
+	p, err := r.LoadModule(context.Background(), "guest", guest(t, guestTest), []byte("tick"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 3; i++ {
+		s := newStream("/")
+		if _, err := p.OnRequest(withDeadline(t, 5*time.Second), s); err != nil {
+			t.Fatal(err)
+		}
+		p.OnComplete(s)
+	}
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	goleak.VerifyNone(t, base)
 }

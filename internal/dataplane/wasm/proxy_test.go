@@ -69,24 +69,27 @@ func echo(t *testing.T) string {
 	return ln.Addr().String()
 }
 
+// Deadlines are generous where the plugin should succeed: a burst of
+// concurrent streams waits for new instances (milliseconds each, far more
+// under the race detector).
 const proxyConfig = `
 admin: { address: {{admin}} }
 listeners:
   - name: add
     address: {{add}}
     filters:
-      - extension: { name: add-header, package: add-header.orx, config: "x-added: from-wasm", deadline: 100ms }
+      - extension: { name: add-header, package: add-header.orx, config: "x-added: from-wasm", deadline: 2s }
     virtual_hosts: [{ name: all, routes: [{ match: { path_prefix: / }, cluster: main }] }]
   - name: deny
     address: {{deny}}
     filters:
-      - extension: { name: deny-by-header, package: deny-by-header.orx, config: "x-block", deadline: 100ms }
+      - extension: { name: deny-by-header, package: deny-by-header.orx, config: "x-block", deadline: 2s }
     virtual_hosts: [{ name: all, routes: [{ match: { path_prefix: / }, cluster: main }] }]
   - name: loop-open
     address: {{loopopen}}
     filters:
       - extension: { name: loop-open, package: guest.orx, config: loop, policy: fail_open, deadline: 20ms }
-      - extension: { name: add-header, package: add-header.orx, config: "x-added: after-loop", deadline: 100ms }
+      - extension: { name: add-header, package: add-header.orx, config: "x-added: after-loop", deadline: 2s }
     virtual_hosts: [{ name: all, routes: [{ match: { path_prefix: / }, cluster: main }] }]
   - name: oom-closed
     address: {{oomclosed}}

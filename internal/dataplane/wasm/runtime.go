@@ -208,6 +208,8 @@ func (r *Runtime) LoadModule(ctx context.Context, name string, binary, config []
 		config: append([]byte(nil), config...),
 		shared: newSharedState(),
 		log:    r.log.With("plugin", name),
+		avail:  make(chan *instance),
+		spares: make(chan struct{}, maxSpares),
 	}
 	first, err := p.newInstance(ctx)
 	if err != nil {
@@ -218,6 +220,13 @@ func (r *Runtime) LoadModule(ctx context.Context, name string, binary, config []
 		// Ticks and queue notifications go to one dedicated instance so that
 		// they never wait behind a stream.
 		p.startBackground(first)
+		// And one ready for streams, so that the first ones do not wait.
+		second, err := p.newInstance(ctx)
+		if err != nil {
+			_ = p.Close()
+			return nil, fmt.Errorf("wasm plugin %q: %w", name, err)
+		}
+		p.put(second)
 	} else {
 		p.put(first)
 	}
