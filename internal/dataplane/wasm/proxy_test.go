@@ -69,6 +69,23 @@ func echo(t *testing.T) string {
 	return ln.Addr().String()
 }
 
+// auth is the http-callout example's authorization service.
+func auth(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") != "Bearer good" {
+			w.WriteHeader(http.StatusUnauthorized)
+		}
+	})}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	return ln.Addr().String()
+}
+
 // Deadlines are generous where the plugin should succeed: a burst of
 // concurrent streams waits for new instances (milliseconds each, far more
 // under the race detector).
@@ -91,6 +108,11 @@ listeners:
       - extension: { name: loop-open, package: guest.orx, config: loop, policy: fail_open, deadline: 20ms }
       - extension: { name: add-header, package: add-header.orx, config: "x-added: after-loop", deadline: 2s }
     virtual_hosts: [{ name: all, routes: [{ match: { path_prefix: / }, cluster: main }] }]
+  - name: callout
+    address: {{callout}}
+    filters:
+      - extension: { name: http-callout, package: http-callout.orx, config: "upstream: {{auth}}", deadline: 2s }
+    virtual_hosts: [{ name: all, routes: [{ match: { path_prefix: / }, cluster: main }] }]
   - name: oom-closed
     address: {{oomclosed}}
     filters:
@@ -107,12 +129,13 @@ func TestThroughProxy(t *testing.T) {
 	writePackage(t, dir, "add-header", wasm.GuestAdd, wasm.ABI021)
 	writePackage(t, dir, "deny-by-header", wasm.GuestDeny, wasm.ABI021)
 	writePackage(t, dir, "guest", wasm.GuestTest, wasm.ABI021)
+	writePackage(t, dir, "http-callout", wasm.GuestCallout, wasm.ABI021)
 	trust := filepath.Join(dir, "trust.pem")
 	if err := signing.WritePublicKey(trust, key().Public().(ed25519.PublicKey)); err != nil {
 		t.Fatal(err)
 	}
-	addrs := map[string]string{"add": freeAddr(t), "deny": freeAddr(t), "loopopen": freeAddr(t), "oomclosed": freeAddr(t)}
-	r := strings.NewReplacer("{{admin}}", freeAddr(t), "{{main}}", echo(t),
+	addrs := map[string]string{"add": freeAddr(t), "deny": freeAddr(t), "loopopen": freeAddr(t), "oomclosed": freeAddr(t), "callout": freeAddr(t)}
+	r := strings.NewReplacer("{{admin}}", freeAddr(t), "{{main}}", echo(t), "{{auth}}", auth(t), "{{callout}}", addrs["callout"],
 		"{{add}}", addrs["add"], "{{deny}}", addrs["deny"], "{{loopopen}}", addrs["loopopen"], "{{oomclosed}}", addrs["oomclosed"])
 	path := filepath.Join(dir, "config.yaml")
 	if err := os.WriteFile(path, []byte(r.Replace(proxyConfig)), 0o644); err != nil {
@@ -140,6 +163,8 @@ func TestThroughProxy(t *testing.T) {
 		{name: "deny-by-header lets through", listener: "deny", status: 200, body: "x-added="},
 		{name: "deny-by-header denies", listener: "deny", hdr: map[string]string{"x-block": "1"}, status: 403, body: "denied by deny-by-header"},
 		{name: "infinite loop under fail_open is skipped", listener: "loopopen", status: 200, body: "x-added=after-loop"},
+		{name: "http-callout allows", listener: "callout", hdr: map[string]string{"authorization": "Bearer good"}, status: 200, body: "x-added="},
+		{name: "http-callout denies", listener: "callout", hdr: map[string]string{"authorization": "Bearer bad"}, status: 403, body: "denied by the authorization service"},
 		{name: "memory blow-up under fail_closed", listener: "oomclosed", status: 507},
 	}
 	client := &http.Client{Timeout: 10 * time.Second}
