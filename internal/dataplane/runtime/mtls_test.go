@@ -47,6 +47,7 @@ type mesh struct {
 	aAddr      string // A's plaintext listener
 	bStrict    string // B's STRICT listener
 	bPermisive string // B's PERMISSIVE listener
+	bPlain     string // B's listener without mtls (benchmark baseline)
 	backend    *httptest.Server
 }
 
@@ -102,7 +103,7 @@ func startMesh(t testing.TB, extraA string) *mesh {
 		_, _ = io.WriteString(w, "peer="+r.Header.Get("x-peer"))
 	}))
 	t.Cleanup(m.backend.Close)
-	m.bStrict, m.bPermisive = freeAddrTB(t), freeAddrTB(t)
+	m.bStrict, m.bPermisive, m.bPlain = freeAddrTB(t), freeAddrTB(t), freeAddrTB(t)
 	route := `
     virtual_hosts:
       - name: all
@@ -119,6 +120,8 @@ listeners:
   - name: permissive
     address: ` + m.bPermisive + `
     mtls: { mode: PERMISSIVE }` + route + `
+  - name: plain
+    address: ` + m.bPlain + route + `
 clusters:
   - { name: backend, endpoints: [` + strings.TrimPrefix(m.backend.URL, "http://") + `] }
 `
@@ -139,6 +142,14 @@ listeners:
             cluster: b-permissive
           - match: { path_prefix: /wrong/ }
             cluster: b-wrong-identity
+          - match: { path_prefix: /bench/plain/ }
+            cluster: b-plain
+          - match: { path_prefix: /bench/plain-new/ }
+            cluster: b-plain-new
+          - match: { path_prefix: /bench/mtls/ }
+            cluster: b-mtls
+          - match: { path_prefix: /bench/mtls-new/ }
+            cluster: b-mtls-new
           - match: { path_prefix: / }
             cluster: b
 clusters:
@@ -152,6 +163,10 @@ clusters:
   - name: b-wrong-identity
     endpoints: [` + m.bStrict + `]
     mtls: { identity: "spiffe://` + meshTD + `/ns/default/sa/someone-else" }
+  - { name: b-plain, endpoints: [` + m.bPlain + `] }
+  - { name: b-plain-new, endpoints: [` + m.bPlain + `], max_requests_per_connection: 1 }
+  - { name: b-mtls, endpoints: [` + m.bStrict + `], mtls: { identity: "` + apiID + `" } }
+  - { name: b-mtls-new, endpoints: [` + m.bStrict + `], mtls: { identity: "` + apiID + `" }, max_requests_per_connection: 1 }
 ` + extraA
 	m.a = newRuntimeWith(t, m.storeA)
 	if err := m.a.Apply(snapshotTB(t, aCfg), "test"); err != nil {
@@ -403,5 +418,42 @@ clusters:
 	setIdentity(t, m.ca, store, apiID, time.Hour)
 	if err := dial(); err != nil {
 		t.Fatalf("after the SVID arrived: %v", err)
+	}
+}
+
+// BenchmarkMeshRequest is the per-request cost through two proxies (client
+// -> A -> B -> backend) with the A->B hop in plaintext or mTLS, on a kept-
+// alive upstream connection ("-keepalive") or a new connection, hence a
+// new handshake, per request ("-new"). The difference between the mtls and
+// plain rows is the cost mTLS adds; bench/run.sh should get the same row
+// against HAProxy (follow-up).
+func BenchmarkMeshRequest(b *testing.B) {
+	m := startMesh(b, "")
+	for _, bc := range []struct{ name, path string }{
+		{"plain-keepalive", "/bench/plain/x"},
+		{"mtls-keepalive", "/bench/mtls/x"},
+		{"plain-new", "/bench/plain-new/x"},
+		{"mtls-new", "/bench/mtls-new/x"},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			c := &http.Client{Timeout: 5 * time.Second}
+			url := "http://" + m.aAddr + bc.path
+			want := "peer="
+			if strings.Contains(bc.name, "mtls") {
+				want += webID
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				resp, err := c.Get(url)
+				if err != nil {
+					b.Fatal(err)
+				}
+				body, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != 200 || string(body) != want {
+					b.Fatalf("%d %q", resp.StatusCode, body)
+				}
+			}
+		})
 	}
 }

@@ -28,6 +28,7 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 )
@@ -56,6 +57,7 @@ type Validation struct {
 	Roots       []*x509.Certificate
 	Pool        *x509.CertPool
 	TrustDomain spiffeid.TrustDomain
+	bundle      *x509bundle.Bundle // Roots as TrustDomain's bundle, when set
 }
 
 // NewValidation builds a validation context from roots. A zero td takes the
@@ -71,6 +73,9 @@ func NewValidation(roots []*x509.Certificate, td spiffeid.TrustDomain) (*Validat
 	}
 	if td.IsZero() {
 		v.TrustDomain = rootsTrustDomain(roots)
+	}
+	if !v.TrustDomain.IsZero() {
+		v.bundle = x509bundle.FromX509Authorities(v.TrustDomain, roots)
 	}
 	return v, nil
 }

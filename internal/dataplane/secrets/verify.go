@@ -143,7 +143,10 @@ func VerifyPeer(chain []*x509.Certificate, v *Validation, sans []SANMatcher, usa
 		if sid.TrustDomain() != v.TrustDomain {
 			return "", refuse(ReasonTrustDomain, fmt.Errorf("peer trust domain %q", sid.TrustDomain()))
 		}
-		bundle := x509bundle.FromX509Authorities(v.TrustDomain, v.Roots)
+		bundle := v.bundle
+		if bundle == nil { // a Validation built without NewValidation
+			bundle = x509bundle.FromX509Authorities(v.TrustDomain, v.Roots)
+		}
 		if _, _, err := x509svid.Verify(chain, bundle, x509svid.WithTime(now)); err != nil {
 			return "", refuse(ReasonUntrusted, err)
 		}
