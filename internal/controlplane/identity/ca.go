@@ -300,7 +300,10 @@ func (ca *CA) issue(pub crypto.PublicKey, id spiffeid.ID, nodeID string, now tim
 	// Backdate a little for clocks behind ours, but not so much that a
 	// short-lived SVID's half-life moves.
 	backdate := min(30*time.Second, ttl/10)
-	notAfter := now.Add(ttl)
+	// Certificates hold whole seconds: round the end up, so that a renewal
+	// always ends later than the certificate it replaces, even for
+	// lifetimes of a few seconds.
+	notAfter := now.Add(ttl + time.Second - 1).Truncate(time.Second)
 	if caEnd := ca.chain[0].NotAfter; notAfter.After(caEnd) {
 		notAfter = caEnd
 	}
