@@ -3,8 +3,8 @@ package identity
 import (
 	"context"
 	"crypto/rand"
-	"crypto/x509"
 	"crypto/tls"
+	"crypto/x509"
 	"strings"
 	"testing"
 	"time"

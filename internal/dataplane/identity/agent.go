@@ -82,7 +82,7 @@ type Config struct {
 // immutable.
 type SVID struct {
 	ID          spiffeid.ID
-	Certificate *tls.Certificate // chain leaf first, private key, Leaf set
+	Certificate *tls.Certificate    // chain leaf first, private key, Leaf set
 	Chain       []*x509.Certificate // Certificate's chain, parsed
 	Roots       []*x509.Certificate
 	Pool        *x509.CertPool // Roots as a pool
