@@ -64,6 +64,7 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 	pf.StringVarP(&c.output, "output", "o", "table", "output format: table, json or yaml")
 	pf.DurationVar(&c.timeout, "timeout", 10*time.Second, "deadline of each API call")
 	root.AddCommand(c.applyCmd(), c.getCmd(), c.registerCmd(), c.deregisterCmd())
+	root.AddCommand(c.tokenCmd(), c.nodeCmd())
 	root.AddCommand(c.extCmd())
 	return root
 }
