@@ -207,11 +207,17 @@ func (f filterer) hcm(a *anypb.Any) (*anypb.Any, string) {
 	var keep []*hcmv3.HttpFilter
 	changed := false
 	for _, hf := range m.GetHttpFilters() {
+		has, why := f.has(hf.GetName(), hf.GetTypedConfig().GetTypeUrl()), ""
+		if has {
+			why = f.extension(hf.GetTypedConfig()) // an extension the client cannot load
+		}
 		switch {
-		case f.has(hf.GetName(), hf.GetTypedConfig().GetTypeUrl()):
+		case has && why == "":
 			keep = append(keep, hf)
 		case hf.GetIsOptional():
 			changed = true
+		case why != "":
+			return nil, fmt.Sprintf("requires filter %s, %s", hf.GetName(), why)
 		default:
 			return nil, fmt.Sprintf("requires filter %s which node build %s lacks", hf.GetName(), f.build)
 		}
