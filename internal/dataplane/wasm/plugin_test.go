@@ -19,6 +19,7 @@ import (
 	"github.com/omnirelay/omnirelay/internal/dataplane/extension"
 	"github.com/omnirelay/omnirelay/internal/dataplane/filter"
 	"github.com/omnirelay/omnirelay/internal/dataplane/message"
+	"github.com/omnirelay/omnirelay/internal/shared/extpkg"
 )
 
 func newStream(path string, headers ...string) *filter.Stream {
@@ -494,4 +495,31 @@ func TestCloseStopsGoroutines(t *testing.T) {
 		t.Fatal(err)
 	}
 	goleak.VerifyNone(t, base)
+}
+
+func TestLoadManifestABI(t *testing.T) {
+	r := newRuntime(t, Options{})
+	mod := guest(t, guestAdd)
+	tests := []struct {
+		name, abi, want string
+	}{
+		{name: "matches", abi: ABI021},
+		{name: "module built for another ABI", abi: ABI020, want: "manifest declares ABI proxy-wasm/0.2.0 but the module is built for proxy-wasm/0.2.1"},
+		{name: "unknown ABI", abi: "proxy-wasm/0.1.0", want: `manifest ABI "proxy-wasm/0.1.0"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p, err := r.Load(context.Background(), extpkg.Manifest{Name: "add-header", Kind: extpkg.KindWasm, ABI: tt.abi}, mod, []byte("x-a: 1"))
+			if tt.want == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				p.Close()
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("err = %v, want %q", err, tt.want)
+			}
+		})
+	}
 }

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -113,6 +114,11 @@ listeners:
     filters:
       - extension: { name: http-callout, package: http-callout.orx, config: "upstream: {{auth}}", deadline: 2s }
     virtual_hosts: [{ name: all, routes: [{ match: { path_prefix: / }, cluster: main }] }]
+  - name: panic-reload
+    address: {{panicreload}}
+    filters:
+      - extension: { name: panic-reload, package: guest.orx, config: panic, policy: reload, fallback: fail_open, deadline: 2s }
+    virtual_hosts: [{ name: all, routes: [{ match: { path_prefix: / }, cluster: main }] }]
   - name: oom-closed
     address: {{oomclosed}}
     filters:
@@ -134,14 +140,15 @@ func TestThroughProxy(t *testing.T) {
 	if err := signing.WritePublicKey(trust, key().Public().(ed25519.PublicKey)); err != nil {
 		t.Fatal(err)
 	}
-	addrs := map[string]string{"add": freeAddr(t), "deny": freeAddr(t), "loopopen": freeAddr(t), "oomclosed": freeAddr(t), "callout": freeAddr(t)}
-	r := strings.NewReplacer("{{admin}}", freeAddr(t), "{{main}}", echo(t), "{{auth}}", auth(t), "{{callout}}", addrs["callout"],
+	addrs := map[string]string{"add": freeAddr(t), "deny": freeAddr(t), "loopopen": freeAddr(t), "oomclosed": freeAddr(t), "callout": freeAddr(t), "panicreload": freeAddr(t)}
+	admin := freeAddr(t)
+	r := strings.NewReplacer("{{admin}}", admin, "{{main}}", echo(t), "{{auth}}", auth(t), "{{callout}}", addrs["callout"], "{{panicreload}}", addrs["panicreload"],
 		"{{add}}", addrs["add"], "{{deny}}", addrs["deny"], "{{loopopen}}", addrs["loopopen"], "{{oomclosed}}", addrs["oomclosed"])
 	path := filepath.Join(dir, "config.yaml")
 	if err := os.WriteFile(path, []byte(r.Replace(proxyConfig)), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	p, err := app.Start(app.Options{ConfigPath: path, ExtensionTrustRoot: trust, AdminAddress: "127.0.0.1:0",
+	p, err := app.Start(app.Options{ConfigPath: path, ExtensionTrustRoot: trust, AdminAddress: admin,
 		Log: slog.New(slog.NewTextHandler(io.Discard, nil)), DrainTimeout: time.Second, PollInterval: time.Hour})
 	if err != nil {
 		t.Fatalf("start proxy: %v", err)
@@ -165,6 +172,7 @@ func TestThroughProxy(t *testing.T) {
 		{name: "infinite loop under fail_open is skipped", listener: "loopopen", status: 200, body: "x-added=after-loop"},
 		{name: "http-callout allows", listener: "callout", hdr: map[string]string{"authorization": "Bearer good"}, status: 200, body: "x-added="},
 		{name: "http-callout denies", listener: "callout", hdr: map[string]string{"authorization": "Bearer bad"}, status: 403, body: "denied by the authorization service"},
+		{name: "panic under reload falls back to fail_open", listener: "panicreload", status: 200, body: "x-added="},
 		{name: "memory blow-up under fail_closed", listener: "oomclosed", status: 507},
 	}
 	client := &http.Client{Timeout: 10 * time.Second}
@@ -201,4 +209,33 @@ func TestThroughProxy(t *testing.T) {
 			}
 		})
 	}
+
+	t.Run("metrics", func(t *testing.T) {
+		resp, err := client.Get("http://" + admin + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		for _, want := range []string{
+			`omnirelay_wasm_counter{name="add_header_requests",plugin="add-header"}`,
+			`omnirelay_extension_calls_total{extension="loop-open",kind="wasm",outcome="timeout"} 8`,
+		} {
+			if !strings.Contains(string(b), want) {
+				t.Errorf("/metrics lacks %s", want)
+			}
+		}
+		// A guest running out of memory exits (error), or is still
+		// allocating when its deadline passes (timeout): 8 failures either way.
+		failed := 0
+		for _, l := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(l, `omnirelay_extension_calls_total{extension="oom-closed"`) && !strings.Contains(l, `outcome="ok"`) {
+				n, _ := strconv.Atoi(l[strings.LastIndexByte(l, ' ')+1:])
+				failed += n
+			}
+		}
+		if failed != 8 {
+			t.Errorf("oom-closed failed calls = %d, want 8", failed)
+		}
+	})
 }
