@@ -60,7 +60,7 @@ type harness struct {
 	serverID spiffeid.ID
 }
 
-func openBolt(t *testing.T) store.Store {
+func openBolt(t testing.TB) store.Store {
 	t.Helper()
 	st, err := store.OpenBolt(filepath.Join(t.TempDir(), "meshkit.db"))
 	if err != nil {
@@ -70,7 +70,7 @@ func openBolt(t *testing.T) store.Store {
 	return st
 }
 
-func startHarness(t *testing.T, st store.Store, ttl time.Duration) *harness {
+func startHarness(t testing.TB, st store.Store, ttl time.Duration) *harness {
 	t.Helper()
 	clk := &clock{}
 	ca, err := LoadOrCreateCA(context.Background(), st, testTD, clk.Now())
@@ -92,7 +92,7 @@ func startHarness(t *testing.T, st store.Store, ttl time.Duration) *harness {
 		clock: clk, store: st, serverID: svc.ServerID()}
 }
 
-func serveGRPC(t *testing.T, g *grpc.Server, register func(grpc.ServiceRegistrar)) string {
+func serveGRPC(t testing.TB, g *grpc.Server, register func(grpc.ServiceRegistrar)) string {
 	t.Helper()
 	register(g)
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -106,7 +106,7 @@ func serveGRPC(t *testing.T, g *grpc.Server, register func(grpc.ServiceRegistrar
 }
 
 // token asks the admin API for a join token.
-func (h *harness) token(t *testing.T, node, id string, ttl time.Duration) string {
+func (h *harness) token(t testing.TB, node, id string, ttl time.Duration) string {
 	t.Helper()
 	req := &meshkitv1.CreateJoinTokenRequest{NodeId: node, SpiffeId: id}
 	if ttl != 0 {
@@ -121,7 +121,7 @@ func (h *harness) token(t *testing.T, node, id string, ttl time.Duration) string
 
 // client dials the identity port, trusting the CA and expecting MeshKit's
 // SPIFFE ID; with svid it presents that certificate (a renewal).
-func (h *harness) client(t *testing.T, svid *x509svid.SVID) meshkitv1.IdentityClient {
+func (h *harness) client(t testing.TB, svid *x509svid.SVID) meshkitv1.IdentityClient {
 	t.Helper()
 	var cfg *tls.Config
 	if svid == nil {
@@ -165,7 +165,7 @@ func csrFor(t testing.TB, key crypto.Signer, ids ...string) []byte {
 
 // svidFrom verifies a Sign response against the CA's bundle and returns it
 // as an SVID holding key.
-func (h *harness) svidFrom(t *testing.T, resp *meshkitv1.SignResponse, key crypto.Signer) *x509svid.SVID {
+func (h *harness) svidFrom(t testing.TB, resp *meshkitv1.SignResponse, key crypto.Signer) *x509svid.SVID {
 	t.Helper()
 	var certs []*x509.Certificate
 	for _, der := range resp.GetCertChain() {
