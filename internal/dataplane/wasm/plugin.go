@@ -147,7 +147,16 @@ func (p *Plugin) startSpare() {
 	default:
 		return
 	}
+	// Add under mu, checking closed: Close sets closed under mu before it
+	// waits, so no spare starts after the wait began.
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		<-p.spares
+		return
+	}
 	p.warm.Add(1)
+	p.mu.Unlock()
 	go func() {
 		defer p.warm.Done()
 		defer func() { <-p.spares }()
