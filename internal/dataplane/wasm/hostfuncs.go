@@ -141,6 +141,9 @@ func hostLog(_ context.Context, in *instance, a []uint64) uint32 {
 	default:
 		lvl = slog.LevelError
 	}
+	if len(msg) > maxLogLine {
+		msg = msg[:maxLogLine] // a guest must not make the proxy log megabytes
+	}
 	in.p.log.Log(context.Background(), lvl, string(msg), "source", "guest")
 	return statusOK
 }

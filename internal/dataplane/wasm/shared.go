@@ -24,7 +24,14 @@ type sharedState struct {
 
 	metricIDs map[string]uint32
 	metrics   []*metric
+
+	// bytes is what data and queues hold, bounded by maxSharedBytes so that
+	// a plugin cannot grow the proxy's heap without limit.
+	bytes int
 }
+
+// maxSharedBytes bounds a plugin's shared data and queued items together.
+const maxSharedBytes = 64 << 20
 
 type sharedValue struct {
 	value []byte
@@ -82,6 +89,14 @@ func hostSetSharedData(_ context.Context, in *instance, a []uint64) uint32 {
 	if cas != 0 && (!found || cur.cas != cas) {
 		return statusCasMismatch
 	}
+	grow := len(val) - len(cur.value)
+	if !found {
+		grow += len(key)
+	}
+	if sh.bytes+grow > maxSharedBytes {
+		return statusInternalFailure
+	}
+	sh.bytes += grow
 	sh.casSeq++
 	if sh.casSeq == 0 {
 		sh.casSeq = 1
@@ -141,10 +156,11 @@ func hostEnqueue(_ context.Context, in *instance, a []uint64) uint32 {
 		sh.mu.Unlock()
 		return statusNotFound
 	}
-	if len(sh.qdata[id]) >= maxQueueDepth {
+	if len(sh.qdata[id]) >= maxQueueDepth || sh.bytes+len(data) > maxSharedBytes {
 		sh.mu.Unlock()
 		return statusInternalFailure
 	}
+	sh.bytes += len(data)
 	sh.qdata[id] = append(sh.qdata[id], append([]byte(nil), data...))
 	sh.mu.Unlock()
 	select {
@@ -168,7 +184,9 @@ func hostDequeue(ctx context.Context, in *instance, a []uint64) uint32 {
 		return statusEmpty
 	}
 	item := q[0]
+	q[0] = nil
 	sh.qdata[id] = q[1:]
+	sh.bytes -= len(item)
 	sh.mu.Unlock()
 	return in.returnBytes(ctx, item, u32(a[1]), u32(a[2]))
 }
