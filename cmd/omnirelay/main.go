@@ -46,11 +46,18 @@ func newRoot() *cobra.Command {
 	var cfgPath, adminAddr, extTrust string
 	var drain time.Duration
 	var xo app.XDSOptions
+	var idOpt app.IdentityOptions
 	run := &cobra.Command{
 		Use:   "run (--config FILE | --xds ADDR[,ADDR...] --node-id ID)",
 		Short: "Run the proxy on a config file (hot-reloaded on change and SIGHUP) or from an xDS control plane",
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			opt := app.Options{ConfigPath: cfgPath, Log: logger(), AdminAddress: adminAddr, DrainTimeout: drain, ExtensionTrustRoot: extTrust}
+			if idOpt.Address != "" {
+				if idOpt.NodeID == "" {
+					idOpt.NodeID = xo.NodeID
+				}
+				opt.Identity = &idOpt
+			}
 			switch {
 			case cfgPath != "" && xo.Address != "":
 				return fmt.Errorf("--config and --xds are exclusive: choose one config source")
@@ -81,6 +88,10 @@ func newRoot() *cobra.Command {
 	run.Flags().StringVar(&xo.LKGDir, "lkg-dir", "", "directory for the last-known-good config (used when the control plane is unreachable at start)")
 	run.Flags().StringVar(&xo.TrustRoot, "trust-root", "", "PEM file of ed25519 public keys: every xDS resource must be signed by one of them")
 	run.Flags().BoolVar(&xo.SotW, "xds-sotw", false, "use state-of-the-world ADS instead of delta")
+	run.Flags().StringVar(&idOpt.Address, "identity-address", "", "MeshKit identity address (host:port): get an SVID for mesh mTLS (secrets default and ROOTCA)")
+	run.Flags().StringVar(&idOpt.JoinToken, "join-token", "", "one-time join token for the first SVID (omnictl token create)")
+	run.Flags().StringVar(&idOpt.CAFile, "identity-ca", "", "PEM trust bundle for the first contact with MeshKit's identity service")
+	run.Flags().StringVar(&idOpt.TrustDomain, "trust-domain", "", "SPIFFE trust domain (default: the one the --identity-ca root names)")
 	run.Flags().StringVar(&extTrust, "extension-trust-root", "", "PEM file of ed25519 public keys extension packages must be signed by (default with --xds: --trust-root; without: no extension loads)")
 
 	validate := &cobra.Command{

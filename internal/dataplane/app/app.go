@@ -20,6 +20,7 @@ import (
 	"github.com/omnirelay/omnirelay/internal/dataplane/filter"
 	"github.com/omnirelay/omnirelay/internal/dataplane/filters"
 	"github.com/omnirelay/omnirelay/internal/dataplane/runtime"
+	"github.com/omnirelay/omnirelay/internal/dataplane/secrets"
 	"github.com/omnirelay/omnirelay/internal/dataplane/static"
 	"github.com/omnirelay/omnirelay/internal/dataplane/stats"
 	"github.com/omnirelay/omnirelay/internal/dataplane/xdsclient"
@@ -42,6 +43,8 @@ type Options struct {
 	// ExtensionTrustRoot is the PEM file of ed25519 keys extension packages
 	// must be signed by (xDS mode falls back to XDS.TrustRoot).
 	ExtensionTrustRoot string
+	// Identity starts the identity agent for mesh mTLS (nil: no agent).
+	Identity *IdentityOptions
 }
 
 // Proxy is a running data plane.
@@ -51,9 +54,11 @@ type Proxy struct {
 	// XDS is the xDS client in xDS mode (nil in file mode).
 	XDS     *xdsclient.Client
 	watcher *static.Watcher
-	cancel  context.CancelFunc
-	done    chan struct{}
-	opt     Options
+	// stopIdentity ends the identity agent (nil without one).
+	stopIdentity func()
+	cancel       context.CancelFunc
+	done         chan struct{}
+	opt          Options
 
 	stopOnce sync.Once
 	stopErr  error
@@ -94,10 +99,18 @@ func Start(opt Options) (*Proxy, error) {
 		return nil, err
 	}
 	stats.NewXDS(st).SetSource("file")
-	rt := runtime.New(runtime.Options{Log: opt.Log, Stats: st, Filters: reg, DrainTimeout: opt.DrainTimeout})
+	store := secrets.NewStore()
+	rt := runtime.New(runtime.Options{Log: opt.Log, Stats: st, Filters: reg, DrainTimeout: opt.DrainTimeout, Secrets: store})
 	if err := rt.Apply(loaded.Snapshot, "file:"+opt.ConfigPath); err != nil {
 		_ = rt.Shutdown(context.Background())
 		return nil, err
+	}
+	var stopIdentity func()
+	if opt.Identity != nil {
+		if stopIdentity, err = startIdentity(opt.Identity, store, opt.Log); err != nil {
+			_ = rt.Shutdown(context.Background())
+			return nil, identityError(err)
+		}
 	}
 	adminAddr := loaded.AdminAddress
 	if opt.AdminAddress != "" {
@@ -106,10 +119,13 @@ func Start(opt Options) (*Proxy, error) {
 	adm, err := admin.Listen(adminAddr, rt, opt.Log)
 	if err != nil {
 		_ = rt.Shutdown(context.Background())
+		if stopIdentity != nil {
+			stopIdentity()
+		}
 		return nil, fmt.Errorf("admin: %w", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	p := &Proxy{Runtime: rt, Admin: adm, cancel: cancel, done: make(chan struct{}), opt: opt}
+	p := &Proxy{Runtime: rt, Admin: adm, cancel: cancel, done: make(chan struct{}), opt: opt, stopIdentity: stopIdentity}
 	p.watcher = static.NewWatcher(opt.ConfigPath, func(l *static.Loaded, forced bool) error {
 		apply := rt.Apply
 		if forced {
@@ -171,6 +187,9 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 		p.cancel()
 		<-p.done
 		p.stopErr = p.Runtime.Shutdown(ctx)
+		if p.stopIdentity != nil {
+			p.stopIdentity()
+		}
 		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
 		_ = p.Admin.Shutdown(sctx)

@@ -10,6 +10,7 @@ import (
 	"github.com/omnirelay/omnirelay/internal/dataplane/admin"
 	"github.com/omnirelay/omnirelay/internal/dataplane/filter"
 	"github.com/omnirelay/omnirelay/internal/dataplane/runtime"
+	"github.com/omnirelay/omnirelay/internal/dataplane/secrets"
 	"github.com/omnirelay/omnirelay/internal/dataplane/stats"
 	"github.com/omnirelay/omnirelay/internal/dataplane/xdsclient"
 	"github.com/omnirelay/omnirelay/internal/shared/capability"
@@ -101,7 +102,15 @@ func startXDS(opt Options) (*Proxy, error) {
 		return nil, err
 	}
 	xs := stats.NewXDS(st)
-	rt := runtime.New(runtime.Options{Log: opt.Log, Stats: st, Filters: reg, DrainTimeout: opt.DrainTimeout})
+	store := secrets.NewStore()
+	rt := runtime.New(runtime.Options{Log: opt.Log, Stats: st, Filters: reg, DrainTimeout: opt.DrainTimeout, Secrets: store})
+	var stopIdentity func()
+	if opt.Identity != nil {
+		if stopIdentity, err = startIdentity(opt.Identity, store, opt.Log); err != nil {
+			_ = rt.Shutdown(context.Background())
+			return nil, identityError(err)
+		}
+	}
 	adminAddr := opt.AdminAddress
 	if adminAddr == "" {
 		adminAddr = DefaultAdminAddress
@@ -109,6 +118,9 @@ func startXDS(opt Options) (*Proxy, error) {
 	adm, err := admin.Listen(adminAddr, rt, opt.Log)
 	if err != nil {
 		_ = rt.Shutdown(context.Background())
+		if stopIdentity != nil {
+			stopIdentity()
+		}
 		return nil, fmt.Errorf("admin: %w", err)
 	}
 	applyAs := func(source string) func(*resources.Snapshot, string) error {
@@ -157,7 +169,7 @@ func startXDS(opt Options) (*Proxy, error) {
 		}
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	p := &Proxy{Runtime: rt, Admin: adm, XDS: client, cancel: cancel, done: make(chan struct{}), opt: opt}
+	p := &Proxy{Runtime: rt, Admin: adm, XDS: client, cancel: cancel, done: make(chan struct{}), opt: opt, stopIdentity: stopIdentity}
 	adm.OnDrain = func() {
 		ctx, cancel := context.WithTimeout(context.Background(), opt.DrainTimeout)
 		defer cancel()
