@@ -28,6 +28,7 @@ import (
 	"log/slog"
 	mrand "math/rand/v2"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -57,7 +58,8 @@ const (
 
 // Config configures an Agent.
 type Config struct {
-	// Address is MeshKit's identity address (host:port).
+	// Address is MeshKit's identity address (host:port), or several
+	// replicas' separated by commas: a request that fails moves to the next.
 	Address string
 	// NodeID names this proxy in logs; MeshKit takes the node from the
 	// join token (then from the certificate).
@@ -96,6 +98,7 @@ var ErrNoSVID = errors.New("identity: no SVID yet")
 // goroutine and never block.
 type Agent struct {
 	cfg    Config
+	addrs  []string
 	td     spiffeid.TrustDomain
 	server spiffeid.ID
 	log    *slog.Logger
@@ -111,7 +114,13 @@ type Agent struct {
 
 // NewAgent checks the configuration and reads the bootstrap bundle.
 func NewAgent(cfg Config) (*Agent, error) {
-	if cfg.Address == "" {
+	var addrs []string
+	for _, s := range strings.Split(cfg.Address, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			addrs = append(addrs, s)
+		}
+	}
+	if len(addrs) == 0 {
 		return nil, errors.New("identity agent: the identity address is required")
 	}
 	roots := cfg.Bundle
@@ -149,7 +158,7 @@ func NewAgent(cfg Config) (*Agent, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
-	a := &Agent{cfg: cfg, td: td, server: spiffeid.RequireFromSegments(td, "meshkit"),
+	a := &Agent{cfg: cfg, addrs: addrs, td: td, server: spiffeid.RequireFromSegments(td, "meshkit"),
 		log: cfg.Log.With("node", cfg.NodeID), ready: make(chan struct{}), subs: map[int]func(*SVID){}}
 	a.roots.Store(&roots)
 	return a, nil
@@ -272,17 +281,18 @@ func (a *Agent) publish(s *SVID) {
 // current SVID stays available after Run returns.
 func (a *Agent) Run(ctx context.Context) error {
 	backoff := a.cfg.MinBackoff
-	for {
+	for replica := 0; ; {
 		cur := a.current.Load()
-		err := a.renew(ctx, cur)
+		addr := a.addrs[replica%len(a.addrs)]
+		err := a.renew(ctx, cur, addr)
 		if err == nil {
 			backoff = a.cfg.MinBackoff
-			next := a.current.Load()
-			a.log.Info("identity: SVID obtained", "spiffe_id", next.ID.String(), "expires_at", next.Certificate.Leaf.NotAfter)
+			got := a.current.Load()
+			a.log.Info("identity: SVID obtained", "address", addr, "spiffe_id", got.ID.String(), "expires_at", got.Certificate.Leaf.NotAfter)
 			// MinBackoff is a floor: a certificate whose renewal time has
 			// already passed (a clock skew, a tiny lifetime) must not
 			// turn the loop into a stream of requests.
-			if err := sleep(ctx, max(time.Until(a.renewAt(next.Certificate.Leaf)), a.cfg.MinBackoff)); err != nil {
+			if err := sleep(ctx, max(time.Until(a.renewAt(got.Certificate.Leaf)), a.cfg.MinBackoff)); err != nil {
 				return err
 			}
 			continue
@@ -294,8 +304,9 @@ func (a *Agent) Run(ctx context.Context) error {
 			a.log.Error("identity: MeshKit refuses this proxy a certificate", "error", err)
 			return err
 		}
-		a.log.Warn("identity: SVID request failed; retrying", "error", err, "retry_in", backoff,
+		a.log.Warn("identity: SVID request failed; retrying", "address", addr, "error", err, "retry_in", backoff,
 			"current_expires_at", expiresAt(cur))
+		replica++ // the next replica, if there are several
 		if err := sleep(ctx, backoff); err != nil {
 			return err
 		}
@@ -344,7 +355,7 @@ func sleep(ctx context.Context, d time.Duration) error {
 // renew sends one CSR: with the join token when there is no SVID yet,
 // otherwise over mutual TLS with the current one. Each request dials anew
 // so that the TLS handshake presents the certificate held now.
-func (a *Agent) renew(ctx context.Context, cur *SVID) error {
+func (a *Agent) renew(ctx context.Context, cur *SVID, addr string) error {
 	key, err := generateKey(a.cfg.KeyType)
 	if err != nil {
 		return err
@@ -365,9 +376,9 @@ func (a *Agent) renew(ctx context.Context, cur *SVID) error {
 	}
 	cfg := tlsconfig.TLSClientConfig(a, tlsconfig.AuthorizeID(a.server))
 	cfg.GetClientCertificate = a.GetClientCertificate
-	conn, err := grpc.NewClient(a.cfg.Address, grpc.WithTransportCredentials(credentials.NewTLS(cfg)))
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(cfg)))
 	if err != nil {
-		return fmt.Errorf("identity agent: %s: %w", a.cfg.Address, err)
+		return fmt.Errorf("identity agent: %s: %w", addr, err)
 	}
 	defer conn.Close()
 	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)

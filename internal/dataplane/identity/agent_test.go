@@ -243,6 +243,24 @@ func TestAgentKeepsCertificateWhileMeshKitIsAway(t *testing.T) {
 	}
 }
 
+// With several replicas, a request that fails at one goes to the next:
+// here the first address has nothing listening.
+func TestAgentMovesToTheNextReplica(t *testing.T) {
+	m := startMeshKit(t, time.Hour)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := l.Addr().String()
+	l.Close()
+	a, err := identity.NewAgent(identity.Config{Address: dead + ", " + m.addr, JoinToken: m.token(t, "web-1"),
+		Bundle: m.ca.Roots(), MinBackoff: 10 * time.Millisecond, MaxBackoff: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitReady(t, a, run(t, a))
+}
+
 func TestAgentRefusals(t *testing.T) {
 	m := startMeshKit(t, 2*time.Second)
 	t.Run("bad token", func(t *testing.T) {
