@@ -50,14 +50,14 @@ type Options struct {
 // Service implements Identity (served on the identity TLS port) and
 // IdentityAdmin (served on the operator API). Safe for concurrent use.
 type Service struct {
-	ca    *CA
-	st    store.Store
-	ttl   time.Duration
-	now   func() time.Time
-	log   *slog.Logger
-	id    spiffeid.ID // MeshKit's own identity on the identity port
-	mu    sync.Mutex  // guards serving
-	serve *tls.Certificate
+	ca      *CA
+	st      store.Store
+	ttl     time.Duration
+	now     func() time.Time
+	log     *slog.Logger
+	id      spiffeid.ID // MeshKit's own identity on the identity port
+	mu      sync.Mutex  // guards serving
+	serving *tls.Certificate
 }
 
 // NewService builds the service over a CA and the store holding tokens and
@@ -118,7 +118,7 @@ func (s *Service) servingCert() (*tls.Certificate, error) {
 	now := s.now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if c := s.serve; c != nil && now.Before(c.Leaf.NotBefore.Add(c.Leaf.NotAfter.Sub(c.Leaf.NotBefore)/2)) {
+	if c := s.serving; c != nil && now.Before(c.Leaf.NotBefore.Add(c.Leaf.NotAfter.Sub(c.Leaf.NotBefore)/2)) {
 		return c, nil
 	}
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
@@ -129,8 +129,8 @@ func (s *Service) servingCert() (*tls.Certificate, error) {
 	if err != nil {
 		return nil, err
 	}
-	s.serve = &tls.Certificate{Certificate: s.chainDER(leaf), PrivateKey: key, Leaf: leaf}
-	return s.serve, nil
+	s.serving = &tls.Certificate{Certificate: s.chainDER(leaf), PrivateKey: key, Leaf: leaf}
+	return s.serving, nil
 }
 
 // chainDER is the leaf followed by the CA's chain without its root (peers
