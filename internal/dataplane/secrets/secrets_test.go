@@ -269,3 +269,72 @@ func BenchmarkVerifyPeer(b *testing.B) {
 		}
 	}
 }
+
+// TestResumptionStillVerifies: a cluster resumes TLS sessions, but a
+// resumed handshake is still checked against the live bundle, so a bundle
+// change refuses a peer even on resumption.
+func TestResumptionStillVerifies(t *testing.T) {
+	ca := testca.New(t, td)
+	tdid := spiffeid.RequireTrustDomainFromString(td)
+	roots := []*x509.Certificate{ca.Cert}
+	serverStore, clientStore := NewStore(), NewStore()
+	if err := serverStore.SetIdentity(ca.Issue(t, testca.Leaf{ID: "spiffe://" + td + "/api"}), roots, tdid); err != nil {
+		t.Fatal(err)
+	}
+	if err := clientStore.SetIdentity(ca.Issue(t, testca.Leaf{ID: "spiffe://" + td + "/web"}), roots, tdid); err != nil {
+		t.Fatal(err)
+	}
+	server := ServerConfig(Params{Certs: []*Ref{serverStore.Ref(DefaultCertName)}, Validation: serverStore.Ref(RootCAName), RequireClientCert: true})
+	client := ClientConfig(Params{Certs: []*Ref{clientStore.Ref(DefaultCertName)}, Validation: clientStore.Ref(RootCAName)}, "")
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				tc := tls.Server(c, server)
+				_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+				if tc.Handshake() == nil {
+					_, _ = tc.Write([]byte("ok"))
+					_, _ = tc.Read(make([]byte, 1)) // until the client closes
+				}
+			}()
+		}
+	}()
+	dial := func() (bool, error) {
+		c, err := tls.Dial("tcp", ln.Addr().String(), client)
+		if err != nil {
+			return false, err
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+		// Reading processes the TLS 1.3 session ticket.
+		if _, err := io.ReadFull(c, make([]byte, 2)); err != nil {
+			return false, err
+		}
+		return c.ConnectionState().DidResume, nil
+	}
+	if _, err := dial(); err != nil {
+		t.Fatal(err)
+	}
+	resumed, err := dial()
+	if err != nil || !resumed {
+		t.Fatalf("second connection: resumed=%v err=%v", resumed, err)
+	}
+	// The client's bundle changes to another CA: even a resumable session
+	// to the old server is refused.
+	other := testca.New(t, td)
+	if err := clientStore.SetIdentity(other.Issue(t, testca.Leaf{ID: "spiffe://" + td + "/web"}), []*x509.Certificate{other.Cert}, tdid); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := dial(); ReasonOf(err) != ReasonUntrusted {
+		t.Fatalf("after a bundle change: %v", err)
+	}
+}

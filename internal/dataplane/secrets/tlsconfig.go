@@ -139,6 +139,11 @@ func (p *Params) pickServerCert(hello *tls.ClientHelloInfo) (*tls.Certificate, e
 func ClientConfig(p Params, serverName string) *tls.Config {
 	cfg := p.base()
 	cfg.ServerName = serverName
+	// Resumption (as Envoy's upstream max_session_keys) saves the full
+	// handshake on reconnects. It stays safe under rotation: crypto/tls
+	// does not resume past the certificates' expiry, and VerifyConnection
+	// still runs on resumed sessions against the live bundle.
+	cfg.ClientSessionCache = tls.NewLRUClientSessionCache(64)
 	if len(p.Static) > 0 || len(p.Certs) > 0 {
 		cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
 			if len(p.Static) > 0 {
