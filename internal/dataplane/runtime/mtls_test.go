@@ -457,3 +457,51 @@ func BenchmarkMeshRequest(b *testing.B) {
 		})
 	}
 }
+
+// TestMeshMTLSOverTCP: tcp listeners and the TCP proxy use the same mTLS:
+// A's tcp listener proxies to a cluster with mtls, B's tcp listener is
+// STRICT; bytes pass end to end, and a plaintext client of B is refused.
+func TestMeshMTLSOverTCP(t *testing.T) {
+	m := startMesh(t, "")
+	bTCP, aTCP := freeAddrTB(t), freeAddrTB(t)
+	bCfg := `
+listeners:
+  - name: tcp-in
+    address: ` + bTCP + `
+    protocol: tcp
+    cluster: backend
+    mtls: { mode: STRICT }
+clusters:
+  - { name: backend, endpoints: [` + strings.TrimPrefix(m.backend.URL, "http://") + `] }
+`
+	b := newRuntimeWith(t, m.storeB)
+	if err := b.Apply(snapshotTB(t, bCfg), "test"); err != nil {
+		t.Fatal(err)
+	}
+	aCfg := `
+listeners:
+  - name: tcp-out
+    address: ` + aTCP + `
+    protocol: tcp
+    cluster: b
+clusters:
+  - name: b
+    endpoints: [` + bTCP + `]
+    mtls: { identity: "` + apiID + `" }
+`
+	a := newRuntimeWith(t, m.storeA)
+	if err := a.Apply(snapshotTB(t, aCfg), "test"); err != nil {
+		t.Fatal(err)
+	}
+	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	if code, body := get(t, client, "http://"+aTCP+"/"); code != 200 || body != "peer=" {
+		t.Fatalf("through A's and B's TCP proxies: %d %q", code, body)
+	}
+	if resp, err := client.Get("http://" + bTCP + "/"); err == nil {
+		resp.Body.Close()
+		t.Fatalf("plaintext to a STRICT tcp listener got %d", resp.StatusCode)
+	}
+	if n := counter(t, b, "omnirelay_listener_connections_total", map[string]string{"listener": "tcp-in", "transport": "tls"}); n != 1 {
+		t.Fatalf("mTLS connections on tcp-in: %v", n)
+	}
+}
