@@ -59,20 +59,23 @@ func (st *streamCtx) headerTarget(typ uint64) (h *message.Headers, ok bool) {
 
 // pairsOf lists a map's fields into in.pairs (pseudo-headers first).
 func (in *instance) pairsOf(typ uint64) ([]pair, bool) {
+	switch typ {
+	case mapHTTPCallRespHeaders, mapHTTPCallRespTrailers:
+		r := in.callResponse()
+		if r == nil {
+			return nil, false
+		}
+		if typ == mapHTTPCallRespHeaders {
+			return r.headers, true
+		}
+		return r.trailers, true
+	}
 	st := in.stream()
 	if st == nil {
 		return nil, false
 	}
 	ps := in.pairs[:0]
 	switch typ {
-	case mapHTTPCallRespHeaders, mapHTTPCallRespTrailers:
-		if st.callResp == nil {
-			return nil, false
-		}
-		if typ == mapHTTPCallRespHeaders {
-			return st.callResp.headers, true
-		}
-		return st.callResp.trailers, true
 	case mapRequestHeaders:
 		r := st.s.Req
 		ps = append(ps, pair{pMethod, r.Method}, pair{pScheme, r.Scheme}, pair{pAuthority, r.Authority}, pair{pPath, r.Path})
@@ -132,7 +135,7 @@ func hostGetHeaderMapValue(ctx context.Context, in *instance, a []uint64) uint32
 	}
 	key = in.lowerName(key)
 	st := in.stream()
-	if st == nil {
+	if st == nil && a[0] != mapHTTPCallRespHeaders && a[0] != mapHTTPCallRespTrailers {
 		return statusNotFound
 	}
 	var v []byte
@@ -335,6 +338,11 @@ func (in *instance) buffer(typ uint64) ([]byte, *[]byte, bool) {
 		return nil, nil, true
 	case bufPluginConfig:
 		return in.p.config, nil, true
+	case bufHTTPCallRespBody:
+		if r := in.callResponse(); r != nil {
+			return r.body, nil, true
+		}
+		return nil, nil, false
 	}
 	st := in.stream()
 	if st == nil {
@@ -345,13 +353,20 @@ func (in *instance) buffer(typ uint64) ([]byte, *[]byte, bool) {
 		return st.reqBody, &st.reqBody, true
 	case bufResponseBody:
 		return st.respBody, &st.respBody, true
-	case bufHTTPCallRespBody:
-		if st.callResp == nil {
-			return nil, nil, false
-		}
-		return st.callResp.body, nil, true
 	}
 	return nil, nil, false
+}
+
+// callResponse is the HTTP call response being delivered to the effective
+// context (a stream's, or the root's on the background instance).
+func (in *instance) callResponse() *callResult {
+	if st := in.stream(); st != nil {
+		return st.callResp
+	}
+	if in.effective == rootID {
+		return in.rootCall
+	}
+	return nil
 }
 
 func hostGetBufferBytes(ctx context.Context, in *instance, a []uint64) uint32 {

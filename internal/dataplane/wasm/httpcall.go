@@ -137,10 +137,10 @@ func hostHTTPCall(ctx context.Context, in *instance, a []uint64) uint32 {
 		return statusInvalidMemoryAccess
 	}
 	st := in.stream()
-	if st == nil {
-		return statusUnimplemented
+	if st == nil && (in.rootCalls == nil || in.effective != rootID) {
+		return statusUnimplemented // root calls only from ticks and queue notifications
 	}
-	if st.pending >= maxPendingCalls {
+	if (st != nil && st.pending >= maxPendingCalls) || (st == nil && in.rootPending >= maxPendingCalls) {
 		return statusInternalFailure
 	}
 	hp, err := parseMap(hdrs, nil)
@@ -158,22 +158,35 @@ func hostHTTPCall(ctx context.Context, in *instance, a []uint64) uint32 {
 		Body:     append([]byte(nil), body...),
 		Timeout:  time.Duration(u32(a[8])) * time.Millisecond,
 	}
-	if st.calls == nil {
-		st.calls = make(chan callResult, maxPendingCalls)
+	var tok uint32
+	var ch chan callResult
+	parent := ctx
+	if st != nil {
+		if st.calls == nil {
+			st.calls = make(chan callResult, maxPendingCalls)
+		}
+		st.nextTok++
+		tok, ch = st.nextTok, st.calls
+		st.pending++
+		// The guest's ctx wraps the stream's; unwrap so that the call does
+		// not hold the instance.
+		if cc, ok := ctx.(*callCtx); ok {
+			parent = cc.Context
+		}
+	} else {
+		// A root call outlives the tick that made it, not the plugin.
+		in.rootTok++
+		tok, ch = in.rootTok, in.rootCalls
+		in.rootPending++
+		parent = in.p.bgCtx
+		if req.Timeout == 0 || req.Timeout > warmTimeout {
+			req.Timeout = warmTimeout
+		}
 	}
-	st.nextTok++
-	tok := st.nextTok
-	st.pending++
 	if !in.mem.WriteUint32Le(u32(a[9]), tok) {
 		return statusInvalidMemoryAccess
 	}
-	// The guest's ctx wraps the stream's; unwrap so that the call does not
-	// hold the instance.
-	parent := ctx
-	if cc, ok := ctx.(*callCtx); ok {
-		parent = cc.Context
-	}
-	caller, ch, log := in.p.rt.opts.HTTPCall, st.calls, in.p.log
+	caller, log := in.p.rt.opts.HTTPCall, in.p.log
 	go func() {
 		resp, err := caller(parent, req)
 		r := callResult{token: tok}
@@ -183,7 +196,10 @@ func hostHTTPCall(ctx context.Context, in *instance, a []uint64) uint32 {
 		} else {
 			r.headers, r.trailers, r.body = toPairs(resp.Headers), toPairs(resp.Trailers), resp.Body
 		}
-		ch <- r // buffered for maxPendingCalls: never blocks
+		select {
+		case ch <- r: // buffered for maxPendingCalls: never blocks
+		case <-parent.Done(): // a root call's plugin closed
+		}
 	}()
 	return statusOK
 }

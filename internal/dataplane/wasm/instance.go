@@ -103,6 +103,14 @@ type instance struct {
 
 	scratch []byte
 	pairs   []pair
+
+	// Root-context HTTP calls, on the background instance only: rootCalls
+	// carries finished calls to the background loop, rootCall is the one
+	// being delivered.
+	rootCalls   chan callResult
+	rootPending int
+	rootCall    *callResult
+	rootTok     uint32
 }
 
 // callCtx wraps the caller's context so host functions find their

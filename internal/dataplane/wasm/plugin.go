@@ -71,6 +71,9 @@ type Plugin struct {
 
 	bgStop chan struct{}
 	bgDone chan struct{}
+	// bgCtx bounds root-context HTTP calls: cancelled by Close.
+	bgCtx    context.Context
+	bgCancel context.CancelFunc
 }
 
 // Name is the plugin's name (logs, metrics, the plugin_name property).
@@ -369,6 +372,7 @@ func (p *Plugin) Close() error {
 	p.idle = nil
 	p.mu.Unlock()
 	if p.bgStop != nil {
+		p.bgCancel()
 		close(p.bgStop)
 		<-p.bgDone
 	}
@@ -427,6 +431,8 @@ func (st *streamCtx) bufferRequest() error {
 func (p *Plugin) startBackground(in *instance) {
 	p.bgStop = make(chan struct{})
 	p.bgDone = make(chan struct{})
+	p.bgCtx, p.bgCancel = context.WithCancel(context.Background())
+	in.rootCalls = make(chan callResult, maxPendingCalls)
 	go p.background(in)
 }
 
@@ -457,6 +463,17 @@ func (p *Plugin) background(in *instance) {
 		case <-tick:
 			if !run(func(ctx context.Context) error {
 				_, err := in.call(ctx, in.fn.tick, "proxy_on_tick", rootID)
+				return err
+			}) {
+				return
+			}
+		case r := <-in.rootCalls:
+			in.rootPending--
+			if !run(func(ctx context.Context) error {
+				in.rootCall = &r
+				defer func() { in.rootCall = nil }()
+				_, err := in.call(ctx, in.fn.httpCallResponse, "proxy_on_http_call_response",
+					rootID, uint64(r.token), uint64(len(r.headers)), uint64(len(r.body)), uint64(len(r.trailers)))
 				return err
 			}) {
 				return

@@ -22,6 +22,8 @@ func main() {}
 type root struct {
 	proxywasm.DefaultRootContext
 	mode    string
+	arg     string
+	called  bool
 	queue   uint32
 	ticks   proxywasm.Counter
 	hist    proxywasm.Histogram
@@ -34,11 +36,11 @@ func (r *root) OnPluginStart(int) bool {
 	if err != nil {
 		return false
 	}
-	r.mode = strings.TrimSpace(string(cfg))
+	r.mode, r.arg, _ = strings.Cut(strings.TrimSpace(string(cfg)), " ")
 	switch r.mode {
 	case "reject":
 		return false
-	case "tick":
+	case "tick", "tickcall":
 		r.ticks = proxywasm.DefineCounterMetric("ticks")
 		_ = proxywasm.SetTickPeriodMilliSeconds(5)
 	case "queue":
@@ -51,6 +53,25 @@ func (r *root) OnPluginStart(int) bool {
 }
 
 func (r *root) OnTick() {
+	if r.mode == "tickcall" && !r.called {
+		// A call-out from the root context, answered on the root context.
+		r.called = true
+		_, err := proxywasm.DispatchHTTPCall(r.arg, [][2]string{{":method", "GET"}, {":path", "/token"}, {":authority", r.arg}}, nil, nil, 1000,
+			func(int, int, int) {
+				hs, _ := proxywasm.GetHTTPCallResponseHeaders()
+				body, _ := proxywasm.GetHTTPCallResponseBody(0, 1<<20)
+				status := ""
+				for _, h := range hs {
+					if h[0] == ":status" {
+						status = h[1]
+					}
+				}
+				_ = proxywasm.SetSharedData("token", []byte(status+" "+string(body)), 0)
+			})
+		if err != nil {
+			_ = proxywasm.SetSharedData("token", []byte("dispatch: "+err.Error()), 0)
+		}
+	}
 	r.ticks.Increment(1)
 	_ = proxywasm.SetSharedData("ticks", []byte(strconv.FormatUint(r.ticks.Value(), 10)), 0)
 }
