@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"golang.org/x/net/http2"
 
 	"github.com/omnirelay/omnirelay/internal/dataplane/filter"
 	"github.com/omnirelay/omnirelay/internal/dataplane/filters"
@@ -123,7 +124,7 @@ listeners:
   - name: plain
     address: ` + m.bPlain + route + `
 clusters:
-  - { name: backend, endpoints: [` + strings.TrimPrefix(m.backend.URL, "http://") + `] }
+  - { name: backend, protocol: http1, endpoints: [` + strings.TrimPrefix(m.backend.URL, "http://") + `] }
 `
 	m.b = newRuntimeWith(t, m.storeB)
 	if err := m.b.Apply(snapshotTB(t, bCfg), "test"); err != nil {
@@ -240,6 +241,22 @@ func TestMeshMTLS(t *testing.T) {
 		}
 		if n := counter(t, m.b, "omnirelay_listener_connections_total", map[string]string{"listener": "permissive", "transport": "tls"}); n < 1 {
 			t.Fatalf("tls connections counted: %v", n)
+		}
+	})
+	t.Run("HTTP/2 end to end: h2c to A, h2 over mTLS to B", func(t *testing.T) {
+		h2c := &http.Client{Timeout: 5 * time.Second, Transport: &http2.Transport{AllowHTTP: true,
+			DialTLSContext: func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
+				var d net.Dialer
+				return d.DialContext(ctx, network, addr)
+			}}}
+		resp, err := h2c.Get("http://" + m.aAddr + "/bench/mtls/h2")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || resp.ProtoMajor != 2 || string(body) != "peer="+webID {
+			t.Fatalf("got %s %d %q", resp.Proto, resp.StatusCode, body)
 		}
 	})
 	t.Run("STRICT refuses plaintext", func(t *testing.T) {
@@ -392,7 +409,7 @@ listeners:
           - match: { path_prefix: / }
             cluster: backend
 clusters:
-  - { name: backend, endpoints: [` + strings.TrimPrefix(m.backend.URL, "http://") + `] }
+  - { name: backend, protocol: http1, endpoints: [` + strings.TrimPrefix(m.backend.URL, "http://") + `] }
 `
 	if err := rt.Apply(snapshotTB(t, cfg), "test"); err != nil {
 		t.Fatalf("a config naming secrets not yet set must apply: %v", err)
@@ -472,7 +489,7 @@ listeners:
     cluster: backend
     mtls: { mode: STRICT }
 clusters:
-  - { name: backend, endpoints: [` + strings.TrimPrefix(m.backend.URL, "http://") + `] }
+  - { name: backend, protocol: http1, endpoints: [` + strings.TrimPrefix(m.backend.URL, "http://") + `] }
 `
 	b := newRuntimeWith(t, m.storeB)
 	if err := b.Apply(snapshotTB(t, bCfg), "test"); err != nil {
