@@ -227,13 +227,16 @@ func (x *extFilter) OnComplete(s *filter.Stream) {
 	x.watchdog.onComplete(st.in.plugin, s)
 	st.active = false
 	st.in.release()
+	if !st.ctx.detach() {
+		st.ctx = &callCtx{}
+	}
 	s.SetState(x.index, nil)
 	st.e, st.in, st.skip, st.slot = nil, nil, false, nil
 	x.pool.Put(st)
 }
 
-// renewCtx replaces the call context if the last call derived a real
-// context from it (a runtime goroutine may still hold that one).
+// renewCtx replaces the call context if the last call closed its Done
+// channel (a runtime goroutine may still watch that one).
 func (st *streamState) renewCtx() {
 	if !st.ctx.release() {
 		st.ctx = &callCtx{}

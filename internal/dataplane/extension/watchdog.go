@@ -158,16 +158,20 @@ func (w *Watchdog) count(o Outcome, err error) {
 // callCtx is the context of one plugin call: the stream's context with the
 // watchdog deadline. It is kept in the stream's state and reused call after
 // call, so that a runtime that never asks for Done (the DSL) costs no
-// allocation; the first Done makes a real context.WithDeadline, and then
-// the value is retired at the end of the call (a goroutine the runtime
-// started may still hold it), and the stream gets a fresh one.
+// allocation, and one that does (wazero, to interrupt a guest) costs one
+// timer per stream rather than a context.WithDeadline per call: the Done
+// channel stays open, and reusable, until a deadline passes or the stream's
+// context ends; then the value is retired (a goroutine the runtime started
+// may still watch that channel) and the stream gets a fresh one.
 type callCtx struct {
 	parent   context.Context
 	deadline time.Time
 
-	mu     sync.Mutex // guards inner and cancel: Done may be asked from a runtime's goroutine
-	inner  context.Context
-	cancel context.CancelFunc
+	mu         sync.Mutex // Done and fire may run on other goroutines
+	done       chan struct{}
+	err        error       // set when done is closed
+	timer      *time.Timer // closes done at the deadline; reset per call
+	stopParent func() bool // unregisters the close on the parent's end
 }
 
 var _ context.Context = (*callCtx)(nil)
@@ -176,7 +180,16 @@ func (c *callCtx) begin(parent context.Context, d time.Duration) {
 	if parent == nil {
 		parent = context.Background()
 	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.parent != parent && c.stopParent != nil {
+		c.stopParent() // a new stream on a pooled value
+		c.stopParent = nil
+	}
 	c.parent, c.deadline = parent, time.Now().Add(d)
+	if c.timer != nil {
+		c.timer.Reset(d)
+	}
 }
 
 // late reports whether the call's deadline has passed.
@@ -184,48 +197,84 @@ func (c *callCtx) late() bool {
 	return !time.Now().Before(c.deadline)
 }
 
-// release cancels a derived context, if any, and reports whether c may be
-// used for another call.
+// release ends a call and reports whether c may be used for another one:
+// yes unless its Done channel was closed.
 func (c *callCtx) release() (reusable bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.cancel == nil {
-		return true
+	if c.timer != nil && !c.timer.Stop() {
+		// The timer fired (or is firing): done is, or is about to be,
+		// closed.
+		return false
 	}
-	c.cancel()
-	return false
+	return c.err == nil
+}
+
+// detach ends c's tie to its stream's context (at the end of the stream).
+func (c *callCtx) detach() (reusable bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.stopParent != nil {
+		c.stopParent()
+		c.stopParent = nil
+	}
+	return c.err == nil
+}
+
+func (c *callCtx) fire(err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.err == nil {
+		c.err = err
+		close(c.done)
+	}
 }
 
 func (c *callCtx) Deadline() (time.Time, bool) {
-	if d, ok := c.parent.Deadline(); ok && d.Before(c.deadline) {
+	c.mu.Lock()
+	parent, deadline := c.parent, c.deadline
+	c.mu.Unlock()
+	if d, ok := parent.Deadline(); ok && d.Before(deadline) {
 		return d, true
 	}
-	return c.deadline, true
+	return deadline, true
 }
 
 func (c *callCtx) Done() <-chan struct{} {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.inner == nil {
-		c.inner, c.cancel = context.WithDeadline(c.parent, c.deadline)
+	if c.done == nil {
+		c.done = make(chan struct{})
 	}
-	return c.inner.Done()
+	if c.timer == nil && c.err == nil {
+		c.timer = time.AfterFunc(time.Until(c.deadline), func() { c.fire(context.DeadlineExceeded) })
+	}
+	if c.stopParent == nil && c.err == nil && c.parent.Done() != nil {
+		parent := c.parent
+		c.stopParent = context.AfterFunc(parent, func() { c.fire(context.Cause(parent)) })
+	}
+	return c.done
 }
 
 func (c *callCtx) Err() error {
 	c.mu.Lock()
-	inner := c.inner
+	err, parent, deadline := c.err, c.parent, c.deadline
 	c.mu.Unlock()
-	if inner != nil {
-		return inner.Err()
-	}
-	if err := c.parent.Err(); err != nil {
+	if err != nil {
 		return err
 	}
-	if !time.Now().Before(c.deadline) {
+	if err := parent.Err(); err != nil {
+		return err
+	}
+	if !time.Now().Before(deadline) {
 		return context.DeadlineExceeded
 	}
 	return nil
 }
 
-func (c *callCtx) Value(key any) any { return c.parent.Value(key) }
+func (c *callCtx) Value(key any) any {
+	c.mu.Lock()
+	parent := c.parent
+	c.mu.Unlock()
+	return parent.Value(key)
+}
