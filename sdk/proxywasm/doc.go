@@ -23,5 +23,6 @@
 // //go:wasmexport (Go 1.24+). It keeps the plugin's contexts in
 // package-level maps: a Wasm instance is single-threaded and this package
 // is its only dispatcher, so there is exactly one of each per instance.
-// Outside GOOS=wasip1 only this documentation compiles.
+// Outside GOOS=wasip1 only this documentation and the header-map codec
+// compile.
 package proxywasm
