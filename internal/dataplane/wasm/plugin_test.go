@@ -174,6 +174,18 @@ func TestFeatures(t *testing.T) {
 			t.Errorf("response = %d %q", s.Resp.Status, s.Resp.Header.GetString("x-why"))
 		}
 	})
+	t.Run("local response to a gRPC request", func(t *testing.T) {
+		s := newStream("/deny", "content-type", "application/grpc")
+		act, err := p.OnRequest(withDeadline(t, time.Second), s)
+		defer p.OnComplete(s)
+		if err != nil || act != Stop {
+			t.Fatalf("OnRequest = %v, %v", act, err)
+		}
+		// A trailers-only gRPC error, so that gRPC clients see a status.
+		if s.Resp.Status != 200 || !s.Resp.Header.Has("grpc-status") {
+			t.Errorf("response = %d, grpc-status present: %v", s.Resp.Status, s.Resp.Header.Has("grpc-status"))
+		}
+	})
 	t.Run("rewrite path", func(t *testing.T) {
 		s := newStream("/rewrite")
 		if _, err := p.OnRequest(withDeadline(t, time.Second), s); err != nil {
@@ -197,9 +209,9 @@ func TestFeatures(t *testing.T) {
 			family, name string
 			want         float64
 		}{
-			{"omnirelay_wasm_counter", "requests", 3},
+			{"omnirelay_wasm_counter", "requests", 4}, // the four requests above
 			{"omnirelay_wasm_gauge", "last_path_len", 8},
-			{"omnirelay_wasm_histogram", "header_count", 3}, // sample count
+			{"omnirelay_wasm_histogram", "header_count", 4}, // sample count
 		} {
 			if got := metricValue(t, r, m.family, "guest", m.name); got != m.want {
 				t.Errorf("%s{name=%q} = %v, want %v", m.family, m.name, got, m.want)
