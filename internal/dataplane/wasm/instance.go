@@ -60,6 +60,15 @@ func checkModule(cm wazero.CompiledModule) (abi, start string, err error) {
 	if exp["proxy_on_memory_allocate"] == nil && exp["malloc"] == nil {
 		return "", "", errors.New("module exports no allocator (proxy_on_memory_allocate or malloc)")
 	}
+	for name, fn := range exp {
+		want, known := callbackSignatures[name]
+		if !known {
+			continue
+		}
+		if got := signature(fn.ParamTypes(), fn.ResultTypes()); got != want {
+			return "", "", fmt.Errorf("export %s has signature %s, want %s", name, got, want)
+		}
+	}
 	if exp["memory"] == nil && len(cm.ExportedMemories()) == 0 {
 		return "", "", errors.New("module exports no memory")
 	}
@@ -68,6 +77,41 @@ func checkModule(cm wazero.CompiledModule) (abi, start string, err error) {
 		start = "_start"
 	}
 	return abi, start, nil
+}
+
+// callbackSignatures are the ABI's callbacks as signature strings (see
+// signature); an export of one of these names with another signature is
+// refused at load rather than called with the wrong arguments.
+var callbackSignatures = map[string]string{
+	"proxy_on_memory_allocate":    "(i32) -> (i32)",
+	"malloc":                      "(i32) -> (i32)",
+	"proxy_on_context_create":     "(i32, i32) -> ()",
+	"proxy_on_vm_start":           "(i32, i32) -> (i32)",
+	"proxy_on_configure":          "(i32, i32) -> (i32)",
+	"proxy_on_tick":               "(i32) -> ()",
+	"proxy_on_queue_ready":        "(i32, i32) -> ()",
+	"proxy_on_request_headers":    "(i32, i32, i32) -> (i32)",
+	"proxy_on_request_body":       "(i32, i32, i32) -> (i32)",
+	"proxy_on_response_headers":   "(i32, i32, i32) -> (i32)",
+	"proxy_on_response_body":      "(i32, i32, i32) -> (i32)",
+	"proxy_on_http_call_response": "(i32, i32, i32, i32, i32) -> ()",
+	"proxy_on_log":                "(i32) -> ()",
+	"proxy_on_done":               "(i32) -> (i32)",
+	"proxy_on_delete":             "(i32) -> ()",
+	"omnirelay_on_stream_start":   "(i32, i32, i32, i32) -> (i32)",
+	"omnirelay_on_stream_end":     "(i32) -> ()",
+}
+
+// signature spells a function type the way callbackSignatures does.
+func signature(params, results []api.ValueType) string {
+	list := func(ts []api.ValueType) string {
+		names := make([]string, len(ts))
+		for i, t := range ts {
+			names[i] = api.ValueTypeName(t)
+		}
+		return "(" + strings.Join(names, ", ") + ")"
+	}
+	return list(params) + " -> " + list(results)
 }
 
 // guestFuncs are the module's callbacks; nil when not exported.

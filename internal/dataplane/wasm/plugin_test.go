@@ -1,7 +1,6 @@
 package wasm
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -450,6 +449,7 @@ func TestLoadErrors(t *testing.T) {
 		{name: "wrong ABI", module: tinyModule(nil, []string{"proxy_abi_version_0_1_0", "malloc"}), want: "unsupported Proxy-Wasm ABI proxy_abi_version_0_1_0"},
 		{name: "not proxy-wasm", module: tinyModule(nil, []string{"malloc"}), want: "not a Proxy-Wasm module"},
 		{name: "no allocator", module: tinyModule(nil, []string{exportABI020}), want: "no allocator"},
+		{name: "callback with another signature", module: tinyModule(nil, []string{exportABI021, "malloc"}), want: "export malloc has signature () -> (), want (i32) -> (i32)"},
 		{name: "configuration rejected", module: guest(t, guestTest), config: "reject", want: "proxy_on_configure returned false"},
 		{name: "add-header without config", module: good, want: "proxy_on_configure returned false"},
 	}
@@ -465,23 +465,6 @@ func TestLoadErrors(t *testing.T) {
 			}
 		})
 	}
-}
-
-func TestTinyModuleABI020Loads(t *testing.T) {
-	// A module declaring ABI 0.2.0 with no callbacks at all still loads: the
-	// host treats missing callbacks as no-ops.
-	r := newRuntime(t, Options{})
-	p, err := r.LoadModule(context.Background(), "tiny", tinyModule(nil, []string{exportABI020, "malloc"}), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
-	s := newStream("/")
-	if act, err := p.OnRequest(context.Background(), s); err != nil || act != Continue {
-		t.Fatalf("OnRequest = %v, %v", act, err)
-	}
-	p.OnComplete(s)
-	_ = bytes.MinRead
 }
 
 func BenchmarkAddHeader(b *testing.B) {
