@@ -99,7 +99,7 @@ func TestMeshExtensions(t *testing.T) {
 		doc := fmt.Sprintf(`listeners:
   - name: edge
     address: %s
-    filters: [{ extension: { name: stamp, package: "store:stamp@%s.0.0", policy: fail_closed, deadline: 50ms } }]
+    filters: [{ extension: { name: stamp, package: "store:stamp@%s.0.0", policy: fail_closed, deadline: 1s } }]
     virtual_hosts: [{ name: all, routes: [{ match: { path_prefix: / }, cluster: main }] }]
 clusters: [{ name: main, endpoints: [%s] }]
 `, edge, version, ln.Addr())

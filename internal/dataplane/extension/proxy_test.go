@@ -37,7 +37,7 @@ listeners:
           name: stamp
           package: {{package}}
           policy: fail_closed
-          deadline: 50ms
+          deadline: 1s
 {{canary}}
     virtual_hosts:
       - { name: all, routes: [{ match: { path_prefix: / }, cluster: main }] }

@@ -248,7 +248,7 @@ listeners:
           config: "x-added=through-proxy"
           policy: fail_closed
           fail_status: 502
-          deadline: 20ms
+          deadline: 100ms
     virtual_hosts:
       - { name: all, routes: [{ match: { path_prefix: / }, cluster: main }] }
 clusters:
@@ -318,6 +318,7 @@ func TestThroughProxy(t *testing.T) {
 			req, _ := http.NewRequest("GET", "http://"+edge+"/", nil)
 			if tt.mode != "" {
 				req.Header.Set("x-native-mode", tt.mode)
+				req.Header.Set("x-native-sleep-ms", "300") // past the 100ms deadline
 			}
 			resp, err := client.Do(req)
 			if err != nil {
