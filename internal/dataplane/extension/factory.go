@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"slices"
 	"sort"
 	"sync"
@@ -31,10 +32,6 @@ const DefaultFailStatus = 503
 // loadTimeout bounds one Runtime.Load.
 const loadTimeout = 30 * time.Second
 
-// cachePerName is how many loads of one extension the factory keeps: the
-// running one, the one it replaced (rollback, canary) and a little slack.
-const cachePerName = 4
-
 // Options configure the extension factory of a proxy.
 type Options struct {
 	// Trust verifies package signatures. Nil refuses every package: a proxy
@@ -53,13 +50,24 @@ type Options struct {
 
 // Factory builds extension filters (filter.Factory for ConfigType). It
 // holds the load cache, so one Factory serves the process.
+//
+// Each cache entry (a loaded extension name, package digest and config) is
+// reference-counted by the filters built on it: a config version that keeps
+// an extension unchanged takes a reference on the running entry, so the
+// plugin is neither recompiled nor closed across the swap. A filter gives
+// its references back once it is unreachable, that is once its config
+// version was replaced and the last stream holding its chain finished (the
+// data plane has no "version drained" event, and a filter cannot know when
+// no stream will pick it again: the garbage collector can, see
+// runtime.AddCleanup). An entry whose last filter is gone leaves the cache
+// and its plugin closes when its last stream completes.
 type Factory struct {
 	opt      Options
 	runtimes map[string]Runtime
 
-	mu    sync.Mutex
-	cache map[string]*entry
-	order map[string][]string // extension name -> cache keys, oldest first
+	mu     sync.Mutex
+	cache  map[string]*entry
+	closed bool
 }
 
 var _ filter.Factory = (*Factory)(nil)
@@ -73,7 +81,7 @@ func NewFactory(opt Options) (*Factory, error) {
 	if opt.Log == nil {
 		opt.Log = slog.New(slog.DiscardHandler)
 	}
-	f := &Factory{opt: opt, runtimes: map[string]Runtime{}, cache: map[string]*entry{}, order: map[string][]string{}}
+	f := &Factory{opt: opt, runtimes: map[string]Runtime{}, cache: map[string]*entry{}}
 	for _, rt := range opt.Runtimes {
 		k := rt.Kind()
 		if _, dup := f.runtimes[k]; dup {
@@ -141,26 +149,31 @@ func (f *Factory) Build(cfg *anypb.Any, env *filter.Env) (filter.Filter, error) 
 	if !pb.GetDeadline().IsValid() || d <= 0 {
 		return nil, fmt.Errorf("extension %q: deadline: want > 0, got %v", name, pb.GetDeadline())
 	}
+	if c := pb.GetCanary(); c != nil && c.GetPercent() > 100 {
+		return nil, fmt.Errorf("extension %q: canary.percent %d: want 0-100", name, c.GetPercent())
+	}
 	x.main, err = f.load(name, pb.GetPackage(), pb.GetConfig())
 	if err != nil {
 		return nil, err
 	}
+	refs := []*entry{x.main}
 	if c := pb.GetCanary(); c != nil {
-		if c.GetPercent() > 100 {
-			return nil, fmt.Errorf("extension %q: canary.percent %d: want 0-100", name, c.GetPercent())
-		}
 		pcfg := c.GetPreviousConfig()
 		if len(pcfg) == 0 {
 			pcfg = pb.GetConfig()
 		}
 		x.prev, err = f.load(name, c.GetPreviousPackage(), pcfg)
 		if err != nil {
+			f.unref(refs)
 			return nil, fmt.Errorf("canary.previous_package: %w", err)
 		}
+		refs = append(refs, x.prev)
 		x.percent = c.GetPercent()
 	}
 	x.watchdog = NewWatchdog(name, x.main.kind, d, f.opt.Metrics, f.opt.Log)
 	x.failBody = fmt.Sprintf("extension %s failed", name)
+	// refs must not point back at x, or x would never be unreachable.
+	runtime.AddCleanup(x, f.unref, refs)
 	return x, nil
 }
 
@@ -226,8 +239,11 @@ func (f *Factory) load(name string, pkg, config []byte) (*entry, error) {
 
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.closed {
+		return nil, fmt.Errorf("extension %q: the extension factory is closed", name)
+	}
 	if e, ok := f.cache[key]; ok {
-		f.touch(name, key)
+		e.users++
 		return e, nil
 	}
 	// Loading under the lock serialises loads; they happen only while a
@@ -238,27 +254,60 @@ func (f *Factory) load(name string, pkg, config []byte) (*entry, error) {
 	if err != nil {
 		return nil, fmt.Errorf("extension %q: %s runtime refused package %s@%s: %w", name, m.Kind, m.Name, m.Version, err)
 	}
-	e := &entry{name: name, kind: m.Kind, rt: rt, manifest: m, payload: p.Payload, config: config, f: f}
+	e := &entry{name: name, key: key, kind: m.Kind, rt: rt, manifest: m, payload: p.Payload, config: config, f: f, users: 1}
 	e.cur.Store(newInstance(pl, f.opt.Log, name))
 	f.cache[key] = e
-	f.touch(name, key)
 	f.opt.Log.Info("extension loaded", "extension", name, "package", m.Name, "version", m.Version, "kind", m.Kind, "abi", m.ABI, "sha256", m.PayloadSHA256)
 	return e, nil
 }
 
-// touch marks key as the newest of name's loads and lets go of the oldest
-// beyond cachePerName. A released entry's plugin closes once its last
-// stream completes; f.mu is held.
-func (f *Factory) touch(name, key string) {
-	keys := slices.DeleteFunc(f.order[name], func(k string) bool { return k == key })
-	keys = append(keys, key)
-	for len(keys) > cachePerName {
-		old := f.cache[keys[0]]
-		delete(f.cache, keys[0])
-		keys = keys[1:]
-		if in := old.cur.Load(); in != nil {
-			in.retire()
+// unref gives back one filter's references. An entry no filter uses any
+// more leaves the cache; its plugin closes once its last stream completes
+// (streams hold their own reference on the instance).
+func (f *Factory) unref(es []*entry) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, e := range es {
+		if e.dead {
+			continue
 		}
+		if e.users--; e.users > 0 {
+			continue
+		}
+		f.drop(e)
+		f.opt.Log.Info("extension unloaded: no config version uses it any more", "extension", e.name,
+			"package", e.manifest.Name, "version", e.manifest.Version, "sha256", e.manifest.PayloadSHA256)
 	}
-	f.order[name] = keys
+}
+
+// drop removes e from the cache and retires its current instance; f.mu is
+// held.
+func (f *Factory) drop(e *entry) {
+	e.dead = true
+	delete(f.cache, e.key)
+	if in := e.cur.Load(); in != nil {
+		in.retire()
+	}
+}
+
+// Loaded is the number of distinct (extension, package, config) loads in
+// use by some config version: it goes back down as versions are replaced
+// and drained.
+func (f *Factory) Loaded() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.cache)
+}
+
+// Close releases every loaded extension at proxy shutdown: each plugin
+// closes once the streams using it complete; filters still running after
+// Close apply their fallback policy. Build fails afterwards.
+func (f *Factory) Close() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.closed = true
+	for _, e := range f.cache {
+		f.drop(e)
+	}
+	return nil
 }

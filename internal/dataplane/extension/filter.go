@@ -66,11 +66,17 @@ func (in *instance) retire() {
 // a reload repairs them all.
 type entry struct {
 	name, kind string
+	key        string
 	rt         Runtime
 	manifest   extpkg.Manifest
 	payload    []byte
 	config     []byte
 	f          *Factory
+
+	// users counts the filters built on the entry and dead marks it
+	// dropped from the cache; both under f.mu.
+	users int
+	dead  bool
 
 	cur        atomic.Pointer[instance]
 	reloading  atomic.Bool
@@ -105,8 +111,16 @@ func (e *entry) reload(in *instance) {
 			in.broken.Store(false)
 			return
 		}
+		e.f.mu.Lock()
+		if e.dead {
+			// Unloaded while the reload ran: nobody will use p.
+			e.f.mu.Unlock()
+			_ = p.Close()
+			return
+		}
 		e.cur.Store(newInstance(p, log, e.name))
 		in.retire()
+		e.f.mu.Unlock()
 		m.WithLabelValues(e.name, e.kind, "ok").Inc()
 		log.Info("extension reloaded", "extension", e.name, "kind", e.kind)
 	}()

@@ -3,6 +3,7 @@ package extension_test
 import (
 	"context"
 	"fmt"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -100,6 +101,7 @@ func TestRunsAndCaches(t *testing.T) {
 	// A new config version with the same package and config reuses the
 	// plugin; another config loads anew.
 	build(t, f, &extv1.Extension{Package: p, Config: []byte("yes")})
+	runtime.KeepAlive(c) // a version is reachable while the next one builds
 	if n := rt.loads.Load(); n != 1 {
 		t.Fatalf("loads = %d after an unchanged rebuild, want 1", n)
 	}
@@ -295,7 +297,9 @@ func TestCanarySplit(t *testing.T) {
 	// Promotion is a config without canary: the new version's plugin is
 	// reused, not reloaded.
 	before := rt.loads.Load()
+	old := c
 	c = filter.NewChain(&terminal{}, build(t, f, &extv1.Extension{Package: newPkg, Config: []byte("v2")}))
+	runtime.KeepAlive(old) // a version is reachable while the next one builds
 	if got := load(c, 4, 25, ""); got["200 v2"] != 100 || rt.loads.Load() != before {
 		t.Fatalf("promoted: %v, loads %d -> %d", got, before, rt.loads.Load())
 	}
