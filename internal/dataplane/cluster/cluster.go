@@ -22,6 +22,7 @@ import (
 	"github.com/omnirelay/omnirelay/internal/dataplane/health"
 	"github.com/omnirelay/omnirelay/internal/dataplane/lb"
 	"github.com/omnirelay/omnirelay/internal/dataplane/outlier"
+	"github.com/omnirelay/omnirelay/internal/dataplane/secrets"
 	"github.com/omnirelay/omnirelay/internal/dataplane/stats"
 	"github.com/omnirelay/omnirelay/internal/dataplane/upstream"
 )
@@ -135,9 +136,9 @@ func (c *Cluster) Connect(ctx context.Context) (net.Conn, func(), error) {
 		return nil, nil, err
 	}
 	if c.tls != nil {
-		tc := tls.Client(nc, c.tls)
-		if err := tc.HandshakeContext(ctx); err != nil {
-			nc.Close()
+		redial := func(ctx context.Context) (net.Conn, error) { return c.dial(ctx, ep.Address) }
+		tc, err := secrets.HandshakeClient(ctx, nc, c.tls, redial)
+		if err != nil {
 			ep.Active.Add(-1)
 			c.Breaker.ReleaseConnection()
 			return nil, nil, fmt.Errorf("cluster %q: tls to %s: %w", c.Name, ep.Address, err)

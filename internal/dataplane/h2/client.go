@@ -7,6 +7,8 @@ import (
 	"net"
 	"sync"
 	"time"
+
+	"github.com/omnirelay/omnirelay/internal/dataplane/secrets"
 )
 
 // Deadlines bound one exchange; zero values mean no bound. They are plain
@@ -158,12 +160,10 @@ func (c *Client) dial(ctx context.Context, p *pool) (*clientConn, error) {
 	if c.TLS != nil {
 		cfg := c.TLS.Clone()
 		cfg.NextProtos = []string{"h2"}
-		tc := tls.Client(nc, cfg)
 		hctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		err := tc.HandshakeContext(hctx)
+		tc, err := secrets.HandshakeClient(hctx, nc, cfg, func(ctx context.Context) (net.Conn, error) { return dial(ctx, p.addr) })
 		cancel()
 		if err != nil {
-			nc.Close()
 			return nil, fmt.Errorf("%w: %s: tls: %v", ErrConnect, p.addr, err)
 		}
 		if proto := tc.ConnectionState().NegotiatedProtocol; proto != "h2" {

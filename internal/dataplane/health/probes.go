@@ -2,7 +2,6 @@ package health
 
 import (
 	"context"
-	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
@@ -14,6 +13,8 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/omnirelay/omnirelay/internal/dataplane/secrets"
 )
 
 // userAgent identifies our checks in upstream logs, like Envoy's "Envoy/HC".
@@ -36,7 +37,22 @@ func (c *Checker) httpCheck(addr string) (checkFunc, func()) {
 	scheme := "http"
 	if c.cfg.TLS != nil {
 		scheme = "https"
-		tr.TLSClientConfig = c.cfg.TLS.Clone()
+		cfg := c.cfg.TLS.Clone()
+		cfg.NextProtos = []string{"http/1.1"}
+		if c.cfg.HTTP2 {
+			cfg.NextProtos = []string{"h2"}
+		}
+		// Our own TLS dial, so that a stale resumed session (the upstream
+		// rotated its certificate) costs a second handshake, not a failed
+		// probe.
+		tr.DialTLSContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+			redial := func(ctx context.Context) (net.Conn, error) { return c.cfg.Dial(ctx, network, addr) }
+			nc, err := redial(ctx)
+			if err != nil {
+				return nil, err
+			}
+			return secrets.HandshakeClient(ctx, nc, cfg, redial)
+		}
 	}
 	if c.cfg.HTTP2 {
 		tr.Protocols = new(http.Protocols)
@@ -83,14 +99,15 @@ func (c *Checker) tcpCheck(addr string) checkFunc {
 		if err != nil {
 			return err
 		}
-		defer nc.Close()
 		if c.cfg.TLS != nil {
-			tc := tls.Client(nc, c.cfg.TLS)
-			if err := tc.HandshakeContext(ctx); err != nil {
+			redial := func(ctx context.Context) (net.Conn, error) { return c.cfg.Dial(ctx, "tcp", addr) }
+			tc, err := secrets.HandshakeClient(ctx, nc, c.cfg.TLS, redial)
+			if err != nil {
 				return fmt.Errorf("tls handshake: %w", err)
 			}
+			nc = tc
 		}
-		return nil
+		return nc.Close()
 	}
 }
 

@@ -140,10 +140,12 @@ func ClientConfig(p Params, serverName string) *tls.Config {
 	cfg := p.base()
 	cfg.ServerName = serverName
 	// Resumption (as Envoy's upstream max_session_keys) saves the full
-	// handshake on reconnects. It stays safe under rotation: crypto/tls
-	// does not resume past the certificates' expiry, and VerifyConnection
-	// still runs on resumed sessions against the live bundle.
-	cfg.ClientSessionCache = tls.NewLRUClientSessionCache(64)
+	// handshake on reconnects. VerifyConnection still runs on resumed
+	// sessions, against the live bundle, but sees the certificate of the
+	// session's original handshake: sessionCache and HandshakeClient keep
+	// that from failing a connection once the certificate has rotated.
+	cache := newSessionCache(64)
+	cfg.ClientSessionCache = cache
 	if len(p.Static) > 0 || len(p.Certs) > 0 {
 		cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
 			if len(p.Static) > 0 {
@@ -167,15 +169,13 @@ func ClientConfig(p Params, serverName string) *tls.Config {
 			if err != nil {
 				return err
 			}
-			if _, err := VerifyPeer(cs.PeerCertificates, v, p.SANs, x509.ExtKeyUsageServerAuth, p.now()); err != nil {
-				return err
-			}
-			if len(p.SANs) == 0 && v.TrustDomain.IsZero() {
-				if err := hostMatches(cs.PeerCertificates[0], serverName); err != nil {
-					return refuse(ReasonSAN, err)
+			_, err = VerifyPeer(cs.PeerCertificates, v, p.SANs, x509.ExtKeyUsageServerAuth, p.now())
+			if err == nil && len(p.SANs) == 0 && v.TrustDomain.IsZero() {
+				if herr := hostMatches(cs.PeerCertificates[0], serverName); herr != nil {
+					err = refuse(ReasonSAN, herr)
 				}
 			}
-			return nil
+			return cache.checkResumed(cs, err)
 		}
 	}
 	return cfg

@@ -15,6 +15,7 @@ import (
 	"github.com/omnirelay/omnirelay/internal/dataplane/endpoint"
 	"github.com/omnirelay/omnirelay/internal/dataplane/http1"
 	"github.com/omnirelay/omnirelay/internal/dataplane/message"
+	"github.com/omnirelay/omnirelay/internal/dataplane/secrets"
 )
 
 // H1Options configures the HTTP/1.1 pool.
@@ -192,9 +193,9 @@ func (t *H1) dial(ctx context.Context, ep *endpoint.Endpoint, hp *hostPool) (*h1
 		return nil, err
 	}
 	if t.opt.TLS != nil {
-		tc := tls.Client(nc, t.opt.TLS)
-		if err := tc.HandshakeContext(ctx); err != nil {
-			nc.Close()
+		redial := func(ctx context.Context) (net.Conn, error) { return t.opt.Dial(ctx, ep.Address) }
+		tc, err := secrets.HandshakeClient(ctx, nc, t.opt.TLS, redial)
+		if err != nil {
 			if t.opt.OnDisconnect != nil {
 				t.opt.OnDisconnect()
 			}
