@@ -30,15 +30,21 @@ type Extension struct {
 	Deadline *Duration `yaml:"deadline"`
 	// FailStatus answers requests under fail_closed (default 503).
 	FailStatus int `yaml:"fail_status"`
-	// Canary sends Percent of the requests to Package and the rest to
-	// PreviousPackage; promote by removing canary, roll back by putting the
-	// previous package back in Package.
+	// Canary sends Percent of the requests (or, by proxies, of the proxies
+	// MeshKit serves) to Package and the rest to PreviousPackage; omnictl
+	// ext promote removes it, omnictl ext rollback puts the previous
+	// package back in Package (or edit the config to the same effect).
 	Canary *ExtensionCanary `yaml:"canary"`
 }
 
 // ExtensionCanary is the version an extension's canary is replacing.
 type ExtensionCanary struct {
-	Percent         uint32 `yaml:"percent"`
+	Percent uint32 `yaml:"percent"`
+	// By is what the percent is a share of: requests (default; each proxy
+	// splits its requests) or proxies (MeshKit sends Package to Percent of
+	// the proxies, chosen by a hash of their node id, and PreviousPackage to
+	// the rest; only in configs MeshKit serves).
+	By              string `yaml:"by"`
 	PreviousPackage string `yaml:"previous_package"`
 	// PreviousConfig defaults to the extension's config.
 	PreviousConfig string `yaml:"previous_config"`
@@ -75,6 +81,15 @@ func (v *validator) extension(x *Extension, p string) {
 			v.errf(p+".canary.percent", "percent %d is more than 100", c.Percent)
 		}
 		v.extensionPackage(c.PreviousPackage, p+".canary.previous_package")
+		switch c.By {
+		case "", CanaryByRequests:
+		case CanaryByProxies:
+			if v.src == nil || !v.src.opts.meshKit {
+				v.errf(p+".canary.by", "by proxies needs MeshKit, which chooses the proxies; a config a proxy loads itself can split only by requests")
+			}
+		default:
+			v.errf(p+".canary.by", "by %q: want requests or proxies", c.By)
+		}
 	}
 }
 

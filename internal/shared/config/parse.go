@@ -14,6 +14,7 @@ type ParseOption func(*parseOptions)
 
 type parseOptions struct {
 	skipFileChecks bool
+	meshKit        bool // ServedByMeshKit (rollout.go)
 }
 
 // SkipFileChecks validates everything except that the certificate and key

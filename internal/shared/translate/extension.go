@@ -43,6 +43,11 @@ func (t *translator) extension(x *config.Extension) (string, proto.Message, erro
 		FailStatus: uint32(x.FailStatus),
 	}
 	if c := x.Canary; c != nil {
+		if c.By == config.CanaryByProxies {
+			// Each proxy runs one version: MeshKit picks it per proxy
+			// (config.ResolveProxyCanaries) before translating.
+			return "", nil, fmt.Errorf("extension %q: canary by proxies is resolved by MeshKit for each proxy; it cannot be translated as is", x.Name)
+		}
 		prev, err := t.extensionPackage(c.PreviousPackage)
 		if err != nil {
 			return "", nil, fmt.Errorf("extension %q: canary.previous_package: %w", x.Name, err)
