@@ -1,11 +1,13 @@
 // Package static owns the data plane's file config source: it loads a config
 // file (the omnirelay.v1 YAML, or Envoy static_resources YAML/JSON), turns it
 // into an xDS snapshot, and watches the file (polling its content, plus
-// SIGHUP) so that edits are validated and applied as new versions.
+// SIGHUP) so that edits are validated and applied as new versions. The
+// certificate, key and CA files the config names are watched the same way:
+// a renewed certificate is served without a reload by hand.
 //
-// Polling rather than inotify: editors and config-map mounts replace files by
-// rename, which inotify watchers must re-arm for; hashing a small file twice
-// a second is cheap and always right.
+// Polling rather than inotify: editors, config-map mounts and certificate
+// renewers replace files by rename, which inotify watchers must re-arm for;
+// hashing a few small files twice a second is cheap and always right.
 package static
 
 import (
@@ -72,6 +74,9 @@ type Watcher struct {
 	// OnError receives load errors (bad YAML, validation).
 	OnError func(error)
 	Log     *slog.Logger
+	// Files are the files the running version reads (see ReferencedFiles);
+	// Run re-applies the config when their content changes.
+	Files []string
 
 	trigger chan struct{}
 }
@@ -91,13 +96,16 @@ func (w *Watcher) Trigger() {
 }
 
 // Run polls until ctx is done. initial is the content hash of the version
-// already applied at start.
+// already applied at start; Files, when set before Run, are the files that
+// version reads (ReferencedFiles).
 func (w *Watcher) Run(ctx context.Context, initial []byte) {
 	interval := w.Interval
 	if interval <= 0 {
 		interval = 500 * time.Millisecond
 	}
 	last := initial
+	files := w.Files
+	filesLast := filesSum(files)
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
@@ -117,8 +125,16 @@ func (w *Watcher) Run(ctx context.Context, initial []byte) {
 			continue // a file being replaced may be briefly missing
 		}
 		sum := Sum(data)
-		if !force && bytes.Equal(sum, last) {
-			continue
+		changed := !bytes.Equal(sum, last)
+		if !force && !changed {
+			// The config is the same; the files it reads may not be. They
+			// are re-read by a forced apply, as for SIGHUP.
+			fs := filesSum(files)
+			if bytes.Equal(fs, filesLast) {
+				continue
+			}
+			w.Log.Info("a file the config reads changed; re-applying", "files", files)
+			force = true
 		}
 		last = sum
 		l, err := Parse(w.Path, data)
@@ -126,6 +142,10 @@ func (w *Watcher) Run(ctx context.Context, initial []byte) {
 			w.OnError(err)
 			continue
 		}
+		// Hash the files before applying: a change made while the apply
+		// reads them is seen at the next tick.
+		files = ReferencedFiles(l.Snapshot)
+		filesLast = filesSum(files)
 		if err := w.Apply(l, force); err != nil {
 			w.OnError(err)
 		}
