@@ -92,14 +92,15 @@ func world(clusters, endpoints int, seq int) (cds, eds []*anypb.Any, names []str
 // publisher applies update number seq to the implementation under test.
 type publisher func(seq int) error
 
-func serveOmni(g *grpc.Server, acks *atomic.Int64, clusters, endpoints int) (publisher, error) {
+// serveOmni sets up MeshKit's xdsserver; the caller serves it on g (the
+// grpc-go transport) or with srv.Serve (the lean transport).
+func serveOmni(acks *atomic.Int64, clusters, endpoints int) (*xdsserver.Server, publisher, error) {
 	cache := xdsserver.NewCache()
 	srv := xdsserver.New(xdsserver.Options{
 		Cache:     cache,
 		Group:     func(*corev3.Node) (string, error) { return "all", nil },
 		Callbacks: xdsserver.Callbacks{OnAck: func(int64, *corev3.Node, string, string) { acks.Add(1) }},
 	})
-	srv.Register(g)
 	pub := func(seq int) error {
 		cds, eds, names, err := world(clusters, endpoints, seq)
 		if err != nil {
@@ -113,7 +114,7 @@ func serveOmni(g *grpc.Server, acks *atomic.Int64, clusters, endpoints int) (pub
 		cache.Set("all", s)
 		return nil
 	}
-	return pub, pub(0)
+	return srv, pub, pub(0)
 }
 
 type constHash struct{}
@@ -183,14 +184,21 @@ func serve(ctx context.Context, impl, addr, ctl string, clusters, endpoints int)
 	g := grpc.NewServer(opts...)
 	var acks atomic.Int64
 	var pub publisher
+	var lean *xdsserver.Server
 	var err error
 	switch impl {
 	case "omni":
-		pub, err = serveOmni(g, &acks, clusters, endpoints)
+		var srv *xdsserver.Server
+		srv, pub, err = serveOmni(&acks, clusters, endpoints)
+		if err == nil {
+			srv.Register(g)
+		}
+	case "omni-lean":
+		lean, pub, err = serveOmni(&acks, clusters, endpoints)
 	case "gcp":
 		pub, err = serveGCP(ctx, g, &acks, clusters, endpoints)
 	default:
-		return fmt.Errorf("unknown -impl %q (omni or gcp)", impl)
+		return fmt.Errorf("unknown -impl %q (omni, omni-lean or gcp)", impl)
 	}
 	if err != nil {
 		return fmt.Errorf("initial snapshot: %w", err)
@@ -233,14 +241,22 @@ func serve(ctx context.Context, impl, addr, ctl string, clusters, endpoints int)
 	})
 	hs := &http.Server{Addr: ctl, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	errc := make(chan error, 2)
-	go func() { errc <- g.Serve(lis) }()
+	if lean != nil {
+		go func() { errc <- lean.Serve(lis) }()
+	} else {
+		go func() { errc <- g.Serve(lis) }()
+	}
 	go func() { errc <- hs.ListenAndServe() }()
 	select {
 	case <-ctx.Done():
 	case err = <-errc:
 	}
 	_ = hs.Close()
-	g.Stop()
+	if lean != nil {
+		lean.Stop()
+	} else {
+		g.Stop()
+	}
 	return err
 }
 

@@ -90,7 +90,9 @@ func (w *deltaWatch) unsubscribe(n string) {
 
 type deltaConn struct {
 	*conn
-	stream  deltaStream
+	stream interface {
+		Send(*discoveryv3.DeltaDiscoveryResponse) error
+	}
 	typeURL string
 	watches []*deltaWatch // in push order (compareTypes)
 	nonce   uint64

@@ -68,10 +68,30 @@ func snapshot(version string, rs map[string][]*Resource) *Snapshot {
 	return &Snapshot{Version: version, Resources: rs}
 }
 
+// leanTransport makes startServer use Server.Serve instead of a grpc.Server.
+// TestMain sets it between its two runs of the tests, never during one.
+var leanTransport bool
+
 // testServer is a real gRPC server on 127.0.0.1 serving a fresh cache.
 type testServer struct {
-	cache *Cache
-	addr  string
+	cache  *Cache
+	addr   string
+	server *Server
+}
+
+// pendingBytes is what the lean transport holds for clients short of window.
+func (s *Server) pendingBytes() int {
+	s.lmu.Lock()
+	defer s.lmu.Unlock()
+	n := 0
+	for c := range s.conns {
+		c.wmu.Lock()
+		for _, st := range c.blocked {
+			n += len(st.pending)
+		}
+		c.wmu.Unlock()
+	}
+	return n
 }
 
 func startServer(t *testing.T, o Options) *testServer {
@@ -83,9 +103,23 @@ func startServer(t *testing.T, o Options) *testServer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	g := grpc.NewServer(ServerOptions()...)
-	New(o).Register(g)
+	srv := New(o)
 	served := make(chan struct{})
+	if leanTransport {
+		go func() {
+			defer close(served)
+			if err := srv.Serve(lis); err != nil {
+				t.Errorf("serve: %v", err)
+			}
+		}()
+		t.Cleanup(func() {
+			srv.Stop()
+			<-served
+		})
+		return &testServer{cache: o.Cache, addr: lis.Addr().String(), server: srv}
+	}
+	g := grpc.NewServer(ServerOptions()...)
+	srv.Register(g)
 	go func() {
 		defer close(served)
 		_ = g.Serve(lis)
@@ -94,7 +128,7 @@ func startServer(t *testing.T, o Options) *testServer {
 		g.Stop()
 		<-served
 	})
-	return &testServer{cache: o.Cache, addr: lis.Addr().String()}
+	return &testServer{cache: o.Cache, addr: lis.Addr().String(), server: srv}
 }
 
 func dial(t *testing.T, addr string) *grpc.ClientConn {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -52,11 +53,21 @@ type Server struct {
 	cb     Callbacks
 	log    *slog.Logger
 	nextID atomic.Int64
+
+	// The lean transport (Serve, Stop).
+	lmu       sync.Mutex
+	listeners map[net.Listener]struct{}
+	conns     map[*h2conn]struct{}
+	stopped   bool
+	lwg       sync.WaitGroup // connection readers and flushers
+	frameBufs sync.Pool      // *[]byte of h2MaxReadFrame bytes: DATA payloads being read
 }
 
 // New returns a server for o.Cache.
 func New(o Options) *Server {
-	s := &Server{cache: o.Cache, group: o.Group, cb: o.Callbacks, log: o.Log}
+	s := &Server{cache: o.Cache, group: o.Group, cb: o.Callbacks, log: o.Log,
+		listeners: make(map[net.Listener]struct{}), conns: make(map[*h2conn]struct{})}
+	s.frameBufs.New = func() any { b := make([]byte, h2MaxReadFrame); return &b }
 	if s.group == nil {
 		s.group = func(n *corev3.Node) (string, error) { return n.GetId(), nil }
 	}
@@ -183,26 +194,33 @@ func (c *conn) start(onChange func() error) {
 func serve[T any](c *conn, recv func() (*T, error), first *T, handle func(*T) error) error {
 	defer c.close()
 	for req := first; ; {
-		c.mu.Lock()
-		err := handle(req)
-		if err == nil {
-			err = c.failed
-		}
-		c.mu.Unlock()
-		if err != nil {
+		if err := c.step(func() error { return handle(req) }); err != nil {
 			return err
 		}
+		var err error
 		if req, err = recv(); err != nil {
 			return streamEnd(err)
 		}
 	}
 }
 
+// step handles one request under mu; a failed push fails the stream too.
+func (c *conn) step(handle func() error) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err := handle(); err != nil {
+		return err
+	}
+	return c.failed
+}
+
 // close runs when the handler returns. It must not take mu: a push may hold
 // it while blocked in Send, and only the handler's return (which cancels the
 // stream) unblocks that Send.
 func (c *conn) close() {
-	c.closed.Store(true)
+	if c.closed.Swap(true) {
+		return // the lean transport may end a stream from two sides
+	}
 	c.s.cache.unsubscribe(c.group, c)
 	if c.s.cb.OnStreamClose != nil {
 		c.s.cb.OnStreamClose(c.id, c.node)

@@ -31,7 +31,9 @@ type sotwWatch struct {
 
 type sotwConn struct {
 	*conn
-	stream  sotwStream
+	stream interface {
+		Send(*discoveryv3.DiscoveryResponse) error
+	}
 	typeURL string       // fixed by a per-type service; "" on ADS
 	watches []*sotwWatch // in push order (compareTypes)
 	nonce   uint64
