@@ -3,6 +3,7 @@ package meshkit
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"sync"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -23,23 +24,27 @@ import (
 // goes through: parse strictly, validate, and translate for each consumer
 // kind, so that a document MeshKit accepts is one it can serve to all.
 func (m *MeshKit) parseAndCheck(filename string, data []byte) (*config.Config, error) {
-	cfg, err := config.Parse(filename, data)
+	cfg, err := config.Parse(filename, data, config.ServedByMeshKit())
 	if err != nil {
 		return nil, err
 	}
 	opts := translate.Options{ADS: true, ServiceEndpoints: func(string) []config.Endpoint { return nil }, Packages: m.packages}
-	if _, err := translate.TranslateWith(cfg, opts); err != nil {
-		return nil, err
-	}
-	if _, err := translate.ForGRPC(cfg, opts); err != nil {
-		return nil, err
+	// Each side of the canaries by proxies is a config some proxies get.
+	for _, bucket := range cfg.ProxyCanarySides() {
+		side, _ := cfg.ResolveProxyCanaries(bucket)
+		if _, err := translate.TranslateWith(side, opts); err != nil {
+			return nil, err
+		}
+		if _, err := translate.ForGRPC(side, opts); err != nil {
+			return nil, err
+		}
 	}
 	return cfg, nil
 }
 
 // buildGroup builds and publishes the snapshot of one group. The caller
 // holds buildMu. On failure the group keeps its previous snapshot.
-func (m *MeshKit) buildGroup(g string, caps capability.Set) {
+func (m *MeshKit) buildGroup(g string, k groupKey, built map[string]*builtSnapshot) {
 	m.mu.Lock()
 	d := m.desired
 	m.mu.Unlock()
@@ -49,6 +54,34 @@ func (m *MeshKit) buildGroup(g string, caps capability.Set) {
 		// last-known-good instead).
 		return
 	}
+	cfg, choices := d.cfg.ResolveProxyCanaries(k.bucket)
+	memo := fmt.Sprintf("%s/%s/%d", d.Version, k.base(), d.cfg.ProxyCanarySide(k.bucket))
+	b := built[memo]
+	if b == nil {
+		var ok bool
+		if b, ok = m.buildSnapshot(g, d.Version, cfg, k.caps); !ok {
+			return
+		}
+		if built != nil {
+			built[memo] = b
+		}
+	}
+	m.proxies.setWithheld(g, b.withheld)
+	m.proxies.setExtensions(g, choices)
+	m.cache.Set(g, b.out)
+}
+
+// builtSnapshot is one group's xDS snapshot and what was withheld from it;
+// groups differing only by canary bucket on the same side share it.
+type builtSnapshot struct {
+	out      *xdsserver.Snapshot
+	withheld []capfilter.Withheld
+}
+
+// buildSnapshot translates cfg (resolved for the group's canary side) for
+// the capabilities caps; false when it cannot (logged: the group keeps its
+// previous snapshot).
+func (m *MeshKit) buildSnapshot(g, version string, cfg *config.Config, caps capability.Set) (*builtSnapshot, bool) {
 	opts := translate.Options{ADS: true, ServiceEndpoints: m.serviceEndpoints, Packages: m.packages}
 	var (
 		snap     *resources.Snapshot
@@ -57,9 +90,9 @@ func (m *MeshKit) buildGroup(g string, caps capability.Set) {
 	)
 	if caps.Kind == capability.KindGRPC {
 		opts.OnWithheld = func(w translate.Withheld) { withheld = append(withheld, w) }
-		snap, err = translate.ForGRPC(d.cfg, opts)
+		snap, err = translate.ForGRPC(cfg, opts)
 	} else {
-		snap, err = translate.TranslateWith(d.cfg, opts)
+		snap, err = translate.TranslateWith(cfg, opts)
 	}
 	if err == nil {
 		var more []capfilter.Withheld
@@ -67,23 +100,22 @@ func (m *MeshKit) buildGroup(g string, caps capability.Set) {
 		withheld = append(withheld, more...)
 	}
 	if err != nil {
-		m.opt.Log.Error("snapshot not built; the group keeps its previous one", "group", g, "version", d.Version, "error", err)
-		return
+		m.opt.Log.Error("snapshot not built; the group keeps its previous one", "group", g, "version", version, "error", err)
+		return nil, false
 	}
 	var signer *signing.Signer
 	if caps.Kind == capability.KindOmniRelay {
 		signer = m.opt.Signer
 	}
-	out, err := m.toXDS(d.Version, snap, signer)
+	out, err := m.toXDS(version, snap, signer)
 	if err != nil {
-		m.opt.Log.Error("snapshot not built; the group keeps its previous one", "group", g, "version", d.Version, "error", err)
-		return
+		m.opt.Log.Error("snapshot not built; the group keeps its previous one", "group", g, "version", version, "error", err)
+		return nil, false
 	}
-	m.proxies.setWithheld(g, withheld)
 	for _, w := range withheld {
 		m.opt.Log.Warn("resource withheld from a group", "group", g, "type", w.TypeURL, "name", w.Name, "reason", w.Reason)
 	}
-	m.cache.Set(g, out)
+	return &builtSnapshot{out: out, withheld: withheld}, true
 }
 
 func (m *MeshKit) serviceEndpoints(service string) []config.Endpoint {

@@ -25,7 +25,6 @@ import (
 	"github.com/omnirelay/omnirelay/internal/controlplane/registry"
 	"github.com/omnirelay/omnirelay/internal/controlplane/store"
 	"github.com/omnirelay/omnirelay/internal/controlplane/xdsserver"
-	"github.com/omnirelay/omnirelay/internal/shared/capability"
 	"github.com/omnirelay/omnirelay/internal/shared/config"
 	"github.com/omnirelay/omnirelay/internal/shared/signing"
 )
@@ -59,11 +58,14 @@ type MeshKit struct {
 	packages func(name, version string) ([]byte, error)
 
 	mu      sync.Mutex
-	desired *desired                  // nil until a config was applied
-	groups  map[string]capability.Set // every group a node has asked for
-	dirty   chan struct{}             // 1-slot rebuild trigger
+	desired *desired            // nil until a config was applied
+	groups  map[string]groupKey // every group a node has asked for
+	dirty   chan struct{}       // 1-slot rebuild trigger
 
 	buildMu sync.Mutex // one build at a time; held while building a group
+	// rolloutMu serialises this replica's rollout steps (rollout.go); the
+	// store's revision check orders them with every other writer.
+	rolloutMu sync.Mutex
 }
 
 // desired is the stored form of the desired configuration.
@@ -88,7 +90,7 @@ func New(opt Options) *MeshKit {
 		cache:   xdsserver.NewCache(),
 		proxies: newProxyDirectory(),
 		signed:  newSignatureCache(),
-		groups:  map[string]capability.Set{},
+		groups:  map[string]groupKey{},
 		dirty:   make(chan struct{}, 1),
 	}
 	if opt.Store != nil {
@@ -260,17 +262,17 @@ func (m *MeshKit) group(node *corev3.Node) (string, error) {
 	if node.GetId() == "" {
 		return "", errors.New("node id is required")
 	}
-	caps := capability.FromNode(node)
-	g := string(caps.Kind) + "/" + caps.Fingerprint()
+	k := groupOf(node)
+	g := k.name()
 	m.mu.Lock()
 	_, known := m.groups[g]
 	if !known {
-		m.groups[g] = caps
+		m.groups[g] = k
 	}
 	m.mu.Unlock()
 	if !known {
 		m.buildMu.Lock()
-		m.buildGroup(g, caps)
+		m.buildGroup(g, k, nil)
 		m.buildMu.Unlock()
 	}
 	return g, nil
@@ -280,13 +282,16 @@ func (m *MeshKit) rebuildAll() {
 	m.buildMu.Lock()
 	defer m.buildMu.Unlock()
 	m.mu.Lock()
-	groups := make(map[string]capability.Set, len(m.groups))
-	for g, c := range m.groups {
-		groups[g] = c
+	groups := make(map[string]groupKey, len(m.groups))
+	for g, k := range m.groups {
+		groups[g] = k
 	}
 	m.mu.Unlock()
-	for g, caps := range groups {
-		m.buildGroup(g, caps)
+	// Groups that differ only by canary bucket mostly get the same
+	// resources: build each distinct snapshot once.
+	built := map[string]*builtSnapshot{}
+	for g, k := range groups {
+		m.buildGroup(g, k, built)
 	}
 	m.signed.sweep()
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/omnirelay/omnirelay/internal/controlplane/capfilter"
 	"github.com/omnirelay/omnirelay/internal/controlplane/xdsserver"
 	"github.com/omnirelay/omnirelay/internal/shared/capability"
+	"github.com/omnirelay/omnirelay/internal/shared/config"
 )
 
 // proxyDirectory records what each connected node is, what it ACKed and
@@ -21,6 +22,7 @@ type proxyDirectory struct {
 	mu       sync.Mutex
 	streams  map[int64]*ProxyStatus
 	withheld map[string][]capfilter.Withheld
+	exts     map[string][]config.ExtensionChoice
 }
 
 // ProxyStatus is one connected xDS stream as the operator sees it.
@@ -33,6 +35,12 @@ type ProxyStatus struct {
 	Acked          map[string]string // type URL -> version
 	LastNack       *Nack
 	Withheld       []capfilter.Withheld
+	// Bucket is the node's canary bucket (OmniRelay nodes): it runs the
+	// new package of a canary by proxies at P% when Bucket < P.
+	Bucket uint32
+	// Extensions is the package each extension entry runs on this node
+	// (its group's last built snapshot).
+	Extensions []config.ExtensionChoice
 }
 
 // Nack is the last rejection a node reported.
@@ -45,17 +53,18 @@ func newProxyDirectory() *proxyDirectory {
 	return &proxyDirectory{
 		streams:  map[int64]*ProxyStatus{},
 		withheld: map[string][]capfilter.Withheld{},
+		exts:     map[string][]config.ExtensionChoice{},
 	}
 }
 
 func (d *proxyDirectory) callbacks() xdsserver.Callbacks {
 	return xdsserver.Callbacks{
 		OnStreamOpen: func(id int64, node *corev3.Node) {
-			caps := capability.FromNode(node)
+			k := groupOf(node)
 			d.mu.Lock()
 			d.streams[id] = &ProxyStatus{
-				NodeID: node.GetId(), Cluster: node.GetCluster(), Caps: caps,
-				Group:          string(caps.Kind) + "/" + caps.Fingerprint(),
+				NodeID: node.GetId(), Cluster: node.GetCluster(), Caps: k.caps, Bucket: k.bucket,
+				Group:          k.name(),
 				ConnectedSince: time.Now(), Acked: map[string]string{},
 			}
 			d.mu.Unlock()
@@ -103,6 +112,7 @@ func (d *proxyDirectory) list() []ProxyStatus {
 			c.Acked[k] = v
 		}
 		c.Withheld = append([]capfilter.Withheld(nil), d.withheld[p.Group]...)
+		c.Extensions = append([]config.ExtensionChoice(nil), d.exts[p.Group]...)
 		out = append(out, c)
 	}
 	d.mu.Unlock()
@@ -117,3 +127,14 @@ func (d *proxyDirectory) list() []ProxyStatus {
 
 // Proxies lists the nodes connected to this replica.
 func (m *MeshKit) Proxies() []ProxyStatus { return m.proxies.list() }
+
+// setExtensions records what a group's proxies run, per extension entry.
+func (d *proxyDirectory) setExtensions(group string, x []config.ExtensionChoice) {
+	d.mu.Lock()
+	if len(x) == 0 {
+		delete(d.exts, group)
+	} else {
+		d.exts[group] = x
+	}
+	d.mu.Unlock()
+}

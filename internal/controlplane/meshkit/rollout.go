@@ -1,0 +1,311 @@
+package meshkit
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/goccy/go-yaml"
+	"github.com/goccy/go-yaml/ast"
+	"github.com/goccy/go-yaml/parser"
+
+	"github.com/omnirelay/omnirelay/internal/controlplane/store"
+	"github.com/omnirelay/omnirelay/internal/shared/config"
+)
+
+// ErrNoCanary is returned by Promote and Rollback for an extension with no
+// canary in the desired configuration.
+var ErrNoCanary = errors.New("no canary")
+
+// ErrNoExtension is returned when the desired configuration has no
+// extension entry of the given name.
+var ErrNoExtension = errors.New("no such extension")
+
+// RolloutResult is what a rollout step changed.
+type RolloutResult struct {
+	// Version is the desired configuration version it stored.
+	Version string
+	// Paths are the extension entries it rewrote (document paths).
+	Paths []string
+}
+
+// Canary starts, or moves, a canary of extension name: every entry of it
+// in the desired configuration runs pkg for percent % of the requests (by
+// "requests" or "") or of the proxies (by "proxies"), the package it runs
+// now being kept as the previous one. On an extension already in canary the
+// previous package stays and pkg and percent replace the canary's.
+func (m *MeshKit) Canary(ctx context.Context, name, pkg string, percent uint32, by string) (RolloutResult, error) {
+	if percent > 100 {
+		return RolloutResult{}, &config.Error{Path: "percent", Reason: fmt.Sprintf("percent %d is more than 100", percent)}
+	}
+	switch by {
+	case "", config.CanaryByRequests, config.CanaryByProxies:
+	default:
+		return RolloutResult{}, &config.Error{Path: "by", Reason: fmt.Sprintf("by %q: want requests or proxies", by)}
+	}
+	if pkg == "" {
+		return RolloutResult{}, &config.Error{Path: "package", Reason: "a package (store:NAME@VERSION) is required"}
+	}
+	return m.editExtension(ctx, name, "canary", func(x *config.Extension) error {
+		c := &config.ExtensionCanary{Percent: percent, By: by, PreviousPackage: x.Package}
+		switch {
+		case x.Canary != nil && x.Canary.PreviousPackage == pkg:
+			return &config.Error{Path: "package", Reason: fmt.Sprintf("%s is the package extension %q's canary replaces: roll back instead", pkg, name)}
+		case x.Canary != nil:
+			c.PreviousPackage, c.PreviousConfig = x.Canary.PreviousPackage, x.Canary.PreviousConfig
+		case x.Package == pkg:
+			return &config.Error{Path: "package", Reason: fmt.Sprintf("extension %q already runs %s", name, pkg)}
+		}
+		x.Package, x.Canary = pkg, c
+		return nil
+	})
+}
+
+// Promote ends extension name's canary keeping the new package: the
+// previous one is dropped.
+func (m *MeshKit) Promote(ctx context.Context, name string) (RolloutResult, error) {
+	return m.editExtension(ctx, name, "promote", func(x *config.Extension) error {
+		if x.Canary == nil {
+			return fmt.Errorf("extension %q: %w to promote", name, ErrNoCanary)
+		}
+		x.Canary = nil
+		return nil
+	})
+}
+
+// Rollback ends extension name's canary restoring the previous package and
+// its config.
+func (m *MeshKit) Rollback(ctx context.Context, name string) (RolloutResult, error) {
+	return m.editExtension(ctx, name, "rollback", func(x *config.Extension) error {
+		c := x.Canary
+		if c == nil {
+			return fmt.Errorf("extension %q: %w to roll back", name, ErrNoCanary)
+		}
+		x.Package = c.PreviousPackage
+		if c.PreviousConfig != "" {
+			x.Config = c.PreviousConfig
+		}
+		x.Canary = nil
+		return nil
+	})
+}
+
+// editExtension rewrites every entry of extension name in the stored
+// desired configuration with edit, validates the result as an apply does,
+// and stores it only if the stored document did not change meanwhile (a
+// concurrent apply or rollout step makes this one fail with
+// store.ErrConflict, never half-apply). Entries are rewritten in place in
+// the YAML document, as flow mappings: the rest of the document, comments
+// included, is kept; comments inside a rewritten entry are not.
+func (m *MeshKit) editExtension(ctx context.Context, name, step string, edit func(*config.Extension) error) (RolloutResult, error) {
+	m.rolloutMu.Lock()
+	defer m.rolloutMu.Unlock()
+	kv, err := m.opt.Store.Get(ctx, KeyDesired)
+	if errors.Is(err, store.ErrNotFound) {
+		return RolloutResult{}, fmt.Errorf("no configuration applied yet: %w", err)
+	}
+	if err != nil {
+		return RolloutResult{}, fmt.Errorf("read %s: %w", KeyDesired, err)
+	}
+	var d desired
+	if err := json.Unmarshal(kv.Value, &d); err != nil {
+		return RolloutResult{}, fmt.Errorf("decode %s: %w", KeyDesired, err)
+	}
+	cfg, err := config.Parse(d.Filename, d.YAML, config.ServedByMeshKit())
+	if err != nil {
+		return RolloutResult{}, fmt.Errorf("stored configuration %s: %w", d.Version, err)
+	}
+	file, err := parser.ParseBytes(d.YAML, parser.ParseComments)
+	if err != nil {
+		return RolloutResult{}, fmt.Errorf("stored configuration %s: %w", d.Version, err)
+	}
+	var (
+		res   RolloutResult
+		edits []splice
+	)
+	for i, l := range cfg.Listeners {
+		for j, f := range l.Filters {
+			if f.Extension == nil || f.Extension.Name != name {
+				continue
+			}
+			x := *f.Extension
+			if err := edit(&x); err != nil {
+				return RolloutResult{}, err
+			}
+			path := fmt.Sprintf("$.listeners[%d].filters[%d].extension", i, j)
+			flow, err := yaml.MarshalWithOptions(extensionYAML(&x), yaml.Flow(true))
+			if err != nil {
+				return RolloutResult{}, fmt.Errorf("%s: %w", path, err)
+			}
+			sp, err := nodeSpan(file, d.YAML, path)
+			if err != nil {
+				return RolloutResult{}, fmt.Errorf("%s: rewrite: %w", path, err)
+			}
+			sp.text = strings.TrimSpace(string(flow))
+			edits = append(edits, sp)
+			res.Paths = append(res.Paths, strings.TrimPrefix(path, "$."))
+		}
+	}
+	if len(res.Paths) == 0 {
+		return RolloutResult{}, fmt.Errorf("extension %q: %w in configuration %s", name, ErrNoExtension, d.Version)
+	}
+	data := applySplices(d.YAML, edits)
+	next, err := m.parseAndCheck(d.Filename, data)
+	if err != nil {
+		return RolloutResult{}, fmt.Errorf("%s of extension %q makes an invalid configuration: %w", step, name, err)
+	}
+	sum := sha256.Sum256(data)
+	nd := desired{Filename: d.Filename, YAML: data, Version: hex.EncodeToString(sum[:8])}
+	val, err := json.Marshal(nd)
+	if err != nil {
+		return RolloutResult{}, err
+	}
+	if _, err := m.opt.Store.Put(ctx, KeyDesired, val, kv.Revision); err != nil {
+		return RolloutResult{}, fmt.Errorf("store configuration: %w", err)
+	}
+	nd.cfg = next
+	m.mu.Lock()
+	m.desired = &nd
+	m.mu.Unlock()
+	m.opt.Log.Info("extension rollout step applied", "step", step, "extension", name, "entries", len(res.Paths),
+		"from", d.Version, "version", nd.Version)
+	m.trigger()
+	res.Version = nd.Version
+	return res, nil
+}
+
+// extensionYAML is x as a YAML mapping holding only the keys that are set,
+// in the order the reference documents them.
+func extensionYAML(x *config.Extension) yaml.MapSlice {
+	out := yaml.MapSlice{{Key: "name", Value: x.Name}, {Key: "package", Value: x.Package}}
+	add := func(k string, v any, set bool) {
+		if set {
+			out = append(out, yaml.MapItem{Key: k, Value: v})
+		}
+	}
+	add("config", x.Config, x.Config != "")
+	add("policy", x.Policy, x.Policy != "")
+	add("fallback", x.Fallback, x.Fallback != "")
+	if x.Deadline != nil {
+		add("deadline", x.Deadline.String(), true)
+	}
+	add("fail_status", x.FailStatus, x.FailStatus != 0)
+	if c := x.Canary; c != nil {
+		cm := yaml.MapSlice{{Key: "percent", Value: c.Percent}}
+		if c.By != "" {
+			cm = append(cm, yaml.MapItem{Key: "by", Value: c.By})
+		}
+		cm = append(cm, yaml.MapItem{Key: "previous_package", Value: c.PreviousPackage})
+		if c.PreviousConfig != "" {
+			cm = append(cm, yaml.MapItem{Key: "previous_config", Value: c.PreviousConfig})
+		}
+		out = append(out, yaml.MapItem{Key: "canary", Value: cm})
+	}
+	return out
+}
+
+// splice replaces doc[from:to] with text; block is set when the replaced
+// node was a block mapping (text then goes on its own indented line).
+type splice struct {
+	from, to int
+	indent   int
+	block    bool
+	text     string
+}
+
+// nodeSpan finds the bytes of the mapping at path in doc: from its "{" to
+// the matching "}" for a flow mapping; for a block mapping, its lines, up
+// to the first line indented less than its keys.
+func nodeSpan(file *ast.File, doc []byte, path string) (splice, error) {
+	p, err := yaml.PathString(path)
+	if err != nil {
+		return splice{}, err
+	}
+	n, err := p.FilterFile(file)
+	if err != nil {
+		return splice{}, err
+	}
+	if _, ok := n.(*ast.MappingNode); !ok {
+		return splice{}, fmt.Errorf("not a mapping (%s)", n.Type())
+	}
+	tk := n.GetToken()
+	if tk == nil || tk.Position == nil {
+		return splice{}, errors.New("no position")
+	}
+	lines := bytes.SplitAfter(doc, []byte("\n"))
+	line := tk.Position.Line - 1
+	if line < 0 || line >= len(lines) {
+		return splice{}, fmt.Errorf("line %d out of range", tk.Position.Line)
+	}
+	lineStart := 0
+	for _, l := range lines[:line] {
+		lineStart += len(l)
+	}
+	if tk.Value == "{" {
+		from := lineStart + tk.Position.Column - 1
+		if from >= len(doc) || doc[from] != '{' {
+			return splice{}, fmt.Errorf("no \"{\" at line %d column %d", tk.Position.Line, tk.Position.Column)
+		}
+		to, err := flowEnd(doc, from)
+		if err != nil {
+			return splice{}, err
+		}
+		return splice{from: from, to: to}, nil
+	}
+	indent := indentOf(lines[line])
+	to := lineStart + len(lines[line])
+	for _, l := range lines[line+1:] {
+		t := bytes.TrimSpace(l)
+		if len(t) > 0 && indentOf(l) < indent {
+			break
+		}
+		to += len(l)
+	}
+	return splice{from: lineStart, to: to, indent: indent, block: true}, nil
+}
+
+func indentOf(l []byte) int { return len(l) - len(bytes.TrimLeft(l, " ")) }
+
+// flowEnd returns the offset just past the "}" closing the flow mapping
+// opened at doc[from], skipping quoted scalars.
+func flowEnd(doc []byte, from int) (int, error) {
+	depth := 0
+	for i := from; i < len(doc); i++ {
+		switch c := doc[i]; c {
+		case '{', '[':
+			depth++
+		case '}', ']':
+			if depth--; depth == 0 {
+				return i + 1, nil
+			}
+		case '"', '\'':
+			for i++; i < len(doc) && doc[i] != c; i++ {
+				if c == '"' && doc[i] == '\\' {
+					i++
+				}
+			}
+		}
+	}
+	return 0, errors.New("unterminated flow mapping")
+}
+
+// applySplices applies non-overlapping splices, last first so that the
+// earlier offsets stay valid.
+func applySplices(doc []byte, sp []splice) []byte {
+	slices.SortFunc(sp, func(a, b splice) int { return b.from - a.from })
+	out := slices.Clone(doc)
+	for _, s := range sp {
+		text := s.text
+		if s.block {
+			text = strings.Repeat(" ", s.indent) + text + "\n"
+		}
+		out = slices.Concat(out[:s.from], []byte(text), out[s.to:])
+	}
+	return out
+}
