@@ -6,6 +6,7 @@
 #   bench/run.sh                      full run (about 40 s per peer)
 #   QUICK=1 bench/run.sh              smoke run (3 s phases)
 #   PEERS="haproxy revproxy" bench/run.sh
+#   MTLS=only ROUNDS=3 bench/run.sh   only the mTLS rows (bench/mtls.sh)
 #
 # Settings (environment):
 #   DURATION=10      seconds of each measured phase (QUICK=1: 3)
@@ -26,6 +27,11 @@
 #   OMNIRELAY_BIN=path   use this binary instead of building ./cmd/omnirelay
 #   RESULTS=file     also write the Markdown report there
 #   INSTALL=0        do not apt-get missing tools; KEEP=1 keep the temp dir and logs
+#   MTLS=1           also measure the mTLS rows (bench/mtls.sh; about 50 s per
+#                    peer and round); 0: skip them; only: nothing else
+#   MTLS_PEERS="omnirelay haproxy nginx" (default: those of PEERS)
+#   MTLS_CONNS=64 MTLS_NEW_CONNS=16   mtlsload keep-alive connections; workers
+#                    opening a new connection per request
 set -Eeuo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -201,8 +207,8 @@ install_tools() {
 	command -v wrk >/dev/null || pkgs+=(wrk)
 	command -v h2load >/dev/null || pkgs+=(nghttp2-client)
 	command -v curl >/dev/null || pkgs+=(curl)
-	if [[ " $PEERS " == *" nginx "* ]] && ! nginx_bin >/dev/null; then pkgs+=(nginx) installed_svcs+=(nginx); fi
-	if [[ " $PEERS " == *" haproxy "* ]] && ! command -v haproxy >/dev/null; then pkgs+=(haproxy) installed_svcs+=(haproxy); fi
+	if [[ " $PEERS $MTLS_PEERS " == *" nginx "* ]] && ! nginx_bin >/dev/null; then pkgs+=(nginx) installed_svcs+=(nginx); fi
+	if [[ " $PEERS $MTLS_PEERS " == *" haproxy "* ]] && ! command -v haproxy >/dev/null; then pkgs+=(haproxy) installed_svcs+=(haproxy); fi
 	((${#pkgs[@]})) || return 0
 	[[ $INSTALL == 1 ]] || die "missing ${pkgs[*]} and INSTALL=0"
 	command -v apt-get >/dev/null || die "missing ${pkgs[*]}: install them (Debian package names)"
@@ -224,8 +230,9 @@ install_tools() {
 nginx_bin() { command -v nginx || { [[ -x /usr/sbin/nginx ]] && echo /usr/sbin/nginx; }; }
 
 build_go() {
-	log "building backend, revproxy, rateload"
-	(cd "$REPO" && CGO_ENABLED=0 go build -trimpath -o "$BIN/" ./bench/cmd/backend ./bench/cmd/revproxy ./bench/cmd/rateload) ||
+	log "building backend, revproxy, rateload, mtlsload, mtlsconf"
+	(cd "$REPO" && CGO_ENABLED=0 go build -trimpath -o "$BIN/" ./bench/cmd/backend ./bench/cmd/revproxy ./bench/cmd/rateload \
+		./bench/cmd/mtlsload ./bench/cmd/mtlsconf) ||
 		die "go build of bench/cmd failed"
 }
 
@@ -251,7 +258,8 @@ build_omnirelay() {
 # render TEMPLATE OUT DIR : fills the @...@ placeholders of a config template.
 render() {
 	sed -e "s|@DIR@|$3|g" -e "s|@BACKEND@|$BACKEND_ADDR|g" -e "s|@H1_ADDR@|$PROXY_ADDR|g" \
-		-e "s|@H2_ADDR@|$PROXY_H2_ADDR|g" -e "s|@ADMIN_ADDR@|$ADMIN_ADDR|g" "$CONF_DIR/$1" >"$2"
+		-e "s|@H2_ADDR@|$PROXY_H2_ADDR|g" -e "s|@ADMIN_ADDR@|$ADMIN_ADDR|g" \
+		-e "s|@MTLS_ADDR@|$MTLS_ADDR|g" -e "s|@CERTS@|${MTLS_CERTS:-}|g" "$CONF_DIR/$1" >"$2"
 }
 
 # ---------------------------------------------------------------- peers
@@ -302,6 +310,8 @@ start_omnirelay() {
 # R[peer.metric] holds results; SKIP[peer] is "label: reason" for a peer that
 # was not measured; NOTE[peer] collects warnings for the diagnostics table.
 declare -A R=() SKIP=() NOTE=() ROUND_VALUES=()
+# shellcheck source-path=SCRIPTDIR source=mtls.sh
+source "$REPO/bench/mtls.sh"
 ROUND=1
 note() {
 	local prefix=""
@@ -334,7 +344,7 @@ take_medians() {
 			[[ ${R[$k]} == *,* ]] && R[$k]=${ROUND_VALUES[$k]// /,}
 			continue 2
 		done
-		if [[ $k == *.h1_rps || $k == *.h2_rps ]]; then
+		if [[ $k == *.h1_rps || $k == *.h2_rps || $k == mtls-*_rps ]]; then
 			R[$k]=$(tr ' ' '\n' <<<"${ROUND_VALUES[$k]}" | sort -g | tail -1)
 			continue
 		fi
@@ -612,7 +622,8 @@ main() {
 	for p in $PEERS; do
 		case $p in omnirelay | haproxy | nginx | revproxy) ;; *) die "unknown peer $p in PEERS" ;; esac
 	done
-	for p in "$BACKEND_ADDR" "$PROXY_ADDR" "$PROXY_H2_ADDR" "$ADMIN_ADDR"; do
+	mtls_check_settings
+	for p in "$BACKEND_ADDR" "$PROXY_ADDR" "$PROXY_H2_ADDR" "$ADMIN_ADDR" "$MTLS_ADDR"; do
 		port_busy "$p" && die "$p is already in use; stop what listens there (ss -ltnp)"
 	done
 	WORK=$(mktemp -d "${TMPDIR:-/tmp}/omnirelay-bench.XXXXXX")
@@ -626,14 +637,14 @@ main() {
 	install_tools
 	command -v go >/dev/null || die "go not found"
 	build_go
-	if [[ " $PEERS " == *" omnirelay "* ]]; then build_omnirelay; fi
+	if [[ " $PEERS $MTLS_PEERS " == *" omnirelay "* ]]; then build_omnirelay; fi
 	for p in $PEERS; do
 		if [[ -n ${SKIP[$p]:-} ]]; then log "$p: ${SKIP[$p]}"; fi
 	done
 
 	VERSIONS="versions: $(go version | awk '{print $3}')"
-	if [[ " $PEERS " == *" haproxy "* ]]; then VERSIONS+=", HAProxy $(haproxy -v | awk 'NR==1{print $3}')"; fi
-	if [[ " $PEERS " == *" nginx "* ]]; then VERSIONS+=", $("$(nginx_bin)" -v 2>&1 | awk -F': ' '{print $2}')"; fi
+	if [[ " $PEERS $MTLS_PEERS " == *" haproxy "* ]]; then VERSIONS+=", HAProxy $(haproxy -v | awk 'NR==1{print $3}')"; fi
+	if [[ " $PEERS $MTLS_PEERS " == *" nginx "* ]]; then VERSIONS+=", $("$(nginx_bin)" -v 2>&1 | awk -F': ' '{print $2}')"; fi
 	# wrk -v exits 1 after printing its version.
 	VERSIONS+=", $({ wrk -v 2>&1 || true; } | awk 'NR==1{print $1, $2}'), $(h2load --version | awk '{print $2}')"
 	VERSIONS+=", omnirelay $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?')"
@@ -643,23 +654,41 @@ main() {
 	BACKEND_PG=$STARTED_PG
 	wait_ready "$BACKEND_PG" "http://$BACKEND_ADDR/" || die "backend did not start: $(tail -c 300 "$WORK/backend.log")"
 
-	for ((ROUND = 1; ROUND <= ROUNDS; ROUND++)); do
-		((ROUNDS == 1)) || log "round $ROUND of $ROUNDS"
-		run_direct
-		end_round direct
-		for p in $PEERS; do
-			run_peer "$p"
-			end_round "$p"
+	if [[ $MTLS != only ]]; then
+		for ((ROUND = 1; ROUND <= ROUNDS; ROUND++)); do
+			((ROUNDS == 1)) || log "round $ROUND of $ROUNDS"
+			run_direct
+			end_round direct
+			for p in $PEERS; do
+				run_peer "$p"
+				end_round "$p"
+			done
 		done
-	done
+	fi
+	if [[ $MTLS != 0 ]]; then
+		mtls_setup
+		for ((ROUND = 1; ROUND <= ROUNDS; ROUND++)); do
+			((ROUNDS == 1)) || log "mtls round $ROUND of $ROUNDS"
+			for p in $MTLS_PEERS; do
+				run_mtls_peer "$p"
+				end_round "mtls-$p"
+			done
+		done
+	fi
 	take_medians
 	stop_group "$BACKEND_PG"
 
 	if [[ -n $RESULTS ]]; then
-		report | tee "$RESULTS"
+		full_report | tee "$RESULTS"
 	else
-		report
+		full_report
 	fi
+}
+
+full_report() {
+	if [[ $MTLS != only ]]; then report; fi
+	if [[ $MTLS != only && $MTLS != 0 ]]; then echo; fi
+	if [[ $MTLS != 0 ]]; then report_mtls; fi
 }
 
 main "$@"
