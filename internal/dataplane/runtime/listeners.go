@@ -405,6 +405,14 @@ func (rt *Runtime) downstreamTLS(ts *corev3.TransportSocket) (*tls.Config, error
 	if len(p.Static) == 0 && len(p.Certs) == 0 {
 		return nil, errors.New("tls_certificates or tls_certificate_sds_secret_configs: at least one certificate is required")
 	}
+	p.OCSPPolicy = secrets.OCSPPolicyFromProto(d.GetOcspStaplePolicy())
+	if p.OCSPPolicy == secrets.OCSPMustStaple {
+		for i, c := range p.Static {
+			if len(c.OCSPStaple) == 0 {
+				return nil, fmt.Errorf("tls_certificates[%d]: ocsp_staple_policy MUST_STAPLE needs an ocsp_staple", i)
+			}
+		}
+	}
 	p.RequireClientCert = d.GetRequireClientCertificate().GetValue()
 	if p.RequireClientCert && p.Validation == nil && p.StaticValidation == nil {
 		return nil, errors.New("require_client_certificate needs a validation context")

@@ -31,11 +31,12 @@ func Compile(c *tlsv3.CommonTlsContext, s *Store) (Params, error) {
 		return p, errors.New("tls_minimum_protocol_version below TLS 1.2 is not allowed")
 	}
 	for i, tc := range c.GetTlsCertificates() {
-		cert, err := CertFromProto(tc)
+		cert, next, err := certFromProto(tc)
 		if err != nil {
 			return p, fmt.Errorf("tls_certificates[%d]: %w", i, err)
 		}
 		p.Static = append(p.Static, *cert)
+		p.staticOCSPNext = append(p.staticOCSPNext, next)
 	}
 	for i, sc := range c.GetTlsCertificateSdsSecretConfigs() {
 		if sc.GetName() == "" {

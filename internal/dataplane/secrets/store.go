@@ -25,6 +25,7 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
@@ -47,6 +48,9 @@ type Secret struct {
 	Cert *tls.Certificate
 	// Validation is set for validation-context secrets.
 	Validation *Validation
+	// OCSPNextUpdate is when Cert's OCSP staple expires (zero: no staple,
+	// or one without a next update).
+	OCSPNextUpdate time.Time
 }
 
 // Validation is a set of trusted roots, optionally bound to a SPIFFE trust
@@ -218,11 +222,11 @@ func FromProto(sec *tlsv3.Secret) (*Secret, error) {
 	out := &Secret{Name: name}
 	switch t := sec.GetType().(type) {
 	case *tlsv3.Secret_TlsCertificate:
-		cert, err := CertFromProto(t.TlsCertificate)
+		cert, next, err := certFromProto(t.TlsCertificate)
 		if err != nil {
 			return nil, fmt.Errorf("secret %q: tls_certificate: %w", name, err)
 		}
-		out.Cert = cert
+		out.Cert, out.OCSPNextUpdate = cert, next
 	case *tlsv3.Secret_ValidationContext:
 		v, err := ValidationFromProto(t.ValidationContext)
 		if err != nil {
@@ -235,21 +239,39 @@ func FromProto(sec *tlsv3.Secret) (*Secret, error) {
 	return out, nil
 }
 
-// CertFromProto loads a TlsCertificate's chain and key.
+// CertFromProto loads a TlsCertificate's chain and key, and its OCSP
+// staple when it has one.
 func CertFromProto(tc *tlsv3.TlsCertificate) (*tls.Certificate, error) {
+	cert, _, err := certFromProto(tc)
+	return cert, err
+}
+
+// certFromProto is CertFromProto that also returns the staple's next update.
+func certFromProto(tc *tlsv3.TlsCertificate) (*tls.Certificate, time.Time, error) {
 	certPEM, err := ReadDataSource(tc.GetCertificateChain())
 	if err != nil {
-		return nil, fmt.Errorf("certificate_chain: %w", err)
+		return nil, time.Time{}, fmt.Errorf("certificate_chain: %w", err)
 	}
 	keyPEM, err := ReadDataSource(tc.GetPrivateKey())
 	if err != nil {
-		return nil, fmt.Errorf("private_key: %w", err)
+		return nil, time.Time{}, fmt.Errorf("private_key: %w", err)
 	}
 	cert, err := tls.X509KeyPair(certPEM, keyPEM)
 	if err != nil {
-		return nil, err
+		return nil, time.Time{}, err
 	}
-	return &cert, nil
+	var next time.Time
+	if tc.GetOcspStaple() != nil {
+		der, err := ReadDataSource(tc.GetOcspStaple())
+		if err != nil {
+			return nil, time.Time{}, fmt.Errorf("ocsp_staple: %w", err)
+		}
+		if next, err = loadStaple(der, &cert); err != nil {
+			return nil, time.Time{}, fmt.Errorf("ocsp_staple: %w", err)
+		}
+		cert.OCSPStaple = der
+	}
+	return &cert, next, nil
 }
 
 // ValidationFromProto loads a CertificateValidationContext's trusted_ca.

@@ -41,6 +41,11 @@ type Params struct {
 	NextProtos        []string
 	// Now is the clock (tests); nil means time.Now.
 	Now func() time.Time
+	// OCSPPolicy applies to certificates with OCSP staples (server side).
+	OCSPPolicy OCSPPolicy
+	// staticOCSPNext[i] is when Static[i]'s staple expires (Compile sets
+	// it; missing entries mean no expiry).
+	staticOCSPNext []time.Time
 }
 
 func (p *Params) now() time.Time {
@@ -115,18 +120,37 @@ func (p *Params) pickServerCert(hello *tls.ClientHelloInfo) (*tls.Certificate, e
 		}
 		return hello.SupportsCertificate(c) == nil
 	}
+	now := time.Time{}
+	usable := func(c *tls.Certificate, next time.Time) *tls.Certificate {
+		if len(c.OCSPStaple) == 0 && p.OCSPPolicy != OCSPMustStaple {
+			return c // the common case reads no clock
+		}
+		if now.IsZero() {
+			now = p.now()
+		}
+		return stapleUsable(c, next, p.OCSPPolicy, now)
+	}
 	for i := range p.Static {
-		if try(&p.Static[i]) {
-			return &p.Static[i], nil
+		var next time.Time
+		if i < len(p.staticOCSPNext) {
+			next = p.staticOCSPNext[i]
+		}
+		if c := usable(&p.Static[i], next); c != nil && try(c) {
+			return c, nil
 		}
 	}
 	for _, r := range p.Certs {
-		if s := r.Load(); s != nil && s.Cert != nil && try(s.Cert) {
-			return s.Cert, nil
+		if s := r.Load(); s != nil && s.Cert != nil {
+			if c := usable(s.Cert, s.OCSPNextUpdate); c != nil && try(c) {
+				return c, nil
+			}
 		}
 	}
 	if first != nil {
 		return first, nil
+	}
+	if p.OCSPPolicy != OCSPLenient && (len(p.Static) > 0 || len(p.Certs) > 0) {
+		return nil, refuse(ReasonSecretMissing, errors.New("no certificate with a current OCSP staple"))
 	}
 	return nil, refuse(ReasonSecretMissing, errors.New("no certificate received yet"))
 }

@@ -130,6 +130,11 @@ type ListenerTLS struct {
 	Certificates []Certificate `yaml:"certificates"`
 	// MinVersion is "1.2" (default) or "1.3".
 	MinVersion string `yaml:"min_version"`
+	// OCSPStaplePolicy says what to do when a certificate's OCSP staple
+	// has expired: lenient (default: serve it without the staple), strict
+	// (do not serve that certificate) or must_staple (every certificate
+	// needs a staple, served only while it is current).
+	OCSPStaplePolicy string `yaml:"ocsp_staple_policy"`
 }
 
 // Certificate is a PEM certificate chain and key, selected by SNI. Relative
@@ -138,6 +143,10 @@ type Certificate struct {
 	CertFile string   `yaml:"cert_file"`
 	KeyFile  string   `yaml:"key_file"`
 	SNI      []string `yaml:"sni"`
+	// OCSPStaple is a DER OCSP response for the certificate, stapled to
+	// handshakes (status good, for this certificate; checked at load). It
+	// is re-read when the file changes, like the certificate.
+	OCSPStaple string `yaml:"ocsp_staple"`
 }
 
 // SNIRoute sends TLS connections whose server name matches to a cluster.

@@ -3,6 +3,7 @@ package config
 import (
 	"fmt"
 	"net/netip"
+	"os"
 	"regexp"
 	"slices"
 	"strconv"
@@ -261,6 +262,11 @@ func (v *validator) listenerTLS(t *ListenerTLS, p string) {
 	if len(t.Certificates) == 0 {
 		v.errf(p+".certificates", "at least one certificate is required")
 	}
+	switch t.OCSPStaplePolicy {
+	case "", "lenient", "strict", "must_staple":
+	default:
+		v.errf(p+".ocsp_staple_policy", "unknown policy %q (want lenient, strict or must_staple)", t.OCSPStaplePolicy)
+	}
 	seen := map[string]string{}
 	defaults := 0
 	for i, c := range t.Certificates {
@@ -273,6 +279,14 @@ func (v *validator) listenerTLS(t *ListenerTLS, p string) {
 		}
 		v.serverNames(c.SNI, cp+".sni", seen)
 		v.keyPair(cp, c.CertFile, c.KeyFile, true)
+		switch {
+		case c.OCSPStaple == "" && t.OCSPStaplePolicy == "must_staple":
+			v.errf(cp+".ocsp_staple", "ocsp_staple_policy must_staple needs an OCSP staple for every certificate")
+		case c.OCSPStaple != "" && !v.src.skipFiles():
+			if _, err := os.Stat(v.c.FilePath(c.OCSPStaple)); err != nil {
+				v.errf(cp+".ocsp_staple", "cannot read the OCSP staple: %v", err)
+			}
+		}
 	}
 }
 

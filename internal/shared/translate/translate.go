@@ -240,11 +240,25 @@ func (t *translator) downstreamTLS(lt *config.ListenerTLS, c *config.Certificate
 	if lt.MinVersion == "1.3" {
 		minVersion = tlsv3.TlsParameters_TLSv1_3
 	}
-	return transportSocket(&tlsv3.DownstreamTlsContext{CommonTlsContext: &tlsv3.CommonTlsContext{
-		TlsCertificates: []*tlsv3.TlsCertificate{t.tlsCertificate(c.CertFile, c.KeyFile)},
-		AlpnProtocols:   []string{alpnH2, alpnHTTP1},
-		TlsParams:       &tlsv3.TlsParameters{TlsMinimumProtocolVersion: minVersion},
-	}})
+	tc := t.tlsCertificate(c.CertFile, c.KeyFile)
+	if c.OCSPStaple != "" {
+		tc.OcspStaple = t.fileSource(c.OCSPStaple)
+	}
+	policy := tlsv3.DownstreamTlsContext_LENIENT_STAPLING
+	switch lt.OCSPStaplePolicy {
+	case "strict":
+		policy = tlsv3.DownstreamTlsContext_STRICT_STAPLING
+	case "must_staple":
+		policy = tlsv3.DownstreamTlsContext_MUST_STAPLE
+	}
+	return transportSocket(&tlsv3.DownstreamTlsContext{
+		CommonTlsContext: &tlsv3.CommonTlsContext{
+			TlsCertificates: []*tlsv3.TlsCertificate{tc},
+			AlpnProtocols:   []string{alpnH2, alpnHTTP1},
+			TlsParams:       &tlsv3.TlsParameters{TlsMinimumProtocolVersion: minVersion},
+		},
+		OcspStaplePolicy: policy,
+	})
 }
 
 func (t *translator) tlsCertificate(certFile, keyFile string) *tlsv3.TlsCertificate {

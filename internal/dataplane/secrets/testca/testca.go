@@ -1,8 +1,8 @@
 // Package testca issues X.509 SVIDs from an in-memory CA for tests of the
 // mTLS plumbing: a root per trust domain (carrying spiffe://<td> as URI SAN,
 // as MeshKit's roots do) and leaves with any validity window, so tests can
-// build expired, not-yet-valid, foreign and self-signed certificates. It uses
-// crypto/x509 only; it is not for production use.
+// build expired, not-yet-valid, foreign and self-signed certificates, and OCSP
+// responses for them. It is not for production use.
 package testca
 
 import (
@@ -18,6 +18,8 @@ import (
 	"net/url"
 	"testing"
 	"time"
+
+	"golang.org/x/crypto/ocsp"
 )
 
 // CA is a self-signed root for one trust domain.
@@ -133,4 +135,19 @@ func serial(t testing.TB) *big.Int {
 		t.Fatalf("testca: serial: %v", err)
 	}
 	return n
+}
+
+// OCSP returns a DER OCSP response from the CA for leaf with status
+// (ocsp.Good, ocsp.Revoked, ocsp.Unknown) and the given validity.
+func (ca *CA) OCSP(t testing.TB, leaf *x509.Certificate, status int, thisUpdate, nextUpdate time.Time) []byte {
+	t.Helper()
+	tmpl := ocsp.Response{Status: status, SerialNumber: leaf.SerialNumber, ThisUpdate: thisUpdate, NextUpdate: nextUpdate}
+	if status == ocsp.Revoked {
+		tmpl.RevokedAt = thisUpdate
+	}
+	der, err := ocsp.CreateResponse(ca.Cert, ca.Cert, tmpl, ca.key)
+	if err != nil {
+		t.Fatalf("testca: ocsp: %v", err)
+	}
+	return der
 }
