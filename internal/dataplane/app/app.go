@@ -94,13 +94,15 @@ func Start(opt Options) (*Proxy, error) {
 		return nil, err
 	}
 	st := stats.New()
-	reg, err := proxyRegistry(opt.Log, opt.ExtensionTrustRoot, st)
+	clusters := &clusterSource{}
+	reg, err := proxyRegistry(opt.Log, opt.ExtensionTrustRoot, st, clusters)
 	if err != nil {
 		return nil, err
 	}
 	stats.NewXDS(st).SetSource("file")
 	store := secrets.NewStore()
 	rt := runtime.New(runtime.Options{Log: opt.Log, Stats: st, Filters: reg, DrainTimeout: opt.DrainTimeout, Secrets: store})
+	clusters.rt.Store(rt)
 	if err := rt.Apply(loaded.Snapshot, "file:"+opt.ConfigPath); err != nil {
 		_ = rt.Shutdown(context.Background())
 		return nil, err

@@ -4,26 +4,31 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/omnirelay/omnirelay/internal/dataplane/cluster"
 	"github.com/omnirelay/omnirelay/internal/dataplane/dsl"
 	"github.com/omnirelay/omnirelay/internal/dataplane/extension"
 	"github.com/omnirelay/omnirelay/internal/dataplane/filter"
 	"github.com/omnirelay/omnirelay/internal/dataplane/filters"
 	"github.com/omnirelay/omnirelay/internal/dataplane/native"
+	"github.com/omnirelay/omnirelay/internal/dataplane/runtime"
 	"github.com/omnirelay/omnirelay/internal/dataplane/stats"
 	"github.com/omnirelay/omnirelay/internal/dataplane/wasm"
 	"github.com/omnirelay/omnirelay/internal/shared/signing"
 )
 
 // extensionRuntimes are the extension runtimes of this build, one per kind.
-func extensionRuntimes(log *slog.Logger) []extension.Runtime {
+// Proxy-Wasm call-outs go to the clusters of the running version.
+func extensionRuntimes(log *slog.Logger, clusters *clusterSource) []extension.Runtime {
 	rts := []extension.Runtime{dsl.NewRuntime(dsl.Options{})}
 	if rt := native.NewRuntime(log); rt != nil {
 		rts = append(rts, rt)
 	}
-	if rt, err := wasm.New(context.Background(), wasm.Options{Logger: log}); err != nil {
+	calls := &wasm.ClusterCaller{Cluster: clusters.cluster}
+	if rt, err := wasm.New(context.Background(), wasm.Options{Logger: log, HTTPCall: calls.Call, KnownUpstream: calls.Known}); err != nil {
 		log.Error("wasm extension runtime unavailable", "err", err)
 	} else {
 		rts = append(rts, rt)
@@ -31,10 +36,31 @@ func extensionRuntimes(log *slog.Logger) []extension.Runtime {
 	return rts
 }
 
+// clusterSource resolves cluster names in the running config version for
+// extensions (Proxy-Wasm call-outs). The registry, and the runtimes in it,
+// are built before the data-plane runtime, which is set here once it
+// exists; until then every name is unknown.
+type clusterSource struct {
+	rt atomic.Pointer[runtime.Runtime]
+}
+
+func (c *clusterSource) cluster(name string) *cluster.Cluster {
+	rt := c.rt.Load()
+	if rt == nil {
+		return nil
+	}
+	v := rt.Current()
+	if v == nil {
+		return nil
+	}
+	return v.Clusters.Get(name)
+}
+
 // proxyRegistry is NewRegistry plus the extension filter, which needs the
-// process's metrics and the extension trust root (trustRoot, a PEM file of
-// ed25519 public keys; empty: every extension package is refused).
-func proxyRegistry(log *slog.Logger, trustRoot string, st *stats.Stats) (*filter.Registry, error) {
+// process's metrics, the extension trust root (trustRoot, a PEM file of
+// ed25519 public keys; empty: every extension package is refused) and the
+// clusters extensions may call.
+func proxyRegistry(log *slog.Logger, trustRoot string, st *stats.Stats, clusters *clusterSource) (*filter.Registry, error) {
 	var trust *signing.Verifier
 	if trustRoot != "" {
 		keys, err := signing.LoadPublicKeys(trustRoot)
@@ -47,7 +73,7 @@ func proxyRegistry(log *slog.Logger, trustRoot string, st *stats.Stats) (*filter
 	if err != nil {
 		return nil, err
 	}
-	rts := extensionRuntimes(log)
+	rts := extensionRuntimes(log, clusters)
 	for _, rt := range rts {
 		// Runtimes whose plugins define metrics (Proxy-Wasm) export them.
 		if c, ok := rt.(interface{ Collector() prometheus.Collector }); ok {

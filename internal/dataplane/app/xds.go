@@ -97,13 +97,15 @@ func startXDS(opt Options) (*Proxy, error) {
 	if extTrust == "" {
 		extTrust = xo.TrustRoot
 	}
-	reg, err := proxyRegistry(opt.Log, extTrust, st)
+	clusters := &clusterSource{}
+	reg, err := proxyRegistry(opt.Log, extTrust, st, clusters)
 	if err != nil {
 		return nil, err
 	}
 	xs := stats.NewXDS(st)
 	store := secrets.NewStore()
 	rt := runtime.New(runtime.Options{Log: opt.Log, Stats: st, Filters: reg, DrainTimeout: opt.DrainTimeout, Secrets: store})
+	clusters.rt.Store(rt)
 	var stopIdentity func()
 	if opt.Identity != nil {
 		if stopIdentity, err = startIdentity(opt.Identity, store, opt.Log); err != nil {

@@ -41,8 +41,9 @@ type HTTPCaller func(ctx context.Context, req HTTPCallRequest) (HTTPCallResponse
 const maxCallBody = 1 << 20
 
 // DirectHTTPCall treats the upstream as a host:port and sends the request
-// over plain HTTP/1.1. The proxy passes a caller that routes to its clusters
-// when it has one; this one serves tests and single-service setups.
+// over plain HTTP/1.1. It is the default of a bare Runtime (tests, embedders
+// with no clusters); the proxy passes a ClusterCaller instead, which accepts
+// cluster names only.
 func DirectHTTPCall(ctx context.Context, req HTTPCallRequest) (HTTPCallResponse, error) {
 	var method, path, authority string
 	h := http.Header{}
@@ -142,6 +143,9 @@ func hostHTTPCall(ctx context.Context, in *instance, a []uint64) uint32 {
 	}
 	if (st != nil && st.pending >= maxPendingCalls) || (st == nil && in.rootPending >= maxPendingCalls) {
 		return statusInternalFailure
+	}
+	if known := in.p.rt.opts.KnownUpstream; known != nil && !known(string(up)) {
+		return statusBadArgument // no cluster of that name: Envoy answers the same
 	}
 	hp, err := parseMap(hdrs, nil)
 	if err != nil {

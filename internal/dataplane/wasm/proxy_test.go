@@ -112,7 +112,7 @@ listeners:
   - name: callout
     address: {{callout}}
     filters:
-      - extension: { name: http-callout, package: http-callout.orx, config: "upstream: {{auth}}", deadline: 2s }
+      - extension: { name: http-callout, package: http-callout.orx, config: "upstream: auth", deadline: 2s }
     virtual_hosts: [{ name: all, routes: [{ match: { path_prefix: / }, cluster: main }] }]
   - name: panic-reload
     address: {{panicreload}}
@@ -126,6 +126,7 @@ listeners:
     virtual_hosts: [{ name: all, routes: [{ match: { path_prefix: / }, cluster: main }] }]
 clusters:
   - { name: main, endpoints: [{{main}}] }
+  - { name: auth, endpoints: [{{auth}}] }
 `
 
 // TestThroughProxy runs the example plugins and misbehaving guests in a

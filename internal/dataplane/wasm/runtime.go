@@ -59,6 +59,10 @@ type Options struct {
 	// HTTPCall performs proxy_http_call. Nil means DirectHTTPCall (the
 	// upstream names a host:port).
 	HTTPCall HTTPCaller
+	// KnownUpstream, when set, is asked at proxy_http_call whether the
+	// upstream name exists; a name it refuses fails the call at once with
+	// BadArgument. The proxy sets it with HTTPCall to a ClusterCaller's.
+	KnownUpstream func(name string) bool
 	// Logger receives proxy_log output and host errors. Nil means
 	// slog.Default().
 	Logger *slog.Logger
