@@ -162,7 +162,7 @@ func (c *cli) getCmd() *cobra.Command {
 }
 
 func proxyTable(w io.Writer, proxies []*meshkitv1.Proxy, now time.Time) {
-	row(w, "NODE", "CLUSTER", "KIND", "BUILD", "CONNECTED", "ACKED", "LAST NACK", "WITHHELD")
+	row(w, "NODE", "CLUSTER", "KIND", "BUILD", "CONNECTED", "ACKED", "LAST NACK", "WITHHELD", "EXTENSIONS")
 	for _, p := range proxies {
 		connected := "no"
 		if p.GetConnected() {
@@ -185,7 +185,7 @@ func proxyTable(w io.Writer, proxies []*meshkitv1.Proxy, now time.Time) {
 			withheld = append(withheld, fmt.Sprintf("%s/%s (%s)", shortType(wh.GetTypeUrl()), wh.GetName(), wh.GetReason()))
 		}
 		row(w, p.GetNodeId(), orDash(p.GetCluster()), orDash(p.GetKind()), orDash(p.GetBuild()), connected,
-			orDash(strings.Join(acked, " ")), nack, orDash(strings.Join(withheld, "; ")))
+			orDash(strings.Join(acked, " ")), nack, orDash(strings.Join(withheld, "; ")), extensionsColumn(p))
 	}
 }
 

@@ -21,9 +21,10 @@ import (
 func (c *cli) extCmd() *cobra.Command {
 	ext := &cobra.Command{
 		Use:   "ext",
-		Short: "Pack, sign and verify extension packages (.orx); push them to MeshKit and list them",
+		Short: "Pack, sign and verify extension packages (.orx); push them to MeshKit, list them, roll them out",
 	}
 	ext.AddCommand(c.extPackCmd(), c.extSignCmd(), c.extVerifyCmd(), c.extPushCmd(), c.extListCmd())
+	ext.AddCommand(c.extCanaryCmd(), c.extPromoteCmd(), c.extRollbackCmd()) // ext_rollout.go
 	return ext
 }
 

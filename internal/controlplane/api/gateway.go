@@ -43,6 +43,9 @@ const VersionHeader = "Omnirelay-Config-Version"
 //	PUT    /v1/services/{service}/endpoints/{id}/heartbeat   body (optional): {ttl, health} → HeartbeatResponse
 //	DELETE /v1/services/{service}/endpoints/{id}       DeregisterResponse
 //	GET    /v1/proxies                                 ListProxiesResponse
+//	POST   /v1/extensions/{extension}/canary           body: CanaryRequest → RolloutResponse
+//	POST   /v1/extensions/{extension}/promote          RolloutResponse
+//	POST   /v1/extensions/{extension}/rollback         RolloutResponse
 func (s *Server) HTTPHandler() http.Handler {
 	reg := registryService{s: s}
 	cfg := configService{s: s}
@@ -117,6 +120,7 @@ func (s *Server) HTTPHandler() http.Handler {
 			respond(w)(prx.List(r.Context(), &meshkitv1.ListProxiesRequest{}))
 		},
 	})
+	s.routeRollouts(mux) // rollout.go
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, status.Errorf(codes.NotFound, "no API route %s %s", r.Method, r.URL.Path))
 	})

@@ -22,6 +22,10 @@ func (l proxyList) Proxies() []*meshkitv1.Proxy {
 		if n := p.LastNack; n != nil {
 			pp.LastNack = &meshkitv1.Nack{TypeUrl: n.TypeURL, Version: n.Version, Detail: n.Detail, At: timestamppb.New(n.At)}
 		}
+		pp.CanaryBucket = p.Bucket
+		for _, x := range p.Extensions {
+			pp.Extensions = append(pp.Extensions, &meshkitv1.ProxyExtension{Name: x.Name, Package: x.Package, Role: x.Role, Percent: x.Percent})
+		}
 		for _, w := range p.Withheld {
 			pp.Withheld = append(pp.Withheld, &meshkitv1.Withheld{TypeUrl: w.TypeURL, Name: w.Name, Reason: w.Reason})
 		}

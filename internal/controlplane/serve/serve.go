@@ -157,7 +157,7 @@ func Start(opt Options) (*Process, error) {
 	p.xdsSrv = grpc.NewServer(xdsserver.ServerOptions()...)
 	p.MeshKit.Server().Register(p.xdsSrv)
 
-	apiSrv := api.New(api.Options{Registry: p.Registry, Config: p.MeshKit, Proxies: proxyList{p.MeshKit}, Log: opt.Log})
+	apiSrv := api.New(api.Options{Registry: p.Registry, Config: p.MeshKit, Proxies: proxyList{p.MeshKit}, Rollouts: rolloutAPI{p.MeshKit}, Log: opt.Log})
 	p.apiGRPC = grpc.NewServer()
 	apiSrv.RegisterGRPC(p.apiGRPC)
 	extstore.New(st, opt.Log).Register(p.apiGRPC) // omnictl ext push/list

@@ -1055,10 +1055,15 @@ type Proxy struct {
 	Connected      bool                   `protobuf:"varint,8,opt,name=connected,proto3" json:"connected,omitempty"`
 	ConnectedSince *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=connected_since,json=connectedSince,proto3" json:"connected_since,omitempty"`
 	// acked maps a type URL to the version last acknowledged.
-	Acked         map[string]string `protobuf:"bytes,10,rep,name=acked,proto3" json:"acked,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	LastNack      *Nack             `protobuf:"bytes,11,opt,name=last_nack,json=lastNack,proto3" json:"last_nack,omitempty"`
-	Withheld      []*Withheld       `protobuf:"bytes,12,rep,name=withheld,proto3" json:"withheld,omitempty"`
-	Features      []string          `protobuf:"bytes,13,rep,name=features,proto3" json:"features,omitempty"`
+	Acked    map[string]string `protobuf:"bytes,10,rep,name=acked,proto3" json:"acked,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	LastNack *Nack             `protobuf:"bytes,11,opt,name=last_nack,json=lastNack,proto3" json:"last_nack,omitempty"`
+	Withheld []*Withheld       `protobuf:"bytes,12,rep,name=withheld,proto3" json:"withheld,omitempty"`
+	Features []string          `protobuf:"bytes,13,rep,name=features,proto3" json:"features,omitempty"`
+	// The node's canary bucket (0-99, OmniRelay nodes): it is in a canary by
+	// proxies at P% when its bucket is below P.
+	CanaryBucket uint32 `protobuf:"varint,14,opt,name=canary_bucket,json=canaryBucket,proto3" json:"canary_bucket,omitempty"`
+	// The package each extension entry runs on this node.
+	Extensions    []*ProxyExtension `protobuf:"bytes,15,rep,name=extensions,proto3" json:"extensions,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1184,6 +1189,305 @@ func (x *Proxy) GetFeatures() []string {
 	return nil
 }
 
+func (x *Proxy) GetCanaryBucket() uint32 {
+	if x != nil {
+		return x.CanaryBucket
+	}
+	return 0
+}
+
+func (x *Proxy) GetExtensions() []*ProxyExtension {
+	if x != nil {
+		return x.Extensions
+	}
+	return nil
+}
+
+type ProxyExtension struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// A package reference as the config names it (store:NAME@VERSION or a
+	// file).
+	Package string `protobuf:"bytes,2,opt,name=package,proto3" json:"package,omitempty"`
+	// Empty without a canary; "canary" or "previous" (the node got the new or
+	// the previous package of a canary by proxies); "split" (a canary by
+	// requests: the node runs both).
+	Role          string `protobuf:"bytes,3,opt,name=role,proto3" json:"role,omitempty"`
+	Percent       uint32 `protobuf:"varint,4,opt,name=percent,proto3" json:"percent,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ProxyExtension) Reset() {
+	*x = ProxyExtension{}
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ProxyExtension) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ProxyExtension) ProtoMessage() {}
+
+func (x *ProxyExtension) ProtoReflect() protoreflect.Message {
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ProxyExtension.ProtoReflect.Descriptor instead.
+func (*ProxyExtension) Descriptor() ([]byte, []int) {
+	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *ProxyExtension) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ProxyExtension) GetPackage() string {
+	if x != nil {
+		return x.Package
+	}
+	return ""
+}
+
+func (x *ProxyExtension) GetRole() string {
+	if x != nil {
+		return x.Role
+	}
+	return ""
+}
+
+func (x *ProxyExtension) GetPercent() uint32 {
+	if x != nil {
+		return x.Percent
+	}
+	return 0
+}
+
+type CanaryRequest struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Extension string                 `protobuf:"bytes,1,opt,name=extension,proto3" json:"extension,omitempty"`
+	// store:NAME@VERSION, a package pushed with omnictl ext push.
+	Package string `protobuf:"bytes,2,opt,name=package,proto3" json:"package,omitempty"`
+	Percent uint32 `protobuf:"varint,3,opt,name=percent,proto3" json:"percent,omitempty"`
+	// requests (default) or proxies.
+	By            string `protobuf:"bytes,4,opt,name=by,proto3" json:"by,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CanaryRequest) Reset() {
+	*x = CanaryRequest{}
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CanaryRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CanaryRequest) ProtoMessage() {}
+
+func (x *CanaryRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CanaryRequest.ProtoReflect.Descriptor instead.
+func (*CanaryRequest) Descriptor() ([]byte, []int) {
+	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *CanaryRequest) GetExtension() string {
+	if x != nil {
+		return x.Extension
+	}
+	return ""
+}
+
+func (x *CanaryRequest) GetPackage() string {
+	if x != nil {
+		return x.Package
+	}
+	return ""
+}
+
+func (x *CanaryRequest) GetPercent() uint32 {
+	if x != nil {
+		return x.Percent
+	}
+	return 0
+}
+
+func (x *CanaryRequest) GetBy() string {
+	if x != nil {
+		return x.By
+	}
+	return ""
+}
+
+type PromoteRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Extension     string                 `protobuf:"bytes,1,opt,name=extension,proto3" json:"extension,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PromoteRequest) Reset() {
+	*x = PromoteRequest{}
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PromoteRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PromoteRequest) ProtoMessage() {}
+
+func (x *PromoteRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PromoteRequest.ProtoReflect.Descriptor instead.
+func (*PromoteRequest) Descriptor() ([]byte, []int) {
+	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *PromoteRequest) GetExtension() string {
+	if x != nil {
+		return x.Extension
+	}
+	return ""
+}
+
+type RollbackRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Extension     string                 `protobuf:"bytes,1,opt,name=extension,proto3" json:"extension,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RollbackRequest) Reset() {
+	*x = RollbackRequest{}
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RollbackRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RollbackRequest) ProtoMessage() {}
+
+func (x *RollbackRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RollbackRequest.ProtoReflect.Descriptor instead.
+func (*RollbackRequest) Descriptor() ([]byte, []int) {
+	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *RollbackRequest) GetExtension() string {
+	if x != nil {
+		return x.Extension
+	}
+	return ""
+}
+
+type RolloutResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The desired config version stored.
+	Version string `protobuf:"bytes,1,opt,name=version,proto3" json:"version,omitempty"`
+	// The extension entries rewritten, as document paths.
+	Entries       []string `protobuf:"bytes,2,rep,name=entries,proto3" json:"entries,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RolloutResponse) Reset() {
+	*x = RolloutResponse{}
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RolloutResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RolloutResponse) ProtoMessage() {}
+
+func (x *RolloutResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RolloutResponse.ProtoReflect.Descriptor instead.
+func (*RolloutResponse) Descriptor() ([]byte, []int) {
+	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *RolloutResponse) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *RolloutResponse) GetEntries() []string {
+	if x != nil {
+		return x.Entries
+	}
+	return nil
+}
+
 type Nack struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	TypeUrl       string                 `protobuf:"bytes,1,opt,name=type_url,json=typeUrl,proto3" json:"type_url,omitempty"`
@@ -1196,7 +1500,7 @@ type Nack struct {
 
 func (x *Nack) Reset() {
 	*x = Nack{}
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[20]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1208,7 +1512,7 @@ func (x *Nack) String() string {
 func (*Nack) ProtoMessage() {}
 
 func (x *Nack) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[20]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1221,7 +1525,7 @@ func (x *Nack) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Nack.ProtoReflect.Descriptor instead.
 func (*Nack) Descriptor() ([]byte, []int) {
-	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{20}
+	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *Nack) GetTypeUrl() string {
@@ -1263,7 +1567,7 @@ type Withheld struct {
 
 func (x *Withheld) Reset() {
 	*x = Withheld{}
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[21]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1275,7 +1579,7 @@ func (x *Withheld) String() string {
 func (*Withheld) ProtoMessage() {}
 
 func (x *Withheld) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[21]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1288,7 +1592,7 @@ func (x *Withheld) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Withheld.ProtoReflect.Descriptor instead.
 func (*Withheld) Descriptor() ([]byte, []int) {
-	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{21}
+	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *Withheld) GetTypeUrl() string {
@@ -1326,7 +1630,7 @@ type CreateJoinTokenRequest struct {
 
 func (x *CreateJoinTokenRequest) Reset() {
 	*x = CreateJoinTokenRequest{}
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[22]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1338,7 +1642,7 @@ func (x *CreateJoinTokenRequest) String() string {
 func (*CreateJoinTokenRequest) ProtoMessage() {}
 
 func (x *CreateJoinTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[22]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1351,7 +1655,7 @@ func (x *CreateJoinTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateJoinTokenRequest.ProtoReflect.Descriptor instead.
 func (*CreateJoinTokenRequest) Descriptor() ([]byte, []int) {
-	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{22}
+	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *CreateJoinTokenRequest) GetNodeId() string {
@@ -1388,7 +1692,7 @@ type CreateJoinTokenResponse struct {
 
 func (x *CreateJoinTokenResponse) Reset() {
 	*x = CreateJoinTokenResponse{}
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[23]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1400,7 +1704,7 @@ func (x *CreateJoinTokenResponse) String() string {
 func (*CreateJoinTokenResponse) ProtoMessage() {}
 
 func (x *CreateJoinTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[23]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1413,7 +1717,7 @@ func (x *CreateJoinTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateJoinTokenResponse.ProtoReflect.Descriptor instead.
 func (*CreateJoinTokenResponse) Descriptor() ([]byte, []int) {
-	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{23}
+	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *CreateJoinTokenResponse) GetToken() string {
@@ -1449,7 +1753,7 @@ type SignRequest struct {
 
 func (x *SignRequest) Reset() {
 	*x = SignRequest{}
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[24]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1461,7 +1765,7 @@ func (x *SignRequest) String() string {
 func (*SignRequest) ProtoMessage() {}
 
 func (x *SignRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[24]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1474,7 +1778,7 @@ func (x *SignRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignRequest.ProtoReflect.Descriptor instead.
 func (*SignRequest) Descriptor() ([]byte, []int) {
-	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{24}
+	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *SignRequest) GetCsr() []byte {
@@ -1505,7 +1809,7 @@ type SignResponse struct {
 
 func (x *SignResponse) Reset() {
 	*x = SignResponse{}
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[25]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1517,7 +1821,7 @@ func (x *SignResponse) String() string {
 func (*SignResponse) ProtoMessage() {}
 
 func (x *SignResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[25]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1530,7 +1834,7 @@ func (x *SignResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignResponse.ProtoReflect.Descriptor instead.
 func (*SignResponse) Descriptor() ([]byte, []int) {
-	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{25}
+	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *SignResponse) GetCertChain() [][]byte {
@@ -1570,7 +1874,7 @@ type RevokeNodeRequest struct {
 
 func (x *RevokeNodeRequest) Reset() {
 	*x = RevokeNodeRequest{}
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[26]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1582,7 +1886,7 @@ func (x *RevokeNodeRequest) String() string {
 func (*RevokeNodeRequest) ProtoMessage() {}
 
 func (x *RevokeNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[26]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1595,7 +1899,7 @@ func (x *RevokeNodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeNodeRequest.ProtoReflect.Descriptor instead.
 func (*RevokeNodeRequest) Descriptor() ([]byte, []int) {
-	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{26}
+	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *RevokeNodeRequest) GetNodeId() string {
@@ -1615,7 +1919,7 @@ type RevokeNodeResponse struct {
 
 func (x *RevokeNodeResponse) Reset() {
 	*x = RevokeNodeResponse{}
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[27]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1627,7 +1931,7 @@ func (x *RevokeNodeResponse) String() string {
 func (*RevokeNodeResponse) ProtoMessage() {}
 
 func (x *RevokeNodeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[27]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1640,7 +1944,7 @@ func (x *RevokeNodeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeNodeResponse.ProtoReflect.Descriptor instead.
 func (*RevokeNodeResponse) Descriptor() ([]byte, []int) {
-	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{27}
+	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *RevokeNodeResponse) GetTokensDropped() uint32 {
@@ -1658,7 +1962,7 @@ type ListNodesRequest struct {
 
 func (x *ListNodesRequest) Reset() {
 	*x = ListNodesRequest{}
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[28]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1670,7 +1974,7 @@ func (x *ListNodesRequest) String() string {
 func (*ListNodesRequest) ProtoMessage() {}
 
 func (x *ListNodesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[28]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1683,7 +1987,7 @@ func (x *ListNodesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNodesRequest.ProtoReflect.Descriptor instead.
 func (*ListNodesRequest) Descriptor() ([]byte, []int) {
-	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{28}
+	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{33}
 }
 
 type ListNodesResponse struct {
@@ -1695,7 +1999,7 @@ type ListNodesResponse struct {
 
 func (x *ListNodesResponse) Reset() {
 	*x = ListNodesResponse{}
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[29]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1707,7 +2011,7 @@ func (x *ListNodesResponse) String() string {
 func (*ListNodesResponse) ProtoMessage() {}
 
 func (x *ListNodesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[29]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1720,7 +2024,7 @@ func (x *ListNodesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNodesResponse.ProtoReflect.Descriptor instead.
 func (*ListNodesResponse) Descriptor() ([]byte, []int) {
-	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{29}
+	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *ListNodesResponse) GetNodes() []*IdentityNode {
@@ -1749,7 +2053,7 @@ type IdentityNode struct {
 
 func (x *IdentityNode) Reset() {
 	*x = IdentityNode{}
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[30]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1761,7 +2065,7 @@ func (x *IdentityNode) String() string {
 func (*IdentityNode) ProtoMessage() {}
 
 func (x *IdentityNode) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[30]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1774,7 +2078,7 @@ func (x *IdentityNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IdentityNode.ProtoReflect.Descriptor instead.
 func (*IdentityNode) Descriptor() ([]byte, []int) {
-	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{30}
+	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *IdentityNode) GetNodeId() string {
@@ -1892,7 +2196,7 @@ const file_meshkit_v1_meshkit_proto_rawDesc = "" +
 	"\aversion\x18\x02 \x01(\tR\aversion\"\x14\n" +
 	"\x12ListProxiesRequest\"L\n" +
 	"\x13ListProxiesResponse\x125\n" +
-	"\aproxies\x18\x01 \x03(\v2\x1b.omnirelay.meshkit.v1.ProxyR\aproxies\"\x9a\x04\n" +
+	"\aproxies\x18\x01 \x03(\v2\x1b.omnirelay.meshkit.v1.ProxyR\aproxies\"\x85\x05\n" +
 	"\x05Proxy\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x18\n" +
 	"\acluster\x18\x02 \x01(\tR\acluster\x12\x12\n" +
@@ -1907,11 +2211,32 @@ const file_meshkit_v1_meshkit_proto_rawDesc = "" +
 	" \x03(\v2&.omnirelay.meshkit.v1.Proxy.AckedEntryR\x05acked\x127\n" +
 	"\tlast_nack\x18\v \x01(\v2\x1a.omnirelay.meshkit.v1.NackR\blastNack\x12:\n" +
 	"\bwithheld\x18\f \x03(\v2\x1e.omnirelay.meshkit.v1.WithheldR\bwithheld\x12\x1a\n" +
-	"\bfeatures\x18\r \x03(\tR\bfeatures\x1a8\n" +
+	"\bfeatures\x18\r \x03(\tR\bfeatures\x12#\n" +
+	"\rcanary_bucket\x18\x0e \x01(\rR\fcanaryBucket\x12D\n" +
+	"\n" +
+	"extensions\x18\x0f \x03(\v2$.omnirelay.meshkit.v1.ProxyExtensionR\n" +
+	"extensions\x1a8\n" +
 	"\n" +
 	"AckedEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x7f\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"l\n" +
+	"\x0eProxyExtension\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
+	"\apackage\x18\x02 \x01(\tR\apackage\x12\x12\n" +
+	"\x04role\x18\x03 \x01(\tR\x04role\x12\x18\n" +
+	"\apercent\x18\x04 \x01(\rR\apercent\"q\n" +
+	"\rCanaryRequest\x12\x1c\n" +
+	"\textension\x18\x01 \x01(\tR\textension\x12\x18\n" +
+	"\apackage\x18\x02 \x01(\tR\apackage\x12\x18\n" +
+	"\apercent\x18\x03 \x01(\rR\apercent\x12\x0e\n" +
+	"\x02by\x18\x04 \x01(\tR\x02by\".\n" +
+	"\x0ePromoteRequest\x12\x1c\n" +
+	"\textension\x18\x01 \x01(\tR\textension\"/\n" +
+	"\x0fRollbackRequest\x12\x1c\n" +
+	"\textension\x18\x01 \x01(\tR\textension\"E\n" +
+	"\x0fRolloutResponse\x12\x18\n" +
+	"\aversion\x18\x01 \x01(\tR\aversion\x12\x18\n" +
+	"\aentries\x18\x02 \x03(\tR\aentries\"\x7f\n" +
 	"\x04Nack\x12\x19\n" +
 	"\btype_url\x18\x01 \x01(\tR\atypeUrl\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12\x16\n" +
@@ -1975,7 +2300,11 @@ const file_meshkit_v1_meshkit_proto_rawDesc = "" +
 	"\x05Apply\x12\".omnirelay.meshkit.v1.ApplyRequest\x1a#.omnirelay.meshkit.v1.ApplyResponse\x12V\n" +
 	"\x03Get\x12&.omnirelay.meshkit.v1.GetConfigRequest\x1a'.omnirelay.meshkit.v1.GetConfigResponse2f\n" +
 	"\aProxies\x12[\n" +
-	"\x04List\x12(.omnirelay.meshkit.v1.ListProxiesRequest\x1a).omnirelay.meshkit.v1.ListProxiesResponse2Y\n" +
+	"\x04List\x12(.omnirelay.meshkit.v1.ListProxiesRequest\x1a).omnirelay.meshkit.v1.ListProxiesResponse2\x92\x02\n" +
+	"\bRollouts\x12T\n" +
+	"\x06Canary\x12#.omnirelay.meshkit.v1.CanaryRequest\x1a%.omnirelay.meshkit.v1.RolloutResponse\x12V\n" +
+	"\aPromote\x12$.omnirelay.meshkit.v1.PromoteRequest\x1a%.omnirelay.meshkit.v1.RolloutResponse\x12X\n" +
+	"\bRollback\x12%.omnirelay.meshkit.v1.RollbackRequest\x1a%.omnirelay.meshkit.v1.RolloutResponse2Y\n" +
 	"\bIdentity\x12M\n" +
 	"\x04Sign\x12!.omnirelay.meshkit.v1.SignRequest\x1a\".omnirelay.meshkit.v1.SignResponse2\xbe\x02\n" +
 	"\rIdentityAdmin\x12n\n" +
@@ -1997,7 +2326,7 @@ func file_meshkit_v1_meshkit_proto_rawDescGZIP() []byte {
 }
 
 var file_meshkit_v1_meshkit_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_meshkit_v1_meshkit_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
+var file_meshkit_v1_meshkit_proto_msgTypes = make([]protoimpl.MessageInfo, 38)
 var file_meshkit_v1_meshkit_proto_goTypes = []any{
 	(Health)(0),                     // 0: omnirelay.meshkit.v1.Health
 	(*Locality)(nil),                // 1: omnirelay.meshkit.v1.Locality
@@ -2020,78 +2349,90 @@ var file_meshkit_v1_meshkit_proto_goTypes = []any{
 	(*ListProxiesRequest)(nil),      // 18: omnirelay.meshkit.v1.ListProxiesRequest
 	(*ListProxiesResponse)(nil),     // 19: omnirelay.meshkit.v1.ListProxiesResponse
 	(*Proxy)(nil),                   // 20: omnirelay.meshkit.v1.Proxy
-	(*Nack)(nil),                    // 21: omnirelay.meshkit.v1.Nack
-	(*Withheld)(nil),                // 22: omnirelay.meshkit.v1.Withheld
-	(*CreateJoinTokenRequest)(nil),  // 23: omnirelay.meshkit.v1.CreateJoinTokenRequest
-	(*CreateJoinTokenResponse)(nil), // 24: omnirelay.meshkit.v1.CreateJoinTokenResponse
-	(*SignRequest)(nil),             // 25: omnirelay.meshkit.v1.SignRequest
-	(*SignResponse)(nil),            // 26: omnirelay.meshkit.v1.SignResponse
-	(*RevokeNodeRequest)(nil),       // 27: omnirelay.meshkit.v1.RevokeNodeRequest
-	(*RevokeNodeResponse)(nil),      // 28: omnirelay.meshkit.v1.RevokeNodeResponse
-	(*ListNodesRequest)(nil),        // 29: omnirelay.meshkit.v1.ListNodesRequest
-	(*ListNodesResponse)(nil),       // 30: omnirelay.meshkit.v1.ListNodesResponse
-	(*IdentityNode)(nil),            // 31: omnirelay.meshkit.v1.IdentityNode
-	nil,                             // 32: omnirelay.meshkit.v1.Endpoint.MetadataEntry
-	nil,                             // 33: omnirelay.meshkit.v1.Proxy.AckedEntry
-	(*durationpb.Duration)(nil),     // 34: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),   // 35: google.protobuf.Timestamp
+	(*ProxyExtension)(nil),          // 21: omnirelay.meshkit.v1.ProxyExtension
+	(*CanaryRequest)(nil),           // 22: omnirelay.meshkit.v1.CanaryRequest
+	(*PromoteRequest)(nil),          // 23: omnirelay.meshkit.v1.PromoteRequest
+	(*RollbackRequest)(nil),         // 24: omnirelay.meshkit.v1.RollbackRequest
+	(*RolloutResponse)(nil),         // 25: omnirelay.meshkit.v1.RolloutResponse
+	(*Nack)(nil),                    // 26: omnirelay.meshkit.v1.Nack
+	(*Withheld)(nil),                // 27: omnirelay.meshkit.v1.Withheld
+	(*CreateJoinTokenRequest)(nil),  // 28: omnirelay.meshkit.v1.CreateJoinTokenRequest
+	(*CreateJoinTokenResponse)(nil), // 29: omnirelay.meshkit.v1.CreateJoinTokenResponse
+	(*SignRequest)(nil),             // 30: omnirelay.meshkit.v1.SignRequest
+	(*SignResponse)(nil),            // 31: omnirelay.meshkit.v1.SignResponse
+	(*RevokeNodeRequest)(nil),       // 32: omnirelay.meshkit.v1.RevokeNodeRequest
+	(*RevokeNodeResponse)(nil),      // 33: omnirelay.meshkit.v1.RevokeNodeResponse
+	(*ListNodesRequest)(nil),        // 34: omnirelay.meshkit.v1.ListNodesRequest
+	(*ListNodesResponse)(nil),       // 35: omnirelay.meshkit.v1.ListNodesResponse
+	(*IdentityNode)(nil),            // 36: omnirelay.meshkit.v1.IdentityNode
+	nil,                             // 37: omnirelay.meshkit.v1.Endpoint.MetadataEntry
+	nil,                             // 38: omnirelay.meshkit.v1.Proxy.AckedEntry
+	(*durationpb.Duration)(nil),     // 39: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),   // 40: google.protobuf.Timestamp
 }
 var file_meshkit_v1_meshkit_proto_depIdxs = []int32{
 	1,  // 0: omnirelay.meshkit.v1.Endpoint.locality:type_name -> omnirelay.meshkit.v1.Locality
 	0,  // 1: omnirelay.meshkit.v1.Endpoint.health:type_name -> omnirelay.meshkit.v1.Health
-	32, // 2: omnirelay.meshkit.v1.Endpoint.metadata:type_name -> omnirelay.meshkit.v1.Endpoint.MetadataEntry
-	34, // 3: omnirelay.meshkit.v1.Endpoint.ttl:type_name -> google.protobuf.Duration
-	35, // 4: omnirelay.meshkit.v1.Endpoint.lease_expires_at:type_name -> google.protobuf.Timestamp
+	37, // 2: omnirelay.meshkit.v1.Endpoint.metadata:type_name -> omnirelay.meshkit.v1.Endpoint.MetadataEntry
+	39, // 3: omnirelay.meshkit.v1.Endpoint.ttl:type_name -> google.protobuf.Duration
+	40, // 4: omnirelay.meshkit.v1.Endpoint.lease_expires_at:type_name -> google.protobuf.Timestamp
 	2,  // 5: omnirelay.meshkit.v1.RegisterRequest.endpoint:type_name -> omnirelay.meshkit.v1.Endpoint
 	2,  // 6: omnirelay.meshkit.v1.RegisterResponse.endpoint:type_name -> omnirelay.meshkit.v1.Endpoint
-	34, // 7: omnirelay.meshkit.v1.HeartbeatRequest.ttl:type_name -> google.protobuf.Duration
+	39, // 7: omnirelay.meshkit.v1.HeartbeatRequest.ttl:type_name -> google.protobuf.Duration
 	0,  // 8: omnirelay.meshkit.v1.HeartbeatRequest.health:type_name -> omnirelay.meshkit.v1.Health
 	2,  // 9: omnirelay.meshkit.v1.HeartbeatResponse.endpoint:type_name -> omnirelay.meshkit.v1.Endpoint
 	10, // 10: omnirelay.meshkit.v1.ListServicesResponse.services:type_name -> omnirelay.meshkit.v1.Service
 	2,  // 11: omnirelay.meshkit.v1.ListEndpointsResponse.endpoints:type_name -> omnirelay.meshkit.v1.Endpoint
 	20, // 12: omnirelay.meshkit.v1.ListProxiesResponse.proxies:type_name -> omnirelay.meshkit.v1.Proxy
-	35, // 13: omnirelay.meshkit.v1.Proxy.connected_since:type_name -> google.protobuf.Timestamp
-	33, // 14: omnirelay.meshkit.v1.Proxy.acked:type_name -> omnirelay.meshkit.v1.Proxy.AckedEntry
-	21, // 15: omnirelay.meshkit.v1.Proxy.last_nack:type_name -> omnirelay.meshkit.v1.Nack
-	22, // 16: omnirelay.meshkit.v1.Proxy.withheld:type_name -> omnirelay.meshkit.v1.Withheld
-	35, // 17: omnirelay.meshkit.v1.Nack.at:type_name -> google.protobuf.Timestamp
-	34, // 18: omnirelay.meshkit.v1.CreateJoinTokenRequest.ttl:type_name -> google.protobuf.Duration
-	35, // 19: omnirelay.meshkit.v1.CreateJoinTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
-	35, // 20: omnirelay.meshkit.v1.SignResponse.expires_at:type_name -> google.protobuf.Timestamp
-	31, // 21: omnirelay.meshkit.v1.ListNodesResponse.nodes:type_name -> omnirelay.meshkit.v1.IdentityNode
-	35, // 22: omnirelay.meshkit.v1.IdentityNode.created_at:type_name -> google.protobuf.Timestamp
-	35, // 23: omnirelay.meshkit.v1.IdentityNode.revoked_at:type_name -> google.protobuf.Timestamp
-	35, // 24: omnirelay.meshkit.v1.IdentityNode.last_issued_at:type_name -> google.protobuf.Timestamp
-	35, // 25: omnirelay.meshkit.v1.IdentityNode.cert_expires_at:type_name -> google.protobuf.Timestamp
-	3,  // 26: omnirelay.meshkit.v1.Registry.Register:input_type -> omnirelay.meshkit.v1.RegisterRequest
-	5,  // 27: omnirelay.meshkit.v1.Registry.Heartbeat:input_type -> omnirelay.meshkit.v1.HeartbeatRequest
-	7,  // 28: omnirelay.meshkit.v1.Registry.Deregister:input_type -> omnirelay.meshkit.v1.DeregisterRequest
-	9,  // 29: omnirelay.meshkit.v1.Registry.ListServices:input_type -> omnirelay.meshkit.v1.ListServicesRequest
-	12, // 30: omnirelay.meshkit.v1.Registry.ListEndpoints:input_type -> omnirelay.meshkit.v1.ListEndpointsRequest
-	14, // 31: omnirelay.meshkit.v1.Config.Apply:input_type -> omnirelay.meshkit.v1.ApplyRequest
-	16, // 32: omnirelay.meshkit.v1.Config.Get:input_type -> omnirelay.meshkit.v1.GetConfigRequest
-	18, // 33: omnirelay.meshkit.v1.Proxies.List:input_type -> omnirelay.meshkit.v1.ListProxiesRequest
-	25, // 34: omnirelay.meshkit.v1.Identity.Sign:input_type -> omnirelay.meshkit.v1.SignRequest
-	23, // 35: omnirelay.meshkit.v1.IdentityAdmin.CreateJoinToken:input_type -> omnirelay.meshkit.v1.CreateJoinTokenRequest
-	27, // 36: omnirelay.meshkit.v1.IdentityAdmin.RevokeNode:input_type -> omnirelay.meshkit.v1.RevokeNodeRequest
-	29, // 37: omnirelay.meshkit.v1.IdentityAdmin.ListNodes:input_type -> omnirelay.meshkit.v1.ListNodesRequest
-	4,  // 38: omnirelay.meshkit.v1.Registry.Register:output_type -> omnirelay.meshkit.v1.RegisterResponse
-	6,  // 39: omnirelay.meshkit.v1.Registry.Heartbeat:output_type -> omnirelay.meshkit.v1.HeartbeatResponse
-	8,  // 40: omnirelay.meshkit.v1.Registry.Deregister:output_type -> omnirelay.meshkit.v1.DeregisterResponse
-	11, // 41: omnirelay.meshkit.v1.Registry.ListServices:output_type -> omnirelay.meshkit.v1.ListServicesResponse
-	13, // 42: omnirelay.meshkit.v1.Registry.ListEndpoints:output_type -> omnirelay.meshkit.v1.ListEndpointsResponse
-	15, // 43: omnirelay.meshkit.v1.Config.Apply:output_type -> omnirelay.meshkit.v1.ApplyResponse
-	17, // 44: omnirelay.meshkit.v1.Config.Get:output_type -> omnirelay.meshkit.v1.GetConfigResponse
-	19, // 45: omnirelay.meshkit.v1.Proxies.List:output_type -> omnirelay.meshkit.v1.ListProxiesResponse
-	26, // 46: omnirelay.meshkit.v1.Identity.Sign:output_type -> omnirelay.meshkit.v1.SignResponse
-	24, // 47: omnirelay.meshkit.v1.IdentityAdmin.CreateJoinToken:output_type -> omnirelay.meshkit.v1.CreateJoinTokenResponse
-	28, // 48: omnirelay.meshkit.v1.IdentityAdmin.RevokeNode:output_type -> omnirelay.meshkit.v1.RevokeNodeResponse
-	30, // 49: omnirelay.meshkit.v1.IdentityAdmin.ListNodes:output_type -> omnirelay.meshkit.v1.ListNodesResponse
-	38, // [38:50] is the sub-list for method output_type
-	26, // [26:38] is the sub-list for method input_type
-	26, // [26:26] is the sub-list for extension type_name
-	26, // [26:26] is the sub-list for extension extendee
-	0,  // [0:26] is the sub-list for field type_name
+	40, // 13: omnirelay.meshkit.v1.Proxy.connected_since:type_name -> google.protobuf.Timestamp
+	38, // 14: omnirelay.meshkit.v1.Proxy.acked:type_name -> omnirelay.meshkit.v1.Proxy.AckedEntry
+	26, // 15: omnirelay.meshkit.v1.Proxy.last_nack:type_name -> omnirelay.meshkit.v1.Nack
+	27, // 16: omnirelay.meshkit.v1.Proxy.withheld:type_name -> omnirelay.meshkit.v1.Withheld
+	21, // 17: omnirelay.meshkit.v1.Proxy.extensions:type_name -> omnirelay.meshkit.v1.ProxyExtension
+	40, // 18: omnirelay.meshkit.v1.Nack.at:type_name -> google.protobuf.Timestamp
+	39, // 19: omnirelay.meshkit.v1.CreateJoinTokenRequest.ttl:type_name -> google.protobuf.Duration
+	40, // 20: omnirelay.meshkit.v1.CreateJoinTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
+	40, // 21: omnirelay.meshkit.v1.SignResponse.expires_at:type_name -> google.protobuf.Timestamp
+	36, // 22: omnirelay.meshkit.v1.ListNodesResponse.nodes:type_name -> omnirelay.meshkit.v1.IdentityNode
+	40, // 23: omnirelay.meshkit.v1.IdentityNode.created_at:type_name -> google.protobuf.Timestamp
+	40, // 24: omnirelay.meshkit.v1.IdentityNode.revoked_at:type_name -> google.protobuf.Timestamp
+	40, // 25: omnirelay.meshkit.v1.IdentityNode.last_issued_at:type_name -> google.protobuf.Timestamp
+	40, // 26: omnirelay.meshkit.v1.IdentityNode.cert_expires_at:type_name -> google.protobuf.Timestamp
+	3,  // 27: omnirelay.meshkit.v1.Registry.Register:input_type -> omnirelay.meshkit.v1.RegisterRequest
+	5,  // 28: omnirelay.meshkit.v1.Registry.Heartbeat:input_type -> omnirelay.meshkit.v1.HeartbeatRequest
+	7,  // 29: omnirelay.meshkit.v1.Registry.Deregister:input_type -> omnirelay.meshkit.v1.DeregisterRequest
+	9,  // 30: omnirelay.meshkit.v1.Registry.ListServices:input_type -> omnirelay.meshkit.v1.ListServicesRequest
+	12, // 31: omnirelay.meshkit.v1.Registry.ListEndpoints:input_type -> omnirelay.meshkit.v1.ListEndpointsRequest
+	14, // 32: omnirelay.meshkit.v1.Config.Apply:input_type -> omnirelay.meshkit.v1.ApplyRequest
+	16, // 33: omnirelay.meshkit.v1.Config.Get:input_type -> omnirelay.meshkit.v1.GetConfigRequest
+	18, // 34: omnirelay.meshkit.v1.Proxies.List:input_type -> omnirelay.meshkit.v1.ListProxiesRequest
+	22, // 35: omnirelay.meshkit.v1.Rollouts.Canary:input_type -> omnirelay.meshkit.v1.CanaryRequest
+	23, // 36: omnirelay.meshkit.v1.Rollouts.Promote:input_type -> omnirelay.meshkit.v1.PromoteRequest
+	24, // 37: omnirelay.meshkit.v1.Rollouts.Rollback:input_type -> omnirelay.meshkit.v1.RollbackRequest
+	30, // 38: omnirelay.meshkit.v1.Identity.Sign:input_type -> omnirelay.meshkit.v1.SignRequest
+	28, // 39: omnirelay.meshkit.v1.IdentityAdmin.CreateJoinToken:input_type -> omnirelay.meshkit.v1.CreateJoinTokenRequest
+	32, // 40: omnirelay.meshkit.v1.IdentityAdmin.RevokeNode:input_type -> omnirelay.meshkit.v1.RevokeNodeRequest
+	34, // 41: omnirelay.meshkit.v1.IdentityAdmin.ListNodes:input_type -> omnirelay.meshkit.v1.ListNodesRequest
+	4,  // 42: omnirelay.meshkit.v1.Registry.Register:output_type -> omnirelay.meshkit.v1.RegisterResponse
+	6,  // 43: omnirelay.meshkit.v1.Registry.Heartbeat:output_type -> omnirelay.meshkit.v1.HeartbeatResponse
+	8,  // 44: omnirelay.meshkit.v1.Registry.Deregister:output_type -> omnirelay.meshkit.v1.DeregisterResponse
+	11, // 45: omnirelay.meshkit.v1.Registry.ListServices:output_type -> omnirelay.meshkit.v1.ListServicesResponse
+	13, // 46: omnirelay.meshkit.v1.Registry.ListEndpoints:output_type -> omnirelay.meshkit.v1.ListEndpointsResponse
+	15, // 47: omnirelay.meshkit.v1.Config.Apply:output_type -> omnirelay.meshkit.v1.ApplyResponse
+	17, // 48: omnirelay.meshkit.v1.Config.Get:output_type -> omnirelay.meshkit.v1.GetConfigResponse
+	19, // 49: omnirelay.meshkit.v1.Proxies.List:output_type -> omnirelay.meshkit.v1.ListProxiesResponse
+	25, // 50: omnirelay.meshkit.v1.Rollouts.Canary:output_type -> omnirelay.meshkit.v1.RolloutResponse
+	25, // 51: omnirelay.meshkit.v1.Rollouts.Promote:output_type -> omnirelay.meshkit.v1.RolloutResponse
+	25, // 52: omnirelay.meshkit.v1.Rollouts.Rollback:output_type -> omnirelay.meshkit.v1.RolloutResponse
+	31, // 53: omnirelay.meshkit.v1.Identity.Sign:output_type -> omnirelay.meshkit.v1.SignResponse
+	29, // 54: omnirelay.meshkit.v1.IdentityAdmin.CreateJoinToken:output_type -> omnirelay.meshkit.v1.CreateJoinTokenResponse
+	33, // 55: omnirelay.meshkit.v1.IdentityAdmin.RevokeNode:output_type -> omnirelay.meshkit.v1.RevokeNodeResponse
+	35, // 56: omnirelay.meshkit.v1.IdentityAdmin.ListNodes:output_type -> omnirelay.meshkit.v1.ListNodesResponse
+	42, // [42:57] is the sub-list for method output_type
+	27, // [27:42] is the sub-list for method input_type
+	27, // [27:27] is the sub-list for extension type_name
+	27, // [27:27] is the sub-list for extension extendee
+	0,  // [0:27] is the sub-list for field type_name
 }
 
 func init() { file_meshkit_v1_meshkit_proto_init() }
@@ -2105,9 +2446,9 @@ func file_meshkit_v1_meshkit_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_meshkit_v1_meshkit_proto_rawDesc), len(file_meshkit_v1_meshkit_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   33,
+			NumMessages:   38,
 			NumExtensions: 0,
-			NumServices:   5,
+			NumServices:   6,
 		},
 		GoTypes:           file_meshkit_v1_meshkit_proto_goTypes,
 		DependencyIndexes: file_meshkit_v1_meshkit_proto_depIdxs,

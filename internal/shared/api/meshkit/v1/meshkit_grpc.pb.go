@@ -547,6 +547,210 @@ var Proxies_ServiceDesc = grpc.ServiceDesc{
 }
 
 const (
+	Rollouts_Canary_FullMethodName   = "/omnirelay.meshkit.v1.Rollouts/Canary"
+	Rollouts_Promote_FullMethodName  = "/omnirelay.meshkit.v1.Rollouts/Promote"
+	Rollouts_Rollback_FullMethodName = "/omnirelay.meshkit.v1.Rollouts/Rollback"
+)
+
+// RolloutsClient is the client API for Rollouts service.
+//
+// For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
+//
+// Rollouts moves an extension through a canary: each call rewrites every
+// entry of the extension in the desired config (all listeners), as one new
+// config version, checked like an Apply. Promote and Rollback on an
+// extension with no canary fail with FAILED_PRECONDITION.
+type RolloutsClient interface {
+	// Canary runs package for percent % of the requests (by "requests", the
+	// default) or of the proxies (by "proxies": MeshKit sends the new package
+	// to the proxies whose node-id hash falls under percent, the previous one
+	// to the rest). The package the extension runs now becomes the previous
+	// one; on an extension already in canary, the previous one stays and
+	// package, percent and by are replaced.
+	Canary(ctx context.Context, in *CanaryRequest, opts ...grpc.CallOption) (*RolloutResponse, error)
+	// Promote keeps the canary's package and drops the previous one.
+	Promote(ctx context.Context, in *PromoteRequest, opts ...grpc.CallOption) (*RolloutResponse, error)
+	// Rollback restores the previous package and config.
+	Rollback(ctx context.Context, in *RollbackRequest, opts ...grpc.CallOption) (*RolloutResponse, error)
+}
+
+type rolloutsClient struct {
+	cc grpc.ClientConnInterface
+}
+
+func NewRolloutsClient(cc grpc.ClientConnInterface) RolloutsClient {
+	return &rolloutsClient{cc}
+}
+
+func (c *rolloutsClient) Canary(ctx context.Context, in *CanaryRequest, opts ...grpc.CallOption) (*RolloutResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RolloutResponse)
+	err := c.cc.Invoke(ctx, Rollouts_Canary_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *rolloutsClient) Promote(ctx context.Context, in *PromoteRequest, opts ...grpc.CallOption) (*RolloutResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RolloutResponse)
+	err := c.cc.Invoke(ctx, Rollouts_Promote_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *rolloutsClient) Rollback(ctx context.Context, in *RollbackRequest, opts ...grpc.CallOption) (*RolloutResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RolloutResponse)
+	err := c.cc.Invoke(ctx, Rollouts_Rollback_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// RolloutsServer is the server API for Rollouts service.
+// All implementations must embed UnimplementedRolloutsServer
+// for forward compatibility.
+//
+// Rollouts moves an extension through a canary: each call rewrites every
+// entry of the extension in the desired config (all listeners), as one new
+// config version, checked like an Apply. Promote and Rollback on an
+// extension with no canary fail with FAILED_PRECONDITION.
+type RolloutsServer interface {
+	// Canary runs package for percent % of the requests (by "requests", the
+	// default) or of the proxies (by "proxies": MeshKit sends the new package
+	// to the proxies whose node-id hash falls under percent, the previous one
+	// to the rest). The package the extension runs now becomes the previous
+	// one; on an extension already in canary, the previous one stays and
+	// package, percent and by are replaced.
+	Canary(context.Context, *CanaryRequest) (*RolloutResponse, error)
+	// Promote keeps the canary's package and drops the previous one.
+	Promote(context.Context, *PromoteRequest) (*RolloutResponse, error)
+	// Rollback restores the previous package and config.
+	Rollback(context.Context, *RollbackRequest) (*RolloutResponse, error)
+	mustEmbedUnimplementedRolloutsServer()
+}
+
+// UnimplementedRolloutsServer must be embedded to have
+// forward compatible implementations.
+//
+// NOTE: this should be embedded by value instead of pointer to avoid a nil
+// pointer dereference when methods are called.
+type UnimplementedRolloutsServer struct{}
+
+func (UnimplementedRolloutsServer) Canary(context.Context, *CanaryRequest) (*RolloutResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Canary not implemented")
+}
+func (UnimplementedRolloutsServer) Promote(context.Context, *PromoteRequest) (*RolloutResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Promote not implemented")
+}
+func (UnimplementedRolloutsServer) Rollback(context.Context, *RollbackRequest) (*RolloutResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Rollback not implemented")
+}
+func (UnimplementedRolloutsServer) mustEmbedUnimplementedRolloutsServer() {}
+func (UnimplementedRolloutsServer) testEmbeddedByValue()                  {}
+
+// UnsafeRolloutsServer may be embedded to opt out of forward compatibility for this service.
+// Use of this interface is not recommended, as added methods to RolloutsServer will
+// result in compilation errors.
+type UnsafeRolloutsServer interface {
+	mustEmbedUnimplementedRolloutsServer()
+}
+
+func RegisterRolloutsServer(s grpc.ServiceRegistrar, srv RolloutsServer) {
+	// If the following call panics, it indicates UnimplementedRolloutsServer was
+	// embedded by pointer and is nil.  This will cause panics if an
+	// unimplemented method is ever invoked, so we test this at initialization
+	// time to prevent it from happening at runtime later due to I/O.
+	if t, ok := srv.(interface{ testEmbeddedByValue() }); ok {
+		t.testEmbeddedByValue()
+	}
+	s.RegisterService(&Rollouts_ServiceDesc, srv)
+}
+
+func _Rollouts_Canary_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CanaryRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(RolloutsServer).Canary(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Rollouts_Canary_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(RolloutsServer).Canary(ctx, req.(*CanaryRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Rollouts_Promote_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PromoteRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(RolloutsServer).Promote(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Rollouts_Promote_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(RolloutsServer).Promote(ctx, req.(*PromoteRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Rollouts_Rollback_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RollbackRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(RolloutsServer).Rollback(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Rollouts_Rollback_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(RolloutsServer).Rollback(ctx, req.(*RollbackRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+// Rollouts_ServiceDesc is the grpc.ServiceDesc for Rollouts service.
+// It's only intended for direct use with grpc.RegisterService,
+// and not to be introspected or modified (even as a copy)
+var Rollouts_ServiceDesc = grpc.ServiceDesc{
+	ServiceName: "omnirelay.meshkit.v1.Rollouts",
+	HandlerType: (*RolloutsServer)(nil),
+	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "Canary",
+			Handler:    _Rollouts_Canary_Handler,
+		},
+		{
+			MethodName: "Promote",
+			Handler:    _Rollouts_Promote_Handler,
+		},
+		{
+			MethodName: "Rollback",
+			Handler:    _Rollouts_Rollback_Handler,
+		},
+	},
+	Streams:  []grpc.StreamDesc{},
+	Metadata: "meshkit/v1/meshkit.proto",
+}
+
+const (
 	Identity_Sign_FullMethodName = "/omnirelay.meshkit.v1.Identity/Sign"
 )
 
