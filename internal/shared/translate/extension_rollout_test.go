@@ -1,6 +1,8 @@
 package translate
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -51,5 +53,38 @@ func TestExtensionCanaryByProxies(t *testing.T) {
 				t.Fatalf("extension %v, want package %s and no canary", got, tc.want)
 			}
 		})
+	}
+}
+
+// TestDocProxyCanaryExample loads the canary-by-proxies example of
+// docs/extensions.md as MeshKit does, and checks that a proxy's own config
+// loader refuses it.
+func TestDocProxyCanaryExample(t *testing.T) {
+	doc, err := os.ReadFile(filepath.Join("..", "..", "..", "docs", "extensions.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, ok := strings.Cut(string(doc), "### Canary by proxies")
+	if !ok {
+		t.Fatal("no Canary by proxies section")
+	}
+	_, rest, _ = strings.Cut(rest, "```yaml\n")
+	body, _, ok := strings.Cut(rest, "```")
+	if !ok {
+		t.Fatal("no yaml example")
+	}
+	if _, err := config.Parse("mesh.yaml", []byte(body)); err == nil || !strings.Contains(err.Error(), "by proxies needs MeshKit") {
+		t.Fatalf("static parse: error %v", err)
+	}
+	c, err := config.Parse("mesh.yaml", []byte(body), config.ServedByMeshKit())
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts := Options{Packages: func(name, version string) ([]byte, error) { return []byte(name + "@" + version), nil }}
+	for _, bucket := range c.ProxyCanarySides() {
+		side, _ := c.ResolveProxyCanaries(bucket)
+		if _, err := TranslateWith(side, opts); err != nil {
+			t.Fatalf("side of bucket %d: %v", bucket, err)
+		}
 	}
 }
