@@ -125,9 +125,13 @@ func (dc *deltaConn) handle(req *discoveryv3.DeltaDiscoveryRequest) error {
 		if len(dc.watches) >= maxWatches {
 			return status.Errorf(codes.ResourceExhausted, "xds: more than %d resource types on one stream", maxWatches)
 		}
-		w = &deltaWatch{typeURL: typeURL, explicit: true}
-		for n, v := range req.GetInitialResourceVersions() {
-			w.held = append(w.held, held{n, v})
+		w = &deltaWatch{typeURL: canonicalType(typeURL), explicit: true}
+		if irv := req.GetInitialResourceVersions(); len(irv) > 0 {
+			w.held = make([]held, 0, len(irv))
+			ts := dc.currentType(w.typeURL)
+			for n, v := range irv {
+				w.held = append(w.held, held{canonicalName(ts, n), v})
+			}
 		}
 		slices.SortFunc(w.held, func(a, b held) int { return strings.Compare(a.name, b.name) })
 		i, _ := slices.BinarySearchFunc(dc.watches, typeURL, func(w *deltaWatch, t string) int { return compareTypes(w.typeURL, t) })
@@ -147,12 +151,16 @@ func (dc *deltaConn) handle(req *discoveryv3.DeltaDiscoveryRequest) error {
 	if first && len(sub) == 0 && fullState(typeURL) {
 		w.wildcard = true
 	}
-	for _, n := range sub {
-		if n == "*" {
-			w.wildcard = true
-			continue
+	if len(sub) > 0 {
+		ts := dc.currentType(w.typeURL)
+		w.subscribed = slices.Grow(w.subscribed, len(sub))
+		for _, n := range sub {
+			if n == "*" {
+				w.wildcard = true
+				continue
+			}
+			w.subscribe(canonicalName(ts, n))
 		}
-		w.subscribe(n)
 	}
 	for _, n := range unsub {
 		if n == "*" {
@@ -165,6 +173,14 @@ func (dc *deltaConn) handle(req *discoveryv3.DeltaDiscoveryRequest) error {
 		return dc.push(w)
 	}
 	return nil
+}
+
+// currentType is the type's state in the snapshot the stream last read.
+func (dc *deltaConn) currentType(typeURL string) *typeState {
+	if dc.gs == nil {
+		return nil
+	}
+	return dc.gs.types[typeURL]
 }
 
 func (dc *deltaConn) watch(typeURL string) *deltaWatch {
@@ -227,7 +243,7 @@ func (dc *deltaConn) push(w *deltaWatch) error {
 		w.base, w.held, w.explicit = ts, nil, false
 	} else {
 		w.own()
-		var next []held
+		next := make([]held, 0, len(w.subscribed))
 		for _, n := range w.subscribed {
 			var e *entry
 			if ts != nil {

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -429,6 +430,28 @@ func (x sdsService) DeltaSecrets(st deltaStream) error {
 }
 func (x sdsService) FetchSecrets(_ context.Context, r *discoveryv3.DiscoveryRequest) (*discoveryv3.DiscoveryResponse, error) {
 	return x.s.fetch(resourcev3.SecretType, r)
+}
+
+// canonicalType and canonicalName return the server's own copy of a type URL
+// or resource name, so that the watches of 10,000 streams share one string
+// per name instead of each keeping the copy decoded from its own request.
+func canonicalType(t string) string {
+	for _, k := range [...]string{resourcev3.ClusterType, resourcev3.EndpointType, resourcev3.ListenerType,
+		resourcev3.RouteType, resourcev3.SecretType} {
+		if t == k {
+			return k
+		}
+	}
+	return t
+}
+
+func canonicalName(ts *typeState, n string) string {
+	if ts != nil {
+		if i, ok := slices.BinarySearch(ts.names, n); ok {
+			return ts.names[i]
+		}
+	}
+	return n
 }
 
 // requestType is the type a request on this stream is about: a per-type

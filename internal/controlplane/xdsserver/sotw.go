@@ -84,11 +84,17 @@ func (sc *sotwConn) handle(req *discoveryv3.DiscoveryRequest) error {
 		if len(sc.watches) >= maxWatches {
 			return status.Errorf(codes.ResourceExhausted, "xds: more than %d resource types on one stream", maxWatches)
 		}
-		w = &sotwWatch{typeURL: typeURL}
+		w = &sotwWatch{typeURL: canonicalType(typeURL)}
 		i, _ := slices.BinarySearchFunc(sc.watches, typeURL, func(w *sotwWatch, t string) int { return compareTypes(w.typeURL, t) })
 		sc.watches = slices.Insert(sc.watches, i, w)
 	}
 	w.setNames(req.GetResourceNames())
+	if sc.gs != nil {
+		ts := sc.gs.types[w.typeURL]
+		for i, n := range w.names {
+			w.names[i] = canonicalName(ts, n)
+		}
+	}
 	return sc.push(w)
 }
 
@@ -105,6 +111,9 @@ func (sc *sotwConn) watch(typeURL string) *sotwWatch {
 // means every resource; "*" means every resource for any type.
 func (w *sotwWatch) setNames(names []string) {
 	w.wildcard = len(names) == 0 && fullState(w.typeURL)
+	if cap(w.names) < len(names) {
+		w.names = make([]string, 0, len(names)) // exact: no growth slack kept per stream
+	}
 	w.names = w.names[:0]
 	for _, n := range names {
 		if n == "*" {
@@ -152,6 +161,7 @@ func (sc *sotwConn) push(w *sotwWatch) error {
 	} else {
 		var sent []held
 		if ts != nil {
+			sent = make([]held, 0, len(w.names))
 			for _, n := range w.names {
 				if e := ts.byName[n]; e != nil {
 					sent = append(sent, held{n, e.version})
