@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os/exec"
 	"path/filepath"
+	goruntime "runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -82,6 +83,7 @@ func rolloutNodes(n int) (ids []string, in map[string]bool) {
 type rolloutProxy struct {
 	addr string
 	rt   *runtime.Runtime
+	ef   *extension.Factory
 }
 
 func startRolloutProxy(t *testing.T, id, xdsAddr string, meshPub, extPub ed25519.PublicKey) *rolloutProxy {
@@ -137,7 +139,7 @@ func startRolloutProxy(t *testing.T, id, xdsAddr string, meshPub, extPub ed25519
 		defer scancel()
 		_ = rt.Shutdown(sctx)
 	})
-	return &rolloutProxy{addr: addr, rt: rt}
+	return &rolloutProxy{addr: addr, rt: rt, ef: ef}
 }
 
 // TestExtensionRollout: four OmniRelay proxies behind one MeshKit run
@@ -379,4 +381,14 @@ clusters: [{ name: main, endpoints: [%s] }]
 		t.Fatalf("%d of %d requests failed or saw an unexpected version during the rollouts: %v", failed.Load(), sent.Load(), failures)
 	}
 	t.Logf("%d requests through the rollouts, none failed", sent.Load())
+
+	// The versions replaced along the way were released: each proxy holds
+	// one loaded plugin, v3's (after a collection: see extension.Factory).
+	for _, id := range ids {
+		eventually(t, 10*time.Second, "replaced plugins released on "+id, func() (bool, string) {
+			goruntime.GC()
+			n := proxies[id].ef.Loaded()
+			return n == 1, fmt.Sprintf("%d loads held", n)
+		})
+	}
 }

@@ -6,6 +6,11 @@
 // shapes, gRPC proxyless clients get api_listener shapes. Snapshots are
 // rebuilt off the xDS streams' goroutines, one rebuild at a time, and
 // published to the xDS server's cache; the server wakes the streams.
+//
+// It also carries out extension rollouts (rollout.go): canary, promote and
+// rollback steps rewrite the stored desired config, and a canary by share
+// of proxies is resolved per group, OmniRelay groups being keyed by a stable
+// node-id bucket as well as by capabilities (groups.go).
 package meshkit
 
 import (
@@ -63,6 +68,10 @@ type MeshKit struct {
 	dirty   chan struct{}       // 1-slot rebuild trigger
 
 	buildMu sync.Mutex // one build at a time; held while building a group
+	// built holds the snapshots of the last rebuild by desired version,
+	// capability set and canary side (buildGroup), so that a node opening
+	// a new bucket group reuses its side's snapshot; under buildMu.
+	built map[string]*builtSnapshot
 	// rolloutMu serialises this replica's rollout steps (rollout.go); the
 	// store's revision check orders them with every other writer.
 	rolloutMu sync.Mutex
@@ -272,7 +281,7 @@ func (m *MeshKit) group(node *corev3.Node) (string, error) {
 	m.mu.Unlock()
 	if !known {
 		m.buildMu.Lock()
-		m.buildGroup(g, k, nil)
+		m.buildGroup(g, k, m.built)
 		m.buildMu.Unlock()
 	}
 	return g, nil
@@ -289,9 +298,9 @@ func (m *MeshKit) rebuildAll() {
 	m.mu.Unlock()
 	// Groups that differ only by canary bucket mostly get the same
 	// resources: build each distinct snapshot once.
-	built := map[string]*builtSnapshot{}
+	m.built = map[string]*builtSnapshot{}
 	for g, k := range groups {
-		m.buildGroup(g, k, built)
+		m.buildGroup(g, k, m.built)
 	}
 	m.signed.sweep()
 }
