@@ -1,16 +1,23 @@
 // Package xdsserver owns MeshKit's xDS v3 management server: the snapshot
-// cache that holds one immutable resource set per node group, and the gRPC
+// cache that holds one immutable resource set per node group, the xDS
 // services that stream it to proxies (ADS in both state-of-the-world and
-// delta form, plus the per-type CDS/LDS/RDS/EDS/SDS services).
+// delta form, plus the per-type CDS/LDS/RDS/EDS/SDS services), and two ways
+// to serve them: Register on a grpc.Server, or Serve, the lean transport.
 //
 // It is hand-written rather than built on go-control-plane's pkg/cache and
 // pkg/server because those did not hold up here: the snapshot cache answers
 // every open watch under one lock on each update (with 10,000 SotW clients
-// on this machine: 0.95-1.4 s p99 fan-out, ~46 KB per client, against
-// 0.2-0.3 s and ~34 KB here; docs/xds-scale.md), and the SotW server re-sends
-// a NACKed version in a tight loop. From go-control-plane we use only the
-// generated API types, the generated service interfaces and the resource
-// type URL constants (pkg/resource/v3).
+// on this machine: 0.95-1.4 s p99 fan-out, ~46 KB per client), and the SotW
+// server re-sends a NACKed version in a tight loop. From go-control-plane we
+// use only the generated API types, the generated service interfaces and the
+// resource type URL constants (pkg/resource/v3).
+//
+// The lean transport (h2.go) is hand-written gRPC over HTTP/2 for these
+// services only, because grpc-go's server costs ~30 KB per connection before
+// any xDS state: four goroutines (18 KB of stacks, the stream handler's 8 KB
+// of it because it blocks in Recv more than 2 KB deep) and ~11 KB of
+// transport heap. With one goroutine per connection the lean transport
+// serves an xDS client in ~9 KB (docs/xds-scale.md).
 //
 // Concurrency model: Cache.Set builds the per-type indexes of a snapshot
 // outside any lock, swaps the group's state pointer and copies the group's
@@ -18,9 +25,10 @@
 // short-lived goroutines, a batch each, without any lock held. A stream whose
 // client has answered all it was sent is pushed inline by its batch; any
 // other gets a push goroutine of its own, so a client that stopped reading
-// can block only itself. An idle stream owns a single goroutine, gRPC's
-// handler goroutine, which receives requests: at 10,000 streams every idle
-// goroutine per stream would cost ~40-80 MB of stacks.
+// can block only itself. Requests are handled on the goroutine that receives
+// them (gRPC's handler goroutine, or the lean transport's connection reader),
+// under the stream's lock, which also orders pushes; an idle stream costs no
+// goroutine of its own beyond that one.
 package xdsserver
 
 import (

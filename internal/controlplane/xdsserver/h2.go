@@ -595,6 +595,12 @@ func (c *h2conn) writeDataLocked(st *h2stream) {
 		c.sendWin -= n
 	}
 	st.pending = nil
+	if st.wantPush && !st.done {
+		// A push skipped while this was pending (conn.pushLocked): run it now,
+		// off this lock and off the caller, which may hold the stream's lock.
+		st.wantPush = false
+		go st.xc.notify()
+	}
 	if st.trailers != nil {
 		c.out = append(c.out, st.trailers...)
 		st.trailers = nil
@@ -622,6 +628,7 @@ type h2stream struct {
 	trailers    []byte // the status, written once pending drains
 	headersSent bool
 	blocked     bool // listed in c.blocked
+	wantPush    bool // a push was skipped because of pending bytes
 	done        bool // status sent or stream reset: nothing more is written
 }
 

@@ -73,7 +73,7 @@ func (st *h2stream) handle(b []byte) error {
 			if err != nil {
 				return err
 			}
-			st.xc = c
+			st.xc, c.lean = c, st
 			st.sotw = &sotwConn{conn: c, stream: leanSotW{st}, typeURL: st.route.typeURL}
 			st.sotw.start(st.sotw.pushAll)
 		}
@@ -88,7 +88,7 @@ func (st *h2stream) handle(b []byte) error {
 			if err != nil {
 				return err
 			}
-			st.xc = c
+			st.xc, c.lean = c, st
 			st.delta = &deltaConn{conn: c, stream: leanDelta{st}, typeURL: st.route.typeURL}
 			st.delta.start(st.delta.pushAll)
 		}
@@ -210,6 +210,18 @@ func (st *h2stream) send(m proto.Message) error {
 	c.flushLocked()
 	c.wmu.Unlock()
 	return nil
+}
+
+// busy reports whether a response is still waiting for window, and if so
+// asks for a notification once it has gone out.
+func (st *h2stream) busy() bool {
+	st.c.wmu.Lock()
+	defer st.c.wmu.Unlock()
+	if len(st.pending) == 0 {
+		return false
+	}
+	st.wantPush = true
+	return true
 }
 
 // leanSotW and leanDelta give the stream kinds their Send.

@@ -156,6 +156,7 @@ type conn struct {
 	gs       *groupState  // guarded by mu
 	failed   error        // a push's Send error, returned by the handler; guarded by mu
 	onChange func() error // the stream kind's pushAll, called with mu held
+	lean     *h2stream    // the lean transport's stream, nil on grpc-go
 
 	pending atomic.Bool // a push goroutine is scheduled and has not yet read the state
 	closed  atomic.Bool
@@ -276,6 +277,14 @@ func (c *conn) push() {
 
 func (c *conn) pushLocked() {
 	if c.closed.Load() || c.failed != nil {
+		return
+	}
+	if c.lean != nil && c.lean.busy() {
+		// The client has not taken the last response yet (no window): do not
+		// queue another behind it. The transport notifies again once it has
+		// drained, and that push reads the newest state, so a stalled client
+		// holds one response, not one per update. (On grpc-go the push
+		// goroutine blocks in Send instead, with the same effect.)
 		return
 	}
 	c.gs = c.s.cache.current(c.group)
