@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -203,6 +204,9 @@ func (c *h2conn) run() error {
 	first := true
 	for {
 		fh, err := c.fr.ReadFrameHeader()
+		if errors.Is(err, http2.ErrFrameTooLarge) {
+			return http2.ConnectionError(http2.ErrCodeFrameSize)
+		}
 		if err != nil {
 			return err
 		}
@@ -413,7 +417,9 @@ func (c *h2conn) headers(f *http2.MetaHeadersFrame) error {
 				ct = hf.Value
 			}
 		}
-		ok = ct == "application/grpc" || len(ct) > len("application/grpc") && ct[:len("application/grpc")+1] == "application/grpc+" || ct == "application/grpc;"
+		// application/grpc, optionally followed by +codec or ;parameters.
+		rest, grpc := strings.CutPrefix(ct, "application/grpc")
+		ok = grpc && (rest == "" || rest[0] == '+' || rest[0] == ';')
 	}
 	switch {
 	case !ok:
