@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"net"
 	"sync"
@@ -14,11 +15,17 @@ type loadConfig struct {
 	addr    string
 	request []byte
 	// tls is nil for plaintext.
-	tls      *tls.Config
-	newConn  bool
-	conns    int
-	duration time.Duration
-	timeout  time.Duration
+	tls     *tls.Config
+	newConn bool
+	conns   int
+	// warmup runs before the measured duration on the same connections, so
+	// that in keepalive mode their handshakes fall outside the measurement.
+	warmup, duration time.Duration
+	timeout          time.Duration
+	// cpu, when set, returns the CPU time of what is under test; it is
+	// sampled when the measured phase starts and when the last worker
+	// stops.
+	cpu func() (time.Duration, error)
 }
 
 type result struct {
@@ -27,9 +34,13 @@ type result struct {
 	// dials counts connections established (TCP, and TLS when on).
 	dials, resumed uint64
 	firstErr       error
-	// elapsed runs from the start until the last worker stopped, so that
-	// requests/elapsed covers every request the proxy served in the run.
+	// elapsed runs from the start of the measured phase until the last
+	// worker stopped, so that requests/elapsed covers every request the
+	// proxy served in that window.
 	elapsed time.Duration
+	// cpu is cfg.cpu's difference over elapsed; cpuErr why it is missing.
+	cpu    time.Duration
+	cpuErr error
 	// version and curve are what the last TLS handshake negotiated (0: no
 	// TLS).
 	version uint16
@@ -50,36 +61,76 @@ func (r *result) add(o *result) {
 	}
 }
 
-// runLoad runs cfg.conns workers until cfg.duration has passed or ctx ends.
-// A worker finishes the request (and handshake) it is in when time is up
-// and sends no more: ctx is not given the run's deadline, which would turn
-// the handshakes in flight at the end into errors.
+// runLoad runs cfg.conns workers for cfg.warmup and then cfg.duration, or
+// until ctx ends. Only what completes in the measured phase is counted,
+// errors excepted (every error is reported). A worker finishes the request
+// (and handshake) it is in when time is up and sends no more: ctx is not
+// given the run's deadline, which would turn the handshakes in flight at
+// the end into errors.
 func runLoad(ctx context.Context, cfg loadConfig) (result, error) {
-	start := time.Now()
-	end := start.Add(cfg.duration)
+	measureFrom := time.Now().Add(cfg.warmup)
+	end := measureFrom.Add(cfg.duration)
+	// The first CPU sample is taken by a timer at measureFrom, not by a
+	// worker, so that it does not wait for a response.
+	cpu0 := make(chan cpuSample, 1)
+	sample := func() {
+		s := cpuSample{at: time.Now()}
+		if cfg.cpu != nil {
+			s.cpu, s.err = cfg.cpu()
+		}
+		cpu0 <- s
+	}
+	if cfg.warmup <= 0 {
+		sample()
+	} else {
+		time.AfterFunc(cfg.warmup, sample)
+	}
 	results := make([]result, cfg.conns)
 	var wg sync.WaitGroup
 	for i := range results {
-		wg.Go(func() { worker(ctx, cfg, end, &results[i]) })
+		wg.Go(func() { worker(ctx, cfg, measureFrom, end, &results[i]) })
 	}
 	wg.Wait()
 	var total result
 	for i := range results {
 		total.add(&results[i])
 	}
-	total.elapsed = time.Since(start)
+	var c1 time.Duration
+	var err1 error
+	if cfg.cpu != nil {
+		c1, err1 = cfg.cpu()
+	}
+	// Workers stop after end, so the timer has fired unless ctx ended
+	// the run first.
+	select {
+	case s0 := <-cpu0:
+		total.elapsed = time.Since(s0.at)
+		total.cpu, total.cpuErr = c1-s0.cpu, errors.Join(s0.err, err1)
+	default:
+		return total, fmt.Errorf("stopped during warm-up: %w", ctx.Err())
+	}
 	if total.requests == 0 && total.errors > 0 {
 		return total, fmt.Errorf("no successful request; first error: %w", total.firstErr)
 	}
 	return total, nil
 }
 
+type cpuSample struct {
+	at  time.Time
+	cpu time.Duration
+	err error
+}
+
 // worker owns one connection at a time: kept across requests in keepalive
-// mode, closed after each response in newconn mode.
-func worker(ctx context.Context, cfg loadConfig, end time.Time, r *result) {
+// mode, closed after each response in newconn mode. It counts what
+// completes from measureFrom on.
+func worker(ctx context.Context, cfg loadConfig, measureFrom, end time.Time, r *result) {
 	var (
 		conn net.Conn
 		br   *bufio.Reader
+		// warm collects what completes before measureFrom; dropped.
+		warm     result
+		measured bool
 	)
 	closeConn := func() {
 		if conn != nil {
@@ -95,9 +146,19 @@ func worker(ctx context.Context, cfg loadConfig, end time.Time, r *result) {
 		}
 		closeConn()
 	}
-	for time.Now().Before(end) && ctx.Err() == nil {
+	for ctx.Err() == nil {
+		now := time.Now()
+		if !now.Before(end) {
+			break
+		}
+		counts := r
+		if !measured {
+			if measured = !now.Before(measureFrom); !measured {
+				counts = &warm
+			}
+		}
 		if conn == nil {
-			c, err := dial(ctx, cfg, r)
+			c, err := dial(ctx, cfg, counts)
 			if err != nil {
 				fail(err)
 				continue
@@ -119,13 +180,16 @@ func worker(ctx context.Context, cfg loadConfig, end time.Time, r *result) {
 			continue
 		}
 		if status == 200 {
-			r.requests++
+			counts.requests++
 		} else {
-			r.non200++
+			counts.non200++
 		}
 		if cfg.newConn || !keepAlive {
 			closeConn()
 		}
+	}
+	if r.version == 0 {
+		r.version, r.curve = warm.version, warm.curve
 	}
 }
 
@@ -139,7 +203,7 @@ func dial(ctx context.Context, cfg loadConfig, r *result) (net.Conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("connect: %w", err)
 	}
-	deadline := time.Now().Add(cfg.duration + cfg.timeout)
+	deadline := time.Now().Add(cfg.warmup + cfg.duration + cfg.timeout)
 	if cfg.newConn {
 		deadline = time.Now().Add(cfg.timeout)
 	}

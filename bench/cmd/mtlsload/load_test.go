@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -147,8 +148,11 @@ func TestLoadModes(t *testing.T) {
 				request:  []byte("GET / HTTP/1.1\r\nHost: test\r\n\r\n"),
 				newConn:  tt.newConn,
 				conns:    2,
+				warmup:   50 * time.Millisecond,
 				duration: 200 * time.Millisecond,
 				timeout:  5 * time.Second,
+				// The servers run in this process: measure its group.
+				cpu: groupCPU(syscall.Getpgrp(), 100),
 			}
 			if tt.tls {
 				cfg.tls = clientCfg(t, true)
@@ -161,15 +165,20 @@ func TestLoadModes(t *testing.T) {
 			if res.requests == 0 || res.errors != 0 || res.non200 != 0 {
 				t.Fatalf("requests %d errors %d non200 %d (first error %v)", res.requests, res.errors, res.non200, res.firstErr)
 			}
-			wantDials := uint64(cfg.conns)
+			// Keep-alive connections are opened in the warm-up and
+			// not counted; new connections are, one per request.
+			wantDials := uint64(0)
 			if tt.newConn {
 				wantDials = res.requests
 			}
 			if res.dials != wantDials {
 				t.Errorf("dials = %d, want %d for %d requests", res.dials, wantDials, res.requests)
 			}
-			if got := uint64(tt.accepted.Load() - before); got != res.dials {
-				t.Errorf("server accepted %d connections, client counted %d", got, res.dials)
+			if got := tt.accepted.Load() - before; !tt.newConn && got != int64(cfg.conns) {
+				t.Errorf("server accepted %d connections, want %d kept alive", got, cfg.conns)
+			}
+			if res.cpuErr != nil || res.cpu < 0 {
+				t.Errorf("CPU of the test's own process group: %v, %v", res.cpu, res.cpuErr)
 			}
 			if tt.tls && (res.version != tls.VersionTLS13 || res.curve != tls.X25519 || res.resumed != 0) {
 				t.Errorf("negotiated %s %s with %d resumptions, want TLS 1.3 X25519 and none",
@@ -201,6 +210,33 @@ func TestClientTLSRejectsBadFlags(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			if _, err := clientTLS(tt.cert, tt.key, tt.ca, tt.curve); err == nil {
 				t.Fatal("no error")
+			}
+		})
+	}
+}
+
+func TestParseStat(t *testing.T) {
+	tests := []struct {
+		name  string
+		line  string
+		pgrp  int
+		ticks int64
+		ok    bool
+	}{
+		{name: "plain", line: "42 (nginx) S 1 40 40 0 -1 4194560 1 0 0 0 7 5 0 0 20 0 1 0", pgrp: 40, ticks: 12, ok: true},
+		{name: "name with spaces and parens", line: "7 (a) b (c)) R 1 9 9 0 -1 0 0 0 0 0 100 1 0 0", pgrp: 9, ticks: 101, ok: true},
+		{name: "truncated", line: "7 (x) R 1 9 9", ok: false},
+		{name: "no name", line: "7 x R 1 9 9 0 -1 0 0 0 0 0 1 1", ok: false},
+		{name: "bad number", line: "7 (x) R 1 nine 9 0 -1 0 0 0 0 0 1 1", ok: false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			pgrp, ticks, err := parseStat(tt.line)
+			if (err == nil) != tt.ok {
+				t.Fatalf("err = %v, want ok=%v", err, tt.ok)
+			}
+			if tt.ok && (pgrp != tt.pgrp || ticks != tt.ticks) {
+				t.Errorf("got pgrp %d ticks %d, want %d %d", pgrp, ticks, tt.pgrp, tt.ticks)
 			}
 		})
 	}

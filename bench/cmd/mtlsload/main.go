@@ -9,10 +9,14 @@
 //     request and closing it after the response: one full handshake per
 //     request. The client keeps no session cache, so no handshake resumes.
 //
-// Both modes run for -duration and print the requests completed, new
-// connections and what TLS negotiated (version, key exchange, resumptions),
-// so that the script can divide the proxy's CPU time by them and check the
-// run measured full TLS 1.3 handshakes.
+// Both modes run -warmup and then -duration on the same connections, and
+// print what completed in the measured phase: requests, new connections,
+// what TLS negotiated (version, key exchange, resumptions, so that the
+// script can check it measured full TLS 1.3 handshakes), and with -cpu-pgid
+// the CPU time the proxy's process group used in that phase. Sampling the
+// proxy's CPU here rather than around the whole command keeps the
+// keep-alive connections' handshakes, made during warm-up, out of the
+// per-request figure.
 //
 // The key exchange is X25519 by default for every peer: Go's default list
 // starts with the hybrid X25519MLKEM768, which the Go proxies would accept
@@ -56,7 +60,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	curve := fs.String("curve", "x25519", "key exchange offered: x25519, p256, or go-default (Go's list, X25519MLKEM768 first)")
 	mode := fs.String("mode", "keepalive", "keepalive, or newconn (a new connection, and handshake, per request)")
 	conns := fs.Int("conns", 64, "connections (keepalive) or concurrent workers (newconn)")
-	duration := fs.Duration("duration", 10*time.Second, "how long to send requests")
+	warmup := fs.Duration("warmup", 0, "unmeasured phase before -duration, on the same connections (keepalive: their handshakes fall in it)")
+	duration := fs.Duration("duration", 10*time.Second, "measured phase")
+	cpuPGID := fs.Int("cpu-pgid", 0, "also report the CPU time of this process group (Linux /proc) over the measured phase")
+	clkTck := fs.Int("clk-tck", 100, "clock ticks per second of /proc/PID/stat (getconf CLK_TCK)")
 	timeout := fs.Duration("timeout", 5*time.Second, "per connect, handshake and request")
 	format := fs.String("format", "text", "output: text, or kv (one line of key=value for scripts)")
 	if err := fs.Parse(args); err != nil {
@@ -68,16 +75,20 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if *mode != "keepalive" && *mode != "newconn" {
 		return fmt.Errorf("-mode %q: want keepalive or newconn", *mode)
 	}
-	if *conns < 1 || *duration <= 0 {
-		return errors.New("-conns and -duration must be positive")
+	if *conns < 1 || *duration <= 0 || *warmup < 0 || *clkTck < 1 {
+		return errors.New("-conns, -duration and -clk-tck must be positive, -warmup not negative")
 	}
 	cfg := loadConfig{
 		addr:     *addr,
 		request:  []byte("GET " + *path + " HTTP/1.1\r\nHost: " + *addr + "\r\nUser-Agent: mtlsload\r\n\r\n"),
 		newConn:  *mode == "newconn",
 		conns:    *conns,
+		warmup:   *warmup,
 		duration: *duration,
 		timeout:  *timeout,
+	}
+	if *cpuPGID > 0 {
+		cfg.cpu = groupCPU(*cpuPGID, *clkTck)
 	}
 	if *useTLS {
 		tc, err := clientTLS(*certFile, *keyFile, *caFile, *curve)
@@ -92,6 +103,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	if res.errors > 0 {
 		fmt.Fprintf(stderr, "mtlsload: %d errors; first: %v\n", res.errors, res.firstErr)
+	}
+	if res.cpuErr != nil {
+		return fmt.Errorf("CPU time of group %d: %w", *cpuPGID, res.cpuErr)
 	}
 	writeResult(stdout, *format, res)
 	return nil
@@ -163,12 +177,16 @@ func writeResult(w io.Writer, format string, r result) {
 		curve = r.curve.String()
 	}
 	if format == "kv" {
-		fmt.Fprintf(w, "requests=%d errors=%d non200=%d conns=%d resumed=%d elapsed_s=%.3f rps=%.1f tls=%s curve=%s\n",
-			r.requests, r.errors, r.non200, r.dials, r.resumed, r.elapsed.Seconds(), rps,
+		fmt.Fprintf(w, "requests=%d errors=%d non200=%d conns=%d resumed=%d elapsed_s=%.3f rps=%.1f cpu_s=%.3f tls=%s curve=%s\n",
+			r.requests, r.errors, r.non200, r.dials, r.resumed, r.elapsed.Seconds(), rps, r.cpu.Seconds(),
 			strings.ReplaceAll(tlsVersion, " ", ""), strings.ReplaceAll(curve, " ", ""))
 		return
 	}
 	fmt.Fprintf(w, "%d requests in %.2fs: %.0f requests/s\n", r.requests, r.elapsed.Seconds(), rps)
 	fmt.Fprintf(w, "connections opened: %d (%.0f/s), resumed handshakes: %d\n", r.dials, float64(r.dials)/r.elapsed.Seconds(), r.resumed)
 	fmt.Fprintf(w, "errors: %d, non-200: %d; TLS: %s, key exchange %s\n", r.errors, r.non200, tlsVersion, curve)
+	if r.cpu > 0 && r.requests > 0 {
+		fmt.Fprintf(w, "CPU of the process group: %.3fs, %.1f µs per request, %.0f%% of a core\n",
+			r.cpu.Seconds(), float64(r.cpu.Microseconds())/float64(r.requests), r.cpu.Seconds()/r.elapsed.Seconds()*100)
+	}
 }
