@@ -47,13 +47,20 @@ func newRoot() *cobra.Command {
 	}
 
 	var opt serve.Options
-	var etcd string
+	var etcd, apiTokenFile string
 	serveCmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Serve xDS and the operator API until SIGINT/SIGTERM",
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if etcd != "" {
 				opt.Etcd = strings.Split(etcd, ",")
+			}
+			if apiTokenFile != "" {
+				tok, err := serve.ReadAPIToken(apiTokenFile)
+				if err != nil {
+					return err
+				}
+				opt.APIToken = tok
 			}
 			opt.Log = logger()
 			p, err := serve.Start(opt)
@@ -83,6 +90,8 @@ func newRoot() *cobra.Command {
 	f.DurationVar(&opt.SVIDTTL, "svid-ttl", time.Hour, "lifetime of issued SVIDs")
 	f.StringVar(&opt.CACert, "ca-cert", "", "operator CA chain (PEM, signing certificate first, ending with the root); default: a root generated and kept in the store")
 	f.StringVar(&opt.CAKey, "ca-key", "", "private key (PEM) of --ca-cert")
+	f.StringVar(&apiTokenFile, "api-token-file", "", "file holding the bearer token every API call must present (omnictl --token-file); required when --api-address is not loopback")
+	f.BoolVar(&opt.APIInsecure, "api-insecure", false, "serve a non-loopback API without a token (anyone reaching it can change the mesh and mint identities)")
 
 	var priv, pub string
 	keygen := &cobra.Command{

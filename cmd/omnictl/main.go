@@ -35,11 +35,12 @@ func main() {
 
 // cli is what every command shares: the flags of the root and the output.
 type cli struct {
-	server  string
-	output  string
-	timeout time.Duration
-	out     io.Writer
-	errOut  io.Writer
+	server    string
+	output    string
+	timeout   time.Duration
+	tokenFile string
+	out       io.Writer
+	errOut    io.Writer
 }
 
 func newRoot(stdout, stderr io.Writer) *cobra.Command {
@@ -63,6 +64,7 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 	pf.StringVar(&c.server, "server", DefaultServer, "MeshKit API address (host:port)")
 	pf.StringVarP(&c.output, "output", "o", "table", "output format: table, json or yaml")
 	pf.DurationVar(&c.timeout, "timeout", 10*time.Second, "deadline of each API call")
+	pf.StringVar(&c.tokenFile, "token-file", "", "file holding MeshKit's API bearer token (default: $OMNICTL_TOKEN, else none)")
 	root.AddCommand(c.applyCmd(), c.getCmd(), c.registerCmd(), c.deregisterCmd())
 	root.AddCommand(c.tokenCmd(), c.nodeCmd())
 	root.AddCommand(c.extCmd())
@@ -72,7 +74,19 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 // dial connects lazily (grpc.NewClient does no I/O), so a wrong --server
 // shows up as UNAVAILABLE on the first call.
 func (c *cli) dial() (*grpc.ClientConn, error) {
-	conn, err := grpc.NewClient(c.server, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	opts := []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
+	tok := os.Getenv("OMNICTL_TOKEN")
+	if c.tokenFile != "" {
+		b, err := os.ReadFile(c.tokenFile)
+		if err != nil {
+			return nil, fmt.Errorf("--token-file: %w", err)
+		}
+		tok = strings.TrimSpace(string(b))
+	}
+	if tok != "" {
+		opts = append(opts, grpc.WithPerRPCCredentials(bearer(tok)))
+	}
+	conn, err := grpc.NewClient(c.server, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("server %q: %w", c.server, err)
 	}
@@ -120,3 +134,14 @@ func (c *cli) withConn(ctx context.Context, f func(context.Context, *grpc.Client
 	defer cancel()
 	return f(cctx, conn)
 }
+
+// bearer sends MeshKit's API token with every call. It does not require
+// transport security: MeshKit's API is plaintext h2c (loopback by default,
+// behind a TLS-terminating proxy otherwise).
+type bearer string
+
+func (b bearer) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	return map[string]string{"authorization": "Bearer " + string(b)}, nil
+}
+
+func (bearer) RequireTransportSecurity() bool { return false }

@@ -60,6 +60,12 @@ type Options struct {
 	// CACert and CAKey name an operator-provided CA (chain ending with the
 	// root, and the signing key); empty generates a root kept in the store.
 	CACert, CAKey string
+
+	// APIToken, when set, is the bearer token every API call must carry
+	// (ReadAPIToken reads it from a file). Without it the API must be on
+	// a loopback address unless APIInsecure.
+	APIToken    string
+	APIInsecure bool
 }
 
 // Process is a running MeshKit.
@@ -129,6 +135,9 @@ func Start(opt Options) (*Process, error) {
 	if p.xdsLn, err = net.Listen("tcp", opt.XDSAddress); err != nil {
 		return nil, fmt.Errorf("xds address: %w", err)
 	}
+	if err := checkAPIExposure(opt.APIAddress, opt.APIToken, opt.APIInsecure); err != nil {
+		return nil, err
+	}
 	if p.apiLn, err = net.Listen("tcp", opt.APIAddress); err != nil {
 		return nil, fmt.Errorf("api address: %w", err)
 	}
@@ -168,16 +177,20 @@ func Start(opt Options) (*Process, error) {
 		}
 	}
 	gateway := apiSrv.HTTPHandler()
+	// One port for omnictl (gRPC) and curl (JSON): gRPC is recognised by
+	// its content type, as grpc-go's ServeHTTP expects.
+	var handler http.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.ProtoMajor == 2 && strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc") {
+			p.apiGRPC.ServeHTTP(w, r)
+			return
+		}
+		gateway.ServeHTTP(w, r)
+	})
+	if opt.APIToken != "" {
+		handler = requireToken(opt.APIToken, handler)
+	}
 	p.apiHTTP = &http.Server{
-		// One port for omnictl (gRPC) and curl (JSON): gRPC is recognised
-		// by its content type, as grpc-go's ServeHTTP expects.
-		Handler: h2c.NewHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if r.ProtoMajor == 2 && strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc") {
-				p.apiGRPC.ServeHTTP(w, r)
-				return
-			}
-			gateway.ServeHTTP(w, r)
-		}), &http2.Server{}),
+		Handler:           h2c.NewHandler(handler, &http2.Server{}),
 		ReadHeaderTimeout: 10 * time.Second,
 	}
 
