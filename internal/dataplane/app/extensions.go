@@ -1,7 +1,6 @@
 package app
 
 import (
-	"context"
 	"fmt"
 	"log/slog"
 	"sync/atomic"
@@ -28,11 +27,8 @@ func extensionRuntimes(log *slog.Logger, clusters *clusterSource) []extension.Ru
 		rts = append(rts, rt)
 	}
 	calls := &wasm.ClusterCaller{Cluster: clusters.cluster}
-	if rt, err := wasm.New(context.Background(), wasm.Options{Logger: log, HTTPCall: calls.Call, KnownUpstream: calls.Known}); err != nil {
-		log.Error("wasm extension runtime unavailable", "err", err)
-	} else {
-		rts = append(rts, rt)
-	}
+	// Built by the first Wasm extension a config loads, not here.
+	rts = append(rts, newLazyWasm(wasm.Options{Logger: log, HTTPCall: calls.Call, KnownUpstream: calls.Known}))
 	return rts
 }
 

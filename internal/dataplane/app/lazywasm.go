@@ -1,0 +1,91 @@
+package app
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/omnirelay/omnirelay/internal/dataplane/extension"
+	"github.com/omnirelay/omnirelay/internal/dataplane/wasm"
+	"github.com/omnirelay/omnirelay/internal/shared/extpkg"
+)
+
+// lazyWasm is the Proxy-Wasm extension runtime, built on the first Load.
+// Building one starts a wazero runtime and instantiates the WASI host module,
+// which runs wazero's compiler: about 1 MiB of idle RSS (docs/benchmarks.md)
+// that a proxy whose config loads no Wasm extension would carry for nothing.
+// Kind and ABIs are known without it, so capabilities are advertised as
+// before.
+type lazyWasm struct {
+	opts wasm.Options
+	mu   sync.Mutex // serialises the build
+	rt   atomic.Pointer[wasm.Runtime]
+}
+
+var (
+	_ extension.Runtime    = (*lazyWasm)(nil)
+	_ prometheus.Collector = lazyWasmCollector{}
+)
+
+func newLazyWasm(opts wasm.Options) *lazyWasm { return &lazyWasm{opts: opts} }
+
+// Kind implements extension.Runtime.
+func (*lazyWasm) Kind() string { return extpkg.KindWasm }
+
+// ABIs implements extension.Runtime.
+func (*lazyWasm) ABIs() []string { return []string{wasm.ABI021, wasm.ABI020} }
+
+// Load implements extension.Runtime: it builds the runtime if this is the
+// first Wasm extension, then loads the plugin on it.
+func (l *lazyWasm) Load(ctx context.Context, m extpkg.Manifest, payload, config []byte) (extension.Plugin, error) {
+	rt, err := l.runtime()
+	if err != nil {
+		return nil, fmt.Errorf("wasm %q: %w", m.Name, err)
+	}
+	return rt.Load(ctx, m, payload, config)
+}
+
+// runtime returns the runtime, building it on first use. A failed build is
+// not remembered: the next Load tries again (the cause, such as an
+// unwritable compilation cache directory, may have been fixed).
+func (l *lazyWasm) runtime() (*wasm.Runtime, error) {
+	if rt := l.rt.Load(); rt != nil {
+		return rt, nil
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if rt := l.rt.Load(); rt != nil {
+		return rt, nil
+	}
+	// The runtime outlives the Load that built it, so it does not get
+	// that Load's context.
+	rt, err := wasm.New(context.Background(), l.opts)
+	if err != nil {
+		return nil, fmt.Errorf("wasm extension runtime unavailable: %w", err)
+	}
+	l.rt.Store(rt)
+	return rt, nil
+}
+
+// built reports whether the runtime exists (tests).
+func (l *lazyWasm) built() bool { return l.rt.Load() != nil }
+
+// Collector exports the metrics Wasm plugins define, once there is a
+// runtime (see wasm.Runtime.Collector).
+func (l *lazyWasm) Collector() prometheus.Collector { return lazyWasmCollector{l} }
+
+type lazyWasmCollector struct{ l *lazyWasm }
+
+// Describe sends nothing, which makes this an unchecked collector for the
+// registry: the runtime that holds the metrics may not exist yet.
+func (lazyWasmCollector) Describe(chan<- *prometheus.Desc) {}
+
+// Collect implements prometheus.Collector.
+func (c lazyWasmCollector) Collect(ch chan<- prometheus.Metric) {
+	if rt := c.l.rt.Load(); rt != nil {
+		rt.Collector().Collect(ch)
+	}
+}
