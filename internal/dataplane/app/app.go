@@ -147,6 +147,7 @@ func Start(opt Options) (*Proxy, error) {
 		opt.Log.Error("config rejected; the running version stays in force", "error", err)
 	}, opt.Log)
 	p.watcher.Interval = opt.PollInterval
+	p.watcher.Files = static.ReferencedFiles(loaded.Snapshot)
 	// POST /drain drains the proxy; RunUntilSignal replaces this to also end
 	// the process.
 	adm.OnDrain = func() {
