@@ -384,6 +384,9 @@ clusters: [{ name: main, endpoints: [%s] }]
 
 	// The versions replaced along the way were released: each proxy holds
 	// one loaded plugin, v3's (after a collection: see extension.Factory).
+	// An idle keep-alive connection keeps the version of its last request
+	// reachable until its next request, so the client's are closed first.
+	client.CloseIdleConnections()
 	for _, id := range ids {
 		eventually(t, 10*time.Second, "replaced plugins released on "+id, func() (bool, string) {
 			goruntime.GC()
