@@ -26,6 +26,8 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/omnirelay/omnirelay/internal/controlplane/extstore"
 	"github.com/omnirelay/omnirelay/internal/controlplane/registry"
 	"github.com/omnirelay/omnirelay/internal/controlplane/store"
@@ -49,6 +51,8 @@ type Options struct {
 	// Debounce coalesces bursts of changes (registry heartbeats flipping
 	// health, several applies) into one rebuild. Default 10ms.
 	Debounce time.Duration
+	// Metrics, when set, receives MeshKit's Prometheus series (metrics.go).
+	Metrics prometheus.Registerer
 }
 
 // MeshKit is a running control plane core (without its network servers:
@@ -59,6 +63,7 @@ type MeshKit struct {
 	server  *xdsserver.Server
 	proxies *proxyDirectory
 	signed  *signatureCache
+	metrics *metrics // nil: not recorded
 	// packages resolves store:NAME@VERSION extension packages.
 	packages func(name, version string) ([]byte, error)
 
@@ -105,6 +110,8 @@ func New(opt Options) *MeshKit {
 	if opt.Store != nil {
 		m.packages = extstore.Resolver(opt.Store)
 	}
+	m.metrics = newMetrics(opt.Metrics, m)
+	m.proxies.metrics = m.metrics
 	m.server = xdsserver.New(xdsserver.Options{
 		Cache:     m.cache,
 		Group:     m.group,
@@ -231,7 +238,8 @@ func (m *MeshKit) reloadDesired(ctx context.Context) error {
 // Apply validates a configuration document and stores it as the desired
 // state. It implements the API's ConfigService. An invalid document is
 // rejected with every problem (file, path, reason) and nothing is stored.
-func (m *MeshKit) Apply(ctx context.Context, filename string, data []byte) (string, error) {
+func (m *MeshKit) Apply(ctx context.Context, filename string, data []byte) (version string, err error) {
+	defer func() { m.metrics.apply(err) }()
 	cfg, err := m.parseAndCheck(filename, data)
 	if err != nil {
 		return "", err
@@ -290,6 +298,7 @@ func (m *MeshKit) group(node *corev3.Node) (string, error) {
 func (m *MeshKit) rebuildAll() {
 	m.buildMu.Lock()
 	defer m.buildMu.Unlock()
+	defer m.metrics.rebuilt(time.Now())
 	m.mu.Lock()
 	groups := make(map[string]groupKey, len(m.groups))
 	for g, k := range m.groups {

@@ -23,6 +23,7 @@ type proxyDirectory struct {
 	streams  map[int64]*ProxyStatus
 	withheld map[string][]capfilter.Withheld
 	exts     map[string][]config.ExtensionChoice
+	metrics  *metrics
 }
 
 // ProxyStatus is one connected xDS stream as the operator sees it.
@@ -61,6 +62,7 @@ func (d *proxyDirectory) callbacks() xdsserver.Callbacks {
 	return xdsserver.Callbacks{
 		OnStreamOpen: func(id int64, node *corev3.Node) {
 			k := groupOf(node)
+			d.metrics.stream(string(k.caps.Kind), 1)
 			d.mu.Lock()
 			d.streams[id] = &ProxyStatus{
 				NodeID: node.GetId(), Cluster: node.GetCluster(), Caps: k.caps, Bucket: k.bucket,
@@ -71,10 +73,14 @@ func (d *proxyDirectory) callbacks() xdsserver.Callbacks {
 		},
 		OnStreamClose: func(id int64, _ *corev3.Node) {
 			d.mu.Lock()
+			if p := d.streams[id]; p != nil {
+				d.metrics.stream(string(p.Caps.Kind), -1)
+			}
 			delete(d.streams, id)
 			d.mu.Unlock()
 		},
 		OnAck: func(id int64, _ *corev3.Node, typeURL, version string) {
+			d.metrics.ack(typeURL, true)
 			d.mu.Lock()
 			if p := d.streams[id]; p != nil {
 				p.Acked[typeURL] = version
@@ -82,6 +88,7 @@ func (d *proxyDirectory) callbacks() xdsserver.Callbacks {
 			d.mu.Unlock()
 		},
 		OnNack: func(id int64, _ *corev3.Node, typeURL, version, detail string) {
+			d.metrics.ack(typeURL, false)
 			d.mu.Lock()
 			if p := d.streams[id]; p != nil {
 				p.LastNack = &Nack{TypeURL: typeURL, Version: version, Detail: detail, At: time.Now()}

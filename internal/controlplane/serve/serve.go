@@ -20,6 +20,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/h2c"
 	"google.golang.org/grpc"
@@ -130,7 +133,9 @@ func Start(opt Options) (*Process, error) {
 		}
 	}()
 	p.Registry = registry.New(st, registry.Options{Log: opt.Log})
-	p.MeshKit = meshkit.New(meshkit.Options{Store: st, Registry: p.Registry, Signer: signer, Log: opt.Log})
+	metricsReg := prometheus.NewRegistry()
+	metricsReg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	p.MeshKit = meshkit.New(meshkit.Options{Store: st, Registry: p.Registry, Signer: signer, Log: opt.Log, Metrics: metricsReg})
 
 	if p.xdsLn, err = net.Listen("tcp", opt.XDSAddress); err != nil {
 		return nil, fmt.Errorf("xds address: %w", err)
@@ -177,11 +182,16 @@ func Start(opt Options) (*Process, error) {
 		}
 	}
 	gateway := apiSrv.HTTPHandler()
+	metricsHandler := promhttp.HandlerFor(metricsReg, promhttp.HandlerOpts{})
 	// One port for omnictl (gRPC) and curl (JSON): gRPC is recognised by
 	// its content type, as grpc-go's ServeHTTP expects.
 	var handler http.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.ProtoMajor == 2 && strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc") {
 			p.apiGRPC.ServeHTTP(w, r)
+			return
+		}
+		if r.URL.Path == "/metrics" {
+			metricsHandler.ServeHTTP(w, r) // behind the API token, when there is one
 			return
 		}
 		gateway.ServeHTTP(w, r)
