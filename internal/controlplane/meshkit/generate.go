@@ -3,7 +3,7 @@ package meshkit
 import (
 	"crypto/sha256"
 	"encoding/hex"
-	"fmt"
+	"strconv"
 	"sync"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -55,7 +55,7 @@ func (m *MeshKit) buildGroup(g string, k groupKey, built map[string]*builtSnapsh
 		return
 	}
 	cfg, choices := d.cfg.ResolveProxyCanaries(k.bucket)
-	memo := fmt.Sprintf("%s/%s/%d", d.Version, k.base(), d.cfg.ProxyCanarySide(k.bucket))
+	memo := d.Version + "/" + k.base() + "/" + strconv.FormatUint(uint64(d.cfg.ProxyCanarySide(k.bucket)), 10)
 	b := built[memo]
 	if b == nil {
 		var ok bool

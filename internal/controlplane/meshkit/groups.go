@@ -20,6 +20,9 @@ import (
 type groupKey struct {
 	caps   capability.Set
 	bucket uint32
+	// fp is caps' kind and fingerprint, computed once (a rebuild needs it
+	// for every group).
+	fp string
 }
 
 // stableBucket is the bucket of nodes that are never in a canary by
@@ -29,6 +32,7 @@ const stableBucket = config.ProxyBuckets - 1
 
 func groupOf(node *corev3.Node) groupKey {
 	k := groupKey{caps: capability.FromNode(node), bucket: stableBucket}
+	k.fp = string(k.caps.Kind) + "/" + k.caps.Fingerprint()
 	if k.caps.Kind == capability.KindOmniRelay {
 		k.bucket = config.ProxyBucket(node.GetId())
 	}
@@ -36,7 +40,7 @@ func groupOf(node *corev3.Node) groupKey {
 }
 
 // base names the capability set.
-func (k groupKey) base() string { return string(k.caps.Kind) + "/" + k.caps.Fingerprint() }
+func (k groupKey) base() string { return k.fp }
 
 // name is the cache group.
 func (k groupKey) name() string {

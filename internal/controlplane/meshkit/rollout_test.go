@@ -11,6 +11,9 @@ import (
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 
 	"github.com/omnirelay/omnirelay/internal/controlplane/extstore"
 	"github.com/omnirelay/omnirelay/internal/controlplane/store"
@@ -43,7 +46,7 @@ listeners:
 clusters: [{ name: main, endpoints: [127.0.0.1:9000] }]
 `
 
-func newRolloutMeshKit(t *testing.T) *MeshKit {
+func newRolloutMeshKit(t testing.TB) *MeshKit {
 	t.Helper()
 	st, err := store.OpenBolt(filepath.Join(t.TempDir(), "meshkit.db"))
 	if err != nil {
@@ -72,6 +75,50 @@ func newRolloutMeshKit(t *testing.T) *MeshKit {
 		t.Fatal(err)
 	}
 	return m
+}
+
+// omniNode is an OmniRelay node that can run the DSL extensions of the
+// tests (nothing is withheld from it).
+func omniNode(id string) *corev3.Node {
+	n := &corev3.Node{Id: id}
+	capability.Set{Kind: capability.KindOmniRelay, Build: "test",
+		Filters:  []string{"envoy.filters.http.router", "envoy.filters.network.http_connection_manager", "omnirelay.extensions.v1.Extension", "envoy.filters.http.header_mutation"},
+		Runtimes: []string{extpkg.KindDSL}, ABIs: []string{dslrules.ABI}}.Apply(n)
+	return n
+}
+
+// servedPackage is the version of the package extension stamp runs in
+// group g's snapshot, or why there is none.
+func servedPackage(t *testing.T, m *MeshKit, g string) string {
+	t.Helper()
+	snap := m.cache.Get(g)
+	if snap == nil {
+		return "no snapshot"
+	}
+	var versions []string
+	for _, r := range snap.Resources[resourcev3.ListenerType] {
+		var l listenerv3.Listener
+		if err := r.Body.UnmarshalTo(&l); err != nil {
+			t.Fatal(err)
+		}
+		var hcm hcmv3.HttpConnectionManager
+		if err := l.GetFilterChains()[0].GetFilters()[0].GetTypedConfig().UnmarshalTo(&hcm); err != nil {
+			t.Fatal(err)
+		}
+		var x extv1.Extension
+		if err := hcm.GetHttpFilters()[0].GetTypedConfig().UnmarshalTo(&x); err != nil {
+			t.Fatal(err)
+		}
+		p, _, err := extpkg.Inspect(x.GetPackage())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if x.GetCanary() != nil {
+			t.Fatalf("group %s was served a canary by requests", g)
+		}
+		versions = append(versions, p.Manifest.Version)
+	}
+	return strings.Join(versions, ",")
 }
 
 func desiredConfig(t *testing.T, m *MeshKit) *config.Config {
@@ -181,7 +228,7 @@ func TestCanaryByProxiesGroups(t *testing.T) {
 	}
 	groups := map[string]string{}
 	for id := range nodes {
-		g, err := m.group(&corev3.Node{Id: id, UserAgentName: capability.UserAgentName})
+		g, err := m.group(omniNode(id))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -202,6 +249,10 @@ func TestCanaryByProxiesGroups(t *testing.T) {
 		m.proxies.mu.Unlock()
 		if len(got) != 2 || got[0].Package != want || got[1].Package != want {
 			t.Fatalf("node %s (bucket %d): runs %+v, want %s", id, config.ProxyBucket(id), got, want)
+		}
+		v := strings.TrimPrefix(want, "store:stamp@")
+		if got := servedPackage(t, m, g); got != v+","+v {
+			t.Fatalf("node %s: served %s, want %s on both listeners", id, got, want)
 		}
 		snaps[nodes[id]][m.cache.Get(g).Version] = true
 	}
