@@ -9,9 +9,11 @@
 // just before the server's cache update to each client's receipt of the
 // changed EDS response; both processes read the same wall clock.
 //
-// -impl omni measures MeshKit's xdsserver; -impl gcp measures
-// go-control-plane's pkg/server/v3 with its snapshot cache, set up the same
-// way (one snapshot shared by every node); "omni,gcp" runs both in turn.
+// -impl omni measures MeshKit's xdsserver on a grpc.Server (Register),
+// -impl omni-lean the same server on its own lean transport (Serve); -impl gcp
+// measures go-control-plane's pkg/server/v3 with its snapshot cache, set up
+// the same way (one snapshot shared by every node); "omni,omni-lean,gcp" runs
+// them in turn.
 package main
 
 import (
@@ -67,7 +69,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	fs.BoolVar(&serveMode, "serve", false, "run the server under test (used by the driver; -impl picks it)")
 	fs.StringVar(&cfg.addr, "addr", "127.0.0.1:18000", "xDS address")
 	fs.StringVar(&cfg.ctl, "ctl", "127.0.0.1:18001", "control address of the server under test")
-	fs.StringVar(&impl, "impl", "omni", "server implementation(s): omni, gcp, or omni,gcp")
+	fs.StringVar(&impl, "impl", "omni", "server implementation(s), comma-separated: omni (grpc-go transport), omni-lean (lean transport), gcp")
 	fs.IntVar(&cfg.clients, "clients", 1000, "simulated proxies, one TCP connection each")
 	fs.StringVar(&mode, "mode", "delta", "ADS variant: delta or sotw")
 	fs.StringVar(&typesFlag, "types", "cds,eds", "subscribed types (cds, eds)")
@@ -105,8 +107,8 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		return errors.New("-types must include eds: the measured change is an endpoint change")
 	}
 	raiseNoFile()
-	fmt.Fprintf(out, "| server | mode | clients | connect s | p50 ms | p99 ms | max ms | Set ms | push CPU ms | client CPU ms | RSS/client KB | heap/client KB | stacks/client KB | goroutines/client |\n")
-	fmt.Fprintf(out, "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+	fmt.Fprintf(out, "| server | mode | clients | connect s | p50 ms | p99 ms | max ms | Set ms | push CPU ms | client CPU ms | RSS/client KB | RSS/client after updates KB | heap/client KB | stacks/client KB | goroutines/client |\n")
+	fmt.Fprintf(out, "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, im := range cfg.impls {
 		if err := drive(ctx, cfg, im, mode, out); err != nil {
 			return fmt.Errorf("%s: %w", im, err)
@@ -233,16 +235,23 @@ func drive(ctx context.Context, cfg config, impl, mode string, out io.Writer) er
 			lat = append(lat, time.Duration(c.edsAt.Load()-u.T0))
 		}
 	}
+	// Memory again once the updates have been served: per-stream state must
+	// not grow with pushes (buffers kept, responses queued).
+	var after stats
+	if err := getJSON(ctx, "GET", "http://"+cfg.ctl+"/stats", &after); err != nil {
+		return err
+	}
 	slices.Sort(lat)
 	pct := func(p float64) float64 {
 		return float64(lat[min(len(lat)-1, int(p*float64(len(lat))))]) / 1e6
 	}
 	n := int64(cfg.clients)
 	u := int64(cfg.updates)
-	fmt.Fprintf(out, "| %s | %s | %d | %.1f | %.0f | %.0f | %.0f | %.1f | %.0f | %.0f | %.1f | %.1f | %.1f | %.1f |\n",
+	fmt.Fprintf(out, "| %s | %s | %d | %.1f | %.0f | %.0f | %.0f | %.1f | %.0f | %.0f | %.1f | %.1f | %.1f | %.1f | %.1f |\n",
 		impl, mode, cfg.clients, connect.Seconds(), pct(0.50), pct(0.99), float64(lat[len(lat)-1])/1e6,
 		float64(setNs/u)/1e6, float64(cpuNs/u)/1e6, float64(clientNs/u)/1e6,
 		float64(loaded.RSS-base.RSS)/float64(n)/1024,
+		float64(after.RSS-base.RSS)/float64(n)/1024,
 		float64(loaded.HeapInuse-base.HeapInuse)/float64(n)/1024,
 		float64(loaded.StackInuse-base.StackInuse)/float64(n)/1024,
 		float64(loaded.Goroutines-base.Goroutines)/float64(n))

@@ -25,6 +25,8 @@ func TestDriveSmall(t *testing.T) {
 	tests := []struct{ name, impl, mode string }{
 		{name: "omni delta", impl: "omni", mode: "delta"},
 		{name: "omni sotw", impl: "omni", mode: "sotw"},
+		{name: "omni-lean delta", impl: "omni-lean", mode: "delta"},
+		{name: "omni-lean sotw", impl: "omni-lean", mode: "sotw"},
 		{name: "gcp delta", impl: "gcp", mode: "delta"},
 		{name: "gcp sotw", impl: "gcp", mode: "sotw"},
 	}
