@@ -68,11 +68,12 @@ func (m *MeshKit) Canary(ctx context.Context, name, pkg string, percent uint32, 
 }
 
 // Promote ends extension name's canary keeping the new package: the
-// previous one is dropped.
+// previous one is dropped. Entries of name with no canary are left as they
+// are; none with a canary is ErrNoCanary.
 func (m *MeshKit) Promote(ctx context.Context, name string) (RolloutResult, error) {
 	return m.editExtension(ctx, name, "promote", func(x *config.Extension) error {
 		if x.Canary == nil {
-			return fmt.Errorf("extension %q: %w to promote", name, ErrNoCanary)
+			return errSkip
 		}
 		x.Canary = nil
 		return nil
@@ -80,12 +81,13 @@ func (m *MeshKit) Promote(ctx context.Context, name string) (RolloutResult, erro
 }
 
 // Rollback ends extension name's canary restoring the previous package and
-// its config.
+// its config. Entries of name with no canary are left as they are; none
+// with a canary is ErrNoCanary.
 func (m *MeshKit) Rollback(ctx context.Context, name string) (RolloutResult, error) {
-	return m.editExtension(ctx, name, "rollback", func(x *config.Extension) error {
+	return m.editExtension(ctx, name, "roll back", func(x *config.Extension) error {
 		c := x.Canary
 		if c == nil {
-			return fmt.Errorf("extension %q: %w to roll back", name, ErrNoCanary)
+			return errSkip
 		}
 		x.Package = c.PreviousPackage
 		if c.PreviousConfig != "" {
@@ -95,6 +97,9 @@ func (m *MeshKit) Rollback(ctx context.Context, name string) (RolloutResult, err
 		return nil
 	})
 }
+
+// errSkip is an edit's answer for an entry the step leaves as it is.
+var errSkip = errors.New("entry left as it is")
 
 // editExtension rewrites every entry of extension name in the stored
 // desired configuration with edit, validates the result as an apply does,
@@ -128,14 +133,18 @@ func (m *MeshKit) editExtension(ctx context.Context, name, step string, edit fun
 	var (
 		res   RolloutResult
 		edits []splice
+		found bool
 	)
 	for i, l := range cfg.Listeners {
 		for j, f := range l.Filters {
 			if f.Extension == nil || f.Extension.Name != name {
 				continue
 			}
+			found = true
 			x := *f.Extension
-			if err := edit(&x); err != nil {
+			if err := edit(&x); errors.Is(err, errSkip) {
+				continue
+			} else if err != nil {
 				return RolloutResult{}, err
 			}
 			path := fmt.Sprintf("$.listeners[%d].filters[%d].extension", i, j)
@@ -152,8 +161,11 @@ func (m *MeshKit) editExtension(ctx context.Context, name, step string, edit fun
 			res.Paths = append(res.Paths, strings.TrimPrefix(path, "$."))
 		}
 	}
-	if len(res.Paths) == 0 {
+	switch {
+	case !found:
 		return RolloutResult{}, fmt.Errorf("extension %q: %w in configuration %s", name, ErrNoExtension, d.Version)
+	case len(res.Paths) == 0:
+		return RolloutResult{}, fmt.Errorf("extension %q: %w to %s", name, ErrNoCanary, step)
 	}
 	data := applySplices(d.YAML, edits)
 	next, err := m.parseAndCheck(d.Filename, data)

@@ -260,3 +260,30 @@ func TestCanaryByProxiesGroups(t *testing.T) {
 		t.Fatalf("distinct snapshot versions: in %v, out %v; want one per side", snaps[true], snaps[false])
 	}
 }
+
+// Promote and roll back act on the entries in canary and leave the others.
+func TestRolloutPartialCanary(t *testing.T) {
+	m := newRolloutMeshKit(t)
+	ctx := context.Background()
+	doc := strings.Replace(rolloutDoc, `package: "store:stamp@1.0.0", deadline: 1s`,
+		`package: "store:stamp@2.0.0", deadline: 1s, canary: { percent: 5, previous_package: "store:stamp@1.0.0" }`, 1)
+	if _, err := m.Apply(ctx, "mesh.yaml", []byte(doc)); err != nil {
+		t.Fatal(err)
+	}
+	res, err := m.Rollback(ctx, "stamp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Paths) != 1 || res.Paths[0] != "listeners[0].filters[0].extension" {
+		t.Fatalf("rewrote %v, want the entry in canary only", res.Paths)
+	}
+	c := desiredConfig(t, m)
+	for i, l := range c.Listeners {
+		if x := l.Filters[0].Extension; x.Package != "store:stamp@1.0.0" || x.Canary != nil {
+			t.Fatalf("listener %d: %+v", i, x)
+		}
+	}
+	if _, err := m.Promote(ctx, "stamp"); !errors.Is(err, ErrNoCanary) {
+		t.Fatalf("promote with no canary left: %v", err)
+	}
+}
