@@ -160,6 +160,17 @@ func RemoveHTTPRequestHeader(name string) error {
 // GetHTTPRequestTrailers returns the request trailers.
 func GetHTTPRequestTrailers() ([][2]string, error) { return getHeaders(mapRequestTrailers) }
 
+// Request trailer accessors, valid in OnHTTPRequestTrailers.
+func GetHTTPRequestTrailer(name string) (string, error) { return getHeader(mapRequestTrailers, name) }
+func ReplaceHTTPRequestTrailers(hs [][2]string) error   { return setHeaders(mapRequestTrailers, hs) }
+func AddHTTPRequestTrailer(name, value string) error {
+	return addHeader(mapRequestTrailers, name, value)
+}
+func ReplaceHTTPRequestTrailer(name, value string) error {
+	return replaceHeader(mapRequestTrailers, name, value)
+}
+func RemoveHTTPRequestTrailer(name string) error { return removeHeader(mapRequestTrailers, name) }
+
 // GetHTTPResponseHeader returns a response header (":status" included).
 func GetHTTPResponseHeader(name string) (string, error) { return getHeader(mapResponseHeaders, name) }
 
@@ -186,6 +197,30 @@ func RemoveHTTPResponseHeader(name string) error {
 
 // GetHTTPResponseTrailers returns the response trailers.
 func GetHTTPResponseTrailers() ([][2]string, error) { return getHeaders(mapResponseTrailers) }
+
+// Response trailer accessors, valid in OnHTTPResponseTrailers (a gRPC
+// response's grpc-status and grpc-message are there).
+func GetHTTPResponseTrailer(name string) (string, error) { return getHeader(mapResponseTrailers, name) }
+func ReplaceHTTPResponseTrailers(hs [][2]string) error   { return setHeaders(mapResponseTrailers, hs) }
+func AddHTTPResponseTrailer(name, value string) error {
+	return addHeader(mapResponseTrailers, name, value)
+}
+func ReplaceHTTPResponseTrailer(name, value string) error {
+	return replaceHeader(mapResponseTrailers, name, value)
+}
+func RemoveHTTPResponseTrailer(name string) error { return removeHeader(mapResponseTrailers, name) }
+
+func addHeader(typ uint32, name, value string) error {
+	return asErr(proxyAddHeaderMapValue(typ, sptr(name), uint32(len(name)), sptr(value), uint32(len(value))))
+}
+
+func replaceHeader(typ uint32, name, value string) error {
+	return asErr(proxyReplaceHeaderMapValue(typ, sptr(name), uint32(len(name)), sptr(value), uint32(len(value))))
+}
+
+func removeHeader(typ uint32, name string) error {
+	return asErr(proxyRemoveHeaderMapValue(typ, sptr(name), uint32(len(name))))
+}
 
 // GetHTTPCallResponseHeaders returns the headers of the call-out being
 // delivered (":status" included).

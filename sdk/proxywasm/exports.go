@@ -52,6 +52,9 @@ func findStream(id uint32) (HTTPContext, bool) {
 }
 
 func deleteContext(id uint32) {
+	if deleteTCPContext(id) { // network.go
+		return
+	}
 	for i, s := range streams {
 		if s.id == id {
 			last := len(streams) - 1
@@ -119,6 +122,9 @@ func proxyOnContextCreate(contextID, parentID uint32) {
 	if !ok {
 		return
 	}
+	if newTCPContext(contextID, root) { // network.go
+		return
+	}
 	streams = append(streams, streamEntry{contextID, root.NewHTTPContext(contextID)})
 }
 
@@ -129,6 +135,8 @@ const (
 	wantsResponseBody    = 1 << 9
 	wantsRequestBody     = 1 << 10
 	wantsEnd             = 1 << 11 // the context is alive: call omnirelay_on_stream_end
+	wantsRespTrailers    = 1 << 12
+	wantsReqTrailers     = 1 << 13
 )
 
 // omnirelayOnStreamStart is proxy_on_context_create followed by
@@ -151,6 +159,12 @@ func omnirelayOnStreamStart(id, rootID, n, eos uint32) uint32 {
 	}
 	if _, ok := h.(HTTPRequestBodyHandler); ok {
 		bits |= wantsRequestBody
+	}
+	if _, ok := h.(HTTPResponseTrailersHandler); ok {
+		bits |= wantsRespTrailers
+	}
+	if _, ok := h.(HTTPRequestTrailersHandler); ok {
+		bits |= wantsReqTrailers
 	}
 	_, done := h.(HTTPStreamDoneHandler)
 	if bits != 0 || done || act != uint32(ActionContinue) || len(callbacks) > 0 {

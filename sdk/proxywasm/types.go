@@ -90,7 +90,9 @@ type HTTPRequestBodyHandler interface {
 	OnHTTPRequestBody(bodySize int, endOfStream bool) Action
 }
 
-// HTTPRequestTrailersHandler sees request trailers (hosts that stream them).
+// HTTPRequestTrailersHandler sees request trailers, when the request has
+// some, once its body has been read (OmniRelay calls it as the upstream
+// transport reaches the end of the body, before the trailers go upstream).
 type HTTPRequestTrailersHandler interface {
 	OnHTTPRequestTrailers(numTrailers int) Action
 }
@@ -106,8 +108,10 @@ type HTTPResponseBodyHandler interface {
 	OnHTTPResponseBody(bodySize int, endOfStream bool) Action
 }
 
-// HTTPResponseTrailersHandler sees response trailers (hosts that stream
-// them).
+// HTTPResponseTrailersHandler sees response trailers (a gRPC response's
+// grpc-status), when the response has some, once its body has been sent and
+// before the trailers are; it may edit them. The head is sent by then:
+// SendHTTPResponse fails with StatusBadArgument.
 type HTTPResponseTrailersHandler interface {
 	OnHTTPResponseTrailers(numTrailers int) Action
 }

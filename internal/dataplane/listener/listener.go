@@ -54,6 +54,9 @@ type Chain struct {
 	// (L4 RBAC, internal/dataplane/netrbac). It runs after the TLS
 	// handshake and before any byte is read; a refused connection is closed.
 	Authorize func(src, dst net.Addr, sni, peerIdentity string) bool
+	// Network, when set, filters the bytes a TCP chain proxies (extension
+	// network filters, netfilter.go); it runs after Authorize.
+	Network NetworkFilter
 }
 
 func (c *Config) chainFor(sni string, hasTLS bool) *Chain {
@@ -240,7 +243,7 @@ func (l *Listener) handle(c net.Conn) {
 	case ch.HTTP != nil:
 		l.httpServer(ch.Key).ServeConn(l.ctx, conn, info)
 	case ch.TCP != nil:
-		ch.TCP.Serve(l.ctx, conn, ConnMeta{SNI: sni, PeerIdentity: info.PeerIdentity})
+		ch.TCP.Serve(l.ctx, conn, ConnMeta{SNI: sni, PeerIdentity: info.PeerIdentity, Network: ch.Network})
 	}
 }
 

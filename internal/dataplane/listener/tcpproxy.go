@@ -41,6 +41,8 @@ type TCPProxy struct {
 type ConnMeta struct {
 	SNI          string
 	PeerIdentity string
+	// Network is the chain's network filter (netfilter.go), nil if none.
+	Network NetworkFilter
 }
 
 // WeightedTarget is one cluster of a weighted TCP proxy.
@@ -81,6 +83,17 @@ func (p *TCPProxy) pick() string {
 // Serve proxies c until either side closes or the idle timeout fires.
 func (p *TCPProxy) Serve(ctx context.Context, c net.Conn, meta ConnMeta) {
 	start := time.Now()
+	var cf ConnFilter
+	if meta.Network != nil {
+		var err error
+		if cf, err = meta.Network.NewConn(ctx, c, meta); err != nil {
+			p.logAccess(start, c, meta, "", "", "NF", 0, 0) // refused by a network filter
+			return
+		}
+		if cf != nil {
+			defer cf.Close()
+		}
+	}
 	name := p.pick()
 	up := p.Clusters(name)
 	if up == nil {
@@ -104,7 +117,12 @@ func (p *TCPProxy) Serve(ctx context.Context, c net.Conn, meta ConnMeta) {
 	}
 	defer release()
 	defer uc.Close()
-	sent, recv, err := pipe(c, uc, p.IdleTimeout)
+	var sent, recv int64
+	if cf != nil {
+		sent, recv, err = pipeFiltered(c, uc, p.IdleTimeout, cf)
+	} else {
+		sent, recv, err = pipe(c, uc, p.IdleTimeout)
+	}
 	p.observe(name, sent, recv, err)
 	p.logAccess(start, c, meta, name, uc.RemoteAddr().String(), "", sent, recv)
 }

@@ -22,6 +22,7 @@ import (
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"google.golang.org/protobuf/types/known/anypb"
 
+	"github.com/omnirelay/omnirelay/internal/dataplane/extension"
 	"github.com/omnirelay/omnirelay/internal/dataplane/filter"
 	"github.com/omnirelay/omnirelay/internal/dataplane/http1"
 	"github.com/omnirelay/omnirelay/internal/dataplane/httpconn"
@@ -129,8 +130,11 @@ func (rt *Runtime) compileChain(lname string, idx int, fc *listenerv3.FilterChai
 		return nil, errors.New("filters: empty")
 	}
 	last := filters[len(filters)-1]
-	if err := rt.compileConnRBAC(ch, filters[:len(filters)-1]); err != nil {
+	if err := rt.compileConnRBAC(ch, lname, filters[:len(filters)-1]); err != nil {
 		return nil, err
+	}
+	if ch.Network != nil && typeName(last.GetTypedConfig()) != tcpProxyType {
+		return nil, errNetworkOnHTTP // netext.go
 	}
 	switch typeName(last.GetTypedConfig()) {
 	case hcmType:
@@ -165,9 +169,16 @@ func (rt *Runtime) compileChain(lname string, idx int, fc *listenerv3.FilterChai
 // compileConnRBAC compiles the network filters before the terminal one:
 // only network RBAC may stand there (as Envoy's rbac before tcp_proxy or
 // http_connection_manager); it becomes the chain's Authorize hook.
-func (rt *Runtime) compileConnRBAC(ch *listener.Chain, fs []*listenerv3.Filter) error {
+// Extension network filters may stand there too (netext.go).
+func (rt *Runtime) compileConnRBAC(ch *listener.Chain, lname string, fs []*listenerv3.Filter) error {
 	var ps []*netrbac.Policy
 	for i, f := range fs {
+		if typeName(f.GetTypedConfig()) == extension.ConfigType {
+			if err := rt.addNetworkExtension(ch, lname, f); err != nil { // netext.go
+				return fmt.Errorf("filters[%d]: %w", i, err)
+			}
+			continue
+		}
 		if typeName(f.GetTypedConfig()) != netrbac.ConfigType {
 			return fmt.Errorf("filters[%d]: network filter %q (%s) is not supported before the last filter (only rbac is)", i, f.GetName(), f.GetTypedConfig().GetTypeUrl())
 		}

@@ -126,7 +126,7 @@ func TestCalloutToCluster(t *testing.T) {
 		"authtls": strings.TrimPrefix(tlsSrv.URL, "https://"), "ca": ca}
 	startProxy(t, dir, calloutConfig, vars)
 
-	client := &http.Client{Timeout: 10 * time.Second}
+	client := &http.Client{Timeout: 30 * time.Second}
 	do := func(listener, token string) (int, string) {
 		t.Helper()
 		req, _ := http.NewRequest("GET", "http://"+vars[listener]+"/", nil)

@@ -8,4 +8,7 @@ var (
 	GuestAdd     = guestAdd
 	GuestDeny    = guestDeny
 	GuestCallout = guestCallout
+
+	GuestTrailers = "examples/extensions/wasm/grpc-trailers"
+	GuestTCPGuard = "examples/extensions/wasm/tcp-guard"
 )

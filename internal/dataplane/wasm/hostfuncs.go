@@ -215,6 +215,9 @@ func hostCloseStream(_ context.Context, in *instance, _ []uint64) uint32 {
 	if st == nil {
 		return statusNotFound
 	}
+	if st.tr.active {
+		return statusBadArgument // the head is sent (trailers.go)
+	}
 	st.replaceResponse()
 	st.s.Reply(503, "stream closed by extension")
 	st.local = true

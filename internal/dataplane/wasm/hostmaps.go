@@ -349,9 +349,9 @@ func (in *instance) buffer(typ uint64) ([]byte, *[]byte, bool) {
 		return nil, nil, false
 	}
 	switch typ {
-	case bufRequestBody:
+	case bufRequestBody, bufDownstreamData: // network.go: a connection's data
 		return st.reqBody, &st.reqBody, true
-	case bufResponseBody:
+	case bufResponseBody, bufUpstreamData:
 		return st.respBody, &st.respBody, true
 	}
 	return nil, nil, false
@@ -439,6 +439,9 @@ func hostSendLocalResponse(_ context.Context, in *instance, a []uint64) uint32 {
 	st := in.stream()
 	if st == nil {
 		return statusNotFound
+	}
+	if st.tr.active {
+		return statusBadArgument // the head is sent (trailers.go)
 	}
 	if status < 200 || status > 599 {
 		return statusBadArgument

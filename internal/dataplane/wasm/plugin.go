@@ -36,7 +36,7 @@ const (
 	wantsResponseBody    = 1 << 9
 	wantsRequestBody     = 1 << 10
 	wantsEnd             = 1 << 11
-	wantsAll             = wantsResponseHeaders | wantsResponseBody | wantsRequestBody | wantsEnd
+	wantsAll             = wantsResponseHeaders | wantsResponseBody | wantsRequestBody | wantsEnd | wantsResponseTrailers | wantsRequestTrailers
 )
 
 // Plugin is a loaded module: its compiled code, the pool of instances that
@@ -101,6 +101,8 @@ type streamCtx struct {
 	calls    chan callResult
 	callResp *callResult // the response being delivered, for the guest's reads
 	nextTok  uint32
+
+	tr trailerState // trailers.go
 }
 
 // warmTimeout bounds the instantiation of a spare instance.
@@ -211,6 +213,7 @@ func (p *Plugin) OnRequest(ctx context.Context, s *filter.Stream) (extension.Act
 	in.st = st
 	in.effective = st.id
 	p.setState(s, st)
+	defer st.watchRequestTrailers()
 	r := s.Req
 	eos := r.Body == nil
 	id, n := uint64(st.id), uint64(requestHeaderCount(r))
@@ -255,9 +258,10 @@ func (p *Plugin) OnRequest(ctx context.Context, s *filter.Stream) (extension.Act
 // for a small body of known length.
 func (p *Plugin) OnResponse(ctx context.Context, s *filter.Stream) error {
 	st := p.state(s)
-	if st == nil || st.in.broken != nil || s.Resp == nil || st.wants&(wantsResponseHeaders|wantsResponseBody) == 0 {
+	if st == nil || st.in.broken != nil || s.Resp == nil || st.wants&(wantsResponseHeaders|wantsResponseBody|wantsResponseTrailers) == 0 {
 		return nil
 	}
+	defer st.enterResponse()()
 	in := st.in
 	st.resp = true
 	st.resumed = false

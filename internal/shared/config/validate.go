@@ -151,7 +151,7 @@ func (v *validator) listener(l *Listener, p string) {
 		}
 	} else {
 		notAllowed("virtual_hosts", len(l.VirtualHosts) > 0, "")
-		notAllowed("filters", len(l.Filters) > 0, " (HTTP filters need protocol http or https)")
+		v.networkFilters(l.Filters, proto, p+".filters") // extensions only (netext.go)
 		notAllowed("max_request_headers_kb", l.MaxRequestHeadersKB != 0, "")
 		notAllowed("stream_idle_timeout", l.StreamIdleTimeout != nil, "")
 		notAllowed("request_timeout", l.RequestTimeout != nil, "")

@@ -190,7 +190,7 @@ clusters: [{ name: c, endpoints: [127.0.0.1:9] }]
 			want: []string{
 				"$DIR/c.yaml:2:5: listeners[0].cluster: a tcp listener needs cluster or weighted_clusters",
 				"$DIR/c.yaml:5:20: listeners[0].virtual_hosts: not allowed on a tcp listener",
-				"$DIR/c.yaml:6:14: listeners[0].filters: not allowed on a tcp listener (HTTP filters need protocol http or https)",
+				"$DIR/c.yaml:6:14: listeners[0].filters: not allowed on a tcp listener (HTTP filters need protocol http or https; extension filters are allowed)",
 			},
 		},
 		{

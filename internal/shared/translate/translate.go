@@ -162,6 +162,9 @@ func (t *translator) listener(l *config.Listener) (*listenerv3.Listener, error) 
 	default:
 		return nil, fmt.Errorf("unknown protocol %q", l.Protocol)
 	}
+	if err := t.networkExtensions(l, out); err != nil { // netext.go
+		return nil, err
+	}
 	if err := listenerMTLS(l, out); err != nil { // mtls.go
 		return nil, err
 	}

@@ -1,0 +1,226 @@
+package extension
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"runtime"
+	"sync"
+
+	"google.golang.org/protobuf/types/known/anypb"
+
+	extv1 "github.com/omnirelay/omnirelay/internal/shared/api/extensions/v1"
+)
+
+// NetworkPlugin is implemented by plugins that can also filter TCP
+// connections (Proxy-Wasm network filters). The same package, config and
+// cache entry serve HTTP and TCP listeners; a runtime whose plugins cannot
+// filter connections simply does not implement it, and a tcp listener
+// naming one is refused at build.
+type NetworkPlugin interface {
+	Plugin
+	// NewConnection starts a connection's context, on the connection's
+	// goroutine, with the watchdog deadline in ctx. Stop closes the
+	// connection.
+	NewConnection(ctx context.Context, info ConnInfo) (Conn, Action, error)
+}
+
+// ConnInfo is what a network plugin learns about a connection.
+type ConnInfo struct {
+	Listener          string
+	Remote, Local     net.Addr
+	SNI, PeerIdentity string
+}
+
+// Conn is one connection's context in a network plugin. The caller makes
+// one call at a time (it serialises the two directions).
+type Conn interface {
+	// Data shows bytes read from one side (fromDownstream: the client's)
+	// and returns the bytes to forward; eos: that side ended. Stop closes
+	// the connection.
+	Data(ctx context.Context, b []byte, fromDownstream, eos bool) ([]byte, Action, error)
+	// Close ends the context and gives back what it holds.
+	Close()
+}
+
+// NetworkFilter is a configured extension on a TCP listener's chain: the
+// same typed config as the HTTP filter (omnirelay.extensions.v1.Extension;
+// canary and fail_status do not apply), the same watchdog and policies. A
+// failed call under fail_open takes the extension out of the connection
+// (bytes then pass unchanged); under fail_closed it closes the connection;
+// reload replaces the plugin and applies the fallback meanwhile.
+type NetworkFilter struct {
+	name     string
+	listener string
+	policy   Policy
+	fallback Policy
+	watchdog *Watchdog
+	main     *entry
+}
+
+// BuildNetwork builds the network filter of an extension for a tcp
+// listener. Errors name the extension and the reason, as Build's do.
+func (f *Factory) BuildNetwork(cfg *anypb.Any, listener string) (*NetworkFilter, error) {
+	var pb extv1.Extension
+	if err := unmarshal(cfg, &pb); err != nil {
+		return nil, fmt.Errorf("extension: %w", err)
+	}
+	name := pb.GetName()
+	if name == "" {
+		return nil, errors.New("extension: name: empty")
+	}
+	if pb.GetCanary() != nil {
+		return nil, fmt.Errorf("extension %q: canary is not supported on tcp listeners", name)
+	}
+	n := &NetworkFilter{name: name, listener: listener}
+	var err error
+	if n.policy, err = policyOf(pb.GetPolicy()); err != nil {
+		return nil, fmt.Errorf("extension %q: policy: %w", name, err)
+	}
+	n.fallback = FailClosed
+	if n.policy == Reload {
+		if n.fallback, err = policyOf(pb.GetFallback()); err != nil || n.fallback == Reload {
+			return nil, fmt.Errorf("extension %q: fallback: want fail_open or fail_closed, got %v", name, pb.GetFallback())
+		}
+	}
+	d := pb.GetDeadline().AsDuration()
+	if !pb.GetDeadline().IsValid() || d <= 0 {
+		return nil, fmt.Errorf("extension %q: deadline: want > 0, got %v", name, pb.GetDeadline())
+	}
+	if n.main, err = f.load(name, pb.GetPackage(), pb.GetConfig()); err != nil {
+		return nil, err
+	}
+	if _, ok := n.main.cur.Load().plugin.(NetworkPlugin); !ok {
+		f.unref([]*entry{n.main})
+		return nil, fmt.Errorf("extension %q: the %s runtime cannot filter tcp connections", name, n.main.kind)
+	}
+	n.watchdog = NewWatchdog(name, n.main.kind, d, f.opt.Metrics, f.opt.Log)
+	runtime.AddCleanup(n, f.unref, []*entry{n.main})
+	return n, nil
+}
+
+// NetConn is one connection's state under a NetworkFilter. Its methods
+// serialise the two directions.
+type NetConn struct {
+	n    *NetworkFilter
+	in   *instance
+	mu   sync.Mutex
+	conn Conn
+	skip bool // fail_open took the extension out of the connection
+}
+
+// NewConn starts a connection: nil (and no error) when the extension is
+// skipped for it under fail_open; an error closes the connection.
+func (n *NetworkFilter) NewConn(ctx context.Context, info ConnInfo) (*NetConn, error) {
+	in := n.main.cur.Load()
+	if in.broken.Load() || !in.acquire() {
+		return nil, n.failed(n.fallback, errors.New("extension is reloading"))
+	}
+	p := in.plugin.(NetworkPlugin)
+	conn, act, o, err := callNew(n.watchdog, p, ctx, info)
+	if o != OutcomeOK {
+		if conn != nil {
+			conn.Close()
+		}
+		in.release()
+		return nil, n.failed(n.onFailure(in), err)
+	}
+	c := &NetConn{n: n, in: in, conn: conn}
+	if act == Stop {
+		c.Close()
+		return nil, fmt.Errorf("extension %q closed the connection", n.name)
+	}
+	return c, nil
+}
+
+// Data filters one read; see Conn.Data.
+func (c *NetConn) Data(b []byte, fromDownstream, eos bool) ([]byte, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.skip || c.conn == nil {
+		return b, nil
+	}
+	out, act, o, err := callData(c.n.watchdog, c.conn, b, fromDownstream, eos)
+	if o != OutcomeOK {
+		c.skip = true
+		if c.n.failed(c.n.onFailure(c.in), err) != nil {
+			return nil, fmt.Errorf("extension %q: %w", c.n.name, err)
+		}
+		return b, nil
+	}
+	if act == Stop {
+		return nil, fmt.Errorf("extension %q closed the connection", c.n.name)
+	}
+	return out, nil
+}
+
+// Close ends the connection's context.
+func (c *NetConn) Close() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.conn != nil {
+		func() {
+			defer func() {
+				if r := recover(); r != nil {
+					c.n.watchdog.count(OutcomePanic, fmt.Errorf("connection close panicked: %v", r))
+				}
+			}()
+			c.conn.Close()
+		}()
+		c.conn = nil
+		c.in.release()
+	}
+}
+
+func (n *NetworkFilter) onFailure(in *instance) Policy {
+	if n.policy == Reload {
+		n.main.reload(in)
+		return n.fallback
+	}
+	return n.policy
+}
+
+// failed turns a policy into the connection's fate: nil lets it through
+// unfiltered (fail_open), an error closes it.
+func (n *NetworkFilter) failed(p Policy, err error) error {
+	if p == FailOpen {
+		return nil
+	}
+	return fmt.Errorf("extension %q failed (fail_closed): %w", n.name, err)
+}
+
+// callNew and callData run one plugin call under the watchdog: a deadline
+// in ctx, panics recovered, the outcome counted.
+func callNew(w *Watchdog, p NetworkPlugin, parent context.Context, info ConnInfo) (c Conn, a Action, o Outcome, err error) {
+	ctx, cancel := context.WithTimeout(parent, w.deadline)
+	defer cancel()
+	defer func() { o, err = w.settleNet(ctx, recover(), err) }()
+	c, a, err = p.NewConnection(ctx, info)
+	return c, a, OutcomeOK, err
+}
+
+func callData(w *Watchdog, c Conn, b []byte, fromDownstream, eos bool) (out []byte, a Action, o Outcome, err error) {
+	ctx, cancel := context.WithTimeout(context.Background(), w.deadline)
+	defer cancel()
+	defer func() { o, err = w.settleNet(ctx, recover(), err) }()
+	out, a, err = c.Data(ctx, b, fromDownstream, eos)
+	return out, a, OutcomeOK, err
+}
+
+func (w *Watchdog) settleNet(ctx context.Context, panicked any, err error) (Outcome, error) {
+	var o Outcome
+	switch {
+	case panicked != nil:
+		o, err = OutcomePanic, fmt.Errorf("panic: %v", panicked)
+	case ctx.Err() != nil || errors.Is(err, context.DeadlineExceeded):
+		o = OutcomeTimeout
+		if err == nil {
+			err = fmt.Errorf("call took longer than its %v deadline", w.deadline)
+		}
+	case err != nil:
+		o = OutcomeError
+	}
+	w.count(o, err)
+	return o, err
+}
