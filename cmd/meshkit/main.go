@@ -15,6 +15,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/omnirelay/omnirelay/internal/controlplane/identity"
 	"github.com/omnirelay/omnirelay/internal/controlplane/serve"
 	"github.com/omnirelay/omnirelay/internal/shared/signing"
 )
@@ -47,13 +48,20 @@ func newRoot() *cobra.Command {
 	}
 
 	var opt serve.Options
-	var etcd, apiTokenFile string
+	var etcd, apiTokenFile, caKEKFile string
 	serveCmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Serve xDS and the operator API until SIGINT/SIGTERM",
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if etcd != "" {
 				opt.Etcd = strings.Split(etcd, ",")
+			}
+			if caKEKFile != "" {
+				kek, err := identity.ReadKEK(caKEKFile)
+				if err != nil {
+					return err
+				}
+				opt.CAKEK = kek
 			}
 			if apiTokenFile != "" {
 				tok, err := serve.ReadAPIToken(apiTokenFile)
@@ -90,6 +98,7 @@ func newRoot() *cobra.Command {
 	f.DurationVar(&opt.SVIDTTL, "svid-ttl", time.Hour, "lifetime of issued SVIDs")
 	f.StringVar(&opt.CACert, "ca-cert", "", "operator CA chain (PEM, signing certificate first, ending with the root); default: a root generated and kept in the store")
 	f.StringVar(&opt.CAKey, "ca-key", "", "private key (PEM) of --ca-cert")
+	f.StringVar(&caKEKFile, "ca-key-encryption-key-file", "", "secret (at least 32 characters) sealing the generated CA's private key in the store (AES-256-GCM); every replica needs the same file")
 	f.StringVar(&apiTokenFile, "api-token-file", "", "file holding the bearer token every API call must present (omnictl --token-file); required when --api-address is not loopback")
 	f.BoolVar(&opt.APIInsecure, "api-insecure", false, "serve a non-loopback API without a token (anyone reaching it can change the mesh and mint identities)")
 

@@ -84,32 +84,11 @@ func (ca *CA) RootsPEM() []byte {
 
 // LoadOrCreateCA returns the CA kept in the store under CAKey, generating
 // and storing a self-signed root (ECDSA P-256, RootLifetime) when there is
-// none. Replicas starting together race on a create-only Put: the first
-// writer wins and the others load its CA.
+// none, its key in clear (LoadOrCreateSealedCA seals it). Replicas starting
+// together race on a create-only Put: the first writer wins and the others
+// load its CA.
 func LoadOrCreateCA(ctx context.Context, st store.Store, td spiffeid.TrustDomain, now time.Time) (*CA, error) {
-	kv, err := st.Get(ctx, CAKey)
-	if err == nil {
-		return parseStoredCA(td, kv.Value, now)
-	}
-	if !errors.Is(err, store.ErrNotFound) {
-		return nil, fmt.Errorf("identity: read CA: %w", err)
-	}
-	pemData, err := generateRoot(td, now)
-	if err != nil {
-		return nil, err
-	}
-	if _, err := st.Put(ctx, CAKey, pemData, 0); err != nil {
-		if !errors.Is(err, store.ErrConflict) {
-			return nil, fmt.Errorf("identity: store CA: %w", err)
-		}
-		// Another replica stored its CA first: use that one.
-		kv, err := st.Get(ctx, CAKey)
-		if err != nil {
-			return nil, fmt.Errorf("identity: read CA after losing the race: %w", err)
-		}
-		return parseStoredCA(td, kv.Value, now)
-	}
-	return parseStoredCA(td, pemData, now)
+	return LoadOrCreateSealedCA(ctx, st, td, now, nil)
 }
 
 // LoadCAFiles loads an operator-provided CA: certFile holds the signing

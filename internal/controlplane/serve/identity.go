@@ -34,7 +34,7 @@ func (p *Process) startIdentity(ctx context.Context, opt Options) error {
 	case opt.CACert != "" || opt.CAKey != "":
 		return fmt.Errorf("identity: --ca-cert and --ca-key go together")
 	default:
-		ca, err = identity.LoadOrCreateCA(ctx, p.Store, td, time.Now())
+		ca, err = identity.LoadOrCreateSealedCA(ctx, p.Store, td, time.Now(), opt.CAKEK)
 	}
 	if err != nil {
 		return err

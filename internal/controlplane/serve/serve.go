@@ -63,6 +63,9 @@ type Options struct {
 	// CACert and CAKey name an operator-provided CA (chain ending with the
 	// root, and the signing key); empty generates a root kept in the store.
 	CACert, CAKey string
+	// CAKEK, when set (identity.ReadKEK), seals the generated CA's key in
+	// the store; every replica needs the same one.
+	CAKEK []byte
 
 	// APIToken, when set, is the bearer token every API call must carry
 	// (ReadAPIToken reads it from a file). Without it the API must be on
