@@ -75,6 +75,13 @@ type Options struct {
 	// An error rejects the update (NACK). It is called from one goroutine
 	// at a time.
 	Apply func(snap *resources.Snapshot, version string) error
+	// InitialFetchTimeout is how long an update waits for a route
+	// configuration or load assignment it references before it applies
+	// without it (Envoy's initial_fetch_timeout: the cluster has no
+	// endpoints, the route configuration no virtual hosts, until the
+	// resource comes). Zero means DefaultInitialFetchTimeout; negative
+	// waits forever.
+	InitialFetchTimeout time.Duration
 	// ApplyLKG runs a snapshot loaded from last-known-good; nil uses Apply.
 	ApplyLKG func(snap *resources.Snapshot, version string) error
 	Log      *slog.Logger
@@ -82,6 +89,9 @@ type Options struct {
 	Stats   Stats
 	Backoff Backoff
 }
+
+// DefaultInitialFetchTimeout is Envoy's default initial_fetch_timeout.
+const DefaultInitialFetchTimeout = 15 * time.Second
 
 // Stats is what the client reports to metrics.
 type Stats interface {
@@ -368,7 +378,8 @@ func (c *Client) session(ctx context.Context, addr string) (got bool, err error)
 		}
 		tr = &deltaTransport{s: st, node: c.node}
 	}
-	s := &session{c: c, addr: addr, tr: tr, ctx: ctx, sent: map[string][]string{}, later: make(chan func() error)}
+	s := &session{c: c, addr: addr, tr: tr, ctx: ctx, sent: map[string][]string{}, later: make(chan func() error),
+		missingSince: map[string]time.Time{}, gaveUpOn: map[string]bool{}}
 	defer s.end()
 	return s.run()
 }

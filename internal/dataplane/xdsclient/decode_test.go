@@ -88,7 +88,7 @@ func BenchmarkAssemble(b *testing.B) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	for range b.N {
-		a, err := assemble(types, pickReceived)
+		a, err := assemble(types, pickReceived, nil)
 		if err != nil || len(a.snap.Clusters) != 200 {
 			b.Fatal(err)
 		}

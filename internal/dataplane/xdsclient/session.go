@@ -56,9 +56,91 @@ type session struct {
 	wg     sync.WaitGroup
 	// sent is the subscription of each named type sent on this stream.
 	sent map[string][]string
-	// later carries delayed NACKs (see handle) to the session goroutine.
+	// later carries delayed NACKs (see handle) and warming timeouts to the
+	// session goroutine.
 	later chan func() error
 	got   bool
+	// missingSince is when each referenced resource that has not arrived
+	// was first found missing (key: missingRef.key); warmTimer fires at the
+	// earliest initial-fetch deadline among them.
+	missingSince map[string]time.Time
+	gaveUpOn     map[string]bool // logged once each
+	warmTimer    *time.Timer
+	warmAt       time.Time
+}
+
+// assemble is assemble over the session's types, giving up on resources
+// missing for longer than the initial fetch timeout, and arming the timer
+// that retries when the next one times out.
+func (s *session) assemble(pick func(*typeState) set) (*assembly, error) {
+	timeout := s.c.opt.InitialFetchTimeout
+	var gaveUp func(string, string) bool
+	if timeout >= 0 {
+		if timeout == 0 {
+			timeout = DefaultInitialFetchTimeout
+		}
+		now := time.Now()
+		gaveUp = func(typeURL, name string) bool {
+			k := missingRef{typeURL, name}.key()
+			since, ok := s.missingSince[k]
+			if !ok || now.Sub(since) < timeout {
+				return false
+			}
+			if !s.gaveUpOn[k] {
+				s.gaveUpOn[k] = true
+				s.c.log.Warn("xds resource not received within the initial fetch timeout; applying without it",
+					"type", shortType(typeURL), "name", name, "timeout", timeout)
+			}
+			return true
+		}
+	}
+	a, err := assemble(s.c.types, pick, gaveUp)
+	var inc errIncomplete
+	if gaveUp != nil && errors.As(err, &inc) && len(inc.refs) > 0 {
+		now := time.Now()
+		next := time.Time{}
+		for _, r := range inc.refs {
+			since, ok := s.missingSince[r.key()]
+			if !ok {
+				since = now
+				s.missingSince[r.key()] = now
+			}
+			if at := since.Add(timeout); next.IsZero() || at.Before(next) {
+				next = at
+			}
+		}
+		s.armWarmTimer(next)
+	}
+	return a, err
+}
+
+// armWarmTimer makes the session retry warming updates at at, unless an
+// earlier retry is already set.
+func (s *session) armWarmTimer(at time.Time) {
+	if s.warmTimer != nil && !s.warmAt.After(at) && time.Now().Before(s.warmAt) {
+		return
+	}
+	if s.warmTimer != nil {
+		s.warmTimer.Stop()
+	}
+	s.warmAt = at
+	s.warmTimer = time.AfterFunc(time.Until(at), func() {
+		select {
+		case s.later <- s.retryWarming:
+		case <-s.ctx.Done():
+		}
+	})
+}
+
+// retryWarming re-tries the first update still waiting for its
+// dependants, now that some of them have timed out.
+func (s *session) retryWarming() error {
+	for _, u := range typeOrder {
+		if t := s.c.types[u]; t.unanswered != nil {
+			return s.tryApply(t)
+		}
+	}
+	return nil
 }
 
 type recvResult struct {
@@ -124,6 +206,9 @@ func (s *session) end() {
 	if s.cancel != nil {
 		s.cancel()
 	}
+	if s.warmTimer != nil {
+		s.warmTimer.Stop()
+	}
 	s.wg.Wait()
 	for _, t := range s.c.types {
 		t.forget()
@@ -183,6 +268,11 @@ func (s *session) handle(r *response) error {
 		return nil
 	}
 	t.take(set{resources: rs, version: r.version, seen: true})
+	for n := range rs {
+		k := missingRef{t.url, n}.key()
+		delete(s.missingSince, k)
+		delete(s.gaveUpOn, k)
+	}
 	t.unanswered = u
 	if err := s.resubscribe(false); err != nil {
 		return err
@@ -265,7 +355,7 @@ func (s *session) resubscribe(first bool) error {
 // complete, cur waits, unanswered, for the resources it names.
 func (s *session) tryApply(cur *typeState) error {
 	var fullErr error
-	full, err := assemble(s.c.types, pickReceived)
+	full, err := s.assemble(pickReceived)
 	if err == nil {
 		if fullErr = s.c.applyXDS(full); fullErr == nil {
 			return s.accept(full, nil)
@@ -278,7 +368,7 @@ func (s *session) tryApply(cur *typeState) error {
 		}
 	}
 	if others {
-		alone, err := assemble(s.c.types, func(t *typeState) set {
+		alone, err := s.assemble(func(t *typeState) set {
 			if t == cur {
 				return t.received
 			}

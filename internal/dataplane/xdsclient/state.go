@@ -357,16 +357,43 @@ type assembly struct {
 // pickReceived chooses the server's latest view of every type for assemble.
 func pickReceived(t *typeState) set { return t.received }
 
-// errIncomplete names what a snapshot still waits for (warming).
-type errIncomplete struct{ missing []string }
+// errIncomplete names what a snapshot still waits for (warming): refs are
+// the named resources among them (not the wildcard types).
+type errIncomplete struct {
+	missing []string
+	refs    []missingRef
+}
+
+// missingRef is a referenced resource that has not arrived.
+type missingRef struct{ typeURL, name string }
+
+func (r missingRef) key() string { return r.typeURL + " " + r.name }
+
+// stand-ins for referenced resources that did not arrive in time
+// (Options.InitialFetchTimeout), as Envoy finishes warming after its
+// initial_fetch_timeout: a cluster without endpoints answers 503, a route
+// configuration without virtual hosts 404. A secret has no stand-in: the
+// secret store keeps the context warming (handshakes refused) until it
+// comes.
+func standIn(typeURL, name string) proto.Message {
+	switch typeURL {
+	case TypeEndpoint:
+		return &endpointv3.ClusterLoadAssignment{ClusterName: name}
+	case TypeRoute:
+		return &routev3.RouteConfiguration{Name: name}
+	}
+	return nil
+}
 
 func (e errIncomplete) Error() string { return "waiting for " + strings.Join(e.missing, ", ") }
 
 // assemble builds a snapshot from one set of each type (pick chooses the
 // received or the accepted one): every listener and cluster, and the
 // routes, endpoints and secrets they reference. It fails with errIncomplete
-// while a referenced resource has not arrived.
-func assemble(types map[string]*typeState, pick func(*typeState) set) (*assembly, error) {
+// while a referenced resource has not arrived, unless gaveUp says to stop
+// waiting for it (nil: wait for all): it then gets its stand-in, in the
+// snapshot only (never in the wire list, so never in last-known-good).
+func assemble(types map[string]*typeState, pick func(*typeState) set, gaveUp func(typeURL, name string) bool) (*assembly, error) {
 	sets := map[string]set{}
 	for _, u := range typeOrder {
 		sets[u] = pick(types[u])
@@ -378,10 +405,12 @@ func assemble(types map[string]*typeState, pick func(*typeState) set) (*assembly
 		}
 	}
 	if len(missing) > 0 {
-		return nil, errIncomplete{missing}
+		return nil, errIncomplete{missing: missing}
 	}
 	r := collectRefs(sets[TypeListener].resources, sets[TypeCluster].resources)
 	picked := map[string][]*entry{}
+	var refs []missingRef
+	var standIns []proto.Message
 	for _, u := range typeOrder {
 		view := sets[u].resources
 		if wildcard(u) {
@@ -393,16 +422,31 @@ func assemble(types map[string]*typeState, pick func(*typeState) set) (*assembly
 		for _, n := range r.names(u) {
 			e := view[n]
 			if e == nil {
+				if gaveUp != nil && gaveUp(u, n) {
+					if m := standIn(u, n); m != nil {
+						standIns = append(standIns, m)
+					}
+					continue
+				}
 				missing = append(missing, shortType(u)+" "+strconv.Quote(n))
+				refs = append(refs, missingRef{u, n})
 				continue
 			}
 			picked[u] = append(picked[u], e)
 		}
 	}
 	if len(missing) > 0 {
-		return nil, errIncomplete{missing}
+		return nil, errIncomplete{missing: missing, refs: refs}
 	}
 	a := &assembly{snap: &resources.Snapshot{}}
+	for _, m := range standIns {
+		switch m := m.(type) {
+		case *routev3.RouteConfiguration:
+			a.snap.Routes = append(a.snap.Routes, m)
+		case *endpointv3.ClusterLoadAssignment:
+			a.snap.Endpoints = append(a.snap.Endpoints, m)
+		}
+	}
 	var versions []string
 	for _, u := range typeOrder {
 		for _, e := range picked[u] {
@@ -451,7 +495,8 @@ func snapshotFromWire(rs []*discoveryv3.Resource, verify verifyFunc) (*resources
 		}
 		t.received.resources[e.name] = e
 	}
-	a, err := assemble(types, pickReceived)
+	// A snapshot applied with stand-ins was stored without them.
+	a, err := assemble(types, pickReceived, func(string, string) bool { return true })
 	if err != nil {
 		var inc errIncomplete
 		if errors.As(err, &inc) {
