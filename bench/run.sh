@@ -25,6 +25,8 @@
 #                    use a few % of a core then, so other work barely notices,
 #                    and the percentiles stop measuring other work's slices
 #   OMNIRELAY_BIN=path   use this binary instead of building ./cmd/omnirelay
+#   OMNIRELAY_TAGS=tags  build tags for ./cmd/omnirelay (default grpcnotrace;
+#                    empty: the untagged build)
 #   RESULTS=file     also write the Markdown report there
 #   INSTALL=0        do not apt-get missing tools; KEEP=1 keep the temp dir and logs
 #   MTLS=1           also measure the mTLS rows (bench/mtls.sh; about 50 s per
@@ -247,8 +249,12 @@ build_omnirelay() {
 		SKIP[omnirelay]="pending: ./cmd/omnirelay does not exist yet"
 		return
 	fi
-	log "building omnirelay"
-	if (cd "$REPO" && CGO_ENABLED=0 go build -trimpath -o "$BIN/omnirelay" ./cmd/omnirelay) >"$WORK/omnirelay-build.log" 2>&1; then
+	# grpcnotrace (grpc-go's own build tag) leaves out golang.org/x/net/trace,
+	# whose html/template use turns off the linker's dead-method elimination:
+	# 11 MB of binary and about 3 MiB of idle RSS (docs/benchmarks.md, "Idle
+	# RSS"). OMNIRELAY_TAGS= measures the untagged build.
+	log "building omnirelay (tags: ${OMNIRELAY_TAGS-grpcnotrace})"
+	if (cd "$REPO" && CGO_ENABLED=0 go build -trimpath -tags "${OMNIRELAY_TAGS-grpcnotrace}" -o "$BIN/omnirelay" ./cmd/omnirelay) >"$WORK/omnirelay-build.log" 2>&1; then
 		OMNIRELAY=$BIN/omnirelay
 	else
 		SKIP[omnirelay]="pending: go build ./cmd/omnirelay failed: $(head -c 300 "$WORK/omnirelay-build.log" | tr '\n' ' ')"
