@@ -111,9 +111,14 @@ func (c *netConn) Data(ctx context.Context, b []byte, fromDownstream, eos bool) 
 	if fromDownstream {
 		dir, fn, name, buf = 0, c.fn.downData, "proxy_on_downstream_data", &st.reqBody
 	}
-	// The guest sees what it held back plus the new bytes.
-	*buf = append(c.held[dir], b...)
-	c.held[dir] = nil
+	// The guest sees what it held back plus the new bytes. Without held
+	// bytes, b itself: proxy_set_buffer_bytes replaces the slice, never
+	// writes into it, and b is valid for the call.
+	*buf = b
+	if len(c.held[dir]) > 0 {
+		*buf = append(c.held[dir], b...)
+		c.held[dir] = nil
+	}
 	in.effective = st.id
 	st.resumed = false
 	act, err := in.call(ctx, fn, name, uint64(st.id), uint64(len(*buf)), b2u(eos))
@@ -130,7 +135,7 @@ func (c *netConn) Data(ctx context.Context, b []byte, fromDownstream, eos bool) 
 	out := *buf
 	*buf = nil
 	if act == guestPause && !eos && !st.resumed {
-		c.held[dir] = out
+		c.held[dir] = append([]byte(nil), out...) // b's buffer is the caller's to reuse
 		return nil, Continue, nil
 	}
 	if eos && !c.closed[dir] {
