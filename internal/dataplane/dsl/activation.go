@@ -34,10 +34,10 @@ var _ interpreter.Activation = (*evalState)(nil)
 
 func newEvalState(p *Plugin) *evalState {
 	st := &evalState{plugin: p}
-	st.reqHdr.cells = &st.cells
-	st.respHdr.cells = &st.cells
-	st.query.cells = &st.cells
-	st.meta.cells = &st.cells
+	st.reqHdr.bind(&st.cells)
+	st.respHdr.bind(&st.cells)
+	st.query.bind(&st.cells)
+	st.meta.bind(&st.cells)
 	return st
 }
 

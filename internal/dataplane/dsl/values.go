@@ -82,47 +82,44 @@ func (c *cells) int(n int64) ref.Val {
 	return v
 }
 
-// headerMap is request.headers or response.headers: the first value of each
-// name, names compared without case.
-type headerMap struct {
-	h     *message.Headers
+// lazyMap is the traits.Mapper the maps below share: lookups go to the
+// source in place; whole-map operations go to the map it materialises.
+// Each map embeds one pointing at itself (bind), so the CEL value handed to
+// the interpreter is the map's own pointer and nothing is allocated.
+type lazyMap struct {
+	src   mapSource
 	cells *cells
 }
 
-var _ traits.Mapper = (*headerMap)(nil)
-
-func (m *headerMap) find(name string) ([]byte, bool) {
-	for i := 0; i < m.h.Len(); i++ {
-		f := m.h.At(i)
-		if message.EqualFold(f.Name, name) {
-			return f.Value, true
-		}
-	}
-	return nil, false
+type mapSource interface {
+	// lookup returns the value of key; the string may alias the stream's
+	// buffers (valid until the next cells reset).
+	lookup(key string) (string, bool)
+	materialize() traits.Mapper
 }
 
-func (m *headerMap) Find(key ref.Val) (ref.Val, bool) {
+func (m *lazyMap) Find(key ref.Val) (ref.Val, bool) {
 	k, ok := key.(types.String)
 	if !ok {
 		return types.MaybeNoSuchOverloadErr(key), false
 	}
-	v, found := m.find(string(k))
+	v, found := m.src.lookup(string(k))
 	if !found {
 		return nil, false
 	}
-	return m.cells.str(v), true
+	return m.cells.strString(v), true
 }
 
-func (m *headerMap) Contains(key ref.Val) ref.Val {
+func (m *lazyMap) Contains(key ref.Val) ref.Val {
 	k, ok := key.(types.String)
 	if !ok {
 		return types.MaybeNoSuchOverloadErr(key)
 	}
-	_, found := m.find(string(k))
+	_, found := m.src.lookup(string(k))
 	return types.Bool(found)
 }
 
-func (m *headerMap) Get(key ref.Val) ref.Val {
+func (m *lazyMap) Get(key ref.Val) ref.Val {
 	v, found := m.Find(key)
 	if !found {
 		if v != nil {
@@ -131,6 +128,40 @@ func (m *headerMap) Get(key ref.Val) ref.Val {
 		return types.NewErr("no such key: %v", key)
 	}
 	return v
+}
+
+func (m *lazyMap) Iterator() traits.Iterator { return m.src.materialize().Iterator() }
+func (m *lazyMap) ConvertToNative(t reflect.Type) (any, error) {
+	return m.src.materialize().ConvertToNative(t)
+}
+func (m *lazyMap) ConvertToType(t ref.Type) ref.Val { return m.src.materialize().ConvertToType(t) }
+func (m *lazyMap) Equal(o ref.Val) ref.Val          { return m.src.materialize().Equal(o) }
+func (m *lazyMap) Type() ref.Type                   { return types.MapType }
+func (m *lazyMap) Value() any                       { return m.src.materialize().Value() }
+
+// alias views b as a string without copying; b must not change while the
+// string is in use (header arenas are append-only while a stream runs).
+func alias(b []byte) string { return unsafe.String(unsafe.SliceData(b), len(b)) }
+
+// headerMap is request.headers or response.headers: the first value of each
+// name, names compared without case.
+type headerMap struct {
+	lazyMap
+	h *message.Headers
+}
+
+var _ traits.Mapper = (*headerMap)(nil)
+
+func (m *headerMap) bind(c *cells) { m.lazyMap = lazyMap{src: m, cells: c} }
+
+func (m *headerMap) lookup(name string) (string, bool) {
+	for i := 0; i < m.h.Len(); i++ {
+		f := m.h.At(i)
+		if message.EqualFold(f.Name, name) {
+			return alias(f.Value), true
+		}
+	}
+	return "", false
 }
 
 func (m *headerMap) Size() ref.Val {
@@ -165,36 +196,29 @@ func (m *headerMap) materialize() traits.Mapper {
 	return types.DefaultTypeAdapter.NativeToValue(out).(traits.Mapper)
 }
 
-func (m *headerMap) Iterator() traits.Iterator { return m.materialize().Iterator() }
-func (m *headerMap) ConvertToNative(t reflect.Type) (any, error) {
-	return m.materialize().ConvertToNative(t)
-}
-func (m *headerMap) ConvertToType(t ref.Type) ref.Val { return m.materialize().ConvertToType(t) }
-func (m *headerMap) Equal(o ref.Val) ref.Val          { return m.materialize().Equal(o) }
-func (m *headerMap) Type() ref.Type                   { return types.MapType }
-func (m *headerMap) Value() any                       { return m.materialize().Value() }
-
 // queryMap is request.query: parameters of the raw query string, first
 // value, not percent-decoded (decoding would allocate on every lookup;
 // compare with the encoded form).
 type queryMap struct {
-	q     []byte
-	cells *cells
+	lazyMap
+	q []byte
 }
 
 var _ traits.Mapper = (*queryMap)(nil)
 
-func (m *queryMap) find(name string) ([]byte, bool) {
+func (m *queryMap) bind(c *cells) { m.lazyMap = lazyMap{src: m, cells: c} }
+
+func (m *queryMap) lookup(name string) (string, bool) {
 	q := m.q
 	for len(q) > 0 {
 		var part []byte
 		part, q = cut(q, '&')
 		k, v := cut(part, '=')
 		if string(k) == name {
-			return v, true
+			return alias(v), true
 		}
 	}
-	return nil, false
+	return "", false
 }
 
 func cut(b []byte, sep byte) (before, after []byte) {
@@ -204,38 +228,6 @@ func cut(b []byte, sep byte) (before, after []byte) {
 		}
 	}
 	return b, nil
-}
-
-func (m *queryMap) Find(key ref.Val) (ref.Val, bool) {
-	k, ok := key.(types.String)
-	if !ok {
-		return types.MaybeNoSuchOverloadErr(key), false
-	}
-	v, found := m.find(string(k))
-	if !found {
-		return nil, false
-	}
-	return m.cells.str(v), true
-}
-
-func (m *queryMap) Contains(key ref.Val) ref.Val {
-	k, ok := key.(types.String)
-	if !ok {
-		return types.MaybeNoSuchOverloadErr(key)
-	}
-	_, found := m.find(string(k))
-	return types.Bool(found)
-}
-
-func (m *queryMap) Get(key ref.Val) ref.Val {
-	v, found := m.Find(key)
-	if !found {
-		if v != nil {
-			return v
-		}
-		return types.NewErr("no such key: %v", key)
-	}
-	return v
 }
 
 func (m *queryMap) materialize() traits.Mapper {
@@ -255,26 +247,20 @@ func (m *queryMap) materialize() traits.Mapper {
 	return types.DefaultTypeAdapter.NativeToValue(out).(traits.Mapper)
 }
 
-func (m *queryMap) Size() ref.Val             { return m.materialize().Size() }
-func (m *queryMap) Iterator() traits.Iterator { return m.materialize().Iterator() }
-func (m *queryMap) ConvertToNative(t reflect.Type) (any, error) {
-	return m.materialize().ConvertToNative(t)
-}
-func (m *queryMap) ConvertToType(t ref.Type) ref.Val { return m.materialize().ConvertToType(t) }
-func (m *queryMap) Equal(o ref.Val) ref.Val          { return m.materialize().Equal(o) }
-func (m *queryMap) Type() ref.Type                   { return types.MapType }
-func (m *queryMap) Value() any                       { return m.materialize().Value() }
+func (m *queryMap) Size() ref.Val { return m.materialize().Size() }
 
 // metaMap is the metadata variable: keys set by set_metadata on this
 // stream, in order, later sets of a key replacing earlier ones.
 type metaMap struct {
-	kv    []metaEntry
-	cells *cells
+	lazyMap
+	kv []metaEntry
 }
 
 type metaEntry struct{ key, value string }
 
 var _ traits.Mapper = (*metaMap)(nil)
+
+func (m *metaMap) bind(c *cells) { m.lazyMap = lazyMap{src: m, cells: c} }
 
 func (m *metaMap) set(key, value string) {
 	for i := range m.kv {
@@ -286,7 +272,7 @@ func (m *metaMap) set(key, value string) {
 	m.kv = append(m.kv, metaEntry{key, value})
 }
 
-func (m *metaMap) get(key string) (string, bool) {
+func (m *metaMap) lookup(key string) (string, bool) {
 	for i := range m.kv {
 		if m.kv[i].key == key {
 			return m.kv[i].value, true
@@ -300,38 +286,6 @@ func (m *metaMap) reset() {
 	m.kv = m.kv[:0]
 }
 
-func (m *metaMap) Find(key ref.Val) (ref.Val, bool) {
-	k, ok := key.(types.String)
-	if !ok {
-		return types.MaybeNoSuchOverloadErr(key), false
-	}
-	v, found := m.get(string(k))
-	if !found {
-		return nil, false
-	}
-	return m.cells.strString(v), true
-}
-
-func (m *metaMap) Contains(key ref.Val) ref.Val {
-	k, ok := key.(types.String)
-	if !ok {
-		return types.MaybeNoSuchOverloadErr(key)
-	}
-	_, found := m.get(string(k))
-	return types.Bool(found)
-}
-
-func (m *metaMap) Get(key ref.Val) ref.Val {
-	v, found := m.Find(key)
-	if !found {
-		if v != nil {
-			return v
-		}
-		return types.NewErr("no such key: %v", key)
-	}
-	return v
-}
-
 func (m *metaMap) Size() ref.Val { return m.cells.int(int64(len(m.kv))) }
 
 func (m *metaMap) materialize() traits.Mapper {
@@ -341,12 +295,3 @@ func (m *metaMap) materialize() traits.Mapper {
 	}
 	return types.DefaultTypeAdapter.NativeToValue(out).(traits.Mapper)
 }
-
-func (m *metaMap) Iterator() traits.Iterator { return m.materialize().Iterator() }
-func (m *metaMap) ConvertToNative(t reflect.Type) (any, error) {
-	return m.materialize().ConvertToNative(t)
-}
-func (m *metaMap) ConvertToType(t ref.Type) ref.Val { return m.materialize().ConvertToType(t) }
-func (m *metaMap) Equal(o ref.Val) ref.Val          { return m.materialize().Equal(o) }
-func (m *metaMap) Type() ref.Type                   { return types.MapType }
-func (m *metaMap) Value() any                       { return m.materialize().Value() }
