@@ -11,6 +11,7 @@ import (
 	"github.com/goccy/go-yaml"
 	"github.com/spf13/cobra"
 
+	"github.com/omnirelay/omnirelay/internal/shared/dslrules"
 	"github.com/omnirelay/omnirelay/internal/shared/extpkg"
 	"github.com/omnirelay/omnirelay/internal/shared/signing"
 )
@@ -43,6 +44,13 @@ func (c *cli) extPackCmd() *cobra.Command {
 			if schema != "" {
 				if m.ConfigSchema, err = os.ReadFile(schema); err != nil {
 					return err
+				}
+			}
+			if m.Kind == extpkg.KindDSL {
+				// Type-check the rules now rather than at the first proxy
+				// that loads them; the error names the rule and field.
+				if _, err := dslrules.Compile(payload); err != nil {
+					return fmt.Errorf("%s: %w", args[0], err)
 				}
 			}
 			pkg, err := extpkg.Pack(m, payload)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -25,6 +26,9 @@ func omnictl(t *testing.T, args ...string) (string, error) {
 	return out.String(), err
 }
 
+// stampRules is a minimal valid DSL payload.
+const stampRules = "rules:\n  - name: stamp\n    when: \"true\"\n    actions: [{ set_header: { name: x-stamp, value: \"1\" } }]\n"
+
 func TestExtPackSignVerify(t *testing.T) {
 	dir := t.TempDir()
 	at := func(n string) string { return filepath.Join(dir, n) }
@@ -45,7 +49,10 @@ func TestExtPackSignVerify(t *testing.T) {
 	if err := signing.WritePublicKey(at("other.pem"), otherPub); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(at("rules.yaml"), []byte("rules: []\n"), 0o644); err != nil {
+	if err := os.WriteFile(at("rules.yaml"), []byte(stampRules), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(at("bad-rules.yaml"), []byte("rules:\n  - name: broken\n    when: request.path + 1\n    actions: [{ deny: { status: 403 } }]\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	steps := []struct {
@@ -57,10 +64,12 @@ func TestExtPackSignVerify(t *testing.T) {
 		{name: "pack", args: []string{"ext", "pack", at("rules.yaml"), "--name", "rules", "--version", "1.0.0", "--kind", "dsl", "--abi", "omnirelay-dsl/1", "--out", at("rules.orx")},
 			want: "packed rules@1.0.0 (dsl, omnirelay-dsl/1)"},
 		{name: "unsigned does not verify", args: []string{"ext", "verify", at("rules.orx"), "--trust-root", at("pub.pem")}, want: "not signed", err: true},
+		{name: "pack type-checks dsl rules", args: []string{"ext", "pack", at("bad-rules.yaml"), "--name", "rules", "--version", "1", "--kind", "dsl", "--abi", "omnirelay-dsl/1", "--out", at("bad.orx")},
+			want: `rules[0] "broken": when:`, err: true},
 		{name: "pack refuses a bad kind", args: []string{"ext", "pack", at("rules.yaml"), "--name", "rules", "--version", "1", "--kind", "lua", "--abi", "x", "--out", at("bad.orx")},
 			want: `kind "lua"`, err: true},
 		{name: "sign", args: []string{"ext", "sign", at("rules.orx"), "--key", at("key.pem")}, want: "signed " + at("rules.orx") + " with key " + signing.KeyID(pub)},
-		{name: "verify", args: []string{"ext", "verify", at("rules.orx"), "--trust-root", at("pub.pem")}, want: "payload:      10 bytes"},
+		{name: "verify", args: []string{"ext", "verify", at("rules.orx"), "--trust-root", at("pub.pem")}, want: fmt.Sprintf("payload:      %d bytes", len(stampRules))},
 		{name: "verify json", args: []string{"ext", "verify", at("rules.orx"), "--trust-root", at("pub.pem"), "-o", "json"}, want: `"kind": "dsl"`},
 		{name: "other key refused", args: []string{"ext", "verify", at("rules.orx"), "--trust-root", at("other.pem")}, want: "untrusted key", err: true},
 	}
@@ -83,7 +92,7 @@ func TestExtPackSignVerify(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tampered := bytes.Replace(pkg, []byte("rules: []"), []byte("rules: [x"), 1)
+	tampered := bytes.Replace(pkg, []byte("x-stamp"), []byte("x-stamq"), 1)
 	if err := os.WriteFile(at("tampered.orx"), tampered, 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -113,7 +122,7 @@ func TestExtPushList(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := extpkg.Pack(extpkg.Manifest{Name: "rules", Version: "1.0.0", Kind: extpkg.KindDSL, ABI: "omnirelay-dsl/1"}, []byte("rules: []\n"))
+	b, err := extpkg.Pack(extpkg.Manifest{Name: "rules", Version: "1.0.0", Kind: extpkg.KindDSL, ABI: "omnirelay-dsl/1"}, []byte(stampRules))
 	if err != nil {
 		t.Fatal(err)
 	}
