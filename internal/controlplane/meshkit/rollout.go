@@ -102,12 +102,10 @@ func (m *MeshKit) Rollback(ctx context.Context, name string) (RolloutResult, err
 var errSkip = errors.New("entry left as it is")
 
 // editExtension rewrites every entry of extension name in the stored
-// desired configuration with edit, validates the result as an apply does,
-// and stores it only if the stored document did not change meanwhile (a
-// concurrent apply or rollout step makes this one fail with
-// store.ErrConflict, never half-apply). Entries are rewritten in place in
-// the YAML document, as flow mappings: the rest of the document, comments
-// included, is kept; comments inside a rewritten entry are not.
+// desired configuration with edit (rewriteExtension), validates the result
+// as an apply does, and stores it only if the stored document did not
+// change meanwhile (a concurrent apply or rollout step makes this one fail
+// with store.ErrConflict, never half-apply).
 func (m *MeshKit) editExtension(ctx context.Context, name, step string, edit func(*config.Extension) error) (RolloutResult, error) {
 	m.rolloutMu.Lock()
 	defer m.rolloutMu.Unlock()
@@ -122,52 +120,11 @@ func (m *MeshKit) editExtension(ctx context.Context, name, step string, edit fun
 	if err := json.Unmarshal(kv.Value, &d); err != nil {
 		return RolloutResult{}, fmt.Errorf("decode %s: %w", KeyDesired, err)
 	}
-	cfg, err := config.Parse(d.Filename, d.YAML, config.ServedByMeshKit())
+	data, paths, err := rewriteExtension(d.Filename, d.YAML, name, step, edit)
 	if err != nil {
-		return RolloutResult{}, fmt.Errorf("stored configuration %s: %w", d.Version, err)
+		return RolloutResult{}, fmt.Errorf("configuration %s: %w", d.Version, err)
 	}
-	file, err := parser.ParseBytes(d.YAML, parser.ParseComments)
-	if err != nil {
-		return RolloutResult{}, fmt.Errorf("stored configuration %s: %w", d.Version, err)
-	}
-	var (
-		res   RolloutResult
-		edits []splice
-		found bool
-	)
-	for i, l := range cfg.Listeners {
-		for j, f := range l.Filters {
-			if f.Extension == nil || f.Extension.Name != name {
-				continue
-			}
-			found = true
-			x := *f.Extension
-			if err := edit(&x); errors.Is(err, errSkip) {
-				continue
-			} else if err != nil {
-				return RolloutResult{}, err
-			}
-			path := fmt.Sprintf("$.listeners[%d].filters[%d].extension", i, j)
-			flow, err := yaml.MarshalWithOptions(extensionYAML(&x), yaml.Flow(true))
-			if err != nil {
-				return RolloutResult{}, fmt.Errorf("%s: %w", path, err)
-			}
-			sp, err := nodeSpan(file, d.YAML, path)
-			if err != nil {
-				return RolloutResult{}, fmt.Errorf("%s: rewrite: %w", path, err)
-			}
-			sp.text = strings.TrimSpace(string(flow))
-			edits = append(edits, sp)
-			res.Paths = append(res.Paths, strings.TrimPrefix(path, "$."))
-		}
-	}
-	switch {
-	case !found:
-		return RolloutResult{}, fmt.Errorf("extension %q: %w in configuration %s", name, ErrNoExtension, d.Version)
-	case len(res.Paths) == 0:
-		return RolloutResult{}, fmt.Errorf("extension %q: %w to %s", name, ErrNoCanary, step)
-	}
-	data := applySplices(d.YAML, edits)
+	res := RolloutResult{Paths: paths}
 	next, err := m.parseAndCheck(d.Filename, data)
 	if err != nil {
 		return RolloutResult{}, fmt.Errorf("%s of extension %q makes an invalid configuration: %w", step, name, err)
@@ -190,6 +147,62 @@ func (m *MeshKit) editExtension(ctx context.Context, name, step string, edit fun
 	m.trigger()
 	res.Version = nd.Version
 	return res, nil
+}
+
+// rewriteExtension returns doc with every entry of extension name passed
+// through edit (errSkip leaves an entry as it is), and the document paths
+// of the entries it rewrote. Entries are rewritten in place in the YAML
+// text, as flow mappings: the rest of the document is kept byte for byte
+// (the YAML library's printer is not used: it does not round-trip every
+// document, e.g. a flow sequence of host:port); comments inside a
+// rewritten entry are not kept. The result is not validated.
+func rewriteExtension(filename string, doc []byte, name, step string, edit func(*config.Extension) error) ([]byte, []string, error) {
+	cfg, err := config.Parse(filename, doc, config.ServedByMeshKit())
+	if err != nil {
+		return nil, nil, err
+	}
+	file, err := parser.ParseBytes(doc, parser.ParseComments)
+	if err != nil {
+		return nil, nil, err
+	}
+	var (
+		paths []string
+		edits []splice
+		found bool
+	)
+	for i, l := range cfg.Listeners {
+		for j, f := range l.Filters {
+			if f.Extension == nil || f.Extension.Name != name {
+				continue
+			}
+			found = true
+			x := *f.Extension
+			if err := edit(&x); errors.Is(err, errSkip) {
+				continue
+			} else if err != nil {
+				return nil, nil, err
+			}
+			path := fmt.Sprintf("$.listeners[%d].filters[%d].extension", i, j)
+			flow, err := yaml.MarshalWithOptions(extensionYAML(&x), yaml.Flow(true))
+			if err != nil {
+				return nil, nil, fmt.Errorf("%s: %w", path, err)
+			}
+			sp, err := nodeSpan(file, doc, path)
+			if err != nil {
+				return nil, nil, fmt.Errorf("%s: rewrite: %w", path, err)
+			}
+			sp.text = strings.TrimSpace(string(flow))
+			edits = append(edits, sp)
+			paths = append(paths, strings.TrimPrefix(path, "$."))
+		}
+	}
+	switch {
+	case !found:
+		return nil, nil, fmt.Errorf("extension %q: %w", name, ErrNoExtension)
+	case len(paths) == 0:
+		return nil, nil, fmt.Errorf("extension %q: %w to %s", name, ErrNoCanary, step)
+	}
+	return applySplices(doc, edits), paths, nil
 }
 
 // extensionYAML is x as a YAML mapping holding only the keys that are set,
@@ -250,7 +263,7 @@ func nodeSpan(file *ast.File, doc []byte, path string) (splice, error) {
 	if tk == nil || tk.Position == nil {
 		return splice{}, errors.New("no position")
 	}
-	lines := bytes.SplitAfter(doc, []byte("\n"))
+	lines := splitLines(doc)
 	line := tk.Position.Line - 1
 	if line < 0 || line >= len(lines) {
 		return splice{}, fmt.Errorf("line %d out of range", tk.Position.Line)
@@ -280,6 +293,24 @@ func nodeSpan(file *ast.File, doc []byte, path string) (splice, error) {
 		to += len(l)
 	}
 	return splice{from: lineStart, to: to, indent: indent, block: true}, nil
+}
+
+// splitLines splits doc after each line break as YAML counts them: "\n",
+// "\r\n" and a lone "\r".
+func splitLines(doc []byte) [][]byte {
+	var lines [][]byte
+	start := 0
+	for i := 0; i < len(doc); i++ {
+		switch {
+		case doc[i] == '\n', doc[i] == '\r' && (i+1 == len(doc) || doc[i+1] != '\n'):
+			lines = append(lines, doc[start:i+1])
+			start = i + 1
+		}
+	}
+	if start < len(doc) {
+		lines = append(lines, doc[start:])
+	}
+	return lines
 }
 
 func indentOf(l []byte) int { return len(l) - len(bytes.TrimLeft(l, " ")) }

@@ -1,0 +1,55 @@
+package meshkit
+
+import (
+	"reflect"
+	"testing"
+
+	"github.com/omnirelay/omnirelay/internal/shared/config"
+)
+
+// FuzzRewriteExtension: for any document that validates and names
+// extension stamp, rewriting its entries gives a document that validates,
+// whose stamp entries carry the new package and are otherwise unchanged,
+// and whose every other part is unchanged. Seeds: testdata/fuzz.
+func FuzzRewriteExtension(f *testing.F) {
+	f.Add([]byte(rolloutDoc))
+	f.Fuzz(func(t *testing.T, doc []byte) {
+		before, err := config.Parse("mesh.yaml", doc, config.ServedByMeshKit())
+		if err != nil {
+			return
+		}
+		const pkg = "store:stamp@9.9.9"
+		out, paths, err := rewriteExtension("mesh.yaml", doc, "stamp", "canary", func(x *config.Extension) error {
+			x.Package = pkg
+			return nil
+		})
+		if err != nil {
+			return // no stamp entry
+		}
+		after, err := config.Parse("mesh.yaml", out, config.ServedByMeshKit())
+		if err != nil {
+			t.Fatalf("rewritten document does not validate: %v\nbefore:\n%s\nafter:\n%s", err, doc, out)
+		}
+		n := 0
+		for i := range after.Listeners {
+			if len(after.Listeners[i].Filters) != len(before.Listeners[i].Filters) {
+				t.Fatalf("listener %d: filters changed\n%s", i, out)
+			}
+			for j, fl := range after.Listeners[i].Filters {
+				if x := fl.Extension; x != nil && x.Name == "stamp" {
+					if x.Package != pkg {
+						t.Fatalf("listeners[%d].filters[%d]: package %q\n%s", i, j, x.Package, out)
+					}
+					x.Package = before.Listeners[i].Filters[j].Extension.Package
+					n++
+				}
+			}
+		}
+		if n != len(paths) {
+			t.Fatalf("%d entries rewritten, %d paths reported", n, len(paths))
+		}
+		if !reflect.DeepEqual(after.Listeners, before.Listeners) || !reflect.DeepEqual(after.Clusters, before.Clusters) || after.Admin != before.Admin {
+			t.Fatalf("the rewrite changed more than the packages\nbefore:\n%s\nafter:\n%s", doc, out)
+		}
+	})
+}
