@@ -1,6 +1,13 @@
 // Command omnirelay is the OmniRelay data plane: an L4/L7 proxy driven by a
 // static config file (omnirelay.v1 YAML or Envoy static resources) or by an
 // xDS control plane (MeshKit or any xDS v3 server) over ADS.
+//
+// Build it with -tags grpcnotrace, as bench/run.sh does: without the tag
+// grpc-go links golang.org/x/net/trace, whose html/template use stops the
+// linker from dropping unused methods, which costs 11 MB of binary and about
+// 3 MiB of idle RSS (docs/benchmarks.md, "Idle RSS"). Nothing is lost: the
+// trace pages it registers are on http.DefaultServeMux, which the proxy never
+// serves.
 package main
 
 import (
