@@ -19,7 +19,10 @@ func FuzzRewriteExtension(f *testing.F) {
 			return
 		}
 		const pkg = "store:stamp@9.9.9"
+		// A canary whose previous config is the entry's config: every
+		// string the entry holds goes through the flow-mapping printer.
 		out, paths, err := rewriteExtension("mesh.yaml", doc, "stamp", "canary", func(x *config.Extension) error {
+			x.Canary = &config.ExtensionCanary{Percent: 7, By: config.CanaryByProxies, PreviousPackage: x.Package, PreviousConfig: x.Config + "#: {x}"}
 			x.Package = pkg
 			return nil
 		})
@@ -37,10 +40,12 @@ func FuzzRewriteExtension(f *testing.F) {
 			}
 			for j, fl := range after.Listeners[i].Filters {
 				if x := fl.Extension; x != nil && x.Name == "stamp" {
-					if x.Package != pkg {
-						t.Fatalf("listeners[%d].filters[%d]: package %q\n%s", i, j, x.Package, out)
+					old := before.Listeners[i].Filters[j].Extension
+					want := config.ExtensionCanary{Percent: 7, By: config.CanaryByProxies, PreviousPackage: old.Package, PreviousConfig: old.Config + "#: {x}"}
+					if x.Package != pkg || x.Canary == nil || *x.Canary != want {
+						t.Fatalf("listeners[%d].filters[%d]: package %q canary %+v\n%s", i, j, x.Package, x.Canary, out)
 					}
-					x.Package = before.Listeners[i].Filters[j].Extension.Package
+					x.Package, x.Canary = old.Package, old.Canary
 					n++
 				}
 			}
