@@ -22,7 +22,7 @@ import (
 // because of memory: grpc-go's server keeps four goroutines per connection
 // with one stream (frame reader 4 KB stack, loopy writer 4 KB, keepalive
 // 2 KB, and the stream handler, which blocks in Recv more than 2 KB deep and
-// so keeps an 8 KB stack) and ~9 KB of transport heap, ~30 KB per xDS client
+// so keeps an 8 KB stack) and ~11 KB of heap, ~30 KB per xDS client
 // before any xDS state (docs/xds-scale.md has the breakdown). Here the
 // connection's reader goroutine decodes each request and handles it in place
 // under the stream's lock; responses are framed into a per-connection output
@@ -37,9 +37,10 @@ import (
 // framing (uncompressed only: a compressed message ends its stream with
 // Unimplemented) and status trailers. What it leaves out: server-initiated
 // keepalive pings (dead peers are found by TCP keepalive, which Go turns on
-// for accepted connections), TLS (Serve takes any net.Listener, so a
-// tls.Listener works, at the cost of blocking writes on the flusher
-// goroutine), compression, and every service other than the xDS ones.
+// for accepted connections), compression, and every service other than the
+// xDS ones. TLS is the listener's business: Serve takes any net.Listener, so
+// a tls.Listener whose config offers ALPN "h2" works; on a connection that is
+// not a plain socket every write goes through the flusher goroutine.
 
 const (
 	h2MaxStreams     = 16
@@ -48,7 +49,7 @@ const (
 	h2MaxReadFrame   = 16384 // the HTTP/2 default; never raised, so pooled buffers stay small
 	h2MaxMsg         = 16 << 20
 	h2MaxHeaderList  = 16 << 10
-	h2MaxPending     = 64 << 20 // response bytes queued for a client that grants no window
+	h2MaxPending     = 64 << 20 // a stream's queued response bytes; a safety net, as pushes wait for what is queued (conn.pushLocked)
 	h2PrefaceTimeout = 10 * time.Second
 	h2MaxStatusMsg   = 4 << 10
 )

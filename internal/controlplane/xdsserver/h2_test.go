@@ -2,9 +2,16 @@ package xdsserver
 
 import (
 	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/binary"
 	"fmt"
 	"io"
+	"math/big"
 	"net"
 	"slices"
 	"testing"
@@ -17,6 +24,7 @@ import (
 	"golang.org/x/net/http2/hpack"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/encoding/gzip"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
@@ -252,4 +260,63 @@ func FuzzLeanConn(f *testing.F) {
 		}
 		<-drained
 	})
+}
+
+// TestLeanOverTLS: Serve on a tls.Listener (not a plain socket, so every
+// write goes through the flusher goroutine) with a grpc-go client.
+func TestLeanOverTLS(t *testing.T) {
+	if !leanTransport {
+		t.Skip("lean transport only")
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "xds.test"},
+		DNSNames: []string{"xds.test"}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tlsLis := tls.NewListener(lis, &tls.Config{NextProtos: []string{"h2"},
+		Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}})
+	cache := NewCache()
+	cache.Set("n1", world(t, "1", 8000))
+	srv := New(Options{Cache: cache})
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(tlsLis) }()
+	t.Cleanup(func() {
+		srv.Stop()
+		if err := <-served; err != nil {
+			t.Errorf("serve: %v", err)
+		}
+	})
+	pool := x509.NewCertPool()
+	pool.AddCert(cert)
+	cc, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(
+		credentials.NewTLS(&tls.Config{RootCAs: pool, ServerName: "xds.test"})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cc.Close() })
+	c := newDelta(t, cc)
+	c.send(&discoveryv3.DeltaDiscoveryRequest{Node: node("n1"), TypeUrl: resourcev3.ClusterType})
+	m := c.recv()
+	if got := deltaNames(m.Resources); !slices.Equal(got, []string{"c1", "c2"}) {
+		t.Fatalf("resources %v", got)
+	}
+	c.ack(m)
+	cache.Set("n1", world(t, "2", 8001))
+	c.send(&discoveryv3.DeltaDiscoveryRequest{TypeUrl: resourcev3.EndpointType, ResourceNamesSubscribe: []string{"c1"}})
+	if got := deltaNames(c.recv().Resources); !slices.Equal(got, []string{"c1"}) {
+		t.Fatalf("endpoints %v", got)
+	}
 }
