@@ -287,3 +287,44 @@ func TestRolloutPartialCanary(t *testing.T) {
 		t.Fatalf("promote with no canary left: %v", err)
 	}
 }
+
+// racingStore runs hook once, right after the rollout step read the
+// desired config: another writer changes it in between.
+type racingStore struct {
+	store.Store
+	hook func()
+}
+
+func (s *racingStore) Get(ctx context.Context, key string) (store.KV, error) {
+	kv, err := s.Store.Get(ctx, key)
+	if h := s.hook; h != nil {
+		s.hook = nil
+		h()
+	}
+	return kv, err
+}
+
+// A step whose document changed after it was read fails (ABORTED in the
+// API) and stores nothing: the other writer's config stays.
+func TestRolloutConflict(t *testing.T) {
+	m := newRolloutMeshKit(t)
+	ctx := context.Background()
+	other := strings.Replace(rolloutDoc, "# the mesh", "# changed by another apply", 1)
+	rs := &racingStore{Store: m.opt.Store}
+	rs.hook = func() {
+		if _, err := m.Apply(ctx, "mesh.yaml", []byte(other)); err != nil {
+			t.Error(err)
+		}
+	}
+	m.opt.Store = rs
+	if _, err := m.Canary(ctx, "stamp", "store:stamp@2.0.0", 10, ""); !errors.Is(err, store.ErrConflict) {
+		t.Fatalf("canary over a concurrent apply: %v, want a conflict", err)
+	}
+	doc, _, _ := m.Get(ctx)
+	if string(doc) != other {
+		t.Fatalf("desired config after the conflict:\n%s", doc)
+	}
+	if _, err := m.Canary(ctx, "stamp", "store:stamp@2.0.0", 10, ""); err != nil {
+		t.Fatalf("retry: %v", err)
+	}
+}
