@@ -100,6 +100,15 @@ var callbackSignatures = map[string]string{
 	"proxy_on_delete":             "(i32) -> ()",
 	"omnirelay_on_stream_start":   "(i32, i32, i32, i32) -> (i32)",
 	"omnirelay_on_stream_end":     "(i32) -> ()",
+
+	// Trailer and network-filter callbacks (trailers.go, network.go).
+	"proxy_on_request_trailers":            "(i32, i32) -> (i32)",
+	"proxy_on_response_trailers":           "(i32, i32) -> (i32)",
+	"proxy_on_new_connection":              "(i32) -> (i32)",
+	"proxy_on_downstream_data":             "(i32, i32, i32) -> (i32)",
+	"proxy_on_upstream_data":               "(i32, i32, i32) -> (i32)",
+	"proxy_on_downstream_connection_close": "(i32, i32) -> ()",
+	"proxy_on_upstream_connection_close":   "(i32, i32) -> ()",
 }
 
 // signature spells a function type the way callbackSignatures does.

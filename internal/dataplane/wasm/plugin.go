@@ -261,7 +261,8 @@ func (p *Plugin) OnResponse(ctx context.Context, s *filter.Stream) error {
 	if st == nil || st.in.broken != nil || s.Resp == nil || st.wants&(wantsResponseHeaders|wantsResponseBody|wantsResponseTrailers) == 0 {
 		return nil
 	}
-	defer st.enterResponse()()
+	st.tr.mu.Lock() // trailers.go: a request's trailers may arrive meanwhile
+	defer st.leaveResponse()
 	in := st.in
 	st.resp = true
 	st.resumed = false

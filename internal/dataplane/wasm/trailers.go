@@ -34,16 +34,13 @@ type trailerState struct {
 	active bool // in a trailer callback
 }
 
-// enterResponse holds the stream's instance for OnResponse (a request's
-// trailers may arrive meanwhile) and, on the way out, wraps the response
-// body for proxy_on_response_trailers. OnResponse defers the function it
-// returns.
-func (st *streamCtx) enterResponse() func() {
-	st.tr.mu.Lock()
-	return func() {
-		st.watchResponseTrailers()
-		st.tr.mu.Unlock()
-	}
+// leaveResponse ends OnResponse, which holds st.tr.mu while it runs (a
+// request's trailers may arrive meanwhile): it wraps the response body for
+// proxy_on_response_trailers and lets go. A deferred method call, not a
+// returned closure, so that it does not allocate per response.
+func (st *streamCtx) leaveResponse() {
+	st.watchResponseTrailers()
+	st.tr.mu.Unlock()
 }
 
 // watchRequestTrailers wraps the request body for proxy_on_request_trailers
