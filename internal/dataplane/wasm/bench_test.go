@@ -71,12 +71,18 @@ func extensionFilter(b *testing.B, pkg, config string) filter.Filter {
 // BenchmarkChain is issue 5's overhead figure: a request through a chain
 // with no extension, then with the add-header Wasm plugin (request and
 // response phase, watchdog included). The difference is the plugin's cost.
+// wasm-noop runs a plugin whose stream context does nothing: what the host,
+// wazero and the Go guest runtime charge per request before a plugin does
+// any work.
 func BenchmarkChain(b *testing.B) {
 	chains := []struct {
 		name    string
 		filters func(b *testing.B) []filter.Filter
 	}{
 		{"no-extension", func(*testing.B) []filter.Filter { return nil }},
+		{"wasm-noop", func(b *testing.B) []filter.Filter {
+			return []filter.Filter{extensionFilter(b, "internal/dataplane/wasm/testdata/noop", "")}
+		}},
 		{"wasm-add-header", func(b *testing.B) []filter.Filter {
 			return []filter.Filter{extensionFilter(b, wasm.GuestAdd, "x-added: yes")}
 		}},

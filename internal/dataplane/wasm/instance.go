@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/tetratelabs/wazero"
@@ -133,8 +134,9 @@ type guestFuncs struct {
 
 	// OmniRelay's optional fast path (see docs/wasm.md): one call for
 	// proxy_on_context_create + proxy_on_request_headers, one for
-	// proxy_on_done + proxy_on_log + proxy_on_delete. Each guest call costs
-	// ~0.9 µs in wazero's deadline watcher, so this halves a stream's cost.
+	// proxy_on_done + proxy_on_log + proxy_on_delete: each guest call has a
+	// fixed cost (the watchdog's timer, wazero's entry, the Go guest
+	// runtime's), so this halves a stream's calls.
 	streamStart, streamEnd api.Function
 }
 
@@ -147,6 +149,16 @@ type instance struct {
 	fn  guestFuncs
 
 	stack [8]uint64
+	cc    callCtx // the context of the call in progress, reused call after call
+
+	// The deadline watchdog (see interrupt.go): stop is the module's
+	// interrupt global, set by timer's func once a call overruns deadline.
+	stop     api.MutableGlobal
+	timer    *time.Timer
+	guard    sync.Mutex // running, deadline, fired; stop's value
+	running  bool
+	fired    bool
+	deadline time.Time
 
 	nextID     uint32
 	st         *streamCtx // the stream being served; nil for root calls
@@ -167,8 +179,8 @@ type instance struct {
 }
 
 // callCtx wraps the caller's context so host functions find their
-// instance. A fresh one per call: wazero's deadline watcher may read it
-// after the call returned, so it is never reused.
+// instance. Each instance reuses its own: nothing keeps it after a call
+// returns (wazero's per-call context watcher, which did, is off).
 type callCtx struct {
 	context.Context
 	inst *instance
@@ -192,8 +204,10 @@ func instanceFrom(ctx context.Context) *instance {
 // instance is returned ready for streams.
 func (p *Plugin) newInstance(ctx context.Context) (*instance, error) {
 	in := &instance{p: p, nextID: rootID}
-	// Host functions may run during _initialize (a guest logging at init).
-	mod, err := p.rt.rt.InstantiateModule(&callCtx{ctx, in}, p.cm, p.rt.moduleConfig(p))
+	in.cc.inst = in
+	// The start function is called below, under the watchdog: instantiation
+	// itself runs none (but a module's start section).
+	mod, err := p.rt.rt.InstantiateModule(ctx, p.cm, p.rt.moduleConfig(p))
 	if err != nil {
 		return nil, fmt.Errorf("instantiate: %w", guestError(ctx, err))
 	}
@@ -202,6 +216,22 @@ func (p *Plugin) newInstance(ctx context.Context) (*instance, error) {
 	if in.mem == nil {
 		_ = mod.Close(ctx)
 		return nil, errors.New("instantiate: module has no memory")
+	}
+	stop, ok := mod.ExportedGlobal(interruptExport).(api.MutableGlobal)
+	if !ok {
+		_ = mod.Close(ctx)
+		return nil, errors.New("instantiate: module lacks the interrupt global (not instrumented)")
+	}
+	in.stop = stop
+	if start := mod.ExportedFunction(p.start); start != nil {
+		// Host functions may run during _initialize (a guest logging at
+		// init). A command's _start ends in proc_exit(0): a success, as
+		// wazero's own start-function handling takes it.
+		var exit *sys.ExitError
+		if err := in.run(ctx, start, in.stack[:]); err != nil && !(errors.As(err, &exit) && exit.ExitCode() == 0) {
+			in.close()
+			return nil, fmt.Errorf("%s: %w", p.start, guestError(ctx, err))
+		}
 	}
 	f := func(name string) api.Function { return mod.ExportedFunction(name) }
 	in.fn = guestFuncs{
@@ -269,12 +299,80 @@ func (in *instance) call(ctx context.Context, fn api.Function, name string, args
 		return 0, nil
 	}
 	copy(in.stack[:], args)
-	err := fn.CallWithStack(&callCtx{ctx, in}, in.stack[:])
-	if err != nil {
+	if err := in.run(ctx, fn, in.stack[:]); err != nil {
 		in.broken = fmt.Errorf("%s: %w", name, guestError(ctx, err))
 		return 0, in.broken
 	}
 	return uint64(uint32(in.stack[0])), nil // i32 results: the upper half is undefined
+}
+
+// run calls fn under the deadline watchdog: if ctx has a deadline, the
+// instance's timer raises the interrupt global when it passes, and the
+// guest traps at its next loop iteration. The error of an interrupted call
+// wraps errInterrupted. A call made from a host function (the allocator)
+// runs inside its caller's run and calls fn directly.
+//
+// Only a deadline interrupts a guest, not a cancellation: a call runs to
+// its end or its deadline. A context with no deadline is checked for a
+// cancellation before the call; one with a deadline is not (with the
+// extension filter's contexts that costs a clock read per call), so a
+// stream cancelled mid-way still makes its calls, each bounded.
+func (in *instance) run(ctx context.Context, fn api.Function, stack []uint64) error {
+	d, has := ctx.Deadline()
+	if has {
+		wait := time.Until(d)
+		if wait <= 0 {
+			return errInterrupted
+		}
+		in.guard.Lock()
+		in.running, in.deadline = true, d
+		if in.timer == nil {
+			in.timer = time.AfterFunc(wait, in.interrupt)
+		} else {
+			in.timer.Reset(wait)
+		}
+		in.guard.Unlock()
+	} else if err := ctx.Err(); err != nil {
+		return err
+	}
+	in.cc.Context = ctx
+	err := fn.CallWithStack(&in.cc, stack)
+	in.cc.Context = nil
+	if in.disarm(has) && err != nil {
+		return errInterrupted
+	}
+	return err
+}
+
+// disarm ends a call's watch and reports whether its deadline interrupted
+// it. The global is cleared so that a late firing does not stop the next
+// call.
+func (in *instance) disarm(armed bool) (fired bool) {
+	if !armed {
+		return false
+	}
+	in.timer.Stop()
+	in.guard.Lock()
+	fired = in.fired
+	in.running, in.fired = false, false
+	if fired {
+		in.stop.Set(0)
+	}
+	in.guard.Unlock()
+	return fired
+}
+
+// interrupt is the timer's func. A stale firing (the timer was reset for
+// a later call while this one was on its way) finds the deadline not yet
+// passed and does nothing; the reset timer fires again.
+func (in *instance) interrupt() {
+	in.guard.Lock()
+	defer in.guard.Unlock()
+	if !in.running || time.Now().Before(in.deadline) {
+		return
+	}
+	in.fired = true
+	in.stop.Set(1)
 }
 
 // errInterrupted marks a guest stopped because its deadline passed.
@@ -284,6 +382,14 @@ var errInterrupted = errors.New("wasm guest interrupted at its deadline")
 // ctx.Err() so that the watchdog counts a timeout), a Go guest that exited
 // (a panic or out-of-memory in a Go guest ends in proc_exit), or a trap.
 func guestError(ctx context.Context, err error) error {
+	if errors.Is(err, errInterrupted) {
+		// The instance's own timer: the deadline passed, whether or not
+		// ctx has noticed yet.
+		return fmt.Errorf("%w: %w", errInterrupted, context.DeadlineExceeded)
+	}
+	if cerr := ctx.Err(); cerr != nil && errors.Is(err, cerr) {
+		return err // not called: ctx ended before
+	}
 	var exit *sys.ExitError
 	if errors.As(err, &exit) {
 		switch exit.ExitCode() {
@@ -308,6 +414,9 @@ func (in *instance) newID() uint32 {
 }
 
 func (in *instance) close() {
+	if in.timer != nil {
+		in.timer.Stop()
+	}
 	if in.mod != nil {
 		_ = in.mod.Close(context.Background())
 	}

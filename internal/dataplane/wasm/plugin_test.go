@@ -317,6 +317,13 @@ func TestWatchdog(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			p := load(t, r, guestTest, tt.mode)
 			for i := 0; i < 2; i++ { // the second request gets a fresh instance
+				// Wait for it: on a loaded machine (-race) a new instance
+				// can take longer than the deadline, which is for the guest.
+				for wait := time.Now().Add(10 * time.Second); idle(p) == 0; time.Sleep(time.Millisecond) {
+					if time.Now().After(wait) {
+						t.Fatal("no idle instance after 10s")
+					}
+				}
 				s := newStream("/")
 				start := time.Now()
 				_, err := p.OnRequest(withDeadline(t, tt.deadline), s)

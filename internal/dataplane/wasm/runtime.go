@@ -18,8 +18,9 @@
 // returned to the pool: the next stream gets a fresh one.
 //
 // Plugin methods run on the stream's goroutine; the deadline comes from the
-// ctx they are given (wazero closes the module when ctx is done, which stops
-// an infinite loop).
+// ctx they are given: when its deadline passes, the instance's watchdog
+// makes the guest trap at its next loop iteration (see interrupt.go), which
+// stops an infinite loop.
 package wasm
 
 import (
@@ -111,8 +112,9 @@ func New(ctx context.Context, opts Options) (*Runtime, error) {
 	}
 	cfg := wazero.NewRuntimeConfigCompiler().
 		WithCompilationCache(cache).
-		WithMemoryLimitPages(opts.MemoryLimitPages).
-		WithCloseOnContextDone(true)
+		WithMemoryLimitPages(opts.MemoryLimitPages)
+	// No WithCloseOnContextDone: modules are instrumented instead (see
+	// interrupt.go), which costs a Go guest far less per call.
 	r := &Runtime{
 		opts:    opts,
 		rt:      wazero.NewRuntimeWithConfig(ctx, cfg),
@@ -194,6 +196,10 @@ func (r *Runtime) close(ctx context.Context) error {
 // config as its plugin configuration (proxy_on_configure). The VM
 // configuration is empty. Errors say what is wrong with the module.
 func (r *Runtime) LoadModule(ctx context.Context, name string, binary, config []byte) (*Plugin, error) {
+	binary, err := instrument(binary)
+	if err != nil {
+		return nil, fmt.Errorf("wasm plugin %q: compile: %w", name, err)
+	}
 	cm, err := r.rt.CompileModule(ctx, binary)
 	if err != nil {
 		return nil, fmt.Errorf("wasm plugin %q: compile: %w", name, err)
@@ -252,7 +258,7 @@ func (r *Runtime) moduleConfig(p *Plugin) wazero.ModuleConfig {
 	w := &logWriter{log: p.log}
 	return wazero.NewModuleConfig().
 		WithName("").
-		WithStartFunctions(p.start).
+		WithStartFunctions(). // newInstance calls p.start under the watchdog
 		WithStdout(w).
 		WithStderr(w).
 		WithSysWalltime().
