@@ -265,8 +265,8 @@ func (f *Factory) load(name string, pkg, config []byte) (*entry, error) {
 // more leaves the cache; its plugin closes once its last stream completes
 // (streams hold their own reference on the instance).
 func (f *Factory) unref(es []*entry) {
+	var gone []*instance
 	f.mu.Lock()
-	defer f.mu.Unlock()
 	for _, e := range es {
 		if e.dead {
 			continue
@@ -274,19 +274,28 @@ func (f *Factory) unref(es []*entry) {
 		if e.users--; e.users > 0 {
 			continue
 		}
-		f.drop(e)
+		gone = append(gone, f.drop(e))
 		f.opt.Log.Info("extension unloaded: no config version uses it any more", "extension", e.name,
 			"package", e.manifest.Name, "version", e.manifest.Version, "sha256", e.manifest.PayloadSHA256)
 	}
+	f.mu.Unlock()
+	retire(gone)
 }
 
-// drop removes e from the cache and retires its current instance; f.mu is
-// held.
-func (f *Factory) drop(e *entry) {
+// drop removes e from the cache and returns its current instance, to be
+// retired once f.mu is released (retiring may close the plugin, which may
+// take a while: a Build must not wait behind it); f.mu is held.
+func (f *Factory) drop(e *entry) *instance {
 	e.dead = true
 	delete(f.cache, e.key)
-	if in := e.cur.Load(); in != nil {
-		in.retire()
+	return e.cur.Load()
+}
+
+func retire(ins []*instance) {
+	for _, in := range ins {
+		if in != nil {
+			in.retire()
+		}
 	}
 }
 
@@ -303,11 +312,13 @@ func (f *Factory) Loaded() int {
 // closes once the streams using it complete; filters still running after
 // Close apply their fallback policy. Build fails afterwards.
 func (f *Factory) Close() error {
+	var gone []*instance
 	f.mu.Lock()
-	defer f.mu.Unlock()
 	f.closed = true
 	for _, e := range f.cache {
-		f.drop(e)
+		gone = append(gone, f.drop(e))
 	}
+	f.mu.Unlock()
+	retire(gone)
 	return nil
 }

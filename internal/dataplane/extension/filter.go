@@ -119,8 +119,8 @@ func (e *entry) reload(in *instance) {
 			return
 		}
 		e.cur.Store(newInstance(p, log, e.name))
-		in.retire()
 		e.f.mu.Unlock()
+		in.retire()
 		m.WithLabelValues(e.name, e.kind, "ok").Inc()
 		log.Info("extension reloaded", "extension", e.name, "kind", e.kind)
 	}()
