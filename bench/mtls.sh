@@ -43,13 +43,9 @@ mtls_setup() {
 	"$BIN/mtlsconf" -dir "$MTLS_CERTS" || die "mtlsconf could not write certificates"
 	[[ " $MTLS_PEERS " == *" omnirelay "* && -z ${SKIP[omnirelay]:-} ]] || return 0
 	render omnirelay-mtls.yaml.tmpl "$dir/omnirelay.yaml" "$dir"
-	if ! "$BIN/mtlsconf" -dir "$dir/omnirelay-certs" -config "$dir/omnirelay.yaml" -out "$dir/omnirelay.json" >"$dir/mtlsconf.log" 2>&1; then
+	if ! "$BIN/mtlsconf" -dir "$MTLS_CERTS" -gen=false -config "$dir/omnirelay.yaml" -out "$dir/omnirelay.json" >"$dir/mtlsconf.log" 2>&1; then
 		SKIP[mtls-omnirelay]="failed: mtlsconf: $(head -c 300 "$dir/mtlsconf.log" | tr '\n' ' ')"
-		return 0
 	fi
-	# One CA for every peer: the bootstrap's secrets point at its own
-	# directory, so make it hold the shared certificates.
-	cp "$MTLS_CERTS"/* "$dir/omnirelay-certs/"
 }
 
 start_mtls_omnirelay() {

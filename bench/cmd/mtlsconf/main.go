@@ -11,7 +11,7 @@
 // at every handshake, client SVIDs verified with go-spiffe against the
 // trust domain), only without a MeshKit to renew the certificates.
 //
-//	mtlsconf -dir D [-config omnirelay-mtls.yaml -out D/omnirelay.json]
+//	mtlsconf -dir D [-gen=false] [-config omnirelay-mtls.yaml -out D/omnirelay.json]
 //
 // Files written in D: ca.pem (the root, URI SAN spiffe://<trust-domain>),
 // server.pem/server.key (the proxies' certificate), server-bundle.pem
@@ -61,6 +61,7 @@ func run(args []string, stderr io.Writer) error {
 	td := fs.String("trust-domain", config.DefaultTrustDomain, "SPIFFE trust domain of the CA and the SVIDs")
 	cfgPath := fs.String("config", "", "omnirelay.v1 config to translate into a static bootstrap (optional)")
 	out := fs.String("out", "", "where to write the bootstrap (JSON); required with -config")
+	gen := fs.Bool("gen", true, "write new certificates into -dir (false: the bootstrap points at the ones already there)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -73,8 +74,12 @@ func run(args []string, stderr io.Writer) error {
 	if err := os.MkdirAll(*dir, 0o700); err != nil {
 		return err
 	}
-	if err := writeCerts(*dir, *td, time.Now()); err != nil {
-		return err
+	if *gen {
+		if err := writeCerts(*dir, *td, time.Now()); err != nil {
+			return err
+		}
+	} else if *cfgPath == "" {
+		return errors.New("-gen=false without -config does nothing")
 	}
 	if *cfgPath == "" {
 		return nil

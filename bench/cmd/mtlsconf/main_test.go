@@ -96,6 +96,35 @@ func TestBenchTemplateBecomesMeshMTLSBootstrap(t *testing.T) {
 	}
 }
 
+func TestBootstrapReusesCertificates(t *testing.T) {
+	dir := t.TempDir()
+	if err := run([]string{"-dir", dir}, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	before, err := os.ReadFile(filepath.Join(dir, "ca.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, "omnirelay.json")
+	if err := run([]string{"-dir", dir, "-gen=false", "-config", renderTemplate(t, dir), "-out", out}, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	after, err := os.ReadFile(filepath.Join(dir, "ca.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(before) != string(after) {
+		t.Error("-gen=false replaced the CA")
+	}
+	data, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(data), filepath.Join(dir, "ca.pem")) {
+		t.Error("bootstrap does not point at the existing CA")
+	}
+}
+
 func TestCertificatesAreSVIDsOfTheTrustDomain(t *testing.T) {
 	dir := t.TempDir()
 	if err := run([]string{"-dir", dir, "-trust-domain", "bench.test"}, io.Discard); err != nil {
@@ -148,6 +177,7 @@ func TestFlags(t *testing.T) {
 	}{
 		{name: "no dir", args: nil},
 		{name: "config without out", args: []string{"-dir", "x", "-config", "c.yaml"}},
+		{name: "nothing to do", args: []string{"-dir", "x", "-gen=false"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
