@@ -15,6 +15,8 @@ import (
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/omnirelay/omnirelay/internal/shared/capability"
 )
 
 // client is one simulated proxy: one TCP connection, one ADS stream, one
@@ -27,6 +29,7 @@ type client struct {
 	delta    bool
 	types    []string
 	clusters []string // EDS subscription
+	omniNode bool     // send the node an OmniRelay proxy sends, capabilities and all
 
 	conn net.Conn
 	bw   *bufio.Writer
@@ -103,6 +106,9 @@ func (c *client) dial(ctx context.Context, addr string) error {
 		return err
 	}
 	node := &corev3.Node{Id: fmt.Sprintf("xdsload-%d", c.id), Cluster: "xdsload"}
+	if c.omniNode {
+		omniRelayCaps.Apply(node)
+	}
 	for i, t := range c.types {
 		if i > 0 {
 			node = nil
@@ -126,6 +132,16 @@ func (c *client) dial(ctx context.Context, addr string) error {
 	}
 	return c.bw.Flush()
 }
+
+// omniRelayCaps is what an OmniRelay build advertises in its node
+// (internal/dataplane/app.Capabilities of this build): ~1 KB on the wire,
+// several KB once decoded.
+var omniRelayCaps = capability.Set{Kind: capability.KindOmniRelay, Build: "1.2.3", Filters: []string{
+	"envoy.filters.http.router", "envoy.filters.network.http_connection_manager", "envoy.filters.network.rbac",
+	"envoy.filters.network.tcp_proxy", "envoy.filters.http.cors", "envoy.filters.http.fault",
+	"envoy.filters.http.header_mutation", "envoy.filters.http.jwt_authn", "envoy.filters.http.local_ratelimit",
+	"envoy.filters.http.rbac",
+}}
 
 type sliceWriter struct{ b *[]byte }
 

@@ -56,6 +56,7 @@ type config struct {
 	updates             int
 	spawn               bool
 	profiles            string
+	omniNode            bool
 }
 
 func run(ctx context.Context, args []string, out io.Writer) error {
@@ -64,6 +65,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		cfg                     config
 		serveMode               bool
 		impl, mode, typesFlag   string
+		nodeFlag                string
 		clustersFlag, endpoints int
 	)
 	fs.BoolVar(&serveMode, "serve", false, "run the server under test (used by the driver; -impl picks it)")
@@ -77,6 +79,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	fs.IntVar(&endpoints, "endpoints", 3, "endpoints per cluster")
 	fs.IntVar(&cfg.updates, "updates", 5, "endpoint changes to measure")
 	fs.BoolVar(&cfg.spawn, "spawn", true, "start the server under test as a child process (false: use -addr/-ctl as they are)")
+	fs.StringVar(&nodeFlag, "node", "bare", "the node clients send: bare (id and cluster) or omnirelay (an OmniRelay proxy's, with its capabilities)")
 	fs.StringVar(&cfg.profiles, "profiles", "", "directory to save the server's heap and goroutine profiles in, taken with all clients connected")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -85,6 +88,13 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	cfg.impls = strings.Split(impl, ",")
 	if serveMode {
 		return serve(ctx, impl, cfg.addr, cfg.ctl, clustersFlag, endpoints)
+	}
+	switch nodeFlag {
+	case "bare":
+	case "omnirelay":
+		cfg.omniNode = true
+	default:
+		return fmt.Errorf("-node %q: want bare or omnirelay", nodeFlag)
 	}
 	switch mode {
 	case "delta":
@@ -157,7 +167,7 @@ func drive(ctx context.Context, cfg config, impl, mode string, out io.Writer) er
 		runErr  error
 	)
 	for i := range clients {
-		c := &client{id: i, delta: cfg.delta, types: cfg.types, clusters: names}
+		c := &client{id: i, delta: cfg.delta, types: cfg.types, clusters: names, omniNode: cfg.omniNode}
 		clients[i] = c
 		if err := c.dial(ctx, cfg.addr); err != nil {
 			cancel()

@@ -18,6 +18,7 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc/codes"
 	grpcstatus "google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/structpb"
 )
 
 // TestMain runs every test twice: on a grpc.Server (Register) and on the
@@ -263,15 +264,20 @@ func TestCallbacks(t *testing.T) {
 	}
 	closed := make(chan struct{})
 	srv := startServer(t, Options{Callbacks: Callbacks{
-		OnStreamOpen:  func(_ int64, n *corev3.Node) { rec("open " + n.Id) },
+		OnStreamOpen:  func(_ int64, n *corev3.Node) { rec(fmt.Sprintf("open %s metadata %t", n.Id, n.Metadata != nil)) },
 		OnStreamClose: func(_ int64, n *corev3.Node) { rec("close " + n.Id); close(closed) },
-		OnAck:         func(_ int64, _ *corev3.Node, typeURL, _ string) { rec("ack " + typeURL) },
-		OnNack:        func(_ int64, _ *corev3.Node, typeURL, _, detail string) { rec("nack " + typeURL + " " + detail) },
+		OnAck: func(_ int64, n *corev3.Node, typeURL, _ string) {
+			rec(fmt.Sprintf("ack %s %s/%s metadata %t", typeURL, n.Id, n.UserAgentName, n.Metadata != nil))
+		},
+		OnNack: func(_ int64, _ *corev3.Node, typeURL, _, detail string) { rec("nack " + typeURL + " " + detail) },
 	}})
 	srv.cache.Set("n1", world(t, "1", 8000))
 	cc := dial(t, srv.addr)
 	c := newSotW(t, cc)
-	c.send(&discoveryv3.DiscoveryRequest{Node: node("n1"), TypeUrl: resourcev3.ClusterType})
+	full := node("n1")
+	full.UserAgentName = "omnirelay"
+	full.Metadata = &structpb.Struct{Fields: map[string]*structpb.Value{"caps": structpb.NewStringValue("many")}}
+	c.send(&discoveryv3.DiscoveryRequest{Node: full, TypeUrl: resourcev3.ClusterType})
 	c.ack(c.recv())
 	c.barrier("b0") // the ACK is handled before the next Set
 	srv.cache.Set("n1", snapshot("2", map[string][]*Resource{resourcev3.ClusterType: {cluster(t, "c9")}, resourcev3.ListenerType: {listener(t, "b0")}}))
@@ -280,7 +286,10 @@ func TestCallbacks(t *testing.T) {
 	c.barrier("b0")
 	c.close()
 	<-closed
-	want := []string{"open n1", "ack " + resourcev3.ClusterType, "nack " + resourcev3.ClusterType + " no", "close n1"}
+	// Only OnStreamOpen sees the node's capability data; later callbacks get
+	// its identity.
+	want := []string{"open n1 metadata true", "ack " + resourcev3.ClusterType + " n1/omnirelay metadata false",
+		"nack " + resourcev3.ClusterType + " no", "close n1"}
 	mu.Lock()
 	defer mu.Unlock()
 	if !slices.Equal(events, want) {
