@@ -6,6 +6,9 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
+
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	extv1 "github.com/omnirelay/omnirelay/internal/shared/api/extensions/v1"
 
@@ -25,7 +28,9 @@ func TestConcurrentStreams(t *testing.T) {
 - name: back
   phase: response
   actions: [{set_header: {name: x-id-back, expr: 'metadata["id"] + "|" + string(response.status)'}}]`
-	flt := buildFilter(t, nil, &extv1.Extension{Package: signedPackage(t, rules)}, dsl.Options{})
+	// A deadline no loaded -race machine reaches: the test is about state
+	// isolation, not timing (10ms, the default, was exceeded under load).
+	flt := buildFilter(t, nil, &extv1.Extension{Package: signedPackage(t, rules), Deadline: durationpb.New(5 * time.Second)}, dsl.Options{})
 	c := filter.NewChain(echoCopy{}, flt)
 	const workers, perWorker = 8, 300
 	var wg sync.WaitGroup
