@@ -45,6 +45,12 @@ listeners:
     cluster: echo
     filters:
       - extension: { name: tcp-guard, package: tcp-guard.orx, config: "deny: forbidden", deadline: 2s }
+  - name: lines
+    address: {{lines}}
+    protocol: tcp
+    cluster: echo
+    filters:
+      - extension: { name: tcp-lines, package: tcp-guard.orx, config: "lines: true", deadline: 2s }
   - name: loop-open
     address: {{loopopen}}
     protocol: tcp
@@ -68,7 +74,7 @@ clusters:
 func TestNetworkFilterThroughProxy(t *testing.T) {
 	dir := t.TempDir()
 	writePackage(t, dir, "tcp-guard", wasm.GuestTCPGuard, wasm.ABI021)
-	vars := map[string]string{"guard": freeAddr(t), "loopopen": freeAddr(t), "loopclosed": freeAddr(t), "echo": tcpEcho(t)}
+	vars := map[string]string{"guard": freeAddr(t), "lines": freeAddr(t), "loopopen": freeAddr(t), "loopclosed": freeAddr(t), "echo": tcpEcho(t)}
 	startProxy(t, dir, networkConfig, vars)
 
 	// exchange sends line and returns the first line that comes back, or
@@ -112,6 +118,47 @@ func TestNetworkFilterThroughProxy(t *testing.T) {
 			}
 		})
 	}
+
+	// A line written in two pieces: the plugin pauses on the first, so the
+	// host holds it back and shows it again with the second; the upstream
+	// gets (and echoes) the line whole, which comes back with one prefix.
+	// The pause between the writes is what makes the proxy read them
+	// separately (the guard listener, which does not hold, returns two
+	// prefixed pieces then).
+	t.Run("held bytes go with the next ones", func(t *testing.T) {
+		for _, l := range []struct{ listener, want string }{
+			{"lines", "[wasm] hello PING\n"},
+			{"guard", "[wasm] hel[wasm] lo PING\n"},
+		} {
+			c, err := net.DialTimeout("tcp", vars[l.listener], 5*time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_ = c.SetDeadline(time.Now().Add(30 * time.Second))
+			r := bufio.NewReader(c)
+			if _, err := io.WriteString(c, "hel"); err != nil {
+				t.Fatal(err)
+			}
+			if l.listener == "guard" {
+				// Wait for the first piece to come back before the second.
+				buf := make([]byte, len("[wasm] hel"))
+				if _, err := io.ReadFull(r, buf); err != nil {
+					t.Fatal(err)
+				}
+				r = bufio.NewReader(io.MultiReader(strings.NewReader(string(buf)), c))
+			} else {
+				time.Sleep(50 * time.Millisecond) // nothing comes back to wait for: the bytes are held
+			}
+			if _, err := io.WriteString(c, "lo ping\n"); err != nil {
+				t.Fatal(err)
+			}
+			got, err := r.ReadString('\n')
+			c.Close()
+			if err != nil || got != l.want {
+				t.Fatalf("%s: got %q, %v: want %q", l.listener, got, err, l.want)
+			}
+		}
+	})
 
 	t.Run("metrics", func(t *testing.T) {
 		resp, err := (&http.Client{Timeout: 10 * time.Second}).Get("http://" + vars["admin"] + "/metrics")

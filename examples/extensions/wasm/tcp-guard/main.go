@@ -4,7 +4,9 @@
 // it closes a connection whose client sends the configured forbidden word,
 // rewrites "ping" to "PING" on the way upstream, prefixes what comes back
 // with "[wasm] ", and counts connections and closes in the tcp_connections
-// and tcp_closes metrics. Configuration lines: "deny: <word>"; "loop: true"
+// and tcp_closes metrics. Configuration lines: "deny: <word>"; "lines: true"
+// holds the client's bytes back (ActionPause) until a whole line has
+// arrived, so that a word split across reads is still seen; "loop: true"
 // makes every data callback spin forever (to exercise the watchdog).
 //
 //	GOOS=wasip1 GOARCH=wasm go build -buildmode=c-shared -o tcp-guard.wasm .
@@ -26,7 +28,7 @@ func main() {}
 type root struct {
 	proxywasm.DefaultRootContext
 	deny          []byte
-	loop          bool
+	lines, loop   bool
 	conns, closes proxywasm.Counter
 }
 
@@ -40,6 +42,8 @@ func (r *root) OnPluginStart(int) bool {
 		switch strings.TrimSpace(k) {
 		case "deny":
 			r.deny = []byte(strings.TrimSpace(v))
+		case "lines":
+			r.lines = strings.TrimSpace(v) == "true"
 		case "loop":
 			r.loop = strings.TrimSpace(v) == "true"
 		}
@@ -61,7 +65,7 @@ func (c *conn) OnNewConnection() proxywasm.Action {
 	return proxywasm.ActionContinue
 }
 
-func (c *conn) OnDownstreamData(size int, _ bool) proxywasm.Action {
+func (c *conn) OnDownstreamData(size int, eos bool) proxywasm.Action {
 	for c.root.loop {
 	}
 	if size == 0 {
@@ -71,6 +75,9 @@ func (c *conn) OnDownstreamData(size int, _ bool) proxywasm.Action {
 	if err != nil {
 		proxywasm.LogError("tcp-guard: " + err.Error())
 		return proxywasm.ActionContinue
+	}
+	if c.root.lines && !eos && data[len(data)-1] != '\n' {
+		return proxywasm.ActionPause // shown again with the next bytes
 	}
 	if len(c.root.deny) > 0 && bytes.Contains(data, c.root.deny) {
 		_ = proxywasm.CloseConnection()
