@@ -56,9 +56,12 @@ type Proxy struct {
 	watcher *static.Watcher
 	// stopIdentity ends the identity agent (nil without one).
 	stopIdentity func()
-	cancel       context.CancelFunc
-	done         chan struct{}
-	opt          Options
+	// filters is the registry the runtime builds from; its extension
+	// factory holds the loaded plugins (wazero modules, native handles).
+	filters *filter.Registry
+	cancel  context.CancelFunc
+	done    chan struct{}
+	opt     Options
 
 	stopOnce sync.Once
 	stopErr  error
@@ -127,7 +130,7 @@ func Start(opt Options) (*Proxy, error) {
 		return nil, fmt.Errorf("admin: %w", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	p := &Proxy{Runtime: rt, Admin: adm, cancel: cancel, done: make(chan struct{}), opt: opt, stopIdentity: stopIdentity}
+	p := &Proxy{Runtime: rt, Admin: adm, cancel: cancel, done: make(chan struct{}), opt: opt, stopIdentity: stopIdentity, filters: reg}
 	p.watcher = static.NewWatcher(opt.ConfigPath, func(l *static.Loaded, forced bool) error {
 		apply := rt.Apply
 		if forced {
@@ -190,6 +193,10 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 		p.cancel()
 		<-p.done
 		p.stopErr = p.Runtime.Shutdown(ctx)
+		// Every listener has drained: release the extension plugins.
+		if err := closeExtensions(p.filters); err != nil && p.stopErr == nil {
+			p.stopErr = err
+		}
 		if p.stopIdentity != nil {
 			p.stopIdentity()
 		}

@@ -106,3 +106,23 @@ func extensionCapabilities(reg *filter.Registry) (runtimes, abis []string) {
 	}
 	return ef.Kinds(), ef.ABIs()
 }
+
+// closeExtensions closes reg's extension factory, releasing every plugin it
+// loaded (nil registry or no factory: nothing to do).
+func closeExtensions(reg *filter.Registry) error {
+	if reg == nil {
+		return nil
+	}
+	f, ok := reg.Lookup(extension.ConfigType)
+	if !ok {
+		return nil
+	}
+	ef, ok := f.(*extension.Factory)
+	if !ok {
+		return nil
+	}
+	if err := ef.Close(); err != nil {
+		return fmt.Errorf("close extensions: %w", err)
+	}
+	return nil
+}

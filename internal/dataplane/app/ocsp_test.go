@@ -108,7 +108,7 @@ listeners:
 
 	// Bad staples are refused at load, naming the file.
 	for name, der := range map[string][]byte{
-		"revoked": ca.OCSP(t, leaf.Leaf, ocsp.Revoked, now.Add(-time.Minute), now.Add(time.Hour)),
+		"revoked":             ca.OCSP(t, leaf.Leaf, ocsp.Revoked, now.Add(-time.Minute), now.Add(time.Hour)),
 		"another certificate": ca.OCSP(t, ca.Issue(t, testca.Leaf{DNS: []string{"x"}}).Leaf, ocsp.Good, now.Add(-time.Minute), now.Add(time.Hour)),
 		"garbage":             []byte("not an OCSP response"),
 	} {

@@ -171,7 +171,7 @@ func startXDS(opt Options) (*Proxy, error) {
 		}
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	p := &Proxy{Runtime: rt, Admin: adm, XDS: client, cancel: cancel, done: make(chan struct{}), opt: opt, stopIdentity: stopIdentity}
+	p := &Proxy{Runtime: rt, Admin: adm, XDS: client, cancel: cancel, done: make(chan struct{}), opt: opt, stopIdentity: stopIdentity, filters: reg}
 	adm.OnDrain = func() {
 		ctx, cancel := context.WithTimeout(context.Background(), opt.DrainTimeout)
 		defer cancel()
