@@ -143,13 +143,43 @@ const (
 // proxy_on_request_headers in one call, for OmniRelay's host (each guest
 // call has a fixed cost there); other hosts use the standard exports. Its
 // result is the action plus the wants* bits; a context that needs nothing
-// more is deleted here and the host makes no further call for the stream.
+// more is never registered and the host makes no further call for the
+// stream.
 //
 //go:wasmexport omnirelay_on_stream_start
 func omnirelayOnStreamStart(id, rootID, n, eos uint32) uint32 {
-	proxyOnContextCreate(id, rootID)
-	act := proxyOnRequestHeaders(id, n, eos)
-	h, _ := findStream(id)
+	root, ok := findRoot(rootID)
+	if !ok {
+		return uint32(ActionContinue)
+	}
+	h := root.NewHTTPContext(id)
+	currentID = id
+	act := uint32(h.OnHTTPRequestHeaders(int(n), eos != 0))
+	bits := wantsOf(h)
+	if bits != 0 || act != uint32(ActionContinue) || len(callbacks) > 0 {
+		streams = append(streams, streamEntry{id, h})
+		return act | bits | wantsEnd
+	}
+	return act
+}
+
+// wantsCache holds the wants bits of the last HTTP context type seen: a
+// plugin's streams are nearly always of one type, and the interface
+// assertions that find the bits cost a Go guest more than the rest of a
+// stream's start.
+var wantsCache struct {
+	typ  unsafe.Pointer
+	bits uint32
+}
+
+// wantsOf returns the wants* bits of h's later callbacks; wantsEnd stands
+// for an HTTPStreamDoneHandler.
+func wantsOf(h HTTPContext) uint32 {
+	e := any(h)
+	typ := (*[2]unsafe.Pointer)(unsafe.Pointer(&e))[0] // the dynamic type: the runtime's eface layout
+	if typ != nil && typ == wantsCache.typ {
+		return wantsCache.bits
+	}
 	var bits uint32
 	if _, ok := h.(HTTPResponseHeadersHandler); ok {
 		bits |= wantsResponseHeaders
@@ -166,12 +196,11 @@ func omnirelayOnStreamStart(id, rootID, n, eos uint32) uint32 {
 	if _, ok := h.(HTTPRequestTrailersHandler); ok {
 		bits |= wantsReqTrailers
 	}
-	_, done := h.(HTTPStreamDoneHandler)
-	if bits != 0 || done || act != uint32(ActionContinue) || len(callbacks) > 0 {
-		return act | bits | wantsEnd
+	if _, ok := h.(HTTPStreamDoneHandler); ok {
+		bits |= wantsEnd
 	}
-	proxyOnDelete(id)
-	return act
+	wantsCache.typ, wantsCache.bits = typ, bits
+	return bits
 }
 
 // omnirelayOnStreamEnd is proxy_on_done, proxy_on_log and proxy_on_delete.
