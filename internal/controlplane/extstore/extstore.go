@@ -26,6 +26,7 @@ import (
 
 	"github.com/omnirelay/omnirelay/internal/controlplane/store"
 	extv1 "github.com/omnirelay/omnirelay/internal/shared/api/extensions/v1"
+	"github.com/omnirelay/omnirelay/internal/shared/dslrules"
 	"github.com/omnirelay/omnirelay/internal/shared/extpkg"
 )
 
@@ -69,6 +70,12 @@ func (s *Service) Push(ctx context.Context, req *extv1.PushRequest) (*extv1.Push
 	}
 	if !signed {
 		return nil, status.Errorf(codes.FailedPrecondition, "package %s@%s is not signed (omnictl ext sign)", p.Manifest.Name, p.Manifest.Version)
+	}
+	if p.Manifest.Kind == extpkg.KindDSL {
+		// Rules that do not type-check would be refused by every proxy.
+		if _, err := dslrules.Compile(p.Payload); err != nil {
+			return nil, status.Errorf(codes.InvalidArgument, "package %s@%s: %v", p.Manifest.Name, p.Manifest.Version, err)
+		}
 	}
 	m := p.Manifest
 	rec := &extv1.GetResponse{Info: &extv1.PackageInfo{

@@ -23,6 +23,10 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
+// stampRules is a minimal valid DSL payload; tests append a comment to make
+// packages of different content.
+const stampRules = "rules:\n  - name: stamp\n    actions: [{ set_header: { name: x-stamp, value: \"1\" } }]\n"
+
 func pkg(t *testing.T, name, version, payload string, sign bool) []byte {
 	t.Helper()
 	b, err := extpkg.Pack(extpkg.Manifest{Name: name, Version: version, Kind: extpkg.KindDSL, ABI: "x/1"}, []byte(payload))
@@ -70,7 +74,7 @@ func TestPushListGet(t *testing.T) {
 	c := serve(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	v1 := pkg(t, "add-header", "1.0.0", "one", true)
+	v1 := pkg(t, "add-header", "1.0.0", stampRules+"# one", true)
 	steps := []struct {
 		name    string
 		pkg     []byte
@@ -78,12 +82,13 @@ func TestPushListGet(t *testing.T) {
 		created bool
 	}{
 		{name: "garbage", pkg: []byte("not a package"), code: codes.InvalidArgument},
-		{name: "unsigned", pkg: pkg(t, "add-header", "1.0.0", "one", false), code: codes.FailedPrecondition},
+		{name: "rules that do not type-check", pkg: pkg(t, "add-header", "0.9.0", "rules:\n  - name: r\n    when: request.path + 1\n    actions: [{ deny: { status: 403 } }]\n", true), code: codes.InvalidArgument},
+		{name: "unsigned", pkg: pkg(t, "add-header", "1.0.0", stampRules+"# one", false), code: codes.FailedPrecondition},
 		{name: "first push", pkg: v1, created: true},
 		{name: "same bytes again", pkg: v1},
-		{name: "other bytes, same version", pkg: pkg(t, "add-header", "1.0.0", "two", true), code: codes.AlreadyExists},
-		{name: "next version", pkg: pkg(t, "add-header", "1.1.0", "two", true), created: true},
-		{name: "other extension", pkg: pkg(t, "add-header-extra", "1.0.0", "x", true), created: true},
+		{name: "other bytes, same version", pkg: pkg(t, "add-header", "1.0.0", stampRules+"# two", true), code: codes.AlreadyExists},
+		{name: "next version", pkg: pkg(t, "add-header", "1.1.0", stampRules+"# two", true), created: true},
+		{name: "other extension", pkg: pkg(t, "add-header-extra", "1.0.0", stampRules+"# x", true), created: true},
 	}
 	for _, st := range steps {
 		t.Run(st.name, func(t *testing.T) {

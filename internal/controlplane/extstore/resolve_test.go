@@ -38,7 +38,7 @@ func TestStoredPackageReference(t *testing.T) {
 	defer st.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	pushed := pkg(t, "stamp", "1.0.0", "rules: []", true)
+	pushed := pkg(t, "stamp", "1.0.0", stampRules, true)
 	if _, err := extstore.New(st, nil).Push(ctx, &extv1.PushRequest{Package: pushed}); err != nil {
 		t.Fatal(err)
 	}

@@ -59,7 +59,7 @@ func newRolloutMeshKit(t testing.TB) *MeshKit {
 	}
 	ctx := context.Background()
 	for _, v := range []string{"1.0.0", "2.0.0", "3.0.0"} {
-		b, err := extpkg.Pack(extpkg.Manifest{Name: "stamp", Version: v, Kind: extpkg.KindDSL, ABI: dslrules.ABI}, []byte("rules: []"))
+		b, err := extpkg.Pack(extpkg.Manifest{Name: "stamp", Version: v, Kind: extpkg.KindDSL, ABI: dslrules.ABI}, []byte("rules:\n  - name: stamp\n    actions: [{ set_header: { name: x-stamp, value: \""+v+"\" } }]\n"))
 		if err == nil {
 			b, err = extpkg.Sign(b, signing.NewSigner(priv))
 		}
