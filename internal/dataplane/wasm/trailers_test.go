@@ -27,6 +27,16 @@ listeners:
     filters:
       - extension: { name: grpc-trailers, package: grpc-trailers.orx, deadline: 2s }
     virtual_hosts: [{ name: all, routes: [{ match: { path_prefix: /, grpc: true }, cluster: grpc }] }]
+  - name: trailer-panic
+    address: {{trailerpanic}}
+    filters:
+      - extension: { name: trailer-panic, package: guest.orx, config: trailerpanic, policy: fail_closed, deadline: 2s }
+    virtual_hosts: [{ name: all, routes: [{ match: { path_prefix: /, grpc: true }, cluster: grpc }] }]
+  - name: trailer-reply
+    address: {{trailerreply}}
+    filters:
+      - extension: { name: trailer-reply, package: guest.orx, config: trailerreply, deadline: 2s }
+    virtual_hosts: [{ name: all, routes: [{ match: { path_prefix: /, grpc: true }, cluster: grpc }] }]
   - name: http
     address: {{http}}
     filters:
@@ -45,6 +55,7 @@ clusters:
 func TestTrailersThroughProxy(t *testing.T) {
 	dir := t.TempDir()
 	writePackage(t, dir, "grpc-trailers", wasm.GuestTrailers, wasm.ABI021)
+	writePackage(t, dir, "guest", wasm.GuestTest, wasm.ABI021)
 
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -61,32 +72,56 @@ func TestTrailersThroughProxy(t *testing.T) {
 		_, _ = io.Copy(io.Discard, r.Body)
 		fmt.Fprintf(w, "client=%s wasm=%s", r.Trailer.Get("x-client"), r.Trailer.Get("x-wasm-request-trailers"))
 	}))
-	vars := map[string]string{"grpc": freeAddr(t), "http": freeAddr(t), "grpcbackend": ln.Addr().String(), "httpbackend": httpBackend}
+	vars := map[string]string{"grpc": freeAddr(t), "trailerpanic": freeAddr(t), "trailerreply": freeAddr(t), "http": freeAddr(t), "grpcbackend": ln.Addr().String(), "httpbackend": httpBackend}
 	startProxy(t, dir, trailersConfig, vars)
 
-	t.Run("grpc response trailers", func(t *testing.T) {
-		cc, err := grpc.NewClient(vars["grpc"], grpc.WithTransportCredentials(insecure.NewCredentials()))
+	// check makes a health Check through listener and returns the
+	// response trailers.
+	check := func(t *testing.T, listener string) metadata.MD {
+		t.Helper()
+		cc, err := grpc.NewClient(vars[listener], grpc.WithTransportCredentials(insecure.NewCredentials()))
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer cc.Close()
-		hc := healthpb.NewHealthClient(cc)
-		for range 4 {
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			var tr metadata.MD
-			resp, err := hc.Check(ctx, &healthpb.HealthCheckRequest{Service: "ok"}, grpc.Trailer(&tr))
-			cancel()
-			if err != nil {
-				t.Fatal(err)
-			}
-			if resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
-				t.Fatalf("status %v", resp.GetStatus())
-			}
-			if got := tr.Get("x-wasm-grpc-status"); len(got) != 1 || got[0] != "0" {
-				t.Fatalf("trailer x-wasm-grpc-status = %q, want [0] (trailers %v)", got, tr)
-			}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		var tr metadata.MD
+		resp, err := healthpb.NewHealthClient(cc).Check(ctx, &healthpb.HealthCheckRequest{Service: "ok"}, grpc.Trailer(&tr))
+		if err != nil {
+			t.Fatal(err)
 		}
-	})
+		if resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+			t.Fatalf("status %v", resp.GetStatus())
+		}
+		return tr
+	}
+	trailerTests := []struct {
+		name, listener, trailer, want string
+	}{
+		{name: "plugin reads grpc-status and adds a trailer", listener: "grpc", trailer: "x-wasm-grpc-status", want: "0"},
+		// The head is sent: a local response from a trailer callback is
+		// refused with BadArgument, and the call goes on.
+		{name: "local response refused in trailers", listener: "trailerreply", trailer: "x-reply-err", want: "proxy-wasm: bad argument"},
+		// A guest that fails in its trailers breaks its instance; the
+		// trailers pass unchanged whatever the policy (here fail_closed):
+		// the call succeeds, so grpc-status 0 arrived (grpc-go keeps it
+		// out of the trailer metadata).
+		{name: "guest panic in trailers passes them unchanged", listener: "trailerpanic"},
+	}
+	for _, tt := range trailerTests {
+		t.Run(tt.name, func(t *testing.T) {
+			for range 3 {
+				tr := check(t, tt.listener)
+				if tt.trailer == "" {
+					continue
+				}
+				if got := tr.Get(tt.trailer); len(got) != 1 || got[0] != tt.want {
+					t.Fatalf("trailer %s = %q, want [%s] (trailers %v)", tt.trailer, got, tt.want, tr)
+				}
+			}
+		})
+	}
 
 	t.Run("http/1.1 request trailers", func(t *testing.T) {
 		pr, pw := io.Pipe()

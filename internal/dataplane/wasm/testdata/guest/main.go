@@ -86,7 +86,35 @@ func (r *root) OnQueueReady(id uint32) {
 	}
 }
 
-func (r *root) NewHTTPContext(uint32) proxywasm.HTTPContext { return &stream{root: r} }
+func (r *root) NewHTTPContext(uint32) proxywasm.HTTPContext {
+	switch r.mode {
+	case "trailerpanic", "trailerreply":
+		return &trailerStream{mode: r.mode}
+	}
+	return &stream{root: r}
+}
+
+// trailerStream exercises the host's rules for trailer callbacks (the
+// other modes keep a context without trailer handlers, so that the host
+// does not wrap their bodies).
+type trailerStream struct {
+	proxywasm.DefaultHTTPContext
+	mode string
+}
+
+func (s *trailerStream) OnHTTPResponseTrailers(int) proxywasm.Action {
+	if s.mode == "trailerpanic" {
+		panic("guest panics in its trailers on purpose")
+	}
+	// The head is sent: a local response must be refused.
+	err := proxywasm.SendHTTPResponse(500, nil, nil, -1)
+	msg := "none"
+	if err != nil {
+		msg = err.Error()
+	}
+	_ = proxywasm.AddHTTPResponseTrailer("x-reply-err", msg)
+	return proxywasm.ActionContinue
+}
 
 type stream struct {
 	proxywasm.DefaultHTTPContext
