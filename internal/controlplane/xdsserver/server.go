@@ -102,6 +102,9 @@ func (s *Server) Register(g *grpc.Server) {
 // clients not to index their headers: each stream sends its headers once, so
 // the ~1 KB dynamic table per connection would buy nothing. Flow-control
 // windows stay at 1 MiB so that a large first snapshot is not throttled.
+// Even so a grpc-go connection costs ~30 KB before any xDS state (its four
+// goroutines and transport; docs/xds-scale.md): Serve, the lean transport,
+// is the way to stay within the budget.
 func ServerOptions() []grpc.ServerOption {
 	return []grpc.ServerOption{
 		grpc.HeaderTableSize(0),
