@@ -87,6 +87,7 @@ func newRoot() *cobra.Command {
 	f := serveCmd.Flags()
 	f.StringVar(&opt.ConfigFile, "config", "", "desired config (omnirelay.v1 YAML), applied at start and on change")
 	f.StringVar(&opt.XDSAddress, "xds-address", "127.0.0.1:15010", "xDS (ADS) gRPC address")
+	f.StringVar(&opt.XDSTransport, "xds-transport", "lean", "xDS server transport: lean (MeshKit's own gRPC over HTTP/2, ~9 KB per proxy) or grpc (grpc-go)")
 	f.StringVar(&opt.APIAddress, "api-address", "127.0.0.1:15011", "operator API address (gRPC and JSON over HTTP)")
 	f.StringVar(&opt.DataDir, "data-dir", "meshkit-data", "directory of the embedded bbolt store")
 	f.StringVar(&etcd, "etcd", "", "comma-separated etcd endpoints: store state in etcd instead (several replicas)")

@@ -18,9 +18,19 @@ import (
 
 // TestMetricsEndpoint: /metrics on the API port counts applies (ok and
 // rejected), rebuilds, open xDS streams by client kind and ACKs, from a
-// real ADS stream.
+// real ADS stream, on either xDS transport.
 func TestMetricsEndpoint(t *testing.T) {
-	p, err := Start(Options{XDSAddress: "127.0.0.1:0", APIAddress: "127.0.0.1:0", IdentityAddress: "",
+	for _, transport := range []string{"lean", "grpc"} {
+		t.Run(transport, func(t *testing.T) { testMetricsEndpoint(t, transport) })
+	}
+	if _, err := Start(Options{XDSAddress: "127.0.0.1:0", APIAddress: "127.0.0.1:0", XDSTransport: "quic",
+		DataDir: t.TempDir(), Log: slog.New(slog.DiscardHandler)}); err == nil || !strings.Contains(err.Error(), "want lean or grpc") {
+		t.Fatalf("unknown transport: %v", err)
+	}
+}
+
+func testMetricsEndpoint(t *testing.T, transport string) {
+	p, err := Start(Options{XDSAddress: "127.0.0.1:0", APIAddress: "127.0.0.1:0", IdentityAddress: "", XDSTransport: transport,
 		DataDir: t.TempDir(), Log: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)

@@ -40,6 +40,11 @@ import (
 // Options configures a MeshKit process.
 type Options struct {
 	XDSAddress string // default 127.0.0.1:15010
+	// XDSTransport is "lean" (default: xdsserver's own gRPC-over-HTTP/2,
+	// one goroutine and ~9 KB per connected proxy) or "grpc" (grpc-go's
+	// server, ~43 KB per proxy; the fallback should a client need what
+	// the lean transport leaves out, see docs/xds-scale.md).
+	XDSTransport string
 	APIAddress string // default 127.0.0.1:15011
 	// DataDir holds the embedded bbolt store (meshkit.db); ignored with Etcd.
 	DataDir string
@@ -171,8 +176,15 @@ func Start(opt Options) (*Process, error) {
 		go func() { defer p.wg.Done(); p.followFile(ctx, opt.ConfigFile, data, opt.PollInterval) }()
 	}
 
-	p.xdsSrv = grpc.NewServer(xdsserver.ServerOptions()...)
-	p.MeshKit.Server().Register(p.xdsSrv)
+	switch opt.XDSTransport {
+	case "", "lean":
+	case "grpc":
+		p.xdsSrv = grpc.NewServer(xdsserver.ServerOptions()...)
+		p.MeshKit.Server().Register(p.xdsSrv)
+	default:
+		cancel()
+		return nil, fmt.Errorf("xds transport %q: want lean or grpc", opt.XDSTransport)
+	}
 
 	apiSrv := api.New(api.Options{Registry: p.Registry, Config: p.MeshKit, Proxies: proxyList{p.MeshKit}, Rollouts: rolloutAPI{p.MeshKit}, Log: opt.Log})
 	p.apiGRPC = grpc.NewServer()
@@ -212,7 +224,15 @@ func Start(opt Options) (*Process, error) {
 	go func() { defer p.wg.Done(); p.Registry.RunExpiry(ctx, opt.ReplicaID) }()
 	go func() {
 		defer p.wg.Done()
-		if err := p.xdsSrv.Serve(p.xdsLn); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+		var err error
+		if p.xdsSrv != nil {
+			if err = p.xdsSrv.Serve(p.xdsLn); errors.Is(err, grpc.ErrServerStopped) {
+				err = nil
+			}
+		} else {
+			err = p.MeshKit.Server().Serve(p.xdsLn)
+		}
+		if err != nil {
 			opt.Log.Error("xds server stopped", "error", err)
 		}
 	}()
@@ -311,7 +331,11 @@ func (p *Process) Shutdown(ctx context.Context) error {
 		p.cancel()
 		// xDS streams never end on their own: stop, do not wait for them.
 		// Proxies keep their config and reconnect (to another replica).
-		p.xdsSrv.Stop()
+		if p.xdsSrv != nil {
+			p.xdsSrv.Stop()
+		} else {
+			p.MeshKit.Server().Stop()
+		}
 		_ = p.apiHTTP.Shutdown(ctx)
 		p.apiGRPC.Stop()
 		if p.identitySrv != nil {
