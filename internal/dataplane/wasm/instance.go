@@ -208,8 +208,9 @@ func instanceFrom(ctx context.Context) *instance {
 func (p *Plugin) newInstance(ctx context.Context) (*instance, error) {
 	in := &instance{p: p, nextID: rootID}
 	in.cc.inst = in
-	// The start function is called below, under the watchdog: instantiation
-	// itself runs none (but a module's start section).
+	// The start functions are called below, under the watchdog:
+	// instantiation itself runs none (instrument turned a start section
+	// into an export).
 	mod, err := p.rt.rt.InstantiateModule(ctx, p.cm, p.rt.moduleConfig(p))
 	if err != nil {
 		return nil, fmt.Errorf("instantiate: %w", guestError(ctx, err))
@@ -226,6 +227,14 @@ func (p *Plugin) newInstance(ctx context.Context) (*instance, error) {
 		return nil, errors.New("instantiate: module lacks the interrupt global (not instrumented)")
 	}
 	in.stop = stop
+	if start := mod.ExportedFunction(startExport); start != nil {
+		// The module's start section, moved out of instantiation (see
+		// interrupt.go).
+		if err := in.run(ctx, start, in.stack[:]); err != nil {
+			in.close()
+			return nil, fmt.Errorf("start function: %w", guestError(ctx, err))
+		}
+	}
 	if start := mod.ExportedFunction(p.start); start != nil {
 		// Host functions may run during _initialize (a guest logging at
 		// init). A command's _start ends in proc_exit(0): a success, as

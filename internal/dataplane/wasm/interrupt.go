@@ -44,6 +44,12 @@ import (
 // interruptExport names the stop flag instrument adds.
 const interruptExport = "omnirelay.interrupt"
 
+// startExport names a module's start function, which instrument exports
+// in place of the start section: wazero would run that function inside
+// InstantiateModule, out of the watchdog's reach; newInstance calls it
+// first thing, under the watchdog, which is the same order.
+const startExport = "omnirelay.start"
+
 // checkEvery is how many loop iterations pass between two looks at the
 // stop flag (and two chances for the scheduler): ~1 µs of a tight loop.
 const checkEvery = 1024
@@ -59,6 +65,7 @@ const (
 	secMemory = 5
 	secGlobal = 6
 	secExport = 7
+	secStart  = 8
 	secCode   = 10
 )
 
@@ -123,10 +130,20 @@ func instrument(binary []byte) ([]byte, error) {
 	secs[g].body = append(body, 0x7f, 0x01, 0x41, 0x00, 0x0b, 0x7f, 0x01, 0x41, 0x00, 0x0b)
 	countdown, stop := info.globals+defined, info.globals+defined+1
 
+	exports := []export{{interruptExport, 0x03, stop}}
+	if k := findSection(secs, secStart); k >= 0 {
+		sr := reader{b: secs[k].body}
+		fn := sr.u32()
+		if sr.err != nil || !sr.done() {
+			return nil, fmt.Errorf("%w: malformed start section", errInstrument)
+		}
+		secs = append(secs[:k], secs[k+1:]...)
+		exports = append(exports, export{startExport, 0x00, fn})
+	}
 	if findSection(secs, secExport) < 0 {
 		secs = insertSection(secs, wasmSection{id: secExport, body: []byte{0}})
 	}
-	if err := addExport(&secs[findSection(secs, secExport)], stop); err != nil {
+	if err := addExports(&secs[findSection(secs, secExport)], exports); err != nil {
 		return nil, err
 	}
 	check := loopCheck(countdown, stop, info)
@@ -248,14 +265,26 @@ func readImports(secs []wasmSection) (imported, error) {
 	return info, nil
 }
 
-// addExport appends the stop flag (global index idx) to the export section.
-func addExport(s *wasmSection, idx uint32) error {
+// export is an entry of the export section: a name, a kind (0x00
+// function, 0x03 global) and an index.
+type export struct {
+	name string
+	kind byte
+	idx  uint32
+}
+
+// addExports appends exports to the export section; a module that already
+// uses one of their names is refused.
+func addExports(s *wasmSection, add []export) error {
 	r := reader{b: s.body}
 	count := r.u32()
 	entries := r.off
 	for j := uint32(0); j < count && r.err == nil; j++ {
-		if string(r.take(r.u32())) == interruptExport {
-			return fmt.Errorf("%w: it already exports %q, a name the host reserves", errInstrument, interruptExport)
+		name := string(r.take(r.u32()))
+		for _, e := range add {
+			if name == e.name {
+				return fmt.Errorf("%w: it already exports %q, a name the host reserves", errInstrument, name)
+			}
 		}
 		r.byte()
 		r.u32()
@@ -263,12 +292,15 @@ func addExport(s *wasmSection, idx uint32) error {
 	if r.err != nil {
 		return fmt.Errorf("%w: export section: %w", errInstrument, r.err)
 	}
-	body := binary32(nil, count+1)
+	body := binary32(nil, count+uint32(len(add)))
 	body = append(body, s.body[entries:]...)
-	body = binary32(body, uint32(len(interruptExport)))
-	body = append(body, interruptExport...)
-	body = append(body, 0x03)
-	s.body = binary32(body, idx)
+	for _, e := range add {
+		body = binary32(body, uint32(len(e.name)))
+		body = append(body, e.name...)
+		body = append(body, e.kind)
+		body = binary32(body, e.idx)
+	}
+	s.body = body
 	return nil
 }
 

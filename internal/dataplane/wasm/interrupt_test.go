@@ -53,6 +53,7 @@ func TestInstrument(t *testing.T) {
 		{name: "version 2", module: []byte("\x00asm\x02\x00\x00\x00"), wantErr: "unsupported binary version"},
 		{name: "truncated", module: raw[:len(raw)-3], wantErr: "truncated"},
 		{name: "unknown opcode", module: section([]byte("\x00asm\x01\x00\x00\x00"), 10, []byte{1, 3, 0, 0xf0, 0x0b}), wantErr: "unknown opcode 0xf0"},
+		{name: "start section", module: startSpinModule()},
 		{name: "reserved export", module: section([]byte("\x00asm\x01\x00\x00\x00"), 7, append(name([]byte{1}, interruptExport), 3, 0)), wantErr: "reserves"},
 	}
 	ctx := context.Background()
@@ -95,6 +96,40 @@ func TestInstrument(t *testing.T) {
 				t.Fatalf("spin returned %v, want an unreachable trap", err)
 			}
 		})
+	}
+}
+
+// startSpinModule is a Proxy-Wasm module (ABI export, allocator, memory)
+// whose start section loops forever.
+func startSpinModule() []byte {
+	b := []byte("\x00asm\x01\x00\x00\x00")
+	b = section(b, 1, []byte{2, 0x60, 0, 0, 0x60, 1, 0x7f, 1, 0x7f})
+	b = section(b, 3, []byte{3, 0, 1, 0})
+	b = section(b, 5, []byte{1, 0, 1})
+	exp := []byte{3}
+	exp = append(name(exp, exportABI021), 0, 2)
+	exp = append(name(exp, "proxy_on_memory_allocate"), 0, 1)
+	exp = append(name(exp, "memory"), 2, 0)
+	b = section(b, 7, exp)
+	b = section(b, 8, []byte{0})
+	return section(b, 10, []byte{3,
+		7, 0, 0x03, 0x40, 0x0c, 0x00, 0x0b, 0x0b, // spin
+		5, 0, 0x41, 0x80, 0x08, 0x0b, // alloc: 1024
+		2, 0, 0x0b})
+}
+
+// TestStartSectionUnderWatchdog: a start section that never ends fails the
+// load at its deadline instead of hanging it (wazero would run it inside
+// InstantiateModule, where the watchdog cannot reach).
+func TestStartSectionUnderWatchdog(t *testing.T) {
+	r := newRuntime(t, Options{})
+	start := time.Now()
+	_, err := r.LoadModule(withDeadline(t, 50*time.Millisecond), "spin", startSpinModule(), nil)
+	if err == nil || !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "start function") {
+		t.Fatalf("LoadModule: %v, want the start function interrupted at the deadline", err)
+	}
+	if took := time.Since(start); took > 5*time.Second {
+		t.Fatalf("took %v", took)
 	}
 }
 
@@ -166,12 +201,19 @@ func FuzzInstrument(f *testing.F) {
 	f.Add(spinModule(0, true))
 	f.Add(spinModule(1, false))
 	f.Add(rawModule())
+	f.Add(startSpinModule())
 	f.Add(tinyModule([]string{"proxy_log"}, []string{"proxy_on_context_create", "malloc"}))
 	ctx := context.Background()
-	rt := wazero.NewRuntimeWithConfig(ctx, wazero.NewRuntimeConfigInterpreter())
-	f.Cleanup(func() { rt.Close(ctx) })
 	f.Fuzz(func(t *testing.T, b []byte) {
 		out, err := instrument(b)
+		if !plausibleCounts(b) {
+			return // wazero would try to allocate what the counts claim
+		}
+		// A runtime per input: with one shared by every input, the fuzzing
+		// process died after tens of thousands of inputs (three runs; the
+		// saved input then passed on its own).
+		rt := wazero.NewRuntimeWithConfig(ctx, wazero.NewRuntimeConfigInterpreter())
+		defer rt.Close(ctx)
 		cm, cerr := rt.CompileModule(ctx, b)
 		if cerr != nil {
 			return
@@ -188,6 +230,49 @@ func FuzzInstrument(f *testing.F) {
 			t.Fatal("an instrumented module was instrumented again")
 		}
 	})
+}
+
+// plausibleCounts reports whether every section that is a vector declares
+// no more entries than it has bytes, and no function declares more than
+// 1000 locals: wazero's decoder allocates what a count claims before it
+// finds the bytes missing, and a fuzzed count of 2^31 kills the fuzzing
+// process (a wazero limit, not the rewriter's).
+func plausibleCounts(b []byte) bool {
+	if len(b) < 8 {
+		return true
+	}
+	r := reader{b: b, off: 8}
+	for !r.done() {
+		id := r.byte()
+		body := r.take(r.u32())
+		if r.err != nil {
+			return true // wazero refuses it before allocating
+		}
+		if id == secCustom || id == secStart || id == 12 {
+			continue
+		}
+		br := reader{b: body}
+		n := br.u32()
+		if br.err != nil || int(n) > len(body) {
+			return false
+		}
+		if id != secCode {
+			continue
+		}
+		for i := uint32(0); i < n && br.err == nil; i++ {
+			fn := reader{b: br.take(br.u32())}
+			groups := fn.u32()
+			total := uint64(0)
+			for g := uint32(0); g < groups && fn.err == nil && g < 1000; g++ {
+				total += uint64(fn.u32())
+				fn.byte()
+			}
+			if groups > 1000 || total > 1000 {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 const guestNoop = "internal/dataplane/wasm/testdata/noop"
