@@ -87,6 +87,11 @@ func BenchmarkChain(b *testing.B) {
 		{"wasm-add-header", func(b *testing.B) []filter.Filter {
 			return []filter.Filter{extensionFilter(b, wasm.GuestAdd, "x-added: yes")}
 		}},
+		// Reads a header (present, not denied): a value returned into guest
+		// memory through proxy_on_memory_allocate.
+		{"wasm-read-header", func(b *testing.B) []filter.Filter {
+			return []filter.Filter{extensionFilter(b, wasm.GuestDeny, "user-agent: nope")}
+		}},
 	}
 	for _, c := range chains {
 		b.Run(c.name, func(b *testing.B) {

@@ -103,8 +103,10 @@ func hostGetHeaderMapPairs(ctx context.Context, in *instance, a []uint64) uint32
 	if !ok {
 		return statusNotFound
 	}
-	buf := appendMap(nil, ps)
-	return in.returnBytes(ctx, buf, u32(a[1]), u32(a[2]))
+	// Serialized into a buffer the instance keeps: returnBytes copies it
+	// into guest memory at once.
+	in.mapBuf = appendMap(in.mapBuf[:0], ps)
+	return in.returnBytes(ctx, in.mapBuf, u32(a[1]), u32(a[2]))
 }
 
 func hostGetHeaderMapSize(_ context.Context, in *instance, a []uint64) uint32 {

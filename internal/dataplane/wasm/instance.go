@@ -148,8 +148,10 @@ type instance struct {
 	mem api.Memory
 	fn  guestFuncs
 
-	stack [8]uint64
-	cc    callCtx // the context of the call in progress, reused call after call
+	stack      [8]uint64
+	allocStack [1]uint64 // allocCopy's: a local array would escape, one allocation per value
+	mapBuf     []byte    // a serialized header map on its way into guest memory
+	cc         callCtx   // the context of the call in progress, reused call after call
 
 	// The deadline watchdog (see interrupt.go and run): stop is the
 	// module's interrupt global, set by timer's func once a call overruns
@@ -458,12 +460,11 @@ func (in *instance) allocCopy(ctx context.Context, b []byte) (uint32, bool) {
 	if in.fn.alloc == nil {
 		return 0, false
 	}
-	var stack [1]uint64
-	stack[0] = uint64(len(b))
-	if err := in.fn.alloc.CallWithStack(ctx, stack[:]); err != nil {
+	in.allocStack[0] = uint64(len(b))
+	if err := in.fn.alloc.CallWithStack(ctx, in.allocStack[:]); err != nil {
 		return 0, false
 	}
-	ptr := uint32(stack[0])
+	ptr := uint32(in.allocStack[0])
 	if len(b) > 0 && (ptr == 0 || !in.mem.Write(ptr, b)) {
 		return 0, false
 	}
