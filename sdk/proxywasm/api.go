@@ -111,7 +111,10 @@ func ReplaceHTTPResponseBody(b []byte) error {
 
 func getHeader(typ uint32, name string) (string, error) {
 	var p, n uint32
-	if st := proxyGetHeaderMapValue(typ, sptr(name), uint32(len(name)), unsafe.Pointer(&p), unsafe.Pointer(&n)); st != 0 {
+	copiedOut = true // string() below copies the value
+	st := proxyGetHeaderMapValue(typ, sptr(name), uint32(len(name)), unsafe.Pointer(&p), unsafe.Pointer(&n))
+	copiedOut = false
+	if st != 0 {
 		allocs = allocs[:0]
 		return "", Status(st)
 	}
@@ -120,7 +123,10 @@ func getHeader(typ uint32, name string) (string, error) {
 
 func getHeaders(typ uint32) ([][2]string, error) {
 	var p, n uint32
-	if st := proxyGetHeaderMapPairs(typ, unsafe.Pointer(&p), unsafe.Pointer(&n)); st != 0 {
+	copiedOut = true // decodeMap copies the fields
+	st := proxyGetHeaderMapPairs(typ, unsafe.Pointer(&p), unsafe.Pointer(&n))
+	copiedOut = false
+	if st != 0 {
 		allocs = allocs[:0]
 		return nil, Status(st)
 	}

@@ -87,10 +87,30 @@ func proxyOnMemoryAllocate(size uint32) uint32 {
 	if size == 0 {
 		size = 1
 	}
-	b := make([]byte, size)
+	var b []byte
+	if copiedOut {
+		// The caller copies the value out before the next host call: one
+		// buffer serves them all, and the guest's collector sees no
+		// garbage per header read.
+		copiedOut = false
+		if cap(scratch) < int(size) {
+			scratch = make([]byte, size)
+		}
+		b = scratch[:size]
+	} else {
+		b = make([]byte, size)
+	}
 	allocs = append(allocs, b)
 	return uint32(uintptr(unsafe.Pointer(&b[0])))
 }
+
+// copiedOut, set just before a host call, tells proxyOnMemoryAllocate that
+// the value the call returns is copied out at once (a header value, a
+// header map), so it may land in scratch.
+var (
+	copiedOut bool
+	scratch   []byte
+)
 
 // takeAlloc returns the Go slice behind a host-returned (ptr, size).
 func takeAlloc(ptr, size uint32) []byte {
