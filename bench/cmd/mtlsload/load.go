@@ -80,10 +80,11 @@ func runLoad(ctx context.Context, cfg loadConfig) (result, error) {
 		}
 		cpu0 <- s
 	}
+	var timer *time.Timer
 	if cfg.warmup <= 0 {
 		sample()
 	} else {
-		time.AfterFunc(cfg.warmup, sample)
+		timer = time.AfterFunc(cfg.warmup, sample)
 	}
 	results := make([]result, cfg.conns)
 	var wg sync.WaitGroup
@@ -100,17 +101,20 @@ func runLoad(ctx context.Context, cfg loadConfig) (result, error) {
 	if cfg.cpu != nil {
 		c1, err1 = cfg.cpu()
 	}
-	// Workers stop after end, so the timer has fired unless ctx ended
-	// the run first.
-	select {
-	case s0 := <-cpu0:
-		total.elapsed = time.Since(s0.at)
-		total.cpu, total.cpuErr = c1-s0.cpu, errors.Join(s0.err, err1)
-	default:
+	// Workers stop after end, so the timer has fired unless ctx ended the
+	// run first; once fired, its sample is on the way.
+	if timer != nil && timer.Stop() {
 		return total, fmt.Errorf("stopped during warm-up: %w", ctx.Err())
 	}
-	if total.requests == 0 && total.errors > 0 {
+	s0 := <-cpu0
+	total.elapsed = time.Since(s0.at)
+	total.cpu, total.cpuErr = c1-s0.cpu, errors.Join(s0.err, err1)
+	switch {
+	case total.requests > 0:
+	case total.errors > 0:
 		return total, fmt.Errorf("no successful request; first error: %w", total.firstErr)
+	default:
+		return total, errors.New("no request completed in the measured phase")
 	}
 	return total, nil
 }
