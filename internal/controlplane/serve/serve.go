@@ -45,7 +45,7 @@ type Options struct {
 	// server, ~43 KB per proxy; the fallback should a client need what
 	// the lean transport leaves out, see docs/xds-scale.md).
 	XDSTransport string
-	APIAddress string // default 127.0.0.1:15011
+	APIAddress   string // default 127.0.0.1:15011
 	// DataDir holds the embedded bbolt store (meshkit.db); ignored with Etcd.
 	DataDir string
 	// Etcd, when set, stores state in etcd (several replicas share it).
