@@ -23,6 +23,8 @@ import (
 
 	"github.com/omnirelay/omnirelay/internal/shared/config"
 	"github.com/omnirelay/omnirelay/internal/shared/translate"
+
+	"github.com/omnirelay/omnirelay/internal/testutil/freeport"
 )
 
 func TestRunFlags(t *testing.T) {
@@ -154,12 +156,7 @@ clusters:
 
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
+	return freeport.Addr(t)
 }
 
 var client = &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"strings"
@@ -18,6 +17,8 @@ import (
 	dpdemo "github.com/omnirelay/omnirelay/internal/dataplane/demo"
 	"github.com/omnirelay/omnirelay/internal/demo"
 	meshkitv1 "github.com/omnirelay/omnirelay/internal/shared/api/meshkit/v1"
+
+	"github.com/omnirelay/omnirelay/internal/testutil/freeport"
 )
 
 func testLog(t *testing.T) *slog.Logger {
@@ -30,13 +31,7 @@ func testLog(t *testing.T) *slog.Logger {
 // freeAddr returns a loopback address nothing listens on right now.
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	_ = ln.Close()
-	return addr
+	return freeport.Addr(t)
 }
 
 // meshConfig is the demo's config shape on free ports: a web listener with

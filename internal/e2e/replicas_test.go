@@ -75,7 +75,7 @@ func TestMeshReplicasOnEtcd(t *testing.T) {
 	// p1 knows both replicas and connects to the first.
 	p1 := startProxy(t, a.XDSAddr().String()+","+b.XDSAddr().String(), "p1", trust, t.TempDir(), freeAddr(t), false)
 	eventually(t, 10*time.Second, "p1 runs the config applied on replica b", func() (bool, string) {
-		return p1.ListenerAddr("web") != nil, "no web listener"
+		return p1.ListenerAddr("web") != nil, fmt.Sprintf("no web listener; xds status %+v", p1.XDS.Status())
 	})
 	counts := spread(t, c.Web, 20)
 	if counts["shop-v1-a"]+counts["shop-v1-b"]+counts["shop-v2"] != 20 {

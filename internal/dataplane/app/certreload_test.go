@@ -5,7 +5,6 @@ import (
 	"crypto/x509"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -15,6 +14,8 @@ import (
 	"time"
 
 	"github.com/omnirelay/omnirelay/internal/dataplane/secrets/testca"
+
+	"github.com/omnirelay/omnirelay/internal/testutil/freeport"
 )
 
 // TestEdgeCertificateFileRenewal: replacing the certificate and key files an
@@ -45,12 +46,7 @@ func TestEdgeCertificateFileRenewal(t *testing.T) {
 	install(first)
 	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok") }))
 	defer backend.Close()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
+	addr := freeport.Addr(t)
 	cfg := filepath.Join(dir, "omnirelay.yaml")
 	if err := os.WriteFile(cfg, []byte(`
 listeners:

@@ -4,7 +4,6 @@ import (
 	"context"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -15,6 +14,8 @@ import (
 	"github.com/omnirelay/omnirelay/internal/shared/dslrules"
 	"github.com/omnirelay/omnirelay/internal/shared/extpkg"
 	"github.com/omnirelay/omnirelay/internal/shared/signing"
+
+	"github.com/omnirelay/omnirelay/internal/testutil/freeport"
 )
 
 // TestShutdownClosesExtensions: a proxy that loaded an extension plugin
@@ -39,12 +40,7 @@ func TestShutdownClosesExtensions(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "stamp.orx"), pkg, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
+	addr := freeport.Addr(t)
 	cfg := filepath.Join(dir, "omnirelay.yaml")
 	if err := os.WriteFile(cfg, []byte(`
 listeners:

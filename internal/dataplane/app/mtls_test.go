@@ -26,6 +26,8 @@ import (
 	"github.com/omnirelay/omnirelay/internal/controlplane/store"
 	"github.com/omnirelay/omnirelay/internal/dataplane/secrets"
 	"github.com/omnirelay/omnirelay/internal/dataplane/secrets/testca"
+
+	"github.com/omnirelay/omnirelay/internal/testutil/freeport"
 )
 
 // TestMeshMTLSWithMeshKit: two proxies get SVIDs from a running MeshKit
@@ -78,15 +80,7 @@ func TestMeshMTLSWithMeshKit(t *testing.T) {
 	}))
 	defer backend.Close()
 
-	free := func() string {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer l.Close()
-		return l.Addr().String()
-	}
-	aAddr, bAddr := free(), free()
+	aAddr, bAddr := freeport.Addr(t), freeport.Addr(t)
 	start := func(name, cfg string, id *IdentityOptions) *Proxy {
 		path := filepath.Join(dir, name+".yaml")
 		if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {

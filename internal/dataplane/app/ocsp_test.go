@@ -6,7 +6,6 @@ import (
 	"crypto/x509"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -16,6 +15,8 @@ import (
 	"golang.org/x/crypto/ocsp"
 
 	"github.com/omnirelay/omnirelay/internal/dataplane/secrets/testca"
+
+	"github.com/omnirelay/omnirelay/internal/testutil/freeport"
 )
 
 // TestOCSPStapling: an https listener staples the configured OCSP response;
@@ -49,12 +50,7 @@ func TestOCSPStapling(t *testing.T) {
 	roots := x509.NewCertPool()
 	roots.AddCert(ca.Cert)
 	start := func(policy string) (*Proxy, string, error) {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		addr := ln.Addr().String()
-		ln.Close()
+		addr := freeport.Addr(t)
 		cfg := filepath.Join(dir, "omnirelay-"+policy+".yaml")
 		if err := os.WriteFile(cfg, []byte(`
 listeners:

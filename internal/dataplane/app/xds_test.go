@@ -31,6 +31,8 @@ import (
 	"github.com/omnirelay/omnirelay/internal/shared/resources"
 	"github.com/omnirelay/omnirelay/internal/shared/signing"
 	"github.com/omnirelay/omnirelay/internal/shared/translate"
+
+	"github.com/omnirelay/omnirelay/internal/testutil/freeport"
 )
 
 const nodeID = "edge-1"
@@ -152,12 +154,7 @@ func backend(t *testing.T, name string) string {
 
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
+	return freeport.Addr(t)
 }
 
 func startXDSProxy(t *testing.T, xo XDSOptions) *Proxy {

@@ -17,6 +17,8 @@ import (
 	"github.com/omnirelay/omnirelay/internal/dataplane/app"
 	"github.com/omnirelay/omnirelay/internal/dataplane/dsl"
 	"github.com/omnirelay/omnirelay/internal/shared/signing"
+
+	"github.com/omnirelay/omnirelay/internal/testutil/freeport"
 )
 
 // A rule set through a real OmniRelay: config file, signed package file,
@@ -66,12 +68,7 @@ clusters:
 
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
+	return freeport.Addr(t)
 }
 
 // upstream answers with its name, the path and the x-tenant header it saw.

@@ -20,6 +20,8 @@ import (
 	"golang.org/x/net/http2/h2c"
 
 	"github.com/omnirelay/omnirelay/internal/dataplane/app"
+
+	"github.com/omnirelay/omnirelay/internal/testutil/freeport"
 )
 
 // freePort returns a loopback address that was free a moment ago. Configs
@@ -30,12 +32,7 @@ import (
 func freePort(t testing.TB) string {
 	t.Helper()
 	for {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		addr := ln.Addr().String()
-		ln.Close()
+		addr := freeport.Addr(t)
 		portsMu.Lock()
 		dup := portsGiven[addr]
 		portsGiven[addr] = true

@@ -20,6 +20,8 @@ import (
 	"github.com/omnirelay/omnirelay/internal/shared/dslrules"
 	"github.com/omnirelay/omnirelay/internal/shared/extpkg"
 	"github.com/omnirelay/omnirelay/internal/shared/signing"
+
+	"github.com/omnirelay/omnirelay/internal/testutil/freeport"
 )
 
 // versionRules is a DSL package that stamps x-version on every response.
@@ -47,12 +49,7 @@ clusters:
 
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
+	return freeport.Addr(t)
 }
 
 // TestCanaryPromoteRollbackThroughProxy changes the extension of a running

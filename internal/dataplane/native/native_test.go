@@ -31,6 +31,8 @@ import (
 	extv1 "github.com/omnirelay/omnirelay/internal/shared/api/extensions/v1"
 	"github.com/omnirelay/omnirelay/internal/shared/extpkg"
 	"github.com/omnirelay/omnirelay/internal/shared/signing"
+
+	"github.com/omnirelay/omnirelay/internal/testutil/freeport"
 )
 
 func key() ed25519.PrivateKey {
@@ -257,12 +259,7 @@ clusters:
 
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
+	return freeport.Addr(t)
 }
 
 // TestThroughProxy runs the example plugin in a real OmniRelay: config

@@ -26,6 +26,8 @@ import (
 	"github.com/omnirelay/omnirelay/internal/shared/config"
 	"github.com/omnirelay/omnirelay/internal/shared/resources"
 	"github.com/omnirelay/omnirelay/internal/shared/translate"
+
+	"github.com/omnirelay/omnirelay/internal/testutil/freeport"
 )
 
 // These tests run two OmniRelay runtimes on loopback: proxy A (plaintext
@@ -64,12 +66,7 @@ func newRuntimeWith(t testing.TB, store *secrets.Store) *Runtime {
 
 func freeAddrTB(t testing.TB) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
+	return freeport.Addr(t)
 }
 
 func snapshotTB(t testing.TB, yaml string) *resources.Snapshot {

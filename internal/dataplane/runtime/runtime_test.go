@@ -14,6 +14,8 @@ import (
 	"github.com/omnirelay/omnirelay/internal/shared/config"
 	"github.com/omnirelay/omnirelay/internal/shared/resources"
 	"github.com/omnirelay/omnirelay/internal/shared/translate"
+
+	"github.com/omnirelay/omnirelay/internal/testutil/freeport"
 )
 
 func snapshot(t *testing.T, yaml string) *resources.Snapshot {
@@ -30,12 +32,8 @@ func snapshot(t *testing.T, yaml string) *resources.Snapshot {
 }
 
 func freeAddr(t *testing.T) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
+	t.Helper()
+	return freeport.Addr(t)
 }
 
 func newRuntime(t *testing.T) *Runtime {

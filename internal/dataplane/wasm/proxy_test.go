@@ -20,6 +20,8 @@ import (
 	"github.com/omnirelay/omnirelay/internal/dataplane/wasm"
 	"github.com/omnirelay/omnirelay/internal/shared/extpkg"
 	"github.com/omnirelay/omnirelay/internal/shared/signing"
+
+	"github.com/omnirelay/omnirelay/internal/testutil/freeport"
 )
 
 func key() ed25519.PrivateKey {
@@ -47,12 +49,7 @@ func writePackage(t *testing.T, dir, name, pkg string, abi string) {
 
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
+	return freeport.Addr(t)
 }
 
 // echo answers with the x-added header it saw.
