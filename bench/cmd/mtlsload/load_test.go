@@ -177,7 +177,11 @@ func TestLoadModes(t *testing.T) {
 			if got := tt.accepted.Load() - before; !tt.newConn && got != int64(cfg.conns) {
 				t.Errorf("server accepted %d connections, want %d kept alive", got, cfg.conns)
 			}
-			if res.cpuErr != nil || res.cpu < 0 {
+			// Only the sampling is checked, not the figure: under go test
+			// ./... the group also holds the go command's compile and test
+			// processes, whose exit takes their CPU time out of the sum
+			// (a negative delta was seen in CI).
+			if res.cpuErr != nil {
 				t.Errorf("CPU of the test's own process group: %v, %v", res.cpu, res.cpuErr)
 			}
 			if tt.tls && (res.version != tls.VersionTLS13 || res.curve != tls.X25519 || res.resumed != 0) {

@@ -176,6 +176,15 @@ func (l *Listener) Serve() {
 			_ = tc.SetNoDelay(true)
 		}
 		l.mu.Lock()
+		if l.closing.Load() {
+			// Accepted just before Drain or Close closed the socket: Drain
+			// may already wait on wg, which must not grow from zero then.
+			// Drain and Close take mu after setting closing, so this check
+			// and their Wait are ordered.
+			l.mu.Unlock()
+			_ = c.Close()
+			return
+		}
 		l.conns[c] = struct{}{}
 		l.wg.Add(1)
 		l.mu.Unlock()
