@@ -47,7 +47,7 @@ func BenchmarkIssue(b *testing.B) {
 	id := spiffeid.RequireFromString(webID)
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := ca.issue(pub, id, webNode, time.Now(), time.Hour); err != nil {
+		if _, err := ca.issue(pub, id, webNode, time.Now(), time.Hour, time.Time{}); err != nil {
 			b.Fatal(err)
 		}
 	}

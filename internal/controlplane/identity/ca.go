@@ -271,7 +271,10 @@ func checkCSRKey(pub crypto.PublicKey) error {
 // issue signs an SVID for pub with the single URI SAN id. The node ID goes
 // in the subject's common name: the CA vouches for it, and a renewal reads
 // it back from the client certificate.
-func (ca *CA) issue(pub crypto.PublicKey, id spiffeid.ID, nodeID string, now time.Time, ttl time.Duration) (*x509.Certificate, error) {
+// issue signs an SVID valid for ttl from now. A renewal passes the end of the
+// certificate it replaces as after: the new one ends later, even when both
+// round to the same second (lifetimes of a few seconds, in tests).
+func (ca *CA) issue(pub crypto.PublicKey, id spiffeid.ID, nodeID string, now time.Time, ttl time.Duration, after time.Time) (*x509.Certificate, error) {
 	serial, err := newSerial()
 	if err != nil {
 		return nil, err
@@ -279,10 +282,11 @@ func (ca *CA) issue(pub crypto.PublicKey, id spiffeid.ID, nodeID string, now tim
 	// Backdate a little for clocks behind ours, but not so much that a
 	// short-lived SVID's half-life moves.
 	backdate := min(30*time.Second, ttl/10)
-	// Certificates hold whole seconds: round the end up, so that a renewal
-	// always ends later than the certificate it replaces, even for
-	// lifetimes of a few seconds.
+	// Certificates hold whole seconds: round the end up.
 	notAfter := now.Add(ttl + time.Second - 1).Truncate(time.Second)
+	if !after.IsZero() && !notAfter.After(after) && after.Before(now.Add(2*ttl)) {
+		notAfter = after.Add(time.Second).Truncate(time.Second)
+	}
 	if caEnd := ca.chain[0].NotAfter; notAfter.After(caEnd) {
 		notAfter = caEnd
 	}

@@ -125,7 +125,7 @@ func (s *Service) servingCert() (*tls.Certificate, error) {
 	if err != nil {
 		return nil, fmt.Errorf("identity: serving key: %w", err)
 	}
-	leaf, err := s.ca.issue(key.Public(), s.id, "meshkit", now, servingTTL)
+	leaf, err := s.ca.issue(key.Public(), s.id, "meshkit", now, servingTTL, time.Time{})
 	if err != nil {
 		return nil, err
 	}
@@ -250,7 +250,7 @@ func (s *Service) sign(ctx context.Context, csrDER []byte, token string) (*x509.
 			return errOtherID
 		}
 		if leaf == nil {
-			c, err := s.ca.issue(csr.PublicKey, csrID, nodeID, now, s.ttl)
+			c, err := s.ca.issue(csr.PublicKey, csrID, nodeID, now, s.ttl, n.CertExpiresAt)
 			if err != nil {
 				return err
 			}
