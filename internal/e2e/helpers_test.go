@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -14,6 +16,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/omnirelay/omnirelay/internal/controlplane/serve"
 	dpdemo "github.com/omnirelay/omnirelay/internal/dataplane/demo"
 	"github.com/omnirelay/omnirelay/internal/demo"
 	meshkitv1 "github.com/omnirelay/omnirelay/internal/shared/api/meshkit/v1"
@@ -199,3 +202,35 @@ func proxyByNode(t *testing.T, cc *grpc.ClientConn, node string) *meshkitv1.Prox
 }
 
 func contains(s, sub string) bool { return strings.Contains(s, sub) }
+
+// okBackend serves "ok" on loopback and returns its address.
+func okBackend(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	backend := &http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = io.WriteString(w, "ok")
+	})}
+	go func() { _ = backend.Serve(ln) }()
+	t.Cleanup(func() { _ = backend.Close() })
+	return ln.Addr().String()
+}
+
+// startSignedMeshKit starts MeshKit on dir (embedded store) signing with
+// dir/mesh.key, stopped when the test ends.
+func startSignedMeshKit(t *testing.T, dir string) *serve.Process {
+	t.Helper()
+	mk, err := serve.Start(serve.Options{XDSAddress: "127.0.0.1:0", APIAddress: "127.0.0.1:0", DataDir: dir,
+		SigningKey: filepath.Join(dir, "mesh.key"), ReplicaID: "e2e", Log: testLog(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = mk.Shutdown(ctx)
+	})
+	return mk
+}

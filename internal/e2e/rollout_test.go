@@ -24,7 +24,6 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/omnirelay/omnirelay/internal/controlplane/serve"
 	"github.com/omnirelay/omnirelay/internal/dataplane/app"
 	"github.com/omnirelay/omnirelay/internal/dataplane/dsl"
 	"github.com/omnirelay/omnirelay/internal/dataplane/extension"
@@ -166,26 +165,8 @@ func TestExtensionRollout(t *testing.T) {
 	if err := signing.WritePrivateKey(filepath.Join(dir, "mesh.key"), meshPriv); err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	backend := &http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		io.WriteString(w, "ok")
-	})}
-	go func() { _ = backend.Serve(ln) }()
-	t.Cleanup(func() { _ = backend.Close() })
-
-	mk, err := serve.Start(serve.Options{XDSAddress: "127.0.0.1:0", APIAddress: "127.0.0.1:0", DataDir: dir,
-		SigningKey: filepath.Join(dir, "mesh.key"), ReplicaID: "e2e", Log: testLog(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = mk.Shutdown(ctx)
-	})
+	backendAddr := okBackend(t)
+	mk := startSignedMeshKit(t, dir)
 	cc := apiConn(t, mk.APIAddr().String())
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -200,7 +181,7 @@ func TestExtensionRollout(t *testing.T) {
     filters: [{ extension: { name: stamp, package: "store:stamp@1.0.0", policy: fail_closed, deadline: 1s } }]
     virtual_hosts: [{ name: all, routes: [{ match: { path_prefix: / }, cluster: main }] }]
 clusters: [{ name: main, endpoints: [%s] }]
-`, ln.Addr())
+`, backendAddr)
 	if _, err := meshkitv1.NewConfigClient(cc).Apply(ctx, &meshkitv1.ApplyRequest{Filename: "mesh.yaml", Yaml: []byte(doc)}); err != nil {
 		t.Fatal(err)
 	}
