@@ -54,28 +54,34 @@ func (m *MeshKit) buildGroup(g string, k groupKey, built map[string]*builtSnapsh
 		// last-known-good instead).
 		return
 	}
-	cfg, choices := d.cfg.ResolveProxyCanaries(k.bucket)
 	memo := d.Version + "/" + k.base() + "/" + strconv.FormatUint(uint64(d.cfg.ProxyCanarySide(k.bucket)), 10)
 	b := built[memo]
 	if b == nil {
+		// Buckets on the same side resolve to the same config and choices.
+		cfg, choices := d.cfg.ResolveProxyCanaries(k.bucket)
 		var ok bool
 		if b, ok = m.buildSnapshot(g, d.Version, cfg, k.caps); !ok {
 			return
 		}
+		b.choices = choices
 		if built != nil {
 			built[memo] = b
 		}
 	}
 	m.proxies.setWithheld(g, b.withheld)
-	m.proxies.setExtensions(g, choices)
+	m.proxies.setExtensions(g, b.choices)
+	// The groups sharing b get the same *Snapshot, which the cache indexes
+	// once for all of them.
 	m.cache.Set(g, b.out)
 }
 
-// builtSnapshot is one group's xDS snapshot and what was withheld from it;
-// groups differing only by canary bucket on the same side share it.
+// builtSnapshot is one group's xDS snapshot, what was withheld from it and
+// the extension packages it runs; groups differing only by canary bucket on
+// the same side share it.
 type builtSnapshot struct {
 	out      *xdsserver.Snapshot
 	withheld []capfilter.Withheld
+	choices  []config.ExtensionChoice
 }
 
 // buildSnapshot translates cfg (resolved for the group's canary side) for

@@ -20,7 +20,8 @@
 // serves an xDS client in ~9 KB (docs/xds-scale.md).
 //
 // Concurrency model: Cache.Set builds the per-type indexes of a snapshot
-// outside any lock, swaps the group's state pointer and copies the group's
+// outside any lock (once per snapshot: groups set to the same *Snapshot
+// share them), swaps the group's state pointer and copies the group's
 // subscriber list under a short lock, then notifies the subscribers from
 // short-lived goroutines, a batch each, without any lock held. A stream whose
 // client has answered all it was sent is pushed inline by its batch; any
@@ -61,7 +62,9 @@ type Resource struct {
 }
 
 // Snapshot is the full resource set of one group, by type URL. A snapshot
-// must not be modified after it is passed to Cache.Set.
+// must not be modified after it is passed to Cache.Set: the cache indexes a
+// snapshot once and serves that index to every group later set to the same
+// pointer.
 type Snapshot struct {
 	Version   string
 	Resources map[string][]*Resource
@@ -75,11 +78,22 @@ type Cache struct {
 	setMu  sync.Mutex
 	mu     sync.Mutex
 	groups map[string]*group
+	// indexes holds, for each snapshot that some group is currently set
+	// to, the per-type indexes built from it, so that groups set to the
+	// same snapshot (MeshKit's canary buckets) index it once. Guarded by
+	// setMu; an entry goes when its last group moves on.
+	indexes map[*Snapshot]*index
 }
 
 // NewCache returns an empty cache.
 func NewCache() *Cache {
-	return &Cache{groups: make(map[string]*group)}
+	return &Cache{groups: make(map[string]*group), indexes: make(map[*Snapshot]*index)}
+}
+
+// index is the per-type view of one snapshot, shared by the groups set to it.
+type index struct {
+	types map[string]*typeState
+	refs  int // groups whose current state is built from this index
 }
 
 // notifier is a stream subscribed to a group; notify must not block.
@@ -99,6 +113,10 @@ type groupState struct {
 // typeState is the precomputed view of one type URL of a snapshot. A Set
 // that leaves a type's names and versions unchanged carries the previous
 // typeState pointer over, so streams compare pointers to skip unchanged types.
+// A typeState pointer belongs to one group: groups sharing an index get
+// shallow copies (the entries, names and sotw slices are shared), so a
+// pointer a stream compares against has only ever been in its own group's
+// history, as when every group indexed its snapshots itself.
 type typeState struct {
 	version string // SotW version_info: hash over the sorted names and versions
 	names   []string
@@ -120,7 +138,74 @@ type entry struct {
 func (c *Cache) Set(group string, s *Snapshot) {
 	c.setMu.Lock()
 	defer c.setMu.Unlock()
-	c.publish(group, buildState(s, c.current(group)))
+	prev := c.current(group)
+	next := c.stateFor(s, prev)
+	c.publish(group, next)
+	// Released after the new state took its reference, so that setting a
+	// group to the snapshot it already has keeps the index.
+	c.release(prev.snap)
+}
+
+// stateFor is the state a group whose current state is prev gets for s: the
+// snapshot's shared index (built now if no group is set to s), with each
+// type the group already had at the same version carried over. Called with
+// setMu held.
+func (c *Cache) stateFor(s *Snapshot, prev *groupState) *groupState {
+	if s == nil {
+		return &groupState{}
+	}
+	ix := c.indexes[s]
+	if ix == nil {
+		// Built from the group's own previous state, the index's types are
+		// this group's: the carried-over pointers or new ones.
+		ix = &index{types: buildState(s, prev).types}
+		c.indexes[s] = ix
+		ix.refs++
+		return &groupState{snap: s, types: ix.types}
+	}
+	ix.refs++
+	if carriesAll(prev, ix) {
+		// The usual rebuild: nothing this group serves changed. Its type map
+		// is read-only once published, so the new state can share it.
+		return &groupState{snap: s, types: prev.types}
+	}
+	g := &groupState{snap: s, types: make(map[string]*typeState, len(ix.types))}
+	for typeURL, ts := range ix.types {
+		if old := prev.types[typeURL]; old != nil && old.version == ts.version {
+			g.types[typeURL] = old
+			continue
+		}
+		own := *ts
+		g.types[typeURL] = &own
+	}
+	return g
+}
+
+// carriesAll reports whether prev has exactly ix's types, each at the same
+// version.
+func carriesAll(prev *groupState, ix *index) bool {
+	if len(prev.types) != len(ix.types) {
+		return false
+	}
+	for typeURL, ts := range ix.types {
+		if old := prev.types[typeURL]; old == nil || old.version != ts.version {
+			return false
+		}
+	}
+	return true
+}
+
+// release drops a group's reference to the index of s, which it has left.
+// Called with setMu held.
+func (c *Cache) release(s *Snapshot) {
+	if s == nil {
+		return
+	}
+	if ix := c.indexes[s]; ix != nil {
+		if ix.refs--; ix.refs <= 0 {
+			delete(c.indexes, s)
+		}
+	}
 }
 
 func (c *Cache) publish(name string, next *groupState) {
@@ -186,6 +271,7 @@ func (c *Cache) Delete(name string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if g := c.groups[name]; g != nil {
+		c.release(g.state.snap)
 		if len(g.subs) == 0 {
 			delete(c.groups, name)
 		} else {
