@@ -70,8 +70,14 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 type Watchdog struct {
 	name, kind string
 	deadline   time.Duration
-	counters   [numOutcomes]prometheus.Counter
-	log        *slog.Logger
+	// epoch is the origin of the call contexts' deadlines, which are kept
+	// as offsets from it: time.Since of a time with a monotonic reading
+	// reads only the monotonic clock, half the cost of time.Now (which
+	// reads the wall clock too), and a call reads the clock at its start
+	// and at its end.
+	epoch    time.Time
+	counters [numOutcomes]prometheus.Counter
+	log      *slog.Logger
 	// lastLog rate-limits failure logs to one a second per extension: a
 	// plugin failing under load must not flood the log.
 	lastLog atomic.Int64
@@ -80,7 +86,7 @@ type Watchdog struct {
 // NewWatchdog returns the watchdog of extension name (of kind) whose calls
 // may each take up to deadline.
 func NewWatchdog(name, kind string, deadline time.Duration, m *Metrics, log *slog.Logger) *Watchdog {
-	w := &Watchdog{name: name, kind: kind, deadline: deadline, log: log}
+	w := &Watchdog{name: name, kind: kind, deadline: deadline, epoch: time.Now(), log: log}
 	for o := range numOutcomes {
 		w.counters[o] = m.calls.WithLabelValues(name, kind, o.String())
 	}
@@ -92,7 +98,7 @@ func (w *Watchdog) Deadline() time.Duration { return w.deadline }
 
 // onRequest calls p.OnRequest under the watchdog.
 func (w *Watchdog) onRequest(p Plugin, c *callCtx, s *filter.Stream) (a Action, o Outcome, err error) {
-	c.begin(s.Ctx, w.deadline)
+	c.begin(s.Ctx, w.epoch, w.deadline)
 	defer func() {
 		o, err = w.settle(c, recover(), err)
 	}()
@@ -102,7 +108,7 @@ func (w *Watchdog) onRequest(p Plugin, c *callCtx, s *filter.Stream) (a Action, 
 
 // onResponse calls p.OnResponse under the watchdog.
 func (w *Watchdog) onResponse(p Plugin, c *callCtx, s *filter.Stream) (o Outcome, err error) {
-	c.begin(s.Ctx, w.deadline)
+	c.begin(s.Ctx, w.epoch, w.deadline)
 	defer func() {
 		o, err = w.settle(c, recover(), err)
 	}()
@@ -164,8 +170,10 @@ func (w *Watchdog) count(o Outcome, err error) {
 // context ends; then the value is retired (a goroutine the runtime started
 // may still watch that channel) and the stream gets a fresh one.
 type callCtx struct {
-	parent   context.Context
-	deadline time.Time
+	parent context.Context
+	// The deadline is deadline after epoch (see Watchdog.epoch).
+	epoch    time.Time
+	deadline time.Duration
 
 	mu         sync.Mutex // Done and fire may run on other goroutines
 	done       chan struct{}
@@ -176,17 +184,18 @@ type callCtx struct {
 
 var _ context.Context = (*callCtx)(nil)
 
-func (c *callCtx) begin(parent context.Context, d time.Duration) {
+func (c *callCtx) begin(parent context.Context, epoch time.Time, d time.Duration) {
 	if parent == nil {
 		parent = context.Background()
 	}
+	deadline := time.Since(epoch) + d
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.parent != parent && c.stopParent != nil {
 		c.stopParent() // a new stream on a pooled value
 		c.stopParent = nil
 	}
-	c.parent, c.deadline = parent, time.Now().Add(d)
+	c.parent, c.epoch, c.deadline = parent, epoch, deadline
 	if c.timer != nil {
 		c.timer.Reset(d)
 	}
@@ -194,7 +203,7 @@ func (c *callCtx) begin(parent context.Context, d time.Duration) {
 
 // late reports whether the call's deadline has passed.
 func (c *callCtx) late() bool {
-	return !time.Now().Before(c.deadline)
+	return time.Since(c.epoch) >= c.deadline
 }
 
 // release ends a call and reports whether c may be used for another one:
@@ -232,7 +241,7 @@ func (c *callCtx) fire(err error) {
 
 func (c *callCtx) Deadline() (time.Time, bool) {
 	c.mu.Lock()
-	parent, deadline := c.parent, c.deadline
+	parent, deadline := c.parent, c.epoch.Add(c.deadline)
 	c.mu.Unlock()
 	if d, ok := parent.Deadline(); ok && d.Before(deadline) {
 		return d, true
@@ -247,7 +256,7 @@ func (c *callCtx) Done() <-chan struct{} {
 		c.done = make(chan struct{})
 	}
 	if c.timer == nil && c.err == nil {
-		c.timer = time.AfterFunc(time.Until(c.deadline), func() { c.fire(context.DeadlineExceeded) })
+		c.timer = time.AfterFunc(c.deadline-time.Since(c.epoch), func() { c.fire(context.DeadlineExceeded) })
 	}
 	if c.stopParent == nil && c.err == nil && c.parent.Done() != nil {
 		parent := c.parent
@@ -258,7 +267,7 @@ func (c *callCtx) Done() <-chan struct{} {
 
 func (c *callCtx) Err() error {
 	c.mu.Lock()
-	err, parent, deadline := c.err, c.parent, c.deadline
+	err, parent, epoch, deadline := c.err, c.parent, c.epoch, c.deadline
 	c.mu.Unlock()
 	if err != nil {
 		return err
@@ -266,7 +275,7 @@ func (c *callCtx) Err() error {
 	if err := parent.Err(); err != nil {
 		return err
 	}
-	if !time.Now().Before(deadline) {
+	if time.Since(epoch) >= deadline {
 		return context.DeadlineExceeded
 	}
 	return nil
