@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -19,16 +20,25 @@ import (
 // that a proxy whose config loads no Wasm extension would carry for nothing.
 // Kind and ABIs are known without it, so capabilities are advertised as
 // before.
+//
+// The extension factory closes it at proxy shutdown (RuntimeCloser), after
+// the last plugin: the runtime, if built, is closed, and a Load afterwards
+// is refused rather than building a new one nobody would close.
 type lazyWasm struct {
-	opts wasm.Options
-	mu   sync.Mutex // serialises the build
-	rt   atomic.Pointer[wasm.Runtime]
+	opts   wasm.Options
+	mu     sync.Mutex // serialises the build and Close
+	closed atomic.Bool
+	rt     atomic.Pointer[wasm.Runtime]
 }
 
 var (
-	_ extension.Runtime    = (*lazyWasm)(nil)
-	_ prometheus.Collector = lazyWasmCollector{}
+	_ extension.Runtime       = (*lazyWasm)(nil)
+	_ extension.RuntimeCloser = (*lazyWasm)(nil)
+	_ prometheus.Collector    = lazyWasmCollector{}
 )
+
+// errWasmClosed refuses a Load after Close.
+var errWasmClosed = errors.New("wasm extension runtime closed (the proxy is shutting down)")
 
 func newLazyWasm(opts wasm.Options) *lazyWasm { return &lazyWasm{opts: opts} }
 
@@ -52,11 +62,17 @@ func (l *lazyWasm) Load(ctx context.Context, m extpkg.Manifest, payload, config 
 // not remembered: the next Load tries again (the cause, such as an
 // unwritable compilation cache directory, may have been fixed).
 func (l *lazyWasm) runtime() (*wasm.Runtime, error) {
+	if l.closed.Load() {
+		return nil, errWasmClosed
+	}
 	if rt := l.rt.Load(); rt != nil {
 		return rt, nil
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if l.closed.Load() {
+		return nil, errWasmClosed
+	}
 	if rt := l.rt.Load(); rt != nil {
 		return rt, nil
 	}
@@ -68,6 +84,23 @@ func (l *lazyWasm) runtime() (*wasm.Runtime, error) {
 	}
 	l.rt.Store(rt)
 	return rt, nil
+}
+
+// Close implements extension.RuntimeCloser: it closes the runtime if one
+// was built (its plugins first, then wazero and the compilation cache).
+// Loads fail afterwards; the metrics of the closed runtime stay readable.
+func (l *lazyWasm) Close(ctx context.Context) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed.Swap(true) {
+		return nil
+	}
+	if rt := l.rt.Load(); rt != nil {
+		if err := rt.Close(ctx); err != nil {
+			return fmt.Errorf("close wasm extension runtime: %w", err)
+		}
+	}
+	return nil
 }
 
 // built reports whether the runtime exists (tests).

@@ -37,7 +37,8 @@ type Options struct {
 	// Trust verifies package signatures. Nil refuses every package: a proxy
 	// without extension trust roots runs no extension.
 	Trust *signing.Verifier
-	// Runtimes are the extension runtimes of this build, one per kind.
+	// Runtimes are the extension runtimes of this build, one per kind. The
+	// factory owns them: Close closes those that are RuntimeClosers.
 	Runtimes []Runtime
 	// Capabilities, when set, returns what the proxy advertises (filter
 	// names, runtimes, ABIs); a manifest requiring anything else is
@@ -68,7 +69,22 @@ type Factory struct {
 	mu     sync.Mutex
 	cache  map[string]*entry
 	closed bool
+	// open counts the plugins loaded and not closed yet; once Close was
+	// called and it reaches zero the runtimes are closed (closeRuntimes).
+	open           int
+	runtimesClosed bool
 }
+
+// RuntimeCloser is implemented by runtimes that hold resources beyond
+// their plugins (the Proxy-Wasm runtime: a compiler and its code cache).
+// The factory owns its runtimes: after Close, once the last plugin it
+// loaded has closed, it closes each runtime that implements this, once.
+type RuntimeCloser interface {
+	Close(ctx context.Context) error
+}
+
+// runtimeCloseTimeout bounds the runtimes' Close at shutdown.
+const runtimeCloseTimeout = 10 * time.Second
 
 var _ filter.Factory = (*Factory)(nil)
 
@@ -255,7 +271,7 @@ func (f *Factory) load(name string, pkg, config []byte) (*entry, error) {
 		return nil, fmt.Errorf("extension %q: %s runtime refused package %s@%s: %w", name, m.Kind, m.Name, m.Version, err)
 	}
 	e := &entry{name: name, key: key, kind: m.Kind, rt: rt, manifest: m, payload: p.Payload, config: config, f: f, users: 1}
-	e.cur.Store(newInstance(pl, f.opt.Log, name))
+	e.cur.Store(f.newInstance(pl, name))
 	f.cache[key] = e
 	f.opt.Log.Info("extension loaded", "extension", name, "package", m.Name, "version", m.Version, "kind", m.Kind, "abi", m.ABI, "sha256", m.PayloadSHA256)
 	return e, nil
@@ -310,7 +326,11 @@ func (f *Factory) Loaded() int {
 
 // Close releases every loaded extension at proxy shutdown: each plugin
 // closes once the streams using it complete; filters still running after
-// Close apply their fallback policy. Build fails afterwards.
+// Close apply their fallback policy. Build fails afterwards. The runtimes
+// (see RuntimeCloser) close after the last plugin: at once when no stream
+// holds one, which is the case after the listeners drained; the error is
+// theirs. Otherwise the last stream's completion closes them and logs a
+// failure.
 func (f *Factory) Close() error {
 	var gone []*instance
 	f.mu.Lock()
@@ -320,5 +340,39 @@ func (f *Factory) Close() error {
 	}
 	f.mu.Unlock()
 	retire(gone)
-	return nil
+	return f.closeRuntimes()
+}
+
+// pluginClosed counts a closed plugin and closes the runtimes if it was
+// the last one after Close.
+func (f *Factory) pluginClosed() {
+	f.mu.Lock()
+	f.open--
+	f.mu.Unlock()
+	if err := f.closeRuntimes(); err != nil {
+		f.opt.Log.Error("extension runtimes close failed", "error", err)
+	}
+}
+
+// closeRuntimes closes the runtimes if Close was called and no plugin is
+// open, once.
+func (f *Factory) closeRuntimes() error {
+	f.mu.Lock()
+	if !f.closed || f.open > 0 || f.runtimesClosed {
+		f.mu.Unlock()
+		return nil
+	}
+	f.runtimesClosed = true
+	f.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), runtimeCloseTimeout)
+	defer cancel()
+	var errs []error
+	for _, k := range f.Kinds() {
+		if c, ok := f.runtimes[k].(RuntimeCloser); ok {
+			if err := c.Close(ctx); err != nil {
+				errs = append(errs, fmt.Errorf("close %s runtime: %w", k, err))
+			}
+		}
+	}
+	return errors.Join(errs...)
 }

@@ -2,7 +2,6 @@ package extension
 
 import (
 	"context"
-	"log/slog"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -23,13 +22,15 @@ type instance struct {
 	refs    atomic.Int64
 	broken  atomic.Bool // a call failed under the reload policy
 	retired atomic.Bool
-	log     *slog.Logger
+	f       *Factory
 	name    string
 }
 
-func newInstance(p Plugin, log *slog.Logger, name string) *instance {
-	in := &instance{plugin: p, log: log, name: name}
+// newInstance counts p among the factory's open plugins; f.mu is held.
+func (f *Factory) newInstance(p Plugin, name string) *instance {
+	in := &instance{plugin: p, f: f, name: name}
 	in.refs.Store(1)
+	f.open++
 	return in
 }
 
@@ -49,8 +50,9 @@ func (in *instance) acquire() bool {
 func (in *instance) release() {
 	if in.refs.Add(-1) == 0 {
 		if err := in.plugin.Close(); err != nil {
-			in.log.Warn("extension plugin close failed", "extension", in.name, "error", err)
+			in.f.opt.Log.Warn("extension plugin close failed", "extension", in.name, "error", err)
 		}
+		in.f.pluginClosed()
 	}
 }
 
@@ -118,7 +120,7 @@ func (e *entry) reload(in *instance) {
 			_ = p.Close()
 			return
 		}
-		e.cur.Store(newInstance(p, log, e.name))
+		e.cur.Store(e.f.newInstance(p, e.name))
 		e.f.mu.Unlock()
 		in.retire()
 		m.WithLabelValues(e.name, e.kind, "ok").Inc()

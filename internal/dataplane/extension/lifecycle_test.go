@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -99,6 +100,70 @@ func TestCloseWaitsForStreams(t *testing.T) {
 	}
 	if _, err := f.Build(extAny(t, &extv1.Extension{Package: pkg(t, 1, extpkg.Manifest{}, "x-added")}), &filter.Env{}); err == nil {
 		t.Fatal("Build after Close succeeded")
+	}
+}
+
+// closingRuntime is a goRuntime that owns something to close (as the
+// Proxy-Wasm runtime owns wazero): it records its Close calls and, like a
+// closed wazero runtime, refuses loads afterwards.
+type closingRuntime struct {
+	*goRuntime
+	rtCloses atomic.Int64
+}
+
+func (r *closingRuntime) Close(context.Context) error {
+	r.rtCloses.Add(1)
+	r.refuse.Store(true)
+	return nil
+}
+
+var _ extension.RuntimeCloser = (*closingRuntime)(nil)
+
+// TestCloseClosesRuntimes: Factory.Close (proxy shutdown) closes the
+// runtimes that own resources, once, and only after the last plugin they
+// serve has closed, so that a stream still inside a plugin at Close keeps
+// a working runtime until it completes.
+func TestCloseClosesRuntimes(t *testing.T) {
+	tests := []struct {
+		name      string
+		streaming bool // a stream is inside the plugin at Close
+	}{
+		{name: "idle"},
+		{name: "stream in flight", streaming: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			rt := &closingRuntime{goRuntime: newGoRuntime()}
+			plain := newGoRuntime() // no Close: left alone
+			plain.kind = extpkg.KindDSL
+			f := newFactory(t, rt, plain)
+			c := filter.NewChain(&terminal{}, build(t, f, &extv1.Extension{Package: pkg(t, 1, extpkg.Manifest{}, "x-added"), Config: []byte("yes")}))
+			if status, added, _ := run(c, ""); status != 200 || added != "yes" {
+				t.Fatalf("before Close: %d %q", status, added)
+			}
+			s := newStream(context.Background(), "")
+			if tt.streaming {
+				c.Run(s)
+			}
+			if err := f.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if tt.streaming {
+				if n := rt.rtCloses.Load(); n != 0 {
+					t.Fatalf("runtime closed %d times under a running stream", n)
+				}
+				c.Complete(s)
+			}
+			if n := rt.rtCloses.Load(); n != 1 {
+				t.Fatalf("runtime closed %d times after Close and the last stream, want 1", n)
+			}
+			if n := rt.closes.Load(); n != 1 {
+				t.Fatalf("plugin closed %d times, want 1", n)
+			}
+			if err := f.Close(); err != nil || rt.rtCloses.Load() != 1 {
+				t.Fatalf("second Close: %v, runtime closes %d, want nil and still 1", err, rt.rtCloses.Load())
+			}
+		})
 	}
 }
 
