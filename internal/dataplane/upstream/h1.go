@@ -206,6 +206,7 @@ func (t *H1) dial(ctx context.Context, ep *endpoint.Endpoint, hp *hostPool) (*h1
 	c := &h1Conn{nc: nc, t: t, hp: hp, r: http1.NewReader(nc, 16<<10), wbuf: make([]byte, 0, 4096)}
 	c.body.c = c
 	c.closeFn = c.release
+	c.raw = newRawWriter(nc)
 	return c, nil
 }
 
@@ -244,6 +245,17 @@ type h1Conn struct {
 	reusable  bool
 	stopCtx   func() bool
 	closed    bool
+	// raw writes whole requests on plain TCP connections (nil otherwise).
+	raw *rawWriter
+}
+
+// writeRequest writes a request that is complete in b.
+func (c *h1Conn) writeRequest(b []byte) error {
+	if c.raw != nil && c.r.Buffered() == 0 {
+		return c.raw.writeAndAwait(c.nc, b)
+	}
+	_, err := c.nc.Write(b)
+	return err
 }
 
 func (c *h1Conn) roundTrip(ctx context.Context, req *message.Request, resp *message.Response, dl Deadlines) error {
@@ -264,7 +276,12 @@ func (c *h1Conn) roundTrip(ctx context.Context, req *message.Request, resp *mess
 			c.stop()
 			return fmt.Errorf("%w: %w", ErrRequestBody, err)
 		}
-		if _, err := c.nc.Write(c.wbuf); err != nil {
+		if err := c.writeRequest(c.wbuf); err != nil {
+			c.stop()
+			return c.writeErr(err)
+		}
+	} else if req.Body == nil || req.ContentLength == 0 {
+		if err := c.writeRequest(c.wbuf); err != nil {
 			c.stop()
 			return c.writeErr(err)
 		}
@@ -273,11 +290,9 @@ func (c *h1Conn) roundTrip(ctx context.Context, req *message.Request, resp *mess
 			c.stop()
 			return c.writeErr(err)
 		}
-		if req.Body != nil && req.ContentLength != 0 {
-			if err := c.writeBody(req, chunked); err != nil {
-				c.stop()
-				return err
-			}
+		if err := c.writeBody(req, chunked); err != nil {
+			c.stop()
+			return err
 		}
 	}
 	f, err := c.r.ReadResponse(resp, req.Method, c.t.opt.Limits)
