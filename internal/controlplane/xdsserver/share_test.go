@@ -77,9 +77,6 @@ func TestCacheGroupsShareIndex(t *testing.T) {
 			}
 		})
 	}
-	if entryOf("g2", resourcev3.EndpointType, "c1").version == "" {
-		t.Fatal("no version")
-	}
 	c.Delete("g2")
 	if len(c.indexes) != 0 {
 		t.Fatalf("%d indexes left after every group is deleted", len(c.indexes))
