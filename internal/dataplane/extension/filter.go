@@ -22,6 +22,7 @@ type instance struct {
 	refs    atomic.Int64
 	broken  atomic.Bool // a call failed under the reload policy
 	retired atomic.Bool
+	keeps   bool // the plugin is a DeadlineKeeper that says yes
 	f       *Factory
 	name    string
 }
@@ -29,6 +30,9 @@ type instance struct {
 // newInstance counts p among the factory's open plugins; f.mu is held.
 func (f *Factory) newInstance(p Plugin, name string) *instance {
 	in := &instance{plugin: p, f: f, name: name}
+	if k, ok := p.(DeadlineKeeper); ok {
+		in.keeps = k.KeepsDeadline()
+	}
 	in.refs.Store(1)
 	f.open++
 	return in
@@ -180,7 +184,7 @@ func (x *extFilter) OnRequest(s *filter.Stream) filter.Status {
 	st.e, st.in = e, in
 	s.SetState(x.index, st)
 	st.active = true
-	a, o, _ := x.watchdog.onRequest(in.plugin, st.ctx, s)
+	a, o, _ := x.watchdog.onRequest(in, st.ctx, s)
 	st.active = false
 	st.renewCtx()
 	if o == OutcomeOK {
@@ -217,7 +221,7 @@ func (x *extFilter) OnResponse(s *filter.Stream) {
 		return
 	}
 	st.active = true
-	o, _ := x.watchdog.onResponse(st.in.plugin, st.ctx, s)
+	o, _ := x.watchdog.onResponse(st.in, st.ctx, s)
 	st.active = false
 	st.renewCtx()
 	if o == OutcomeOK {

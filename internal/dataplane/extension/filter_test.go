@@ -146,6 +146,7 @@ func TestPoliciesUnderLoad(t *testing.T) {
 		mode    string
 		outcome string
 		want    string // every response
+		keeps   bool   // the plugin keeps its deadline itself (DeadlineKeeper): the watchdog does not time its calls
 	}{
 		{name: "ok", policy: extv1.Policy_FAIL_CLOSED, mode: "", outcome: "ok", want: "200 yes"},
 		{name: "fail_open error", policy: extv1.Policy_FAIL_OPEN, mode: "error", outcome: "error", want: "200 "},
@@ -160,10 +161,16 @@ func TestPoliciesUnderLoad(t *testing.T) {
 		{name: "fail_closed stuck", policy: extv1.Policy_FAIL_CLOSED, mode: "stuck", outcome: "timeout", want: "599 "},
 		{name: "fail_closed response error", policy: extv1.Policy_FAIL_CLOSED, mode: "error-response", outcome: "error", want: "599 "},
 		{name: "fail_open response error", policy: extv1.Policy_FAIL_OPEN, mode: "error-response", outcome: "error", want: "200 yes"},
+		// A DeadlineKeeper's late call reaches the policy through its own
+		// error (context.DeadlineExceeded), as Wasm and native calls do.
+		{name: "fail_closed stuck, plugin keeps the deadline", policy: extv1.Policy_FAIL_CLOSED, mode: "stuck", outcome: "timeout", want: "599 ", keeps: true},
+		{name: "fail_open spin, plugin keeps the deadline", policy: extv1.Policy_FAIL_OPEN, mode: "spin", outcome: "timeout", want: "200 ", keeps: true},
+		{name: "ok, plugin keeps the deadline", policy: extv1.Policy_FAIL_CLOSED, mode: "", outcome: "ok", want: "200 yes", keeps: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			rt := newGoRuntime()
+			rt.keeps = tt.keeps
 			reg := prometheus.NewRegistry()
 			f := newFactoryWith(t, reg, rt)
 			term := &terminal{}

@@ -35,6 +35,7 @@ type goRuntime struct {
 	closes   atomic.Int64
 	open     atomic.Int64 // streams between OnRequest and OnComplete
 	refuse   atomic.Bool  // Load fails
+	keeps    bool         // plugins are DeadlineKeepers: "stuck" reports its late return itself
 	loadSeen chan struct{}
 }
 
@@ -95,10 +96,19 @@ func (p *goPlugin) OnRequest(ctx context.Context, s *filter.Stream) (extension.A
 	case "stuck":
 		dl, _ := ctx.Deadline()
 		time.Sleep(time.Until(dl) + 2*time.Millisecond)
+		if p.rt.keeps {
+			if err := ctx.Err(); err != nil {
+				return extension.Continue, err
+			}
+		}
 	}
 	s.Req.Header.Set(p.header, p.value)
 	return extension.Continue, nil
 }
+
+// KeepsDeadline implements extension.DeadlineKeeper when the runtime was
+// made so (keeps).
+func (p *goPlugin) KeepsDeadline() bool { return p.rt.keeps }
 
 func (p *goPlugin) OnResponse(_ context.Context, s *filter.Stream) error {
 	st := (*extension.StreamState(s)).(*goState)

@@ -96,23 +96,23 @@ func NewWatchdog(name, kind string, deadline time.Duration, m *Metrics, log *slo
 // Deadline is the time each call may take.
 func (w *Watchdog) Deadline() time.Duration { return w.deadline }
 
-// onRequest calls p.OnRequest under the watchdog.
-func (w *Watchdog) onRequest(p Plugin, c *callCtx, s *filter.Stream) (a Action, o Outcome, err error) {
+// onRequest calls in's OnRequest under the watchdog.
+func (w *Watchdog) onRequest(in *instance, c *callCtx, s *filter.Stream) (a Action, o Outcome, err error) {
 	c.begin(s.Ctx, w.epoch, w.deadline)
 	defer func() {
-		o, err = w.settle(c, recover(), err)
+		o, err = w.settle(c, in.keeps, recover(), err)
 	}()
-	a, err = p.OnRequest(c, s)
+	a, err = in.plugin.OnRequest(c, s)
 	return a, OutcomeOK, err
 }
 
-// onResponse calls p.OnResponse under the watchdog.
-func (w *Watchdog) onResponse(p Plugin, c *callCtx, s *filter.Stream) (o Outcome, err error) {
+// onResponse calls in's OnResponse under the watchdog.
+func (w *Watchdog) onResponse(in *instance, c *callCtx, s *filter.Stream) (o Outcome, err error) {
 	c.begin(s.Ctx, w.epoch, w.deadline)
 	defer func() {
-		o, err = w.settle(c, recover(), err)
+		o, err = w.settle(c, in.keeps, recover(), err)
 	}()
-	err = p.OnResponse(c, s)
+	err = in.plugin.OnResponse(c, s)
 	return OutcomeOK, err
 }
 
@@ -129,9 +129,11 @@ func (w *Watchdog) onComplete(p Plugin, s *filter.Stream) {
 
 // settle classifies a finished call. A call that came back after its
 // deadline is a timeout even if it says it succeeded: a runtime that cannot
-// be interrupted (native code) still must not get its late answer used.
-func (w *Watchdog) settle(c *callCtx, panicked any, err error) (Outcome, error) {
-	late := c.late()
+// be interrupted still must not get its late answer used. A plugin that
+// keeps its deadline itself (DeadlineKeeper) has already turned a late call
+// into an error, so its calls are not timed again here.
+func (w *Watchdog) settle(c *callCtx, keeps bool, panicked any, err error) (Outcome, error) {
+	late := !keeps && c.late()
 	var o Outcome
 	switch {
 	case panicked != nil:

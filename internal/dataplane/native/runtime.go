@@ -37,7 +37,10 @@ type Runtime struct {
 	log *slog.Logger
 }
 
-var _ extension.Runtime = (*Runtime)(nil)
+var (
+	_ extension.Runtime        = (*Runtime)(nil)
+	_ extension.DeadlineKeeper = (*plugin)(nil)
+)
 
 // NewRuntime returns the native runtime.
 func NewRuntime(log *slog.Logger) extension.Runtime {
@@ -217,6 +220,12 @@ func (p *plugin) OnResponse(ctx context.Context, s *filter.Stream) error {
 	_, err := p.call(ctx, si, p.onResponse, s, &s.Resp.Header)
 	return err
 }
+
+// KeepsDeadline implements extension.DeadlineKeeper: call checks the
+// deadline after every native call (and so after any instance start in
+// take that preceded it), which is the last thing OnRequest and OnResponse
+// do.
+func (p *plugin) KeepsDeadline() bool { return true }
 
 // call runs one header call with the stream registered for the host
 // callbacks. A call that returns past its deadline quarantines the

@@ -9,9 +9,19 @@ import (
 )
 
 var (
-	_ extension.Runtime = (*Runtime)(nil)
-	_ extension.Plugin  = (*Plugin)(nil)
+	_ extension.Runtime        = (*Runtime)(nil)
+	_ extension.Plugin         = (*Plugin)(nil)
+	_ extension.DeadlineKeeper = (*Plugin)(nil)
 )
+
+// KeepsDeadline implements extension.DeadlineKeeper: every guest call runs
+// under the instance's timer (instance.run), which stops the guest when the
+// call's deadline passes, and a call that starts after it (a slow body read
+// before proxy_on_request_body, say) is refused; waits for an instance or a
+// call-out end with ctx. What is not caught is a guest call that ends after
+// its deadline but before the timer has run (timer latency, microseconds on
+// an idle machine): it counts as ok.
+func (p *Plugin) KeepsDeadline() bool { return true }
 
 // Load implements extension.Runtime: the payload is the module, config the
 // plugin configuration, the manifest's name the plugin's name. The
