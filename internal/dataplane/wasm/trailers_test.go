@@ -2,6 +2,7 @@ package wasm_test
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
@@ -10,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/h2c"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
@@ -42,9 +45,15 @@ listeners:
     filters:
       - extension: { name: grpc-trailers-http, package: grpc-trailers.orx, deadline: 2s }
     virtual_hosts: [{ name: all, routes: [{ match: { path_prefix: / }, cluster: http }] }]
+  - name: http-h2up
+    address: {{httph2up}}
+    filters:
+      - extension: { name: grpc-trailers-h2up, package: grpc-trailers.orx, deadline: 2s }
+    virtual_hosts: [{ name: all, routes: [{ match: { path_prefix: / }, cluster: h2up }] }]
 clusters:
   - { name: grpc, protocol: h2c, endpoints: [{{grpcbackend}}] }
-  - { name: http, endpoints: [{{httpbackend}}] }
+  - { name: http, protocol: http1, endpoints: [{{httpbackend}}] }
+  - { name: h2up, protocol: h2c, endpoints: [{{h2backend}}] }
 
 `
 
@@ -68,11 +77,15 @@ func TestTrailersThroughProxy(t *testing.T) {
 	go func() { _ = gs.Serve(ln) }()
 	t.Cleanup(gs.Stop)
 
-	httpBackend := serveOn(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		_, _ = io.Copy(io.Discard, r.Body)
+	seenTrailers := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body) // the trailers are known once the body is read
+		w.Header().Set("x-upstream-proto", r.Proto)
 		fmt.Fprintf(w, "client=%s wasm=%s", r.Trailer.Get("x-client"), r.Trailer.Get("x-wasm-request-trailers"))
-	}))
-	vars := map[string]string{"grpc": freeAddr(t), "trailerpanic": freeAddr(t), "trailerreply": freeAddr(t), "http": freeAddr(t), "grpcbackend": ln.Addr().String(), "httpbackend": httpBackend}
+	})
+	httpBackend := serveOn(t, seenTrailers)
+	h2Backend := serveOn(t, h2c.NewHandler(seenTrailers, &http2.Server{}))
+	vars := map[string]string{"grpc": freeAddr(t), "trailerpanic": freeAddr(t), "trailerreply": freeAddr(t), "http": freeAddr(t), "httph2up": freeAddr(t),
+		"grpcbackend": ln.Addr().String(), "httpbackend": httpBackend, "h2backend": h2Backend}
 	startProxy(t, dir, trailersConfig, vars)
 
 	// check makes a health Check through listener and returns the
@@ -143,4 +156,55 @@ func TestTrailersThroughProxy(t *testing.T) {
 			t.Fatalf("got %d %q, want 200 %q", resp.StatusCode, got, "client=c1 wasm=1")
 		}
 	})
+
+	// The same over HTTP/2 (h2c, prior knowledge) from the client: the
+	// trailers arrive as a HEADERS frame after the DATA, and the plugin's
+	// request-trailers callback runs on them before they are forwarded,
+	// to an HTTP/1.1 upstream (chunked trailer section) or an h2c one.
+	h2 := &http.Client{Timeout: 30 * time.Second, Transport: &http2.Transport{
+		AllowHTTP: true,
+		DialTLSContext: func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, network, addr)
+		},
+	}}
+	h2Tests := []struct {
+		name, listener, upstream string
+	}{
+		{name: "h2c request trailers to an http/1.1 upstream", listener: "http", upstream: "HTTP/1.1"},
+		{name: "h2c request trailers to an h2c upstream", listener: "httph2up", upstream: "HTTP/2.0"},
+	}
+	for _, tt := range h2Tests {
+		t.Run(tt.name, func(t *testing.T) {
+			for i := range 3 { // several streams on one connection
+				pr, pw := io.Pipe()
+				req, _ := http.NewRequest("POST", "http://"+vars[tt.listener]+"/", pr)
+				// Go's HTTP/2 server shows a handler only the trailers the
+				// request declared (its "trailer" header), so the one the
+				// plugin adds is declared here; the client never sends it.
+				req.Trailer = http.Header{"X-Client": nil, "X-Wasm-Request-Trailers": nil}
+				go func() {
+					_, _ = pw.Write([]byte("some body"))
+					req.Trailer.Set("X-Client", fmt.Sprintf("c%d", i))
+					_ = pw.Close()
+				}()
+				resp, err := h2.Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				b, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				want := fmt.Sprintf("client=c%d wasm=1", i)
+				if got := strings.TrimSpace(string(b)); resp.StatusCode != 200 || got != want {
+					t.Fatalf("got %d %q, want 200 %q", resp.StatusCode, got, want)
+				}
+				if resp.ProtoMajor != 2 {
+					t.Fatalf("client spoke %s to the proxy, want HTTP/2", resp.Proto)
+				}
+				if got := resp.Header.Get("x-upstream-proto"); got != tt.upstream {
+					t.Fatalf("upstream saw %q, want %q", got, tt.upstream)
+				}
+			}
+		})
+	}
 }
