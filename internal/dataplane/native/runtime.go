@@ -86,6 +86,10 @@ type plugin struct {
 	idle   []uintptr
 	closed bool
 	log    *slog.Logger
+
+	// states recycles the per-stream streamInst (one allocation a request
+	// otherwise).
+	states sync.Pool
 }
 
 // Load implements extension.Runtime: the payload is written to a private
@@ -192,6 +196,20 @@ func (p *plugin) put(inst uintptr) {
 type streamInst struct {
 	inst        uintptr
 	quarantined bool
+	// args is SyscallN's argument list: passed as args[:]..., it costs no
+	// allocation, where a literal argument list escapes to the heap on
+	// every call.
+	args [2]uintptr
+}
+
+// newStreamInst returns a recycled streamInst for inst.
+func (p *plugin) newStreamInst(inst uintptr) *streamInst {
+	si, _ := p.states.Get().(*streamInst)
+	if si == nil {
+		si = new(streamInst)
+	}
+	*si = streamInst{inst: inst}
+	return si
 }
 
 func (p *plugin) OnRequest(ctx context.Context, s *filter.Stream) (extension.Action, error) {
@@ -200,7 +218,7 @@ func (p *plugin) OnRequest(ctx context.Context, s *filter.Stream) (extension.Act
 	if err != nil {
 		return extension.Continue, err
 	}
-	si := &streamInst{inst: inst}
+	si := p.newStreamInst(inst)
 	*slot = si
 	rc, err := p.call(ctx, si, p.onRequest, s, &s.Req.Header)
 	if err != nil {
@@ -233,7 +251,8 @@ func (p *plugin) KeepsDeadline() bool { return true }
 // overran once (a loop, a lock, a slow dependency) is not trusted again.
 func (p *plugin) call(ctx context.Context, si *streamInst, fn uintptr, s *filter.Stream, h *message.Headers) (int32, error) {
 	id := streams.add(s, h)
-	r1, _, _ := purego.SyscallN(fn, si.inst, uintptr(id))
+	si.args = [2]uintptr{si.inst, uintptr(id)}
+	r1, _, _ := purego.SyscallN(fn, si.args[:]...)
 	streams.remove(id)
 	rc := int32(r1)                                         // C returns int32_t in the low half of the register
 	if dl, ok := ctx.Deadline(); ok && time.Until(dl) < 0 { // monotonic only: half the cost of time.Now
@@ -254,12 +273,14 @@ func (p *plugin) OnComplete(s *filter.Stream) {
 		return
 	}
 	*slot = nil
-	if si.quarantined {
-		p.destroy(si.inst)
+	inst, quarantined := si.inst, si.quarantined
+	p.states.Put(si)
+	if quarantined {
+		p.destroy(inst)
 		p.log.Warn("native extension instance quarantined after a call past its deadline", "extension", p.name)
 		return
 	}
-	p.put(si.inst)
+	p.put(inst)
 }
 
 // Close destroys the idle instances and unloads the library. The extension
