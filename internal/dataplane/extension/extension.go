@@ -23,8 +23,10 @@
 // clock too) once at its start, for its deadline, and once at its end, to
 // turn a late answer into a timeout; a plugin whose runtime enforces the
 // deadline itself (DeadlineKeeper: Proxy-Wasm interrupts the guest, the
-// native runtime checks after the call) skips the second read. The
-// resolution that costs: a Wasm guest call that ends after its deadline but
+// native runtime checks after the call) skips the second read, and a plugin
+// that knows a stream needs no response phase (ResponseSkipper: a Proxy-Wasm
+// context without response callbacks) is not called for it, so such a Wasm
+// request reads the clock once. The resolution that costs: a Wasm guest call that ends after its deadline but
 // before the interrupt timer has run (the timer's latency) counts as ok; a
 // guest still running at its deadline is stopped as before, and every other
 // kind is timed at the end of each call. Not taken: a coarse clock kept by a
@@ -91,6 +93,17 @@ type Plugin interface {
 // watchdog asks once per loaded plugin, off the request path.
 type DeadlineKeeper interface {
 	KeepsDeadline() bool
+}
+
+// ResponseSkipper is implemented by plugins that know, once OnRequest has
+// run, that a stream's OnResponse would do nothing (a Proxy-Wasm stream
+// whose context has no response callbacks). The filter then makes no
+// response call for it: no watchdog, no clock read, nothing counted in
+// omnirelay_extension_calls_total. state is the stream's StreamState slot
+// as OnRequest left it. It runs on the stream's goroutine, must not block,
+// and false is always a correct answer.
+type ResponseSkipper interface {
+	SkipsResponse(state any, s *filter.Stream) bool
 }
 
 // Action is what a plugin's OnRequest tells the chain.

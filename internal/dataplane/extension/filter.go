@@ -22,7 +22,8 @@ type instance struct {
 	refs    atomic.Int64
 	broken  atomic.Bool // a call failed under the reload policy
 	retired atomic.Bool
-	keeps   bool // the plugin is a DeadlineKeeper that says yes
+	keeps   bool            // the plugin is a DeadlineKeeper that says yes
+	skipper ResponseSkipper // nil unless the plugin is one
 	f       *Factory
 	name    string
 }
@@ -33,6 +34,7 @@ func (f *Factory) newInstance(p Plugin, name string) *instance {
 	if k, ok := p.(DeadlineKeeper); ok {
 		in.keeps = k.KeepsDeadline()
 	}
+	in.skipper, _ = p.(ResponseSkipper)
 	in.refs.Store(1)
 	f.open++
 	return in
@@ -217,7 +219,7 @@ func (x *extFilter) fail(s *filter.Stream, p Policy) filter.Status {
 
 func (x *extFilter) OnResponse(s *filter.Stream) {
 	st, _ := s.State(x.index).(*streamState)
-	if st == nil || st.skip {
+	if st == nil || st.skip || (st.in.skipper != nil && st.in.skipper.SkipsResponse(st.slot, s)) {
 		return
 	}
 	st.active = true

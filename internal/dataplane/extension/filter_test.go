@@ -312,6 +312,41 @@ func TestCanarySplit(t *testing.T) {
 	}
 }
 
+// TestResponseSkipped: a stream whose plugin says it needs no response
+// phase (ResponseSkipper) gets no OnResponse call, and none is counted;
+// other streams of the same plugin do.
+func TestResponseSkipped(t *testing.T) {
+	rt := newGoRuntime()
+	rt.skipResp = true
+	reg := prometheus.NewRegistry()
+	f := newFactoryWith(t, reg, rt)
+	c := filter.NewChain(&terminal{}, build(t, f, &extv1.Extension{Package: pkg(t, 1, extpkg.Manifest{}, "x-added"), Config: []byte("yes")}))
+	tests := []struct {
+		name    string
+		mode    string
+		wantGen string // x-ext-gen, set by OnResponse
+		calls   float64
+	}{
+		{name: "skipped", mode: "no-response", wantGen: "", calls: 1},
+		{name: "called", mode: "", wantGen: "1", calls: 2},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before := counter(t, reg, "omnirelay_extension_calls_total", "outcome", "ok")
+			status, added, gen := run(c, tt.mode)
+			if status != 200 || added != "yes" || gen != tt.wantGen {
+				t.Fatalf("got %d added %q gen %q, want 200 yes %q", status, added, gen, tt.wantGen)
+			}
+			if got := counter(t, reg, "omnirelay_extension_calls_total", "outcome", "ok") - before; got != tt.calls {
+				t.Fatalf("%v calls counted, want %v", got, tt.calls)
+			}
+			if n := rt.open.Load(); n != 0 {
+				t.Fatalf("%d streams not completed", n)
+			}
+		})
+	}
+}
+
 func TestDeadlineContext(t *testing.T) {
 	rt := newGoRuntime()
 	f := newFactory(t, rt)

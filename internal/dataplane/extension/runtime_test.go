@@ -36,6 +36,7 @@ type goRuntime struct {
 	open     atomic.Int64 // streams between OnRequest and OnComplete
 	refuse   atomic.Bool  // Load fails
 	keeps    bool         // plugins are DeadlineKeepers: "stuck" reports its late return itself
+	skipResp bool         // plugins skip the response phase of "no-response" streams (ResponseSkipper)
 	loadSeen chan struct{}
 }
 
@@ -109,6 +110,13 @@ func (p *goPlugin) OnRequest(ctx context.Context, s *filter.Stream) (extension.A
 // KeepsDeadline implements extension.DeadlineKeeper when the runtime was
 // made so (keeps).
 func (p *goPlugin) KeepsDeadline() bool { return p.rt.keeps }
+
+// SkipsResponse implements extension.ResponseSkipper: with skipResp, a
+// "no-response" stream needs no OnResponse.
+func (p *goPlugin) SkipsResponse(state any, _ *filter.Stream) bool {
+	st, _ := state.(*goState)
+	return p.rt.skipResp && st != nil && st.mode == "no-response"
+}
 
 func (p *goPlugin) OnResponse(_ context.Context, s *filter.Stream) error {
 	st := (*extension.StreamState(s)).(*goState)

@@ -5,14 +5,25 @@ import (
 	"fmt"
 
 	"github.com/omnirelay/omnirelay/internal/dataplane/extension"
+	"github.com/omnirelay/omnirelay/internal/dataplane/filter"
 	"github.com/omnirelay/omnirelay/internal/shared/extpkg"
 )
 
 var (
-	_ extension.Runtime        = (*Runtime)(nil)
-	_ extension.Plugin         = (*Plugin)(nil)
-	_ extension.DeadlineKeeper = (*Plugin)(nil)
+	_ extension.Runtime         = (*Runtime)(nil)
+	_ extension.Plugin          = (*Plugin)(nil)
+	_ extension.DeadlineKeeper  = (*Plugin)(nil)
+	_ extension.ResponseSkipper = (*Plugin)(nil)
 )
+
+// SkipsResponse implements extension.ResponseSkipper: OnResponse returns at
+// once for a stream whose context has no response callback (headers, body
+// or trailers) or whose instance broke, so the extension filter need not
+// call it. state is the stream's *streamCtx.
+func (p *Plugin) SkipsResponse(state any, s *filter.Stream) bool {
+	st, _ := state.(*streamCtx)
+	return !needsResponse(st, s)
+}
 
 // KeepsDeadline implements extension.DeadlineKeeper: every guest call runs
 // under the instance's timer (instance.run), which stops the guest when the

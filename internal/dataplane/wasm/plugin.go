@@ -254,11 +254,19 @@ func (p *Plugin) OnRequest(ctx context.Context, s *filter.Stream) (extension.Act
 	return Continue, nil
 }
 
+// needsResponse reports whether OnResponse has anything to do for st: a
+// response, and a working instance whose context has a response callback
+// (headers, body or trailers).
+func needsResponse(st *streamCtx, s *filter.Stream) bool {
+	return st != nil && st.in.broken == nil && s.Resp != nil &&
+		st.wants&(wantsResponseHeaders|wantsResponseBody|wantsResponseTrailers) != 0
+}
+
 // OnResponse runs proxy_on_response_headers, then proxy_on_response_body
 // for a small body of known length.
 func (p *Plugin) OnResponse(ctx context.Context, s *filter.Stream) error {
 	st := p.state(s)
-	if st == nil || st.in.broken != nil || s.Resp == nil || st.wants&(wantsResponseHeaders|wantsResponseBody|wantsResponseTrailers) == 0 {
+	if !needsResponse(st, s) {
 		return nil
 	}
 	st.tr.mu.Lock() // trailers.go: a request's trailers may arrive meanwhile
