@@ -74,7 +74,7 @@ type Watchdog struct {
 	// as offsets from it: time.Since of a time with a monotonic reading
 	// reads only the monotonic clock, half the cost of time.Now (which
 	// reads the wall clock too), and a call reads the clock at its start
-	// and at its end.
+	// and, unless its plugin keeps the deadline itself, at its end.
 	epoch    time.Time
 	counters [numOutcomes]prometheus.Counter
 	log      *slog.Logger
