@@ -415,6 +415,42 @@ func (noopPlugin) OnResponse(context.Context, *filter.Stream) error { return nil
 func (noopPlugin) OnComplete(*filter.Stream)                        {}
 func (noopPlugin) Close() error                                     { return nil }
 
+// NewConnection makes noopPlugin a network plugin too, whose connections
+// pass bytes unchanged.
+func (noopPlugin) NewConnection(context.Context, extension.ConnInfo) (extension.Conn, extension.Action, error) {
+	return noopConn{}, extension.Continue, nil
+}
+
+type noopConn struct{}
+
+func (noopConn) Data(_ context.Context, b []byte, _, _ bool) ([]byte, extension.Action, error) {
+	return b, extension.Continue, nil
+}
+func (noopConn) Close() {}
+
+// BenchmarkNetworkWatchdogOverhead is the network filter's share of a TCP
+// read: one Data call into a plugin that does nothing.
+func BenchmarkNetworkWatchdogOverhead(b *testing.B) {
+	f := newFactory(b, noopRuntime{})
+	m := extpkg.Manifest{Name: "noop", Version: "1", Kind: extpkg.KindDSL, ABI: "go-test/1"}
+	n, err := f.BuildNetwork(extAny(b, &extv1.Extension{Name: "noop", Package: pkg(b, 1, m, "noop")}), "tcp")
+	if err != nil {
+		b.Fatal(err)
+	}
+	c, err := n.NewConn(context.Background(), extension.ConnInfo{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	chunk := make([]byte, 512)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := c.Data(chunk, true, false); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
 func BenchmarkWatchdogOverhead(b *testing.B) {
 	f := newFactory(b, noopRuntime{})
 	m := extpkg.Manifest{Name: "noop", Version: "1", Kind: extpkg.KindDSL, ABI: "go-test/1"}

@@ -108,6 +108,10 @@ type NetConn struct {
 	mu   sync.Mutex
 	conn Conn
 	skip bool // fail_open took the extension out of the connection
+	// ctx is the calls' context, reused call after call as the HTTP
+	// filter's is per stream (see callCtx): a context.WithTimeout per read
+	// cost four allocations and a timer.
+	ctx *callCtx
 }
 
 // NewConn starts a connection: nil (and no error) when the extension is
@@ -117,16 +121,20 @@ func (n *NetworkFilter) NewConn(ctx context.Context, info ConnInfo) (*NetConn, e
 	if in.broken.Load() || !in.acquire() {
 		return nil, n.failed(n.fallback, errors.New("extension is reloading"))
 	}
-	p := in.plugin.(NetworkPlugin)
-	conn, act, o, err := callNew(n.watchdog, p, ctx, info)
+	cc := &callCtx{}
+	conn, act, o, err := n.watchdog.newConn(in, cc, ctx, info)
+	if !cc.release() {
+		cc = &callCtx{}
+	}
 	if o != OutcomeOK {
 		if conn != nil {
 			conn.Close()
 		}
+		cc.detach()
 		in.release()
 		return nil, n.failed(n.onFailure(in), err)
 	}
-	c := &NetConn{n: n, in: in, conn: conn}
+	c := &NetConn{n: n, in: in, conn: conn, ctx: cc}
 	if act == Stop {
 		c.Close()
 		return nil, fmt.Errorf("extension %q closed the connection", n.name)
@@ -141,7 +149,10 @@ func (c *NetConn) Data(b []byte, fromDownstream, eos bool) ([]byte, error) {
 	if c.skip || c.conn == nil {
 		return b, nil
 	}
-	out, act, o, err := callData(c.n.watchdog, c.conn, b, fromDownstream, eos)
+	out, act, o, err := c.n.watchdog.data(c.in, c.ctx, c.conn, b, fromDownstream, eos)
+	if !c.ctx.release() {
+		c.ctx = &callCtx{}
+	}
 	if o != OutcomeOK {
 		c.skip = true
 		if c.n.failed(c.n.onFailure(c.in), err) != nil {
@@ -169,6 +180,7 @@ func (c *NetConn) Close() {
 			c.conn.Close()
 		}()
 		c.conn = nil
+		c.ctx.detach()
 		c.in.release()
 	}
 }
@@ -190,37 +202,20 @@ func (n *NetworkFilter) failed(p Policy, err error) error {
 	return fmt.Errorf("extension %q failed (fail_closed): %w", n.name, err)
 }
 
-// callNew and callData run one plugin call under the watchdog: a deadline
-// in ctx, panics recovered, the outcome counted.
-func callNew(w *Watchdog, p NetworkPlugin, parent context.Context, info ConnInfo) (c Conn, a Action, o Outcome, err error) {
-	ctx, cancel := context.WithTimeout(parent, w.deadline)
-	defer cancel()
-	defer func() { o, err = w.settleNet(ctx, recover(), err) }()
-	c, a, err = p.NewConnection(ctx, info)
-	return c, a, OutcomeOK, err
+// newConn and data run one plugin call under the watchdog, as onRequest
+// does: the deadline in c, panics recovered, the outcome counted. A
+// connection's context is the parent of NewConnection's call; Data calls
+// have none (a read is bounded by the deadline alone).
+func (w *Watchdog) newConn(in *instance, c *callCtx, parent context.Context, info ConnInfo) (conn Conn, a Action, o Outcome, err error) {
+	c.begin(parent, w.epoch, w.deadline)
+	defer func() { o, err = w.settle(c, in.keeps, recover(), err) }()
+	conn, a, err = in.plugin.(NetworkPlugin).NewConnection(c, info)
+	return conn, a, OutcomeOK, err
 }
 
-func callData(w *Watchdog, c Conn, b []byte, fromDownstream, eos bool) (out []byte, a Action, o Outcome, err error) {
-	ctx, cancel := context.WithTimeout(context.Background(), w.deadline)
-	defer cancel()
-	defer func() { o, err = w.settleNet(ctx, recover(), err) }()
-	out, a, err = c.Data(ctx, b, fromDownstream, eos)
+func (w *Watchdog) data(in *instance, c *callCtx, conn Conn, b []byte, fromDownstream, eos bool) (out []byte, a Action, o Outcome, err error) {
+	c.begin(context.Background(), w.epoch, w.deadline)
+	defer func() { o, err = w.settle(c, in.keeps, recover(), err) }()
+	out, a, err = conn.Data(c, b, fromDownstream, eos)
 	return out, a, OutcomeOK, err
-}
-
-func (w *Watchdog) settleNet(ctx context.Context, panicked any, err error) (Outcome, error) {
-	var o Outcome
-	switch {
-	case panicked != nil:
-		o, err = OutcomePanic, fmt.Errorf("panic: %v", panicked)
-	case ctx.Err() != nil || errors.Is(err, context.DeadlineExceeded):
-		o = OutcomeTimeout
-		if err == nil {
-			err = fmt.Errorf("call took longer than its %v deadline", w.deadline)
-		}
-	case err != nil:
-		o = OutcomeError
-	}
-	w.count(o, err)
-	return o, err
 }
