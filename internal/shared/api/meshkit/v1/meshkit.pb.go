@@ -1063,7 +1063,9 @@ type Proxy struct {
 	// proxies at P% when its bucket is below P.
 	CanaryBucket uint32 `protobuf:"varint,14,opt,name=canary_bucket,json=canaryBucket,proto3" json:"canary_bucket,omitempty"`
 	// The package each extension entry runs on this node.
-	Extensions    []*ProxyExtension `protobuf:"bytes,15,rep,name=extensions,proto3" json:"extensions,omitempty"`
+	Extensions []*ProxyExtension `protobuf:"bytes,15,rep,name=extensions,proto3" json:"extensions,omitempty"`
+	// The MeshKit replica the node is connected to (its --replica-id).
+	Replica       string `protobuf:"bytes,16,opt,name=replica,proto3" json:"replica,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1201,6 +1203,13 @@ func (x *Proxy) GetExtensions() []*ProxyExtension {
 		return x.Extensions
 	}
 	return nil
+}
+
+func (x *Proxy) GetReplica() string {
+	if x != nil {
+		return x.Replica
+	}
+	return ""
 }
 
 type ProxyExtension struct {
@@ -2196,7 +2205,7 @@ const file_meshkit_v1_meshkit_proto_rawDesc = "" +
 	"\aversion\x18\x02 \x01(\tR\aversion\"\x14\n" +
 	"\x12ListProxiesRequest\"L\n" +
 	"\x13ListProxiesResponse\x125\n" +
-	"\aproxies\x18\x01 \x03(\v2\x1b.omnirelay.meshkit.v1.ProxyR\aproxies\"\x85\x05\n" +
+	"\aproxies\x18\x01 \x03(\v2\x1b.omnirelay.meshkit.v1.ProxyR\aproxies\"\x9f\x05\n" +
 	"\x05Proxy\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x18\n" +
 	"\acluster\x18\x02 \x01(\tR\acluster\x12\x12\n" +
@@ -2215,7 +2224,8 @@ const file_meshkit_v1_meshkit_proto_rawDesc = "" +
 	"\rcanary_bucket\x18\x0e \x01(\rR\fcanaryBucket\x12D\n" +
 	"\n" +
 	"extensions\x18\x0f \x03(\v2$.omnirelay.meshkit.v1.ProxyExtensionR\n" +
-	"extensions\x1a8\n" +
+	"extensions\x12\x18\n" +
+	"\areplica\x18\x10 \x01(\tR\areplica\x1a8\n" +
 	"\n" +
 	"AckedEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
