@@ -53,6 +53,9 @@ type Options struct {
 	Debounce time.Duration
 	// Metrics, when set, receives MeshKit's Prometheus series (metrics.go).
 	Metrics prometheus.Registerer
+	// Directory names this replica in the proxy directory and, on a store
+	// with leases (etcd), sets how it is shared (directory_share.go).
+	Directory DirectoryOptions
 }
 
 // MeshKit is a running control plane core (without its network servers:
@@ -112,6 +115,7 @@ func New(opt Options) *MeshKit {
 	}
 	m.metrics = newMetrics(opt.Metrics, m)
 	m.proxies.metrics = m.metrics
+	m.proxies.enableShare(opt.Store, opt.Directory, opt.Log)
 	m.server = xdsserver.New(xdsserver.Options{
 		Cache:     m.cache,
 		Group:     m.group,
@@ -137,9 +141,10 @@ func (m *MeshKit) Load(ctx context.Context) error { return m.reloadDesired(ctx) 
 func (m *MeshKit) Run(ctx context.Context) error {
 	m.trigger()
 	var wg sync.WaitGroup
-	wg.Add(2)
+	wg.Add(3)
 	go func() { defer wg.Done(); m.followStore(ctx) }()
 	go func() { defer wg.Done(); m.followRegistry(ctx) }()
+	go func() { defer wg.Done(); m.proxies.run(ctx) }()
 	m.rebuildLoop(ctx)
 	wg.Wait()
 	return nil

@@ -1,6 +1,7 @@
 package meshkit
 
 import (
+	"math"
 	"sort"
 	"sync"
 	"time"
@@ -16,19 +17,39 @@ import (
 // proxyDirectory records what each connected node is, what it ACKed and
 // NACKed, and what its group had withheld. It is fed by the xDS server's
 // callbacks (one stream's callbacks come from that stream's goroutine,
-// streams run concurrently: hence the lock). It is per replica: a node is
-// listed by the replica it is connected to.
+// streams run concurrently: hence the lock). It holds the nodes connected
+// to this replica; on a store with leases (etcd) it also publishes them
+// for the other replicas to list (directory_share.go).
 type proxyDirectory struct {
 	mu       sync.Mutex
-	streams  map[int64]*ProxyStatus
+	streams  map[int64]*streamEntry
 	withheld map[string][]capfilter.Withheld
 	exts     map[string][]config.ExtensionChoice
 	metrics  *metrics
+
+	// share is nil on a store without leases (bbolt: one replica, the
+	// directory stays in memory).
+	share *directoryShare
+}
+
+// streamEntry is one connected stream and what sharing it needs: 16 bytes
+// beside the status.
+type streamEntry struct {
+	ProxyStatus
+	// rev is the store revision of the first write of this stream's entry
+	// (0 until written): listings order one node's entries on several
+	// replicas by it.
+	rev int64
+	// sent says the entry was in a write: closing the stream must delete
+	// its key.
+	sent bool
 }
 
 // ProxyStatus is one connected xDS stream as the operator sees it.
 type ProxyStatus struct {
-	NodeID         string
+	NodeID string
+	// Replica is the MeshKit replica the stream is connected to.
+	Replica        string
 	Cluster        string
 	Caps           capability.Set
 	Group          string
@@ -52,7 +73,7 @@ type Nack struct {
 
 func newProxyDirectory() *proxyDirectory {
 	return &proxyDirectory{
-		streams:  map[int64]*ProxyStatus{},
+		streams:  map[int64]*streamEntry{},
 		withheld: map[string][]capfilter.Withheld{},
 		exts:     map[string][]config.ExtensionChoice{},
 	}
@@ -64,26 +85,32 @@ func (d *proxyDirectory) callbacks() xdsserver.Callbacks {
 			k := groupOf(node)
 			d.metrics.stream(string(k.caps.Kind), 1)
 			d.mu.Lock()
-			d.streams[id] = &ProxyStatus{
+			d.streams[id] = &streamEntry{ProxyStatus: ProxyStatus{
 				NodeID: node.GetId(), Cluster: node.GetCluster(), Caps: k.caps, Bucket: k.bucket,
 				Group:          k.name(),
 				ConnectedSince: time.Now(), Acked: map[string]string{},
-			}
+			}}
+			d.changedLocked(id)
 			d.mu.Unlock()
 		},
 		OnStreamClose: func(id int64, _ *corev3.Node) {
 			d.mu.Lock()
-			if p := d.streams[id]; p != nil {
+			p := d.streams[id]
+			if p != nil {
 				d.metrics.stream(string(p.Caps.Kind), -1)
 			}
 			delete(d.streams, id)
+			if p != nil {
+				d.closedLocked(id, p.sent)
+			}
 			d.mu.Unlock()
 		},
 		OnAck: func(id int64, _ *corev3.Node, typeURL, version string) {
 			d.metrics.ack(typeURL, true)
 			d.mu.Lock()
-			if p := d.streams[id]; p != nil {
+			if p := d.streams[id]; p != nil && p.Acked[typeURL] != version {
 				p.Acked[typeURL] = version
+				d.changedLocked(id)
 			}
 			d.mu.Unlock()
 		},
@@ -92,6 +119,7 @@ func (d *proxyDirectory) callbacks() xdsserver.Callbacks {
 			d.mu.Lock()
 			if p := d.streams[id]; p != nil {
 				p.LastNack = &Nack{TypeURL: typeURL, Version: version, Detail: detail, At: time.Now()}
+				d.changedLocked(id)
 			}
 			d.mu.Unlock()
 		},
@@ -105,35 +133,9 @@ func (d *proxyDirectory) setWithheld(group string, w []capfilter.Withheld) {
 	} else {
 		d.withheld[group] = w
 	}
+	d.groupChangedLocked(group)
 	d.mu.Unlock()
 }
-
-// list returns a copy of every connected stream, sorted by node id.
-func (d *proxyDirectory) list() []ProxyStatus {
-	d.mu.Lock()
-	out := make([]ProxyStatus, 0, len(d.streams))
-	for _, p := range d.streams {
-		c := *p
-		c.Acked = make(map[string]string, len(p.Acked))
-		for k, v := range p.Acked {
-			c.Acked[k] = v
-		}
-		c.Withheld = append([]capfilter.Withheld(nil), d.withheld[p.Group]...)
-		c.Extensions = append([]config.ExtensionChoice(nil), d.exts[p.Group]...)
-		out = append(out, c)
-	}
-	d.mu.Unlock()
-	sort.Slice(out, func(i, j int) bool {
-		if out[i].NodeID != out[j].NodeID {
-			return out[i].NodeID < out[j].NodeID
-		}
-		return out[i].ConnectedSince.Before(out[j].ConnectedSince)
-	})
-	return out
-}
-
-// Proxies lists the nodes connected to this replica.
-func (m *MeshKit) Proxies() []ProxyStatus { return m.proxies.list() }
 
 // setExtensions records what a group's proxies run, per extension entry.
 func (d *proxyDirectory) setExtensions(group string, x []config.ExtensionChoice) {
@@ -143,5 +145,61 @@ func (d *proxyDirectory) setExtensions(group string, x []config.ExtensionChoice)
 	} else {
 		d.exts[group] = x
 	}
+	d.groupChangedLocked(group)
 	d.mu.Unlock()
 }
+
+// listed is a listing row and the revision that orders it against the same
+// node's rows on other replicas.
+type listed struct {
+	ProxyStatus
+	rev int64
+}
+
+// local returns a copy of every stream connected to this replica. A stream
+// not yet written to the store is newer than anything stored.
+func (d *proxyDirectory) local() []listed {
+	replica := d.replica()
+	d.mu.Lock()
+	out := make([]listed, 0, len(d.streams))
+	for _, p := range d.streams {
+		c := p.ProxyStatus
+		c.Replica = replica
+		c.Acked = make(map[string]string, len(p.Acked))
+		for k, v := range p.Acked {
+			c.Acked[k] = v
+		}
+		c.Withheld = append([]capfilter.Withheld(nil), d.withheld[p.Group]...)
+		c.Extensions = append([]config.ExtensionChoice(nil), d.exts[p.Group]...)
+		rev := p.rev
+		if rev == 0 {
+			rev = math.MaxInt64
+		}
+		out = append(out, listed{ProxyStatus: c, rev: rev})
+	}
+	d.mu.Unlock()
+	return out
+}
+
+// sorted orders rows by node id, then replica, then connection time.
+func sorted(rows []listed) []ProxyStatus {
+	sort.Slice(rows, func(i, j int) bool {
+		a, b := rows[i], rows[j]
+		if a.NodeID != b.NodeID {
+			return a.NodeID < b.NodeID
+		}
+		if a.Replica != b.Replica {
+			return a.Replica < b.Replica
+		}
+		return a.ConnectedSince.Before(b.ConnectedSince)
+	})
+	out := make([]ProxyStatus, len(rows))
+	for i := range rows {
+		out[i] = rows[i].ProxyStatus
+	}
+	return out
+}
+
+// Proxies lists the nodes connected to this replica, sorted by node id.
+// Directory lists those of every replica.
+func (m *MeshKit) Proxies() []ProxyStatus { return sorted(m.proxies.local()) }

@@ -143,7 +143,8 @@ func Start(opt Options) (*Process, error) {
 	p.Registry = registry.New(st, registry.Options{Log: opt.Log})
 	metricsReg := prometheus.NewRegistry()
 	metricsReg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	p.MeshKit = meshkit.New(meshkit.Options{Store: st, Registry: p.Registry, Signer: signer, Log: opt.Log, Metrics: metricsReg})
+	p.MeshKit = meshkit.New(meshkit.Options{Store: st, Registry: p.Registry, Signer: signer, Log: opt.Log, Metrics: metricsReg,
+		Directory: meshkit.DirectoryOptions{ReplicaID: opt.ReplicaID}})
 
 	if p.xdsLn, err = net.Listen("tcp", opt.XDSAddress); err != nil {
 		return nil, fmt.Errorf("xds address: %w", err)
@@ -186,7 +187,7 @@ func Start(opt Options) (*Process, error) {
 		return nil, fmt.Errorf("xds transport %q: want lean or grpc", opt.XDSTransport)
 	}
 
-	apiSrv := api.New(api.Options{Registry: p.Registry, Config: p.MeshKit, Proxies: proxyList{p.MeshKit}, Rollouts: rolloutAPI{p.MeshKit}, Log: opt.Log})
+	apiSrv := api.New(api.Options{Registry: p.Registry, Config: p.MeshKit, Proxies: proxyList{m: p.MeshKit, log: opt.Log}, Rollouts: rolloutAPI{p.MeshKit}, Log: opt.Log})
 	p.apiGRPC = grpc.NewServer()
 	apiSrv.RegisterGRPC(p.apiGRPC)
 	extstore.New(st, opt.Log).Register(p.apiGRPC) // omnictl ext push/list
