@@ -146,7 +146,7 @@ func (c *cli) getCmd() *cobra.Command {
 	})
 	get.AddCommand(&cobra.Command{
 		Use:   "proxies",
-		Short: "List xDS clients: capabilities, acknowledged versions, rejections, withheld resources",
+		Short: "List xDS clients of every replica: replica, capabilities, acknowledged versions, rejections, withheld resources",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return c.withConn(cmd.Context(), func(ctx context.Context, conn *grpc.ClientConn) error {
@@ -162,7 +162,7 @@ func (c *cli) getCmd() *cobra.Command {
 }
 
 func proxyTable(w io.Writer, proxies []*meshkitv1.Proxy, now time.Time) {
-	row(w, "NODE", "CLUSTER", "KIND", "BUILD", "CONNECTED", "ACKED", "LAST NACK", "WITHHELD", "EXTENSIONS")
+	row(w, "NODE", "REPLICA", "CLUSTER", "KIND", "BUILD", "CONNECTED", "ACKED", "LAST NACK", "WITHHELD", "EXTENSIONS")
 	for _, p := range proxies {
 		connected := "no"
 		if p.GetConnected() {
@@ -184,7 +184,7 @@ func proxyTable(w io.Writer, proxies []*meshkitv1.Proxy, now time.Time) {
 		for _, wh := range p.GetWithheld() {
 			withheld = append(withheld, fmt.Sprintf("%s/%s (%s)", shortType(wh.GetTypeUrl()), wh.GetName(), wh.GetReason()))
 		}
-		row(w, p.GetNodeId(), orDash(p.GetCluster()), orDash(p.GetKind()), orDash(p.GetBuild()), connected,
+		row(w, p.GetNodeId(), orDash(p.GetReplica()), orDash(p.GetCluster()), orDash(p.GetKind()), orDash(p.GetBuild()), connected,
 			orDash(strings.Join(acked, " ")), nack, orDash(strings.Join(withheld, "; ")), extensionsColumn(p))
 	}
 }

@@ -123,7 +123,7 @@ clusters:
 `
 
 var nackingProxy = proxyList{{
-	NodeId: "edge-1", Cluster: "edge", Kind: "omnirelay", Build: "dev", Connected: true,
+	NodeId: "edge-1", Replica: "meshkit-a", Cluster: "edge", Kind: "omnirelay", Build: "dev", Connected: true,
 	Acked:    map[string]string{"type.googleapis.com/envoy.config.cluster.v3.Cluster": "v7"},
 	LastNack: &meshkitv1.Nack{TypeUrl: "type.googleapis.com/envoy.config.listener.v3.Listener", Version: "v6", Detail: "unknown filter x"},
 	Withheld: []*meshkitv1.Withheld{{TypeUrl: "type.googleapis.com/envoy.config.listener.v3.Listener", Name: "web", Reason: "needs wasm"}},
@@ -162,8 +162,8 @@ func TestCommands(t *testing.T) {
 		{name: "get endpoints yaml", args: []string{"get", "endpoints", "shop", "-o", "yaml"},
 			want: []string{"address: 127.0.0.1:9001", "weight: 3", "region: eu", "ttl: 60s"}},
 		{name: "get proxies", args: []string{"get", "proxies"},
-			want: []string{"edge-1", "yes", "Cluster=v7", "Listener v6: unknown filter x", "Listener/web (needs wasm)"}},
-		{name: "get proxies json", args: []string{"get", "proxies", "-o", "json"}, want: []string{`"node_id": "edge-1"`}},
+			want: []string{"NODE    REPLICA", "edge-1  meshkit-a", "yes", "Cluster=v7", "Listener v6: unknown filter x", "Listener/web (needs wasm)"}},
+		{name: "get proxies json", args: []string{"get", "proxies", "-o", "json"}, want: []string{`"node_id": "edge-1"`, `"replica": "meshkit-a"`}},
 		{name: "deregister", args: []string{"deregister", "--service", "shop", "--id", "127.0.0.1-9001"}, want: []string{"deregistered shop/127.0.0.1-9001"}},
 		{name: "deregister again", args: []string{"deregister", "--service", "shop", "--id", "127.0.0.1-9001"}, wantErr: []string{"NotFound"}},
 		{name: "bad output format", args: []string{"get", "services", "-o", "xml"}, wantErr: []string{`-o "xml"`}},
