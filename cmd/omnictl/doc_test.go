@@ -95,7 +95,7 @@ func TestDocWalkthrough(t *testing.T) {
 		t.Fatalf("found %d omnictl commands in the doc", len(cmds))
 	}
 	addr, _ := startMeshKitAPI(t, proxyList{{
-		NodeId: "edge-1", Cluster: "edge", Kind: "omnirelay", Build: "dev", Connected: true,
+		NodeId: "edge-1", Replica: "meshkit-a", Cluster: "edge", Kind: "omnirelay", Build: "dev", Connected: true,
 		ConnectedSince: timestamppb.New(time.Now().Add(-100 * time.Second)),
 		Acked: map[string]string{
 			"type.googleapis.com/envoy.config.cluster.v3.Cluster":   "v7",
