@@ -101,6 +101,11 @@ func newRoot() *cobra.Command {
 	f.StringVar(&opt.CAKey, "ca-key", "", "private key (PEM) of --ca-cert")
 	f.StringVar(&caKEKFile, "ca-key-encryption-key-file", "", "secret (at least 32 characters) sealing the generated CA's private key in the store (AES-256-GCM); every replica needs the same file")
 	f.StringVar(&apiTokenFile, "api-token-file", "", "file holding the bearer token every API call must present (omnictl --token-file); required when --api-address is not loopback")
+	f.BoolVar(&opt.XDSTLS, "xds-tls", false, "serve xDS over TLS with an SVID for spiffe://<trust-domain>/meshkit from the identity CA (needs --identity-address)")
+	f.StringSliceVar(&opt.XDSTLSSANs, "xds-tls-san", nil, "extra DNS names or IPs in MeshKit's xDS certificate (the listen IP is always in it)")
+	f.StringVar(&opt.XDSClientAuth, "xds-client-auth", "", "xDS client certificates with --xds-tls: none, optional (default: verified when given, secrets only to verified nodes) or require")
+	f.BoolVar(&opt.XDSInsecure, "xds-insecure", false, "serve a non-loopback xDS address in plaintext (anyone reaching it can read any node's config)")
+	f.DurationVar(&opt.ServerCertTTL, "xds-tls-ttl", 24*time.Hour, "lifetime of MeshKit's xDS certificate (reissued at half-life)")
 	f.BoolVar(&opt.APIInsecure, "api-insecure", false, "serve a non-loopback API without a token (anyone reaching it can change the mesh and mint identities)")
 
 	var priv, pub string

@@ -73,11 +73,12 @@ func newRoot() *cobra.Command {
 					return fmt.Errorf("--xds needs --node-id")
 				}
 				xo.Build = version
+				xo.TrustDomain = idOpt.TrustDomain
 				opt.XDS = &xo
 			case cfgPath == "":
 				return fmt.Errorf("--config FILE or --xds ADDR is required")
 			default:
-				for _, f := range []string{"node-id", "cluster", "lkg-dir", "trust-root", "xds-sotw"} {
+				for _, f := range []string{"node-id", "cluster", "lkg-dir", "trust-root", "xds-sotw", "xds-ca"} {
 					if cmd.Flags().Changed(f) {
 						return fmt.Errorf("--%s only applies with --xds", f)
 					}
@@ -95,6 +96,7 @@ func newRoot() *cobra.Command {
 	run.Flags().StringVar(&xo.LKGDir, "lkg-dir", "", "directory for the last-known-good config (used when the control plane is unreachable at start)")
 	run.Flags().StringVar(&xo.TrustRoot, "trust-root", "", "PEM file of ed25519 public keys: every xDS resource must be signed by one of them")
 	run.Flags().BoolVar(&xo.SotW, "xds-sotw", false, "use state-of-the-world ADS instead of delta")
+	run.Flags().StringVar(&xo.CAFile, "xds-ca", "", "PEM trust bundle of MeshKit's CA: xDS over TLS, MeshKit authenticated as spiffe://<trust-domain>/meshkit (with --identity-address the proxy's SVID is its client certificate)")
 	run.Flags().StringVar(&idOpt.Address, "identity-address", "", "MeshKit identity address (host:port): get an SVID for mesh mTLS (secrets default and ROOTCA)")
 	run.Flags().StringVar(&idOpt.JoinToken, "join-token", "", "one-time join token for the first SVID (omnictl token create)")
 	run.Flags().StringVar(&idOpt.CAFile, "identity-ca", "", "PEM trust bundle for the first contact with MeshKit's identity service")

@@ -24,6 +24,7 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
+	"net"
 	"net/url"
 	"os"
 	"time"
@@ -275,6 +276,14 @@ func checkCSRKey(pub crypto.PublicKey) error {
 // certificate it replaces as after: the new one ends later, even when both
 // round to the same second (lifetimes of a few seconds, in tests).
 func (ca *CA) issue(pub crypto.PublicKey, id spiffeid.ID, nodeID string, now time.Time, ttl time.Duration, after time.Time) (*x509.Certificate, error) {
+	return ca.issueWithHosts(pub, id, nodeID, now, ttl, after, nil, nil)
+}
+
+// issueWithHosts is issue with DNS and IP SANs besides the SPIFFE ID: only
+// MeshKit's own serving certificates carry them, for clients that check the
+// host name they dialled (Envoy, gRPC proxyless) rather than the SPIFFE ID.
+func (ca *CA) issueWithHosts(pub crypto.PublicKey, id spiffeid.ID, nodeID string, now time.Time, ttl time.Duration, after time.Time,
+	dns []string, ips []net.IP) (*x509.Certificate, error) {
 	serial, err := newSerial()
 	if err != nil {
 		return nil, err
@@ -298,6 +307,8 @@ func (ca *CA) issue(pub crypto.PublicKey, id spiffeid.ID, nodeID string, now tim
 		SerialNumber:          serial,
 		Subject:               pkix.Name{Organization: []string{"OmniRelay"}, CommonName: nodeID},
 		URIs:                  []*url.URL{id.URL()},
+		DNSNames:              dns,
+		IPAddresses:           ips,
 		NotBefore:             now.Add(-backdate),
 		NotAfter:              notAfter,
 		KeyUsage:              usage,

@@ -33,7 +33,6 @@ import (
 	"github.com/omnirelay/omnirelay/internal/controlplane/meshkit"
 	"github.com/omnirelay/omnirelay/internal/controlplane/registry"
 	"github.com/omnirelay/omnirelay/internal/controlplane/store"
-	"github.com/omnirelay/omnirelay/internal/controlplane/xdsserver"
 	"github.com/omnirelay/omnirelay/internal/shared/signing"
 )
 
@@ -77,6 +76,20 @@ type Options struct {
 	// a loopback address unless APIInsecure.
 	APIToken    string
 	APIInsecure bool
+
+	// XDSTLS serves xDS over TLS with a certificate from the identity CA
+	// (which must be on): an SVID for spiffe://<trust-domain>/meshkit that
+	// also names the listen IP and XDSTLSSANs (DNS names or IPs).
+	XDSTLS     bool
+	XDSTLSSANs []string
+	// XDSClientAuth is none, optional (the default with XDSTLS) or require;
+	// see the ClientAuth constants.
+	XDSClientAuth string
+	// XDSInsecure allows a plaintext xDS port on a non-loopback address.
+	XDSInsecure bool
+	// ServerCertTTL is the lifetime of MeshKit's xDS certificate (default
+	// identity.DefaultServerCertTTL); it is reissued at half-life.
+	ServerCertTTL time.Duration
 }
 
 // Process is a running MeshKit.
@@ -88,6 +101,7 @@ type Process struct {
 	Identity *identity.Service
 
 	xdsLn, apiLn net.Listener
+	xdsServeLn   net.Listener // xdsLn, wrapped in TLS for the lean transport with XDSTLS
 	identityLn   net.Listener
 	identitySrv  *grpc.Server
 	xdsSrv       *grpc.Server
@@ -146,6 +160,13 @@ func Start(opt Options) (*Process, error) {
 	p.MeshKit = meshkit.New(meshkit.Options{Store: st, Registry: p.Registry, Signer: signer, Log: opt.Log, Metrics: metricsReg,
 		Directory: meshkit.DirectoryOptions{ReplicaID: opt.ReplicaID}})
 
+	clientAuth, err := checkClientAuth(opt.XDSClientAuth, opt.XDSTLS)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkXDSExposure(opt.XDSAddress, opt.XDSTLS, opt.XDSInsecure); err != nil {
+		return nil, err
+	}
 	if p.xdsLn, err = net.Listen("tcp", opt.XDSAddress); err != nil {
 		return nil, fmt.Errorf("xds address: %w", err)
 	}
@@ -177,16 +198,6 @@ func Start(opt Options) (*Process, error) {
 		go func() { defer p.wg.Done(); p.followFile(ctx, opt.ConfigFile, data, opt.PollInterval) }()
 	}
 
-	switch opt.XDSTransport {
-	case "", "lean":
-	case "grpc":
-		p.xdsSrv = grpc.NewServer(xdsserver.ServerOptions()...)
-		p.MeshKit.Server().Register(p.xdsSrv)
-	default:
-		cancel()
-		return nil, fmt.Errorf("xds transport %q: want lean or grpc", opt.XDSTransport)
-	}
-
 	apiSrv := api.New(api.Options{Registry: p.Registry, Config: p.MeshKit, Proxies: proxyList{m: p.MeshKit, log: opt.Log}, Rollouts: rolloutAPI{p.MeshKit}, Log: opt.Log})
 	p.apiGRPC = grpc.NewServer()
 	apiSrv.RegisterGRPC(p.apiGRPC)
@@ -196,6 +207,10 @@ func Start(opt Options) (*Process, error) {
 			cancel()
 			return nil, err
 		}
+	}
+	if err := p.startXDS(opt, clientAuth); err != nil {
+		cancel()
+		return nil, err
 	}
 	gateway := apiSrv.HTTPHandler()
 	metricsHandler := promhttp.HandlerFor(metricsReg, promhttp.HandlerOpts{})
@@ -231,7 +246,7 @@ func Start(opt Options) (*Process, error) {
 				err = nil
 			}
 		} else {
-			err = p.MeshKit.Server().Serve(p.xdsLn)
+			err = p.MeshKit.Server().Serve(p.xdsServeLn)
 		}
 		if err != nil {
 			opt.Log.Error("xds server stopped", "error", err)
@@ -255,7 +270,7 @@ func Start(opt Options) (*Process, error) {
 			"trust_domain", p.Identity.ServerID().TrustDomain().Name())
 	}
 	ok = true
-	opt.Log.Info("meshkit started", "xds", p.xdsLn.Addr().String(), "api", p.apiLn.Addr().String(),
+	opt.Log.Info("meshkit started", "xds", p.xdsLn.Addr().String(), "xds_tls", opt.XDSTLS, "xds_client_auth", clientAuth, "api", p.apiLn.Addr().String(),
 		"store", storeName(opt), "signed", signer != nil, "replica", opt.ReplicaID)
 	return p, nil
 }

@@ -104,7 +104,7 @@ func (s *Server) serveDelta(stream deltaStream, typeURL string) error {
 	if err != nil {
 		return streamEnd(err)
 	}
-	c, err := s.open(first.GetNode())
+	c, err := s.open(first.GetNode(), peerOf(stream.Context()))
 	if err != nil {
 		return err
 	}
@@ -116,7 +116,7 @@ func (s *Server) serveDelta(stream deltaStream, typeURL string) error {
 
 func (dc *deltaConn) handle(req *discoveryv3.DeltaDiscoveryRequest) error {
 	typeURL, ok := dc.requestType(dc.typeURL, req.GetTypeUrl())
-	if !ok {
+	if !ok || dc.secretsWithheld(typeURL) {
 		return nil
 	}
 	w := dc.watch(typeURL)

@@ -1,6 +1,7 @@
 package xdsserver
 
 import (
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -181,6 +182,32 @@ func newH2Conn(s *Server, nc net.Conn) *h2conn {
 	return c
 }
 
+// handshake completes TLS before the preface, within the preface's time
+// limit, and holds the client to ALPN h2: gRPC requires it, and a client
+// that offers no ALPN at all is not a gRPC client (Go's TLS server accepts
+// one, so the check is ours).
+func (c *h2conn) handshake(tc *tls.Conn) error {
+	_ = tc.SetDeadline(time.Now().Add(h2PrefaceTimeout))
+	if err := tc.Handshake(); err != nil {
+		return fmt.Errorf("xds: TLS handshake with %s: %w", tc.RemoteAddr(), err)
+	}
+	_ = tc.SetDeadline(time.Time{})
+	if p := tc.ConnectionState().NegotiatedProtocol; p != "h2" {
+		return fmt.Errorf("xds: TLS client %s did not negotiate ALPN h2 (got %q)", tc.RemoteAddr(), p)
+	}
+	return nil
+}
+
+// peer is the connection's Peer, for Authorize.
+func (c *h2conn) peer() Peer {
+	p := Peer{Addr: c.nc.RemoteAddr()}
+	if tc, ok := c.nc.(*tls.Conn); ok {
+		cs := tc.ConnectionState()
+		p.TLS = &cs
+	}
+	return p
+}
+
 func (c *h2conn) serve() {
 	defer c.s.lwg.Done()
 	err := c.run()
@@ -188,6 +215,11 @@ func (c *h2conn) serve() {
 }
 
 func (c *h2conn) run() error {
+	if tc, ok := c.nc.(*tls.Conn); ok {
+		if err := c.handshake(tc); err != nil {
+			return err
+		}
+	}
 	_ = c.nc.SetReadDeadline(time.Now().Add(h2PrefaceTimeout))
 	var preface [len(http2.ClientPreface)]byte
 	if _, err := io.ReadFull(c.nc, preface[:]); err != nil {

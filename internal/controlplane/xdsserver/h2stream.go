@@ -69,7 +69,7 @@ func (st *h2stream) handle(b []byte) error {
 			return status.Errorf(codes.Internal, "xds: decoding the request: %v", err)
 		}
 		if st.sotw == nil {
-			c, err := st.c.s.open(req.GetNode())
+			c, err := st.c.s.open(req.GetNode(), st.c.peer())
 			if err != nil {
 				return err
 			}
@@ -84,7 +84,7 @@ func (st *h2stream) handle(b []byte) error {
 			return status.Errorf(codes.Internal, "xds: decoding the request: %v", err)
 		}
 		if st.delta == nil {
-			c, err := st.c.s.open(req.GetNode())
+			c, err := st.c.s.open(req.GetNode(), st.c.peer())
 			if err != nil {
 				return err
 			}
@@ -127,7 +127,7 @@ func (st *h2stream) halfClose() {
 			return
 		}
 		st.fetch = nil
-		resp, err := c.s.fetch(st.route.typeURL, req)
+		resp, err := c.s.fetch(st.route.typeURL, req, c.peer())
 		if err == nil {
 			err = st.send(resp)
 		}

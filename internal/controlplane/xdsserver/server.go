@@ -2,6 +2,7 @@ package xdsserver
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -22,7 +23,9 @@ import (
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 )
 
@@ -50,12 +53,72 @@ type Options struct {
 	Group     func(node *corev3.Node) (string, error)
 	Callbacks Callbacks
 	Log       *slog.Logger
+	// Authorize, when set, decides whether a stream (or Fetch call) may
+	// open, from the node it claims and what the transport knows of the
+	// client; it runs before Group. An error ends the stream with its gRPC
+	// status (PermissionDenied when it has none). secrets reports whether
+	// the stream may receive SDS secrets: a stream that may not has its
+	// secret subscriptions ignored (the client waits for them as for any
+	// absent resource) and a secret Fetch is refused. Without Authorize
+	// every stream may.
+	Authorize func(node *corev3.Node, p Peer) (secrets bool, err error)
+}
+
+// Peer is what the transport knows of a stream's client.
+type Peer struct {
+	Addr net.Addr
+	// TLS is the connection's state, nil on a plaintext connection. A
+	// client certificate is verified only if VerifiedChains is non-empty.
+	TLS *tls.ConnectionState
+}
+
+// peerOf is the Peer of a grpc-go stream or call.
+func peerOf(ctx context.Context) Peer {
+	p, ok := peer.FromContext(ctx)
+	if !ok {
+		return Peer{}
+	}
+	out := Peer{Addr: p.Addr}
+	if info, ok := p.AuthInfo.(credentials.TLSInfo); ok {
+		out.TLS = &info.State
+	}
+	return out
+}
+
+// SetAuthorize sets Options.Authorize on a server built elsewhere (MeshKit
+// builds its own). It must be called before any stream is served.
+func (s *Server) SetAuthorize(f func(node *corev3.Node, p Peer) (secrets bool, err error)) {
+	s.auth = f
+}
+
+// authorize runs Options.Authorize.
+func (s *Server) authorize(node *corev3.Node, p Peer) (secrets bool, err error) {
+	if s.auth == nil {
+		return true, nil
+	}
+	secrets, err = s.auth(node, p)
+	if err != nil {
+		if _, ok := status.FromError(err); !ok {
+			err = status.Error(codes.PermissionDenied, err.Error())
+		}
+		s.log.Warn("xds stream refused", "node", node.GetId(), "peer", addrString(p.Addr), "error", err)
+		return false, err
+	}
+	return secrets, nil
+}
+
+func addrString(a net.Addr) string {
+	if a == nil {
+		return ""
+	}
+	return a.String()
 }
 
 // Server serves a Cache over xDS. Register it on a grpc.Server.
 type Server struct {
 	cache  *Cache
 	group  func(*corev3.Node) (string, error)
+	auth   func(*corev3.Node, Peer) (bool, error)
 	cb     Callbacks
 	log    *slog.Logger
 	nextID atomic.Int64
@@ -71,7 +134,7 @@ type Server struct {
 
 // New returns a server for o.Cache.
 func New(o Options) *Server {
-	s := &Server{cache: o.Cache, group: o.Group, cb: o.Callbacks, log: o.Log,
+	s := &Server{cache: o.Cache, group: o.Group, auth: o.Authorize, cb: o.Callbacks, log: o.Log,
 		listeners: make(map[net.Listener]struct{}), conns: make(map[*h2conn]struct{})}
 	s.frameBufs.New = func() any { b := make([]byte, h2MaxReadFrame); return &b }
 	if s.group == nil {
@@ -165,6 +228,8 @@ type conn struct {
 	failed   error        // a push's Send error, returned by the handler; guarded by mu
 	onChange func() error // the stream kind's pushAll, called with mu held
 	lean     *h2stream    // the lean transport's stream, nil on grpc-go
+	// noSecrets: Authorize withheld SDS secrets from this stream.
+	noSecrets bool
 
 	pending atomic.Bool // a push goroutine is scheduled and has not yet read the state
 	closed  atomic.Bool
@@ -172,9 +237,13 @@ type conn struct {
 }
 
 // open resolves the node's group. The node must be on the first request.
-func (s *Server) open(node *corev3.Node) (*conn, error) {
+func (s *Server) open(node *corev3.Node, p Peer) (*conn, error) {
 	if node == nil {
 		return nil, status.Error(codes.InvalidArgument, "xds: first request carries no node")
+	}
+	secrets, err := s.authorize(node, p)
+	if err != nil {
+		return nil, err
 	}
 	group, err := s.group(node)
 	if err != nil {
@@ -183,7 +252,7 @@ func (s *Server) open(node *corev3.Node) (*conn, error) {
 		}
 		return nil, status.Error(codes.InvalidArgument, fmt.Sprintf("xds: node %q: %v", node.GetId(), err))
 	}
-	c := &conn{s: s, id: s.nextID.Add(1), node: identity(node), group: group}
+	c := &conn{s: s, id: s.nextID.Add(1), node: identity(node), group: group, noSecrets: !secrets}
 	if s.cb.OnStreamOpen != nil {
 		s.cb.OnStreamOpen(c.id, node)
 	}
@@ -333,9 +402,16 @@ func streamEnd(err error) error {
 }
 
 // fetch answers the REST-style unary Fetch* calls from the current snapshot.
-func (s *Server) fetch(typeURL string, req *discoveryv3.DiscoveryRequest) (*discoveryv3.DiscoveryResponse, error) {
+func (s *Server) fetch(typeURL string, req *discoveryv3.DiscoveryRequest, p Peer) (*discoveryv3.DiscoveryResponse, error) {
 	if req.GetNode() == nil {
 		return nil, status.Error(codes.InvalidArgument, "xds: fetch without node")
+	}
+	secrets, err := s.authorize(req.GetNode(), p)
+	if err != nil {
+		return nil, err
+	}
+	if typeURL == resourcev3.SecretType && !secrets {
+		return nil, status.Errorf(codes.PermissionDenied, "xds: node %q: secrets are served only to clients with a verified certificate", req.GetNode().GetId())
 	}
 	group, err := s.group(req.GetNode())
 	if err != nil {
@@ -395,8 +471,8 @@ func (x cdsService) StreamClusters(st sotwStream) error {
 func (x cdsService) DeltaClusters(st deltaStream) error {
 	return x.s.serveDelta(st, resourcev3.ClusterType)
 }
-func (x cdsService) FetchClusters(_ context.Context, r *discoveryv3.DiscoveryRequest) (*discoveryv3.DiscoveryResponse, error) {
-	return x.s.fetch(resourcev3.ClusterType, r)
+func (x cdsService) FetchClusters(ctx context.Context, r *discoveryv3.DiscoveryRequest) (*discoveryv3.DiscoveryResponse, error) {
+	return x.s.fetch(resourcev3.ClusterType, r, peerOf(ctx))
 }
 
 type ldsService struct {
@@ -410,8 +486,8 @@ func (x ldsService) StreamListeners(st sotwStream) error {
 func (x ldsService) DeltaListeners(st deltaStream) error {
 	return x.s.serveDelta(st, resourcev3.ListenerType)
 }
-func (x ldsService) FetchListeners(_ context.Context, r *discoveryv3.DiscoveryRequest) (*discoveryv3.DiscoveryResponse, error) {
-	return x.s.fetch(resourcev3.ListenerType, r)
+func (x ldsService) FetchListeners(ctx context.Context, r *discoveryv3.DiscoveryRequest) (*discoveryv3.DiscoveryResponse, error) {
+	return x.s.fetch(resourcev3.ListenerType, r, peerOf(ctx))
 }
 
 type rdsService struct {
@@ -423,8 +499,8 @@ func (x rdsService) StreamRoutes(st sotwStream) error { return x.s.serveSotW(st,
 func (x rdsService) DeltaRoutes(st deltaStream) error {
 	return x.s.serveDelta(st, resourcev3.RouteType)
 }
-func (x rdsService) FetchRoutes(_ context.Context, r *discoveryv3.DiscoveryRequest) (*discoveryv3.DiscoveryResponse, error) {
-	return x.s.fetch(resourcev3.RouteType, r)
+func (x rdsService) FetchRoutes(ctx context.Context, r *discoveryv3.DiscoveryRequest) (*discoveryv3.DiscoveryResponse, error) {
+	return x.s.fetch(resourcev3.RouteType, r, peerOf(ctx))
 }
 
 type edsService struct {
@@ -438,8 +514,8 @@ func (x edsService) StreamEndpoints(st sotwStream) error {
 func (x edsService) DeltaEndpoints(st deltaStream) error {
 	return x.s.serveDelta(st, resourcev3.EndpointType)
 }
-func (x edsService) FetchEndpoints(_ context.Context, r *discoveryv3.DiscoveryRequest) (*discoveryv3.DiscoveryResponse, error) {
-	return x.s.fetch(resourcev3.EndpointType, r)
+func (x edsService) FetchEndpoints(ctx context.Context, r *discoveryv3.DiscoveryRequest) (*discoveryv3.DiscoveryResponse, error) {
+	return x.s.fetch(resourcev3.EndpointType, r, peerOf(ctx))
 }
 
 type sdsService struct {
@@ -453,8 +529,8 @@ func (x sdsService) StreamSecrets(st sotwStream) error {
 func (x sdsService) DeltaSecrets(st deltaStream) error {
 	return x.s.serveDelta(st, resourcev3.SecretType)
 }
-func (x sdsService) FetchSecrets(_ context.Context, r *discoveryv3.DiscoveryRequest) (*discoveryv3.DiscoveryResponse, error) {
-	return x.s.fetch(resourcev3.SecretType, r)
+func (x sdsService) FetchSecrets(ctx context.Context, r *discoveryv3.DiscoveryRequest) (*discoveryv3.DiscoveryResponse, error) {
+	return x.s.fetch(resourcev3.SecretType, r, peerOf(ctx))
 }
 
 // canonicalType and canonicalName return the server's own copy of a type URL
@@ -477,6 +553,16 @@ func canonicalName(ts *typeState, n string) string {
 		}
 	}
 	return n
+}
+
+// secretsWithheld reports whether a request for typeURL is to be ignored
+// because Authorize withheld secrets from this stream.
+func (c *conn) secretsWithheld(typeURL string) bool {
+	if !c.noSecrets || typeURL != resourcev3.SecretType {
+		return false
+	}
+	c.s.log.Warn("xds: secrets withheld from a stream without a verified client certificate", "stream", c.id, "node", c.node.GetId())
+	return true
 }
 
 // requestType is the type a request on this stream is about: a per-type

@@ -46,7 +46,7 @@ func (s *Server) serveSotW(stream sotwStream, typeURL string) error {
 	if err != nil {
 		return streamEnd(err)
 	}
-	c, err := s.open(first.GetNode())
+	c, err := s.open(first.GetNode(), peerOf(stream.Context()))
 	if err != nil {
 		return err
 	}
@@ -58,7 +58,7 @@ func (s *Server) serveSotW(stream sotwStream, typeURL string) error {
 
 func (sc *sotwConn) handle(req *discoveryv3.DiscoveryRequest) error {
 	typeURL, ok := sc.requestType(sc.typeURL, req.GetTypeUrl())
-	if !ok {
+	if !ok || sc.secretsWithheld(typeURL) {
 		return nil
 	}
 	w := sc.watch(typeURL)

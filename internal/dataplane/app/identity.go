@@ -30,10 +30,17 @@ type IdentityOptions struct {
 // refuse handshakes until it arrives (reason secret_missing). The returned
 // stop ends the agent and waits for it.
 func startIdentity(o *IdentityOptions, store *secrets.Store, log *slog.Logger) (stop func(), err error) {
-	agent, err := identity.NewAgent(identity.Config{Address: o.Address, JoinToken: o.JoinToken, CAFile: o.CAFile,
+	stop, _, err = startIdentityAgent(o, store, log)
+	return stop, err
+}
+
+// startIdentityAgent is startIdentity that also returns the agent, whose
+// current SVID the xDS client presents to MeshKit.
+func startIdentityAgent(o *IdentityOptions, store *secrets.Store, log *slog.Logger) (stop func(), agent *identity.Agent, err error) {
+	agent, err = identity.NewAgent(identity.Config{Address: o.Address, JoinToken: o.JoinToken, CAFile: o.CAFile,
 		TrustDomain: o.TrustDomain, NodeID: o.NodeID, Log: log})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	unsubscribe := agent.Subscribe(func(sv *identity.SVID) {
 		if err := store.SetIdentity(sv.Certificate, sv.Roots, sv.ID.TrustDomain()); err != nil {
@@ -54,7 +61,7 @@ func startIdentity(o *IdentityOptions, store *secrets.Store, log *slog.Logger) (
 			log.Error("identity agent stopped; mTLS keeps the current SVID until it expires", "error", err)
 		}
 	}()
-	return func() { cancel(); wg.Wait(); unsubscribe() }, nil
+	return func() { cancel(); wg.Wait(); unsubscribe() }, agent, nil
 }
 
 func identityError(err error) error { return fmt.Errorf("identity: %w", err) }

@@ -2,13 +2,20 @@ package app
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
+
 	"github.com/omnirelay/omnirelay/internal/dataplane/admin"
 	"github.com/omnirelay/omnirelay/internal/dataplane/filter"
+	"github.com/omnirelay/omnirelay/internal/dataplane/identity"
 	"github.com/omnirelay/omnirelay/internal/dataplane/runtime"
 	"github.com/omnirelay/omnirelay/internal/dataplane/secrets"
 	"github.com/omnirelay/omnirelay/internal/dataplane/stats"
@@ -41,6 +48,57 @@ type XDSOptions struct {
 	// LKGAfter and Backoff tune the client (zero: its defaults).
 	LKGAfter time.Duration
 	Backoff  xdsclient.Backoff
+	// CAFile is the PEM trust bundle for MeshKit's xDS certificate. When
+	// set, xDS runs over TLS and MeshKit must present the SVID
+	// spiffe://<trust-domain>/meshkit; with the identity agent on, the
+	// proxy presents its current SVID as client certificate (else the TLS
+	// authenticates the server only).
+	CAFile string
+	// TrustDomain is MeshKit's (default: the one the CAFile root names).
+	TrustDomain string
+}
+
+// xdsTLS is the xDS client's TLS: MeshKit authenticated by its SPIFFE ID
+// against the bundle (host names play no part: any of the replicas'
+// addresses will do), and the agent's SVID, read at each handshake, as
+// client certificate when there is an agent.
+func xdsTLS(xo *XDSOptions, agent *identity.Agent) (*tls.Config, error) {
+	data, err := os.ReadFile(xo.CAFile)
+	if err != nil {
+		return nil, fmt.Errorf("xds ca: %w", err)
+	}
+	placeholder := spiffeid.RequireTrustDomainFromString("bootstrap.invalid")
+	b, err := x509bundle.Parse(placeholder, data)
+	if err != nil {
+		return nil, fmt.Errorf("xds ca %s: %w", xo.CAFile, err)
+	}
+	var td spiffeid.TrustDomain
+	if xo.TrustDomain != "" {
+		if td, err = spiffeid.TrustDomainFromString(xo.TrustDomain); err != nil {
+			return nil, fmt.Errorf("xds trust domain %q: %w", xo.TrustDomain, err)
+		}
+	} else {
+		for _, r := range b.X509Authorities() {
+			for _, u := range r.URIs {
+				if id, err := spiffeid.FromURI(u); err == nil && id.Path() == "" && td.IsZero() {
+					td = id.TrustDomain()
+				}
+			}
+		}
+		if td.IsZero() {
+			return nil, fmt.Errorf("xds ca %s: its root names no trust domain: give --trust-domain", xo.CAFile)
+		}
+	}
+	server, err := spiffeid.FromSegments(td, "meshkit")
+	if err != nil {
+		return nil, fmt.Errorf("xds server id: %w", err)
+	}
+	cfg := tlsconfig.TLSClientConfig(x509bundle.FromX509Authorities(td, b.X509Authorities()), tlsconfig.AuthorizeID(server))
+	cfg.MinVersion = tls.VersionTLS12
+	if agent != nil {
+		cfg.GetClientCertificate = agent.GetClientCertificate
+	}
+	return cfg, nil
 }
 
 // builtinNetworkFilters are the filters the runtime itself implements
@@ -107,10 +165,21 @@ func startXDS(opt Options) (*Proxy, error) {
 	rt := runtime.New(runtime.Options{Log: opt.Log, Stats: st, Filters: reg, DrainTimeout: opt.DrainTimeout, Secrets: store})
 	clusters.rt.Store(rt)
 	var stopIdentity func()
+	var agent *identity.Agent
 	if opt.Identity != nil {
-		if stopIdentity, err = startIdentity(opt.Identity, store, opt.Log); err != nil {
+		if stopIdentity, agent, err = startIdentityAgent(opt.Identity, store, opt.Log); err != nil {
 			_ = rt.Shutdown(context.Background())
 			return nil, identityError(err)
+		}
+	}
+	var tlsCfg *tls.Config
+	if xo.CAFile != "" {
+		if tlsCfg, err = xdsTLS(xo, agent); err != nil {
+			_ = rt.Shutdown(context.Background())
+			if stopIdentity != nil {
+				stopIdentity()
+			}
+			return nil, err
 		}
 	}
 	adminAddr := opt.AdminAddress
@@ -158,6 +227,7 @@ func startXDS(opt Options) (*Proxy, error) {
 		Log:          opt.Log,
 		Stats:        xs,
 		Backoff:      xo.Backoff,
+		TLS:          tlsCfg,
 	})
 	adm.ReadyDetail = func() string {
 		s := client.Status()
@@ -189,6 +259,7 @@ func startXDS(opt Options) (*Proxy, error) {
 		}
 	}()
 	opt.Log.Info("omnirelay started in xDS mode", "xds", xo.Address, "node_id", xo.NodeID,
-		"sotw", xo.SotW, "lkg_dir", xo.LKGDir, "signed", verifier != nil, "admin", adm.Addr().String())
+		"sotw", xo.SotW, "lkg_dir", xo.LKGDir, "signed", verifier != nil, "xds_tls", tlsCfg != nil,
+		"xds_client_cert", tlsCfg != nil && agent != nil, "admin", adm.Addr().String())
 	return p, nil
 }

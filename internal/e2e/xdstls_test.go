@@ -1,0 +1,239 @@
+package e2e
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"fmt"
+	"math/big"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/omnirelay/omnirelay/internal/controlplane/serve"
+	"github.com/omnirelay/omnirelay/internal/dataplane/app"
+	"github.com/omnirelay/omnirelay/internal/dataplane/xdsclient"
+)
+
+// tlsMesh is a MeshKit serving xDS over TLS with its CA bundle on disk.
+type tlsMesh struct {
+	mk     *serve.Process
+	caFile string
+	web    string // the config's HTTP listener
+}
+
+func startTLSMeshKit(t *testing.T, transport, clientAuth string, certTTL time.Duration) *tlsMesh {
+	t.Helper()
+	dir := t.TempDir()
+	web := freeAddr(t)
+	doc := fmt.Sprintf(`listeners:
+  - name: web
+    address: %s
+    virtual_hosts: [{ name: a, domains: ["*"], routes: [{ match: { path_prefix: / }, cluster: c }] }]
+clusters:
+  - { name: c, endpoints: [%s] }
+`, web, okBackend(t))
+	cfg := filepath.Join(dir, "mesh.yaml")
+	if err := os.WriteFile(cfg, []byte(doc), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	mk, err := serve.Start(serve.Options{
+		XDSAddress: "127.0.0.1:0", APIAddress: "127.0.0.1:0", IdentityAddress: "127.0.0.1:0", DataDir: dir,
+		ConfigFile: cfg, ReplicaID: "e2e", Log: testLog(t).With("side", "meshkit"), XDSTransport: transport,
+		XDSTLS: true, XDSClientAuth: clientAuth, ServerCertTTL: certTTL, SVIDTTL: time.Hour,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = mk.Shutdown(ctx)
+	})
+	caFile := filepath.Join(dir, "ca.pem")
+	if err := os.WriteFile(caFile, mk.Identity.RootsPEM(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return &tlsMesh{mk: mk, caFile: caFile, web: web}
+}
+
+// enrol creates a join token binding node to a SPIFFE ID.
+func (m *tlsMesh) enrol(t *testing.T, node string) string {
+	t.Helper()
+	tok, _, err := m.mk.Identity.CreateJoinToken(context.Background(), node, "spiffe://omnirelay.local/ns/e2e/sa/"+node, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}
+
+// tlsProxy starts a proxy whose xDS runs over TLS trusting caFile; a
+// non-empty token also starts the identity agent (its SVID issued to
+// idNode) so that the proxy presents a client certificate.
+func (m *tlsMesh) tlsProxy(t *testing.T, node, caFile, token, idNode, lkgDir string) *app.Proxy {
+	t.Helper()
+	opt := app.Options{
+		XDS: &app.XDSOptions{
+			Address: m.mk.XDSAddr().String(), NodeID: node, Cluster: "e2e", Build: "e2e", CAFile: caFile, LKGDir: lkgDir,
+			LKGAfter: 300 * time.Millisecond, Backoff: xdsclient.Backoff{Initial: 50 * time.Millisecond, Max: 300 * time.Millisecond},
+		},
+		AdminAddress: freeAddr(t), Log: testLog(t).With("node", node), DrainTimeout: 2 * time.Second,
+	}
+	if token != "" {
+		opt.Identity = &app.IdentityOptions{Address: m.mk.IdentityAddr().String(), JoinToken: token, CAFile: m.caFile, NodeID: idNode}
+	}
+	p, err := app.Start(opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = p.Shutdown(ctx)
+	})
+	return p
+}
+
+func (m *tlsMesh) serves(t *testing.T, what string) {
+	t.Helper()
+	client := &http.Client{Timeout: 2 * time.Second}
+	eventually(t, 15*time.Second, what, func() (bool, string) {
+		resp, err := client.Get("http://" + m.web + "/")
+		if err != nil {
+			return false, err.Error()
+		}
+		resp.Body.Close()
+		return resp.StatusCode == 200, resp.Status
+	})
+}
+
+// refusedWith waits until the proxy's xDS client reports an error holding
+// every part, and checks that it applied no config from MeshKit.
+func refusedWith(t *testing.T, p *app.Proxy, parts ...string) {
+	t.Helper()
+	eventually(t, 10*time.Second, "xds refused with "+strings.Join(parts, ", "), func() (bool, string) {
+		e := p.XDS.Status().LastError
+		for _, s := range parts {
+			if !strings.Contains(e, s) {
+				return false, e
+			}
+		}
+		return true, ""
+	})
+	if s := p.XDS.Status(); s.Applied && !s.FromLKG {
+		t.Fatalf("a refused proxy applied MeshKit's config: %+v", s)
+	}
+}
+
+// TestMeshXDSOverMTLS: over both xDS transports, a proxy with an SVID gets
+// its config over mTLS and serves traffic; under client auth "require" a
+// proxy without a certificate is refused at the handshake, and one whose
+// SVID was issued to another node is refused with PermissionDenied naming
+// both ids; a proxy trusting another CA fails with a certificate error and
+// keeps serving its last-known-good.
+func TestMeshXDSOverMTLS(t *testing.T) {
+	for _, transport := range []string{"lean", "grpc"} {
+		t.Run(transport, func(t *testing.T) {
+			m := startTLSMeshKit(t, transport, serve.ClientAuthRequire, 0)
+			lkgDir := t.TempDir()
+			p := m.tlsProxy(t, "edge-1", m.caFile, m.enrol(t, "edge-1"), "edge-1", lkgDir)
+			m.serves(t, "traffic through the mTLS-configured proxy")
+			if s := p.XDS.Status(); !s.Connected || s.FromLKG {
+				t.Fatalf("status %+v; want connected, config from MeshKit", s)
+			}
+
+			t.Run("no client certificate", func(t *testing.T) {
+				q := m.tlsProxy(t, "edge-nocert", m.caFile, "", "", "")
+				refusedWith(t, q, "certificate required")
+			})
+			t.Run("SVID of another node", func(t *testing.T) {
+				q := m.tlsProxy(t, "edge-3", m.caFile, m.enrol(t, "edge-2"), "edge-2", "")
+				refusedWith(t, q, "PermissionDenied", `"edge-3"`, `"edge-2"`)
+			})
+			t.Run("wrong CA keeps last-known-good", func(t *testing.T) {
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				defer cancel()
+				if err := p.Shutdown(ctx); err != nil { // frees the web listener's port
+					t.Fatal(err)
+				}
+				other := filepath.Join(t.TempDir(), "other-ca.pem")
+				writeOtherCA(t, other)
+				q := m.tlsProxy(t, "edge-1", other, "", "", lkgDir)
+				refusedWith(t, q, "x509", "certificate signed by unknown authority")
+				m.serves(t, "traffic from last-known-good")
+				if s := q.XDS.Status(); !s.FromLKG {
+					t.Fatalf("status %+v; want the config from last-known-good", s)
+				}
+			})
+		})
+	}
+}
+
+// TestMeshXDSServerCertRenewal: MeshKit's xDS certificate (3 s lifetime)
+// is reissued at half-life without a restart, and a proxy connecting after
+// the first certificate expired verifies the new one.
+func TestMeshXDSServerCertRenewal(t *testing.T) {
+	for _, transport := range []string{"lean", "grpc"} {
+		t.Run(transport, func(t *testing.T) {
+			m := startTLSMeshKit(t, transport, serve.ClientAuthOptional, 3*time.Second)
+			first := serverCert(t, m)
+			if first.URIs[0].String() != "spiffe://omnirelay.local/meshkit" {
+				t.Fatalf("xds certificate URI %v", first.URIs)
+			}
+			eventually(t, 10*time.Second, "the first certificate expired and a new one served", func() (bool, string) {
+				second := serverCert(t, m)
+				ok := time.Now().After(first.NotAfter) && second.SerialNumber.Cmp(first.SerialNumber) != 0 && second.NotAfter.After(first.NotAfter)
+				return ok, fmt.Sprintf("serial %v -> %v, not after %v -> %v", first.SerialNumber, second.SerialNumber, first.NotAfter, second.NotAfter)
+			})
+			m.tlsProxy(t, "edge-late", m.caFile, m.enrol(t, "edge-late"), "edge-late", "")
+			m.serves(t, "traffic through a proxy that verified the renewed certificate")
+		})
+	}
+}
+
+// serverCert is the certificate MeshKit's xDS port presents now.
+func serverCert(t *testing.T, m *tlsMesh) *x509.Certificate {
+	t.Helper()
+	bundle, err := os.ReadFile(m.caFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(bundle)
+	c, err := tls.Dial("tcp", m.mk.XDSAddr().String(), &tls.Config{RootCAs: pool, ServerName: "127.0.0.1", NextProtos: []string{"h2"}})
+	if err != nil {
+		t.Fatalf("dial xds with the bundle, verifying the IP SAN: %v", err)
+	}
+	defer c.Close()
+	return c.ConnectionState().PeerCertificates[0]
+}
+
+// writeOtherCA writes a root of the same trust domain that MeshKit does not
+// use.
+func writeOtherCA(t *testing.T, path string) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, _ := url.Parse("spiffe://omnirelay.local")
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(7), Subject: pkix.Name{CommonName: "other"}, URIs: []*url.URL{u},
+		NotBefore: time.Now().Add(-time.Minute), NotAfter: time.Now().Add(time.Hour), IsCA: true, BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageCertSign}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
