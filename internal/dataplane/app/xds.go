@@ -96,7 +96,16 @@ func xdsTLS(xo *XDSOptions, agent *identity.Agent) (*tls.Config, error) {
 	cfg := tlsconfig.TLSClientConfig(x509bundle.FromX509Authorities(td, b.X509Authorities()), tlsconfig.AuthorizeID(server))
 	cfg.MinVersion = tls.VersionTLS12
 	if agent != nil {
-		cfg.GetClientCertificate = agent.GetClientCertificate
+		// Before the first SVID the handshake fails (and the client retries
+		// with backoff) rather than going on without a certificate: under
+		// client auth "optional" such a stream would be served, without its
+		// secrets, for as long as it lasts.
+		cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+			if sv := agent.SVID(); sv != nil {
+				return sv.Certificate, nil
+			}
+			return nil, errors.New("xds: no SVID from the identity agent yet")
+		}
 	}
 	return cfg, nil
 }
