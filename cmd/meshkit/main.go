@@ -105,7 +105,10 @@ func newRoot() *cobra.Command {
 	f.StringSliceVar(&opt.XDSTLSSANs, "xds-tls-san", nil, "extra DNS names or IPs in MeshKit's xDS certificate (the listen IP is always in it)")
 	f.StringVar(&opt.XDSClientAuth, "xds-client-auth", "", "xDS client certificates with --xds-tls: none, optional (default: verified when given, secrets only to verified nodes) or require")
 	f.BoolVar(&opt.XDSInsecure, "xds-insecure", false, "serve a non-loopback xDS address in plaintext (anyone reaching it can read any node's config)")
-	f.DurationVar(&opt.ServerCertTTL, "xds-tls-ttl", 24*time.Hour, "lifetime of MeshKit's xDS certificate (reissued at half-life)")
+	f.DurationVar(&opt.ServerCertTTL, "server-cert-ttl", 24*time.Hour, "lifetime of MeshKit's xDS and API certificates with --xds-tls/--api-tls (reissued at half-life)")
+	f.BoolVar(&opt.APITLS, "api-tls", false, "serve the API (gRPC and JSON) over TLS with an SVID for spiffe://<trust-domain>/meshkit from the identity CA (needs --identity-address; omnictl --ca-file)")
+	f.StringSliceVar(&opt.APITLSSANs, "api-tls-san", nil, "extra DNS names or IPs in MeshKit's API certificate (the listen IP is always in it)")
+	f.StringVar(&opt.CABundleOut, "ca-bundle-out", "", "write the identity CA's trust bundle (PEM) to this file at start (for --xds-ca, omnictl --ca-file, curl --cacert)")
 	f.BoolVar(&opt.APIInsecure, "api-insecure", false, "serve a non-loopback API without a token (anyone reaching it can change the mesh and mint identities)")
 
 	var priv, pub string

@@ -5,6 +5,8 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -16,6 +18,7 @@ import (
 
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 )
@@ -39,6 +42,7 @@ type cli struct {
 	output    string
 	timeout   time.Duration
 	tokenFile string
+	caFile    string // TLS trusting this bundle; plaintext when empty
 	out       io.Writer
 	errOut    io.Writer
 }
@@ -64,6 +68,7 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 	pf.StringVar(&c.server, "server", DefaultServer, "MeshKit API address (host:port)")
 	pf.StringVarP(&c.output, "output", "o", "table", "output format: table, json or yaml")
 	pf.DurationVar(&c.timeout, "timeout", 10*time.Second, "deadline of each API call")
+	pf.StringVar(&c.caFile, "ca-file", "", "PEM bundle MeshKit's API certificate is verified against (meshkit serve --api-tls, --ca-bundle-out): TLS instead of plaintext; --server must be a name or IP the certificate holds")
 	pf.StringVar(&c.tokenFile, "token-file", "", "file holding MeshKit's API bearer token (default: $OMNICTL_TOKEN, else none)")
 	root.AddCommand(c.applyCmd(), c.getCmd(), c.registerCmd(), c.deregisterCmd())
 	root.AddCommand(c.tokenCmd(), c.nodeCmd())
@@ -74,7 +79,19 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 // dial connects lazily (grpc.NewClient does no I/O), so a wrong --server
 // shows up as UNAVAILABLE on the first call.
 func (c *cli) dial() (*grpc.ClientConn, error) {
-	opts := []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
+	creds := insecure.NewCredentials()
+	if c.caFile != "" {
+		pem, err := os.ReadFile(c.caFile)
+		if err != nil {
+			return nil, fmt.Errorf("--ca-file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("--ca-file %s: no PEM certificate in it", c.caFile)
+		}
+		creds = credentials.NewTLS(&tls.Config{MinVersion: tls.VersionTLS12, RootCAs: pool})
+	}
+	opts := []grpc.DialOption{grpc.WithTransportCredentials(creds)}
 	tok := os.Getenv("OMNICTL_TOKEN")
 	if c.tokenFile != "" {
 		b, err := os.ReadFile(c.tokenFile)

@@ -87,9 +87,19 @@ type Options struct {
 	XDSClientAuth string
 	// XDSInsecure allows a plaintext xDS port on a non-loopback address.
 	XDSInsecure bool
-	// ServerCertTTL is the lifetime of MeshKit's xDS certificate (default
-	// identity.DefaultServerCertTTL); it is reissued at half-life.
+	// ServerCertTTL is the lifetime of MeshKit's xDS and API certificates
+	// (default identity.DefaultServerCertTTL); each is reissued at
+	// half-life.
 	ServerCertTTL time.Duration
+
+	// APITLS serves the API (gRPC and the JSON gateway) over TLS with a
+	// certificate from the identity CA, like XDSTLS; APITLSSANs are its
+	// extra DNS names or IPs. The bearer token stays the authentication.
+	APITLS     bool
+	APITLSSANs []string
+	// CABundleOut, when set, is where the identity CA's trust bundle (PEM)
+	// is written at start: the file clients of the TLS ports trust.
+	CABundleOut string
 }
 
 // Process is a running MeshKit.
@@ -234,6 +244,10 @@ func Start(opt Options) (*Process, error) {
 		Handler:           h2c.NewHandler(handler, &http2.Server{}),
 		ReadHeaderTimeout: 10 * time.Second,
 	}
+	if err := p.startAPITLS(opt); err != nil {
+		cancel()
+		return nil, err
+	}
 
 	p.wg.Add(4)
 	go func() { defer p.wg.Done(); _ = p.MeshKit.Run(ctx) }()
@@ -254,7 +268,13 @@ func Start(opt Options) (*Process, error) {
 	}()
 	go func() {
 		defer p.wg.Done()
-		if err := p.apiHTTP.Serve(p.apiLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		var err error
+		if p.apiHTTP.TLSConfig != nil {
+			err = p.apiHTTP.ServeTLS(p.apiLn, "", "") // certificates come from TLSConfig.GetCertificate
+		} else {
+			err = p.apiHTTP.Serve(p.apiLn)
+		}
+		if err != nil && !errors.Is(err, http.ErrServerClosed) {
 			opt.Log.Error("api server stopped", "error", err)
 		}
 	}()
@@ -270,7 +290,8 @@ func Start(opt Options) (*Process, error) {
 			"trust_domain", p.Identity.ServerID().TrustDomain().Name())
 	}
 	ok = true
-	opt.Log.Info("meshkit started", "xds", p.xdsLn.Addr().String(), "xds_tls", opt.XDSTLS, "xds_client_auth", clientAuth, "api", p.apiLn.Addr().String(),
+	opt.Log.Info("meshkit started", "xds", p.xdsLn.Addr().String(), "xds_tls", opt.XDSTLS, "xds_client_auth", clientAuth,
+		"api", p.apiLn.Addr().String(), "api_tls", opt.APITLS,
 		"store", storeName(opt), "signed", signer != nil, "replica", opt.ReplicaID)
 	return p, nil
 }

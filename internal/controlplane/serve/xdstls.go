@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -66,16 +67,7 @@ func (p *Process) xdsTLSConfig(opt Options) (*tls.Config, error) {
 	if p.Identity == nil {
 		return nil, errors.New("--xds-tls needs the identity CA (--identity-address): MeshKit's xDS certificate is issued by it")
 	}
-	hosts := append([]string(nil), opt.XDSTLSSANs...)
-	if host, _, err := net.SplitHostPort(p.xdsLn.Addr().String()); err == nil {
-		if ip := net.ParseIP(host); ip != nil && !ip.IsUnspecified() {
-			hosts = append(hosts, host)
-			if ip.IsLoopback() {
-				hosts = append(hosts, "localhost")
-			}
-		}
-	}
-	sc, err := p.Identity.NewServerCert(hosts, opt.ServerCertTTL)
+	sc, err := p.Identity.NewServerCert(certHosts(p.xdsLn, opt.XDSTLSSANs), opt.ServerCertTTL)
 	if err != nil {
 		return nil, fmt.Errorf("xds tls: %w", err)
 	}
@@ -94,6 +86,47 @@ func (p *Process) xdsTLSConfig(opt Options) (*tls.Config, error) {
 		cfg.ClientAuth = tls.RequireAndVerifyClientCert
 	}
 	return cfg, nil
+}
+
+// certHosts are the SANs of a port's certificate besides the SPIFFE ID:
+// the operator's names, and the bound IP unless it is a wildcard (plus
+// localhost for loopback).
+func certHosts(ln net.Listener, sans []string) []string {
+	hosts := append([]string(nil), sans...)
+	if host, _, err := net.SplitHostPort(ln.Addr().String()); err == nil {
+		if ip := net.ParseIP(host); ip != nil && !ip.IsUnspecified() {
+			hosts = append(hosts, host)
+			if ip.IsLoopback() {
+				hosts = append(hosts, "localhost")
+			}
+		}
+	}
+	return hosts
+}
+
+// startAPITLS sets the API server's TLS (server authentication only: the
+// bearer token authenticates callers) and writes the CA bundle file.
+func (p *Process) startAPITLS(opt Options) error {
+	if opt.CABundleOut != "" {
+		if p.Identity == nil {
+			return errors.New("--ca-bundle-out needs the identity CA (--identity-address)")
+		}
+		if err := os.WriteFile(opt.CABundleOut, p.Identity.RootsPEM(), 0o644); err != nil {
+			return fmt.Errorf("--ca-bundle-out: %w", err)
+		}
+	}
+	if !opt.APITLS {
+		return nil
+	}
+	if p.Identity == nil {
+		return errors.New("--api-tls needs the identity CA (--identity-address): MeshKit's API certificate is issued by it")
+	}
+	sc, err := p.Identity.NewServerCert(certHosts(p.apiLn, opt.APITLSSANs), opt.ServerCertTTL)
+	if err != nil {
+		return fmt.Errorf("api tls: %w", err)
+	}
+	p.apiHTTP.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12, NextProtos: []string{"h2", "http/1.1"}, GetCertificate: sc.GetCertificate}
+	return nil
 }
 
 // checkClientAuth validates Options.XDSClientAuth (empty: optional).
