@@ -40,8 +40,10 @@ import (
 // keepalive pings (dead peers are found by TCP keepalive, which Go turns on
 // for accepted connections), compression, and every service other than the
 // xDS ones. TLS is the listener's business: Serve takes any net.Listener, so
-// a tls.Listener whose config offers ALPN "h2" works; on a connection that is
-// not a plain socket every write goes through the flusher goroutine.
+// a tls.Listener whose config offers ALPN "h2" works (the handshake is
+// completed before the preface and a client that did not negotiate h2 is
+// closed); on a connection that is not a plain socket every write goes
+// through the flusher goroutine.
 
 const (
 	h2MaxStreams     = 16
@@ -217,6 +219,9 @@ func (c *h2conn) serve() {
 func (c *h2conn) run() error {
 	if tc, ok := c.nc.(*tls.Conn); ok {
 		if err := c.handshake(tc); err != nil {
+			// Debug: port scanners and misconfigured clients would flood a
+			// higher level; the client sees the reason itself.
+			c.s.log.Debug("xds connection refused", "error", err)
 			return err
 		}
 	}
