@@ -26,31 +26,54 @@ import (
 
 // tlsMesh is a MeshKit serving xDS over TLS with its CA bundle on disk.
 type tlsMesh struct {
-	mk     *serve.Process
-	caFile string
-	web    string // the config's HTTP listener
+	mk      *serve.Process
+	opt     serve.Options // as started
+	caFile  string
+	web     string // the config's HTTP listener
+	backend string
 }
 
 func startTLSMeshKit(t *testing.T, transport, clientAuth string, certTTL time.Duration) *tlsMesh {
 	t.Helper()
+	return startTLSMeshKitWith(t, serve.Options{XDSTransport: transport, XDSClientAuth: clientAuth, ServerCertTTL: certTTL, SVIDTTL: time.Hour})
+}
+
+// startTLSMeshKitWith starts MeshKit with opt's TLS and identity settings
+// on free loopback ports, following a config with one HTTP listener.
+func startTLSMeshKitWith(t *testing.T, opt serve.Options) *tlsMesh {
+	t.Helper()
 	dir := t.TempDir()
-	web := freeAddr(t)
+	m := &tlsMesh{web: freeAddr(t), backend: okBackend(t), caFile: filepath.Join(dir, "ca.pem")}
+	opt.XDSAddress, opt.APIAddress, opt.IdentityAddress, opt.DataDir = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0", dir
+	opt.ConfigFile, opt.ReplicaID, opt.Log, opt.XDSTLS = filepath.Join(dir, "mesh.yaml"), "e2e", testLog(t).With("side", "meshkit"), true
+	m.opt = opt
+	m.writeConfig(t, "")
+	m.start(t)
+	if err := os.WriteFile(m.caFile, m.mk.Identity.RootsPEM(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// writeConfig writes the followed config; extra is appended to its
+// cluster list (a change gives the config a new version).
+func (m *tlsMesh) writeConfig(t *testing.T, extra string) {
+	t.Helper()
 	doc := fmt.Sprintf(`listeners:
   - name: web
     address: %s
     virtual_hosts: [{ name: a, domains: ["*"], routes: [{ match: { path_prefix: / }, cluster: c }] }]
 clusters:
   - { name: c, endpoints: [%s] }
-`, web, okBackend(t))
-	cfg := filepath.Join(dir, "mesh.yaml")
-	if err := os.WriteFile(cfg, []byte(doc), 0o644); err != nil {
+%s`, m.web, m.backend, extra)
+	if err := os.WriteFile(m.opt.ConfigFile, []byte(doc), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	mk, err := serve.Start(serve.Options{
-		XDSAddress: "127.0.0.1:0", APIAddress: "127.0.0.1:0", IdentityAddress: "127.0.0.1:0", DataDir: dir,
-		ConfigFile: cfg, ReplicaID: "e2e", Log: testLog(t).With("side", "meshkit"), XDSTransport: transport,
-		XDSTLS: true, XDSClientAuth: clientAuth, ServerCertTTL: certTTL, SVIDTTL: time.Hour,
-	})
+}
+
+func (m *tlsMesh) start(t *testing.T) {
+	t.Helper()
+	mk, err := serve.Start(m.opt)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -59,11 +82,20 @@ clusters:
 		defer cancel()
 		_ = mk.Shutdown(ctx)
 	})
-	caFile := filepath.Join(dir, "ca.pem")
-	if err := os.WriteFile(caFile, mk.Identity.RootsPEM(), 0o644); err != nil {
+	m.mk = mk
+}
+
+// restart stops MeshKit and starts it again on the same xDS and identity
+// addresses and store (same CA), so that every proxy reconnects.
+func (m *tlsMesh) restart(t *testing.T) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := m.mk.Shutdown(ctx); err != nil {
 		t.Fatal(err)
 	}
-	return &tlsMesh{mk: mk, caFile: caFile, web: web}
+	m.opt.XDSAddress, m.opt.IdentityAddress = m.mk.XDSAddr().String(), m.mk.IdentityAddr().String()
+	m.start(t)
 }
 
 // enrol creates a join token binding node to a SPIFFE ID.
@@ -196,6 +228,34 @@ func TestMeshXDSServerCertRenewal(t *testing.T) {
 			})
 			m.tlsProxy(t, "edge-late", m.caFile, m.enrol(t, "edge-late"), "edge-late", "")
 			m.serves(t, "traffic through a proxy that verified the renewed certificate")
+		})
+	}
+}
+
+// TestMeshXDSClientSVIDRotation: under client auth "require", a proxy whose
+// SVID (2 s lifetime) has been renewed by its identity agent presents the
+// new one when it reconnects: after the first SVID expired, MeshKit
+// restarts on the same addresses and the proxy takes its next config.
+func TestMeshXDSClientSVIDRotation(t *testing.T) {
+	for _, transport := range []string{"lean", "grpc"} {
+		t.Run(transport, func(t *testing.T) {
+			const svidTTL = 2 * time.Second
+			m := startTLSMeshKitWith(t, serve.Options{XDSTransport: transport, XDSClientAuth: serve.ClientAuthRequire, SVIDTTL: svidTTL})
+			p := m.tlsProxy(t, "edge-rot", m.caFile, m.enrol(t, "edge-rot"), "edge-rot", "")
+			m.serves(t, "traffic through the proxy")
+			connectedAt := time.Now()
+			first := p.XDS.Status().Version
+			// The clock is what is tested: the SVID the proxy connected with
+			// must have expired before it reconnects.
+			eventually(t, 3*svidTTL, "the first SVID expired", func() (bool, string) {
+				return time.Since(connectedAt) > svidTTL+500*time.Millisecond, ""
+			})
+			m.writeConfig(t, "  - { name: d, endpoints: [127.0.0.1:9] }\n")
+			m.restart(t)
+			eventually(t, 10*time.Second, "the proxy reconnected with its renewed SVID and took the new config", func() (bool, string) {
+				s := p.XDS.Status()
+				return s.Connected && s.Version != first && s.Version != "", fmt.Sprintf("%+v", s)
+			})
 		})
 	}
 }
