@@ -8,11 +8,12 @@ import (
 	"testing"
 )
 
-// Relay forwards TCP connections to one etcd endpoint until Cut: a client
-// dialled through it loses etcd at once and for good, as a crashed or
-// partitioned MeshKit replica would, without closing anything itself (its
-// leases then expire on the server after their TTL instead of being
-// revoked).
+// Relay forwards TCP connections to one etcd endpoint. Cut drops every
+// relayed connection and refuses new ones until Heal: a client dialled
+// through it loses etcd at once, as a crashed or partitioned MeshKit
+// replica would, without closing anything itself (its leases then expire
+// on the server after their TTL instead of being revoked). Heal before
+// shutting such a client down if its shutdown needs etcd.
 type Relay struct {
 	ln     net.Listener
 	target string
@@ -24,7 +25,7 @@ type Relay struct {
 }
 
 // NewRelay starts a relay on 127.0.0.1 to endpoint (an http:// URL as
-// StartEtcd returns); it is cut when the test ends.
+// StartEtcd returns); it is closed when the test ends.
 func NewRelay(t testing.TB, endpoint string) *Relay {
 	t.Helper()
 	u, err := url.Parse(endpoint)
@@ -38,16 +39,32 @@ func NewRelay(t testing.TB, endpoint string) *Relay {
 	r := &Relay{ln: ln, target: u.Host, conns: map[net.Conn]struct{}{}}
 	r.wg.Add(1)
 	go r.accept()
-	t.Cleanup(r.Cut)
+	t.Cleanup(r.close)
 	return r
 }
 
 // Endpoints is what a client dials instead of the etcd endpoint.
 func (r *Relay) Endpoints() []string { return []string{"http://" + r.ln.Addr().String()} }
 
-// Cut closes the listener and every relayed connection, and waits for the
-// relay's goroutines.
+// Cut closes every relayed connection and refuses new ones until Heal.
 func (r *Relay) Cut() {
+	r.mu.Lock()
+	r.cut = true
+	for c := range r.conns {
+		_ = c.Close()
+	}
+	r.mu.Unlock()
+}
+
+// Heal relays new connections again.
+func (r *Relay) Heal() {
+	r.mu.Lock()
+	r.cut = false
+	r.mu.Unlock()
+}
+
+// close stops the relay for good and waits for its goroutines.
+func (r *Relay) close() {
 	r.mu.Lock()
 	r.cut = true
 	_ = r.ln.Close()
@@ -65,6 +82,13 @@ func (r *Relay) accept() {
 		if err != nil {
 			return
 		}
+		r.mu.Lock()
+		cut := r.cut
+		r.mu.Unlock()
+		if cut {
+			_ = c.Close()
+			continue
+		}
 		up, err := net.Dial("tcp", r.target)
 		if err != nil {
 			_ = c.Close()
@@ -75,7 +99,7 @@ func (r *Relay) accept() {
 			r.mu.Unlock()
 			_ = c.Close()
 			_ = up.Close()
-			return
+			continue
 		}
 		r.conns[c], r.conns[up] = struct{}{}, struct{}{}
 		r.wg.Add(2)
@@ -91,4 +115,8 @@ func (r *Relay) pipe(dst, src net.Conn) {
 	_, _ = io.Copy(dst, src)
 	_ = dst.Close()
 	_ = src.Close()
+	r.mu.Lock()
+	delete(r.conns, dst)
+	delete(r.conns, src)
+	r.mu.Unlock()
 }
