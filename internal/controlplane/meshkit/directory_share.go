@@ -310,7 +310,58 @@ type batch struct {
 // On failure the unwritten part is marked dirty again.
 func (d *proxyDirectory) flush(ctx context.Context, lease store.Lease) error {
 	sh := d.share
+	// Copy what is dirty under the lock; encode outside it, so that a
+	// burst of 10,000 entries does not hold up the xDS callbacks.
+	type pendingStream struct {
+		id    int64
+		entry *storedStream // nil: closed, delete its key
+	}
+	type pendingGroup struct {
+		name  string
+		entry *storedGroup // nil: nothing left to record
+	}
 	d.mu.Lock()
+	stale := append([]string(nil), sh.stale...)
+	sh.stale = sh.stale[:0]
+	streams := make([]pendingStream, 0, len(sh.dirty))
+	for id := range sh.dirty {
+		p := d.streams[id]
+		if p == nil {
+			streams = append(streams, pendingStream{id: id})
+			continue
+		}
+		acked := make(map[string]string, len(p.Acked))
+		for k, v := range p.Acked {
+			acked[k] = v
+		}
+		streams = append(streams, pendingStream{id: id, entry: &storedStream{
+			Node: p.NodeID, Cluster: p.Cluster, Caps: p.Caps, Group: p.Group, Bucket: p.Bucket,
+			Since: p.ConnectedSince, Acked: acked, Nack: p.LastNack, Rev: p.rev,
+		}})
+		p.sent = true
+	}
+	clear(sh.dirty)
+	groups := make([]pendingGroup, 0, len(sh.dirtyGroups))
+	for g := range sh.dirtyGroups {
+		w, x := d.withheld[g], d.exts[g]
+		if len(w) == 0 && len(x) == 0 {
+			if _, ok := sh.groupsSent[g]; ok {
+				groups = append(groups, pendingGroup{name: g})
+			}
+			continue
+		}
+		groups = append(groups, pendingGroup{name: g, entry: &storedGroup{
+			Withheld:   append([]capfilter.Withheld(nil), w...),
+			Extensions: append([]config.ExtensionChoice(nil), x...),
+		}})
+	}
+	clear(sh.dirtyGroups)
+	sent := make(map[string]string, len(groups))
+	for _, g := range groups {
+		sent[g.name] = sh.groupsSent[g.name]
+	}
+	d.mu.Unlock()
+
 	var (
 		batches []*batch
 		cur     *batch
@@ -323,65 +374,53 @@ func (d *proxyDirectory) flush(ctx context.Context, lease store.Lease) error {
 		cur.bytes += size
 		return cur
 	}
-	for _, k := range sh.stale {
+	for _, k := range stale {
 		b := add(len(k))
 		b.deletes = append(b.deletes, k)
 		b.stale = append(b.stale, k)
 	}
-	sh.stale = sh.stale[:0]
-	for id := range sh.dirty {
-		key := sh.streamKey(id)
-		p := d.streams[id]
-		if p == nil {
+	for _, ps := range streams {
+		key := sh.streamKey(ps.id)
+		if ps.entry == nil {
 			b := add(len(key))
 			b.deletes = append(b.deletes, key)
-			b.remark = append(b.remark, id)
+			b.remark = append(b.remark, ps.id)
 			continue
 		}
-		val, err := json.Marshal(storedStream{
-			Node: p.NodeID, Cluster: p.Cluster, Caps: p.Caps, Group: p.Group, Bucket: p.Bucket,
-			Since: p.ConnectedSince, Acked: p.Acked, Nack: p.LastNack, Rev: p.rev,
-		})
+		val, err := json.Marshal(ps.entry)
 		if err != nil {
-			sh.log.Error("proxy directory: encode stream", "node", p.NodeID, "error", err)
+			sh.log.Error("proxy directory: encode stream", "node", ps.entry.Node, "error", err)
 			continue
 		}
 		b := add(len(key) + len(val))
 		b.puts = append(b.puts, store.KV{Key: key, Value: val})
-		b.remark = append(b.remark, id)
-		if p.rev == 0 {
-			b.ids = append(b.ids, id)
+		b.remark = append(b.remark, ps.id)
+		if ps.entry.Rev == 0 {
+			b.ids = append(b.ids, ps.id)
 		}
-		p.sent = true
 	}
-	clear(sh.dirty)
-	for g := range sh.dirtyGroups {
-		key := sh.groupKey(g)
-		w, x := d.withheld[g], d.exts[g]
-		if len(w) == 0 && len(x) == 0 {
-			if _, ok := sh.groupsSent[g]; ok {
-				b := add(len(key))
-				b.deletes = append(b.deletes, key)
-				b.groups = append(b.groups, g)
-				b.encoded[g] = ""
-			}
+	for _, g := range groups {
+		key := sh.groupKey(g.name)
+		if g.entry == nil {
+			b := add(len(key))
+			b.deletes = append(b.deletes, key)
+			b.groups = append(b.groups, g.name)
+			b.encoded[g.name] = ""
 			continue
 		}
-		val, err := json.Marshal(storedGroup{Withheld: w, Extensions: x})
+		val, err := json.Marshal(g.entry)
 		if err != nil {
-			sh.log.Error("proxy directory: encode group", "group", g, "error", err)
+			sh.log.Error("proxy directory: encode group", "group", g.name, "error", err)
 			continue
 		}
-		if sh.groupsSent[g] == string(val) {
+		if sent[g.name] == string(val) {
 			continue
 		}
 		b := add(len(key) + len(val))
 		b.puts = append(b.puts, store.KV{Key: key, Value: val})
-		b.groups = append(b.groups, g)
-		b.encoded[g] = string(val)
+		b.groups = append(b.groups, g.name)
+		b.encoded[g.name] = string(val)
 	}
-	clear(sh.dirtyGroups)
-	d.mu.Unlock()
 
 	for i, b := range batches {
 		rev, err := lease.Write(ctx, b.puts, b.deletes)
