@@ -43,7 +43,7 @@ func ackedADS(t *testing.T, addr, id string) (closeStream func()) {
 }
 
 // listing is what a replica's API lists: "node@replica" sorted, and each
-// node's ACKed listener version.
+// node's kind and ACKed listener version ("omnirelay v").
 func listing(t *testing.T, p *serve.Process) (rows string, acked map[string]string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -56,7 +56,9 @@ func listing(t *testing.T, p *serve.Process) (rows string, acked map[string]stri
 	acked = map[string]string{}
 	for _, px := range resp.GetProxies() {
 		s = append(s, px.GetNodeId()+"@"+px.GetReplica())
-		acked[px.GetNodeId()] = px.GetAcked()[resourcev3.ListenerType]
+		if v := px.GetAcked()[resourcev3.ListenerType]; v != "" {
+			acked[px.GetNodeId()] = px.GetKind() + " " + v
+		}
 	}
 	sort.Strings(s)
 	return strings.Join(s, " "), acked
@@ -108,12 +110,15 @@ clusters:
 	for _, p := range []*serve.Process{a, b} {
 		eventually(t, 10*time.Second, "every proxy listed with its replica and ACK", func() (bool, string) {
 			rows, acked := listing(t, p)
+			if rows != all || len(acked) != 4 {
+				return false, fmt.Sprintf("%s; acked %v", rows, acked)
+			}
 			for _, v := range acked {
-				if v == "" {
+				if !strings.HasPrefix(v, "omnirelay ") {
 					return false, fmt.Sprintf("%s; acked %v", rows, acked)
 				}
 			}
-			return rows == all, rows
+			return true, ""
 		})
 	}
 

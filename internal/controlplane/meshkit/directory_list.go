@@ -72,7 +72,7 @@ func (sh *directoryShare) remote(ctx context.Context) ([]listed, error) {
 				s.Acked = map[string]string{}
 			}
 			rows = append(rows, listed{rev: rev, ProxyStatus: ProxyStatus{
-				NodeID: s.Node, Replica: replica, Cluster: s.Cluster, Caps: s.Caps, Group: s.Group,
+				NodeID: s.Node, Replica: replica, Cluster: s.Cluster, Group: s.Group,
 				ConnectedSince: s.Since, Acked: s.Acked, LastNack: s.Nack, Bucket: s.Bucket,
 			}})
 		case "g":
@@ -90,6 +90,7 @@ func (sh *directoryShare) remote(ctx context.Context) ([]listed, error) {
 	}
 	for i := range rows {
 		g := groups[replicaGroup{rows[i].Replica, rows[i].Group}]
+		rows[i].Caps = g.Caps
 		rows[i].Withheld = append([]capfilter.Withheld(nil), g.Withheld...)
 		rows[i].Extensions = append([]config.ExtensionChoice(nil), g.Extensions...)
 	}

@@ -19,9 +19,10 @@ import (
 
 // DirectoryPrefix is where replicas publish their proxy directories (on a
 // store with leases): DirectoryPrefix + replica + "/s/" + stream id holds a
-// connected stream, DirectoryPrefix + replica + "/g/" + group what that
-// replica withheld from the group and which extension packages it runs
-// (once per group rather than once per proxy). Replica and group are
+// connected stream, DirectoryPrefix + replica + "/g/" + group the group's
+// capabilities, what that replica withheld from it and which extension
+// packages it runs (once per group rather than once per proxy: the
+// capabilities are most of an entry's size). Replica and group are
 // path-escaped.
 const DirectoryPrefix = "/proxies/"
 
@@ -80,7 +81,7 @@ type directoryShare struct {
 
 	// Under proxyDirectory.mu:
 	dirty       map[int64]struct{}  // streams to put, or to delete if closed
-	dirtyGroups map[string]struct{} // group records to put or delete
+	dirtyGroups map[string]struct{} // group records to put (kept while the replica runs)
 	groupsSent  map[string]string   // group -> encoded record in the store
 	stale       []string            // keys of this replica left by an earlier lease
 }
@@ -160,14 +161,15 @@ func (sh *directoryShare) ownPrefix() string {
 
 // storedStream is a stream's entry in the store.
 type storedStream struct {
-	Node    string            `json:"node"`
-	Cluster string            `json:"cluster,omitempty"`
-	Caps    capability.Set    `json:"caps"`
-	Group   string            `json:"group"`
-	Bucket  uint32            `json:"bucket"`
-	Since   time.Time         `json:"since"`
-	Acked   map[string]string `json:"acked,omitempty"`
-	Nack    *Nack             `json:"nack,omitempty"`
+	Node    string `json:"node"`
+	Cluster string `json:"cluster,omitempty"`
+	// Group names the replica's group record, which holds the
+	// capabilities.
+	Group  string            `json:"group"`
+	Bucket uint32            `json:"bucket"`
+	Since  time.Time         `json:"since"`
+	Acked  map[string]string `json:"acked,omitempty"`
+	Nack   *Nack             `json:"nack,omitempty"`
 	// Rev is the revision of the entry's first write; 0 in that first
 	// write, whose mod revision it then is.
 	Rev int64 `json:"rev,omitempty"`
@@ -175,6 +177,7 @@ type storedStream struct {
 
 // storedGroup is a replica's record of one group.
 type storedGroup struct {
+	Caps       capability.Set           `json:"caps"`
 	Withheld   []capfilter.Withheld     `json:"withheld,omitempty"`
 	Extensions []config.ExtensionChoice `json:"extensions,omitempty"`
 }
@@ -270,18 +273,11 @@ func (d *proxyDirectory) resync(ctx context.Context) error {
 		sh.dirty[id] = struct{}{}
 		live[sh.streamKey(id)] = true
 	}
-	for g := range d.withheld {
+	for g := range d.groupCaps {
 		sh.dirtyGroups[g] = struct{}{}
-	}
-	for g := range d.exts {
-		sh.dirtyGroups[g] = struct{}{}
+		live[sh.groupKey(g)] = true
 	}
 	clear(sh.groupsSent)
-	for g := range sh.dirtyGroups {
-		if len(d.withheld[g]) > 0 || len(d.exts[g]) > 0 {
-			live[sh.groupKey(g)] = true
-		}
-	}
 	sh.stale = sh.stale[:0]
 	for _, kv := range kvs {
 		if !live[kv.Key] {
@@ -300,7 +296,7 @@ type batch struct {
 	deletes []string
 	bytes   int
 	ids     []int64  // streams written for the first time
-	groups  []string // groups put or deleted
+	groups  []string // group records put
 	remark  []int64  // every stream in the batch, to mark again on failure
 	stale   []string // keys of an earlier lease deleted by the batch
 	encoded map[string]string
@@ -318,7 +314,7 @@ func (d *proxyDirectory) flush(ctx context.Context, lease store.Lease) error {
 	}
 	type pendingGroup struct {
 		name  string
-		entry *storedGroup // nil: nothing left to record
+		entry *storedGroup
 	}
 	d.mu.Lock()
 	stale := append([]string(nil), sh.stale...)
@@ -335,7 +331,7 @@ func (d *proxyDirectory) flush(ctx context.Context, lease store.Lease) error {
 			acked[k] = v
 		}
 		streams = append(streams, pendingStream{id: id, entry: &storedStream{
-			Node: p.NodeID, Cluster: p.Cluster, Caps: p.Caps, Group: p.Group, Bucket: p.Bucket,
+			Node: p.NodeID, Cluster: p.Cluster, Group: p.Group, Bucket: p.Bucket,
 			Since: p.ConnectedSince, Acked: acked, Nack: p.LastNack, Rev: p.rev,
 		}})
 		p.sent = true
@@ -343,14 +339,15 @@ func (d *proxyDirectory) flush(ctx context.Context, lease store.Lease) error {
 	clear(sh.dirty)
 	groups := make([]pendingGroup, 0, len(sh.dirtyGroups))
 	for g := range sh.dirtyGroups {
-		w, x := d.withheld[g], d.exts[g]
-		if len(w) == 0 && len(x) == 0 {
-			if _, ok := sh.groupsSent[g]; ok {
-				groups = append(groups, pendingGroup{name: g})
-			}
+		caps, ok := d.groupCaps[g]
+		if !ok {
+			// Built before any of its nodes connected here: recorded
+			// with its first stream.
 			continue
 		}
+		w, x := d.withheld[g], d.exts[g]
 		groups = append(groups, pendingGroup{name: g, entry: &storedGroup{
+			Caps:       caps,
 			Withheld:   append([]capfilter.Withheld(nil), w...),
 			Extensions: append([]config.ExtensionChoice(nil), x...),
 		}})
@@ -379,6 +376,22 @@ func (d *proxyDirectory) flush(ctx context.Context, lease store.Lease) error {
 		b.deletes = append(b.deletes, k)
 		b.stale = append(b.stale, k)
 	}
+	// Group records first: a stream is listed with its group's capabilities.
+	for _, g := range groups {
+		key := sh.groupKey(g.name)
+		val, err := json.Marshal(g.entry)
+		if err != nil {
+			sh.log.Error("proxy directory: encode group", "group", g.name, "error", err)
+			continue
+		}
+		if sent[g.name] == string(val) {
+			continue
+		}
+		b := add(len(key) + len(val))
+		b.puts = append(b.puts, store.KV{Key: key, Value: val})
+		b.groups = append(b.groups, g.name)
+		b.encoded[g.name] = string(val)
+	}
 	for _, ps := range streams {
 		key := sh.streamKey(ps.id)
 		if ps.entry == nil {
@@ -399,28 +412,6 @@ func (d *proxyDirectory) flush(ctx context.Context, lease store.Lease) error {
 			b.ids = append(b.ids, ps.id)
 		}
 	}
-	for _, g := range groups {
-		key := sh.groupKey(g.name)
-		if g.entry == nil {
-			b := add(len(key))
-			b.deletes = append(b.deletes, key)
-			b.groups = append(b.groups, g.name)
-			b.encoded[g.name] = ""
-			continue
-		}
-		val, err := json.Marshal(g.entry)
-		if err != nil {
-			sh.log.Error("proxy directory: encode group", "group", g.name, "error", err)
-			continue
-		}
-		if sent[g.name] == string(val) {
-			continue
-		}
-		b := add(len(key) + len(val))
-		b.puts = append(b.puts, store.KV{Key: key, Value: val})
-		b.groups = append(b.groups, g.name)
-		b.encoded[g.name] = string(val)
-	}
 
 	for i, b := range batches {
 		rev, err := lease.Write(ctx, b.puts, b.deletes)
@@ -435,11 +426,7 @@ func (d *proxyDirectory) flush(ctx context.Context, lease store.Lease) error {
 			}
 		}
 		for _, g := range b.groups {
-			if v := b.encoded[g]; v == "" {
-				delete(sh.groupsSent, g)
-			} else {
-				sh.groupsSent[g] = v
-			}
+			sh.groupsSent[g] = b.encoded[g]
 		}
 		d.mu.Unlock()
 	}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/omnirelay/omnirelay/internal/controlplane/capfilter"
 	"github.com/omnirelay/omnirelay/internal/controlplane/store"
+	"github.com/omnirelay/omnirelay/internal/shared/capability"
 )
 
 // memLeaseStore is the part of an etcd store the directory uses (List and
@@ -276,8 +277,9 @@ func TestDirectoryMerge(t *testing.T) {
 		})
 	}
 	rows, _ := a.all(context.Background())
-	if pb := rows[2]; pb.Acked[ackTypes[0]] != "v7" || len(pb.Withheld) != 1 || pb.Withheld[0].Name != "web" {
-		t.Fatalf("p-b as listed by a: acked %v, withheld %v", pb.Acked, pb.Withheld)
+	if pb := rows[2]; pb.Acked[ackTypes[0]] != "v7" || len(pb.Withheld) != 1 || pb.Withheld[0].Name != "web" ||
+		pb.Caps.Kind != capability.KindOmniRelay || pb.Caps.Build != "test" || len(pb.Caps.Filters) != 4 {
+		t.Fatalf("p-b as listed by a: acked %v, withheld %v, caps %+v", pb.Acked, pb.Withheld, pb.Caps)
 	}
 
 	// mover reconnects to b before a notices its stream is gone: b lists it

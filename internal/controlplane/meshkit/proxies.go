@@ -25,7 +25,10 @@ type proxyDirectory struct {
 	streams  map[int64]*streamEntry
 	withheld map[string][]capfilter.Withheld
 	exts     map[string][]config.ExtensionChoice
-	metrics  *metrics
+	// groupCaps is each group's capability set, recorded by its first
+	// stream (a group's nodes share one).
+	groupCaps map[string]capability.Set
+	metrics   *metrics
 
 	// share is nil on a store without leases (bbolt: one replica, the
 	// directory stays in memory).
@@ -76,6 +79,8 @@ func newProxyDirectory() *proxyDirectory {
 		streams:  map[int64]*streamEntry{},
 		withheld: map[string][]capfilter.Withheld{},
 		exts:     map[string][]config.ExtensionChoice{},
+
+		groupCaps: map[string]capability.Set{},
 	}
 }
 
@@ -84,12 +89,17 @@ func (d *proxyDirectory) callbacks() xdsserver.Callbacks {
 		OnStreamOpen: func(id int64, node *corev3.Node) {
 			k := groupOf(node)
 			d.metrics.stream(string(k.caps.Kind), 1)
+			g := k.name()
 			d.mu.Lock()
 			d.streams[id] = &streamEntry{ProxyStatus: ProxyStatus{
 				NodeID: node.GetId(), Cluster: node.GetCluster(), Caps: k.caps, Bucket: k.bucket,
-				Group:          k.name(),
+				Group:          g,
 				ConnectedSince: time.Now(), Acked: map[string]string{},
 			}}
+			if _, ok := d.groupCaps[g]; !ok {
+				d.groupCaps[g] = k.caps
+				d.groupChangedLocked(g)
+			}
 			d.changedLocked(id)
 			d.mu.Unlock()
 		},
