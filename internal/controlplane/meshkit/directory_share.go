@@ -336,7 +336,9 @@ func (d *proxyDirectory) flush(ctx context.Context, lease store.Lease) error {
 		}})
 		p.sent = true
 	}
-	clear(sh.dirty)
+	// A new map rather than clear: a cleared map keeps the buckets of the
+	// largest burst it ever held.
+	sh.dirty = make(map[int64]struct{})
 	groups := make([]pendingGroup, 0, len(sh.dirtyGroups))
 	for g := range sh.dirtyGroups {
 		caps, ok := d.groupCaps[g]

@@ -35,17 +35,24 @@ type proxyDirectory struct {
 	share *directoryShare
 }
 
-// streamEntry is one connected stream and what sharing it needs: 16 bytes
-// beside the status.
+// streamEntry is one connected stream: what a ProxyStatus shows of it
+// less what is the same for its whole group or replica (withheld,
+// extensions, replica: filled in by listings), plus what sharing it needs.
+// Held for every connected client, so kept lean.
 type streamEntry struct {
-	ProxyStatus
+	NodeID, Cluster, Group string
+	Caps                   capability.Set
+	ConnectedSince         time.Time
+	Acked                  map[string]string // type URL -> version
+	LastNack               *Nack
+	Bucket                 uint32
+	// sent says the entry was in a write: closing the stream must delete
+	// its key.
+	sent bool
 	// rev is the store revision of the first write of this stream's entry
 	// (0 until written): listings order one node's entries on several
 	// replicas by it.
 	rev int64
-	// sent says the entry was in a write: closing the stream must delete
-	// its key.
-	sent bool
 }
 
 // ProxyStatus is one connected xDS stream as the operator sees it.
@@ -91,11 +98,11 @@ func (d *proxyDirectory) callbacks() xdsserver.Callbacks {
 			d.metrics.stream(string(k.caps.Kind), 1)
 			g := k.name()
 			d.mu.Lock()
-			d.streams[id] = &streamEntry{ProxyStatus: ProxyStatus{
+			d.streams[id] = &streamEntry{
 				NodeID: node.GetId(), Cluster: node.GetCluster(), Caps: k.caps, Bucket: k.bucket,
 				Group:          g,
 				ConnectedSince: time.Now(), Acked: map[string]string{},
-			}}
+			}
 			if _, ok := d.groupCaps[g]; !ok {
 				d.groupCaps[g] = k.caps
 				d.groupChangedLocked(g)
@@ -173,8 +180,10 @@ func (d *proxyDirectory) local() []listed {
 	d.mu.Lock()
 	out := make([]listed, 0, len(d.streams))
 	for _, p := range d.streams {
-		c := p.ProxyStatus
-		c.Replica = replica
+		c := ProxyStatus{
+			NodeID: p.NodeID, Replica: replica, Cluster: p.Cluster, Caps: p.Caps, Group: p.Group,
+			ConnectedSince: p.ConnectedSince, LastNack: p.LastNack, Bucket: p.Bucket,
+		}
 		c.Acked = make(map[string]string, len(p.Acked))
 		for k, v := range p.Acked {
 			c.Acked[k] = v
