@@ -28,6 +28,7 @@ type memLeaseStore struct {
 	mu     sync.Mutex
 	kv     map[string]store.KV
 	owner  map[string]*memLease
+	leases []*memLease // granted, oldest first
 	rev    int64
 	writes int // Lease.Write calls
 	keys   int // keys put or deleted by them
@@ -55,7 +56,26 @@ func (s *memLeaseStore) List(_ context.Context, prefix string) ([]store.KV, int6
 }
 
 func (s *memLeaseStore) Grant(context.Context, time.Duration) (store.Lease, error) {
-	return &memLease{s: s, lost: make(chan struct{})}, nil
+	l := &memLease{s: s, lost: make(chan struct{})}
+	s.mu.Lock()
+	s.leases = append(s.leases, l)
+	s.mu.Unlock()
+	return l, nil
+}
+
+// expireLatest ends the newest lease as etcd does when its holder stops
+// renewing it: its keys go, its holder sees Lost.
+func (s *memLeaseStore) expireLatest() {
+	s.mu.Lock()
+	l := s.leases[len(s.leases)-1]
+	s.mu.Unlock()
+	_ = l.Revoke(context.Background())
+}
+
+func (s *memLeaseStore) granted() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.leases)
 }
 
 func (s *memLeaseStore) counts() (writes, keys int) {
@@ -103,16 +123,16 @@ func (l *memLease) Lost() <-chan struct{} { return l.lost }
 
 // Revoke deletes the lease's keys, as etcd does.
 func (l *memLease) Revoke(context.Context) error {
-	l.once.Do(func() { close(l.lost) })
 	s := l.s
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	for k, o := range s.owner {
 		if o == l {
 			delete(s.kv, k)
 			delete(s.owner, k)
 		}
 	}
+	s.mu.Unlock()
+	l.once.Do(func() { close(l.lost) })
 	return nil
 }
 
@@ -355,6 +375,48 @@ func TestDirectoryBolt(t *testing.T) {
 	kvs, _, err := st.List(ctx, DirectoryPrefix)
 	if err != nil || len(kvs) != 0 {
 		t.Fatalf("bbolt holds %d directory keys (%v), want none", len(kvs), err)
+	}
+}
+
+// TestDirectoryLeaseLost: when the lease ends under a running replica (etcd
+// unreachable for longer than the TTL: its keys are gone), the replica
+// takes a new one and writes its whole directory again; keys left by an
+// earlier process with the same replica id are deleted.
+func TestDirectoryLeaseLost(t *testing.T) {
+	st := newMemLeaseStore(true)
+	// An earlier "a" crashed, leaving a stream and a group record.
+	old, _ := st.Grant(context.Background(), time.Second)
+	if _, err := old.Write(context.Background(), []store.KV{
+		{Key: DirectoryPrefix + "a/s/99", Value: []byte(`{"node":"ghost","group":"g"}`)},
+		{Key: DirectoryPrefix + "a/g/gone", Value: []byte(`{}`)},
+	}, nil); err != nil {
+		t.Fatal(err)
+	}
+	a := sharedDirectory(t, st, "a")
+	cb := a.callbacks()
+	for i, id := range []string{"n1", "n2", "n3"} {
+		cb.OnStreamOpen(int64(i+1), omniNode(id))
+	}
+	nodes := func() string {
+		var ids []string
+		for id := range storedStreams(t, st, "a") {
+			ids = append(ids, id)
+		}
+		sort.Strings(ids)
+		return strings.Join(ids, " ")
+	}
+	waitFor(t, 5*time.Second, "a's streams written, the ghost deleted", func() (bool, string) {
+		kvs, _, _ := st.List(context.Background(), DirectoryPrefix+"a/g/gone")
+		return nodes() == "n1 n2 n3" && len(kvs) == 0, fmt.Sprintf("%s; old group record %d", nodes(), len(kvs))
+	})
+	leases := st.granted()
+	st.expireLatest()
+	waitFor(t, 5*time.Second, "everything written again under a new lease", func() (bool, string) {
+		return st.granted() == leases+1 && nodes() == "n1 n2 n3", fmt.Sprintf("%d leases; %s", st.granted(), nodes())
+	})
+	rows, err := a.all(context.Background())
+	if err != nil || len(rows) != 3 || rows[0].Caps.Kind != capability.KindOmniRelay {
+		t.Fatalf("listing after the new lease: %+v, %v", rows, err)
 	}
 }
 
