@@ -242,6 +242,10 @@ func (s *etcdStore) Watch(ctx context.Context, prefix string, afterRev int64) <-
 	return out
 }
 
+// campaignCancelGrace is how long an abandoned campaign may take to clean up
+// its key in etcd before Campaign returns without waiting for it.
+const campaignCancelGrace = time.Second
+
 func (s *etcdStore) Campaign(ctx context.Context, election, id string) (Leadership, error) {
 	if err := s.check("campaign", election, false); err != nil {
 		return nil, err
@@ -262,12 +266,36 @@ func (s *etcdStore) Campaign(ctx context.Context, election, id string) (Leadersh
 		return fail(err)
 	}
 	e := concurrency.NewElection(sess, s.elect+election)
-	if err := e.Campaign(ctx, id); err != nil {
-		_ = sess.Close()
-		if ctx.Err() != nil {
-			err = errors.Join(ctx.Err(), err)
+	// etcd's Campaign, when ctx ends while it waits, deletes its key with the
+	// client's own context: with etcd unreachable that waits until etcd comes
+	// back or the client closes, and a replica cut off etcd could not shut
+	// down. So the wait ends with ctx here; the abandoned call finishes in
+	// the background and its session is closed then (Close of the store ends
+	// it at the latest).
+	done := make(chan error, 1)
+	go func() { done <- e.Campaign(ctx, id) }()
+	var cerr error
+	select {
+	case cerr = <-done:
+	case <-ctx.Done():
+		select {
+		case cerr = <-done:
+		case <-time.After(campaignCancelGrace):
+			go func() {
+				<-done
+				_ = sess.Close()
+			}()
+			return fail(ctx.Err())
 		}
-		return fail(err)
+	}
+	if cerr != nil {
+		// Revoking the lease waits up to the session TTL for an unreachable
+		// etcd; the lease expires by itself anyway.
+		go func() { _ = sess.Close() }()
+		if ctx.Err() != nil {
+			cerr = errors.Join(ctx.Err(), cerr)
+		}
+		return fail(cerr)
 	}
 	s.mu.Lock()
 	s.sessions[sess] = struct{}{}
