@@ -40,8 +40,9 @@ type Plugin struct {
 	claims   func(*filter.Stream) map[string]any
 	state    func(*filter.Stream) *any
 	pool     sync.Pool
-	// stateful: response rules need what the request phase left
-	// (metadata), so the state is kept until OnComplete.
+	// stateful: response rules may need what request rules left
+	// (metadata), so the state is kept until OnComplete. A rule set with
+	// one phase only has nothing to carry over.
 	stateful bool
 	// routeTo: some rule routes with RouteToHeader, so a client's own copy
 	// of that header is dropped before the rules run (no route spoofing).
@@ -98,9 +99,7 @@ func compile(name string, c *dslrules.Checked, config []byte, o Options) (*Plugi
 			p.request = append(p.request, r)
 		}
 	}
-	if len(p.response) > 0 {
-		p.stateful = true
-	}
+	p.stateful = len(p.request) > 0 && len(p.response) > 0
 	p.pool.New = func() any { return newEvalState(p) }
 	return p, nil
 }

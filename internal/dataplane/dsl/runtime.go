@@ -54,8 +54,10 @@ type Runtime struct {
 }
 
 var (
-	_ extension.Runtime = (*Runtime)(nil)
-	_ extension.Plugin  = (*Plugin)(nil)
+	_ extension.Runtime         = (*Runtime)(nil)
+	_ extension.Plugin          = (*Plugin)(nil)
+	_ extension.RequestSkipper  = (*Plugin)(nil)
+	_ extension.ResponseSkipper = (*Plugin)(nil)
 )
 
 // NewRuntime returns the dsl runtime.
@@ -93,15 +95,31 @@ func (r *Runtime) Compile(name string, payload, config []byte) (*Plugin, error) 
 	return p, nil
 }
 
+// SkipsRequest implements extension.RequestSkipper: a rule set with no
+// request rules (response rules only) needs no request call. route_to is
+// a request action, so such a set has no client header to drop either.
+func (p *Plugin) SkipsRequest() bool { return len(p.request) == 0 && !p.routeTo }
+
+// SkipsResponse implements extension.ResponseSkipper: a rule set with no
+// response rules needs no response call. The answer is fixed at load: it
+// depends on neither the stream nor the state.
+func (p *Plugin) SkipsResponse(any, *filter.Stream) bool { return len(p.response) == 0 }
+
 // OnRequest implements extension.Plugin: the request rules in order. Stop
 // means a rule answered (deny, respond).
 func (p *Plugin) OnRequest(ctx context.Context, s *filter.Stream) (extension.Action, error) {
-	if len(p.request) == 0 && !p.stateful {
+	if len(p.request) == 0 {
 		return extension.Continue, nil
 	}
 	st := p.acquire(s)
 	stop, err := p.runRequest(ctx, st)
-	if slot := p.stateOf(s); p.stateful && slot != nil {
+	// Only a stateful set keeps the state: the others need not look up the
+	// slot (a scan of the stream's filter slots).
+	var slot *any
+	if p.stateful {
+		slot = p.stateOf(s)
+	}
+	if slot != nil {
 		*slot = st
 	} else {
 		p.put(st)

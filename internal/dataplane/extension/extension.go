@@ -25,8 +25,10 @@
 // deadline itself (DeadlineKeeper: Proxy-Wasm interrupts the guest, the
 // native runtime checks after the call) skips the second read, and a plugin
 // that knows a stream needs no response phase (ResponseSkipper: a Proxy-Wasm
-// context without response callbacks) is not called for it, so such a Wasm
-// request reads the clock once. The resolution that costs: a Wasm guest call that ends after its deadline but
+// context without response callbacks, a DSL rule set without response
+// rules) is not called for it, so such a Wasm request reads the clock once;
+// a plugin with no request phase at all (RequestSkipper: a DSL rule set with
+// response rules only) gets no request call. The resolution that costs: a Wasm guest call that ends after its deadline but
 // before the interrupt timer has run (the timer's latency) counts as ok; a
 // guest still running at its deadline is stopped as before, and every other
 // kind is timed at the end of each call. Not taken: a coarse clock kept by a
@@ -104,6 +106,19 @@ type DeadlineKeeper interface {
 // and false is always a correct answer.
 type ResponseSkipper interface {
 	SkipsResponse(state any, s *filter.Stream) bool
+}
+
+// RequestSkipper is implemented by plugins whose OnRequest does nothing for
+// any stream (a DSL rule set with response rules only). The filter asks
+// once per loaded plugin, off the request path, and for a plugin that says
+// yes makes no request call: no watchdog, no clock read, nothing counted in
+// omnirelay_extension_calls_total. The stream still takes the plugin, so
+// OnResponse and OnComplete run as for any stream (OnResponse then finds
+// an empty StreamState slot). Unlike ResponseSkipper it is not asked per
+// stream: what a plugin's OnRequest would do depends on the request, which
+// only the call can tell.
+type RequestSkipper interface {
+	SkipsRequest() bool
 }
 
 // Action is what a plugin's OnRequest tells the chain.

@@ -23,6 +23,7 @@ type instance struct {
 	broken  atomic.Bool // a call failed under the reload policy
 	retired atomic.Bool
 	keeps   bool            // the plugin is a DeadlineKeeper that says yes
+	skipReq bool            // the plugin is a RequestSkipper that says yes
 	skipper ResponseSkipper // nil unless the plugin is one
 	f       *Factory
 	name    string
@@ -33,6 +34,9 @@ func (f *Factory) newInstance(p Plugin, name string) *instance {
 	in := &instance{plugin: p, f: f, name: name}
 	if k, ok := p.(DeadlineKeeper); ok {
 		in.keeps = k.KeepsDeadline()
+	}
+	if r, ok := p.(RequestSkipper); ok {
+		in.skipReq = r.SkipsRequest()
 	}
 	in.skipper, _ = p.(ResponseSkipper)
 	in.refs.Store(1)
@@ -185,6 +189,11 @@ func (x *extFilter) OnRequest(s *filter.Stream) filter.Status {
 	st := x.pool.Get().(*streamState)
 	st.e, st.in = e, in
 	s.SetState(x.index, st)
+	if in.skipReq {
+		// The stream keeps the plugin (and its state) for OnResponse and
+		// OnComplete; there is just no request call to make.
+		return filter.Continue
+	}
 	st.active = true
 	a, o, _ := x.watchdog.onRequest(in, st.ctx, s)
 	st.active = false
