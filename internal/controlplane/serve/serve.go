@@ -218,7 +218,7 @@ func Start(opt Options) (*Process, error) {
 			return nil, err
 		}
 	}
-	if err := p.startXDS(opt, clientAuth); err != nil {
+	if err := p.startXDS(ctx, opt, clientAuth); err != nil {
 		cancel()
 		return nil, err
 	}

@@ -200,14 +200,22 @@ func verifiedLeaf(cs *tls.ConnectionState) *x509.Certificate {
 
 // startXDS builds the xDS server of the chosen transport, with TLS and
 // client authentication when asked. Serving starts with the other servers.
-func (p *Process) startXDS(opt Options, clientAuth string) error {
+// With client authentication, the node records are watched (until ctx
+// ends) so that a revoked node loses its open streams (watchNodeRecords).
+// Under mode none there is no Authorize at all: it would let every stream
+// through, and the server then keeps no per-node list of streams.
+func (p *Process) startXDS(ctx context.Context, opt Options, clientAuth string) error {
 	var cfg *tls.Config
 	if opt.XDSTLS {
 		var err error
 		if cfg, err = p.xdsTLSConfig(opt); err != nil {
 			return err
 		}
-		p.MeshKit.Server().SetAuthorize(p.xdsAuthorize(clientAuth))
+		if clientAuth != ClientAuthNone {
+			p.MeshKit.Server().SetAuthorize(p.xdsAuthorize(clientAuth))
+			p.wg.Add(1)
+			go func() { defer p.wg.Done(); p.watchNodeRecords(ctx) }()
+		}
 	}
 	switch opt.XDSTransport {
 	case "", "lean":

@@ -111,7 +111,7 @@ func (s *Server) serveDelta(stream deltaStream, typeURL string) error {
 	dc := &deltaConn{conn: c, stream: stream, typeURL: typeURL}
 
 	dc.start(dc.pushAll)
-	return serve(c, stream.Recv, first, dc.handle)
+	return c.runGRPC(func() error { return serve(c, stream.Recv, first, dc.handle) })
 }
 
 func (dc *deltaConn) handle(req *discoveryv3.DeltaDiscoveryRequest) error {

@@ -76,6 +76,9 @@ func (st *h2stream) handle(b []byte) error {
 			st.xc, c.lean = c, st
 			st.sotw = &sotwConn{conn: c, stream: leanSotW{st}, typeURL: st.route.typeURL}
 			st.sotw.start(st.sotw.pushAll)
+			if err := c.arm(st.finish); err != nil {
+				return err
+			}
 		}
 		return st.xc.step(func() error { return st.sotw.handle(req) })
 	case routeDelta:
@@ -91,6 +94,9 @@ func (st *h2stream) handle(b []byte) error {
 			st.xc, c.lean = c, st
 			st.delta = &deltaConn{conn: c, stream: leanDelta{st}, typeURL: st.route.typeURL}
 			st.delta.start(st.delta.pushAll)
+			if err := c.arm(st.finish); err != nil {
+				return err
+			}
 		}
 		return st.xc.step(func() error { return st.delta.handle(req) })
 	case routeFetch:

@@ -130,6 +130,10 @@ type Server struct {
 	stopped   bool
 	lwg       sync.WaitGroup // connection readers and flushers
 	frameBufs sync.Pool      // *[]byte of h2MaxReadFrame bytes: DATA payloads being read
+
+	// Open streams by node id, for CloseNode; kept only with Authorize.
+	nmu    sync.Mutex
+	byNode map[string][]*nodeTrack
 }
 
 // New returns a server for o.Cache.
@@ -230,6 +234,7 @@ type conn struct {
 	lean     *h2stream    // the lean transport's stream, nil on grpc-go
 	// noSecrets: Authorize withheld SDS secrets from this stream.
 	noSecrets bool
+	trk       *nodeTrack // the stream's entry for CloseNode; nil without Authorize
 
 	pending atomic.Bool // a push goroutine is scheduled and has not yet read the state
 	closed  atomic.Bool
@@ -241,18 +246,22 @@ func (s *Server) open(node *corev3.Node, p Peer) (*conn, error) {
 	if node == nil {
 		return nil, status.Error(codes.InvalidArgument, "xds: first request carries no node")
 	}
+	c := &conn{s: s, node: identity(node)}
+	s.track(c)
 	secrets, err := s.authorize(node, p)
 	if err != nil {
+		s.untrack(c)
 		return nil, err
 	}
 	group, err := s.group(node)
 	if err != nil {
+		s.untrack(c)
 		if _, ok := status.FromError(err); ok {
 			return nil, err
 		}
 		return nil, status.Error(codes.InvalidArgument, fmt.Sprintf("xds: node %q: %v", node.GetId(), err))
 	}
-	c := &conn{s: s, id: s.nextID.Add(1), node: identity(node), group: group, noSecrets: !secrets}
+	c.id, c.group, c.noSecrets = s.nextID.Add(1), group, !secrets
 	if s.cb.OnStreamOpen != nil {
 		s.cb.OnStreamOpen(c.id, node)
 	}
@@ -295,6 +304,10 @@ func serve[T any](c *conn, recv func() (*T, error), first *T, handle func(*T) er
 func (c *conn) step(handle func() error) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.closed.Load() {
+		// CloseNode ended the stream while this request was on its way.
+		return status.Error(codes.Unavailable, "xds: stream closed")
+	}
 	if err := handle(); err != nil {
 		return err
 	}
@@ -309,6 +322,7 @@ func (c *conn) close() {
 		return // the lean transport may end a stream from two sides
 	}
 	c.s.cache.unsubscribe(c.group, c)
+	c.s.untrack(c)
 	if c.s.cb.OnStreamClose != nil {
 		c.s.cb.OnStreamClose(c.id, c.node)
 	}

@@ -53,7 +53,7 @@ func (s *Server) serveSotW(stream sotwStream, typeURL string) error {
 	sc := &sotwConn{conn: c, stream: stream, typeURL: typeURL}
 
 	sc.start(sc.pushAll)
-	return serve(c, stream.Recv, first, sc.handle)
+	return c.runGRPC(func() error { return serve(c, stream.Recv, first, sc.handle) })
 }
 
 func (sc *sotwConn) handle(req *discoveryv3.DiscoveryRequest) error {
