@@ -372,6 +372,9 @@ func (p *Plugin) runResponse(ctx context.Context, st *evalState) error {
 		return nil
 	}
 	st.respHdr.h = &st.s.Resp.Header
+	// A state kept from the request phase holds the query as it was then;
+	// a later filter may have rewritten the path since (and its bytes).
+	st.query.q = st.s.Req.Query()
 	for i := range p.response {
 		r := &p.response[i]
 		if err := ctx.Err(); err != nil {

@@ -160,3 +160,39 @@ func TestPhaseSkippedPolicies(t *testing.T) {
 		})
 	}
 }
+
+// rewriter is a filter after the rules that rewrites the path (and so the
+// query), as a later filter of the chain may.
+type rewriter struct{}
+
+func (rewriter) OnRequest(s *filter.Stream) filter.Status {
+	s.Req.SetPath("/other?id=2")
+	return filter.Continue
+}
+
+func (rewriter) OnResponse(*filter.Stream) {}
+
+// TestResponseSeesRequestNow: response rules read the request as it is when
+// the response arrives, whether or not the state was kept from the request
+// phase (a kept state must not hold the query of the path it saw then).
+func TestResponseSeesRequestNow(t *testing.T) {
+	const responseRule = `
+- name: echo-query
+  phase: response
+  actions: [{set_header: {name: x-query-id, expr: 'request.query.get("id") + " " + request.path'}}]`
+	tests := []struct {
+		name, rules string
+	}{
+		{name: "response only", rules: "rules:" + responseRule},
+		{name: "both phases", rules: "rules:\n- {name: tag, actions: [{set_metadata: {key: k, value: v}}]}" + responseRule},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := filter.NewChain(echo{}, buildFilter(t, nil, &extv1.Extension{Package: signedPackage(t, tt.rules)}, dsl.Options{}), rewriter{})
+			s := run(c, "/first?id=1")
+			if got := s.Resp.Header.GetString("x-query-id"); got != "2 /other" {
+				t.Fatalf("x-query-id = %q, want %q", got, "2 /other")
+			}
+		})
+	}
+}
