@@ -413,15 +413,23 @@ func TestActionErrors(t *testing.T) {
 	}
 }
 
+// The deadline (here the stream's cancellation) is checked between rules,
+// not before the first one: the watchdog times the call's start and end.
 func TestDeadlineBetweenRules(t *testing.T) {
 	p := load(t, `rules:
 - name: a
-  actions: [{set_header: {name: x-a, value: "1"}}]`, "", Options{})
+  actions: [{set_header: {name: x-a, value: "1"}}]
+- name: b
+  actions: [{set_header: {name: x-b, value: "1"}}]`, "", Options{})
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	_, err := p.OnRequest(ctx, newStream(streamOpts{}))
-	if !errors.Is(err, context.Canceled) {
-		t.Fatalf("err = %v, want context.Canceled", err)
+	s := newStream(streamOpts{})
+	_, err := p.OnRequest(ctx, s)
+	if !errors.Is(err, context.Canceled) || !strings.Contains(err.Error(), `rule "b"`) {
+		t.Fatalf("err = %v, want context.Canceled before rule b", err)
+	}
+	if s.Req.Header.GetString("x-a") != "1" || s.Req.Header.GetString("x-b") != "" {
+		t.Fatalf("x-a %q x-b %q, want only the first rule applied", s.Req.Header.GetString("x-a"), s.Req.Header.GetString("x-b"))
 	}
 }
 

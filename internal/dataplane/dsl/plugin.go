@@ -261,6 +261,20 @@ func isCostLimit(err error) bool {
 	return errors.As(err, &ec) && ec.Cause == interpreter.CostLimitExceeded
 }
 
+// checkDeadline is the deadline check before rule i of a call: rules that
+// ran long end the call between rules. There is none before the first rule:
+// the watchdog set the deadline as the call began, and it reads the clock
+// again as the call ends, so a check there could catch only a stream
+// already cancelled, for a clock read (through the context, ~35 ns) per
+// call. A call on a cancelled stream runs its first rule, bounded by the
+// cost limit.
+func checkDeadline(ctx context.Context, i int) error {
+	if i == 0 {
+		return nil
+	}
+	return ctx.Err()
+}
+
 // runRequest applies the request rules in order. It reports stop when an
 // action answered the request.
 func (p *Plugin) runRequest(ctx context.Context, st *evalState) (stop bool, err error) {
@@ -269,7 +283,7 @@ func (p *Plugin) runRequest(ctx context.Context, st *evalState) (stop bool, err 
 	}
 	for i := range p.request {
 		r := &p.request[i]
-		if err := ctx.Err(); err != nil {
+		if err := checkDeadline(ctx, i); err != nil {
 			return false, fmt.Errorf("rule %q: %w", r.name, err)
 		}
 		if r.when != nil {
@@ -377,7 +391,7 @@ func (p *Plugin) runResponse(ctx context.Context, st *evalState) error {
 	st.query.q = st.s.Req.Query()
 	for i := range p.response {
 		r := &p.response[i]
-		if err := ctx.Err(); err != nil {
+		if err := checkDeadline(ctx, i); err != nil {
 			return fmt.Errorf("rule %q: %w", r.name, err)
 		}
 		if r.when != nil {
