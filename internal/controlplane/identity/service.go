@@ -2,9 +2,6 @@ package identity
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/hex"
@@ -12,7 +9,6 @@ import (
 	"fmt"
 	"log/slog"
 	"sort"
-	"sync"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -31,10 +27,6 @@ import (
 // DefaultSVIDTTL is the lifetime of an issued SVID.
 const DefaultSVIDTTL = time.Hour
 
-// servingTTL is the lifetime of MeshKit's own certificate on the identity
-// port; it is reissued at half-life.
-const servingTTL = 24 * time.Hour
-
 // Options configures a Service.
 type Options struct {
 	CA    *CA
@@ -50,14 +42,16 @@ type Options struct {
 // Service implements Identity (served on the identity TLS port) and
 // IdentityAdmin (served on the operator API). Safe for concurrent use.
 type Service struct {
-	ca      *CA
-	st      store.Store
-	ttl     time.Duration
-	now     func() time.Time
-	log     *slog.Logger
-	id      spiffeid.ID // MeshKit's own identity on the identity port
-	mu      sync.Mutex  // guards serving
-	serving *tls.Certificate
+	ca  *CA
+	st  store.Store
+	ttl time.Duration
+	now func() time.Time
+	log *slog.Logger
+	id  spiffeid.ID // MeshKit's own identity on the identity port
+	// serving is MeshKit's certificate on the identity port: the same
+	// source as the other ports' (no host SANs: the agent checks the
+	// SPIFFE ID).
+	serving *ServerCert
 }
 
 // NewService builds the service over a CA and the store holding tokens and
@@ -82,7 +76,9 @@ func NewService(opt Options) (*Service, error) {
 	if err != nil {
 		return nil, fmt.Errorf("identity: meshkit id: %w", err)
 	}
-	return &Service{ca: opt.CA, st: opt.Store, ttl: opt.SVIDTTL, now: opt.Now, log: opt.Log, id: id}, nil
+	s := &Service{ca: opt.CA, st: opt.Store, ttl: opt.SVIDTTL, now: opt.Now, log: opt.Log, id: id}
+	s.serving = &ServerCert{s: s, ttl: DefaultServerCertTTL}
+	return s, nil
 }
 
 // ServerID is the SPIFFE ID MeshKit presents on the identity port:
@@ -108,29 +104,8 @@ func (s *Service) ServerTLSConfig() *tls.Config {
 		MinVersion:     tls.VersionTLS12,
 		ClientAuth:     tls.VerifyClientCertIfGiven,
 		ClientCAs:      s.ca.RootPool(),
-		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return s.servingCert() },
+		GetCertificate: s.serving.GetCertificate,
 	}
-}
-
-// servingCert returns MeshKit's certificate, issuing a new one once the
-// current one is past half its life.
-func (s *Service) servingCert() (*tls.Certificate, error) {
-	now := s.now()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if c := s.serving; c != nil && now.Before(c.Leaf.NotBefore.Add(c.Leaf.NotAfter.Sub(c.Leaf.NotBefore)/2)) {
-		return c, nil
-	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, fmt.Errorf("identity: serving key: %w", err)
-	}
-	leaf, err := s.ca.issue(key.Public(), s.id, "meshkit", now, servingTTL, time.Time{})
-	if err != nil {
-		return nil, err
-	}
-	s.serving = &tls.Certificate{Certificate: s.chainDER(leaf), PrivateKey: key, Leaf: leaf}
-	return s.serving, nil
 }
 
 // chainDER is the leaf followed by the CA's chain without its root (peers
