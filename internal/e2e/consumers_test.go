@@ -39,11 +39,7 @@ func startMeshKit(t *testing.T, configYAML string) *serve.Process {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = p.Shutdown(ctx)
-	})
+	shutdownAtCleanup(t, p)
 	return p
 }
 

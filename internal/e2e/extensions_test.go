@@ -99,11 +99,7 @@ clusters: [{ name: main, endpoints: [%s] }]
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = p.Shutdown(ctx)
-	})
+	shutdownAtCleanup(t, p)
 	client := &http.Client{Timeout: 2 * time.Second}
 	version := func() string {
 		resp, err := client.Get("http://" + edge + "/")

@@ -227,10 +227,16 @@ func startSignedMeshKit(t *testing.T, dir string) *serve.Process {
 	if err != nil {
 		t.Fatal(err)
 	}
+	shutdownAtCleanup(t, mk)
+	return mk
+}
+
+// shutdownAtCleanup shuts s (a proxy or a MeshKit) down when the test ends,
+// giving in-flight work 5 s.
+func shutdownAtCleanup(t *testing.T, s interface{ Shutdown(context.Context) error }) {
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		_ = mk.Shutdown(ctx)
+		_ = s.Shutdown(ctx)
 	})
-	return mk
 }

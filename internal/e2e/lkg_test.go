@@ -36,11 +36,7 @@ func startProxy(t *testing.T, addr, node, trustRoot, lkgDir, admin string, sotw 
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = p.Shutdown(ctx)
-	})
+	shutdownAtCleanup(t, p)
 	return p
 }
 

@@ -27,11 +27,7 @@ func startReplica(t *testing.T, etcd []string, key, id string) *serve.Process {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = p.Shutdown(ctx)
-	})
+	shutdownAtCleanup(t, p)
 	return p
 }
 

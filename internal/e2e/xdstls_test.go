@@ -77,11 +77,7 @@ func (m *tlsMesh) start(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = mk.Shutdown(ctx)
-	})
+	shutdownAtCleanup(t, mk)
 	m.mk = mk
 }
 
@@ -127,11 +123,7 @@ func (m *tlsMesh) tlsProxy(t *testing.T, node, caFile, token, idNode, lkgDir str
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = p.Shutdown(ctx)
-	})
+	shutdownAtCleanup(t, p)
 	return p
 }
 
