@@ -93,6 +93,7 @@ func newRoot() *cobra.Command {
 	f.StringVar(&etcd, "etcd", "", "comma-separated etcd endpoints: store state in etcd instead (several replicas)")
 	f.StringVar(&opt.EtcdPrefix, "etcd-prefix", "/meshkit", "key prefix in etcd")
 	f.StringVar(&opt.SigningKey, "signing-key", "", "ed25519 private key (PEM) signing every resource served to OmniRelay")
+	f.IntVar(&opt.HistoryKeep, "history-keep", 50, "how many desired-config versions the store keeps (omnictl history, diff, undo), 1..10000")
 	f.StringVar(&opt.ReplicaID, "replica-id", "", "this replica's name in leader elections (default host:pid)")
 	f.StringVar(&opt.IdentityAddress, "identity-address", "127.0.0.1:15012", "identity CA address (TLS gRPC: SVIDs by CSR); empty disables identity")
 	f.StringVar(&opt.TrustDomain, "trust-domain", serve.DefaultTrustDomain, "SPIFFE trust domain of issued SVIDs")

@@ -53,7 +53,14 @@ func (c *cli) applyCmd() *cobra.Command {
 				return apiError("apply "+file, err)
 			}
 			return c.printMessage(resp, func(w io.Writer) {
-				fmt.Fprintf(w, "applied %s: version %s\n", file, resp.GetVersion())
+				switch {
+				case resp.GetUnchanged():
+					fmt.Fprintf(w, "unchanged %s: version %s is in force (number %d)\n", file, resp.GetVersion(), resp.GetNumber())
+				case resp.GetNumber() > 0:
+					fmt.Fprintf(w, "applied %s: version %s (number %d)\n", file, resp.GetVersion(), resp.GetNumber())
+				default:
+					fmt.Fprintf(w, "applied %s: version %s\n", file, resp.GetVersion())
+				}
 			})
 		},
 	}

@@ -43,6 +43,7 @@ type cli struct {
 	timeout   time.Duration
 	tokenFile string
 	caFile    string // TLS trusting this bundle; plaintext when empty
+	author    string // who the config history records
 	out       io.Writer
 	errOut    io.Writer
 }
@@ -69,10 +70,12 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 	pf.StringVarP(&c.output, "output", "o", "table", "output format: table, json or yaml")
 	pf.DurationVar(&c.timeout, "timeout", 10*time.Second, "deadline of each API call")
 	pf.StringVar(&c.caFile, "ca-file", "", "PEM bundle MeshKit's API certificate is verified against (meshkit serve --api-tls, --ca-bundle-out): TLS instead of plaintext; --server must be a name or IP the certificate holds")
+	pf.StringVar(&c.author, "author", defaultAuthor(), "who MeshKit's config history records for a change (declared, not authenticated; default $OMNICTL_AUTHOR, else user@host)")
 	pf.StringVar(&c.tokenFile, "token-file", "", "file holding MeshKit's API bearer token (default: $OMNICTL_TOKEN, else none)")
 	root.AddCommand(c.applyCmd(), c.getCmd(), c.registerCmd(), c.deregisterCmd())
 	root.AddCommand(c.tokenCmd(), c.nodeCmd())
 	root.AddCommand(c.extCmd())
+	root.AddCommand(c.historyCmd(), c.diffCmd(), c.undoCmd())
 	return root
 }
 
@@ -91,7 +94,7 @@ func (c *cli) dial() (*grpc.ClientConn, error) {
 		}
 		creds = credentials.NewTLS(&tls.Config{MinVersion: tls.VersionTLS12, RootCAs: pool})
 	}
-	opts := []grpc.DialOption{grpc.WithTransportCredentials(creds)}
+	opts := []grpc.DialOption{grpc.WithTransportCredentials(creds), grpc.WithUnaryInterceptor(authorInterceptor(c.author))}
 	tok := os.Getenv("OMNICTL_TOKEN")
 	if c.tokenFile != "" {
 		b, err := os.ReadFile(c.tokenFile)

@@ -42,6 +42,7 @@ const VersionHeader = "Omnirelay-Config-Version"
 //	POST   /v1/services/{service}/endpoints            body: Endpoint → RegisterResponse
 //	PUT    /v1/services/{service}/endpoints/{id}/heartbeat   body (optional): {ttl, health} → HeartbeatResponse
 //	DELETE /v1/services/{service}/endpoints/{id}       DeregisterResponse
+//	GET    /v1/config/versions, /v1/config/versions/{n}, /v1/config/diff; POST /v1/config/undo (versions.go)
 //	GET    /v1/proxies                                 ListProxiesResponse
 //	POST   /v1/extensions/{extension}/canary           body: CanaryRequest → RolloutResponse
 //	POST   /v1/extensions/{extension}/promote          RolloutResponse
@@ -62,7 +63,7 @@ func (s *Server) HTTPHandler() http.Handler {
 				return
 			}
 			filename := r.URL.Query().Get("filename")
-			respond(w)(cfg.Apply(r.Context(), &meshkitv1.ApplyRequest{Filename: filename, Yaml: body}))
+			respond(w)(cfg.Apply(gatewayAuthor(r), &meshkitv1.ApplyRequest{Filename: filename, Yaml: body}))
 		},
 		http.MethodGet: func(w http.ResponseWriter, r *http.Request) {
 			resp, err := cfg.Get(r.Context(), &meshkitv1.GetConfigRequest{})
@@ -121,6 +122,7 @@ func (s *Server) HTTPHandler() http.Handler {
 		},
 	})
 	s.routeRollouts(mux) // rollout.go
+	s.routeVersions(mux) // versions.go
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, status.Errorf(codes.NotFound, "no API route %s %s", r.Method, r.URL.Path))
 	})

@@ -186,18 +186,33 @@ func (c configService) Apply(ctx context.Context, req *meshkitv1.ApplyRequest) (
 	if name == "" {
 		name = "config.yaml"
 	}
-	version, err := c.s.cfg.Apply(ctx, name, req.GetYaml())
+	ctx = withAuthor(ctx)
+	var (
+		resp *meshkitv1.ApplyResponse
+		err  error
+	)
+	if vs, ok := c.s.cfg.(VersionService); ok {
+		resp, err = vs.ApplyVersion(ctx, name, req.GetYaml())
+	} else {
+		var version string
+		version, err = c.s.cfg.Apply(ctx, name, req.GetYaml())
+		resp = &meshkitv1.ApplyResponse{Version: version}
+	}
 	if err != nil {
 		c.s.log.Info("config rejected", "file", name, "err", err)
 		return nil, toStatus(err)
 	}
-	c.s.log.Debug("config applied", "file", name, "version", version)
-	return &meshkitv1.ApplyResponse{Version: version}, nil
+	c.s.log.Debug("config applied", "file", name, "version", resp.GetVersion(), "number", resp.GetNumber())
+	return resp, nil
 }
 
 func (c configService) Get(ctx context.Context, _ *meshkitv1.GetConfigRequest) (*meshkitv1.GetConfigResponse, error) {
 	if c.s.cfg == nil {
 		return nil, status.Error(codes.Unimplemented, "this MeshKit has no config service")
+	}
+	if vs, ok := c.s.cfg.(VersionService); ok {
+		resp, err := vs.Current(ctx)
+		return resp, mapErr(err)
 	}
 	yaml, version, err := c.s.cfg.Get(ctx)
 	if err != nil {

@@ -15,8 +15,6 @@ package meshkit
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -31,6 +29,7 @@ import (
 	"github.com/omnirelay/omnirelay/internal/controlplane/extstore"
 	"github.com/omnirelay/omnirelay/internal/controlplane/registry"
 	"github.com/omnirelay/omnirelay/internal/controlplane/store"
+	"github.com/omnirelay/omnirelay/internal/controlplane/versions"
 	"github.com/omnirelay/omnirelay/internal/controlplane/xdsserver"
 	"github.com/omnirelay/omnirelay/internal/shared/config"
 	"github.com/omnirelay/omnirelay/internal/shared/signing"
@@ -56,6 +55,9 @@ type Options struct {
 	// Directory names this replica in the proxy directory and, on a store
 	// with leases (etcd), sets how it is shared (directory_share.go).
 	Directory DirectoryOptions
+	// HistoryKeep is how many config versions the store keeps
+	// (versions.DefaultKeep when 0, at most versions.MaxKeep).
+	HistoryKeep int
 }
 
 // MeshKit is a running control plane core (without its network servers:
@@ -85,11 +87,11 @@ type MeshKit struct {
 	rolloutMu sync.Mutex
 }
 
-// desired is the stored form of the desired configuration.
+// desired is the stored form of the desired configuration: the version
+// record in force (its number, author, summary and signature travel with
+// the document so that one write is atomic on every store).
 type desired struct {
-	Filename string `json:"filename"`
-	YAML     []byte `json:"yaml"`
-	Version  string `json:"version"`
+	versions.Record
 
 	cfg *config.Config // parsed; not stored
 }
@@ -217,12 +219,12 @@ func (m *MeshKit) reloadDesired(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("read %s: %w", KeyDesired, err)
 	}
-	var d desired
-	if err := json.Unmarshal(kv.Value, &d); err != nil {
-		return fmt.Errorf("decode %s: %w", KeyDesired, err)
+	d, err := decodeDesired(kv.Value)
+	if err != nil {
+		return err
 	}
 	m.mu.Lock()
-	same := m.desired != nil && m.desired.Version == d.Version
+	same := m.desired != nil && m.desired.Version == d.Version && m.desired.Number == d.Number
 	m.mu.Unlock()
 	if same {
 		return nil
@@ -233,38 +235,23 @@ func (m *MeshKit) reloadDesired(ctx context.Context) error {
 	}
 	d.cfg = cfg
 	m.mu.Lock()
-	m.desired = &d
+	m.desired = d
 	m.mu.Unlock()
-	m.opt.Log.Info("configuration in force", "version", d.Version, "file", d.Filename)
+	if err := m.ensureHistory(ctx, d); err != nil {
+		m.opt.Log.Warn("config version not recorded in the history", "number", d.Number, "error", err)
+	}
+	m.opt.Log.Info("configuration in force", "version", d.Version, "number", d.Number, "file", d.Filename)
 	m.trigger()
 	return nil
 }
 
 // Apply validates a configuration document and stores it as the desired
-// state. It implements the API's ConfigService. An invalid document is
-// rejected with every problem (file, path, reason) and nothing is stored.
+// state (a new version, origin apply). It implements the API's
+// ConfigService. An invalid document is rejected with every problem (file,
+// path, reason) and nothing is stored.
 func (m *MeshKit) Apply(ctx context.Context, filename string, data []byte) (version string, err error) {
-	defer func() { m.metrics.apply(err) }()
-	cfg, err := m.parseAndCheck(filename, data)
-	if err != nil {
-		return "", err
-	}
-	sum := sha256.Sum256(data)
-	d := desired{Filename: filename, YAML: data, Version: hex.EncodeToString(sum[:8])}
-	val, err := json.Marshal(d)
-	if err != nil {
-		return "", err
-	}
-	if _, err := m.opt.Store.Put(ctx, KeyDesired, val, -1); err != nil {
-		return "", fmt.Errorf("store configuration: %w", err)
-	}
-	d.cfg = cfg
-	m.mu.Lock()
-	m.desired = &d
-	m.mu.Unlock()
-	m.opt.Log.Info("configuration applied", "version", d.Version, "file", filename)
-	m.trigger()
-	return d.Version, nil
+	a, err := m.ApplyVersion(ctx, filename, data, versions.OriginApply)
+	return a.Version, err
 }
 
 // Get returns the desired configuration document and its version.
@@ -327,3 +314,5 @@ func sleep(ctx context.Context, d time.Duration) {
 	case <-t.C:
 	}
 }
+
+func jsonMarshal(v any) ([]byte, error) { return json.Marshal(v) }

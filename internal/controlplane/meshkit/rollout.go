@@ -3,9 +3,6 @@ package meshkit
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -16,6 +13,7 @@ import (
 	"github.com/goccy/go-yaml/parser"
 
 	"github.com/omnirelay/omnirelay/internal/controlplane/store"
+	"github.com/omnirelay/omnirelay/internal/controlplane/versions"
 	"github.com/omnirelay/omnirelay/internal/shared/config"
 )
 
@@ -109,16 +107,12 @@ var errSkip = errors.New("entry left as it is")
 func (m *MeshKit) editExtension(ctx context.Context, name, step string, edit func(*config.Extension) error) (RolloutResult, error) {
 	m.rolloutMu.Lock()
 	defer m.rolloutMu.Unlock()
-	kv, err := m.opt.Store.Get(ctx, KeyDesired)
-	if errors.Is(err, store.ErrNotFound) {
-		return RolloutResult{}, fmt.Errorf("no configuration applied yet: %w", err)
-	}
+	kv, d, err := m.readDesired(ctx)
 	if err != nil {
-		return RolloutResult{}, fmt.Errorf("read %s: %w", KeyDesired, err)
+		return RolloutResult{}, err
 	}
-	var d desired
-	if err := json.Unmarshal(kv.Value, &d); err != nil {
-		return RolloutResult{}, fmt.Errorf("decode %s: %w", KeyDesired, err)
+	if d == nil {
+		return RolloutResult{}, fmt.Errorf("no configuration applied yet: %w", store.ErrNotFound)
 	}
 	data, paths, err := rewriteExtension(d.Filename, d.YAML, name, step, edit)
 	if err != nil {
@@ -129,22 +123,12 @@ func (m *MeshKit) editExtension(ctx context.Context, name, step string, edit fun
 	if err != nil {
 		return RolloutResult{}, fmt.Errorf("%s of extension %q makes an invalid configuration: %w", step, name, err)
 	}
-	sum := sha256.Sum256(data)
-	nd := desired{Filename: d.Filename, YAML: data, Version: hex.EncodeToString(sum[:8])}
-	val, err := json.Marshal(nd)
+	nd, err := m.commit(ctx, kv, d, d.Filename, data, next, versions.OriginExtension, []string{fmt.Sprintf("extension %s: %s", name, step)})
 	if err != nil {
 		return RolloutResult{}, err
 	}
-	if _, err := m.opt.Store.Put(ctx, KeyDesired, val, kv.Revision); err != nil {
-		return RolloutResult{}, fmt.Errorf("store configuration: %w", err)
-	}
-	nd.cfg = next
-	m.mu.Lock()
-	m.desired = &nd
-	m.mu.Unlock()
 	m.opt.Log.Info("extension rollout step applied", "step", step, "extension", name, "entries", len(res.Paths),
 		"from", d.Version, "version", nd.Version)
-	m.trigger()
 	res.Version = nd.Version
 	return res, nil
 }

@@ -33,6 +33,7 @@ import (
 	"github.com/omnirelay/omnirelay/internal/controlplane/meshkit"
 	"github.com/omnirelay/omnirelay/internal/controlplane/registry"
 	"github.com/omnirelay/omnirelay/internal/controlplane/store"
+	"github.com/omnirelay/omnirelay/internal/controlplane/versions"
 	"github.com/omnirelay/omnirelay/internal/shared/signing"
 )
 
@@ -54,6 +55,9 @@ type Options struct {
 	SigningKey string
 	// ConfigFile, when set, is applied at start and whenever it changes.
 	ConfigFile string
+	// HistoryKeep is how many config versions are kept (default
+	// versions.DefaultKeep, at most versions.MaxKeep).
+	HistoryKeep int
 	// ReplicaID names this replica in leader elections (default host:pid).
 	ReplicaID    string
 	PollInterval time.Duration // config file poll (default 1s)
@@ -144,6 +148,9 @@ func Start(opt Options) (*Process, error) {
 	if opt.PollInterval == 0 {
 		opt.PollInterval = time.Second
 	}
+	if opt.HistoryKeep < 0 || opt.HistoryKeep > versions.MaxKeep {
+		return nil, fmt.Errorf("history keep %d: want 1..%d (0: %d)", opt.HistoryKeep, versions.MaxKeep, versions.DefaultKeep)
+	}
 	var signer *signing.Signer
 	if opt.SigningKey != "" {
 		k, err := signing.LoadPrivateKey(opt.SigningKey)
@@ -168,7 +175,7 @@ func Start(opt Options) (*Process, error) {
 	metricsReg := prometheus.NewRegistry()
 	metricsReg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	p.MeshKit = meshkit.New(meshkit.Options{Store: st, Registry: p.Registry, Signer: signer, Log: opt.Log, Metrics: metricsReg,
-		Directory: meshkit.DirectoryOptions{ReplicaID: opt.ReplicaID}})
+		Directory: meshkit.DirectoryOptions{ReplicaID: opt.ReplicaID}, HistoryKeep: opt.HistoryKeep})
 
 	clientAuth, err := checkClientAuth(opt.XDSClientAuth, opt.XDSTLS)
 	if err != nil {
@@ -200,7 +207,7 @@ func Start(opt Options) (*Process, error) {
 			cancel()
 			return nil, fmt.Errorf("config: %w", err)
 		}
-		if _, err := p.MeshKit.Apply(ctx, opt.ConfigFile, data); err != nil {
+		if _, err := p.MeshKit.ApplyVersion(versions.WithAuthor(ctx, "file "+opt.ConfigFile), opt.ConfigFile, data, versions.OriginFile); err != nil {
 			cancel()
 			return nil, err
 		}
@@ -208,7 +215,7 @@ func Start(opt Options) (*Process, error) {
 		go func() { defer p.wg.Done(); p.followFile(ctx, opt.ConfigFile, data, opt.PollInterval) }()
 	}
 
-	apiSrv := api.New(api.Options{Registry: p.Registry, Config: p.MeshKit, Proxies: proxyList{m: p.MeshKit, log: opt.Log}, Rollouts: rolloutAPI{p.MeshKit}, Log: opt.Log})
+	apiSrv := api.New(api.Options{Registry: p.Registry, Config: configAPI{p.MeshKit}, Proxies: proxyList{m: p.MeshKit, log: opt.Log}, Rollouts: rolloutAPI{p.MeshKit}, Log: opt.Log})
 	p.apiGRPC = grpc.NewServer()
 	apiSrv.RegisterGRPC(p.apiGRPC)
 	extstore.New(st, opt.Log).Register(p.apiGRPC) // omnictl ext push/list
@@ -346,10 +353,10 @@ func (p *Process) followFile(ctx context.Context, path string, last []byte, ever
 			continue
 		}
 		sum = s
-		if v, err := p.MeshKit.Apply(ctx, path, data); err != nil {
+		if a, err := p.MeshKit.ApplyVersion(versions.WithAuthor(ctx, "file "+path), path, data, versions.OriginFile); err != nil {
 			p.log.Error("config file rejected; the stored config stays", "file", path, "error", err)
 		} else {
-			p.log.Info("config file applied", "file", path, "version", v)
+			p.log.Info("config file applied", "file", path, "version", a.Version, "number", a.Number)
 		}
 	}
 }

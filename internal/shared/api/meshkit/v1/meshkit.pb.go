@@ -831,8 +831,14 @@ func (x *ApplyRequest) GetYaml() []byte {
 }
 
 type ApplyResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Version       string                 `protobuf:"bytes,1,opt,name=version,proto3" json:"version,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// version is the document's content digest (what proxies see in their
+	// xDS versions); number is its place in the history (1, 2, ...).
+	Version string `protobuf:"bytes,1,opt,name=version,proto3" json:"version,omitempty"`
+	Number  int64  `protobuf:"varint,2,opt,name=number,proto3" json:"number,omitempty"`
+	// unchanged is set when the document equals the current one: no new
+	// version was made.
+	Unchanged     bool `protobuf:"varint,3,opt,name=unchanged,proto3" json:"unchanged,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -872,6 +878,20 @@ func (x *ApplyResponse) GetVersion() string {
 		return x.Version
 	}
 	return ""
+}
+
+func (x *ApplyResponse) GetNumber() int64 {
+	if x != nil {
+		return x.Number
+	}
+	return 0
+}
+
+func (x *ApplyResponse) GetUnchanged() bool {
+	if x != nil {
+		return x.Unchanged
+	}
+	return false
 }
 
 type GetConfigRequest struct {
@@ -914,6 +934,7 @@ type GetConfigResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Yaml          []byte                 `protobuf:"bytes,1,opt,name=yaml,proto3" json:"yaml,omitempty"`
 	Version       string                 `protobuf:"bytes,2,opt,name=version,proto3" json:"version,omitempty"`
+	Number        int64                  `protobuf:"varint,3,opt,name=number,proto3" json:"number,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -962,6 +983,444 @@ func (x *GetConfigResponse) GetVersion() string {
 	return ""
 }
 
+func (x *GetConfigResponse) GetNumber() int64 {
+	if x != nil {
+		return x.Number
+	}
+	return 0
+}
+
+// ConfigVersion is one entry of the config history.
+type ConfigVersion struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Number int64                  `protobuf:"varint,1,opt,name=number,proto3" json:"number,omitempty"`
+	// version is the document's content digest.
+	Version  string `protobuf:"bytes,2,opt,name=version,proto3" json:"version,omitempty"`
+	Filename string `protobuf:"bytes,3,opt,name=filename,proto3" json:"filename,omitempty"`
+	// author is who applied it, as the caller declared it (omnictl sends
+	// user@host; the API has no per-user authentication): the
+	// omnirelay-author gRPC metadata or Omnirelay-Author HTTP header.
+	Author    string                 `protobuf:"bytes,4,opt,name=author,proto3" json:"author,omitempty"`
+	CreatedAt *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	// origin is apply, undo, file (a followed --config), extension (an
+	// extension canary step) or rollout.
+	Origin string `protobuf:"bytes,6,opt,name=origin,proto3" json:"origin,omitempty"`
+	// summary names what changed against the version before it, one change
+	// a line ("cluster shop-v2 added", "listener web: virtual_hosts changed").
+	Summary []string `protobuf:"bytes,7,rep,name=summary,proto3" json:"summary,omitempty"`
+	// signature is a DSSE envelope (ed25519, MeshKit's --signing-key) over
+	// the version's number, digest, sha256 of the document, author and time;
+	// empty when MeshKit signs nothing. key_id names the key.
+	Signature []byte `protobuf:"bytes,8,opt,name=signature,proto3" json:"signature,omitempty"`
+	KeyId     string `protobuf:"bytes,9,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
+	// yaml is set by GetVersion only.
+	Yaml []byte `protobuf:"bytes,10,opt,name=yaml,proto3" json:"yaml,omitempty"`
+	// current marks the version in force.
+	Current bool `protobuf:"varint,11,opt,name=current,proto3" json:"current,omitempty"`
+	// parent is the number of the version it replaced (0 for the first).
+	Parent        int64 `protobuf:"varint,12,opt,name=parent,proto3" json:"parent,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConfigVersion) Reset() {
+	*x = ConfigVersion{}
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConfigVersion) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConfigVersion) ProtoMessage() {}
+
+func (x *ConfigVersion) ProtoReflect() protoreflect.Message {
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConfigVersion.ProtoReflect.Descriptor instead.
+func (*ConfigVersion) Descriptor() ([]byte, []int) {
+	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *ConfigVersion) GetNumber() int64 {
+	if x != nil {
+		return x.Number
+	}
+	return 0
+}
+
+func (x *ConfigVersion) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *ConfigVersion) GetFilename() string {
+	if x != nil {
+		return x.Filename
+	}
+	return ""
+}
+
+func (x *ConfigVersion) GetAuthor() string {
+	if x != nil {
+		return x.Author
+	}
+	return ""
+}
+
+func (x *ConfigVersion) GetCreatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedAt
+	}
+	return nil
+}
+
+func (x *ConfigVersion) GetOrigin() string {
+	if x != nil {
+		return x.Origin
+	}
+	return ""
+}
+
+func (x *ConfigVersion) GetSummary() []string {
+	if x != nil {
+		return x.Summary
+	}
+	return nil
+}
+
+func (x *ConfigVersion) GetSignature() []byte {
+	if x != nil {
+		return x.Signature
+	}
+	return nil
+}
+
+func (x *ConfigVersion) GetKeyId() string {
+	if x != nil {
+		return x.KeyId
+	}
+	return ""
+}
+
+func (x *ConfigVersion) GetYaml() []byte {
+	if x != nil {
+		return x.Yaml
+	}
+	return nil
+}
+
+func (x *ConfigVersion) GetCurrent() bool {
+	if x != nil {
+		return x.Current
+	}
+	return false
+}
+
+func (x *ConfigVersion) GetParent() int64 {
+	if x != nil {
+		return x.Parent
+	}
+	return 0
+}
+
+type HistoryRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HistoryRequest) Reset() {
+	*x = HistoryRequest{}
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HistoryRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HistoryRequest) ProtoMessage() {}
+
+func (x *HistoryRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HistoryRequest.ProtoReflect.Descriptor instead.
+func (*HistoryRequest) Descriptor() ([]byte, []int) {
+	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{18}
+}
+
+type HistoryResponse struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Versions []*ConfigVersion       `protobuf:"bytes,1,rep,name=versions,proto3" json:"versions,omitempty"`
+	// keep is how many versions are kept.
+	Keep          uint32 `protobuf:"varint,2,opt,name=keep,proto3" json:"keep,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HistoryResponse) Reset() {
+	*x = HistoryResponse{}
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HistoryResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HistoryResponse) ProtoMessage() {}
+
+func (x *HistoryResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HistoryResponse.ProtoReflect.Descriptor instead.
+func (*HistoryResponse) Descriptor() ([]byte, []int) {
+	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *HistoryResponse) GetVersions() []*ConfigVersion {
+	if x != nil {
+		return x.Versions
+	}
+	return nil
+}
+
+func (x *HistoryResponse) GetKeep() uint32 {
+	if x != nil {
+		return x.Keep
+	}
+	return 0
+}
+
+type GetVersionRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Number        int64                  `protobuf:"varint,1,opt,name=number,proto3" json:"number,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetVersionRequest) Reset() {
+	*x = GetVersionRequest{}
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetVersionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetVersionRequest) ProtoMessage() {}
+
+func (x *GetVersionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetVersionRequest.ProtoReflect.Descriptor instead.
+func (*GetVersionRequest) Descriptor() ([]byte, []int) {
+	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *GetVersionRequest) GetNumber() int64 {
+	if x != nil {
+		return x.Number
+	}
+	return 0
+}
+
+type DiffRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	From          int64                  `protobuf:"varint,1,opt,name=from,proto3" json:"from,omitempty"`
+	To            int64                  `protobuf:"varint,2,opt,name=to,proto3" json:"to,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DiffRequest) Reset() {
+	*x = DiffRequest{}
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DiffRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DiffRequest) ProtoMessage() {}
+
+func (x *DiffRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DiffRequest.ProtoReflect.Descriptor instead.
+func (*DiffRequest) Descriptor() ([]byte, []int) {
+	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *DiffRequest) GetFrom() int64 {
+	if x != nil {
+		return x.From
+	}
+	return 0
+}
+
+func (x *DiffRequest) GetTo() int64 {
+	if x != nil {
+		return x.To
+	}
+	return 0
+}
+
+type DiffResponse struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Summary []string               `protobuf:"bytes,1,rep,name=summary,proto3" json:"summary,omitempty"`
+	// unified is a unified diff (3 lines of context) of the two documents.
+	Unified       string `protobuf:"bytes,2,opt,name=unified,proto3" json:"unified,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DiffResponse) Reset() {
+	*x = DiffResponse{}
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DiffResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DiffResponse) ProtoMessage() {}
+
+func (x *DiffResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DiffResponse.ProtoReflect.Descriptor instead.
+func (*DiffResponse) Descriptor() ([]byte, []int) {
+	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *DiffResponse) GetSummary() []string {
+	if x != nil {
+		return x.Summary
+	}
+	return nil
+}
+
+func (x *DiffResponse) GetUnified() string {
+	if x != nil {
+		return x.Unified
+	}
+	return ""
+}
+
+type UndoRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// to is the version whose document becomes the desired config again; 0
+	// means the version before the current one.
+	To            int64 `protobuf:"varint,1,opt,name=to,proto3" json:"to,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UndoRequest) Reset() {
+	*x = UndoRequest{}
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UndoRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UndoRequest) ProtoMessage() {}
+
+func (x *UndoRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UndoRequest.ProtoReflect.Descriptor instead.
+func (*UndoRequest) Descriptor() ([]byte, []int) {
+	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *UndoRequest) GetTo() int64 {
+	if x != nil {
+		return x.To
+	}
+	return 0
+}
+
 type ListProxiesRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -970,7 +1429,7 @@ type ListProxiesRequest struct {
 
 func (x *ListProxiesRequest) Reset() {
 	*x = ListProxiesRequest{}
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[17]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -982,7 +1441,7 @@ func (x *ListProxiesRequest) String() string {
 func (*ListProxiesRequest) ProtoMessage() {}
 
 func (x *ListProxiesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[17]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -995,7 +1454,7 @@ func (x *ListProxiesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListProxiesRequest.ProtoReflect.Descriptor instead.
 func (*ListProxiesRequest) Descriptor() ([]byte, []int) {
-	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{17}
+	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{24}
 }
 
 type ListProxiesResponse struct {
@@ -1007,7 +1466,7 @@ type ListProxiesResponse struct {
 
 func (x *ListProxiesResponse) Reset() {
 	*x = ListProxiesResponse{}
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[18]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1019,7 +1478,7 @@ func (x *ListProxiesResponse) String() string {
 func (*ListProxiesResponse) ProtoMessage() {}
 
 func (x *ListProxiesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[18]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1032,7 +1491,7 @@ func (x *ListProxiesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListProxiesResponse.ProtoReflect.Descriptor instead.
 func (*ListProxiesResponse) Descriptor() ([]byte, []int) {
-	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{18}
+	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ListProxiesResponse) GetProxies() []*Proxy {
@@ -1072,7 +1531,7 @@ type Proxy struct {
 
 func (x *Proxy) Reset() {
 	*x = Proxy{}
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[19]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1084,7 +1543,7 @@ func (x *Proxy) String() string {
 func (*Proxy) ProtoMessage() {}
 
 func (x *Proxy) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[19]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1097,7 +1556,7 @@ func (x *Proxy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Proxy.ProtoReflect.Descriptor instead.
 func (*Proxy) Descriptor() ([]byte, []int) {
-	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{19}
+	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *Proxy) GetNodeId() string {
@@ -1229,7 +1688,7 @@ type ProxyExtension struct {
 
 func (x *ProxyExtension) Reset() {
 	*x = ProxyExtension{}
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[20]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1241,7 +1700,7 @@ func (x *ProxyExtension) String() string {
 func (*ProxyExtension) ProtoMessage() {}
 
 func (x *ProxyExtension) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[20]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1254,7 +1713,7 @@ func (x *ProxyExtension) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProxyExtension.ProtoReflect.Descriptor instead.
 func (*ProxyExtension) Descriptor() ([]byte, []int) {
-	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{20}
+	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ProxyExtension) GetName() string {
@@ -1299,7 +1758,7 @@ type CanaryRequest struct {
 
 func (x *CanaryRequest) Reset() {
 	*x = CanaryRequest{}
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[21]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1311,7 +1770,7 @@ func (x *CanaryRequest) String() string {
 func (*CanaryRequest) ProtoMessage() {}
 
 func (x *CanaryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[21]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1324,7 +1783,7 @@ func (x *CanaryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CanaryRequest.ProtoReflect.Descriptor instead.
 func (*CanaryRequest) Descriptor() ([]byte, []int) {
-	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{21}
+	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *CanaryRequest) GetExtension() string {
@@ -1364,7 +1823,7 @@ type PromoteRequest struct {
 
 func (x *PromoteRequest) Reset() {
 	*x = PromoteRequest{}
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[22]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1376,7 +1835,7 @@ func (x *PromoteRequest) String() string {
 func (*PromoteRequest) ProtoMessage() {}
 
 func (x *PromoteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[22]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1389,7 +1848,7 @@ func (x *PromoteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PromoteRequest.ProtoReflect.Descriptor instead.
 func (*PromoteRequest) Descriptor() ([]byte, []int) {
-	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{22}
+	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *PromoteRequest) GetExtension() string {
@@ -1408,7 +1867,7 @@ type RollbackRequest struct {
 
 func (x *RollbackRequest) Reset() {
 	*x = RollbackRequest{}
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[23]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1420,7 +1879,7 @@ func (x *RollbackRequest) String() string {
 func (*RollbackRequest) ProtoMessage() {}
 
 func (x *RollbackRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[23]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1433,7 +1892,7 @@ func (x *RollbackRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RollbackRequest.ProtoReflect.Descriptor instead.
 func (*RollbackRequest) Descriptor() ([]byte, []int) {
-	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{23}
+	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *RollbackRequest) GetExtension() string {
@@ -1455,7 +1914,7 @@ type RolloutResponse struct {
 
 func (x *RolloutResponse) Reset() {
 	*x = RolloutResponse{}
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[24]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1467,7 +1926,7 @@ func (x *RolloutResponse) String() string {
 func (*RolloutResponse) ProtoMessage() {}
 
 func (x *RolloutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[24]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1480,7 +1939,7 @@ func (x *RolloutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RolloutResponse.ProtoReflect.Descriptor instead.
 func (*RolloutResponse) Descriptor() ([]byte, []int) {
-	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{24}
+	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *RolloutResponse) GetVersion() string {
@@ -1509,7 +1968,7 @@ type Nack struct {
 
 func (x *Nack) Reset() {
 	*x = Nack{}
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[25]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1521,7 +1980,7 @@ func (x *Nack) String() string {
 func (*Nack) ProtoMessage() {}
 
 func (x *Nack) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[25]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1534,7 +1993,7 @@ func (x *Nack) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Nack.ProtoReflect.Descriptor instead.
 func (*Nack) Descriptor() ([]byte, []int) {
-	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{25}
+	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *Nack) GetTypeUrl() string {
@@ -1576,7 +2035,7 @@ type Withheld struct {
 
 func (x *Withheld) Reset() {
 	*x = Withheld{}
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[26]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1588,7 +2047,7 @@ func (x *Withheld) String() string {
 func (*Withheld) ProtoMessage() {}
 
 func (x *Withheld) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[26]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1601,7 +2060,7 @@ func (x *Withheld) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Withheld.ProtoReflect.Descriptor instead.
 func (*Withheld) Descriptor() ([]byte, []int) {
-	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{26}
+	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *Withheld) GetTypeUrl() string {
@@ -1639,7 +2098,7 @@ type CreateJoinTokenRequest struct {
 
 func (x *CreateJoinTokenRequest) Reset() {
 	*x = CreateJoinTokenRequest{}
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[27]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1651,7 +2110,7 @@ func (x *CreateJoinTokenRequest) String() string {
 func (*CreateJoinTokenRequest) ProtoMessage() {}
 
 func (x *CreateJoinTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[27]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1664,7 +2123,7 @@ func (x *CreateJoinTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateJoinTokenRequest.ProtoReflect.Descriptor instead.
 func (*CreateJoinTokenRequest) Descriptor() ([]byte, []int) {
-	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{27}
+	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *CreateJoinTokenRequest) GetNodeId() string {
@@ -1701,7 +2160,7 @@ type CreateJoinTokenResponse struct {
 
 func (x *CreateJoinTokenResponse) Reset() {
 	*x = CreateJoinTokenResponse{}
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[28]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1713,7 +2172,7 @@ func (x *CreateJoinTokenResponse) String() string {
 func (*CreateJoinTokenResponse) ProtoMessage() {}
 
 func (x *CreateJoinTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[28]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1726,7 +2185,7 @@ func (x *CreateJoinTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateJoinTokenResponse.ProtoReflect.Descriptor instead.
 func (*CreateJoinTokenResponse) Descriptor() ([]byte, []int) {
-	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{28}
+	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *CreateJoinTokenResponse) GetToken() string {
@@ -1762,7 +2221,7 @@ type SignRequest struct {
 
 func (x *SignRequest) Reset() {
 	*x = SignRequest{}
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[29]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1774,7 +2233,7 @@ func (x *SignRequest) String() string {
 func (*SignRequest) ProtoMessage() {}
 
 func (x *SignRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[29]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1787,7 +2246,7 @@ func (x *SignRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignRequest.ProtoReflect.Descriptor instead.
 func (*SignRequest) Descriptor() ([]byte, []int) {
-	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{29}
+	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *SignRequest) GetCsr() []byte {
@@ -1818,7 +2277,7 @@ type SignResponse struct {
 
 func (x *SignResponse) Reset() {
 	*x = SignResponse{}
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[30]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1830,7 +2289,7 @@ func (x *SignResponse) String() string {
 func (*SignResponse) ProtoMessage() {}
 
 func (x *SignResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[30]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1843,7 +2302,7 @@ func (x *SignResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignResponse.ProtoReflect.Descriptor instead.
 func (*SignResponse) Descriptor() ([]byte, []int) {
-	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{30}
+	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *SignResponse) GetCertChain() [][]byte {
@@ -1883,7 +2342,7 @@ type RevokeNodeRequest struct {
 
 func (x *RevokeNodeRequest) Reset() {
 	*x = RevokeNodeRequest{}
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[31]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1895,7 +2354,7 @@ func (x *RevokeNodeRequest) String() string {
 func (*RevokeNodeRequest) ProtoMessage() {}
 
 func (x *RevokeNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[31]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1908,7 +2367,7 @@ func (x *RevokeNodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeNodeRequest.ProtoReflect.Descriptor instead.
 func (*RevokeNodeRequest) Descriptor() ([]byte, []int) {
-	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{31}
+	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *RevokeNodeRequest) GetNodeId() string {
@@ -1928,7 +2387,7 @@ type RevokeNodeResponse struct {
 
 func (x *RevokeNodeResponse) Reset() {
 	*x = RevokeNodeResponse{}
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[32]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1940,7 +2399,7 @@ func (x *RevokeNodeResponse) String() string {
 func (*RevokeNodeResponse) ProtoMessage() {}
 
 func (x *RevokeNodeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[32]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1953,7 +2412,7 @@ func (x *RevokeNodeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeNodeResponse.ProtoReflect.Descriptor instead.
 func (*RevokeNodeResponse) Descriptor() ([]byte, []int) {
-	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{32}
+	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *RevokeNodeResponse) GetTokensDropped() uint32 {
@@ -1971,7 +2430,7 @@ type ListNodesRequest struct {
 
 func (x *ListNodesRequest) Reset() {
 	*x = ListNodesRequest{}
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[33]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1983,7 +2442,7 @@ func (x *ListNodesRequest) String() string {
 func (*ListNodesRequest) ProtoMessage() {}
 
 func (x *ListNodesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[33]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1996,7 +2455,7 @@ func (x *ListNodesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNodesRequest.ProtoReflect.Descriptor instead.
 func (*ListNodesRequest) Descriptor() ([]byte, []int) {
-	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{33}
+	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{40}
 }
 
 type ListNodesResponse struct {
@@ -2008,7 +2467,7 @@ type ListNodesResponse struct {
 
 func (x *ListNodesResponse) Reset() {
 	*x = ListNodesResponse{}
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[34]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2020,7 +2479,7 @@ func (x *ListNodesResponse) String() string {
 func (*ListNodesResponse) ProtoMessage() {}
 
 func (x *ListNodesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[34]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2033,7 +2492,7 @@ func (x *ListNodesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNodesResponse.ProtoReflect.Descriptor instead.
 func (*ListNodesResponse) Descriptor() ([]byte, []int) {
-	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{34}
+	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *ListNodesResponse) GetNodes() []*IdentityNode {
@@ -2062,7 +2521,7 @@ type IdentityNode struct {
 
 func (x *IdentityNode) Reset() {
 	*x = IdentityNode{}
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[35]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2074,7 +2533,7 @@ func (x *IdentityNode) String() string {
 func (*IdentityNode) ProtoMessage() {}
 
 func (x *IdentityNode) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[35]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2087,7 +2546,7 @@ func (x *IdentityNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IdentityNode.ProtoReflect.Descriptor instead.
 func (*IdentityNode) Descriptor() ([]byte, []int) {
-	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{35}
+	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *IdentityNode) GetNodeId() string {
@@ -2196,13 +2655,45 @@ const file_meshkit_v1_meshkit_proto_rawDesc = "" +
 	"\tendpoints\x18\x01 \x03(\v2\x1e.omnirelay.meshkit.v1.EndpointR\tendpoints\">\n" +
 	"\fApplyRequest\x12\x1a\n" +
 	"\bfilename\x18\x01 \x01(\tR\bfilename\x12\x12\n" +
-	"\x04yaml\x18\x02 \x01(\fR\x04yaml\")\n" +
+	"\x04yaml\x18\x02 \x01(\fR\x04yaml\"_\n" +
 	"\rApplyResponse\x12\x18\n" +
-	"\aversion\x18\x01 \x01(\tR\aversion\"\x12\n" +
-	"\x10GetConfigRequest\"A\n" +
+	"\aversion\x18\x01 \x01(\tR\aversion\x12\x16\n" +
+	"\x06number\x18\x02 \x01(\x03R\x06number\x12\x1c\n" +
+	"\tunchanged\x18\x03 \x01(\bR\tunchanged\"\x12\n" +
+	"\x10GetConfigRequest\"Y\n" +
 	"\x11GetConfigResponse\x12\x12\n" +
 	"\x04yaml\x18\x01 \x01(\fR\x04yaml\x12\x18\n" +
-	"\aversion\x18\x02 \x01(\tR\aversion\"\x14\n" +
+	"\aversion\x18\x02 \x01(\tR\aversion\x12\x16\n" +
+	"\x06number\x18\x03 \x01(\x03R\x06number\"\xdd\x02\n" +
+	"\rConfigVersion\x12\x16\n" +
+	"\x06number\x18\x01 \x01(\x03R\x06number\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\tR\aversion\x12\x1a\n" +
+	"\bfilename\x18\x03 \x01(\tR\bfilename\x12\x16\n" +
+	"\x06author\x18\x04 \x01(\tR\x06author\x129\n" +
+	"\n" +
+	"created_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x12\x16\n" +
+	"\x06origin\x18\x06 \x01(\tR\x06origin\x12\x18\n" +
+	"\asummary\x18\a \x03(\tR\asummary\x12\x1c\n" +
+	"\tsignature\x18\b \x01(\fR\tsignature\x12\x15\n" +
+	"\x06key_id\x18\t \x01(\tR\x05keyId\x12\x12\n" +
+	"\x04yaml\x18\n" +
+	" \x01(\fR\x04yaml\x12\x18\n" +
+	"\acurrent\x18\v \x01(\bR\acurrent\x12\x16\n" +
+	"\x06parent\x18\f \x01(\x03R\x06parent\"\x10\n" +
+	"\x0eHistoryRequest\"f\n" +
+	"\x0fHistoryResponse\x12?\n" +
+	"\bversions\x18\x01 \x03(\v2#.omnirelay.meshkit.v1.ConfigVersionR\bversions\x12\x12\n" +
+	"\x04keep\x18\x02 \x01(\rR\x04keep\"+\n" +
+	"\x11GetVersionRequest\x12\x16\n" +
+	"\x06number\x18\x01 \x01(\x03R\x06number\"1\n" +
+	"\vDiffRequest\x12\x12\n" +
+	"\x04from\x18\x01 \x01(\x03R\x04from\x12\x0e\n" +
+	"\x02to\x18\x02 \x01(\x03R\x02to\"B\n" +
+	"\fDiffResponse\x12\x18\n" +
+	"\asummary\x18\x01 \x03(\tR\asummary\x12\x18\n" +
+	"\aunified\x18\x02 \x01(\tR\aunified\"\x1d\n" +
+	"\vUndoRequest\x12\x0e\n" +
+	"\x02to\x18\x01 \x01(\x03R\x02to\"\x14\n" +
 	"\x12ListProxiesRequest\"L\n" +
 	"\x13ListProxiesResponse\x125\n" +
 	"\aproxies\x18\x01 \x03(\v2\x1b.omnirelay.meshkit.v1.ProxyR\aproxies\"\x9f\x05\n" +
@@ -2305,10 +2796,15 @@ const file_meshkit_v1_meshkit_proto_rawDesc = "" +
 	"\n" +
 	"Deregister\x12'.omnirelay.meshkit.v1.DeregisterRequest\x1a(.omnirelay.meshkit.v1.DeregisterResponse\x12e\n" +
 	"\fListServices\x12).omnirelay.meshkit.v1.ListServicesRequest\x1a*.omnirelay.meshkit.v1.ListServicesResponse\x12h\n" +
-	"\rListEndpoints\x12*.omnirelay.meshkit.v1.ListEndpointsRequest\x1a+.omnirelay.meshkit.v1.ListEndpointsResponse2\xb2\x01\n" +
+	"\rListEndpoints\x12*.omnirelay.meshkit.v1.ListEndpointsRequest\x1a+.omnirelay.meshkit.v1.ListEndpointsResponse2\x85\x04\n" +
 	"\x06Config\x12P\n" +
 	"\x05Apply\x12\".omnirelay.meshkit.v1.ApplyRequest\x1a#.omnirelay.meshkit.v1.ApplyResponse\x12V\n" +
-	"\x03Get\x12&.omnirelay.meshkit.v1.GetConfigRequest\x1a'.omnirelay.meshkit.v1.GetConfigResponse2f\n" +
+	"\x03Get\x12&.omnirelay.meshkit.v1.GetConfigRequest\x1a'.omnirelay.meshkit.v1.GetConfigResponse\x12V\n" +
+	"\aHistory\x12$.omnirelay.meshkit.v1.HistoryRequest\x1a%.omnirelay.meshkit.v1.HistoryResponse\x12Z\n" +
+	"\n" +
+	"GetVersion\x12'.omnirelay.meshkit.v1.GetVersionRequest\x1a#.omnirelay.meshkit.v1.ConfigVersion\x12M\n" +
+	"\x04Diff\x12!.omnirelay.meshkit.v1.DiffRequest\x1a\".omnirelay.meshkit.v1.DiffResponse\x12N\n" +
+	"\x04Undo\x12!.omnirelay.meshkit.v1.UndoRequest\x1a#.omnirelay.meshkit.v1.ApplyResponse2f\n" +
 	"\aProxies\x12[\n" +
 	"\x04List\x12(.omnirelay.meshkit.v1.ListProxiesRequest\x1a).omnirelay.meshkit.v1.ListProxiesResponse2\x92\x02\n" +
 	"\bRollouts\x12T\n" +
@@ -2336,7 +2832,7 @@ func file_meshkit_v1_meshkit_proto_rawDescGZIP() []byte {
 }
 
 var file_meshkit_v1_meshkit_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_meshkit_v1_meshkit_proto_msgTypes = make([]protoimpl.MessageInfo, 38)
+var file_meshkit_v1_meshkit_proto_msgTypes = make([]protoimpl.MessageInfo, 45)
 var file_meshkit_v1_meshkit_proto_goTypes = []any{
 	(Health)(0),                     // 0: omnirelay.meshkit.v1.Health
 	(*Locality)(nil),                // 1: omnirelay.meshkit.v1.Locality
@@ -2356,93 +2852,110 @@ var file_meshkit_v1_meshkit_proto_goTypes = []any{
 	(*ApplyResponse)(nil),           // 15: omnirelay.meshkit.v1.ApplyResponse
 	(*GetConfigRequest)(nil),        // 16: omnirelay.meshkit.v1.GetConfigRequest
 	(*GetConfigResponse)(nil),       // 17: omnirelay.meshkit.v1.GetConfigResponse
-	(*ListProxiesRequest)(nil),      // 18: omnirelay.meshkit.v1.ListProxiesRequest
-	(*ListProxiesResponse)(nil),     // 19: omnirelay.meshkit.v1.ListProxiesResponse
-	(*Proxy)(nil),                   // 20: omnirelay.meshkit.v1.Proxy
-	(*ProxyExtension)(nil),          // 21: omnirelay.meshkit.v1.ProxyExtension
-	(*CanaryRequest)(nil),           // 22: omnirelay.meshkit.v1.CanaryRequest
-	(*PromoteRequest)(nil),          // 23: omnirelay.meshkit.v1.PromoteRequest
-	(*RollbackRequest)(nil),         // 24: omnirelay.meshkit.v1.RollbackRequest
-	(*RolloutResponse)(nil),         // 25: omnirelay.meshkit.v1.RolloutResponse
-	(*Nack)(nil),                    // 26: omnirelay.meshkit.v1.Nack
-	(*Withheld)(nil),                // 27: omnirelay.meshkit.v1.Withheld
-	(*CreateJoinTokenRequest)(nil),  // 28: omnirelay.meshkit.v1.CreateJoinTokenRequest
-	(*CreateJoinTokenResponse)(nil), // 29: omnirelay.meshkit.v1.CreateJoinTokenResponse
-	(*SignRequest)(nil),             // 30: omnirelay.meshkit.v1.SignRequest
-	(*SignResponse)(nil),            // 31: omnirelay.meshkit.v1.SignResponse
-	(*RevokeNodeRequest)(nil),       // 32: omnirelay.meshkit.v1.RevokeNodeRequest
-	(*RevokeNodeResponse)(nil),      // 33: omnirelay.meshkit.v1.RevokeNodeResponse
-	(*ListNodesRequest)(nil),        // 34: omnirelay.meshkit.v1.ListNodesRequest
-	(*ListNodesResponse)(nil),       // 35: omnirelay.meshkit.v1.ListNodesResponse
-	(*IdentityNode)(nil),            // 36: omnirelay.meshkit.v1.IdentityNode
-	nil,                             // 37: omnirelay.meshkit.v1.Endpoint.MetadataEntry
-	nil,                             // 38: omnirelay.meshkit.v1.Proxy.AckedEntry
-	(*durationpb.Duration)(nil),     // 39: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),   // 40: google.protobuf.Timestamp
+	(*ConfigVersion)(nil),           // 18: omnirelay.meshkit.v1.ConfigVersion
+	(*HistoryRequest)(nil),          // 19: omnirelay.meshkit.v1.HistoryRequest
+	(*HistoryResponse)(nil),         // 20: omnirelay.meshkit.v1.HistoryResponse
+	(*GetVersionRequest)(nil),       // 21: omnirelay.meshkit.v1.GetVersionRequest
+	(*DiffRequest)(nil),             // 22: omnirelay.meshkit.v1.DiffRequest
+	(*DiffResponse)(nil),            // 23: omnirelay.meshkit.v1.DiffResponse
+	(*UndoRequest)(nil),             // 24: omnirelay.meshkit.v1.UndoRequest
+	(*ListProxiesRequest)(nil),      // 25: omnirelay.meshkit.v1.ListProxiesRequest
+	(*ListProxiesResponse)(nil),     // 26: omnirelay.meshkit.v1.ListProxiesResponse
+	(*Proxy)(nil),                   // 27: omnirelay.meshkit.v1.Proxy
+	(*ProxyExtension)(nil),          // 28: omnirelay.meshkit.v1.ProxyExtension
+	(*CanaryRequest)(nil),           // 29: omnirelay.meshkit.v1.CanaryRequest
+	(*PromoteRequest)(nil),          // 30: omnirelay.meshkit.v1.PromoteRequest
+	(*RollbackRequest)(nil),         // 31: omnirelay.meshkit.v1.RollbackRequest
+	(*RolloutResponse)(nil),         // 32: omnirelay.meshkit.v1.RolloutResponse
+	(*Nack)(nil),                    // 33: omnirelay.meshkit.v1.Nack
+	(*Withheld)(nil),                // 34: omnirelay.meshkit.v1.Withheld
+	(*CreateJoinTokenRequest)(nil),  // 35: omnirelay.meshkit.v1.CreateJoinTokenRequest
+	(*CreateJoinTokenResponse)(nil), // 36: omnirelay.meshkit.v1.CreateJoinTokenResponse
+	(*SignRequest)(nil),             // 37: omnirelay.meshkit.v1.SignRequest
+	(*SignResponse)(nil),            // 38: omnirelay.meshkit.v1.SignResponse
+	(*RevokeNodeRequest)(nil),       // 39: omnirelay.meshkit.v1.RevokeNodeRequest
+	(*RevokeNodeResponse)(nil),      // 40: omnirelay.meshkit.v1.RevokeNodeResponse
+	(*ListNodesRequest)(nil),        // 41: omnirelay.meshkit.v1.ListNodesRequest
+	(*ListNodesResponse)(nil),       // 42: omnirelay.meshkit.v1.ListNodesResponse
+	(*IdentityNode)(nil),            // 43: omnirelay.meshkit.v1.IdentityNode
+	nil,                             // 44: omnirelay.meshkit.v1.Endpoint.MetadataEntry
+	nil,                             // 45: omnirelay.meshkit.v1.Proxy.AckedEntry
+	(*durationpb.Duration)(nil),     // 46: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),   // 47: google.protobuf.Timestamp
 }
 var file_meshkit_v1_meshkit_proto_depIdxs = []int32{
 	1,  // 0: omnirelay.meshkit.v1.Endpoint.locality:type_name -> omnirelay.meshkit.v1.Locality
 	0,  // 1: omnirelay.meshkit.v1.Endpoint.health:type_name -> omnirelay.meshkit.v1.Health
-	37, // 2: omnirelay.meshkit.v1.Endpoint.metadata:type_name -> omnirelay.meshkit.v1.Endpoint.MetadataEntry
-	39, // 3: omnirelay.meshkit.v1.Endpoint.ttl:type_name -> google.protobuf.Duration
-	40, // 4: omnirelay.meshkit.v1.Endpoint.lease_expires_at:type_name -> google.protobuf.Timestamp
+	44, // 2: omnirelay.meshkit.v1.Endpoint.metadata:type_name -> omnirelay.meshkit.v1.Endpoint.MetadataEntry
+	46, // 3: omnirelay.meshkit.v1.Endpoint.ttl:type_name -> google.protobuf.Duration
+	47, // 4: omnirelay.meshkit.v1.Endpoint.lease_expires_at:type_name -> google.protobuf.Timestamp
 	2,  // 5: omnirelay.meshkit.v1.RegisterRequest.endpoint:type_name -> omnirelay.meshkit.v1.Endpoint
 	2,  // 6: omnirelay.meshkit.v1.RegisterResponse.endpoint:type_name -> omnirelay.meshkit.v1.Endpoint
-	39, // 7: omnirelay.meshkit.v1.HeartbeatRequest.ttl:type_name -> google.protobuf.Duration
+	46, // 7: omnirelay.meshkit.v1.HeartbeatRequest.ttl:type_name -> google.protobuf.Duration
 	0,  // 8: omnirelay.meshkit.v1.HeartbeatRequest.health:type_name -> omnirelay.meshkit.v1.Health
 	2,  // 9: omnirelay.meshkit.v1.HeartbeatResponse.endpoint:type_name -> omnirelay.meshkit.v1.Endpoint
 	10, // 10: omnirelay.meshkit.v1.ListServicesResponse.services:type_name -> omnirelay.meshkit.v1.Service
 	2,  // 11: omnirelay.meshkit.v1.ListEndpointsResponse.endpoints:type_name -> omnirelay.meshkit.v1.Endpoint
-	20, // 12: omnirelay.meshkit.v1.ListProxiesResponse.proxies:type_name -> omnirelay.meshkit.v1.Proxy
-	40, // 13: omnirelay.meshkit.v1.Proxy.connected_since:type_name -> google.protobuf.Timestamp
-	38, // 14: omnirelay.meshkit.v1.Proxy.acked:type_name -> omnirelay.meshkit.v1.Proxy.AckedEntry
-	26, // 15: omnirelay.meshkit.v1.Proxy.last_nack:type_name -> omnirelay.meshkit.v1.Nack
-	27, // 16: omnirelay.meshkit.v1.Proxy.withheld:type_name -> omnirelay.meshkit.v1.Withheld
-	21, // 17: omnirelay.meshkit.v1.Proxy.extensions:type_name -> omnirelay.meshkit.v1.ProxyExtension
-	40, // 18: omnirelay.meshkit.v1.Nack.at:type_name -> google.protobuf.Timestamp
-	39, // 19: omnirelay.meshkit.v1.CreateJoinTokenRequest.ttl:type_name -> google.protobuf.Duration
-	40, // 20: omnirelay.meshkit.v1.CreateJoinTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
-	40, // 21: omnirelay.meshkit.v1.SignResponse.expires_at:type_name -> google.protobuf.Timestamp
-	36, // 22: omnirelay.meshkit.v1.ListNodesResponse.nodes:type_name -> omnirelay.meshkit.v1.IdentityNode
-	40, // 23: omnirelay.meshkit.v1.IdentityNode.created_at:type_name -> google.protobuf.Timestamp
-	40, // 24: omnirelay.meshkit.v1.IdentityNode.revoked_at:type_name -> google.protobuf.Timestamp
-	40, // 25: omnirelay.meshkit.v1.IdentityNode.last_issued_at:type_name -> google.protobuf.Timestamp
-	40, // 26: omnirelay.meshkit.v1.IdentityNode.cert_expires_at:type_name -> google.protobuf.Timestamp
-	3,  // 27: omnirelay.meshkit.v1.Registry.Register:input_type -> omnirelay.meshkit.v1.RegisterRequest
-	5,  // 28: omnirelay.meshkit.v1.Registry.Heartbeat:input_type -> omnirelay.meshkit.v1.HeartbeatRequest
-	7,  // 29: omnirelay.meshkit.v1.Registry.Deregister:input_type -> omnirelay.meshkit.v1.DeregisterRequest
-	9,  // 30: omnirelay.meshkit.v1.Registry.ListServices:input_type -> omnirelay.meshkit.v1.ListServicesRequest
-	12, // 31: omnirelay.meshkit.v1.Registry.ListEndpoints:input_type -> omnirelay.meshkit.v1.ListEndpointsRequest
-	14, // 32: omnirelay.meshkit.v1.Config.Apply:input_type -> omnirelay.meshkit.v1.ApplyRequest
-	16, // 33: omnirelay.meshkit.v1.Config.Get:input_type -> omnirelay.meshkit.v1.GetConfigRequest
-	18, // 34: omnirelay.meshkit.v1.Proxies.List:input_type -> omnirelay.meshkit.v1.ListProxiesRequest
-	22, // 35: omnirelay.meshkit.v1.Rollouts.Canary:input_type -> omnirelay.meshkit.v1.CanaryRequest
-	23, // 36: omnirelay.meshkit.v1.Rollouts.Promote:input_type -> omnirelay.meshkit.v1.PromoteRequest
-	24, // 37: omnirelay.meshkit.v1.Rollouts.Rollback:input_type -> omnirelay.meshkit.v1.RollbackRequest
-	30, // 38: omnirelay.meshkit.v1.Identity.Sign:input_type -> omnirelay.meshkit.v1.SignRequest
-	28, // 39: omnirelay.meshkit.v1.IdentityAdmin.CreateJoinToken:input_type -> omnirelay.meshkit.v1.CreateJoinTokenRequest
-	32, // 40: omnirelay.meshkit.v1.IdentityAdmin.RevokeNode:input_type -> omnirelay.meshkit.v1.RevokeNodeRequest
-	34, // 41: omnirelay.meshkit.v1.IdentityAdmin.ListNodes:input_type -> omnirelay.meshkit.v1.ListNodesRequest
-	4,  // 42: omnirelay.meshkit.v1.Registry.Register:output_type -> omnirelay.meshkit.v1.RegisterResponse
-	6,  // 43: omnirelay.meshkit.v1.Registry.Heartbeat:output_type -> omnirelay.meshkit.v1.HeartbeatResponse
-	8,  // 44: omnirelay.meshkit.v1.Registry.Deregister:output_type -> omnirelay.meshkit.v1.DeregisterResponse
-	11, // 45: omnirelay.meshkit.v1.Registry.ListServices:output_type -> omnirelay.meshkit.v1.ListServicesResponse
-	13, // 46: omnirelay.meshkit.v1.Registry.ListEndpoints:output_type -> omnirelay.meshkit.v1.ListEndpointsResponse
-	15, // 47: omnirelay.meshkit.v1.Config.Apply:output_type -> omnirelay.meshkit.v1.ApplyResponse
-	17, // 48: omnirelay.meshkit.v1.Config.Get:output_type -> omnirelay.meshkit.v1.GetConfigResponse
-	19, // 49: omnirelay.meshkit.v1.Proxies.List:output_type -> omnirelay.meshkit.v1.ListProxiesResponse
-	25, // 50: omnirelay.meshkit.v1.Rollouts.Canary:output_type -> omnirelay.meshkit.v1.RolloutResponse
-	25, // 51: omnirelay.meshkit.v1.Rollouts.Promote:output_type -> omnirelay.meshkit.v1.RolloutResponse
-	25, // 52: omnirelay.meshkit.v1.Rollouts.Rollback:output_type -> omnirelay.meshkit.v1.RolloutResponse
-	31, // 53: omnirelay.meshkit.v1.Identity.Sign:output_type -> omnirelay.meshkit.v1.SignResponse
-	29, // 54: omnirelay.meshkit.v1.IdentityAdmin.CreateJoinToken:output_type -> omnirelay.meshkit.v1.CreateJoinTokenResponse
-	33, // 55: omnirelay.meshkit.v1.IdentityAdmin.RevokeNode:output_type -> omnirelay.meshkit.v1.RevokeNodeResponse
-	35, // 56: omnirelay.meshkit.v1.IdentityAdmin.ListNodes:output_type -> omnirelay.meshkit.v1.ListNodesResponse
-	42, // [42:57] is the sub-list for method output_type
-	27, // [27:42] is the sub-list for method input_type
-	27, // [27:27] is the sub-list for extension type_name
-	27, // [27:27] is the sub-list for extension extendee
-	0,  // [0:27] is the sub-list for field type_name
+	47, // 12: omnirelay.meshkit.v1.ConfigVersion.created_at:type_name -> google.protobuf.Timestamp
+	18, // 13: omnirelay.meshkit.v1.HistoryResponse.versions:type_name -> omnirelay.meshkit.v1.ConfigVersion
+	27, // 14: omnirelay.meshkit.v1.ListProxiesResponse.proxies:type_name -> omnirelay.meshkit.v1.Proxy
+	47, // 15: omnirelay.meshkit.v1.Proxy.connected_since:type_name -> google.protobuf.Timestamp
+	45, // 16: omnirelay.meshkit.v1.Proxy.acked:type_name -> omnirelay.meshkit.v1.Proxy.AckedEntry
+	33, // 17: omnirelay.meshkit.v1.Proxy.last_nack:type_name -> omnirelay.meshkit.v1.Nack
+	34, // 18: omnirelay.meshkit.v1.Proxy.withheld:type_name -> omnirelay.meshkit.v1.Withheld
+	28, // 19: omnirelay.meshkit.v1.Proxy.extensions:type_name -> omnirelay.meshkit.v1.ProxyExtension
+	47, // 20: omnirelay.meshkit.v1.Nack.at:type_name -> google.protobuf.Timestamp
+	46, // 21: omnirelay.meshkit.v1.CreateJoinTokenRequest.ttl:type_name -> google.protobuf.Duration
+	47, // 22: omnirelay.meshkit.v1.CreateJoinTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
+	47, // 23: omnirelay.meshkit.v1.SignResponse.expires_at:type_name -> google.protobuf.Timestamp
+	43, // 24: omnirelay.meshkit.v1.ListNodesResponse.nodes:type_name -> omnirelay.meshkit.v1.IdentityNode
+	47, // 25: omnirelay.meshkit.v1.IdentityNode.created_at:type_name -> google.protobuf.Timestamp
+	47, // 26: omnirelay.meshkit.v1.IdentityNode.revoked_at:type_name -> google.protobuf.Timestamp
+	47, // 27: omnirelay.meshkit.v1.IdentityNode.last_issued_at:type_name -> google.protobuf.Timestamp
+	47, // 28: omnirelay.meshkit.v1.IdentityNode.cert_expires_at:type_name -> google.protobuf.Timestamp
+	3,  // 29: omnirelay.meshkit.v1.Registry.Register:input_type -> omnirelay.meshkit.v1.RegisterRequest
+	5,  // 30: omnirelay.meshkit.v1.Registry.Heartbeat:input_type -> omnirelay.meshkit.v1.HeartbeatRequest
+	7,  // 31: omnirelay.meshkit.v1.Registry.Deregister:input_type -> omnirelay.meshkit.v1.DeregisterRequest
+	9,  // 32: omnirelay.meshkit.v1.Registry.ListServices:input_type -> omnirelay.meshkit.v1.ListServicesRequest
+	12, // 33: omnirelay.meshkit.v1.Registry.ListEndpoints:input_type -> omnirelay.meshkit.v1.ListEndpointsRequest
+	14, // 34: omnirelay.meshkit.v1.Config.Apply:input_type -> omnirelay.meshkit.v1.ApplyRequest
+	16, // 35: omnirelay.meshkit.v1.Config.Get:input_type -> omnirelay.meshkit.v1.GetConfigRequest
+	19, // 36: omnirelay.meshkit.v1.Config.History:input_type -> omnirelay.meshkit.v1.HistoryRequest
+	21, // 37: omnirelay.meshkit.v1.Config.GetVersion:input_type -> omnirelay.meshkit.v1.GetVersionRequest
+	22, // 38: omnirelay.meshkit.v1.Config.Diff:input_type -> omnirelay.meshkit.v1.DiffRequest
+	24, // 39: omnirelay.meshkit.v1.Config.Undo:input_type -> omnirelay.meshkit.v1.UndoRequest
+	25, // 40: omnirelay.meshkit.v1.Proxies.List:input_type -> omnirelay.meshkit.v1.ListProxiesRequest
+	29, // 41: omnirelay.meshkit.v1.Rollouts.Canary:input_type -> omnirelay.meshkit.v1.CanaryRequest
+	30, // 42: omnirelay.meshkit.v1.Rollouts.Promote:input_type -> omnirelay.meshkit.v1.PromoteRequest
+	31, // 43: omnirelay.meshkit.v1.Rollouts.Rollback:input_type -> omnirelay.meshkit.v1.RollbackRequest
+	37, // 44: omnirelay.meshkit.v1.Identity.Sign:input_type -> omnirelay.meshkit.v1.SignRequest
+	35, // 45: omnirelay.meshkit.v1.IdentityAdmin.CreateJoinToken:input_type -> omnirelay.meshkit.v1.CreateJoinTokenRequest
+	39, // 46: omnirelay.meshkit.v1.IdentityAdmin.RevokeNode:input_type -> omnirelay.meshkit.v1.RevokeNodeRequest
+	41, // 47: omnirelay.meshkit.v1.IdentityAdmin.ListNodes:input_type -> omnirelay.meshkit.v1.ListNodesRequest
+	4,  // 48: omnirelay.meshkit.v1.Registry.Register:output_type -> omnirelay.meshkit.v1.RegisterResponse
+	6,  // 49: omnirelay.meshkit.v1.Registry.Heartbeat:output_type -> omnirelay.meshkit.v1.HeartbeatResponse
+	8,  // 50: omnirelay.meshkit.v1.Registry.Deregister:output_type -> omnirelay.meshkit.v1.DeregisterResponse
+	11, // 51: omnirelay.meshkit.v1.Registry.ListServices:output_type -> omnirelay.meshkit.v1.ListServicesResponse
+	13, // 52: omnirelay.meshkit.v1.Registry.ListEndpoints:output_type -> omnirelay.meshkit.v1.ListEndpointsResponse
+	15, // 53: omnirelay.meshkit.v1.Config.Apply:output_type -> omnirelay.meshkit.v1.ApplyResponse
+	17, // 54: omnirelay.meshkit.v1.Config.Get:output_type -> omnirelay.meshkit.v1.GetConfigResponse
+	20, // 55: omnirelay.meshkit.v1.Config.History:output_type -> omnirelay.meshkit.v1.HistoryResponse
+	18, // 56: omnirelay.meshkit.v1.Config.GetVersion:output_type -> omnirelay.meshkit.v1.ConfigVersion
+	23, // 57: omnirelay.meshkit.v1.Config.Diff:output_type -> omnirelay.meshkit.v1.DiffResponse
+	15, // 58: omnirelay.meshkit.v1.Config.Undo:output_type -> omnirelay.meshkit.v1.ApplyResponse
+	26, // 59: omnirelay.meshkit.v1.Proxies.List:output_type -> omnirelay.meshkit.v1.ListProxiesResponse
+	32, // 60: omnirelay.meshkit.v1.Rollouts.Canary:output_type -> omnirelay.meshkit.v1.RolloutResponse
+	32, // 61: omnirelay.meshkit.v1.Rollouts.Promote:output_type -> omnirelay.meshkit.v1.RolloutResponse
+	32, // 62: omnirelay.meshkit.v1.Rollouts.Rollback:output_type -> omnirelay.meshkit.v1.RolloutResponse
+	38, // 63: omnirelay.meshkit.v1.Identity.Sign:output_type -> omnirelay.meshkit.v1.SignResponse
+	36, // 64: omnirelay.meshkit.v1.IdentityAdmin.CreateJoinToken:output_type -> omnirelay.meshkit.v1.CreateJoinTokenResponse
+	40, // 65: omnirelay.meshkit.v1.IdentityAdmin.RevokeNode:output_type -> omnirelay.meshkit.v1.RevokeNodeResponse
+	42, // 66: omnirelay.meshkit.v1.IdentityAdmin.ListNodes:output_type -> omnirelay.meshkit.v1.ListNodesResponse
+	48, // [48:67] is the sub-list for method output_type
+	29, // [29:48] is the sub-list for method input_type
+	29, // [29:29] is the sub-list for extension type_name
+	29, // [29:29] is the sub-list for extension extendee
+	0,  // [0:29] is the sub-list for field type_name
 }
 
 func init() { file_meshkit_v1_meshkit_proto_init() }
@@ -2456,7 +2969,7 @@ func file_meshkit_v1_meshkit_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_meshkit_v1_meshkit_proto_rawDesc), len(file_meshkit_v1_meshkit_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   38,
+			NumMessages:   45,
 			NumExtensions: 0,
 			NumServices:   6,
 		},

@@ -289,8 +289,12 @@ var Registry_ServiceDesc = grpc.ServiceDesc{
 }
 
 const (
-	Config_Apply_FullMethodName = "/omnirelay.meshkit.v1.Config/Apply"
-	Config_Get_FullMethodName   = "/omnirelay.meshkit.v1.Config/Get"
+	Config_Apply_FullMethodName      = "/omnirelay.meshkit.v1.Config/Apply"
+	Config_Get_FullMethodName        = "/omnirelay.meshkit.v1.Config/Get"
+	Config_History_FullMethodName    = "/omnirelay.meshkit.v1.Config/History"
+	Config_GetVersion_FullMethodName = "/omnirelay.meshkit.v1.Config/GetVersion"
+	Config_Diff_FullMethodName       = "/omnirelay.meshkit.v1.Config/Diff"
+	Config_Undo_FullMethodName       = "/omnirelay.meshkit.v1.Config/Undo"
 )
 
 // ConfigClient is the client API for Config service.
@@ -304,6 +308,21 @@ type ConfigClient interface {
 	// the document, reason), one per line; nothing is stored.
 	Apply(ctx context.Context, in *ApplyRequest, opts ...grpc.CallOption) (*ApplyResponse, error)
 	Get(ctx context.Context, in *GetConfigRequest, opts ...grpc.CallOption) (*GetConfigResponse, error)
+	// History lists the kept config versions, newest first, without their
+	// documents. Every apply, undo and rollout step that changes the desired
+	// config is a new numbered version; the oldest beyond the keep count
+	// (meshkit serve --history-keep) are dropped.
+	History(ctx context.Context, in *HistoryRequest, opts ...grpc.CallOption) (*HistoryResponse, error)
+	// GetVersion returns one kept version with its document; NOT_FOUND when
+	// it is not (or no longer) kept.
+	GetVersion(ctx context.Context, in *GetVersionRequest, opts ...grpc.CallOption) (*ConfigVersion, error)
+	// Diff compares two kept versions: what changed by resource, and a
+	// unified diff of the documents.
+	Diff(ctx context.Context, in *DiffRequest, opts ...grpc.CallOption) (*DiffResponse, error)
+	// Undo applies an earlier version's document again, as a new version
+	// (history is never rewritten). Without to, the version before the
+	// current one.
+	Undo(ctx context.Context, in *UndoRequest, opts ...grpc.CallOption) (*ApplyResponse, error)
 }
 
 type configClient struct {
@@ -334,6 +353,46 @@ func (c *configClient) Get(ctx context.Context, in *GetConfigRequest, opts ...gr
 	return out, nil
 }
 
+func (c *configClient) History(ctx context.Context, in *HistoryRequest, opts ...grpc.CallOption) (*HistoryResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(HistoryResponse)
+	err := c.cc.Invoke(ctx, Config_History_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *configClient) GetVersion(ctx context.Context, in *GetVersionRequest, opts ...grpc.CallOption) (*ConfigVersion, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ConfigVersion)
+	err := c.cc.Invoke(ctx, Config_GetVersion_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *configClient) Diff(ctx context.Context, in *DiffRequest, opts ...grpc.CallOption) (*DiffResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DiffResponse)
+	err := c.cc.Invoke(ctx, Config_Diff_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *configClient) Undo(ctx context.Context, in *UndoRequest, opts ...grpc.CallOption) (*ApplyResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ApplyResponse)
+	err := c.cc.Invoke(ctx, Config_Undo_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ConfigServer is the server API for Config service.
 // All implementations must embed UnimplementedConfigServer
 // for forward compatibility.
@@ -345,6 +404,21 @@ type ConfigServer interface {
 	// the document, reason), one per line; nothing is stored.
 	Apply(context.Context, *ApplyRequest) (*ApplyResponse, error)
 	Get(context.Context, *GetConfigRequest) (*GetConfigResponse, error)
+	// History lists the kept config versions, newest first, without their
+	// documents. Every apply, undo and rollout step that changes the desired
+	// config is a new numbered version; the oldest beyond the keep count
+	// (meshkit serve --history-keep) are dropped.
+	History(context.Context, *HistoryRequest) (*HistoryResponse, error)
+	// GetVersion returns one kept version with its document; NOT_FOUND when
+	// it is not (or no longer) kept.
+	GetVersion(context.Context, *GetVersionRequest) (*ConfigVersion, error)
+	// Diff compares two kept versions: what changed by resource, and a
+	// unified diff of the documents.
+	Diff(context.Context, *DiffRequest) (*DiffResponse, error)
+	// Undo applies an earlier version's document again, as a new version
+	// (history is never rewritten). Without to, the version before the
+	// current one.
+	Undo(context.Context, *UndoRequest) (*ApplyResponse, error)
 	mustEmbedUnimplementedConfigServer()
 }
 
@@ -360,6 +434,18 @@ func (UnimplementedConfigServer) Apply(context.Context, *ApplyRequest) (*ApplyRe
 }
 func (UnimplementedConfigServer) Get(context.Context, *GetConfigRequest) (*GetConfigResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Get not implemented")
+}
+func (UnimplementedConfigServer) History(context.Context, *HistoryRequest) (*HistoryResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method History not implemented")
+}
+func (UnimplementedConfigServer) GetVersion(context.Context, *GetVersionRequest) (*ConfigVersion, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetVersion not implemented")
+}
+func (UnimplementedConfigServer) Diff(context.Context, *DiffRequest) (*DiffResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Diff not implemented")
+}
+func (UnimplementedConfigServer) Undo(context.Context, *UndoRequest) (*ApplyResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Undo not implemented")
 }
 func (UnimplementedConfigServer) mustEmbedUnimplementedConfigServer() {}
 func (UnimplementedConfigServer) testEmbeddedByValue()                {}
@@ -418,6 +504,78 @@ func _Config_Get_Handler(srv interface{}, ctx context.Context, dec func(interfac
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Config_History_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(HistoryRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ConfigServer).History(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Config_History_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ConfigServer).History(ctx, req.(*HistoryRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Config_GetVersion_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetVersionRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ConfigServer).GetVersion(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Config_GetVersion_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ConfigServer).GetVersion(ctx, req.(*GetVersionRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Config_Diff_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DiffRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ConfigServer).Diff(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Config_Diff_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ConfigServer).Diff(ctx, req.(*DiffRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Config_Undo_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(UndoRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ConfigServer).Undo(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Config_Undo_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ConfigServer).Undo(ctx, req.(*UndoRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Config_ServiceDesc is the grpc.ServiceDesc for Config service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -432,6 +590,22 @@ var Config_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Get",
 			Handler:    _Config_Get_Handler,
+		},
+		{
+			MethodName: "History",
+			Handler:    _Config_History_Handler,
+		},
+		{
+			MethodName: "GetVersion",
+			Handler:    _Config_GetVersion_Handler,
+		},
+		{
+			MethodName: "Diff",
+			Handler:    _Config_Diff_Handler,
+		},
+		{
+			MethodName: "Undo",
+			Handler:    _Config_Undo_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
