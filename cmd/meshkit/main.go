@@ -16,6 +16,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/omnirelay/omnirelay/internal/controlplane/identity"
+	"github.com/omnirelay/omnirelay/internal/controlplane/rollout"
 	"github.com/omnirelay/omnirelay/internal/controlplane/serve"
 	"github.com/omnirelay/omnirelay/internal/shared/signing"
 )
@@ -48,13 +49,21 @@ func newRoot() *cobra.Command {
 	}
 
 	var opt serve.Options
-	var etcd, apiTokenFile, caKEKFile string
+	var etcd, apiTokenFile, caKEKFile, configSteps string
+	var configPause time.Duration
 	serveCmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Serve xDS and the operator API until SIGINT/SIGTERM",
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if etcd != "" {
 				opt.Etcd = strings.Split(etcd, ",")
+			}
+			if configSteps != "" {
+				steps, err := rollout.ParseSteps(configSteps)
+				if err != nil {
+					return fmt.Errorf("--config-rollout-steps: %w", err)
+				}
+				opt.ConfigRollout = &rollout.Plan{Steps: steps, Pause: configPause}
 			}
 			if caKEKFile != "" {
 				kek, err := identity.ReadKEK(caKEKFile)
@@ -93,6 +102,8 @@ func newRoot() *cobra.Command {
 	f.StringVar(&etcd, "etcd", "", "comma-separated etcd endpoints: store state in etcd instead (several replicas)")
 	f.StringVar(&opt.EtcdPrefix, "etcd-prefix", "/meshkit", "key prefix in etcd")
 	f.StringVar(&opt.SigningKey, "signing-key", "", "ed25519 private key (PEM) signing every resource served to OmniRelay")
+	f.StringVar(&configSteps, "config-rollout-steps", "", "roll out every change of --config after the first in these steps (percents of proxies, e.g. 10,50,100) instead of applying it to all proxies at once")
+	f.DurationVar(&configPause, "config-rollout-pause", rollout.DefaultPause, "pause per step of --config-rollout-steps")
 	f.IntVar(&opt.HistoryKeep, "history-keep", 50, "how many desired-config versions the store keeps (omnictl history, diff, undo), 1..10000")
 	f.StringVar(&opt.ReplicaID, "replica-id", "", "this replica's name in leader elections (default host:pid)")
 	f.StringVar(&opt.IdentityAddress, "identity-address", "127.0.0.1:15012", "identity CA address (TLS gRPC: SVIDs by CSR); empty disables identity")

@@ -20,8 +20,9 @@ import (
 
 func (c *cli) applyCmd() *cobra.Command {
 	var file string
+	var canary canaryFlags
 	cmd := &cobra.Command{
-		Use:   "apply -f FILE",
+		Use:   "apply -f FILE [--canary --steps 10,50,100 --pause 30s]",
 		Short: "Validate and store a new desired config (omnirelay.v1 YAML); '-' reads stdin",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -40,6 +41,11 @@ func (c *cli) applyCmd() *cobra.Command {
 			}
 			if err != nil {
 				return fmt.Errorf("reading config: %w", err)
+			}
+			if req, err := canary.request(cmd, file, data); err != nil {
+				return err
+			} else if req != nil {
+				return c.startRollout(cmd.Context(), req)
 			}
 			conn, err := c.dial()
 			if err != nil {
@@ -65,6 +71,7 @@ func (c *cli) applyCmd() *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVarP(&file, "file", "f", "", "config file ('-' for stdin)")
+	canary.register(cmd)
 	return cmd
 }
 

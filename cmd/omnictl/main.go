@@ -75,7 +75,7 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 	root.AddCommand(c.applyCmd(), c.getCmd(), c.registerCmd(), c.deregisterCmd())
 	root.AddCommand(c.tokenCmd(), c.nodeCmd())
 	root.AddCommand(c.extCmd())
-	root.AddCommand(c.historyCmd(), c.diffCmd(), c.undoCmd())
+	root.AddCommand(c.historyCmd(), c.diffCmd(), c.undoCmd(), c.rolloutCmd())
 	return root
 }
 

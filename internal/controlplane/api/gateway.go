@@ -43,6 +43,7 @@ const VersionHeader = "Omnirelay-Config-Version"
 //	PUT    /v1/services/{service}/endpoints/{id}/heartbeat   body (optional): {ttl, health} → HeartbeatResponse
 //	DELETE /v1/services/{service}/endpoints/{id}       DeregisterResponse
 //	GET    /v1/config/versions, /v1/config/versions/{n}, /v1/config/diff; POST /v1/config/undo (versions.go)
+//	GET    /v1/rollout; POST /v1/rollout, /v1/rollout/{action} (configrollout.go)
 //	GET    /v1/proxies                                 ListProxiesResponse
 //	POST   /v1/extensions/{extension}/canary           body: CanaryRequest → RolloutResponse
 //	POST   /v1/extensions/{extension}/promote          RolloutResponse
@@ -121,8 +122,9 @@ func (s *Server) HTTPHandler() http.Handler {
 			respond(w)(prx.List(r.Context(), &meshkitv1.ListProxiesRequest{}))
 		},
 	})
-	s.routeRollouts(mux) // rollout.go
-	s.routeVersions(mux) // versions.go
+	s.routeRollouts(mux)       // rollout.go
+	s.routeVersions(mux)       // versions.go
+	s.routeConfigRollouts(mux) // configrollout.go
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, status.Errorf(codes.NotFound, "no API route %s %s", r.Method, r.URL.Path))
 	})

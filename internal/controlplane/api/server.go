@@ -44,7 +44,9 @@ type Options struct {
 	Config   ConfigService
 	Proxies  ProxyDirectory
 	Rollouts RolloutService // nil answers UNIMPLEMENTED
-	Log      *slog.Logger
+	// ConfigRollouts stages whole-config changes; nil answers UNIMPLEMENTED.
+	ConfigRollouts ConfigRolloutService
+	Log            *slog.Logger
 }
 
 // Server implements the API; it holds no state besides its options.
@@ -53,12 +55,14 @@ type Server struct {
 	cfg      ConfigService
 	proxies  ProxyDirectory
 	rollouts RolloutService
-	log      *slog.Logger
+	// configRollouts is Options.ConfigRollouts.
+	configRollouts ConfigRolloutService
+	log            *slog.Logger
 }
 
 // New returns a Server.
 func New(o Options) *Server {
-	s := &Server{reg: o.Registry, cfg: o.Config, proxies: o.Proxies, rollouts: o.Rollouts, log: o.Log}
+	s := &Server{reg: o.Registry, cfg: o.Config, proxies: o.Proxies, rollouts: o.Rollouts, configRollouts: o.ConfigRollouts, log: o.Log}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
@@ -71,6 +75,7 @@ func (s *Server) RegisterGRPC(g *grpc.Server) {
 	meshkitv1.RegisterConfigServer(g, configService{s: s})
 	meshkitv1.RegisterProxiesServer(g, proxiesService{s: s})
 	meshkitv1.RegisterRolloutsServer(g, rolloutService{s: s})
+	meshkitv1.RegisterConfigRolloutsServer(g, configRolloutService{s: s})
 }
 
 type registryService struct {

@@ -46,7 +46,7 @@ func (m *MeshKit) parseAndCheck(filename string, data []byte) (*config.Config, e
 // holds buildMu. On failure the group keeps its previous snapshot.
 func (m *MeshKit) buildGroup(g string, k groupKey, built map[string]*builtSnapshot) {
 	m.mu.Lock()
-	d := m.desired
+	d, st := m.desired, m.staged
 	m.mu.Unlock()
 	if d == nil {
 		// Nothing desired yet: answer nothing rather than an empty config,
@@ -54,13 +54,19 @@ func (m *MeshKit) buildGroup(g string, k groupKey, built map[string]*builtSnapsh
 		// last-known-good instead).
 		return
 	}
-	memo := d.Version + "/" + k.base() + "/" + strconv.FormatUint(uint64(d.cfg.ProxyCanarySide(k.bucket)), 10)
+	// A running rollout serves its staged config to the buckets below its
+	// percent, like an extension canary by proxies.
+	version, doc := d.Version, d.cfg
+	if st != nil && config.InProxyCanary(k.bucket, st.percent) {
+		version, doc = st.version, st.cfg
+	}
+	memo := version + "/" + k.base() + "/" + strconv.FormatUint(uint64(doc.ProxyCanarySide(k.bucket)), 10)
 	b := built[memo]
 	if b == nil {
 		// Buckets on the same side resolve to the same config and choices.
-		cfg, choices := d.cfg.ResolveProxyCanaries(k.bucket)
+		cfg, choices := doc.ResolveProxyCanaries(k.bucket)
 		var ok bool
-		if b, ok = m.buildSnapshot(g, d.Version, cfg, k.caps); !ok {
+		if b, ok = m.buildSnapshot(g, version, cfg, k.caps); !ok {
 			return
 		}
 		b.choices = choices

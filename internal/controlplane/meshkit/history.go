@@ -35,6 +35,9 @@ func (m *MeshKit) ApplyVersion(ctx context.Context, filename string, data []byte
 	if err != nil {
 		return Applied{}, err
 	}
+	if err := m.refuseDuringRollout(ctx, "apply "+filename); err != nil {
+		return Applied{}, err
+	}
 	for attempt := 1; ; attempt++ {
 		kv, prev, err := m.readDesired(ctx)
 		if err != nil {
@@ -310,6 +313,9 @@ func (m *MeshKit) Diff(ctx context.Context, from, to int64) (VersionDiff, error)
 // before the current one. The document is checked as an apply is (an
 // extension package it names may be gone since).
 func (m *MeshKit) Undo(ctx context.Context, to int64) (Applied, error) {
+	if err := m.refuseDuringRollout(ctx, "undo"); err != nil {
+		return Applied{}, err
+	}
 	for attempt := 1; ; attempt++ {
 		kv, cur, err := m.readDesired(ctx)
 		if err != nil {

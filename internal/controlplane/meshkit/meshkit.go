@@ -74,6 +74,7 @@ type MeshKit struct {
 
 	mu      sync.Mutex
 	desired *desired            // nil until a config was applied
+	staged  *stagedChange       // a running rollout's canary; nil without
 	groups  map[string]groupKey // every group a node has asked for
 	dirty   chan struct{}       // 1-slot rebuild trigger
 
@@ -85,6 +86,8 @@ type MeshKit struct {
 	// rolloutMu serialises this replica's rollout steps (rollout.go); the
 	// store's revision check orders them with every other writer.
 	rolloutMu sync.Mutex
+	// rolloutKick wakes the rollout driver (staged.go).
+	rolloutKick chan struct{}
 }
 
 // desired is the stored form of the desired configuration: the version
@@ -111,6 +114,8 @@ func New(opt Options) *MeshKit {
 		signed:  newSignatureCache(),
 		groups:  map[string]groupKey{},
 		dirty:   make(chan struct{}, 1),
+
+		rolloutKick: make(chan struct{}, 1),
 	}
 	if opt.Store != nil {
 		m.packages = extstore.Resolver(opt.Store)
@@ -136,15 +141,22 @@ func (m *MeshKit) Cache() *xdsserver.Cache { return m.cache }
 // Load reads the desired configuration from the store. Call it before
 // serving xDS: a replica that served before knowing the stored config would
 // have nothing to answer a proxy with.
-func (m *MeshKit) Load(ctx context.Context) error { return m.reloadDesired(ctx) }
+func (m *MeshKit) Load(ctx context.Context) error {
+	if err := m.reloadDesired(ctx); err != nil {
+		return err
+	}
+	return m.reloadRollout(ctx)
+}
 
 // Run follows the store and the registry until ctx ends, rebuilding
 // snapshots on change.
 func (m *MeshKit) Run(ctx context.Context) error {
 	m.trigger()
 	var wg sync.WaitGroup
-	wg.Add(3)
+	wg.Add(5)
 	go func() { defer wg.Done(); m.followStore(ctx) }()
+	go func() { defer wg.Done(); m.followRollout(ctx) }()
+	go func() { defer wg.Done(); m.driveRollouts(ctx) }()
 	go func() { defer wg.Done(); m.followRegistry(ctx) }()
 	go func() { defer wg.Done(); m.proxies.run(ctx) }()
 	m.rebuildLoop(ctx)

@@ -107,6 +107,9 @@ var errSkip = errors.New("entry left as it is")
 func (m *MeshKit) editExtension(ctx context.Context, name, step string, edit func(*config.Extension) error) (RolloutResult, error) {
 	m.rolloutMu.Lock()
 	defer m.rolloutMu.Unlock()
+	if err := m.refuseDuringRollout(ctx, step+" of extension "+name); err != nil {
+		return RolloutResult{}, err
+	}
 	kv, d, err := m.readDesired(ctx)
 	if err != nil {
 		return RolloutResult{}, err

@@ -297,7 +297,7 @@ type racingStore struct {
 
 func (s *racingStore) Get(ctx context.Context, key string) (store.KV, error) {
 	kv, err := s.Store.Get(ctx, key)
-	if h := s.hook; h != nil {
+	if h := s.hook; h != nil && key == KeyDesired {
 		s.hook = nil
 		h()
 	}

@@ -31,7 +31,7 @@ func (r rolloutAPI) Rollback(ctx context.Context, name string) (string, []string
 
 func rolloutResult(res meshkit.RolloutResult, err error) (string, []string, error) {
 	switch {
-	case errors.Is(err, meshkit.ErrNoCanary):
+	case errors.Is(err, meshkit.ErrNoCanary), errors.Is(err, meshkit.ErrRolloutActive):
 		return "", nil, status.Error(codes.FailedPrecondition, err.Error())
 	case errors.Is(err, meshkit.ErrNoExtension):
 		return "", nil, status.Error(codes.NotFound, err.Error())

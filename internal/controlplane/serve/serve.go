@@ -32,6 +32,7 @@ import (
 	"github.com/omnirelay/omnirelay/internal/controlplane/identity"
 	"github.com/omnirelay/omnirelay/internal/controlplane/meshkit"
 	"github.com/omnirelay/omnirelay/internal/controlplane/registry"
+	"github.com/omnirelay/omnirelay/internal/controlplane/rollout"
 	"github.com/omnirelay/omnirelay/internal/controlplane/store"
 	"github.com/omnirelay/omnirelay/internal/controlplane/versions"
 	"github.com/omnirelay/omnirelay/internal/shared/signing"
@@ -55,6 +56,9 @@ type Options struct {
 	SigningKey string
 	// ConfigFile, when set, is applied at start and whenever it changes.
 	ConfigFile string
+	// ConfigRollout, when set, rolls out every change of ConfigFile after
+	// the first by this plan instead of applying it to every proxy at once.
+	ConfigRollout *rollout.Plan
 	// HistoryKeep is how many config versions are kept (default
 	// versions.DefaultKeep, at most versions.MaxKeep).
 	HistoryKeep int
@@ -125,6 +129,8 @@ type Process struct {
 	wg           sync.WaitGroup
 	log          *slog.Logger
 	closeOnce    sync.Once
+	// configRollout is Options.ConfigRollout.
+	configRollout *rollout.Plan
 }
 
 // Start opens the store, binds both addresses and starts serving.
@@ -148,6 +154,11 @@ func Start(opt Options) (*Process, error) {
 	if opt.PollInterval == 0 {
 		opt.PollInterval = time.Second
 	}
+	if opt.ConfigRollout != nil {
+		if err := opt.ConfigRollout.Validate(); err != nil {
+			return nil, fmt.Errorf("config rollout: %w", err)
+		}
+	}
 	if opt.HistoryKeep < 0 || opt.HistoryKeep > versions.MaxKeep {
 		return nil, fmt.Errorf("history keep %d: want 1..%d (0: %d)", opt.HistoryKeep, versions.MaxKeep, versions.DefaultKeep)
 	}
@@ -163,7 +174,7 @@ func Start(opt Options) (*Process, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &Process{Store: st, log: opt.Log}
+	p := &Process{Store: st, log: opt.Log, configRollout: opt.ConfigRollout}
 	ok := false
 	defer func() {
 		if !ok {
@@ -215,7 +226,9 @@ func Start(opt Options) (*Process, error) {
 		go func() { defer p.wg.Done(); p.followFile(ctx, opt.ConfigFile, data, opt.PollInterval) }()
 	}
 
-	apiSrv := api.New(api.Options{Registry: p.Registry, Config: configAPI{p.MeshKit}, Proxies: proxyList{m: p.MeshKit, log: opt.Log}, Rollouts: rolloutAPI{p.MeshKit}, Log: opt.Log})
+	proxies := proxyList{m: p.MeshKit, log: opt.Log}
+	apiSrv := api.New(api.Options{Registry: p.Registry, Config: configAPI{p.MeshKit}, Proxies: proxies, Rollouts: rolloutAPI{p.MeshKit},
+		ConfigRollouts: configRolloutAPI{m: p.MeshKit, proxies: proxies}, Log: opt.Log})
 	p.apiGRPC = grpc.NewServer()
 	apiSrv.RegisterGRPC(p.apiGRPC)
 	extstore.New(st, opt.Log).Register(p.apiGRPC) // omnictl ext push/list
@@ -353,9 +366,14 @@ func (p *Process) followFile(ctx context.Context, path string, last []byte, ever
 			continue
 		}
 		sum = s
-		if a, err := p.MeshKit.ApplyVersion(versions.WithAuthor(ctx, "file "+path), path, data, versions.OriginFile); err != nil {
+		// During a rollout (or with ConfigRollout) a change is a new rollout.
+		a, ro, err := p.MeshKit.ApplyFollowed(versions.WithAuthor(ctx, "file "+path), path, data, p.configRollout)
+		switch {
+		case err != nil:
 			p.log.Error("config file rejected; the stored config stays", "file", path, "error", err)
-		} else {
+		case ro != nil:
+			p.log.Info("config file change rolling out", "file", path, "rollout", ro.ID, "version", ro.Canary.Version)
+		default:
 			p.log.Info("config file applied", "file", path, "version", a.Version, "number", a.Number)
 		}
 	}

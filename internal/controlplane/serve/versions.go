@@ -21,7 +21,8 @@ var (
 )
 
 func (c configAPI) Apply(ctx context.Context, filename string, yaml []byte) (string, error) {
-	return c.m.Apply(ctx, filename, yaml)
+	v, err := c.m.Apply(ctx, filename, yaml)
+	return v, rolloutStatus(err)
 }
 
 func (c configAPI) Get(ctx context.Context) ([]byte, string, error) { return c.m.Get(ctx) }
@@ -29,7 +30,7 @@ func (c configAPI) Get(ctx context.Context) ([]byte, string, error) { return c.m
 func (c configAPI) ApplyVersion(ctx context.Context, filename string, yaml []byte) (*meshkitv1.ApplyResponse, error) {
 	a, err := c.m.ApplyVersion(ctx, filename, yaml, versions.OriginApply)
 	if err != nil {
-		return nil, err
+		return nil, rolloutStatus(err)
 	}
 	return &meshkitv1.ApplyResponse{Version: a.Version, Number: a.Number, Unchanged: a.Unchanged}, nil
 }
@@ -79,7 +80,7 @@ func (c configAPI) Diff(ctx context.Context, from, to int64) (*meshkitv1.DiffRes
 func (c configAPI) Undo(ctx context.Context, to int64) (*meshkitv1.ApplyResponse, error) {
 	a, err := c.m.Undo(ctx, to)
 	if err != nil {
-		return nil, err
+		return nil, rolloutStatus(err)
 	}
 	return &meshkitv1.ApplyResponse{Version: a.Version, Number: a.Number}, nil
 }

@@ -82,6 +82,427 @@ func (Health) EnumDescriptor() ([]byte, []int) {
 	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{0}
 }
 
+type StartRolloutRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// filename names the document in error messages.
+	Filename string `protobuf:"bytes,1,opt,name=filename,proto3" json:"filename,omitempty"`
+	Yaml     []byte `protobuf:"bytes,2,opt,name=yaml,proto3" json:"yaml,omitempty"`
+	// steps are percents of proxies, growing, 1..100 (default 10, 50, 100).
+	Steps []uint32 `protobuf:"varint,3,rep,packed,name=steps,proto3" json:"steps,omitempty"`
+	// pause is how long each step is held before the next (and the last
+	// before promotion): 0s..24h, default 30s.
+	Pause         *durationpb.Duration `protobuf:"bytes,4,opt,name=pause,proto3" json:"pause,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StartRolloutRequest) Reset() {
+	*x = StartRolloutRequest{}
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StartRolloutRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StartRolloutRequest) ProtoMessage() {}
+
+func (x *StartRolloutRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StartRolloutRequest.ProtoReflect.Descriptor instead.
+func (*StartRolloutRequest) Descriptor() ([]byte, []int) {
+	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *StartRolloutRequest) GetFilename() string {
+	if x != nil {
+		return x.Filename
+	}
+	return ""
+}
+
+func (x *StartRolloutRequest) GetYaml() []byte {
+	if x != nil {
+		return x.Yaml
+	}
+	return nil
+}
+
+func (x *StartRolloutRequest) GetSteps() []uint32 {
+	if x != nil {
+		return x.Steps
+	}
+	return nil
+}
+
+func (x *StartRolloutRequest) GetPause() *durationpb.Duration {
+	if x != nil {
+		return x.Pause
+	}
+	return nil
+}
+
+type GetRolloutRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetRolloutRequest) Reset() {
+	*x = GetRolloutRequest{}
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetRolloutRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetRolloutRequest) ProtoMessage() {}
+
+func (x *GetRolloutRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetRolloutRequest.ProtoReflect.Descriptor instead.
+func (*GetRolloutRequest) Descriptor() ([]byte, []int) {
+	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{1}
+}
+
+type RolloutControlRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// reason is recorded in the rollout's events.
+	Reason        string `protobuf:"bytes,1,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RolloutControlRequest) Reset() {
+	*x = RolloutControlRequest{}
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RolloutControlRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RolloutControlRequest) ProtoMessage() {}
+
+func (x *RolloutControlRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RolloutControlRequest.ProtoReflect.Descriptor instead.
+func (*RolloutControlRequest) Descriptor() ([]byte, []int) {
+	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *RolloutControlRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+type ConfigRollout struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    int64                  `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	// phase is progressing, paused, promoted, rolled_back, aborted or
+	// superseded.
+	Phase string               `protobuf:"bytes,2,opt,name=phase,proto3" json:"phase,omitempty"`
+	Steps []uint32             `protobuf:"varint,3,rep,packed,name=steps,proto3" json:"steps,omitempty"`
+	Pause *durationpb.Duration `protobuf:"bytes,4,opt,name=pause,proto3" json:"pause,omitempty"`
+	// step indexes steps; percent is the share of proxies served the canary
+	// now (0 once finished).
+	Step    uint32 `protobuf:"varint,5,opt,name=step,proto3" json:"step,omitempty"`
+	Percent uint32 `protobuf:"varint,6,opt,name=percent,proto3" json:"percent,omitempty"`
+	// stable is the version the other proxies are served.
+	Stable        int64  `protobuf:"varint,7,opt,name=stable,proto3" json:"stable,omitempty"`
+	StableVersion string `protobuf:"bytes,8,opt,name=stable_version,json=stableVersion,proto3" json:"stable_version,omitempty"`
+	// canary_version is the staged document's digest.
+	CanaryVersion string `protobuf:"bytes,9,opt,name=canary_version,json=canaryVersion,proto3" json:"canary_version,omitempty"`
+	Filename      string `protobuf:"bytes,10,opt,name=filename,proto3" json:"filename,omitempty"`
+	Author        string `protobuf:"bytes,11,opt,name=author,proto3" json:"author,omitempty"`
+	// summary is what the staged document changes against the stable one.
+	Summary       []string               `protobuf:"bytes,12,rep,name=summary,proto3" json:"summary,omitempty"`
+	StartedAt     *timestamppb.Timestamp `protobuf:"bytes,13,opt,name=started_at,json=startedAt,proto3" json:"started_at,omitempty"`
+	StepStartedAt *timestamppb.Timestamp `protobuf:"bytes,14,opt,name=step_started_at,json=stepStartedAt,proto3" json:"step_started_at,omitempty"`
+	// next_step_at is when the current step's pause ends (progressing only).
+	NextStepAt *timestamppb.Timestamp `protobuf:"bytes,15,opt,name=next_step_at,json=nextStepAt,proto3" json:"next_step_at,omitempty"`
+	EndedAt    *timestamppb.Timestamp `protobuf:"bytes,16,opt,name=ended_at,json=endedAt,proto3" json:"ended_at,omitempty"`
+	// promoted is the config version number the promotion made.
+	Promoted int64           `protobuf:"varint,17,opt,name=promoted,proto3" json:"promoted,omitempty"`
+	Reason   string          `protobuf:"bytes,18,opt,name=reason,proto3" json:"reason,omitempty"`
+	Events   []*RolloutEvent `protobuf:"bytes,19,rep,name=events,proto3" json:"events,omitempty"`
+	// proxies_canary and proxies_stable count the connected proxies (of this
+	// replica's directory view) whose last ACKed listener version is the
+	// canary's or the stable one's.
+	ProxiesCanary uint32 `protobuf:"varint,20,opt,name=proxies_canary,json=proxiesCanary,proto3" json:"proxies_canary,omitempty"`
+	ProxiesStable uint32 `protobuf:"varint,21,opt,name=proxies_stable,json=proxiesStable,proto3" json:"proxies_stable,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConfigRollout) Reset() {
+	*x = ConfigRollout{}
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConfigRollout) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConfigRollout) ProtoMessage() {}
+
+func (x *ConfigRollout) ProtoReflect() protoreflect.Message {
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConfigRollout.ProtoReflect.Descriptor instead.
+func (*ConfigRollout) Descriptor() ([]byte, []int) {
+	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *ConfigRollout) GetId() int64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *ConfigRollout) GetPhase() string {
+	if x != nil {
+		return x.Phase
+	}
+	return ""
+}
+
+func (x *ConfigRollout) GetSteps() []uint32 {
+	if x != nil {
+		return x.Steps
+	}
+	return nil
+}
+
+func (x *ConfigRollout) GetPause() *durationpb.Duration {
+	if x != nil {
+		return x.Pause
+	}
+	return nil
+}
+
+func (x *ConfigRollout) GetStep() uint32 {
+	if x != nil {
+		return x.Step
+	}
+	return 0
+}
+
+func (x *ConfigRollout) GetPercent() uint32 {
+	if x != nil {
+		return x.Percent
+	}
+	return 0
+}
+
+func (x *ConfigRollout) GetStable() int64 {
+	if x != nil {
+		return x.Stable
+	}
+	return 0
+}
+
+func (x *ConfigRollout) GetStableVersion() string {
+	if x != nil {
+		return x.StableVersion
+	}
+	return ""
+}
+
+func (x *ConfigRollout) GetCanaryVersion() string {
+	if x != nil {
+		return x.CanaryVersion
+	}
+	return ""
+}
+
+func (x *ConfigRollout) GetFilename() string {
+	if x != nil {
+		return x.Filename
+	}
+	return ""
+}
+
+func (x *ConfigRollout) GetAuthor() string {
+	if x != nil {
+		return x.Author
+	}
+	return ""
+}
+
+func (x *ConfigRollout) GetSummary() []string {
+	if x != nil {
+		return x.Summary
+	}
+	return nil
+}
+
+func (x *ConfigRollout) GetStartedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.StartedAt
+	}
+	return nil
+}
+
+func (x *ConfigRollout) GetStepStartedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.StepStartedAt
+	}
+	return nil
+}
+
+func (x *ConfigRollout) GetNextStepAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.NextStepAt
+	}
+	return nil
+}
+
+func (x *ConfigRollout) GetEndedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.EndedAt
+	}
+	return nil
+}
+
+func (x *ConfigRollout) GetPromoted() int64 {
+	if x != nil {
+		return x.Promoted
+	}
+	return 0
+}
+
+func (x *ConfigRollout) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *ConfigRollout) GetEvents() []*RolloutEvent {
+	if x != nil {
+		return x.Events
+	}
+	return nil
+}
+
+func (x *ConfigRollout) GetProxiesCanary() uint32 {
+	if x != nil {
+		return x.ProxiesCanary
+	}
+	return 0
+}
+
+func (x *ConfigRollout) GetProxiesStable() uint32 {
+	if x != nil {
+		return x.ProxiesStable
+	}
+	return 0
+}
+
+type RolloutEvent struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	At            *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=at,proto3" json:"at,omitempty"`
+	Text          string                 `protobuf:"bytes,2,opt,name=text,proto3" json:"text,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RolloutEvent) Reset() {
+	*x = RolloutEvent{}
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RolloutEvent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RolloutEvent) ProtoMessage() {}
+
+func (x *RolloutEvent) ProtoReflect() protoreflect.Message {
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RolloutEvent.ProtoReflect.Descriptor instead.
+func (*RolloutEvent) Descriptor() ([]byte, []int) {
+	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *RolloutEvent) GetAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.At
+	}
+	return nil
+}
+
+func (x *RolloutEvent) GetText() string {
+	if x != nil {
+		return x.Text
+	}
+	return ""
+}
+
 type Locality struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Region        string                 `protobuf:"bytes,1,opt,name=region,proto3" json:"region,omitempty"`
@@ -93,7 +514,7 @@ type Locality struct {
 
 func (x *Locality) Reset() {
 	*x = Locality{}
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[0]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -105,7 +526,7 @@ func (x *Locality) String() string {
 func (*Locality) ProtoMessage() {}
 
 func (x *Locality) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[0]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -118,7 +539,7 @@ func (x *Locality) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Locality.ProtoReflect.Descriptor instead.
 func (*Locality) Descriptor() ([]byte, []int) {
-	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{0}
+	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Locality) GetRegion() string {
@@ -165,7 +586,7 @@ type Endpoint struct {
 
 func (x *Endpoint) Reset() {
 	*x = Endpoint{}
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[1]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -177,7 +598,7 @@ func (x *Endpoint) String() string {
 func (*Endpoint) ProtoMessage() {}
 
 func (x *Endpoint) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[1]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -190,7 +611,7 @@ func (x *Endpoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Endpoint.ProtoReflect.Descriptor instead.
 func (*Endpoint) Descriptor() ([]byte, []int) {
-	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{1}
+	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Endpoint) GetService() string {
@@ -265,7 +686,7 @@ type RegisterRequest struct {
 
 func (x *RegisterRequest) Reset() {
 	*x = RegisterRequest{}
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[2]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -277,7 +698,7 @@ func (x *RegisterRequest) String() string {
 func (*RegisterRequest) ProtoMessage() {}
 
 func (x *RegisterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[2]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -290,7 +711,7 @@ func (x *RegisterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterRequest.ProtoReflect.Descriptor instead.
 func (*RegisterRequest) Descriptor() ([]byte, []int) {
-	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{2}
+	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *RegisterRequest) GetEndpoint() *Endpoint {
@@ -310,7 +731,7 @@ type RegisterResponse struct {
 
 func (x *RegisterResponse) Reset() {
 	*x = RegisterResponse{}
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[3]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -322,7 +743,7 @@ func (x *RegisterResponse) String() string {
 func (*RegisterResponse) ProtoMessage() {}
 
 func (x *RegisterResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[3]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -335,7 +756,7 @@ func (x *RegisterResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterResponse.ProtoReflect.Descriptor instead.
 func (*RegisterResponse) Descriptor() ([]byte, []int) {
-	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{3}
+	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *RegisterResponse) GetEndpoint() *Endpoint {
@@ -360,7 +781,7 @@ type HeartbeatRequest struct {
 
 func (x *HeartbeatRequest) Reset() {
 	*x = HeartbeatRequest{}
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[4]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -372,7 +793,7 @@ func (x *HeartbeatRequest) String() string {
 func (*HeartbeatRequest) ProtoMessage() {}
 
 func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[4]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -385,7 +806,7 @@ func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatRequest.ProtoReflect.Descriptor instead.
 func (*HeartbeatRequest) Descriptor() ([]byte, []int) {
-	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{4}
+	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *HeartbeatRequest) GetService() string {
@@ -425,7 +846,7 @@ type HeartbeatResponse struct {
 
 func (x *HeartbeatResponse) Reset() {
 	*x = HeartbeatResponse{}
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[5]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -437,7 +858,7 @@ func (x *HeartbeatResponse) String() string {
 func (*HeartbeatResponse) ProtoMessage() {}
 
 func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[5]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -450,7 +871,7 @@ func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatResponse.ProtoReflect.Descriptor instead.
 func (*HeartbeatResponse) Descriptor() ([]byte, []int) {
-	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{5}
+	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *HeartbeatResponse) GetEndpoint() *Endpoint {
@@ -470,7 +891,7 @@ type DeregisterRequest struct {
 
 func (x *DeregisterRequest) Reset() {
 	*x = DeregisterRequest{}
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[6]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -482,7 +903,7 @@ func (x *DeregisterRequest) String() string {
 func (*DeregisterRequest) ProtoMessage() {}
 
 func (x *DeregisterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[6]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -495,7 +916,7 @@ func (x *DeregisterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeregisterRequest.ProtoReflect.Descriptor instead.
 func (*DeregisterRequest) Descriptor() ([]byte, []int) {
-	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{6}
+	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *DeregisterRequest) GetService() string {
@@ -520,7 +941,7 @@ type DeregisterResponse struct {
 
 func (x *DeregisterResponse) Reset() {
 	*x = DeregisterResponse{}
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[7]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -532,7 +953,7 @@ func (x *DeregisterResponse) String() string {
 func (*DeregisterResponse) ProtoMessage() {}
 
 func (x *DeregisterResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[7]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -545,7 +966,7 @@ func (x *DeregisterResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeregisterResponse.ProtoReflect.Descriptor instead.
 func (*DeregisterResponse) Descriptor() ([]byte, []int) {
-	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{7}
+	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{12}
 }
 
 type ListServicesRequest struct {
@@ -556,7 +977,7 @@ type ListServicesRequest struct {
 
 func (x *ListServicesRequest) Reset() {
 	*x = ListServicesRequest{}
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[8]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -568,7 +989,7 @@ func (x *ListServicesRequest) String() string {
 func (*ListServicesRequest) ProtoMessage() {}
 
 func (x *ListServicesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[8]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -581,7 +1002,7 @@ func (x *ListServicesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListServicesRequest.ProtoReflect.Descriptor instead.
 func (*ListServicesRequest) Descriptor() ([]byte, []int) {
-	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{8}
+	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{13}
 }
 
 type Service struct {
@@ -596,7 +1017,7 @@ type Service struct {
 
 func (x *Service) Reset() {
 	*x = Service{}
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[9]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -608,7 +1029,7 @@ func (x *Service) String() string {
 func (*Service) ProtoMessage() {}
 
 func (x *Service) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[9]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -621,7 +1042,7 @@ func (x *Service) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Service.ProtoReflect.Descriptor instead.
 func (*Service) Descriptor() ([]byte, []int) {
-	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{9}
+	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Service) GetName() string {
@@ -654,7 +1075,7 @@ type ListServicesResponse struct {
 
 func (x *ListServicesResponse) Reset() {
 	*x = ListServicesResponse{}
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[10]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -666,7 +1087,7 @@ func (x *ListServicesResponse) String() string {
 func (*ListServicesResponse) ProtoMessage() {}
 
 func (x *ListServicesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[10]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -679,7 +1100,7 @@ func (x *ListServicesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListServicesResponse.ProtoReflect.Descriptor instead.
 func (*ListServicesResponse) Descriptor() ([]byte, []int) {
-	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{10}
+	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ListServicesResponse) GetServices() []*Service {
@@ -698,7 +1119,7 @@ type ListEndpointsRequest struct {
 
 func (x *ListEndpointsRequest) Reset() {
 	*x = ListEndpointsRequest{}
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[11]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -710,7 +1131,7 @@ func (x *ListEndpointsRequest) String() string {
 func (*ListEndpointsRequest) ProtoMessage() {}
 
 func (x *ListEndpointsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[11]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -723,7 +1144,7 @@ func (x *ListEndpointsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEndpointsRequest.ProtoReflect.Descriptor instead.
 func (*ListEndpointsRequest) Descriptor() ([]byte, []int) {
-	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{11}
+	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ListEndpointsRequest) GetService() string {
@@ -742,7 +1163,7 @@ type ListEndpointsResponse struct {
 
 func (x *ListEndpointsResponse) Reset() {
 	*x = ListEndpointsResponse{}
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[12]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -754,7 +1175,7 @@ func (x *ListEndpointsResponse) String() string {
 func (*ListEndpointsResponse) ProtoMessage() {}
 
 func (x *ListEndpointsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[12]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -767,7 +1188,7 @@ func (x *ListEndpointsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEndpointsResponse.ProtoReflect.Descriptor instead.
 func (*ListEndpointsResponse) Descriptor() ([]byte, []int) {
-	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{12}
+	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ListEndpointsResponse) GetEndpoints() []*Endpoint {
@@ -788,7 +1209,7 @@ type ApplyRequest struct {
 
 func (x *ApplyRequest) Reset() {
 	*x = ApplyRequest{}
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[13]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -800,7 +1221,7 @@ func (x *ApplyRequest) String() string {
 func (*ApplyRequest) ProtoMessage() {}
 
 func (x *ApplyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[13]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -813,7 +1234,7 @@ func (x *ApplyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyRequest.ProtoReflect.Descriptor instead.
 func (*ApplyRequest) Descriptor() ([]byte, []int) {
-	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{13}
+	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ApplyRequest) GetFilename() string {
@@ -845,7 +1266,7 @@ type ApplyResponse struct {
 
 func (x *ApplyResponse) Reset() {
 	*x = ApplyResponse{}
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[14]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -857,7 +1278,7 @@ func (x *ApplyResponse) String() string {
 func (*ApplyResponse) ProtoMessage() {}
 
 func (x *ApplyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[14]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -870,7 +1291,7 @@ func (x *ApplyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyResponse.ProtoReflect.Descriptor instead.
 func (*ApplyResponse) Descriptor() ([]byte, []int) {
-	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{14}
+	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ApplyResponse) GetVersion() string {
@@ -902,7 +1323,7 @@ type GetConfigRequest struct {
 
 func (x *GetConfigRequest) Reset() {
 	*x = GetConfigRequest{}
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[15]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -914,7 +1335,7 @@ func (x *GetConfigRequest) String() string {
 func (*GetConfigRequest) ProtoMessage() {}
 
 func (x *GetConfigRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[15]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -927,7 +1348,7 @@ func (x *GetConfigRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetConfigRequest.ProtoReflect.Descriptor instead.
 func (*GetConfigRequest) Descriptor() ([]byte, []int) {
-	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{15}
+	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{20}
 }
 
 type GetConfigResponse struct {
@@ -941,7 +1362,7 @@ type GetConfigResponse struct {
 
 func (x *GetConfigResponse) Reset() {
 	*x = GetConfigResponse{}
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[16]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -953,7 +1374,7 @@ func (x *GetConfigResponse) String() string {
 func (*GetConfigResponse) ProtoMessage() {}
 
 func (x *GetConfigResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[16]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -966,7 +1387,7 @@ func (x *GetConfigResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetConfigResponse.ProtoReflect.Descriptor instead.
 func (*GetConfigResponse) Descriptor() ([]byte, []int) {
-	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{16}
+	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *GetConfigResponse) GetYaml() []byte {
@@ -1025,7 +1446,7 @@ type ConfigVersion struct {
 
 func (x *ConfigVersion) Reset() {
 	*x = ConfigVersion{}
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[17]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1037,7 +1458,7 @@ func (x *ConfigVersion) String() string {
 func (*ConfigVersion) ProtoMessage() {}
 
 func (x *ConfigVersion) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[17]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1050,7 +1471,7 @@ func (x *ConfigVersion) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfigVersion.ProtoReflect.Descriptor instead.
 func (*ConfigVersion) Descriptor() ([]byte, []int) {
-	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{17}
+	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ConfigVersion) GetNumber() int64 {
@@ -1145,7 +1566,7 @@ type HistoryRequest struct {
 
 func (x *HistoryRequest) Reset() {
 	*x = HistoryRequest{}
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[18]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1157,7 +1578,7 @@ func (x *HistoryRequest) String() string {
 func (*HistoryRequest) ProtoMessage() {}
 
 func (x *HistoryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[18]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1170,7 +1591,7 @@ func (x *HistoryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryRequest.ProtoReflect.Descriptor instead.
 func (*HistoryRequest) Descriptor() ([]byte, []int) {
-	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{18}
+	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{23}
 }
 
 type HistoryResponse struct {
@@ -1184,7 +1605,7 @@ type HistoryResponse struct {
 
 func (x *HistoryResponse) Reset() {
 	*x = HistoryResponse{}
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[19]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1196,7 +1617,7 @@ func (x *HistoryResponse) String() string {
 func (*HistoryResponse) ProtoMessage() {}
 
 func (x *HistoryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[19]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1209,7 +1630,7 @@ func (x *HistoryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryResponse.ProtoReflect.Descriptor instead.
 func (*HistoryResponse) Descriptor() ([]byte, []int) {
-	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{19}
+	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *HistoryResponse) GetVersions() []*ConfigVersion {
@@ -1235,7 +1656,7 @@ type GetVersionRequest struct {
 
 func (x *GetVersionRequest) Reset() {
 	*x = GetVersionRequest{}
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[20]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1247,7 +1668,7 @@ func (x *GetVersionRequest) String() string {
 func (*GetVersionRequest) ProtoMessage() {}
 
 func (x *GetVersionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[20]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1260,7 +1681,7 @@ func (x *GetVersionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetVersionRequest.ProtoReflect.Descriptor instead.
 func (*GetVersionRequest) Descriptor() ([]byte, []int) {
-	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{20}
+	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *GetVersionRequest) GetNumber() int64 {
@@ -1280,7 +1701,7 @@ type DiffRequest struct {
 
 func (x *DiffRequest) Reset() {
 	*x = DiffRequest{}
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[21]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1292,7 +1713,7 @@ func (x *DiffRequest) String() string {
 func (*DiffRequest) ProtoMessage() {}
 
 func (x *DiffRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[21]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1305,7 +1726,7 @@ func (x *DiffRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DiffRequest.ProtoReflect.Descriptor instead.
 func (*DiffRequest) Descriptor() ([]byte, []int) {
-	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{21}
+	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *DiffRequest) GetFrom() int64 {
@@ -1333,7 +1754,7 @@ type DiffResponse struct {
 
 func (x *DiffResponse) Reset() {
 	*x = DiffResponse{}
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[22]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1345,7 +1766,7 @@ func (x *DiffResponse) String() string {
 func (*DiffResponse) ProtoMessage() {}
 
 func (x *DiffResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[22]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1358,7 +1779,7 @@ func (x *DiffResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DiffResponse.ProtoReflect.Descriptor instead.
 func (*DiffResponse) Descriptor() ([]byte, []int) {
-	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{22}
+	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *DiffResponse) GetSummary() []string {
@@ -1386,7 +1807,7 @@ type UndoRequest struct {
 
 func (x *UndoRequest) Reset() {
 	*x = UndoRequest{}
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[23]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1398,7 +1819,7 @@ func (x *UndoRequest) String() string {
 func (*UndoRequest) ProtoMessage() {}
 
 func (x *UndoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[23]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1411,7 +1832,7 @@ func (x *UndoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UndoRequest.ProtoReflect.Descriptor instead.
 func (*UndoRequest) Descriptor() ([]byte, []int) {
-	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{23}
+	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *UndoRequest) GetTo() int64 {
@@ -1429,7 +1850,7 @@ type ListProxiesRequest struct {
 
 func (x *ListProxiesRequest) Reset() {
 	*x = ListProxiesRequest{}
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[24]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1441,7 +1862,7 @@ func (x *ListProxiesRequest) String() string {
 func (*ListProxiesRequest) ProtoMessage() {}
 
 func (x *ListProxiesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[24]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1454,7 +1875,7 @@ func (x *ListProxiesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListProxiesRequest.ProtoReflect.Descriptor instead.
 func (*ListProxiesRequest) Descriptor() ([]byte, []int) {
-	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{24}
+	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{29}
 }
 
 type ListProxiesResponse struct {
@@ -1466,7 +1887,7 @@ type ListProxiesResponse struct {
 
 func (x *ListProxiesResponse) Reset() {
 	*x = ListProxiesResponse{}
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[25]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1478,7 +1899,7 @@ func (x *ListProxiesResponse) String() string {
 func (*ListProxiesResponse) ProtoMessage() {}
 
 func (x *ListProxiesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[25]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1491,7 +1912,7 @@ func (x *ListProxiesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListProxiesResponse.ProtoReflect.Descriptor instead.
 func (*ListProxiesResponse) Descriptor() ([]byte, []int) {
-	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{25}
+	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ListProxiesResponse) GetProxies() []*Proxy {
@@ -1531,7 +1952,7 @@ type Proxy struct {
 
 func (x *Proxy) Reset() {
 	*x = Proxy{}
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[26]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1543,7 +1964,7 @@ func (x *Proxy) String() string {
 func (*Proxy) ProtoMessage() {}
 
 func (x *Proxy) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[26]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1556,7 +1977,7 @@ func (x *Proxy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Proxy.ProtoReflect.Descriptor instead.
 func (*Proxy) Descriptor() ([]byte, []int) {
-	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{26}
+	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *Proxy) GetNodeId() string {
@@ -1688,7 +2109,7 @@ type ProxyExtension struct {
 
 func (x *ProxyExtension) Reset() {
 	*x = ProxyExtension{}
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[27]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1700,7 +2121,7 @@ func (x *ProxyExtension) String() string {
 func (*ProxyExtension) ProtoMessage() {}
 
 func (x *ProxyExtension) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[27]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1713,7 +2134,7 @@ func (x *ProxyExtension) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProxyExtension.ProtoReflect.Descriptor instead.
 func (*ProxyExtension) Descriptor() ([]byte, []int) {
-	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{27}
+	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *ProxyExtension) GetName() string {
@@ -1758,7 +2179,7 @@ type CanaryRequest struct {
 
 func (x *CanaryRequest) Reset() {
 	*x = CanaryRequest{}
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[28]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1770,7 +2191,7 @@ func (x *CanaryRequest) String() string {
 func (*CanaryRequest) ProtoMessage() {}
 
 func (x *CanaryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[28]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1783,7 +2204,7 @@ func (x *CanaryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CanaryRequest.ProtoReflect.Descriptor instead.
 func (*CanaryRequest) Descriptor() ([]byte, []int) {
-	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{28}
+	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *CanaryRequest) GetExtension() string {
@@ -1823,7 +2244,7 @@ type PromoteRequest struct {
 
 func (x *PromoteRequest) Reset() {
 	*x = PromoteRequest{}
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[29]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1835,7 +2256,7 @@ func (x *PromoteRequest) String() string {
 func (*PromoteRequest) ProtoMessage() {}
 
 func (x *PromoteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[29]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1848,7 +2269,7 @@ func (x *PromoteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PromoteRequest.ProtoReflect.Descriptor instead.
 func (*PromoteRequest) Descriptor() ([]byte, []int) {
-	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{29}
+	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *PromoteRequest) GetExtension() string {
@@ -1867,7 +2288,7 @@ type RollbackRequest struct {
 
 func (x *RollbackRequest) Reset() {
 	*x = RollbackRequest{}
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[30]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1879,7 +2300,7 @@ func (x *RollbackRequest) String() string {
 func (*RollbackRequest) ProtoMessage() {}
 
 func (x *RollbackRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[30]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1892,7 +2313,7 @@ func (x *RollbackRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RollbackRequest.ProtoReflect.Descriptor instead.
 func (*RollbackRequest) Descriptor() ([]byte, []int) {
-	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{30}
+	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *RollbackRequest) GetExtension() string {
@@ -1914,7 +2335,7 @@ type RolloutResponse struct {
 
 func (x *RolloutResponse) Reset() {
 	*x = RolloutResponse{}
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[31]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1926,7 +2347,7 @@ func (x *RolloutResponse) String() string {
 func (*RolloutResponse) ProtoMessage() {}
 
 func (x *RolloutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[31]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1939,7 +2360,7 @@ func (x *RolloutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RolloutResponse.ProtoReflect.Descriptor instead.
 func (*RolloutResponse) Descriptor() ([]byte, []int) {
-	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{31}
+	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *RolloutResponse) GetVersion() string {
@@ -1968,7 +2389,7 @@ type Nack struct {
 
 func (x *Nack) Reset() {
 	*x = Nack{}
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[32]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1980,7 +2401,7 @@ func (x *Nack) String() string {
 func (*Nack) ProtoMessage() {}
 
 func (x *Nack) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[32]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1993,7 +2414,7 @@ func (x *Nack) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Nack.ProtoReflect.Descriptor instead.
 func (*Nack) Descriptor() ([]byte, []int) {
-	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{32}
+	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *Nack) GetTypeUrl() string {
@@ -2035,7 +2456,7 @@ type Withheld struct {
 
 func (x *Withheld) Reset() {
 	*x = Withheld{}
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[33]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2047,7 +2468,7 @@ func (x *Withheld) String() string {
 func (*Withheld) ProtoMessage() {}
 
 func (x *Withheld) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[33]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2060,7 +2481,7 @@ func (x *Withheld) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Withheld.ProtoReflect.Descriptor instead.
 func (*Withheld) Descriptor() ([]byte, []int) {
-	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{33}
+	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *Withheld) GetTypeUrl() string {
@@ -2098,7 +2519,7 @@ type CreateJoinTokenRequest struct {
 
 func (x *CreateJoinTokenRequest) Reset() {
 	*x = CreateJoinTokenRequest{}
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[34]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2110,7 +2531,7 @@ func (x *CreateJoinTokenRequest) String() string {
 func (*CreateJoinTokenRequest) ProtoMessage() {}
 
 func (x *CreateJoinTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[34]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2123,7 +2544,7 @@ func (x *CreateJoinTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateJoinTokenRequest.ProtoReflect.Descriptor instead.
 func (*CreateJoinTokenRequest) Descriptor() ([]byte, []int) {
-	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{34}
+	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *CreateJoinTokenRequest) GetNodeId() string {
@@ -2160,7 +2581,7 @@ type CreateJoinTokenResponse struct {
 
 func (x *CreateJoinTokenResponse) Reset() {
 	*x = CreateJoinTokenResponse{}
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[35]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2172,7 +2593,7 @@ func (x *CreateJoinTokenResponse) String() string {
 func (*CreateJoinTokenResponse) ProtoMessage() {}
 
 func (x *CreateJoinTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[35]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2185,7 +2606,7 @@ func (x *CreateJoinTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateJoinTokenResponse.ProtoReflect.Descriptor instead.
 func (*CreateJoinTokenResponse) Descriptor() ([]byte, []int) {
-	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{35}
+	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *CreateJoinTokenResponse) GetToken() string {
@@ -2221,7 +2642,7 @@ type SignRequest struct {
 
 func (x *SignRequest) Reset() {
 	*x = SignRequest{}
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[36]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2233,7 +2654,7 @@ func (x *SignRequest) String() string {
 func (*SignRequest) ProtoMessage() {}
 
 func (x *SignRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[36]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2246,7 +2667,7 @@ func (x *SignRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignRequest.ProtoReflect.Descriptor instead.
 func (*SignRequest) Descriptor() ([]byte, []int) {
-	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{36}
+	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *SignRequest) GetCsr() []byte {
@@ -2277,7 +2698,7 @@ type SignResponse struct {
 
 func (x *SignResponse) Reset() {
 	*x = SignResponse{}
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[37]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2289,7 +2710,7 @@ func (x *SignResponse) String() string {
 func (*SignResponse) ProtoMessage() {}
 
 func (x *SignResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[37]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2302,7 +2723,7 @@ func (x *SignResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignResponse.ProtoReflect.Descriptor instead.
 func (*SignResponse) Descriptor() ([]byte, []int) {
-	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{37}
+	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *SignResponse) GetCertChain() [][]byte {
@@ -2342,7 +2763,7 @@ type RevokeNodeRequest struct {
 
 func (x *RevokeNodeRequest) Reset() {
 	*x = RevokeNodeRequest{}
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[38]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2354,7 +2775,7 @@ func (x *RevokeNodeRequest) String() string {
 func (*RevokeNodeRequest) ProtoMessage() {}
 
 func (x *RevokeNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[38]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2367,7 +2788,7 @@ func (x *RevokeNodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeNodeRequest.ProtoReflect.Descriptor instead.
 func (*RevokeNodeRequest) Descriptor() ([]byte, []int) {
-	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{38}
+	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *RevokeNodeRequest) GetNodeId() string {
@@ -2387,7 +2808,7 @@ type RevokeNodeResponse struct {
 
 func (x *RevokeNodeResponse) Reset() {
 	*x = RevokeNodeResponse{}
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[39]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2399,7 +2820,7 @@ func (x *RevokeNodeResponse) String() string {
 func (*RevokeNodeResponse) ProtoMessage() {}
 
 func (x *RevokeNodeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[39]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2412,7 +2833,7 @@ func (x *RevokeNodeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeNodeResponse.ProtoReflect.Descriptor instead.
 func (*RevokeNodeResponse) Descriptor() ([]byte, []int) {
-	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{39}
+	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *RevokeNodeResponse) GetTokensDropped() uint32 {
@@ -2430,7 +2851,7 @@ type ListNodesRequest struct {
 
 func (x *ListNodesRequest) Reset() {
 	*x = ListNodesRequest{}
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[40]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2442,7 +2863,7 @@ func (x *ListNodesRequest) String() string {
 func (*ListNodesRequest) ProtoMessage() {}
 
 func (x *ListNodesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[40]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2455,7 +2876,7 @@ func (x *ListNodesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNodesRequest.ProtoReflect.Descriptor instead.
 func (*ListNodesRequest) Descriptor() ([]byte, []int) {
-	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{40}
+	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{45}
 }
 
 type ListNodesResponse struct {
@@ -2467,7 +2888,7 @@ type ListNodesResponse struct {
 
 func (x *ListNodesResponse) Reset() {
 	*x = ListNodesResponse{}
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[41]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2479,7 +2900,7 @@ func (x *ListNodesResponse) String() string {
 func (*ListNodesResponse) ProtoMessage() {}
 
 func (x *ListNodesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[41]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2492,7 +2913,7 @@ func (x *ListNodesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNodesResponse.ProtoReflect.Descriptor instead.
 func (*ListNodesResponse) Descriptor() ([]byte, []int) {
-	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{41}
+	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *ListNodesResponse) GetNodes() []*IdentityNode {
@@ -2521,7 +2942,7 @@ type IdentityNode struct {
 
 func (x *IdentityNode) Reset() {
 	*x = IdentityNode{}
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[42]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2533,7 +2954,7 @@ func (x *IdentityNode) String() string {
 func (*IdentityNode) ProtoMessage() {}
 
 func (x *IdentityNode) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[42]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2546,7 +2967,7 @@ func (x *IdentityNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IdentityNode.ProtoReflect.Descriptor instead.
 func (*IdentityNode) Descriptor() ([]byte, []int) {
-	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{42}
+	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *IdentityNode) GetNodeId() string {
@@ -2609,7 +3030,43 @@ var File_meshkit_v1_meshkit_proto protoreflect.FileDescriptor
 
 const file_meshkit_v1_meshkit_proto_rawDesc = "" +
 	"\n" +
-	"\x18meshkit/v1/meshkit.proto\x12\x14omnirelay.meshkit.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"Q\n" +
+	"\x18meshkit/v1/meshkit.proto\x12\x14omnirelay.meshkit.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8c\x01\n" +
+	"\x13StartRolloutRequest\x12\x1a\n" +
+	"\bfilename\x18\x01 \x01(\tR\bfilename\x12\x12\n" +
+	"\x04yaml\x18\x02 \x01(\fR\x04yaml\x12\x14\n" +
+	"\x05steps\x18\x03 \x03(\rR\x05steps\x12/\n" +
+	"\x05pause\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x05pause\"\x13\n" +
+	"\x11GetRolloutRequest\"/\n" +
+	"\x15RolloutControlRequest\x12\x16\n" +
+	"\x06reason\x18\x01 \x01(\tR\x06reason\"\x90\x06\n" +
+	"\rConfigRollout\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x03R\x02id\x12\x14\n" +
+	"\x05phase\x18\x02 \x01(\tR\x05phase\x12\x14\n" +
+	"\x05steps\x18\x03 \x03(\rR\x05steps\x12/\n" +
+	"\x05pause\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x05pause\x12\x12\n" +
+	"\x04step\x18\x05 \x01(\rR\x04step\x12\x18\n" +
+	"\apercent\x18\x06 \x01(\rR\apercent\x12\x16\n" +
+	"\x06stable\x18\a \x01(\x03R\x06stable\x12%\n" +
+	"\x0estable_version\x18\b \x01(\tR\rstableVersion\x12%\n" +
+	"\x0ecanary_version\x18\t \x01(\tR\rcanaryVersion\x12\x1a\n" +
+	"\bfilename\x18\n" +
+	" \x01(\tR\bfilename\x12\x16\n" +
+	"\x06author\x18\v \x01(\tR\x06author\x12\x18\n" +
+	"\asummary\x18\f \x03(\tR\asummary\x129\n" +
+	"\n" +
+	"started_at\x18\r \x01(\v2\x1a.google.protobuf.TimestampR\tstartedAt\x12B\n" +
+	"\x0fstep_started_at\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampR\rstepStartedAt\x12<\n" +
+	"\fnext_step_at\x18\x0f \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"nextStepAt\x125\n" +
+	"\bended_at\x18\x10 \x01(\v2\x1a.google.protobuf.TimestampR\aendedAt\x12\x1a\n" +
+	"\bpromoted\x18\x11 \x01(\x03R\bpromoted\x12\x16\n" +
+	"\x06reason\x18\x12 \x01(\tR\x06reason\x12:\n" +
+	"\x06events\x18\x13 \x03(\v2\".omnirelay.meshkit.v1.RolloutEventR\x06events\x12%\n" +
+	"\x0eproxies_canary\x18\x14 \x01(\rR\rproxiesCanary\x12%\n" +
+	"\x0eproxies_stable\x18\x15 \x01(\rR\rproxiesStable\"N\n" +
+	"\fRolloutEvent\x12*\n" +
+	"\x02at\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\x12\x12\n" +
+	"\x04text\x18\x02 \x01(\tR\x04text\"Q\n" +
 	"\bLocality\x12\x16\n" +
 	"\x06region\x18\x01 \x01(\tR\x06region\x12\x12\n" +
 	"\x04zone\x18\x02 \x01(\tR\x04zone\x12\x19\n" +
@@ -2810,7 +3267,14 @@ const file_meshkit_v1_meshkit_proto_rawDesc = "" +
 	"\bRollouts\x12T\n" +
 	"\x06Canary\x12#.omnirelay.meshkit.v1.CanaryRequest\x1a%.omnirelay.meshkit.v1.RolloutResponse\x12V\n" +
 	"\aPromote\x12$.omnirelay.meshkit.v1.PromoteRequest\x1a%.omnirelay.meshkit.v1.RolloutResponse\x12X\n" +
-	"\bRollback\x12%.omnirelay.meshkit.v1.RollbackRequest\x1a%.omnirelay.meshkit.v1.RolloutResponse2Y\n" +
+	"\bRollback\x12%.omnirelay.meshkit.v1.RollbackRequest\x1a%.omnirelay.meshkit.v1.RolloutResponse2\xad\x04\n" +
+	"\x0eConfigRollouts\x12W\n" +
+	"\x05Start\x12).omnirelay.meshkit.v1.StartRolloutRequest\x1a#.omnirelay.meshkit.v1.ConfigRollout\x12S\n" +
+	"\x03Get\x12'.omnirelay.meshkit.v1.GetRolloutRequest\x1a#.omnirelay.meshkit.v1.ConfigRollout\x12Y\n" +
+	"\x05Pause\x12+.omnirelay.meshkit.v1.RolloutControlRequest\x1a#.omnirelay.meshkit.v1.ConfigRollout\x12Z\n" +
+	"\x06Resume\x12+.omnirelay.meshkit.v1.RolloutControlRequest\x1a#.omnirelay.meshkit.v1.ConfigRollout\x12[\n" +
+	"\aPromote\x12+.omnirelay.meshkit.v1.RolloutControlRequest\x1a#.omnirelay.meshkit.v1.ConfigRollout\x12Y\n" +
+	"\x05Abort\x12+.omnirelay.meshkit.v1.RolloutControlRequest\x1a#.omnirelay.meshkit.v1.ConfigRollout2Y\n" +
 	"\bIdentity\x12M\n" +
 	"\x04Sign\x12!.omnirelay.meshkit.v1.SignRequest\x1a\".omnirelay.meshkit.v1.SignResponse2\xbe\x02\n" +
 	"\rIdentityAdmin\x12n\n" +
@@ -2832,130 +3296,155 @@ func file_meshkit_v1_meshkit_proto_rawDescGZIP() []byte {
 }
 
 var file_meshkit_v1_meshkit_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_meshkit_v1_meshkit_proto_msgTypes = make([]protoimpl.MessageInfo, 45)
+var file_meshkit_v1_meshkit_proto_msgTypes = make([]protoimpl.MessageInfo, 50)
 var file_meshkit_v1_meshkit_proto_goTypes = []any{
 	(Health)(0),                     // 0: omnirelay.meshkit.v1.Health
-	(*Locality)(nil),                // 1: omnirelay.meshkit.v1.Locality
-	(*Endpoint)(nil),                // 2: omnirelay.meshkit.v1.Endpoint
-	(*RegisterRequest)(nil),         // 3: omnirelay.meshkit.v1.RegisterRequest
-	(*RegisterResponse)(nil),        // 4: omnirelay.meshkit.v1.RegisterResponse
-	(*HeartbeatRequest)(nil),        // 5: omnirelay.meshkit.v1.HeartbeatRequest
-	(*HeartbeatResponse)(nil),       // 6: omnirelay.meshkit.v1.HeartbeatResponse
-	(*DeregisterRequest)(nil),       // 7: omnirelay.meshkit.v1.DeregisterRequest
-	(*DeregisterResponse)(nil),      // 8: omnirelay.meshkit.v1.DeregisterResponse
-	(*ListServicesRequest)(nil),     // 9: omnirelay.meshkit.v1.ListServicesRequest
-	(*Service)(nil),                 // 10: omnirelay.meshkit.v1.Service
-	(*ListServicesResponse)(nil),    // 11: omnirelay.meshkit.v1.ListServicesResponse
-	(*ListEndpointsRequest)(nil),    // 12: omnirelay.meshkit.v1.ListEndpointsRequest
-	(*ListEndpointsResponse)(nil),   // 13: omnirelay.meshkit.v1.ListEndpointsResponse
-	(*ApplyRequest)(nil),            // 14: omnirelay.meshkit.v1.ApplyRequest
-	(*ApplyResponse)(nil),           // 15: omnirelay.meshkit.v1.ApplyResponse
-	(*GetConfigRequest)(nil),        // 16: omnirelay.meshkit.v1.GetConfigRequest
-	(*GetConfigResponse)(nil),       // 17: omnirelay.meshkit.v1.GetConfigResponse
-	(*ConfigVersion)(nil),           // 18: omnirelay.meshkit.v1.ConfigVersion
-	(*HistoryRequest)(nil),          // 19: omnirelay.meshkit.v1.HistoryRequest
-	(*HistoryResponse)(nil),         // 20: omnirelay.meshkit.v1.HistoryResponse
-	(*GetVersionRequest)(nil),       // 21: omnirelay.meshkit.v1.GetVersionRequest
-	(*DiffRequest)(nil),             // 22: omnirelay.meshkit.v1.DiffRequest
-	(*DiffResponse)(nil),            // 23: omnirelay.meshkit.v1.DiffResponse
-	(*UndoRequest)(nil),             // 24: omnirelay.meshkit.v1.UndoRequest
-	(*ListProxiesRequest)(nil),      // 25: omnirelay.meshkit.v1.ListProxiesRequest
-	(*ListProxiesResponse)(nil),     // 26: omnirelay.meshkit.v1.ListProxiesResponse
-	(*Proxy)(nil),                   // 27: omnirelay.meshkit.v1.Proxy
-	(*ProxyExtension)(nil),          // 28: omnirelay.meshkit.v1.ProxyExtension
-	(*CanaryRequest)(nil),           // 29: omnirelay.meshkit.v1.CanaryRequest
-	(*PromoteRequest)(nil),          // 30: omnirelay.meshkit.v1.PromoteRequest
-	(*RollbackRequest)(nil),         // 31: omnirelay.meshkit.v1.RollbackRequest
-	(*RolloutResponse)(nil),         // 32: omnirelay.meshkit.v1.RolloutResponse
-	(*Nack)(nil),                    // 33: omnirelay.meshkit.v1.Nack
-	(*Withheld)(nil),                // 34: omnirelay.meshkit.v1.Withheld
-	(*CreateJoinTokenRequest)(nil),  // 35: omnirelay.meshkit.v1.CreateJoinTokenRequest
-	(*CreateJoinTokenResponse)(nil), // 36: omnirelay.meshkit.v1.CreateJoinTokenResponse
-	(*SignRequest)(nil),             // 37: omnirelay.meshkit.v1.SignRequest
-	(*SignResponse)(nil),            // 38: omnirelay.meshkit.v1.SignResponse
-	(*RevokeNodeRequest)(nil),       // 39: omnirelay.meshkit.v1.RevokeNodeRequest
-	(*RevokeNodeResponse)(nil),      // 40: omnirelay.meshkit.v1.RevokeNodeResponse
-	(*ListNodesRequest)(nil),        // 41: omnirelay.meshkit.v1.ListNodesRequest
-	(*ListNodesResponse)(nil),       // 42: omnirelay.meshkit.v1.ListNodesResponse
-	(*IdentityNode)(nil),            // 43: omnirelay.meshkit.v1.IdentityNode
-	nil,                             // 44: omnirelay.meshkit.v1.Endpoint.MetadataEntry
-	nil,                             // 45: omnirelay.meshkit.v1.Proxy.AckedEntry
-	(*durationpb.Duration)(nil),     // 46: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),   // 47: google.protobuf.Timestamp
+	(*StartRolloutRequest)(nil),     // 1: omnirelay.meshkit.v1.StartRolloutRequest
+	(*GetRolloutRequest)(nil),       // 2: omnirelay.meshkit.v1.GetRolloutRequest
+	(*RolloutControlRequest)(nil),   // 3: omnirelay.meshkit.v1.RolloutControlRequest
+	(*ConfigRollout)(nil),           // 4: omnirelay.meshkit.v1.ConfigRollout
+	(*RolloutEvent)(nil),            // 5: omnirelay.meshkit.v1.RolloutEvent
+	(*Locality)(nil),                // 6: omnirelay.meshkit.v1.Locality
+	(*Endpoint)(nil),                // 7: omnirelay.meshkit.v1.Endpoint
+	(*RegisterRequest)(nil),         // 8: omnirelay.meshkit.v1.RegisterRequest
+	(*RegisterResponse)(nil),        // 9: omnirelay.meshkit.v1.RegisterResponse
+	(*HeartbeatRequest)(nil),        // 10: omnirelay.meshkit.v1.HeartbeatRequest
+	(*HeartbeatResponse)(nil),       // 11: omnirelay.meshkit.v1.HeartbeatResponse
+	(*DeregisterRequest)(nil),       // 12: omnirelay.meshkit.v1.DeregisterRequest
+	(*DeregisterResponse)(nil),      // 13: omnirelay.meshkit.v1.DeregisterResponse
+	(*ListServicesRequest)(nil),     // 14: omnirelay.meshkit.v1.ListServicesRequest
+	(*Service)(nil),                 // 15: omnirelay.meshkit.v1.Service
+	(*ListServicesResponse)(nil),    // 16: omnirelay.meshkit.v1.ListServicesResponse
+	(*ListEndpointsRequest)(nil),    // 17: omnirelay.meshkit.v1.ListEndpointsRequest
+	(*ListEndpointsResponse)(nil),   // 18: omnirelay.meshkit.v1.ListEndpointsResponse
+	(*ApplyRequest)(nil),            // 19: omnirelay.meshkit.v1.ApplyRequest
+	(*ApplyResponse)(nil),           // 20: omnirelay.meshkit.v1.ApplyResponse
+	(*GetConfigRequest)(nil),        // 21: omnirelay.meshkit.v1.GetConfigRequest
+	(*GetConfigResponse)(nil),       // 22: omnirelay.meshkit.v1.GetConfigResponse
+	(*ConfigVersion)(nil),           // 23: omnirelay.meshkit.v1.ConfigVersion
+	(*HistoryRequest)(nil),          // 24: omnirelay.meshkit.v1.HistoryRequest
+	(*HistoryResponse)(nil),         // 25: omnirelay.meshkit.v1.HistoryResponse
+	(*GetVersionRequest)(nil),       // 26: omnirelay.meshkit.v1.GetVersionRequest
+	(*DiffRequest)(nil),             // 27: omnirelay.meshkit.v1.DiffRequest
+	(*DiffResponse)(nil),            // 28: omnirelay.meshkit.v1.DiffResponse
+	(*UndoRequest)(nil),             // 29: omnirelay.meshkit.v1.UndoRequest
+	(*ListProxiesRequest)(nil),      // 30: omnirelay.meshkit.v1.ListProxiesRequest
+	(*ListProxiesResponse)(nil),     // 31: omnirelay.meshkit.v1.ListProxiesResponse
+	(*Proxy)(nil),                   // 32: omnirelay.meshkit.v1.Proxy
+	(*ProxyExtension)(nil),          // 33: omnirelay.meshkit.v1.ProxyExtension
+	(*CanaryRequest)(nil),           // 34: omnirelay.meshkit.v1.CanaryRequest
+	(*PromoteRequest)(nil),          // 35: omnirelay.meshkit.v1.PromoteRequest
+	(*RollbackRequest)(nil),         // 36: omnirelay.meshkit.v1.RollbackRequest
+	(*RolloutResponse)(nil),         // 37: omnirelay.meshkit.v1.RolloutResponse
+	(*Nack)(nil),                    // 38: omnirelay.meshkit.v1.Nack
+	(*Withheld)(nil),                // 39: omnirelay.meshkit.v1.Withheld
+	(*CreateJoinTokenRequest)(nil),  // 40: omnirelay.meshkit.v1.CreateJoinTokenRequest
+	(*CreateJoinTokenResponse)(nil), // 41: omnirelay.meshkit.v1.CreateJoinTokenResponse
+	(*SignRequest)(nil),             // 42: omnirelay.meshkit.v1.SignRequest
+	(*SignResponse)(nil),            // 43: omnirelay.meshkit.v1.SignResponse
+	(*RevokeNodeRequest)(nil),       // 44: omnirelay.meshkit.v1.RevokeNodeRequest
+	(*RevokeNodeResponse)(nil),      // 45: omnirelay.meshkit.v1.RevokeNodeResponse
+	(*ListNodesRequest)(nil),        // 46: omnirelay.meshkit.v1.ListNodesRequest
+	(*ListNodesResponse)(nil),       // 47: omnirelay.meshkit.v1.ListNodesResponse
+	(*IdentityNode)(nil),            // 48: omnirelay.meshkit.v1.IdentityNode
+	nil,                             // 49: omnirelay.meshkit.v1.Endpoint.MetadataEntry
+	nil,                             // 50: omnirelay.meshkit.v1.Proxy.AckedEntry
+	(*durationpb.Duration)(nil),     // 51: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),   // 52: google.protobuf.Timestamp
 }
 var file_meshkit_v1_meshkit_proto_depIdxs = []int32{
-	1,  // 0: omnirelay.meshkit.v1.Endpoint.locality:type_name -> omnirelay.meshkit.v1.Locality
-	0,  // 1: omnirelay.meshkit.v1.Endpoint.health:type_name -> omnirelay.meshkit.v1.Health
-	44, // 2: omnirelay.meshkit.v1.Endpoint.metadata:type_name -> omnirelay.meshkit.v1.Endpoint.MetadataEntry
-	46, // 3: omnirelay.meshkit.v1.Endpoint.ttl:type_name -> google.protobuf.Duration
-	47, // 4: omnirelay.meshkit.v1.Endpoint.lease_expires_at:type_name -> google.protobuf.Timestamp
-	2,  // 5: omnirelay.meshkit.v1.RegisterRequest.endpoint:type_name -> omnirelay.meshkit.v1.Endpoint
-	2,  // 6: omnirelay.meshkit.v1.RegisterResponse.endpoint:type_name -> omnirelay.meshkit.v1.Endpoint
-	46, // 7: omnirelay.meshkit.v1.HeartbeatRequest.ttl:type_name -> google.protobuf.Duration
-	0,  // 8: omnirelay.meshkit.v1.HeartbeatRequest.health:type_name -> omnirelay.meshkit.v1.Health
-	2,  // 9: omnirelay.meshkit.v1.HeartbeatResponse.endpoint:type_name -> omnirelay.meshkit.v1.Endpoint
-	10, // 10: omnirelay.meshkit.v1.ListServicesResponse.services:type_name -> omnirelay.meshkit.v1.Service
-	2,  // 11: omnirelay.meshkit.v1.ListEndpointsResponse.endpoints:type_name -> omnirelay.meshkit.v1.Endpoint
-	47, // 12: omnirelay.meshkit.v1.ConfigVersion.created_at:type_name -> google.protobuf.Timestamp
-	18, // 13: omnirelay.meshkit.v1.HistoryResponse.versions:type_name -> omnirelay.meshkit.v1.ConfigVersion
-	27, // 14: omnirelay.meshkit.v1.ListProxiesResponse.proxies:type_name -> omnirelay.meshkit.v1.Proxy
-	47, // 15: omnirelay.meshkit.v1.Proxy.connected_since:type_name -> google.protobuf.Timestamp
-	45, // 16: omnirelay.meshkit.v1.Proxy.acked:type_name -> omnirelay.meshkit.v1.Proxy.AckedEntry
-	33, // 17: omnirelay.meshkit.v1.Proxy.last_nack:type_name -> omnirelay.meshkit.v1.Nack
-	34, // 18: omnirelay.meshkit.v1.Proxy.withheld:type_name -> omnirelay.meshkit.v1.Withheld
-	28, // 19: omnirelay.meshkit.v1.Proxy.extensions:type_name -> omnirelay.meshkit.v1.ProxyExtension
-	47, // 20: omnirelay.meshkit.v1.Nack.at:type_name -> google.protobuf.Timestamp
-	46, // 21: omnirelay.meshkit.v1.CreateJoinTokenRequest.ttl:type_name -> google.protobuf.Duration
-	47, // 22: omnirelay.meshkit.v1.CreateJoinTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
-	47, // 23: omnirelay.meshkit.v1.SignResponse.expires_at:type_name -> google.protobuf.Timestamp
-	43, // 24: omnirelay.meshkit.v1.ListNodesResponse.nodes:type_name -> omnirelay.meshkit.v1.IdentityNode
-	47, // 25: omnirelay.meshkit.v1.IdentityNode.created_at:type_name -> google.protobuf.Timestamp
-	47, // 26: omnirelay.meshkit.v1.IdentityNode.revoked_at:type_name -> google.protobuf.Timestamp
-	47, // 27: omnirelay.meshkit.v1.IdentityNode.last_issued_at:type_name -> google.protobuf.Timestamp
-	47, // 28: omnirelay.meshkit.v1.IdentityNode.cert_expires_at:type_name -> google.protobuf.Timestamp
-	3,  // 29: omnirelay.meshkit.v1.Registry.Register:input_type -> omnirelay.meshkit.v1.RegisterRequest
-	5,  // 30: omnirelay.meshkit.v1.Registry.Heartbeat:input_type -> omnirelay.meshkit.v1.HeartbeatRequest
-	7,  // 31: omnirelay.meshkit.v1.Registry.Deregister:input_type -> omnirelay.meshkit.v1.DeregisterRequest
-	9,  // 32: omnirelay.meshkit.v1.Registry.ListServices:input_type -> omnirelay.meshkit.v1.ListServicesRequest
-	12, // 33: omnirelay.meshkit.v1.Registry.ListEndpoints:input_type -> omnirelay.meshkit.v1.ListEndpointsRequest
-	14, // 34: omnirelay.meshkit.v1.Config.Apply:input_type -> omnirelay.meshkit.v1.ApplyRequest
-	16, // 35: omnirelay.meshkit.v1.Config.Get:input_type -> omnirelay.meshkit.v1.GetConfigRequest
-	19, // 36: omnirelay.meshkit.v1.Config.History:input_type -> omnirelay.meshkit.v1.HistoryRequest
-	21, // 37: omnirelay.meshkit.v1.Config.GetVersion:input_type -> omnirelay.meshkit.v1.GetVersionRequest
-	22, // 38: omnirelay.meshkit.v1.Config.Diff:input_type -> omnirelay.meshkit.v1.DiffRequest
-	24, // 39: omnirelay.meshkit.v1.Config.Undo:input_type -> omnirelay.meshkit.v1.UndoRequest
-	25, // 40: omnirelay.meshkit.v1.Proxies.List:input_type -> omnirelay.meshkit.v1.ListProxiesRequest
-	29, // 41: omnirelay.meshkit.v1.Rollouts.Canary:input_type -> omnirelay.meshkit.v1.CanaryRequest
-	30, // 42: omnirelay.meshkit.v1.Rollouts.Promote:input_type -> omnirelay.meshkit.v1.PromoteRequest
-	31, // 43: omnirelay.meshkit.v1.Rollouts.Rollback:input_type -> omnirelay.meshkit.v1.RollbackRequest
-	37, // 44: omnirelay.meshkit.v1.Identity.Sign:input_type -> omnirelay.meshkit.v1.SignRequest
-	35, // 45: omnirelay.meshkit.v1.IdentityAdmin.CreateJoinToken:input_type -> omnirelay.meshkit.v1.CreateJoinTokenRequest
-	39, // 46: omnirelay.meshkit.v1.IdentityAdmin.RevokeNode:input_type -> omnirelay.meshkit.v1.RevokeNodeRequest
-	41, // 47: omnirelay.meshkit.v1.IdentityAdmin.ListNodes:input_type -> omnirelay.meshkit.v1.ListNodesRequest
-	4,  // 48: omnirelay.meshkit.v1.Registry.Register:output_type -> omnirelay.meshkit.v1.RegisterResponse
-	6,  // 49: omnirelay.meshkit.v1.Registry.Heartbeat:output_type -> omnirelay.meshkit.v1.HeartbeatResponse
-	8,  // 50: omnirelay.meshkit.v1.Registry.Deregister:output_type -> omnirelay.meshkit.v1.DeregisterResponse
-	11, // 51: omnirelay.meshkit.v1.Registry.ListServices:output_type -> omnirelay.meshkit.v1.ListServicesResponse
-	13, // 52: omnirelay.meshkit.v1.Registry.ListEndpoints:output_type -> omnirelay.meshkit.v1.ListEndpointsResponse
-	15, // 53: omnirelay.meshkit.v1.Config.Apply:output_type -> omnirelay.meshkit.v1.ApplyResponse
-	17, // 54: omnirelay.meshkit.v1.Config.Get:output_type -> omnirelay.meshkit.v1.GetConfigResponse
-	20, // 55: omnirelay.meshkit.v1.Config.History:output_type -> omnirelay.meshkit.v1.HistoryResponse
-	18, // 56: omnirelay.meshkit.v1.Config.GetVersion:output_type -> omnirelay.meshkit.v1.ConfigVersion
-	23, // 57: omnirelay.meshkit.v1.Config.Diff:output_type -> omnirelay.meshkit.v1.DiffResponse
-	15, // 58: omnirelay.meshkit.v1.Config.Undo:output_type -> omnirelay.meshkit.v1.ApplyResponse
-	26, // 59: omnirelay.meshkit.v1.Proxies.List:output_type -> omnirelay.meshkit.v1.ListProxiesResponse
-	32, // 60: omnirelay.meshkit.v1.Rollouts.Canary:output_type -> omnirelay.meshkit.v1.RolloutResponse
-	32, // 61: omnirelay.meshkit.v1.Rollouts.Promote:output_type -> omnirelay.meshkit.v1.RolloutResponse
-	32, // 62: omnirelay.meshkit.v1.Rollouts.Rollback:output_type -> omnirelay.meshkit.v1.RolloutResponse
-	38, // 63: omnirelay.meshkit.v1.Identity.Sign:output_type -> omnirelay.meshkit.v1.SignResponse
-	36, // 64: omnirelay.meshkit.v1.IdentityAdmin.CreateJoinToken:output_type -> omnirelay.meshkit.v1.CreateJoinTokenResponse
-	40, // 65: omnirelay.meshkit.v1.IdentityAdmin.RevokeNode:output_type -> omnirelay.meshkit.v1.RevokeNodeResponse
-	42, // 66: omnirelay.meshkit.v1.IdentityAdmin.ListNodes:output_type -> omnirelay.meshkit.v1.ListNodesResponse
-	48, // [48:67] is the sub-list for method output_type
-	29, // [29:48] is the sub-list for method input_type
-	29, // [29:29] is the sub-list for extension type_name
-	29, // [29:29] is the sub-list for extension extendee
-	0,  // [0:29] is the sub-list for field type_name
+	51, // 0: omnirelay.meshkit.v1.StartRolloutRequest.pause:type_name -> google.protobuf.Duration
+	51, // 1: omnirelay.meshkit.v1.ConfigRollout.pause:type_name -> google.protobuf.Duration
+	52, // 2: omnirelay.meshkit.v1.ConfigRollout.started_at:type_name -> google.protobuf.Timestamp
+	52, // 3: omnirelay.meshkit.v1.ConfigRollout.step_started_at:type_name -> google.protobuf.Timestamp
+	52, // 4: omnirelay.meshkit.v1.ConfigRollout.next_step_at:type_name -> google.protobuf.Timestamp
+	52, // 5: omnirelay.meshkit.v1.ConfigRollout.ended_at:type_name -> google.protobuf.Timestamp
+	5,  // 6: omnirelay.meshkit.v1.ConfigRollout.events:type_name -> omnirelay.meshkit.v1.RolloutEvent
+	52, // 7: omnirelay.meshkit.v1.RolloutEvent.at:type_name -> google.protobuf.Timestamp
+	6,  // 8: omnirelay.meshkit.v1.Endpoint.locality:type_name -> omnirelay.meshkit.v1.Locality
+	0,  // 9: omnirelay.meshkit.v1.Endpoint.health:type_name -> omnirelay.meshkit.v1.Health
+	49, // 10: omnirelay.meshkit.v1.Endpoint.metadata:type_name -> omnirelay.meshkit.v1.Endpoint.MetadataEntry
+	51, // 11: omnirelay.meshkit.v1.Endpoint.ttl:type_name -> google.protobuf.Duration
+	52, // 12: omnirelay.meshkit.v1.Endpoint.lease_expires_at:type_name -> google.protobuf.Timestamp
+	7,  // 13: omnirelay.meshkit.v1.RegisterRequest.endpoint:type_name -> omnirelay.meshkit.v1.Endpoint
+	7,  // 14: omnirelay.meshkit.v1.RegisterResponse.endpoint:type_name -> omnirelay.meshkit.v1.Endpoint
+	51, // 15: omnirelay.meshkit.v1.HeartbeatRequest.ttl:type_name -> google.protobuf.Duration
+	0,  // 16: omnirelay.meshkit.v1.HeartbeatRequest.health:type_name -> omnirelay.meshkit.v1.Health
+	7,  // 17: omnirelay.meshkit.v1.HeartbeatResponse.endpoint:type_name -> omnirelay.meshkit.v1.Endpoint
+	15, // 18: omnirelay.meshkit.v1.ListServicesResponse.services:type_name -> omnirelay.meshkit.v1.Service
+	7,  // 19: omnirelay.meshkit.v1.ListEndpointsResponse.endpoints:type_name -> omnirelay.meshkit.v1.Endpoint
+	52, // 20: omnirelay.meshkit.v1.ConfigVersion.created_at:type_name -> google.protobuf.Timestamp
+	23, // 21: omnirelay.meshkit.v1.HistoryResponse.versions:type_name -> omnirelay.meshkit.v1.ConfigVersion
+	32, // 22: omnirelay.meshkit.v1.ListProxiesResponse.proxies:type_name -> omnirelay.meshkit.v1.Proxy
+	52, // 23: omnirelay.meshkit.v1.Proxy.connected_since:type_name -> google.protobuf.Timestamp
+	50, // 24: omnirelay.meshkit.v1.Proxy.acked:type_name -> omnirelay.meshkit.v1.Proxy.AckedEntry
+	38, // 25: omnirelay.meshkit.v1.Proxy.last_nack:type_name -> omnirelay.meshkit.v1.Nack
+	39, // 26: omnirelay.meshkit.v1.Proxy.withheld:type_name -> omnirelay.meshkit.v1.Withheld
+	33, // 27: omnirelay.meshkit.v1.Proxy.extensions:type_name -> omnirelay.meshkit.v1.ProxyExtension
+	52, // 28: omnirelay.meshkit.v1.Nack.at:type_name -> google.protobuf.Timestamp
+	51, // 29: omnirelay.meshkit.v1.CreateJoinTokenRequest.ttl:type_name -> google.protobuf.Duration
+	52, // 30: omnirelay.meshkit.v1.CreateJoinTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
+	52, // 31: omnirelay.meshkit.v1.SignResponse.expires_at:type_name -> google.protobuf.Timestamp
+	48, // 32: omnirelay.meshkit.v1.ListNodesResponse.nodes:type_name -> omnirelay.meshkit.v1.IdentityNode
+	52, // 33: omnirelay.meshkit.v1.IdentityNode.created_at:type_name -> google.protobuf.Timestamp
+	52, // 34: omnirelay.meshkit.v1.IdentityNode.revoked_at:type_name -> google.protobuf.Timestamp
+	52, // 35: omnirelay.meshkit.v1.IdentityNode.last_issued_at:type_name -> google.protobuf.Timestamp
+	52, // 36: omnirelay.meshkit.v1.IdentityNode.cert_expires_at:type_name -> google.protobuf.Timestamp
+	8,  // 37: omnirelay.meshkit.v1.Registry.Register:input_type -> omnirelay.meshkit.v1.RegisterRequest
+	10, // 38: omnirelay.meshkit.v1.Registry.Heartbeat:input_type -> omnirelay.meshkit.v1.HeartbeatRequest
+	12, // 39: omnirelay.meshkit.v1.Registry.Deregister:input_type -> omnirelay.meshkit.v1.DeregisterRequest
+	14, // 40: omnirelay.meshkit.v1.Registry.ListServices:input_type -> omnirelay.meshkit.v1.ListServicesRequest
+	17, // 41: omnirelay.meshkit.v1.Registry.ListEndpoints:input_type -> omnirelay.meshkit.v1.ListEndpointsRequest
+	19, // 42: omnirelay.meshkit.v1.Config.Apply:input_type -> omnirelay.meshkit.v1.ApplyRequest
+	21, // 43: omnirelay.meshkit.v1.Config.Get:input_type -> omnirelay.meshkit.v1.GetConfigRequest
+	24, // 44: omnirelay.meshkit.v1.Config.History:input_type -> omnirelay.meshkit.v1.HistoryRequest
+	26, // 45: omnirelay.meshkit.v1.Config.GetVersion:input_type -> omnirelay.meshkit.v1.GetVersionRequest
+	27, // 46: omnirelay.meshkit.v1.Config.Diff:input_type -> omnirelay.meshkit.v1.DiffRequest
+	29, // 47: omnirelay.meshkit.v1.Config.Undo:input_type -> omnirelay.meshkit.v1.UndoRequest
+	30, // 48: omnirelay.meshkit.v1.Proxies.List:input_type -> omnirelay.meshkit.v1.ListProxiesRequest
+	34, // 49: omnirelay.meshkit.v1.Rollouts.Canary:input_type -> omnirelay.meshkit.v1.CanaryRequest
+	35, // 50: omnirelay.meshkit.v1.Rollouts.Promote:input_type -> omnirelay.meshkit.v1.PromoteRequest
+	36, // 51: omnirelay.meshkit.v1.Rollouts.Rollback:input_type -> omnirelay.meshkit.v1.RollbackRequest
+	1,  // 52: omnirelay.meshkit.v1.ConfigRollouts.Start:input_type -> omnirelay.meshkit.v1.StartRolloutRequest
+	2,  // 53: omnirelay.meshkit.v1.ConfigRollouts.Get:input_type -> omnirelay.meshkit.v1.GetRolloutRequest
+	3,  // 54: omnirelay.meshkit.v1.ConfigRollouts.Pause:input_type -> omnirelay.meshkit.v1.RolloutControlRequest
+	3,  // 55: omnirelay.meshkit.v1.ConfigRollouts.Resume:input_type -> omnirelay.meshkit.v1.RolloutControlRequest
+	3,  // 56: omnirelay.meshkit.v1.ConfigRollouts.Promote:input_type -> omnirelay.meshkit.v1.RolloutControlRequest
+	3,  // 57: omnirelay.meshkit.v1.ConfigRollouts.Abort:input_type -> omnirelay.meshkit.v1.RolloutControlRequest
+	42, // 58: omnirelay.meshkit.v1.Identity.Sign:input_type -> omnirelay.meshkit.v1.SignRequest
+	40, // 59: omnirelay.meshkit.v1.IdentityAdmin.CreateJoinToken:input_type -> omnirelay.meshkit.v1.CreateJoinTokenRequest
+	44, // 60: omnirelay.meshkit.v1.IdentityAdmin.RevokeNode:input_type -> omnirelay.meshkit.v1.RevokeNodeRequest
+	46, // 61: omnirelay.meshkit.v1.IdentityAdmin.ListNodes:input_type -> omnirelay.meshkit.v1.ListNodesRequest
+	9,  // 62: omnirelay.meshkit.v1.Registry.Register:output_type -> omnirelay.meshkit.v1.RegisterResponse
+	11, // 63: omnirelay.meshkit.v1.Registry.Heartbeat:output_type -> omnirelay.meshkit.v1.HeartbeatResponse
+	13, // 64: omnirelay.meshkit.v1.Registry.Deregister:output_type -> omnirelay.meshkit.v1.DeregisterResponse
+	16, // 65: omnirelay.meshkit.v1.Registry.ListServices:output_type -> omnirelay.meshkit.v1.ListServicesResponse
+	18, // 66: omnirelay.meshkit.v1.Registry.ListEndpoints:output_type -> omnirelay.meshkit.v1.ListEndpointsResponse
+	20, // 67: omnirelay.meshkit.v1.Config.Apply:output_type -> omnirelay.meshkit.v1.ApplyResponse
+	22, // 68: omnirelay.meshkit.v1.Config.Get:output_type -> omnirelay.meshkit.v1.GetConfigResponse
+	25, // 69: omnirelay.meshkit.v1.Config.History:output_type -> omnirelay.meshkit.v1.HistoryResponse
+	23, // 70: omnirelay.meshkit.v1.Config.GetVersion:output_type -> omnirelay.meshkit.v1.ConfigVersion
+	28, // 71: omnirelay.meshkit.v1.Config.Diff:output_type -> omnirelay.meshkit.v1.DiffResponse
+	20, // 72: omnirelay.meshkit.v1.Config.Undo:output_type -> omnirelay.meshkit.v1.ApplyResponse
+	31, // 73: omnirelay.meshkit.v1.Proxies.List:output_type -> omnirelay.meshkit.v1.ListProxiesResponse
+	37, // 74: omnirelay.meshkit.v1.Rollouts.Canary:output_type -> omnirelay.meshkit.v1.RolloutResponse
+	37, // 75: omnirelay.meshkit.v1.Rollouts.Promote:output_type -> omnirelay.meshkit.v1.RolloutResponse
+	37, // 76: omnirelay.meshkit.v1.Rollouts.Rollback:output_type -> omnirelay.meshkit.v1.RolloutResponse
+	4,  // 77: omnirelay.meshkit.v1.ConfigRollouts.Start:output_type -> omnirelay.meshkit.v1.ConfigRollout
+	4,  // 78: omnirelay.meshkit.v1.ConfigRollouts.Get:output_type -> omnirelay.meshkit.v1.ConfigRollout
+	4,  // 79: omnirelay.meshkit.v1.ConfigRollouts.Pause:output_type -> omnirelay.meshkit.v1.ConfigRollout
+	4,  // 80: omnirelay.meshkit.v1.ConfigRollouts.Resume:output_type -> omnirelay.meshkit.v1.ConfigRollout
+	4,  // 81: omnirelay.meshkit.v1.ConfigRollouts.Promote:output_type -> omnirelay.meshkit.v1.ConfigRollout
+	4,  // 82: omnirelay.meshkit.v1.ConfigRollouts.Abort:output_type -> omnirelay.meshkit.v1.ConfigRollout
+	43, // 83: omnirelay.meshkit.v1.Identity.Sign:output_type -> omnirelay.meshkit.v1.SignResponse
+	41, // 84: omnirelay.meshkit.v1.IdentityAdmin.CreateJoinToken:output_type -> omnirelay.meshkit.v1.CreateJoinTokenResponse
+	45, // 85: omnirelay.meshkit.v1.IdentityAdmin.RevokeNode:output_type -> omnirelay.meshkit.v1.RevokeNodeResponse
+	47, // 86: omnirelay.meshkit.v1.IdentityAdmin.ListNodes:output_type -> omnirelay.meshkit.v1.ListNodesResponse
+	62, // [62:87] is the sub-list for method output_type
+	37, // [37:62] is the sub-list for method input_type
+	37, // [37:37] is the sub-list for extension type_name
+	37, // [37:37] is the sub-list for extension extendee
+	0,  // [0:37] is the sub-list for field type_name
 }
 
 func init() { file_meshkit_v1_meshkit_proto_init() }
@@ -2969,9 +3458,9 @@ func file_meshkit_v1_meshkit_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_meshkit_v1_meshkit_proto_rawDesc), len(file_meshkit_v1_meshkit_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   45,
+			NumMessages:   50,
 			NumExtensions: 0,
-			NumServices:   6,
+			NumServices:   7,
 		},
 		GoTypes:           file_meshkit_v1_meshkit_proto_goTypes,
 		DependencyIndexes: file_meshkit_v1_meshkit_proto_depIdxs,

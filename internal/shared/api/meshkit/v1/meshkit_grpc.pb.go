@@ -925,6 +925,336 @@ var Rollouts_ServiceDesc = grpc.ServiceDesc{
 }
 
 const (
+	ConfigRollouts_Start_FullMethodName   = "/omnirelay.meshkit.v1.ConfigRollouts/Start"
+	ConfigRollouts_Get_FullMethodName     = "/omnirelay.meshkit.v1.ConfigRollouts/Get"
+	ConfigRollouts_Pause_FullMethodName   = "/omnirelay.meshkit.v1.ConfigRollouts/Pause"
+	ConfigRollouts_Resume_FullMethodName  = "/omnirelay.meshkit.v1.ConfigRollouts/Resume"
+	ConfigRollouts_Promote_FullMethodName = "/omnirelay.meshkit.v1.ConfigRollouts/Promote"
+	ConfigRollouts_Abort_FullMethodName   = "/omnirelay.meshkit.v1.ConfigRollouts/Abort"
+)
+
+// ConfigRolloutsClient is the client API for ConfigRollouts service.
+//
+// For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
+//
+// ConfigRollouts stages a change of the whole desired config to a growing
+// share of the proxies (by node-id bucket, as an extension canary by
+// proxies), step by step with a pause per step, then promotes it as a new
+// config version, or rolls it back. One rollout runs at a time; the record
+// lives in the store and the leader of the rollout election moves it on,
+// so it survives a MeshKit restart and a leader change. While one runs,
+// Config.Apply, Config.Undo and the extension steps answer
+// FAILED_PRECONDITION; a change started here (or a followed --config file's
+// change) supersedes it. Envoy and gRPC proxyless clients are outside every
+// canary below 100 %.
+type ConfigRolloutsClient interface {
+	// Start validates the document as Apply does and serves it at once to
+	// the first step's share of proxies.
+	Start(ctx context.Context, in *StartRolloutRequest, opts ...grpc.CallOption) (*ConfigRollout, error)
+	// Get returns the running rollout, or the last one finished (NOT_FOUND
+	// when there never was one).
+	Get(ctx context.Context, in *GetRolloutRequest, opts ...grpc.CallOption) (*ConfigRollout, error)
+	// Pause holds the current step (its pause clock stops); Resume continues
+	// it with the pause it had left.
+	Pause(ctx context.Context, in *RolloutControlRequest, opts ...grpc.CallOption) (*ConfigRollout, error)
+	Resume(ctx context.Context, in *RolloutControlRequest, opts ...grpc.CallOption) (*ConfigRollout, error)
+	// Promote makes the canary every proxy's config now, as a new version.
+	Promote(ctx context.Context, in *RolloutControlRequest, opts ...grpc.CallOption) (*ConfigRollout, error)
+	// Abort serves the stable version to every proxy again.
+	Abort(ctx context.Context, in *RolloutControlRequest, opts ...grpc.CallOption) (*ConfigRollout, error)
+}
+
+type configRolloutsClient struct {
+	cc grpc.ClientConnInterface
+}
+
+func NewConfigRolloutsClient(cc grpc.ClientConnInterface) ConfigRolloutsClient {
+	return &configRolloutsClient{cc}
+}
+
+func (c *configRolloutsClient) Start(ctx context.Context, in *StartRolloutRequest, opts ...grpc.CallOption) (*ConfigRollout, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ConfigRollout)
+	err := c.cc.Invoke(ctx, ConfigRollouts_Start_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *configRolloutsClient) Get(ctx context.Context, in *GetRolloutRequest, opts ...grpc.CallOption) (*ConfigRollout, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ConfigRollout)
+	err := c.cc.Invoke(ctx, ConfigRollouts_Get_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *configRolloutsClient) Pause(ctx context.Context, in *RolloutControlRequest, opts ...grpc.CallOption) (*ConfigRollout, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ConfigRollout)
+	err := c.cc.Invoke(ctx, ConfigRollouts_Pause_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *configRolloutsClient) Resume(ctx context.Context, in *RolloutControlRequest, opts ...grpc.CallOption) (*ConfigRollout, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ConfigRollout)
+	err := c.cc.Invoke(ctx, ConfigRollouts_Resume_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *configRolloutsClient) Promote(ctx context.Context, in *RolloutControlRequest, opts ...grpc.CallOption) (*ConfigRollout, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ConfigRollout)
+	err := c.cc.Invoke(ctx, ConfigRollouts_Promote_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *configRolloutsClient) Abort(ctx context.Context, in *RolloutControlRequest, opts ...grpc.CallOption) (*ConfigRollout, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ConfigRollout)
+	err := c.cc.Invoke(ctx, ConfigRollouts_Abort_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// ConfigRolloutsServer is the server API for ConfigRollouts service.
+// All implementations must embed UnimplementedConfigRolloutsServer
+// for forward compatibility.
+//
+// ConfigRollouts stages a change of the whole desired config to a growing
+// share of the proxies (by node-id bucket, as an extension canary by
+// proxies), step by step with a pause per step, then promotes it as a new
+// config version, or rolls it back. One rollout runs at a time; the record
+// lives in the store and the leader of the rollout election moves it on,
+// so it survives a MeshKit restart and a leader change. While one runs,
+// Config.Apply, Config.Undo and the extension steps answer
+// FAILED_PRECONDITION; a change started here (or a followed --config file's
+// change) supersedes it. Envoy and gRPC proxyless clients are outside every
+// canary below 100 %.
+type ConfigRolloutsServer interface {
+	// Start validates the document as Apply does and serves it at once to
+	// the first step's share of proxies.
+	Start(context.Context, *StartRolloutRequest) (*ConfigRollout, error)
+	// Get returns the running rollout, or the last one finished (NOT_FOUND
+	// when there never was one).
+	Get(context.Context, *GetRolloutRequest) (*ConfigRollout, error)
+	// Pause holds the current step (its pause clock stops); Resume continues
+	// it with the pause it had left.
+	Pause(context.Context, *RolloutControlRequest) (*ConfigRollout, error)
+	Resume(context.Context, *RolloutControlRequest) (*ConfigRollout, error)
+	// Promote makes the canary every proxy's config now, as a new version.
+	Promote(context.Context, *RolloutControlRequest) (*ConfigRollout, error)
+	// Abort serves the stable version to every proxy again.
+	Abort(context.Context, *RolloutControlRequest) (*ConfigRollout, error)
+	mustEmbedUnimplementedConfigRolloutsServer()
+}
+
+// UnimplementedConfigRolloutsServer must be embedded to have
+// forward compatible implementations.
+//
+// NOTE: this should be embedded by value instead of pointer to avoid a nil
+// pointer dereference when methods are called.
+type UnimplementedConfigRolloutsServer struct{}
+
+func (UnimplementedConfigRolloutsServer) Start(context.Context, *StartRolloutRequest) (*ConfigRollout, error) {
+	return nil, status.Error(codes.Unimplemented, "method Start not implemented")
+}
+func (UnimplementedConfigRolloutsServer) Get(context.Context, *GetRolloutRequest) (*ConfigRollout, error) {
+	return nil, status.Error(codes.Unimplemented, "method Get not implemented")
+}
+func (UnimplementedConfigRolloutsServer) Pause(context.Context, *RolloutControlRequest) (*ConfigRollout, error) {
+	return nil, status.Error(codes.Unimplemented, "method Pause not implemented")
+}
+func (UnimplementedConfigRolloutsServer) Resume(context.Context, *RolloutControlRequest) (*ConfigRollout, error) {
+	return nil, status.Error(codes.Unimplemented, "method Resume not implemented")
+}
+func (UnimplementedConfigRolloutsServer) Promote(context.Context, *RolloutControlRequest) (*ConfigRollout, error) {
+	return nil, status.Error(codes.Unimplemented, "method Promote not implemented")
+}
+func (UnimplementedConfigRolloutsServer) Abort(context.Context, *RolloutControlRequest) (*ConfigRollout, error) {
+	return nil, status.Error(codes.Unimplemented, "method Abort not implemented")
+}
+func (UnimplementedConfigRolloutsServer) mustEmbedUnimplementedConfigRolloutsServer() {}
+func (UnimplementedConfigRolloutsServer) testEmbeddedByValue()                        {}
+
+// UnsafeConfigRolloutsServer may be embedded to opt out of forward compatibility for this service.
+// Use of this interface is not recommended, as added methods to ConfigRolloutsServer will
+// result in compilation errors.
+type UnsafeConfigRolloutsServer interface {
+	mustEmbedUnimplementedConfigRolloutsServer()
+}
+
+func RegisterConfigRolloutsServer(s grpc.ServiceRegistrar, srv ConfigRolloutsServer) {
+	// If the following call panics, it indicates UnimplementedConfigRolloutsServer was
+	// embedded by pointer and is nil.  This will cause panics if an
+	// unimplemented method is ever invoked, so we test this at initialization
+	// time to prevent it from happening at runtime later due to I/O.
+	if t, ok := srv.(interface{ testEmbeddedByValue() }); ok {
+		t.testEmbeddedByValue()
+	}
+	s.RegisterService(&ConfigRollouts_ServiceDesc, srv)
+}
+
+func _ConfigRollouts_Start_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(StartRolloutRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ConfigRolloutsServer).Start(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ConfigRollouts_Start_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ConfigRolloutsServer).Start(ctx, req.(*StartRolloutRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ConfigRollouts_Get_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetRolloutRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ConfigRolloutsServer).Get(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ConfigRollouts_Get_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ConfigRolloutsServer).Get(ctx, req.(*GetRolloutRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ConfigRollouts_Pause_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RolloutControlRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ConfigRolloutsServer).Pause(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ConfigRollouts_Pause_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ConfigRolloutsServer).Pause(ctx, req.(*RolloutControlRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ConfigRollouts_Resume_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RolloutControlRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ConfigRolloutsServer).Resume(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ConfigRollouts_Resume_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ConfigRolloutsServer).Resume(ctx, req.(*RolloutControlRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ConfigRollouts_Promote_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RolloutControlRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ConfigRolloutsServer).Promote(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ConfigRollouts_Promote_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ConfigRolloutsServer).Promote(ctx, req.(*RolloutControlRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ConfigRollouts_Abort_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RolloutControlRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ConfigRolloutsServer).Abort(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ConfigRollouts_Abort_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ConfigRolloutsServer).Abort(ctx, req.(*RolloutControlRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+// ConfigRollouts_ServiceDesc is the grpc.ServiceDesc for ConfigRollouts service.
+// It's only intended for direct use with grpc.RegisterService,
+// and not to be introspected or modified (even as a copy)
+var ConfigRollouts_ServiceDesc = grpc.ServiceDesc{
+	ServiceName: "omnirelay.meshkit.v1.ConfigRollouts",
+	HandlerType: (*ConfigRolloutsServer)(nil),
+	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "Start",
+			Handler:    _ConfigRollouts_Start_Handler,
+		},
+		{
+			MethodName: "Get",
+			Handler:    _ConfigRollouts_Get_Handler,
+		},
+		{
+			MethodName: "Pause",
+			Handler:    _ConfigRollouts_Pause_Handler,
+		},
+		{
+			MethodName: "Resume",
+			Handler:    _ConfigRollouts_Resume_Handler,
+		},
+		{
+			MethodName: "Promote",
+			Handler:    _ConfigRollouts_Promote_Handler,
+		},
+		{
+			MethodName: "Abort",
+			Handler:    _ConfigRollouts_Abort_Handler,
+		},
+	},
+	Streams:  []grpc.StreamDesc{},
+	Metadata: "meshkit/v1/meshkit.proto",
+}
+
+const (
 	Identity_Sign_FullMethodName = "/omnirelay.meshkit.v1.Identity/Sign"
 )
 
