@@ -66,4 +66,3 @@ func sdsCmd(logger func() *slog.Logger) *cobra.Command {
 	f.StringVar(&cfg.NodeID, "node-id", "", "node id for logs (MeshKit takes the node from the join token)")
 	return cmd
 }
-
