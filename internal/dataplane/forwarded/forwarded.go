@@ -181,7 +181,7 @@ func internal(a netip.Addr) bool {
 // uniqueness, not secrecy.
 func NewRequestID(id *[36]byte) []byte {
 	hi, lo := rand.Uint64(), rand.Uint64()
-	hi = hi&^(0xf<<12) | 4<<12          // version 4
+	hi = hi&^(0xf<<12) | 4<<12         // version 4
 	lo = lo&^(0x3<<62) | uint64(2)<<62 // RFC 4122 variant
 	var raw [16]byte
 	for i := range 8 {

@@ -45,7 +45,7 @@ func TestApply(t *testing.T) {
 		{name: "edge overwrites an untrusted proto", o: edge, remote: pub, in: []string{"x-forwarded-proto", "https"},
 			wantClient: "203.0.113.7", external: true, wantXFF: "203.0.113.7", wantXFP: "http", wantExt: "203.0.113.7"},
 		{name: "edge behind one trusted LB: client is the LB's entry", o: edge1, remote: lan,
-			in: []string{"x-forwarded-for", "6.6.6.6, 198.51.100.9", "x-forwarded-proto", "https"},
+			in:         []string{"x-forwarded-for", "6.6.6.6, 198.51.100.9", "x-forwarded-proto", "https"},
 			wantClient: "198.51.100.9", external: true, wantXFF: "6.6.6.6, 198.51.100.9, 10.0.0.5", wantXFP: "https", wantExt: "198.51.100.9"},
 		{name: "internal peer keeps its request id", o: edge, remote: lan, in: []string{"x-request-id", "abc"},
 			wantClient: "10.0.0.5", wantXFF: "10.0.0.5", wantXFP: "http", keepReqID: true},
