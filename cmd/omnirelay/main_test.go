@@ -24,7 +24,7 @@ import (
 	"github.com/omnirelay/omnirelay/internal/shared/config"
 	"github.com/omnirelay/omnirelay/internal/shared/translate"
 
-	"github.com/omnirelay/omnirelay/internal/testutil/freeport"
+	"github.com/omnirelay/omnirelay/internal/testutil"
 )
 
 func TestRunFlags(t *testing.T) {
@@ -156,7 +156,7 @@ clusters:
 
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	return freeport.Addr(t)
+	return testutil.Addr(t)
 }
 
 var client = &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}

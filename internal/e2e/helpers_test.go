@@ -21,7 +21,7 @@ import (
 	"github.com/omnirelay/omnirelay/internal/demo"
 	meshkitv1 "github.com/omnirelay/omnirelay/internal/shared/api/meshkit/v1"
 
-	"github.com/omnirelay/omnirelay/internal/testutil/freeport"
+	"github.com/omnirelay/omnirelay/internal/testutil"
 )
 
 func testLog(t *testing.T) *slog.Logger {
@@ -34,7 +34,7 @@ func testLog(t *testing.T) *slog.Logger {
 // freeAddr returns a loopback address nothing listens on right now.
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	return freeport.Addr(t)
+	return testutil.Addr(t)
 }
 
 // meshConfig is the demo's config shape on free ports: a web listener with

@@ -6,12 +6,12 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/omnirelay/omnirelay/internal/testutil/freeport"
+	"github.com/omnirelay/omnirelay/internal/testutil"
 )
 
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	return freeport.Addr(t)
+	return testutil.Addr(t)
 }
 
 // TestDriveSmall runs the driver against an in-process server of each

@@ -27,7 +27,7 @@ import (
 	"github.com/omnirelay/omnirelay/internal/dataplane/secrets"
 	"github.com/omnirelay/omnirelay/internal/dataplane/secrets/testca"
 
-	"github.com/omnirelay/omnirelay/internal/testutil/freeport"
+	"github.com/omnirelay/omnirelay/internal/testutil"
 )
 
 // TestMeshMTLSWithMeshKit: two proxies get SVIDs from a running MeshKit
@@ -80,7 +80,7 @@ func TestMeshMTLSWithMeshKit(t *testing.T) {
 	}))
 	defer backend.Close()
 
-	aAddr, bAddr := freeport.Addr(t), freeport.Addr(t)
+	aAddr, bAddr := testutil.Addr(t), testutil.Addr(t)
 	start := func(name, cfg string, id *IdentityOptions) *Proxy {
 		path := filepath.Join(dir, name+".yaml")
 		if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {

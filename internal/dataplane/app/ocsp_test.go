@@ -16,7 +16,7 @@ import (
 
 	"github.com/omnirelay/omnirelay/internal/dataplane/secrets/testca"
 
-	"github.com/omnirelay/omnirelay/internal/testutil/freeport"
+	"github.com/omnirelay/omnirelay/internal/testutil"
 )
 
 // TestOCSPStapling: an https listener staples the configured OCSP response;
@@ -50,7 +50,7 @@ func TestOCSPStapling(t *testing.T) {
 	roots := x509.NewCertPool()
 	roots.AddCert(ca.Cert)
 	start := func(policy string) (*Proxy, string, error) {
-		addr := freeport.Addr(t)
+		addr := testutil.Addr(t)
 		cfg := filepath.Join(dir, "omnirelay-"+policy+".yaml")
 		if err := os.WriteFile(cfg, []byte(`
 listeners:

@@ -32,7 +32,7 @@ import (
 	"github.com/omnirelay/omnirelay/internal/shared/signing"
 	"github.com/omnirelay/omnirelay/internal/shared/translate"
 
-	"github.com/omnirelay/omnirelay/internal/testutil/freeport"
+	"github.com/omnirelay/omnirelay/internal/testutil"
 )
 
 const nodeID = "edge-1"
@@ -154,7 +154,7 @@ func backend(t *testing.T, name string) string {
 
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	return freeport.Addr(t)
+	return testutil.Addr(t)
 }
 
 func startXDSProxy(t *testing.T, xo XDSOptions) *Proxy {

@@ -18,7 +18,7 @@ import (
 	"github.com/omnirelay/omnirelay/internal/dataplane/dsl"
 	"github.com/omnirelay/omnirelay/internal/shared/signing"
 
-	"github.com/omnirelay/omnirelay/internal/testutil/freeport"
+	"github.com/omnirelay/omnirelay/internal/testutil"
 )
 
 // A rule set through a real OmniRelay: config file, signed package file,
@@ -68,7 +68,7 @@ clusters:
 
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	return freeport.Addr(t)
+	return testutil.Addr(t)
 }
 
 // upstream answers with its name, the path and the x-tenant header it saw.

@@ -21,7 +21,7 @@ import (
 
 	"github.com/omnirelay/omnirelay/internal/dataplane/app"
 
-	"github.com/omnirelay/omnirelay/internal/testutil/freeport"
+	"github.com/omnirelay/omnirelay/internal/testutil"
 )
 
 // freePort returns a loopback address that was free a moment ago. Configs
@@ -32,7 +32,7 @@ import (
 func freePort(t testing.TB) string {
 	t.Helper()
 	for {
-		addr := freeport.Addr(t)
+		addr := testutil.Addr(t)
 		portsMu.Lock()
 		dup := portsGiven[addr]
 		portsGiven[addr] = true

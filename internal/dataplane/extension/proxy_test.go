@@ -21,7 +21,7 @@ import (
 	"github.com/omnirelay/omnirelay/internal/shared/extpkg"
 	"github.com/omnirelay/omnirelay/internal/shared/signing"
 
-	"github.com/omnirelay/omnirelay/internal/testutil/freeport"
+	"github.com/omnirelay/omnirelay/internal/testutil"
 )
 
 // versionRules is a DSL package that stamps x-version on every response.
@@ -49,7 +49,7 @@ clusters:
 
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	return freeport.Addr(t)
+	return testutil.Addr(t)
 }
 
 // TestCanaryPromoteRollbackThroughProxy changes the extension of a running

@@ -32,7 +32,7 @@ import (
 	"github.com/omnirelay/omnirelay/internal/shared/extpkg"
 	"github.com/omnirelay/omnirelay/internal/shared/signing"
 
-	"github.com/omnirelay/omnirelay/internal/testutil/freeport"
+	"github.com/omnirelay/omnirelay/internal/testutil"
 )
 
 func key() ed25519.PrivateKey {
@@ -259,7 +259,7 @@ clusters:
 
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	return freeport.Addr(t)
+	return testutil.Addr(t)
 }
 
 // TestThroughProxy runs the example plugin in a real OmniRelay: config

@@ -15,7 +15,7 @@ import (
 	"github.com/omnirelay/omnirelay/internal/shared/resources"
 	"github.com/omnirelay/omnirelay/internal/shared/translate"
 
-	"github.com/omnirelay/omnirelay/internal/testutil/freeport"
+	"github.com/omnirelay/omnirelay/internal/testutil"
 )
 
 func snapshot(t *testing.T, yaml string) *resources.Snapshot {
@@ -33,7 +33,7 @@ func snapshot(t *testing.T, yaml string) *resources.Snapshot {
 
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	return freeport.Addr(t)
+	return testutil.Addr(t)
 }
 
 func newRuntime(t *testing.T) *Runtime {

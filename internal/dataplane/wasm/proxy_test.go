@@ -21,7 +21,7 @@ import (
 	"github.com/omnirelay/omnirelay/internal/shared/extpkg"
 	"github.com/omnirelay/omnirelay/internal/shared/signing"
 
-	"github.com/omnirelay/omnirelay/internal/testutil/freeport"
+	"github.com/omnirelay/omnirelay/internal/testutil"
 )
 
 func key() ed25519.PrivateKey {
@@ -49,7 +49,7 @@ func writePackage(t *testing.T, dir, name, pkg string, abi string) {
 
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	return freeport.Addr(t)
+	return testutil.Addr(t)
 }
 
 // echo answers with the x-added header it saw.
