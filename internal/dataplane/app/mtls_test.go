@@ -26,7 +26,6 @@ import (
 	"github.com/omnirelay/omnirelay/internal/controlplane/store"
 	"github.com/omnirelay/omnirelay/internal/dataplane/secrets"
 	"github.com/omnirelay/omnirelay/internal/dataplane/secrets/testca"
-
 	"github.com/omnirelay/omnirelay/internal/testutil"
 )
 
@@ -218,7 +217,7 @@ func counterValue(t *testing.T, p *Proxy, name string) float64 {
 func TestXDSMeshMTLSDoesNotWaitForAgentSecrets(t *testing.T) {
 	cp := startControlPlane(t, "127.0.0.1:0")
 	p := startXDSProxy(t, XDSOptions{Address: cp.addr})
-	addr := freeAddr(t)
+	addr := testutil.Addr(t)
 	cp.set(t, "v1", `
 listeners:
   - name: in
@@ -231,7 +230,7 @@ listeners:
           - match: { path_prefix: / }
             direct_response: { status: 204 }
 `)
-	eventually(t, "config applied", func() (bool, string) {
+	testutil.Eventually(t, 10*time.Second, 20*time.Millisecond, "config applied", func() (bool, string) {
 		return p.ListenerAddr("in") != nil, "listener not bound"
 	})
 	resp, err := httpClient.Get("http://" + addr + "/")

@@ -31,11 +31,6 @@ func snapshot(t *testing.T, yaml string) *resources.Snapshot {
 	return s
 }
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	return testutil.Addr(t)
-}
-
 func newRuntime(t *testing.T) *Runtime {
 	reg, err := filter.NewRegistry(filters.Builtins()...)
 	if err != nil {
@@ -68,7 +63,7 @@ func cfg(addr, cluster string) string {
 
 func TestApplyVersions(t *testing.T) {
 	rt := newRuntime(t)
-	addr := freeAddr(t)
+	addr := testutil.Addr(t)
 	if err := rt.Apply(snapshot(t, cfg(addr, "a")), "test"); err != nil {
 		t.Fatal(err)
 	}
@@ -98,7 +93,7 @@ func TestApplyVersions(t *testing.T) {
 
 func TestApplyRejectsWholeVersion(t *testing.T) {
 	rt := newRuntime(t)
-	addr := freeAddr(t)
+	addr := testutil.Addr(t)
 	if err := rt.Apply(snapshot(t, cfg(addr, "a")), "test"); err != nil {
 		t.Fatal(err)
 	}

@@ -29,7 +29,15 @@ type Proxy struct {
 // when the test ends. A config that does not start fails the test.
 func Start(t testing.TB, yaml string, mod ...func(*app.Options)) *Proxy {
 	t.Helper()
-	path := filepath.Join(t.TempDir(), "config.yaml")
+	return StartIn(t, t.TempDir(), yaml, mod...)
+}
+
+// StartIn is Start with the config written to dir/config.yaml, so that
+// relative paths in it (extension packages, certificates) resolve against
+// dir.
+func StartIn(t testing.TB, dir, yaml string, mod ...func(*app.Options)) *Proxy {
+	t.Helper()
+	path := filepath.Join(dir, "config.yaml")
 	testutil.WriteFile(t, path, []byte(yaml))
 	opt := app.Options{ConfigPath: path, AdminAddress: "127.0.0.1:0", DrainTimeout: 5 * time.Second,
 		PollInterval: 50 * time.Millisecond, Log: testutil.Logger(t)}
