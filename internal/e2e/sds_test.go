@@ -30,6 +30,7 @@ import (
 	"github.com/omnirelay/omnirelay/internal/dataplane/identity"
 	"github.com/omnirelay/omnirelay/internal/dataplane/sds"
 	"github.com/omnirelay/omnirelay/internal/dataplane/secrets"
+	"github.com/omnirelay/omnirelay/internal/testutil"
 )
 
 // TestSDSForEnvoyWorkload plays an Envoy sidecar's part with a real SDS
@@ -84,7 +85,7 @@ func TestSDSForEnvoyWorkload(t *testing.T) {
 		_, _ = io.WriteString(w, r.Header.Get("x-peer"))
 	}))
 	defer backend.Close()
-	inAddr := freeAddr(t)
+	inAddr := testutil.Addr(t)
 	cfg := filepath.Join(dir, "in.yaml")
 	if err := os.WriteFile(cfg, []byte(`
 listeners:
@@ -103,16 +104,16 @@ clusters:
 `), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	p, err := app.Start(app.Options{ConfigPath: cfg, AdminAddress: "127.0.0.1:0", DrainTimeout: time.Second, Log: testLog(t).With("side", "proxy"),
+	p, err := app.Start(app.Options{ConfigPath: cfg, AdminAddress: "127.0.0.1:0", DrainTimeout: time.Second, Log: testutil.Logger(t).With("side", "proxy"),
 		Identity: &app.IdentityOptions{Address: ln.Addr().String(), JoinToken: token("in", apiID), CAFile: caFile, NodeID: "in"}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	shutdownAtCleanup(t, p)
+	testutil.ShutdownAtCleanup(t, p)
 
 	// The Envoy workload's node agent: identity agent + SDS on a socket.
 	agent, err := identity.NewAgent(identity.Config{Address: ln.Addr().String(), JoinToken: token("envoy-web", envoyID), CAFile: caFile,
-		NodeID: "envoy-web", MinBackoff: 50 * time.Millisecond, Log: testLog(t).With("side", "agent")})
+		NodeID: "envoy-web", MinBackoff: 50 * time.Millisecond, Log: testutil.Logger(t).With("side", "agent")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -124,7 +125,7 @@ clusters:
 	if err != nil {
 		t.Fatal(err)
 	}
-	go func() { sdsDone <- sds.New(agent, testLog(t).With("side", "sds")).Serve(ctx, l) }()
+	go func() { sdsDone <- sds.New(agent, testutil.Logger(t).With("side", "sds")).Serve(ctx, l) }()
 	defer func() {
 		cancel()
 		<-agentDone
