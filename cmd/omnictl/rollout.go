@@ -20,19 +20,35 @@ type canaryFlags struct {
 	on    bool
 	steps string
 	pause time.Duration
+	gates struct {
+		window                      time.Duration
+		minRequests                 uint64
+		maxErrorRate, maxErrorRatio float64
+		maxP99                      time.Duration
+		maxP99Ratio                 float64
+	}
 }
 
 func (f *canaryFlags) register(cmd *cobra.Command) {
 	cmd.Flags().BoolVar(&f.on, "canary", false, "stage the change as a rollout: served to a growing share of the proxies (--steps, --pause), then promoted (omnictl rollout)")
 	cmd.Flags().StringVar(&f.steps, "steps", "10,50,100", "with --canary: percents of proxies, growing, each held for --pause")
 	cmd.Flags().DurationVar(&f.pause, "pause", 30*time.Second, "with --canary: how long each step is held before the next (and the last before promotion)")
+	g := &f.gates
+	cmd.Flags().Float64Var(&g.maxErrorRate, "max-error-rate", 0, "with --canary: roll back when the canary's error rate exceeds this (0..1) in the window")
+	cmd.Flags().Float64Var(&g.maxErrorRatio, "max-error-ratio", 0, "with --canary: roll back when the canary's error rate exceeds the stable one's by this factor")
+	cmd.Flags().DurationVar(&g.maxP99, "max-p99", 0, "with --canary: roll back when the canary's p99 latency exceeds this")
+	cmd.Flags().Float64Var(&g.maxP99Ratio, "max-p99-ratio", 0, "with --canary: roll back when the canary's p99 exceeds the stable one's by this factor")
+	cmd.Flags().Uint64Var(&g.minRequests, "min-requests", 0, "with --canary: canary requests the window must hold before a verdict (default 100)")
+	cmd.Flags().DurationVar(&g.window, "window", 0, "with --canary: the gates' observation window (default 10s)")
 }
+
+var canaryOnly = []string{"steps", "pause", "max-error-rate", "max-error-ratio", "max-p99", "max-p99-ratio", "min-requests", "window"}
 
 // request returns the rollout request for a document; an error names the
 // flag at fault.
 func (f *canaryFlags) request(cmd *cobra.Command, file string, data []byte) (*meshkitv1.StartRolloutRequest, error) {
 	if !f.on {
-		for _, name := range []string{"steps", "pause"} {
+		for _, name := range canaryOnly {
 			if cmd.Flags().Changed(name) {
 				return nil, fmt.Errorf("--%s needs --canary", name)
 			}
@@ -40,6 +56,17 @@ func (f *canaryFlags) request(cmd *cobra.Command, file string, data []byte) (*me
 		return nil, nil
 	}
 	req := &meshkitv1.StartRolloutRequest{Filename: file, Yaml: data, Pause: durationpb.New(f.pause)}
+	if g := f.gates; g.maxErrorRate > 0 || g.maxErrorRatio > 0 || g.maxP99 > 0 || g.maxP99Ratio > 0 {
+		req.Gates = &meshkitv1.RolloutGates{MinRequests: g.minRequests, MaxErrorRate: g.maxErrorRate, MaxErrorRatio: g.maxErrorRatio, MaxP99Ratio: g.maxP99Ratio}
+		if g.window > 0 {
+			req.Gates.Window = durationpb.New(g.window)
+		}
+		if g.maxP99 > 0 {
+			req.Gates.MaxP99 = durationpb.New(g.maxP99)
+		}
+	} else if g.window > 0 || g.minRequests > 0 {
+		return nil, fmt.Errorf("--window and --min-requests set the gates' window: give a gate too (--max-error-rate, --max-error-ratio, --max-p99, --max-p99-ratio)")
+	}
 	for i, s := range strings.Split(f.steps, ",") {
 		n, err := strconv.ParseUint(strings.TrimSuffix(strings.TrimSpace(s), "%"), 10, 32)
 		if err != nil {
@@ -204,6 +231,29 @@ func printRollout(w io.Writer, r *meshkitv1.ConfigRollout, now time.Time) {
 		}
 	}
 	fmt.Fprintf(w, "  proxies: %d on the canary, %d on the stable version\n", r.GetProxiesCanary(), r.GetProxiesStable())
+	if g := r.GetGates(); g != nil {
+		var gs []string
+		if g.GetMaxErrorRate() > 0 {
+			gs = append(gs, fmt.Sprintf("error rate <= %.2f%%", 100*g.GetMaxErrorRate()))
+		}
+		if g.GetMaxErrorRatio() > 0 {
+			gs = append(gs, fmt.Sprintf("error rate <= %.1fx stable", g.GetMaxErrorRatio()))
+		}
+		if g.GetMaxP99() != nil {
+			gs = append(gs, fmt.Sprintf("p99 <= %v", g.GetMaxP99().AsDuration()))
+		}
+		if g.GetMaxP99Ratio() > 0 {
+			gs = append(gs, fmt.Sprintf("p99 <= %.1fx stable", g.GetMaxP99Ratio()))
+		}
+		fmt.Fprintf(w, "  gates:   %s (window %v, min %d requests)\n", strings.Join(gs, ", "), g.GetWindow().AsDuration(), g.GetMinRequests())
+	}
+	if v := r.GetVerdict(); v != nil {
+		hold := ""
+		if r.GetHolding() {
+			hold = " (holding the step)"
+		}
+		fmt.Fprintf(w, "  verdict: %s%s\n", v.GetText(), hold)
+	}
 	if r.GetPromoted() > 0 {
 		fmt.Fprintf(w, "  promoted as version %d\n", r.GetPromoted())
 	}

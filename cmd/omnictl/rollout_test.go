@@ -106,7 +106,21 @@ func TestRolloutCommands(t *testing.T) {
 		t.Fatalf("history after the rollout:\n%s", out)
 	}
 
-	must("apply", "--canary", "-f", write("v4.yaml", historyDoc(4)))
+	v4 := write("v4.yaml", historyDoc(4))
+	fails("--window and --min-requests set the gates' window: give a gate too", "apply", "--canary", "--window", "2s", "-f", v4)
+	fails("--max-p99 needs --canary", "apply", "--max-p99", "1s", "-f", v4)
+	fails("InvalidArgument", "apply", "--canary", "--max-error-rate", "2", "-f", v4)
+	must("apply", "--canary", "--pause", "1h", "--max-error-rate", "0.05", "--max-error-ratio", "2", "--max-p99", "250ms", "--max-p99-ratio", "3",
+		"--min-requests", "10", "--window", "2s", "-f", v4)
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if out = must("rollout", "status"); strings.Contains(out, "verdict:") || time.Now().After(deadline) {
+			break
+		}
+	}
+	if !strings.Contains(out, "gates:   error rate <= 5.00%, error rate <= 2.0x stable, p99 <= 250ms, p99 <= 3.0x stable (window 2s, min 10 requests)") ||
+		!strings.Contains(out, "verdict: canary 0 req 0.00% err; stable 0 req 0.00% err; waiting for requests") {
+		t.Fatalf("status with gates:\n%s", out)
+	}
 	if out := must("rollout", "abort"); !strings.Contains(out, "rollout 3 aborted") {
 		t.Fatalf("abort: %q", out)
 	}

@@ -27,7 +27,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/omnirelay/omnirelay/internal/controlplane/extstore"
+	"github.com/omnirelay/omnirelay/internal/controlplane/loadstats"
 	"github.com/omnirelay/omnirelay/internal/controlplane/registry"
+	"github.com/omnirelay/omnirelay/internal/controlplane/rollout"
 	"github.com/omnirelay/omnirelay/internal/controlplane/store"
 	"github.com/omnirelay/omnirelay/internal/controlplane/versions"
 	"github.com/omnirelay/omnirelay/internal/controlplane/xdsserver"
@@ -55,6 +57,9 @@ type Options struct {
 	// Directory names this replica in the proxy directory and, on a store
 	// with leases (etcd), sets how it is shared (directory_share.go).
 	Directory DirectoryOptions
+	// LoadReportInterval is how often proxies are asked to send their
+	// load reports (LRS; default DefaultLoadReportInterval).
+	LoadReportInterval time.Duration
 	// HistoryKeep is how many config versions the store keeps
 	// (versions.DefaultKeep when 0, at most versions.MaxKeep).
 	HistoryKeep int
@@ -88,6 +93,11 @@ type MeshKit struct {
 	rolloutMu sync.Mutex
 	// rolloutKick wakes the rollout driver (staged.go).
 	rolloutKick chan struct{}
+	// loads holds the proxies' recent load reports (loadreports.go).
+	loads *loadstats.Window
+	// verdictWritten is when the driver last stored a verdict; driver
+	// goroutine only.
+	verdictWritten time.Time
 }
 
 // desired is the stored form of the desired configuration: the version
@@ -116,6 +126,7 @@ func New(opt Options) *MeshKit {
 		dirty:   make(chan struct{}, 1),
 
 		rolloutKick: make(chan struct{}, 1),
+		loads:       loadstats.NewWindow(2 * rollout.MaxWindow),
 	}
 	if opt.Store != nil {
 		m.packages = extstore.Resolver(opt.Store)
@@ -127,7 +138,9 @@ func New(opt Options) *MeshKit {
 		Cache:     m.cache,
 		Group:     m.group,
 		Callbacks: m.proxies.callbacks(),
-		Log:       opt.Log,
+		// Load reports come on the xDS port (both transports).
+		LoadReports: loadReceiver{m},
+		Log:         opt.Log,
 	})
 	return m
 }

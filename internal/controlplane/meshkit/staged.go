@@ -417,11 +417,40 @@ func (m *MeshKit) driveStep(ctx context.Context) time.Duration {
 	if s == nil || s.Phase != rollout.Progressing {
 		return idleRecheck
 	}
+	gated := s.Plan.Gates.Enabled()
+	var v rollout.Verdict
+	if gated {
+		var done bool
+		if v, done = m.checkGates(ctx, s); done {
+			return 0
+		}
+	}
 	if left := time.Until(s.Due()); left > 0 {
+		if gated {
+			return min(left, gateTick(s.Plan.Gates))
+		}
 		return left
 	}
+	if gated && !v.Pass() {
+		// The pause is over but the window does not hold enough canary
+		// requests for a verdict: the step is held until it does.
+		if !s.Holding {
+			_, _ = m.changeRollout(ctx, "hold", func(cur *rollout.State, now time.Time) error {
+				if cur.ID == s.ID && cur.Step == s.Step && !cur.Holding {
+					cur.Holding = true
+					cur.Events = append(cur.Events, rollout.Event{At: now, Text: "holding: " + v.String()})
+				}
+				return nil
+			})
+		}
+		return gateTick(s.Plan.Gates)
+	}
 	if s.LastStep() {
-		if _, err := m.PromoteRollout(ctx, "every step passed"); err != nil {
+		why := "every step passed"
+		if gated {
+			why += "; gates: " + v.String()
+		}
+		if _, err := m.PromoteRollout(ctx, why); err != nil {
 			m.opt.Log.Error("rollout not promoted; retrying", "id", s.ID, "error", err)
 			return time.Second
 		}
@@ -431,7 +460,11 @@ func (m *MeshKit) driveStep(ctx context.Context) time.Duration {
 		if s.Phase != rollout.Progressing || now.Before(s.Due()) {
 			return nil // changed meanwhile: the next round sees it
 		}
-		s.Advance(now, "pause elapsed")
+		why := "pause elapsed"
+		if gated {
+			why = "gates passed: " + v.String()
+		}
+		s.Advance(now, why)
 		return nil
 	}); err != nil && !errors.Is(err, ErrNoRollout) {
 		m.opt.Log.Error("rollout step not taken; retrying", "id", s.ID, "error", err)

@@ -52,6 +52,8 @@ const (
 type Plan struct {
 	Steps []uint32      `json:"steps"`
 	Pause time.Duration `json:"pause"`
+	// Gates, when enabled, judge every step on the proxies' load reports.
+	Gates Gates `json:"gates,omitzero"`
 }
 
 // DefaultPause is the pause per step when none is given.
@@ -76,7 +78,7 @@ func (p Plan) Validate() error {
 	if p.Pause < 0 || p.Pause > MaxPause {
 		return fmt.Errorf("pause: %v is not 0..%v", p.Pause, MaxPause)
 	}
-	return nil
+	return p.Gates.Validate()
 }
 
 // ParseSteps reads "10,50,100" (a trailing % allowed on each).
@@ -123,6 +125,10 @@ type State struct {
 	Started  time.Time `json:"started"`
 	Ended    time.Time `json:"ended,omitzero"`
 	Events   []Event   `json:"events,omitempty"`
+	// Verdict is the gates' last verdict on the current step.
+	Verdict *Verdict `json:"verdict,omitempty"`
+	// Holding: the step's pause ended but its verdict is not ready yet.
+	Holding bool `json:"holding,omitempty"`
 }
 
 // New starts a rollout of canary over stable.
@@ -168,6 +174,7 @@ func (s *State) Advance(now time.Time, why string) bool {
 	}
 	s.Step++
 	s.StepStarted = now
+	s.Verdict, s.Holding = nil, false
 	s.log(now, fmt.Sprintf("step %d/%d: %d%% of proxies (%s)", s.Step+1, len(s.Plan.Steps), s.Percent(), why))
 	return true
 }

@@ -43,6 +43,10 @@ func (c configRolloutAPI) Start(ctx context.Context, req *meshkitv1.StartRollout
 	if req.Pause != nil {
 		plan.Pause = req.GetPause().AsDuration()
 	}
+	if g := req.GetGates(); g != nil {
+		plan.Gates = rollout.Gates{Window: g.GetWindow().AsDuration(), MinRequests: g.GetMinRequests(),
+			MaxErrorRate: g.GetMaxErrorRate(), MaxErrorRatio: g.GetMaxErrorRatio(), MaxP99: g.GetMaxP99().AsDuration(), MaxP99Ratio: g.GetMaxP99Ratio()}
+	}
 	s, err := c.m.StartRollout(ctx, req.GetFilename(), req.GetYaml(), plan, versions.OriginApply)
 	if err != nil {
 		return nil, rolloutStatus(err)
@@ -104,6 +108,19 @@ func (c configRolloutAPI) view(s *rollout.State) *meshkitv1.ConfigRollout {
 	if s.Phase == rollout.Progressing {
 		v.NextStepAt = timestamppb.New(s.Due())
 	}
+	v.Holding = s.Holding
+	if g := s.Plan.Gates; g.Enabled() {
+		e := g.Effective()
+		v.Gates = &meshkitv1.RolloutGates{Window: durationpb.New(e.Window), MinRequests: e.MinRequests,
+			MaxErrorRate: g.MaxErrorRate, MaxErrorRatio: g.MaxErrorRatio, MaxP99Ratio: g.MaxP99Ratio}
+		if g.MaxP99 > 0 {
+			v.Gates.MaxP99 = durationpb.New(g.MaxP99)
+		}
+	}
+	if vd := s.Verdict; vd != nil {
+		v.Verdict = &meshkitv1.RolloutVerdict{At: timestamppb.New(vd.At), Canary: sideProto(vd.Canary), Stable: sideProto(vd.Stable),
+			Ready: vd.Ready, Failed: vd.Failed, Skipped: vd.Skipped, Text: vd.String()}
+	}
 	if !s.Ended.IsZero() {
 		v.EndedAt = timestamppb.New(s.Ended)
 	}
@@ -125,3 +142,11 @@ func (c configRolloutAPI) view(s *rollout.State) *meshkitv1.ConfigRollout {
 
 // listenerType is the type URL whose ACKed version says which side a proxy runs.
 const listenerType = resourcev3.ListenerType
+
+func sideProto(f rollout.Figures) *meshkitv1.RolloutSide {
+	out := &meshkitv1.RolloutSide{Requests: f.Requests, Errors: f.Errors, ErrorRate: f.ErrorRate}
+	if f.HasP99 {
+		out.P99 = durationpb.New(f.P99)
+	}
+	return out
+}

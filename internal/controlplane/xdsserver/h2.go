@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"time"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 	"google.golang.org/grpc/codes"
@@ -72,6 +73,7 @@ const (
 	routeSotW = iota + 1
 	routeDelta
 	routeFetch
+	routeLRS // load reports (lrs.go)
 )
 
 // Serve accepts connections on lis and serves the xDS services on them with
@@ -666,6 +668,8 @@ type h2stream struct {
 	sotw  *sotwConn
 	delta *deltaConn
 	fetch []byte // a unary call's request, handled at the client's END_STREAM
+	// lrsNode is a load-report stream's node, once its first request came.
+	lrsNode *corev3.Node
 
 	sendWin     int64
 	pending     []byte // response bytes waiting for window

@@ -8,6 +8,7 @@ import (
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	endpointservice "github.com/envoyproxy/go-control-plane/envoy/service/endpoint/v3"
 	listenerservice "github.com/envoyproxy/go-control-plane/envoy/service/listener/v3"
+	lrsv3 "github.com/envoyproxy/go-control-plane/envoy/service/load_stats/v3"
 	routeservice "github.com/envoyproxy/go-control-plane/envoy/service/route/v3"
 	secretservice "github.com/envoyproxy/go-control-plane/envoy/service/secret/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
@@ -55,6 +56,8 @@ func routeOf(path string) (h2route, bool) {
 		return h2route{routeDelta, resourcev3.SecretType}, true
 	case secretservice.SecretDiscoveryService_FetchSecrets_FullMethodName:
 		return h2route{routeFetch, resourcev3.SecretType}, true
+	case lrsv3.LoadReportingService_StreamLoadStats_FullMethodName:
+		return h2route{routeLRS, ""}, true
 	}
 	return h2route{}, false
 }
@@ -99,6 +102,11 @@ func (st *h2stream) handle(b []byte) error {
 			}
 		}
 		return st.xc.step(func() error { return st.delta.handle(req) })
+	case routeLRS:
+		if st.c.s.lrs == nil {
+			return status.Error(codes.Unimplemented, "lrs: this server takes no load reports")
+		}
+		return st.handleLRS(b)
 	case routeFetch:
 		if st.fetch != nil {
 			return status.Error(codes.Internal, "xds: more than one request on a unary call")

@@ -18,6 +18,7 @@ import (
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	endpointservice "github.com/envoyproxy/go-control-plane/envoy/service/endpoint/v3"
 	listenerservice "github.com/envoyproxy/go-control-plane/envoy/service/listener/v3"
+	lrsv3 "github.com/envoyproxy/go-control-plane/envoy/service/load_stats/v3"
 	routeservice "github.com/envoyproxy/go-control-plane/envoy/service/route/v3"
 	secretservice "github.com/envoyproxy/go-control-plane/envoy/service/secret/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
@@ -62,6 +63,9 @@ type Options struct {
 	// absent resource) and a secret Fetch is refused. Without Authorize
 	// every stream may.
 	Authorize func(node *corev3.Node, p Peer) (secrets bool, err error)
+	// LoadReports, when set, takes LRS streams on both transports; without
+	// it the service is not offered (lean: Unimplemented).
+	LoadReports LoadReports
 }
 
 // Peer is what the transport knows of a stream's client.
@@ -119,6 +123,7 @@ type Server struct {
 	cache  *Cache
 	group  func(*corev3.Node) (string, error)
 	auth   func(*corev3.Node, Peer) (bool, error)
+	lrs    LoadReports
 	cb     Callbacks
 	log    *slog.Logger
 	nextID atomic.Int64
@@ -138,7 +143,7 @@ type Server struct {
 
 // New returns a server for o.Cache.
 func New(o Options) *Server {
-	s := &Server{cache: o.Cache, group: o.Group, auth: o.Authorize, cb: o.Callbacks, log: o.Log,
+	s := &Server{cache: o.Cache, group: o.Group, auth: o.Authorize, lrs: o.LoadReports, cb: o.Callbacks, log: o.Log,
 		listeners: make(map[net.Listener]struct{}), conns: make(map[*h2conn]struct{})}
 	s.frameBufs.New = func() any { b := make([]byte, h2MaxReadFrame); return &b }
 	if s.group == nil {
@@ -159,6 +164,9 @@ func (s *Server) Register(g *grpc.Server) {
 	routeservice.RegisterRouteDiscoveryServiceServer(g, rdsService{s: s})
 	endpointservice.RegisterEndpointDiscoveryServiceServer(g, edsService{s: s})
 	secretservice.RegisterSecretDiscoveryServiceServer(g, sdsService{s: s})
+	if s.lrs != nil {
+		lrsv3.RegisterLoadReportingServiceServer(g, lrsService{s: s})
+	}
 }
 
 // ServerOptions returns gRPC server options for many long-lived, mostly idle

@@ -91,7 +91,11 @@ type StartRolloutRequest struct {
 	Steps []uint32 `protobuf:"varint,3,rep,packed,name=steps,proto3" json:"steps,omitempty"`
 	// pause is how long each step is held before the next (and the last
 	// before promotion): 0s..24h, default 30s.
-	Pause         *durationpb.Duration `protobuf:"bytes,4,opt,name=pause,proto3" json:"pause,omitempty"`
+	Pause *durationpb.Duration `protobuf:"bytes,4,opt,name=pause,proto3" json:"pause,omitempty"`
+	// gates, when any is set, judge every step on the proxies' load reports
+	// (LRS): a failing gate rolls the change back at once, and a step moves
+	// on only with a passing verdict.
+	Gates         *RolloutGates `protobuf:"bytes,5,opt,name=gates,proto3" json:"gates,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -154,6 +158,271 @@ func (x *StartRolloutRequest) GetPause() *durationpb.Duration {
 	return nil
 }
 
+func (x *StartRolloutRequest) GetGates() *RolloutGates {
+	if x != nil {
+		return x.Gates
+	}
+	return nil
+}
+
+type RolloutGates struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// window is the observation window (default 10s, at most 5m).
+	Window *durationpb.Duration `protobuf:"bytes,1,opt,name=window,proto3" json:"window,omitempty"`
+	// min_requests is how many canary requests the window must hold before
+	// any verdict (default 100); the ratio gates need as many stable ones.
+	MinRequests uint64 `protobuf:"varint,2,opt,name=min_requests,json=minRequests,proto3" json:"min_requests,omitempty"`
+	// max_error_rate fails the canary above this error rate (0..1).
+	MaxErrorRate float64 `protobuf:"fixed64,3,opt,name=max_error_rate,json=maxErrorRate,proto3" json:"max_error_rate,omitempty"`
+	// max_error_ratio fails it at more than this times the stable error
+	// rate (counted as at least 0.1 %).
+	MaxErrorRatio float64 `protobuf:"fixed64,4,opt,name=max_error_ratio,json=maxErrorRatio,proto3" json:"max_error_ratio,omitempty"`
+	// max_p99 fails it when its p99 latency is higher (OmniRelay reports
+	// latencies; Envoy does not, the gate is then skipped).
+	MaxP99 *durationpb.Duration `protobuf:"bytes,5,opt,name=max_p99,json=maxP99,proto3" json:"max_p99,omitempty"`
+	// max_p99_ratio fails it at more than this times the stable p99
+	// (counted as at least 1 ms).
+	MaxP99Ratio   float64 `protobuf:"fixed64,6,opt,name=max_p99_ratio,json=maxP99Ratio,proto3" json:"max_p99_ratio,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RolloutGates) Reset() {
+	*x = RolloutGates{}
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RolloutGates) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RolloutGates) ProtoMessage() {}
+
+func (x *RolloutGates) ProtoReflect() protoreflect.Message {
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RolloutGates.ProtoReflect.Descriptor instead.
+func (*RolloutGates) Descriptor() ([]byte, []int) {
+	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *RolloutGates) GetWindow() *durationpb.Duration {
+	if x != nil {
+		return x.Window
+	}
+	return nil
+}
+
+func (x *RolloutGates) GetMinRequests() uint64 {
+	if x != nil {
+		return x.MinRequests
+	}
+	return 0
+}
+
+func (x *RolloutGates) GetMaxErrorRate() float64 {
+	if x != nil {
+		return x.MaxErrorRate
+	}
+	return 0
+}
+
+func (x *RolloutGates) GetMaxErrorRatio() float64 {
+	if x != nil {
+		return x.MaxErrorRatio
+	}
+	return 0
+}
+
+func (x *RolloutGates) GetMaxP99() *durationpb.Duration {
+	if x != nil {
+		return x.MaxP99
+	}
+	return nil
+}
+
+func (x *RolloutGates) GetMaxP99Ratio() float64 {
+	if x != nil {
+		return x.MaxP99Ratio
+	}
+	return 0
+}
+
+// RolloutSide is one side's load in the gates' window.
+type RolloutSide struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Requests  uint64                 `protobuf:"varint,1,opt,name=requests,proto3" json:"requests,omitempty"`
+	Errors    uint64                 `protobuf:"varint,2,opt,name=errors,proto3" json:"errors,omitempty"`
+	ErrorRate float64                `protobuf:"fixed64,3,opt,name=error_rate,json=errorRate,proto3" json:"error_rate,omitempty"`
+	// p99 is unset when the side reported no latencies.
+	P99           *durationpb.Duration `protobuf:"bytes,4,opt,name=p99,proto3" json:"p99,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RolloutSide) Reset() {
+	*x = RolloutSide{}
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RolloutSide) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RolloutSide) ProtoMessage() {}
+
+func (x *RolloutSide) ProtoReflect() protoreflect.Message {
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RolloutSide.ProtoReflect.Descriptor instead.
+func (*RolloutSide) Descriptor() ([]byte, []int) {
+	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *RolloutSide) GetRequests() uint64 {
+	if x != nil {
+		return x.Requests
+	}
+	return 0
+}
+
+func (x *RolloutSide) GetErrors() uint64 {
+	if x != nil {
+		return x.Errors
+	}
+	return 0
+}
+
+func (x *RolloutSide) GetErrorRate() float64 {
+	if x != nil {
+		return x.ErrorRate
+	}
+	return 0
+}
+
+func (x *RolloutSide) GetP99() *durationpb.Duration {
+	if x != nil {
+		return x.P99
+	}
+	return nil
+}
+
+type RolloutVerdict struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	At     *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=at,proto3" json:"at,omitempty"`
+	Canary *RolloutSide           `protobuf:"bytes,2,opt,name=canary,proto3" json:"canary,omitempty"`
+	Stable *RolloutSide           `protobuf:"bytes,3,opt,name=stable,proto3" json:"stable,omitempty"`
+	// ready: the window held min_requests canary requests.
+	Ready   bool     `protobuf:"varint,4,opt,name=ready,proto3" json:"ready,omitempty"`
+	Failed  []string `protobuf:"bytes,5,rep,name=failed,proto3" json:"failed,omitempty"`
+	Skipped []string `protobuf:"bytes,6,rep,name=skipped,proto3" json:"skipped,omitempty"`
+	// text is the verdict in one line.
+	Text          string `protobuf:"bytes,7,opt,name=text,proto3" json:"text,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RolloutVerdict) Reset() {
+	*x = RolloutVerdict{}
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RolloutVerdict) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RolloutVerdict) ProtoMessage() {}
+
+func (x *RolloutVerdict) ProtoReflect() protoreflect.Message {
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RolloutVerdict.ProtoReflect.Descriptor instead.
+func (*RolloutVerdict) Descriptor() ([]byte, []int) {
+	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *RolloutVerdict) GetAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.At
+	}
+	return nil
+}
+
+func (x *RolloutVerdict) GetCanary() *RolloutSide {
+	if x != nil {
+		return x.Canary
+	}
+	return nil
+}
+
+func (x *RolloutVerdict) GetStable() *RolloutSide {
+	if x != nil {
+		return x.Stable
+	}
+	return nil
+}
+
+func (x *RolloutVerdict) GetReady() bool {
+	if x != nil {
+		return x.Ready
+	}
+	return false
+}
+
+func (x *RolloutVerdict) GetFailed() []string {
+	if x != nil {
+		return x.Failed
+	}
+	return nil
+}
+
+func (x *RolloutVerdict) GetSkipped() []string {
+	if x != nil {
+		return x.Skipped
+	}
+	return nil
+}
+
+func (x *RolloutVerdict) GetText() string {
+	if x != nil {
+		return x.Text
+	}
+	return ""
+}
+
 type GetRolloutRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -162,7 +431,7 @@ type GetRolloutRequest struct {
 
 func (x *GetRolloutRequest) Reset() {
 	*x = GetRolloutRequest{}
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[1]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -174,7 +443,7 @@ func (x *GetRolloutRequest) String() string {
 func (*GetRolloutRequest) ProtoMessage() {}
 
 func (x *GetRolloutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[1]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -187,7 +456,7 @@ func (x *GetRolloutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRolloutRequest.ProtoReflect.Descriptor instead.
 func (*GetRolloutRequest) Descriptor() ([]byte, []int) {
-	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{1}
+	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{4}
 }
 
 type RolloutControlRequest struct {
@@ -200,7 +469,7 @@ type RolloutControlRequest struct {
 
 func (x *RolloutControlRequest) Reset() {
 	*x = RolloutControlRequest{}
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[2]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -212,7 +481,7 @@ func (x *RolloutControlRequest) String() string {
 func (*RolloutControlRequest) ProtoMessage() {}
 
 func (x *RolloutControlRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[2]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -225,7 +494,7 @@ func (x *RolloutControlRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RolloutControlRequest.ProtoReflect.Descriptor instead.
 func (*RolloutControlRequest) Descriptor() ([]byte, []int) {
-	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{2}
+	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *RolloutControlRequest) GetReason() string {
@@ -268,15 +537,20 @@ type ConfigRollout struct {
 	// proxies_canary and proxies_stable count the connected proxies (of this
 	// replica's directory view) whose last ACKed listener version is the
 	// canary's or the stable one's.
-	ProxiesCanary uint32 `protobuf:"varint,20,opt,name=proxies_canary,json=proxiesCanary,proto3" json:"proxies_canary,omitempty"`
-	ProxiesStable uint32 `protobuf:"varint,21,opt,name=proxies_stable,json=proxiesStable,proto3" json:"proxies_stable,omitempty"`
+	ProxiesCanary uint32        `protobuf:"varint,20,opt,name=proxies_canary,json=proxiesCanary,proto3" json:"proxies_canary,omitempty"`
+	ProxiesStable uint32        `protobuf:"varint,21,opt,name=proxies_stable,json=proxiesStable,proto3" json:"proxies_stable,omitempty"`
+	Gates         *RolloutGates `protobuf:"bytes,22,opt,name=gates,proto3" json:"gates,omitempty"`
+	// verdict is the gates' last verdict on the current step.
+	Verdict *RolloutVerdict `protobuf:"bytes,23,opt,name=verdict,proto3" json:"verdict,omitempty"`
+	// holding: the step's pause is over, its verdict not ready yet.
+	Holding       bool `protobuf:"varint,24,opt,name=holding,proto3" json:"holding,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ConfigRollout) Reset() {
 	*x = ConfigRollout{}
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[3]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -288,7 +562,7 @@ func (x *ConfigRollout) String() string {
 func (*ConfigRollout) ProtoMessage() {}
 
 func (x *ConfigRollout) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[3]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -301,7 +575,7 @@ func (x *ConfigRollout) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfigRollout.ProtoReflect.Descriptor instead.
 func (*ConfigRollout) Descriptor() ([]byte, []int) {
-	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{3}
+	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ConfigRollout) GetId() int64 {
@@ -451,6 +725,27 @@ func (x *ConfigRollout) GetProxiesStable() uint32 {
 	return 0
 }
 
+func (x *ConfigRollout) GetGates() *RolloutGates {
+	if x != nil {
+		return x.Gates
+	}
+	return nil
+}
+
+func (x *ConfigRollout) GetVerdict() *RolloutVerdict {
+	if x != nil {
+		return x.Verdict
+	}
+	return nil
+}
+
+func (x *ConfigRollout) GetHolding() bool {
+	if x != nil {
+		return x.Holding
+	}
+	return false
+}
+
 type RolloutEvent struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	At            *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=at,proto3" json:"at,omitempty"`
@@ -461,7 +756,7 @@ type RolloutEvent struct {
 
 func (x *RolloutEvent) Reset() {
 	*x = RolloutEvent{}
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[4]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -473,7 +768,7 @@ func (x *RolloutEvent) String() string {
 func (*RolloutEvent) ProtoMessage() {}
 
 func (x *RolloutEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[4]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -486,7 +781,7 @@ func (x *RolloutEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RolloutEvent.ProtoReflect.Descriptor instead.
 func (*RolloutEvent) Descriptor() ([]byte, []int) {
-	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{4}
+	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *RolloutEvent) GetAt() *timestamppb.Timestamp {
@@ -514,7 +809,7 @@ type Locality struct {
 
 func (x *Locality) Reset() {
 	*x = Locality{}
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[5]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -526,7 +821,7 @@ func (x *Locality) String() string {
 func (*Locality) ProtoMessage() {}
 
 func (x *Locality) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[5]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -539,7 +834,7 @@ func (x *Locality) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Locality.ProtoReflect.Descriptor instead.
 func (*Locality) Descriptor() ([]byte, []int) {
-	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{5}
+	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Locality) GetRegion() string {
@@ -586,7 +881,7 @@ type Endpoint struct {
 
 func (x *Endpoint) Reset() {
 	*x = Endpoint{}
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[6]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -598,7 +893,7 @@ func (x *Endpoint) String() string {
 func (*Endpoint) ProtoMessage() {}
 
 func (x *Endpoint) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[6]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -611,7 +906,7 @@ func (x *Endpoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Endpoint.ProtoReflect.Descriptor instead.
 func (*Endpoint) Descriptor() ([]byte, []int) {
-	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{6}
+	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Endpoint) GetService() string {
@@ -686,7 +981,7 @@ type RegisterRequest struct {
 
 func (x *RegisterRequest) Reset() {
 	*x = RegisterRequest{}
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[7]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -698,7 +993,7 @@ func (x *RegisterRequest) String() string {
 func (*RegisterRequest) ProtoMessage() {}
 
 func (x *RegisterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[7]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -711,7 +1006,7 @@ func (x *RegisterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterRequest.ProtoReflect.Descriptor instead.
 func (*RegisterRequest) Descriptor() ([]byte, []int) {
-	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{7}
+	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *RegisterRequest) GetEndpoint() *Endpoint {
@@ -731,7 +1026,7 @@ type RegisterResponse struct {
 
 func (x *RegisterResponse) Reset() {
 	*x = RegisterResponse{}
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[8]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -743,7 +1038,7 @@ func (x *RegisterResponse) String() string {
 func (*RegisterResponse) ProtoMessage() {}
 
 func (x *RegisterResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[8]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -756,7 +1051,7 @@ func (x *RegisterResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterResponse.ProtoReflect.Descriptor instead.
 func (*RegisterResponse) Descriptor() ([]byte, []int) {
-	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{8}
+	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *RegisterResponse) GetEndpoint() *Endpoint {
@@ -781,7 +1076,7 @@ type HeartbeatRequest struct {
 
 func (x *HeartbeatRequest) Reset() {
 	*x = HeartbeatRequest{}
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[9]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -793,7 +1088,7 @@ func (x *HeartbeatRequest) String() string {
 func (*HeartbeatRequest) ProtoMessage() {}
 
 func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[9]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -806,7 +1101,7 @@ func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatRequest.ProtoReflect.Descriptor instead.
 func (*HeartbeatRequest) Descriptor() ([]byte, []int) {
-	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{9}
+	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *HeartbeatRequest) GetService() string {
@@ -846,7 +1141,7 @@ type HeartbeatResponse struct {
 
 func (x *HeartbeatResponse) Reset() {
 	*x = HeartbeatResponse{}
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[10]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -858,7 +1153,7 @@ func (x *HeartbeatResponse) String() string {
 func (*HeartbeatResponse) ProtoMessage() {}
 
 func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[10]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -871,7 +1166,7 @@ func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatResponse.ProtoReflect.Descriptor instead.
 func (*HeartbeatResponse) Descriptor() ([]byte, []int) {
-	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{10}
+	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *HeartbeatResponse) GetEndpoint() *Endpoint {
@@ -891,7 +1186,7 @@ type DeregisterRequest struct {
 
 func (x *DeregisterRequest) Reset() {
 	*x = DeregisterRequest{}
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[11]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -903,7 +1198,7 @@ func (x *DeregisterRequest) String() string {
 func (*DeregisterRequest) ProtoMessage() {}
 
 func (x *DeregisterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[11]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -916,7 +1211,7 @@ func (x *DeregisterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeregisterRequest.ProtoReflect.Descriptor instead.
 func (*DeregisterRequest) Descriptor() ([]byte, []int) {
-	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{11}
+	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *DeregisterRequest) GetService() string {
@@ -941,7 +1236,7 @@ type DeregisterResponse struct {
 
 func (x *DeregisterResponse) Reset() {
 	*x = DeregisterResponse{}
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[12]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -953,7 +1248,7 @@ func (x *DeregisterResponse) String() string {
 func (*DeregisterResponse) ProtoMessage() {}
 
 func (x *DeregisterResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[12]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -966,7 +1261,7 @@ func (x *DeregisterResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeregisterResponse.ProtoReflect.Descriptor instead.
 func (*DeregisterResponse) Descriptor() ([]byte, []int) {
-	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{12}
+	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{15}
 }
 
 type ListServicesRequest struct {
@@ -977,7 +1272,7 @@ type ListServicesRequest struct {
 
 func (x *ListServicesRequest) Reset() {
 	*x = ListServicesRequest{}
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[13]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -989,7 +1284,7 @@ func (x *ListServicesRequest) String() string {
 func (*ListServicesRequest) ProtoMessage() {}
 
 func (x *ListServicesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[13]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1002,7 +1297,7 @@ func (x *ListServicesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListServicesRequest.ProtoReflect.Descriptor instead.
 func (*ListServicesRequest) Descriptor() ([]byte, []int) {
-	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{13}
+	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{16}
 }
 
 type Service struct {
@@ -1017,7 +1312,7 @@ type Service struct {
 
 func (x *Service) Reset() {
 	*x = Service{}
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[14]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1029,7 +1324,7 @@ func (x *Service) String() string {
 func (*Service) ProtoMessage() {}
 
 func (x *Service) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[14]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1042,7 +1337,7 @@ func (x *Service) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Service.ProtoReflect.Descriptor instead.
 func (*Service) Descriptor() ([]byte, []int) {
-	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{14}
+	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Service) GetName() string {
@@ -1075,7 +1370,7 @@ type ListServicesResponse struct {
 
 func (x *ListServicesResponse) Reset() {
 	*x = ListServicesResponse{}
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[15]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1087,7 +1382,7 @@ func (x *ListServicesResponse) String() string {
 func (*ListServicesResponse) ProtoMessage() {}
 
 func (x *ListServicesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[15]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1100,7 +1395,7 @@ func (x *ListServicesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListServicesResponse.ProtoReflect.Descriptor instead.
 func (*ListServicesResponse) Descriptor() ([]byte, []int) {
-	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{15}
+	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ListServicesResponse) GetServices() []*Service {
@@ -1119,7 +1414,7 @@ type ListEndpointsRequest struct {
 
 func (x *ListEndpointsRequest) Reset() {
 	*x = ListEndpointsRequest{}
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[16]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1131,7 +1426,7 @@ func (x *ListEndpointsRequest) String() string {
 func (*ListEndpointsRequest) ProtoMessage() {}
 
 func (x *ListEndpointsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[16]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1144,7 +1439,7 @@ func (x *ListEndpointsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEndpointsRequest.ProtoReflect.Descriptor instead.
 func (*ListEndpointsRequest) Descriptor() ([]byte, []int) {
-	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{16}
+	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ListEndpointsRequest) GetService() string {
@@ -1163,7 +1458,7 @@ type ListEndpointsResponse struct {
 
 func (x *ListEndpointsResponse) Reset() {
 	*x = ListEndpointsResponse{}
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[17]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1175,7 +1470,7 @@ func (x *ListEndpointsResponse) String() string {
 func (*ListEndpointsResponse) ProtoMessage() {}
 
 func (x *ListEndpointsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[17]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1188,7 +1483,7 @@ func (x *ListEndpointsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEndpointsResponse.ProtoReflect.Descriptor instead.
 func (*ListEndpointsResponse) Descriptor() ([]byte, []int) {
-	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{17}
+	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ListEndpointsResponse) GetEndpoints() []*Endpoint {
@@ -1209,7 +1504,7 @@ type ApplyRequest struct {
 
 func (x *ApplyRequest) Reset() {
 	*x = ApplyRequest{}
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[18]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1221,7 +1516,7 @@ func (x *ApplyRequest) String() string {
 func (*ApplyRequest) ProtoMessage() {}
 
 func (x *ApplyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[18]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1234,7 +1529,7 @@ func (x *ApplyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyRequest.ProtoReflect.Descriptor instead.
 func (*ApplyRequest) Descriptor() ([]byte, []int) {
-	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{18}
+	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ApplyRequest) GetFilename() string {
@@ -1266,7 +1561,7 @@ type ApplyResponse struct {
 
 func (x *ApplyResponse) Reset() {
 	*x = ApplyResponse{}
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[19]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1278,7 +1573,7 @@ func (x *ApplyResponse) String() string {
 func (*ApplyResponse) ProtoMessage() {}
 
 func (x *ApplyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[19]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1291,7 +1586,7 @@ func (x *ApplyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyResponse.ProtoReflect.Descriptor instead.
 func (*ApplyResponse) Descriptor() ([]byte, []int) {
-	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{19}
+	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ApplyResponse) GetVersion() string {
@@ -1323,7 +1618,7 @@ type GetConfigRequest struct {
 
 func (x *GetConfigRequest) Reset() {
 	*x = GetConfigRequest{}
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[20]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1335,7 +1630,7 @@ func (x *GetConfigRequest) String() string {
 func (*GetConfigRequest) ProtoMessage() {}
 
 func (x *GetConfigRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[20]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1348,7 +1643,7 @@ func (x *GetConfigRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetConfigRequest.ProtoReflect.Descriptor instead.
 func (*GetConfigRequest) Descriptor() ([]byte, []int) {
-	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{20}
+	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{23}
 }
 
 type GetConfigResponse struct {
@@ -1362,7 +1657,7 @@ type GetConfigResponse struct {
 
 func (x *GetConfigResponse) Reset() {
 	*x = GetConfigResponse{}
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[21]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1374,7 +1669,7 @@ func (x *GetConfigResponse) String() string {
 func (*GetConfigResponse) ProtoMessage() {}
 
 func (x *GetConfigResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[21]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1387,7 +1682,7 @@ func (x *GetConfigResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetConfigResponse.ProtoReflect.Descriptor instead.
 func (*GetConfigResponse) Descriptor() ([]byte, []int) {
-	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{21}
+	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *GetConfigResponse) GetYaml() []byte {
@@ -1446,7 +1741,7 @@ type ConfigVersion struct {
 
 func (x *ConfigVersion) Reset() {
 	*x = ConfigVersion{}
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[22]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1458,7 +1753,7 @@ func (x *ConfigVersion) String() string {
 func (*ConfigVersion) ProtoMessage() {}
 
 func (x *ConfigVersion) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[22]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1471,7 +1766,7 @@ func (x *ConfigVersion) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfigVersion.ProtoReflect.Descriptor instead.
 func (*ConfigVersion) Descriptor() ([]byte, []int) {
-	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{22}
+	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ConfigVersion) GetNumber() int64 {
@@ -1566,7 +1861,7 @@ type HistoryRequest struct {
 
 func (x *HistoryRequest) Reset() {
 	*x = HistoryRequest{}
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[23]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1578,7 +1873,7 @@ func (x *HistoryRequest) String() string {
 func (*HistoryRequest) ProtoMessage() {}
 
 func (x *HistoryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[23]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1591,7 +1886,7 @@ func (x *HistoryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryRequest.ProtoReflect.Descriptor instead.
 func (*HistoryRequest) Descriptor() ([]byte, []int) {
-	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{23}
+	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{26}
 }
 
 type HistoryResponse struct {
@@ -1605,7 +1900,7 @@ type HistoryResponse struct {
 
 func (x *HistoryResponse) Reset() {
 	*x = HistoryResponse{}
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[24]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1617,7 +1912,7 @@ func (x *HistoryResponse) String() string {
 func (*HistoryResponse) ProtoMessage() {}
 
 func (x *HistoryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[24]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1630,7 +1925,7 @@ func (x *HistoryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryResponse.ProtoReflect.Descriptor instead.
 func (*HistoryResponse) Descriptor() ([]byte, []int) {
-	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{24}
+	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *HistoryResponse) GetVersions() []*ConfigVersion {
@@ -1656,7 +1951,7 @@ type GetVersionRequest struct {
 
 func (x *GetVersionRequest) Reset() {
 	*x = GetVersionRequest{}
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[25]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1668,7 +1963,7 @@ func (x *GetVersionRequest) String() string {
 func (*GetVersionRequest) ProtoMessage() {}
 
 func (x *GetVersionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[25]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1681,7 +1976,7 @@ func (x *GetVersionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetVersionRequest.ProtoReflect.Descriptor instead.
 func (*GetVersionRequest) Descriptor() ([]byte, []int) {
-	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{25}
+	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *GetVersionRequest) GetNumber() int64 {
@@ -1701,7 +1996,7 @@ type DiffRequest struct {
 
 func (x *DiffRequest) Reset() {
 	*x = DiffRequest{}
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[26]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1713,7 +2008,7 @@ func (x *DiffRequest) String() string {
 func (*DiffRequest) ProtoMessage() {}
 
 func (x *DiffRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[26]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1726,7 +2021,7 @@ func (x *DiffRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DiffRequest.ProtoReflect.Descriptor instead.
 func (*DiffRequest) Descriptor() ([]byte, []int) {
-	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{26}
+	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *DiffRequest) GetFrom() int64 {
@@ -1754,7 +2049,7 @@ type DiffResponse struct {
 
 func (x *DiffResponse) Reset() {
 	*x = DiffResponse{}
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[27]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1766,7 +2061,7 @@ func (x *DiffResponse) String() string {
 func (*DiffResponse) ProtoMessage() {}
 
 func (x *DiffResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[27]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1779,7 +2074,7 @@ func (x *DiffResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DiffResponse.ProtoReflect.Descriptor instead.
 func (*DiffResponse) Descriptor() ([]byte, []int) {
-	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{27}
+	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *DiffResponse) GetSummary() []string {
@@ -1807,7 +2102,7 @@ type UndoRequest struct {
 
 func (x *UndoRequest) Reset() {
 	*x = UndoRequest{}
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[28]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1819,7 +2114,7 @@ func (x *UndoRequest) String() string {
 func (*UndoRequest) ProtoMessage() {}
 
 func (x *UndoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[28]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1832,7 +2127,7 @@ func (x *UndoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UndoRequest.ProtoReflect.Descriptor instead.
 func (*UndoRequest) Descriptor() ([]byte, []int) {
-	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{28}
+	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *UndoRequest) GetTo() int64 {
@@ -1850,7 +2145,7 @@ type ListProxiesRequest struct {
 
 func (x *ListProxiesRequest) Reset() {
 	*x = ListProxiesRequest{}
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[29]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1862,7 +2157,7 @@ func (x *ListProxiesRequest) String() string {
 func (*ListProxiesRequest) ProtoMessage() {}
 
 func (x *ListProxiesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[29]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1875,7 +2170,7 @@ func (x *ListProxiesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListProxiesRequest.ProtoReflect.Descriptor instead.
 func (*ListProxiesRequest) Descriptor() ([]byte, []int) {
-	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{29}
+	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{32}
 }
 
 type ListProxiesResponse struct {
@@ -1887,7 +2182,7 @@ type ListProxiesResponse struct {
 
 func (x *ListProxiesResponse) Reset() {
 	*x = ListProxiesResponse{}
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[30]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1899,7 +2194,7 @@ func (x *ListProxiesResponse) String() string {
 func (*ListProxiesResponse) ProtoMessage() {}
 
 func (x *ListProxiesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[30]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1912,7 +2207,7 @@ func (x *ListProxiesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListProxiesResponse.ProtoReflect.Descriptor instead.
 func (*ListProxiesResponse) Descriptor() ([]byte, []int) {
-	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{30}
+	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *ListProxiesResponse) GetProxies() []*Proxy {
@@ -1952,7 +2247,7 @@ type Proxy struct {
 
 func (x *Proxy) Reset() {
 	*x = Proxy{}
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[31]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1964,7 +2259,7 @@ func (x *Proxy) String() string {
 func (*Proxy) ProtoMessage() {}
 
 func (x *Proxy) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[31]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1977,7 +2272,7 @@ func (x *Proxy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Proxy.ProtoReflect.Descriptor instead.
 func (*Proxy) Descriptor() ([]byte, []int) {
-	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{31}
+	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *Proxy) GetNodeId() string {
@@ -2109,7 +2404,7 @@ type ProxyExtension struct {
 
 func (x *ProxyExtension) Reset() {
 	*x = ProxyExtension{}
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[32]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2121,7 +2416,7 @@ func (x *ProxyExtension) String() string {
 func (*ProxyExtension) ProtoMessage() {}
 
 func (x *ProxyExtension) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[32]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2134,7 +2429,7 @@ func (x *ProxyExtension) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProxyExtension.ProtoReflect.Descriptor instead.
 func (*ProxyExtension) Descriptor() ([]byte, []int) {
-	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{32}
+	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *ProxyExtension) GetName() string {
@@ -2179,7 +2474,7 @@ type CanaryRequest struct {
 
 func (x *CanaryRequest) Reset() {
 	*x = CanaryRequest{}
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[33]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2191,7 +2486,7 @@ func (x *CanaryRequest) String() string {
 func (*CanaryRequest) ProtoMessage() {}
 
 func (x *CanaryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[33]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2204,7 +2499,7 @@ func (x *CanaryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CanaryRequest.ProtoReflect.Descriptor instead.
 func (*CanaryRequest) Descriptor() ([]byte, []int) {
-	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{33}
+	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *CanaryRequest) GetExtension() string {
@@ -2244,7 +2539,7 @@ type PromoteRequest struct {
 
 func (x *PromoteRequest) Reset() {
 	*x = PromoteRequest{}
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[34]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2256,7 +2551,7 @@ func (x *PromoteRequest) String() string {
 func (*PromoteRequest) ProtoMessage() {}
 
 func (x *PromoteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[34]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2269,7 +2564,7 @@ func (x *PromoteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PromoteRequest.ProtoReflect.Descriptor instead.
 func (*PromoteRequest) Descriptor() ([]byte, []int) {
-	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{34}
+	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *PromoteRequest) GetExtension() string {
@@ -2288,7 +2583,7 @@ type RollbackRequest struct {
 
 func (x *RollbackRequest) Reset() {
 	*x = RollbackRequest{}
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[35]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2300,7 +2595,7 @@ func (x *RollbackRequest) String() string {
 func (*RollbackRequest) ProtoMessage() {}
 
 func (x *RollbackRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[35]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2313,7 +2608,7 @@ func (x *RollbackRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RollbackRequest.ProtoReflect.Descriptor instead.
 func (*RollbackRequest) Descriptor() ([]byte, []int) {
-	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{35}
+	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *RollbackRequest) GetExtension() string {
@@ -2335,7 +2630,7 @@ type RolloutResponse struct {
 
 func (x *RolloutResponse) Reset() {
 	*x = RolloutResponse{}
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[36]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2347,7 +2642,7 @@ func (x *RolloutResponse) String() string {
 func (*RolloutResponse) ProtoMessage() {}
 
 func (x *RolloutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[36]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2360,7 +2655,7 @@ func (x *RolloutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RolloutResponse.ProtoReflect.Descriptor instead.
 func (*RolloutResponse) Descriptor() ([]byte, []int) {
-	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{36}
+	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *RolloutResponse) GetVersion() string {
@@ -2389,7 +2684,7 @@ type Nack struct {
 
 func (x *Nack) Reset() {
 	*x = Nack{}
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[37]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2401,7 +2696,7 @@ func (x *Nack) String() string {
 func (*Nack) ProtoMessage() {}
 
 func (x *Nack) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[37]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2414,7 +2709,7 @@ func (x *Nack) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Nack.ProtoReflect.Descriptor instead.
 func (*Nack) Descriptor() ([]byte, []int) {
-	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{37}
+	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *Nack) GetTypeUrl() string {
@@ -2456,7 +2751,7 @@ type Withheld struct {
 
 func (x *Withheld) Reset() {
 	*x = Withheld{}
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[38]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2468,7 +2763,7 @@ func (x *Withheld) String() string {
 func (*Withheld) ProtoMessage() {}
 
 func (x *Withheld) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[38]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2481,7 +2776,7 @@ func (x *Withheld) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Withheld.ProtoReflect.Descriptor instead.
 func (*Withheld) Descriptor() ([]byte, []int) {
-	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{38}
+	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *Withheld) GetTypeUrl() string {
@@ -2519,7 +2814,7 @@ type CreateJoinTokenRequest struct {
 
 func (x *CreateJoinTokenRequest) Reset() {
 	*x = CreateJoinTokenRequest{}
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[39]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2531,7 +2826,7 @@ func (x *CreateJoinTokenRequest) String() string {
 func (*CreateJoinTokenRequest) ProtoMessage() {}
 
 func (x *CreateJoinTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[39]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2544,7 +2839,7 @@ func (x *CreateJoinTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateJoinTokenRequest.ProtoReflect.Descriptor instead.
 func (*CreateJoinTokenRequest) Descriptor() ([]byte, []int) {
-	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{39}
+	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *CreateJoinTokenRequest) GetNodeId() string {
@@ -2581,7 +2876,7 @@ type CreateJoinTokenResponse struct {
 
 func (x *CreateJoinTokenResponse) Reset() {
 	*x = CreateJoinTokenResponse{}
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[40]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2593,7 +2888,7 @@ func (x *CreateJoinTokenResponse) String() string {
 func (*CreateJoinTokenResponse) ProtoMessage() {}
 
 func (x *CreateJoinTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[40]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2606,7 +2901,7 @@ func (x *CreateJoinTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateJoinTokenResponse.ProtoReflect.Descriptor instead.
 func (*CreateJoinTokenResponse) Descriptor() ([]byte, []int) {
-	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{40}
+	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *CreateJoinTokenResponse) GetToken() string {
@@ -2642,7 +2937,7 @@ type SignRequest struct {
 
 func (x *SignRequest) Reset() {
 	*x = SignRequest{}
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[41]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2654,7 +2949,7 @@ func (x *SignRequest) String() string {
 func (*SignRequest) ProtoMessage() {}
 
 func (x *SignRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[41]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2667,7 +2962,7 @@ func (x *SignRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignRequest.ProtoReflect.Descriptor instead.
 func (*SignRequest) Descriptor() ([]byte, []int) {
-	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{41}
+	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *SignRequest) GetCsr() []byte {
@@ -2698,7 +2993,7 @@ type SignResponse struct {
 
 func (x *SignResponse) Reset() {
 	*x = SignResponse{}
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[42]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2710,7 +3005,7 @@ func (x *SignResponse) String() string {
 func (*SignResponse) ProtoMessage() {}
 
 func (x *SignResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[42]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2723,7 +3018,7 @@ func (x *SignResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignResponse.ProtoReflect.Descriptor instead.
 func (*SignResponse) Descriptor() ([]byte, []int) {
-	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{42}
+	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *SignResponse) GetCertChain() [][]byte {
@@ -2763,7 +3058,7 @@ type RevokeNodeRequest struct {
 
 func (x *RevokeNodeRequest) Reset() {
 	*x = RevokeNodeRequest{}
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[43]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2775,7 +3070,7 @@ func (x *RevokeNodeRequest) String() string {
 func (*RevokeNodeRequest) ProtoMessage() {}
 
 func (x *RevokeNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[43]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2788,7 +3083,7 @@ func (x *RevokeNodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeNodeRequest.ProtoReflect.Descriptor instead.
 func (*RevokeNodeRequest) Descriptor() ([]byte, []int) {
-	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{43}
+	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *RevokeNodeRequest) GetNodeId() string {
@@ -2808,7 +3103,7 @@ type RevokeNodeResponse struct {
 
 func (x *RevokeNodeResponse) Reset() {
 	*x = RevokeNodeResponse{}
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[44]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2820,7 +3115,7 @@ func (x *RevokeNodeResponse) String() string {
 func (*RevokeNodeResponse) ProtoMessage() {}
 
 func (x *RevokeNodeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[44]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2833,7 +3128,7 @@ func (x *RevokeNodeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeNodeResponse.ProtoReflect.Descriptor instead.
 func (*RevokeNodeResponse) Descriptor() ([]byte, []int) {
-	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{44}
+	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *RevokeNodeResponse) GetTokensDropped() uint32 {
@@ -2851,7 +3146,7 @@ type ListNodesRequest struct {
 
 func (x *ListNodesRequest) Reset() {
 	*x = ListNodesRequest{}
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[45]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2863,7 +3158,7 @@ func (x *ListNodesRequest) String() string {
 func (*ListNodesRequest) ProtoMessage() {}
 
 func (x *ListNodesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[45]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2876,7 +3171,7 @@ func (x *ListNodesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNodesRequest.ProtoReflect.Descriptor instead.
 func (*ListNodesRequest) Descriptor() ([]byte, []int) {
-	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{45}
+	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{48}
 }
 
 type ListNodesResponse struct {
@@ -2888,7 +3183,7 @@ type ListNodesResponse struct {
 
 func (x *ListNodesResponse) Reset() {
 	*x = ListNodesResponse{}
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[46]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2900,7 +3195,7 @@ func (x *ListNodesResponse) String() string {
 func (*ListNodesResponse) ProtoMessage() {}
 
 func (x *ListNodesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[46]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2913,7 +3208,7 @@ func (x *ListNodesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNodesResponse.ProtoReflect.Descriptor instead.
 func (*ListNodesResponse) Descriptor() ([]byte, []int) {
-	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{46}
+	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *ListNodesResponse) GetNodes() []*IdentityNode {
@@ -2942,7 +3237,7 @@ type IdentityNode struct {
 
 func (x *IdentityNode) Reset() {
 	*x = IdentityNode{}
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[47]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2954,7 +3249,7 @@ func (x *IdentityNode) String() string {
 func (*IdentityNode) ProtoMessage() {}
 
 func (x *IdentityNode) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_v1_meshkit_proto_msgTypes[47]
+	mi := &file_meshkit_v1_meshkit_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2967,7 +3262,7 @@ func (x *IdentityNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IdentityNode.ProtoReflect.Descriptor instead.
 func (*IdentityNode) Descriptor() ([]byte, []int) {
-	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{47}
+	return file_meshkit_v1_meshkit_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *IdentityNode) GetNodeId() string {
@@ -3030,15 +3325,37 @@ var File_meshkit_v1_meshkit_proto protoreflect.FileDescriptor
 
 const file_meshkit_v1_meshkit_proto_rawDesc = "" +
 	"\n" +
-	"\x18meshkit/v1/meshkit.proto\x12\x14omnirelay.meshkit.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8c\x01\n" +
+	"\x18meshkit/v1/meshkit.proto\x12\x14omnirelay.meshkit.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc6\x01\n" +
 	"\x13StartRolloutRequest\x12\x1a\n" +
 	"\bfilename\x18\x01 \x01(\tR\bfilename\x12\x12\n" +
 	"\x04yaml\x18\x02 \x01(\fR\x04yaml\x12\x14\n" +
 	"\x05steps\x18\x03 \x03(\rR\x05steps\x12/\n" +
-	"\x05pause\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x05pause\"\x13\n" +
+	"\x05pause\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x05pause\x128\n" +
+	"\x05gates\x18\x05 \x01(\v2\".omnirelay.meshkit.v1.RolloutGatesR\x05gates\"\x8a\x02\n" +
+	"\fRolloutGates\x121\n" +
+	"\x06window\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\x06window\x12!\n" +
+	"\fmin_requests\x18\x02 \x01(\x04R\vminRequests\x12$\n" +
+	"\x0emax_error_rate\x18\x03 \x01(\x01R\fmaxErrorRate\x12&\n" +
+	"\x0fmax_error_ratio\x18\x04 \x01(\x01R\rmaxErrorRatio\x122\n" +
+	"\amax_p99\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\x06maxP99\x12\"\n" +
+	"\rmax_p99_ratio\x18\x06 \x01(\x01R\vmaxP99Ratio\"\x8d\x01\n" +
+	"\vRolloutSide\x12\x1a\n" +
+	"\brequests\x18\x01 \x01(\x04R\brequests\x12\x16\n" +
+	"\x06errors\x18\x02 \x01(\x04R\x06errors\x12\x1d\n" +
+	"\n" +
+	"error_rate\x18\x03 \x01(\x01R\terrorRate\x12+\n" +
+	"\x03p99\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x03p99\"\x8e\x02\n" +
+	"\x0eRolloutVerdict\x12*\n" +
+	"\x02at\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\x129\n" +
+	"\x06canary\x18\x02 \x01(\v2!.omnirelay.meshkit.v1.RolloutSideR\x06canary\x129\n" +
+	"\x06stable\x18\x03 \x01(\v2!.omnirelay.meshkit.v1.RolloutSideR\x06stable\x12\x14\n" +
+	"\x05ready\x18\x04 \x01(\bR\x05ready\x12\x16\n" +
+	"\x06failed\x18\x05 \x03(\tR\x06failed\x12\x18\n" +
+	"\askipped\x18\x06 \x03(\tR\askipped\x12\x12\n" +
+	"\x04text\x18\a \x01(\tR\x04text\"\x13\n" +
 	"\x11GetRolloutRequest\"/\n" +
 	"\x15RolloutControlRequest\x12\x16\n" +
-	"\x06reason\x18\x01 \x01(\tR\x06reason\"\x90\x06\n" +
+	"\x06reason\x18\x01 \x01(\tR\x06reason\"\xa4\a\n" +
 	"\rConfigRollout\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x03R\x02id\x12\x14\n" +
 	"\x05phase\x18\x02 \x01(\tR\x05phase\x12\x14\n" +
@@ -3063,7 +3380,10 @@ const file_meshkit_v1_meshkit_proto_rawDesc = "" +
 	"\x06reason\x18\x12 \x01(\tR\x06reason\x12:\n" +
 	"\x06events\x18\x13 \x03(\v2\".omnirelay.meshkit.v1.RolloutEventR\x06events\x12%\n" +
 	"\x0eproxies_canary\x18\x14 \x01(\rR\rproxiesCanary\x12%\n" +
-	"\x0eproxies_stable\x18\x15 \x01(\rR\rproxiesStable\"N\n" +
+	"\x0eproxies_stable\x18\x15 \x01(\rR\rproxiesStable\x128\n" +
+	"\x05gates\x18\x16 \x01(\v2\".omnirelay.meshkit.v1.RolloutGatesR\x05gates\x12>\n" +
+	"\averdict\x18\x17 \x01(\v2$.omnirelay.meshkit.v1.RolloutVerdictR\averdict\x12\x18\n" +
+	"\aholding\x18\x18 \x01(\bR\aholding\"N\n" +
 	"\fRolloutEvent\x12*\n" +
 	"\x02at\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\x12\x12\n" +
 	"\x04text\x18\x02 \x01(\tR\x04text\"Q\n" +
@@ -3296,155 +3616,167 @@ func file_meshkit_v1_meshkit_proto_rawDescGZIP() []byte {
 }
 
 var file_meshkit_v1_meshkit_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_meshkit_v1_meshkit_proto_msgTypes = make([]protoimpl.MessageInfo, 50)
+var file_meshkit_v1_meshkit_proto_msgTypes = make([]protoimpl.MessageInfo, 53)
 var file_meshkit_v1_meshkit_proto_goTypes = []any{
 	(Health)(0),                     // 0: omnirelay.meshkit.v1.Health
 	(*StartRolloutRequest)(nil),     // 1: omnirelay.meshkit.v1.StartRolloutRequest
-	(*GetRolloutRequest)(nil),       // 2: omnirelay.meshkit.v1.GetRolloutRequest
-	(*RolloutControlRequest)(nil),   // 3: omnirelay.meshkit.v1.RolloutControlRequest
-	(*ConfigRollout)(nil),           // 4: omnirelay.meshkit.v1.ConfigRollout
-	(*RolloutEvent)(nil),            // 5: omnirelay.meshkit.v1.RolloutEvent
-	(*Locality)(nil),                // 6: omnirelay.meshkit.v1.Locality
-	(*Endpoint)(nil),                // 7: omnirelay.meshkit.v1.Endpoint
-	(*RegisterRequest)(nil),         // 8: omnirelay.meshkit.v1.RegisterRequest
-	(*RegisterResponse)(nil),        // 9: omnirelay.meshkit.v1.RegisterResponse
-	(*HeartbeatRequest)(nil),        // 10: omnirelay.meshkit.v1.HeartbeatRequest
-	(*HeartbeatResponse)(nil),       // 11: omnirelay.meshkit.v1.HeartbeatResponse
-	(*DeregisterRequest)(nil),       // 12: omnirelay.meshkit.v1.DeregisterRequest
-	(*DeregisterResponse)(nil),      // 13: omnirelay.meshkit.v1.DeregisterResponse
-	(*ListServicesRequest)(nil),     // 14: omnirelay.meshkit.v1.ListServicesRequest
-	(*Service)(nil),                 // 15: omnirelay.meshkit.v1.Service
-	(*ListServicesResponse)(nil),    // 16: omnirelay.meshkit.v1.ListServicesResponse
-	(*ListEndpointsRequest)(nil),    // 17: omnirelay.meshkit.v1.ListEndpointsRequest
-	(*ListEndpointsResponse)(nil),   // 18: omnirelay.meshkit.v1.ListEndpointsResponse
-	(*ApplyRequest)(nil),            // 19: omnirelay.meshkit.v1.ApplyRequest
-	(*ApplyResponse)(nil),           // 20: omnirelay.meshkit.v1.ApplyResponse
-	(*GetConfigRequest)(nil),        // 21: omnirelay.meshkit.v1.GetConfigRequest
-	(*GetConfigResponse)(nil),       // 22: omnirelay.meshkit.v1.GetConfigResponse
-	(*ConfigVersion)(nil),           // 23: omnirelay.meshkit.v1.ConfigVersion
-	(*HistoryRequest)(nil),          // 24: omnirelay.meshkit.v1.HistoryRequest
-	(*HistoryResponse)(nil),         // 25: omnirelay.meshkit.v1.HistoryResponse
-	(*GetVersionRequest)(nil),       // 26: omnirelay.meshkit.v1.GetVersionRequest
-	(*DiffRequest)(nil),             // 27: omnirelay.meshkit.v1.DiffRequest
-	(*DiffResponse)(nil),            // 28: omnirelay.meshkit.v1.DiffResponse
-	(*UndoRequest)(nil),             // 29: omnirelay.meshkit.v1.UndoRequest
-	(*ListProxiesRequest)(nil),      // 30: omnirelay.meshkit.v1.ListProxiesRequest
-	(*ListProxiesResponse)(nil),     // 31: omnirelay.meshkit.v1.ListProxiesResponse
-	(*Proxy)(nil),                   // 32: omnirelay.meshkit.v1.Proxy
-	(*ProxyExtension)(nil),          // 33: omnirelay.meshkit.v1.ProxyExtension
-	(*CanaryRequest)(nil),           // 34: omnirelay.meshkit.v1.CanaryRequest
-	(*PromoteRequest)(nil),          // 35: omnirelay.meshkit.v1.PromoteRequest
-	(*RollbackRequest)(nil),         // 36: omnirelay.meshkit.v1.RollbackRequest
-	(*RolloutResponse)(nil),         // 37: omnirelay.meshkit.v1.RolloutResponse
-	(*Nack)(nil),                    // 38: omnirelay.meshkit.v1.Nack
-	(*Withheld)(nil),                // 39: omnirelay.meshkit.v1.Withheld
-	(*CreateJoinTokenRequest)(nil),  // 40: omnirelay.meshkit.v1.CreateJoinTokenRequest
-	(*CreateJoinTokenResponse)(nil), // 41: omnirelay.meshkit.v1.CreateJoinTokenResponse
-	(*SignRequest)(nil),             // 42: omnirelay.meshkit.v1.SignRequest
-	(*SignResponse)(nil),            // 43: omnirelay.meshkit.v1.SignResponse
-	(*RevokeNodeRequest)(nil),       // 44: omnirelay.meshkit.v1.RevokeNodeRequest
-	(*RevokeNodeResponse)(nil),      // 45: omnirelay.meshkit.v1.RevokeNodeResponse
-	(*ListNodesRequest)(nil),        // 46: omnirelay.meshkit.v1.ListNodesRequest
-	(*ListNodesResponse)(nil),       // 47: omnirelay.meshkit.v1.ListNodesResponse
-	(*IdentityNode)(nil),            // 48: omnirelay.meshkit.v1.IdentityNode
-	nil,                             // 49: omnirelay.meshkit.v1.Endpoint.MetadataEntry
-	nil,                             // 50: omnirelay.meshkit.v1.Proxy.AckedEntry
-	(*durationpb.Duration)(nil),     // 51: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),   // 52: google.protobuf.Timestamp
+	(*RolloutGates)(nil),            // 2: omnirelay.meshkit.v1.RolloutGates
+	(*RolloutSide)(nil),             // 3: omnirelay.meshkit.v1.RolloutSide
+	(*RolloutVerdict)(nil),          // 4: omnirelay.meshkit.v1.RolloutVerdict
+	(*GetRolloutRequest)(nil),       // 5: omnirelay.meshkit.v1.GetRolloutRequest
+	(*RolloutControlRequest)(nil),   // 6: omnirelay.meshkit.v1.RolloutControlRequest
+	(*ConfigRollout)(nil),           // 7: omnirelay.meshkit.v1.ConfigRollout
+	(*RolloutEvent)(nil),            // 8: omnirelay.meshkit.v1.RolloutEvent
+	(*Locality)(nil),                // 9: omnirelay.meshkit.v1.Locality
+	(*Endpoint)(nil),                // 10: omnirelay.meshkit.v1.Endpoint
+	(*RegisterRequest)(nil),         // 11: omnirelay.meshkit.v1.RegisterRequest
+	(*RegisterResponse)(nil),        // 12: omnirelay.meshkit.v1.RegisterResponse
+	(*HeartbeatRequest)(nil),        // 13: omnirelay.meshkit.v1.HeartbeatRequest
+	(*HeartbeatResponse)(nil),       // 14: omnirelay.meshkit.v1.HeartbeatResponse
+	(*DeregisterRequest)(nil),       // 15: omnirelay.meshkit.v1.DeregisterRequest
+	(*DeregisterResponse)(nil),      // 16: omnirelay.meshkit.v1.DeregisterResponse
+	(*ListServicesRequest)(nil),     // 17: omnirelay.meshkit.v1.ListServicesRequest
+	(*Service)(nil),                 // 18: omnirelay.meshkit.v1.Service
+	(*ListServicesResponse)(nil),    // 19: omnirelay.meshkit.v1.ListServicesResponse
+	(*ListEndpointsRequest)(nil),    // 20: omnirelay.meshkit.v1.ListEndpointsRequest
+	(*ListEndpointsResponse)(nil),   // 21: omnirelay.meshkit.v1.ListEndpointsResponse
+	(*ApplyRequest)(nil),            // 22: omnirelay.meshkit.v1.ApplyRequest
+	(*ApplyResponse)(nil),           // 23: omnirelay.meshkit.v1.ApplyResponse
+	(*GetConfigRequest)(nil),        // 24: omnirelay.meshkit.v1.GetConfigRequest
+	(*GetConfigResponse)(nil),       // 25: omnirelay.meshkit.v1.GetConfigResponse
+	(*ConfigVersion)(nil),           // 26: omnirelay.meshkit.v1.ConfigVersion
+	(*HistoryRequest)(nil),          // 27: omnirelay.meshkit.v1.HistoryRequest
+	(*HistoryResponse)(nil),         // 28: omnirelay.meshkit.v1.HistoryResponse
+	(*GetVersionRequest)(nil),       // 29: omnirelay.meshkit.v1.GetVersionRequest
+	(*DiffRequest)(nil),             // 30: omnirelay.meshkit.v1.DiffRequest
+	(*DiffResponse)(nil),            // 31: omnirelay.meshkit.v1.DiffResponse
+	(*UndoRequest)(nil),             // 32: omnirelay.meshkit.v1.UndoRequest
+	(*ListProxiesRequest)(nil),      // 33: omnirelay.meshkit.v1.ListProxiesRequest
+	(*ListProxiesResponse)(nil),     // 34: omnirelay.meshkit.v1.ListProxiesResponse
+	(*Proxy)(nil),                   // 35: omnirelay.meshkit.v1.Proxy
+	(*ProxyExtension)(nil),          // 36: omnirelay.meshkit.v1.ProxyExtension
+	(*CanaryRequest)(nil),           // 37: omnirelay.meshkit.v1.CanaryRequest
+	(*PromoteRequest)(nil),          // 38: omnirelay.meshkit.v1.PromoteRequest
+	(*RollbackRequest)(nil),         // 39: omnirelay.meshkit.v1.RollbackRequest
+	(*RolloutResponse)(nil),         // 40: omnirelay.meshkit.v1.RolloutResponse
+	(*Nack)(nil),                    // 41: omnirelay.meshkit.v1.Nack
+	(*Withheld)(nil),                // 42: omnirelay.meshkit.v1.Withheld
+	(*CreateJoinTokenRequest)(nil),  // 43: omnirelay.meshkit.v1.CreateJoinTokenRequest
+	(*CreateJoinTokenResponse)(nil), // 44: omnirelay.meshkit.v1.CreateJoinTokenResponse
+	(*SignRequest)(nil),             // 45: omnirelay.meshkit.v1.SignRequest
+	(*SignResponse)(nil),            // 46: omnirelay.meshkit.v1.SignResponse
+	(*RevokeNodeRequest)(nil),       // 47: omnirelay.meshkit.v1.RevokeNodeRequest
+	(*RevokeNodeResponse)(nil),      // 48: omnirelay.meshkit.v1.RevokeNodeResponse
+	(*ListNodesRequest)(nil),        // 49: omnirelay.meshkit.v1.ListNodesRequest
+	(*ListNodesResponse)(nil),       // 50: omnirelay.meshkit.v1.ListNodesResponse
+	(*IdentityNode)(nil),            // 51: omnirelay.meshkit.v1.IdentityNode
+	nil,                             // 52: omnirelay.meshkit.v1.Endpoint.MetadataEntry
+	nil,                             // 53: omnirelay.meshkit.v1.Proxy.AckedEntry
+	(*durationpb.Duration)(nil),     // 54: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),   // 55: google.protobuf.Timestamp
 }
 var file_meshkit_v1_meshkit_proto_depIdxs = []int32{
-	51, // 0: omnirelay.meshkit.v1.StartRolloutRequest.pause:type_name -> google.protobuf.Duration
-	51, // 1: omnirelay.meshkit.v1.ConfigRollout.pause:type_name -> google.protobuf.Duration
-	52, // 2: omnirelay.meshkit.v1.ConfigRollout.started_at:type_name -> google.protobuf.Timestamp
-	52, // 3: omnirelay.meshkit.v1.ConfigRollout.step_started_at:type_name -> google.protobuf.Timestamp
-	52, // 4: omnirelay.meshkit.v1.ConfigRollout.next_step_at:type_name -> google.protobuf.Timestamp
-	52, // 5: omnirelay.meshkit.v1.ConfigRollout.ended_at:type_name -> google.protobuf.Timestamp
-	5,  // 6: omnirelay.meshkit.v1.ConfigRollout.events:type_name -> omnirelay.meshkit.v1.RolloutEvent
-	52, // 7: omnirelay.meshkit.v1.RolloutEvent.at:type_name -> google.protobuf.Timestamp
-	6,  // 8: omnirelay.meshkit.v1.Endpoint.locality:type_name -> omnirelay.meshkit.v1.Locality
-	0,  // 9: omnirelay.meshkit.v1.Endpoint.health:type_name -> omnirelay.meshkit.v1.Health
-	49, // 10: omnirelay.meshkit.v1.Endpoint.metadata:type_name -> omnirelay.meshkit.v1.Endpoint.MetadataEntry
-	51, // 11: omnirelay.meshkit.v1.Endpoint.ttl:type_name -> google.protobuf.Duration
-	52, // 12: omnirelay.meshkit.v1.Endpoint.lease_expires_at:type_name -> google.protobuf.Timestamp
-	7,  // 13: omnirelay.meshkit.v1.RegisterRequest.endpoint:type_name -> omnirelay.meshkit.v1.Endpoint
-	7,  // 14: omnirelay.meshkit.v1.RegisterResponse.endpoint:type_name -> omnirelay.meshkit.v1.Endpoint
-	51, // 15: omnirelay.meshkit.v1.HeartbeatRequest.ttl:type_name -> google.protobuf.Duration
-	0,  // 16: omnirelay.meshkit.v1.HeartbeatRequest.health:type_name -> omnirelay.meshkit.v1.Health
-	7,  // 17: omnirelay.meshkit.v1.HeartbeatResponse.endpoint:type_name -> omnirelay.meshkit.v1.Endpoint
-	15, // 18: omnirelay.meshkit.v1.ListServicesResponse.services:type_name -> omnirelay.meshkit.v1.Service
-	7,  // 19: omnirelay.meshkit.v1.ListEndpointsResponse.endpoints:type_name -> omnirelay.meshkit.v1.Endpoint
-	52, // 20: omnirelay.meshkit.v1.ConfigVersion.created_at:type_name -> google.protobuf.Timestamp
-	23, // 21: omnirelay.meshkit.v1.HistoryResponse.versions:type_name -> omnirelay.meshkit.v1.ConfigVersion
-	32, // 22: omnirelay.meshkit.v1.ListProxiesResponse.proxies:type_name -> omnirelay.meshkit.v1.Proxy
-	52, // 23: omnirelay.meshkit.v1.Proxy.connected_since:type_name -> google.protobuf.Timestamp
-	50, // 24: omnirelay.meshkit.v1.Proxy.acked:type_name -> omnirelay.meshkit.v1.Proxy.AckedEntry
-	38, // 25: omnirelay.meshkit.v1.Proxy.last_nack:type_name -> omnirelay.meshkit.v1.Nack
-	39, // 26: omnirelay.meshkit.v1.Proxy.withheld:type_name -> omnirelay.meshkit.v1.Withheld
-	33, // 27: omnirelay.meshkit.v1.Proxy.extensions:type_name -> omnirelay.meshkit.v1.ProxyExtension
-	52, // 28: omnirelay.meshkit.v1.Nack.at:type_name -> google.protobuf.Timestamp
-	51, // 29: omnirelay.meshkit.v1.CreateJoinTokenRequest.ttl:type_name -> google.protobuf.Duration
-	52, // 30: omnirelay.meshkit.v1.CreateJoinTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
-	52, // 31: omnirelay.meshkit.v1.SignResponse.expires_at:type_name -> google.protobuf.Timestamp
-	48, // 32: omnirelay.meshkit.v1.ListNodesResponse.nodes:type_name -> omnirelay.meshkit.v1.IdentityNode
-	52, // 33: omnirelay.meshkit.v1.IdentityNode.created_at:type_name -> google.protobuf.Timestamp
-	52, // 34: omnirelay.meshkit.v1.IdentityNode.revoked_at:type_name -> google.protobuf.Timestamp
-	52, // 35: omnirelay.meshkit.v1.IdentityNode.last_issued_at:type_name -> google.protobuf.Timestamp
-	52, // 36: omnirelay.meshkit.v1.IdentityNode.cert_expires_at:type_name -> google.protobuf.Timestamp
-	8,  // 37: omnirelay.meshkit.v1.Registry.Register:input_type -> omnirelay.meshkit.v1.RegisterRequest
-	10, // 38: omnirelay.meshkit.v1.Registry.Heartbeat:input_type -> omnirelay.meshkit.v1.HeartbeatRequest
-	12, // 39: omnirelay.meshkit.v1.Registry.Deregister:input_type -> omnirelay.meshkit.v1.DeregisterRequest
-	14, // 40: omnirelay.meshkit.v1.Registry.ListServices:input_type -> omnirelay.meshkit.v1.ListServicesRequest
-	17, // 41: omnirelay.meshkit.v1.Registry.ListEndpoints:input_type -> omnirelay.meshkit.v1.ListEndpointsRequest
-	19, // 42: omnirelay.meshkit.v1.Config.Apply:input_type -> omnirelay.meshkit.v1.ApplyRequest
-	21, // 43: omnirelay.meshkit.v1.Config.Get:input_type -> omnirelay.meshkit.v1.GetConfigRequest
-	24, // 44: omnirelay.meshkit.v1.Config.History:input_type -> omnirelay.meshkit.v1.HistoryRequest
-	26, // 45: omnirelay.meshkit.v1.Config.GetVersion:input_type -> omnirelay.meshkit.v1.GetVersionRequest
-	27, // 46: omnirelay.meshkit.v1.Config.Diff:input_type -> omnirelay.meshkit.v1.DiffRequest
-	29, // 47: omnirelay.meshkit.v1.Config.Undo:input_type -> omnirelay.meshkit.v1.UndoRequest
-	30, // 48: omnirelay.meshkit.v1.Proxies.List:input_type -> omnirelay.meshkit.v1.ListProxiesRequest
-	34, // 49: omnirelay.meshkit.v1.Rollouts.Canary:input_type -> omnirelay.meshkit.v1.CanaryRequest
-	35, // 50: omnirelay.meshkit.v1.Rollouts.Promote:input_type -> omnirelay.meshkit.v1.PromoteRequest
-	36, // 51: omnirelay.meshkit.v1.Rollouts.Rollback:input_type -> omnirelay.meshkit.v1.RollbackRequest
-	1,  // 52: omnirelay.meshkit.v1.ConfigRollouts.Start:input_type -> omnirelay.meshkit.v1.StartRolloutRequest
-	2,  // 53: omnirelay.meshkit.v1.ConfigRollouts.Get:input_type -> omnirelay.meshkit.v1.GetRolloutRequest
-	3,  // 54: omnirelay.meshkit.v1.ConfigRollouts.Pause:input_type -> omnirelay.meshkit.v1.RolloutControlRequest
-	3,  // 55: omnirelay.meshkit.v1.ConfigRollouts.Resume:input_type -> omnirelay.meshkit.v1.RolloutControlRequest
-	3,  // 56: omnirelay.meshkit.v1.ConfigRollouts.Promote:input_type -> omnirelay.meshkit.v1.RolloutControlRequest
-	3,  // 57: omnirelay.meshkit.v1.ConfigRollouts.Abort:input_type -> omnirelay.meshkit.v1.RolloutControlRequest
-	42, // 58: omnirelay.meshkit.v1.Identity.Sign:input_type -> omnirelay.meshkit.v1.SignRequest
-	40, // 59: omnirelay.meshkit.v1.IdentityAdmin.CreateJoinToken:input_type -> omnirelay.meshkit.v1.CreateJoinTokenRequest
-	44, // 60: omnirelay.meshkit.v1.IdentityAdmin.RevokeNode:input_type -> omnirelay.meshkit.v1.RevokeNodeRequest
-	46, // 61: omnirelay.meshkit.v1.IdentityAdmin.ListNodes:input_type -> omnirelay.meshkit.v1.ListNodesRequest
-	9,  // 62: omnirelay.meshkit.v1.Registry.Register:output_type -> omnirelay.meshkit.v1.RegisterResponse
-	11, // 63: omnirelay.meshkit.v1.Registry.Heartbeat:output_type -> omnirelay.meshkit.v1.HeartbeatResponse
-	13, // 64: omnirelay.meshkit.v1.Registry.Deregister:output_type -> omnirelay.meshkit.v1.DeregisterResponse
-	16, // 65: omnirelay.meshkit.v1.Registry.ListServices:output_type -> omnirelay.meshkit.v1.ListServicesResponse
-	18, // 66: omnirelay.meshkit.v1.Registry.ListEndpoints:output_type -> omnirelay.meshkit.v1.ListEndpointsResponse
-	20, // 67: omnirelay.meshkit.v1.Config.Apply:output_type -> omnirelay.meshkit.v1.ApplyResponse
-	22, // 68: omnirelay.meshkit.v1.Config.Get:output_type -> omnirelay.meshkit.v1.GetConfigResponse
-	25, // 69: omnirelay.meshkit.v1.Config.History:output_type -> omnirelay.meshkit.v1.HistoryResponse
-	23, // 70: omnirelay.meshkit.v1.Config.GetVersion:output_type -> omnirelay.meshkit.v1.ConfigVersion
-	28, // 71: omnirelay.meshkit.v1.Config.Diff:output_type -> omnirelay.meshkit.v1.DiffResponse
-	20, // 72: omnirelay.meshkit.v1.Config.Undo:output_type -> omnirelay.meshkit.v1.ApplyResponse
-	31, // 73: omnirelay.meshkit.v1.Proxies.List:output_type -> omnirelay.meshkit.v1.ListProxiesResponse
-	37, // 74: omnirelay.meshkit.v1.Rollouts.Canary:output_type -> omnirelay.meshkit.v1.RolloutResponse
-	37, // 75: omnirelay.meshkit.v1.Rollouts.Promote:output_type -> omnirelay.meshkit.v1.RolloutResponse
-	37, // 76: omnirelay.meshkit.v1.Rollouts.Rollback:output_type -> omnirelay.meshkit.v1.RolloutResponse
-	4,  // 77: omnirelay.meshkit.v1.ConfigRollouts.Start:output_type -> omnirelay.meshkit.v1.ConfigRollout
-	4,  // 78: omnirelay.meshkit.v1.ConfigRollouts.Get:output_type -> omnirelay.meshkit.v1.ConfigRollout
-	4,  // 79: omnirelay.meshkit.v1.ConfigRollouts.Pause:output_type -> omnirelay.meshkit.v1.ConfigRollout
-	4,  // 80: omnirelay.meshkit.v1.ConfigRollouts.Resume:output_type -> omnirelay.meshkit.v1.ConfigRollout
-	4,  // 81: omnirelay.meshkit.v1.ConfigRollouts.Promote:output_type -> omnirelay.meshkit.v1.ConfigRollout
-	4,  // 82: omnirelay.meshkit.v1.ConfigRollouts.Abort:output_type -> omnirelay.meshkit.v1.ConfigRollout
-	43, // 83: omnirelay.meshkit.v1.Identity.Sign:output_type -> omnirelay.meshkit.v1.SignResponse
-	41, // 84: omnirelay.meshkit.v1.IdentityAdmin.CreateJoinToken:output_type -> omnirelay.meshkit.v1.CreateJoinTokenResponse
-	45, // 85: omnirelay.meshkit.v1.IdentityAdmin.RevokeNode:output_type -> omnirelay.meshkit.v1.RevokeNodeResponse
-	47, // 86: omnirelay.meshkit.v1.IdentityAdmin.ListNodes:output_type -> omnirelay.meshkit.v1.ListNodesResponse
-	62, // [62:87] is the sub-list for method output_type
-	37, // [37:62] is the sub-list for method input_type
-	37, // [37:37] is the sub-list for extension type_name
-	37, // [37:37] is the sub-list for extension extendee
-	0,  // [0:37] is the sub-list for field type_name
+	54, // 0: omnirelay.meshkit.v1.StartRolloutRequest.pause:type_name -> google.protobuf.Duration
+	2,  // 1: omnirelay.meshkit.v1.StartRolloutRequest.gates:type_name -> omnirelay.meshkit.v1.RolloutGates
+	54, // 2: omnirelay.meshkit.v1.RolloutGates.window:type_name -> google.protobuf.Duration
+	54, // 3: omnirelay.meshkit.v1.RolloutGates.max_p99:type_name -> google.protobuf.Duration
+	54, // 4: omnirelay.meshkit.v1.RolloutSide.p99:type_name -> google.protobuf.Duration
+	55, // 5: omnirelay.meshkit.v1.RolloutVerdict.at:type_name -> google.protobuf.Timestamp
+	3,  // 6: omnirelay.meshkit.v1.RolloutVerdict.canary:type_name -> omnirelay.meshkit.v1.RolloutSide
+	3,  // 7: omnirelay.meshkit.v1.RolloutVerdict.stable:type_name -> omnirelay.meshkit.v1.RolloutSide
+	54, // 8: omnirelay.meshkit.v1.ConfigRollout.pause:type_name -> google.protobuf.Duration
+	55, // 9: omnirelay.meshkit.v1.ConfigRollout.started_at:type_name -> google.protobuf.Timestamp
+	55, // 10: omnirelay.meshkit.v1.ConfigRollout.step_started_at:type_name -> google.protobuf.Timestamp
+	55, // 11: omnirelay.meshkit.v1.ConfigRollout.next_step_at:type_name -> google.protobuf.Timestamp
+	55, // 12: omnirelay.meshkit.v1.ConfigRollout.ended_at:type_name -> google.protobuf.Timestamp
+	8,  // 13: omnirelay.meshkit.v1.ConfigRollout.events:type_name -> omnirelay.meshkit.v1.RolloutEvent
+	2,  // 14: omnirelay.meshkit.v1.ConfigRollout.gates:type_name -> omnirelay.meshkit.v1.RolloutGates
+	4,  // 15: omnirelay.meshkit.v1.ConfigRollout.verdict:type_name -> omnirelay.meshkit.v1.RolloutVerdict
+	55, // 16: omnirelay.meshkit.v1.RolloutEvent.at:type_name -> google.protobuf.Timestamp
+	9,  // 17: omnirelay.meshkit.v1.Endpoint.locality:type_name -> omnirelay.meshkit.v1.Locality
+	0,  // 18: omnirelay.meshkit.v1.Endpoint.health:type_name -> omnirelay.meshkit.v1.Health
+	52, // 19: omnirelay.meshkit.v1.Endpoint.metadata:type_name -> omnirelay.meshkit.v1.Endpoint.MetadataEntry
+	54, // 20: omnirelay.meshkit.v1.Endpoint.ttl:type_name -> google.protobuf.Duration
+	55, // 21: omnirelay.meshkit.v1.Endpoint.lease_expires_at:type_name -> google.protobuf.Timestamp
+	10, // 22: omnirelay.meshkit.v1.RegisterRequest.endpoint:type_name -> omnirelay.meshkit.v1.Endpoint
+	10, // 23: omnirelay.meshkit.v1.RegisterResponse.endpoint:type_name -> omnirelay.meshkit.v1.Endpoint
+	54, // 24: omnirelay.meshkit.v1.HeartbeatRequest.ttl:type_name -> google.protobuf.Duration
+	0,  // 25: omnirelay.meshkit.v1.HeartbeatRequest.health:type_name -> omnirelay.meshkit.v1.Health
+	10, // 26: omnirelay.meshkit.v1.HeartbeatResponse.endpoint:type_name -> omnirelay.meshkit.v1.Endpoint
+	18, // 27: omnirelay.meshkit.v1.ListServicesResponse.services:type_name -> omnirelay.meshkit.v1.Service
+	10, // 28: omnirelay.meshkit.v1.ListEndpointsResponse.endpoints:type_name -> omnirelay.meshkit.v1.Endpoint
+	55, // 29: omnirelay.meshkit.v1.ConfigVersion.created_at:type_name -> google.protobuf.Timestamp
+	26, // 30: omnirelay.meshkit.v1.HistoryResponse.versions:type_name -> omnirelay.meshkit.v1.ConfigVersion
+	35, // 31: omnirelay.meshkit.v1.ListProxiesResponse.proxies:type_name -> omnirelay.meshkit.v1.Proxy
+	55, // 32: omnirelay.meshkit.v1.Proxy.connected_since:type_name -> google.protobuf.Timestamp
+	53, // 33: omnirelay.meshkit.v1.Proxy.acked:type_name -> omnirelay.meshkit.v1.Proxy.AckedEntry
+	41, // 34: omnirelay.meshkit.v1.Proxy.last_nack:type_name -> omnirelay.meshkit.v1.Nack
+	42, // 35: omnirelay.meshkit.v1.Proxy.withheld:type_name -> omnirelay.meshkit.v1.Withheld
+	36, // 36: omnirelay.meshkit.v1.Proxy.extensions:type_name -> omnirelay.meshkit.v1.ProxyExtension
+	55, // 37: omnirelay.meshkit.v1.Nack.at:type_name -> google.protobuf.Timestamp
+	54, // 38: omnirelay.meshkit.v1.CreateJoinTokenRequest.ttl:type_name -> google.protobuf.Duration
+	55, // 39: omnirelay.meshkit.v1.CreateJoinTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
+	55, // 40: omnirelay.meshkit.v1.SignResponse.expires_at:type_name -> google.protobuf.Timestamp
+	51, // 41: omnirelay.meshkit.v1.ListNodesResponse.nodes:type_name -> omnirelay.meshkit.v1.IdentityNode
+	55, // 42: omnirelay.meshkit.v1.IdentityNode.created_at:type_name -> google.protobuf.Timestamp
+	55, // 43: omnirelay.meshkit.v1.IdentityNode.revoked_at:type_name -> google.protobuf.Timestamp
+	55, // 44: omnirelay.meshkit.v1.IdentityNode.last_issued_at:type_name -> google.protobuf.Timestamp
+	55, // 45: omnirelay.meshkit.v1.IdentityNode.cert_expires_at:type_name -> google.protobuf.Timestamp
+	11, // 46: omnirelay.meshkit.v1.Registry.Register:input_type -> omnirelay.meshkit.v1.RegisterRequest
+	13, // 47: omnirelay.meshkit.v1.Registry.Heartbeat:input_type -> omnirelay.meshkit.v1.HeartbeatRequest
+	15, // 48: omnirelay.meshkit.v1.Registry.Deregister:input_type -> omnirelay.meshkit.v1.DeregisterRequest
+	17, // 49: omnirelay.meshkit.v1.Registry.ListServices:input_type -> omnirelay.meshkit.v1.ListServicesRequest
+	20, // 50: omnirelay.meshkit.v1.Registry.ListEndpoints:input_type -> omnirelay.meshkit.v1.ListEndpointsRequest
+	22, // 51: omnirelay.meshkit.v1.Config.Apply:input_type -> omnirelay.meshkit.v1.ApplyRequest
+	24, // 52: omnirelay.meshkit.v1.Config.Get:input_type -> omnirelay.meshkit.v1.GetConfigRequest
+	27, // 53: omnirelay.meshkit.v1.Config.History:input_type -> omnirelay.meshkit.v1.HistoryRequest
+	29, // 54: omnirelay.meshkit.v1.Config.GetVersion:input_type -> omnirelay.meshkit.v1.GetVersionRequest
+	30, // 55: omnirelay.meshkit.v1.Config.Diff:input_type -> omnirelay.meshkit.v1.DiffRequest
+	32, // 56: omnirelay.meshkit.v1.Config.Undo:input_type -> omnirelay.meshkit.v1.UndoRequest
+	33, // 57: omnirelay.meshkit.v1.Proxies.List:input_type -> omnirelay.meshkit.v1.ListProxiesRequest
+	37, // 58: omnirelay.meshkit.v1.Rollouts.Canary:input_type -> omnirelay.meshkit.v1.CanaryRequest
+	38, // 59: omnirelay.meshkit.v1.Rollouts.Promote:input_type -> omnirelay.meshkit.v1.PromoteRequest
+	39, // 60: omnirelay.meshkit.v1.Rollouts.Rollback:input_type -> omnirelay.meshkit.v1.RollbackRequest
+	1,  // 61: omnirelay.meshkit.v1.ConfigRollouts.Start:input_type -> omnirelay.meshkit.v1.StartRolloutRequest
+	5,  // 62: omnirelay.meshkit.v1.ConfigRollouts.Get:input_type -> omnirelay.meshkit.v1.GetRolloutRequest
+	6,  // 63: omnirelay.meshkit.v1.ConfigRollouts.Pause:input_type -> omnirelay.meshkit.v1.RolloutControlRequest
+	6,  // 64: omnirelay.meshkit.v1.ConfigRollouts.Resume:input_type -> omnirelay.meshkit.v1.RolloutControlRequest
+	6,  // 65: omnirelay.meshkit.v1.ConfigRollouts.Promote:input_type -> omnirelay.meshkit.v1.RolloutControlRequest
+	6,  // 66: omnirelay.meshkit.v1.ConfigRollouts.Abort:input_type -> omnirelay.meshkit.v1.RolloutControlRequest
+	45, // 67: omnirelay.meshkit.v1.Identity.Sign:input_type -> omnirelay.meshkit.v1.SignRequest
+	43, // 68: omnirelay.meshkit.v1.IdentityAdmin.CreateJoinToken:input_type -> omnirelay.meshkit.v1.CreateJoinTokenRequest
+	47, // 69: omnirelay.meshkit.v1.IdentityAdmin.RevokeNode:input_type -> omnirelay.meshkit.v1.RevokeNodeRequest
+	49, // 70: omnirelay.meshkit.v1.IdentityAdmin.ListNodes:input_type -> omnirelay.meshkit.v1.ListNodesRequest
+	12, // 71: omnirelay.meshkit.v1.Registry.Register:output_type -> omnirelay.meshkit.v1.RegisterResponse
+	14, // 72: omnirelay.meshkit.v1.Registry.Heartbeat:output_type -> omnirelay.meshkit.v1.HeartbeatResponse
+	16, // 73: omnirelay.meshkit.v1.Registry.Deregister:output_type -> omnirelay.meshkit.v1.DeregisterResponse
+	19, // 74: omnirelay.meshkit.v1.Registry.ListServices:output_type -> omnirelay.meshkit.v1.ListServicesResponse
+	21, // 75: omnirelay.meshkit.v1.Registry.ListEndpoints:output_type -> omnirelay.meshkit.v1.ListEndpointsResponse
+	23, // 76: omnirelay.meshkit.v1.Config.Apply:output_type -> omnirelay.meshkit.v1.ApplyResponse
+	25, // 77: omnirelay.meshkit.v1.Config.Get:output_type -> omnirelay.meshkit.v1.GetConfigResponse
+	28, // 78: omnirelay.meshkit.v1.Config.History:output_type -> omnirelay.meshkit.v1.HistoryResponse
+	26, // 79: omnirelay.meshkit.v1.Config.GetVersion:output_type -> omnirelay.meshkit.v1.ConfigVersion
+	31, // 80: omnirelay.meshkit.v1.Config.Diff:output_type -> omnirelay.meshkit.v1.DiffResponse
+	23, // 81: omnirelay.meshkit.v1.Config.Undo:output_type -> omnirelay.meshkit.v1.ApplyResponse
+	34, // 82: omnirelay.meshkit.v1.Proxies.List:output_type -> omnirelay.meshkit.v1.ListProxiesResponse
+	40, // 83: omnirelay.meshkit.v1.Rollouts.Canary:output_type -> omnirelay.meshkit.v1.RolloutResponse
+	40, // 84: omnirelay.meshkit.v1.Rollouts.Promote:output_type -> omnirelay.meshkit.v1.RolloutResponse
+	40, // 85: omnirelay.meshkit.v1.Rollouts.Rollback:output_type -> omnirelay.meshkit.v1.RolloutResponse
+	7,  // 86: omnirelay.meshkit.v1.ConfigRollouts.Start:output_type -> omnirelay.meshkit.v1.ConfigRollout
+	7,  // 87: omnirelay.meshkit.v1.ConfigRollouts.Get:output_type -> omnirelay.meshkit.v1.ConfigRollout
+	7,  // 88: omnirelay.meshkit.v1.ConfigRollouts.Pause:output_type -> omnirelay.meshkit.v1.ConfigRollout
+	7,  // 89: omnirelay.meshkit.v1.ConfigRollouts.Resume:output_type -> omnirelay.meshkit.v1.ConfigRollout
+	7,  // 90: omnirelay.meshkit.v1.ConfigRollouts.Promote:output_type -> omnirelay.meshkit.v1.ConfigRollout
+	7,  // 91: omnirelay.meshkit.v1.ConfigRollouts.Abort:output_type -> omnirelay.meshkit.v1.ConfigRollout
+	46, // 92: omnirelay.meshkit.v1.Identity.Sign:output_type -> omnirelay.meshkit.v1.SignResponse
+	44, // 93: omnirelay.meshkit.v1.IdentityAdmin.CreateJoinToken:output_type -> omnirelay.meshkit.v1.CreateJoinTokenResponse
+	48, // 94: omnirelay.meshkit.v1.IdentityAdmin.RevokeNode:output_type -> omnirelay.meshkit.v1.RevokeNodeResponse
+	50, // 95: omnirelay.meshkit.v1.IdentityAdmin.ListNodes:output_type -> omnirelay.meshkit.v1.ListNodesResponse
+	71, // [71:96] is the sub-list for method output_type
+	46, // [46:71] is the sub-list for method input_type
+	46, // [46:46] is the sub-list for extension type_name
+	46, // [46:46] is the sub-list for extension extendee
+	0,  // [0:46] is the sub-list for field type_name
 }
 
 func init() { file_meshkit_v1_meshkit_proto_init() }
@@ -3458,7 +3790,7 @@ func file_meshkit_v1_meshkit_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_meshkit_v1_meshkit_proto_rawDesc), len(file_meshkit_v1_meshkit_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   50,
+			NumMessages:   53,
 			NumExtensions: 0,
 			NumServices:   7,
 		},
