@@ -73,12 +73,18 @@ func (l *Load) Add(o Load) {
 	}
 }
 
-// FromRequest sums one LRS request's cluster stats: issued requests (the
-// standard counters: successful + error, plus the requests still in
-// progress are not counted), errors, and OmniRelay's figures.
+// FromRequest sums one LRS request: from an OmniRelay proxy its listener
+// entries (what its clients saw: requests, failures, latencies) plus the
+// error classes of its clusters; from Envoy the standard counters of its
+// clusters (successful + error requests; requests in progress are not
+// counted, dropped ones count as failed).
 func FromRequest(req *lrsv3.LoadStatsRequest) Load {
-	var l Load
+	var listeners, clusters Load
 	for _, cs := range req.GetClusterStats() {
+		l := &clusters
+		if cs.GetClusterServiceName() == loadmetrics.ListenerService && strings.HasPrefix(cs.GetClusterName(), loadmetrics.ListenerPrefix) {
+			l = &listeners
+		}
 		for _, ls := range cs.GetUpstreamLocalityStats() {
 			l.Requests += ls.GetTotalSuccessfulRequests() + ls.GetTotalErrorRequests()
 			l.Errors += ls.GetTotalErrorRequests()
@@ -97,12 +103,22 @@ func FromRequest(req *lrsv3.LoadStatsRequest) Load {
 				}
 			}
 		}
-		// Requests dropped by the proxy itself (overload, circuit breakers)
-		// failed too.
 		l.Requests += cs.GetTotalDroppedRequests()
 		l.Errors += cs.GetTotalDroppedRequests()
 	}
-	return l
+	if listeners.Requests == 0 {
+		return clusters
+	}
+	for k, v := range clusters.Classes {
+		if listeners.Classes == nil {
+			listeners.Classes = map[string]uint64{}
+		}
+		listeners.Classes[k] += v
+	}
+	if listeners.Latency == nil {
+		listeners.Latency = clusters.Latency
+	}
+	return listeners
 }
 
 type sample struct {

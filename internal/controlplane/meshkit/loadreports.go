@@ -62,8 +62,15 @@ func figures(l loadstats.Load) rollout.Figures {
 func (m *MeshKit) judge(s *rollout.State, now time.Time) rollout.Verdict {
 	g := s.Plan.Gates.Effective()
 	since := now.Add(-g.Window)
-	if s.StepStarted.After(since) {
-		since = s.StepStarted
+	// A report covers the interval before it arrived: the first one after
+	// the step began may hold the traffic of the step before (or of the
+	// previous rollout), so the step's figures start one interval later.
+	iv := m.opt.LoadReportInterval
+	if iv <= 0 {
+		iv = DefaultLoadReportInterval
+	}
+	if first := s.StepStarted.Add(iv); first.After(since) {
+		since = first
 	}
 	canary, stable := m.loads.Sum(s.ID, since)
 	return g.Judge(now, figures(canary), figures(stable))

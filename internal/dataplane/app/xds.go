@@ -7,8 +7,10 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
@@ -16,6 +18,7 @@ import (
 	"github.com/omnirelay/omnirelay/internal/dataplane/admin"
 	"github.com/omnirelay/omnirelay/internal/dataplane/filter"
 	"github.com/omnirelay/omnirelay/internal/dataplane/identity"
+	"github.com/omnirelay/omnirelay/internal/dataplane/loadreport"
 	"github.com/omnirelay/omnirelay/internal/dataplane/runtime"
 	"github.com/omnirelay/omnirelay/internal/dataplane/secrets"
 	"github.com/omnirelay/omnirelay/internal/dataplane/stats"
@@ -261,11 +264,19 @@ func startXDS(opt Options) (*Proxy, error) {
 			opt.Log.Error("admin server stopped", "error", err)
 		}
 	}()
+	// Load reports (LRS) to the same control plane, for its rollout
+	// analysis; read from the metrics, nothing on the request path.
+	lrsNode := &corev3.Node{Id: xo.NodeID, Cluster: xo.Cluster}
+	Capabilities(xo.Build, reg).Apply(lrsNode)
+	reporter := loadreport.New(loadreport.Options{Address: xo.Address, TLS: tlsCfg, Node: lrsNode, Gatherer: st.Registry, Log: opt.Log})
 	go func() {
 		defer close(p.done)
+		var wg sync.WaitGroup
+		wg.Go(func() { _ = reporter.Run(ctx) })
 		if err := client.Run(ctx); err != nil {
 			opt.Log.Error("xds client stopped", "error", err)
 		}
+		wg.Wait()
 	}()
 	opt.Log.Info("omnirelay started in xDS mode", "xds", xo.Address, "node_id", xo.NodeID,
 		"sotw", xo.SotW, "lkg_dir", xo.LKGDir, "signed", verifier != nil, "xds_tls", tlsCfg != nil,

@@ -13,7 +13,14 @@
 //	                              total_metric_value = the sum of their latencies in ms
 //	omnirelay.latency_ms.le_inf   the ones slower than the last bound
 //	omnirelay.errors.<class>      failed requests of a class (5xx, reset, timeout,
-//	                              local): num_requests_finished_with_metric
+//	                              connect): num_requests_finished_with_metric
+//
+// Besides one ClusterStats per upstream cluster, an OmniRelay proxy sends
+// one per listener, named ListenerPrefix + the listener's name with
+// cluster_service_name ListenerService: the requests its clients saw
+// (successful: status below 500) and their latency histogram. MeshKit
+// judges a proxy by these when present (what the clients see, including
+// answers the proxy made itself), else by the clusters' counters (Envoy).
 package loadmetrics
 
 import (
@@ -33,11 +40,19 @@ const (
 	Class5xx     = "5xx"
 	ClassReset   = "reset"
 	ClassTimeout = "timeout"
-	ClassLocal   = "local"
+	ClassConnect = "connect"
 )
 
-// bounds are the latency buckets' upper bounds in ms.
-var bounds = [...]float64{1, 2, 5, 10, 25, 50, 100, 150, 200, 300, 500, 750, 1000, 2000, 5000, 10000}
+// The listener entries' names.
+const (
+	ListenerPrefix  = "omnirelay.listener/"
+	ListenerService = "omnirelay.listener"
+)
+
+// bounds are the latency buckets' upper bounds in ms: those of the data
+// plane's omnirelay_downstream_request_duration_seconds histogram, so that
+// its buckets map one to one.
+var bounds = [...]float64{0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000}
 
 // Buckets is the number of histogram buckets (the bounds and +Inf).
 const Buckets = len(bounds) + 1
