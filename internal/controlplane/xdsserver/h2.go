@@ -155,9 +155,9 @@ type h2conn struct {
 	rc syscall.RawConn // nil when nc is not a socket (TLS, pipes): writes then always go through the flusher
 	fr *http2.Framer
 
-	streams []*h2stream          // open streams, at most h2MaxStreams
-	recvWin http2core.RecvWindow // the connection's receive window
-	maxID   uint32               // highest client stream id seen
+	streams []*h2stream             // open streams, at most h2MaxStreams
+	recvWin http2core.RecvWindow    // the connection's receive window
+	ids     http2core.ClientStreams // the stream ids the client has opened
 
 	wmu      sync.Mutex
 	flushing bool                   // the flusher goroutine owns the socket's write side
@@ -280,7 +280,7 @@ func (c *h2conn) run() error {
 func (c *h2conn) teardown(err error) {
 	c.wmu.Lock()
 	if code, ok := http2core.ConnErrorCode(err); ok && c.werr == nil {
-		c.out = http2core.AppendGoAway(c.out, c.maxID, code, "")
+		c.out = http2core.AppendGoAway(c.out, c.ids.Last(), code, "")
 		c.flushLocked()
 	}
 	if c.werr == nil {
@@ -439,10 +439,9 @@ func (c *h2conn) headers(f *http2.MetaHeadersFrame) error {
 		st.halfClose()
 		return nil
 	}
-	if id%2 == 0 || id <= c.maxID {
-		return http2.ConnectionError(http2.ErrCodeProtocol)
+	if err := c.ids.Open(id); err != nil {
+		return err
 	}
-	c.maxID = id
 	if f.Truncated {
 		c.resetStream(id, http2.ErrCodeRefusedStream) // header list over h2MaxHeaderList
 		return nil
@@ -536,7 +535,7 @@ func (c *h2conn) readData(fh http2.FrameHeader) error {
 	}
 	st := c.stream(fh.StreamID)
 	if st == nil {
-		if fh.StreamID > c.maxID {
+		if c.ids.Idle(fh.StreamID) {
 			return http2.ConnectionError(http2.ErrCodeProtocol) // DATA on an idle stream
 		}
 		return nil // a stream we already closed: its data is dropped

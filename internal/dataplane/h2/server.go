@@ -125,14 +125,14 @@ type serverConn struct {
 	sink fieldSink
 
 	// Guarded by mu.
-	streams     map[uint32]*Stream
-	maxClientID uint32
-	active      int
-	closed      bool
-	goAwaySent  bool
-	lastIdle    time.Time
-	idleTimer   *time.Timer
-	handlers    sync.WaitGroup
+	streams    map[uint32]*Stream
+	clientIDs  http2core.ClientStreams
+	active     int
+	closed     bool
+	goAwaySent bool
+	lastIdle   time.Time
+	idleTimer  *time.Timer
+	handlers   sync.WaitGroup
 	// idleWorkers are stream goroutines waiting for their next stream:
 	// reusing them keeps their grown stacks and skips goroutine creation.
 	idleWorkers []chan *Stream
@@ -202,7 +202,7 @@ func (c *serverConn) shutdown(err error) {
 	c.mu.Lock()
 	var ce http2core.ConnError
 	if errors.As(err, &ce) && !c.closing {
-		c.buf = http2core.AppendGoAway(c.buf, c.maxClientID, ce.Code, ce.Reason)
+		c.buf = http2core.AppendGoAway(c.buf, c.clientIDs.Last(), ce.Code, ce.Reason)
 	}
 	c.closed = true
 	c.closeWrite()
@@ -231,7 +231,7 @@ func (c *serverConn) drain() {
 		return
 	}
 	c.goAwaySent = true
-	c.buf = http2core.AppendGoAway(c.buf, c.maxClientID, http2.ErrCodeNo, "")
+	c.buf = http2core.AppendGoAway(c.buf, c.clientIDs.Last(), http2.ErrCodeNo, "")
 	c.kick()
 	if c.active == 0 {
 		c.closeLocked()
@@ -254,7 +254,7 @@ func (c *serverConn) onIdle() {
 		if since := time.Since(c.lastIdle); since >= c.lim.idle {
 			if !c.goAwaySent {
 				c.goAwaySent = true
-				c.buf = http2core.AppendGoAway(c.buf, c.maxClientID, http2.ErrCodeNo, "idle")
+				c.buf = http2core.AppendGoAway(c.buf, c.clientIDs.Last(), http2.ErrCodeNo, "idle")
 			}
 			c.closeLocked()
 			return
@@ -331,7 +331,7 @@ func (c *serverConn) onData(f *http2.DataFrame) error {
 	}
 	st := c.streams[id]
 	if st == nil || st.recvClosed {
-		if st == nil && id > c.maxClientID {
+		if st == nil && c.clientIDs.Idle(id) {
 			return http2core.ConnError{Code: http2.ErrCodeProtocol, Reason: "DATA on idle stream"}
 		}
 		c.creditConn(flen)
@@ -364,19 +364,15 @@ func (c *serverConn) endRecv(st *Stream) {
 }
 
 func (c *serverConn) onHeaderBlock(id uint32, block []byte, endStream, badDep bool) error {
-	if id%2 == 0 {
-		return http2core.ConnError{Code: http2.ErrCodeProtocol, Reason: "even stream id from client"}
-	}
 	c.mu.Lock()
 	if st := c.streams[id]; st != nil {
 		defer c.mu.Unlock()
 		return c.onTrailers(st, block, endStream)
 	}
-	if id <= c.maxClientID {
+	if err := c.clientIDs.Open(id); err != nil {
 		c.mu.Unlock()
-		return http2core.ConnError{Code: http2.ErrCodeStreamClosed, Reason: "HEADERS on closed stream"}
+		return err
 	}
-	c.maxClientID = id
 	ignore := c.goAwaySent || c.closed
 	refuse := uint32(c.active) >= c.lim.maxStreams
 	c.mu.Unlock()
@@ -457,7 +453,7 @@ func (c *serverConn) onRSTStream(f *http2.RSTStreamFrame) error {
 	defer c.mu.Unlock()
 	st := c.streams[f.StreamID]
 	if st == nil {
-		if f.StreamID > c.maxClientID {
+		if c.clientIDs.Idle(f.StreamID) {
 			return http2core.ConnError{Code: http2.ErrCodeProtocol, Reason: "RST_STREAM on idle stream"}
 		}
 		return nil
@@ -478,7 +474,7 @@ func (c *serverConn) onWindowUpdate(f *http2.WindowUpdateFrame) error {
 	}
 	st := c.streams[f.StreamID]
 	if st == nil {
-		if f.StreamID > c.maxClientID {
+		if c.clientIDs.Idle(f.StreamID) {
 			return http2core.ConnError{Code: http2.ErrCodeProtocol, Reason: "WINDOW_UPDATE on idle stream"}
 		}
 		return nil
