@@ -372,12 +372,7 @@ func (cc *clientConn) onSettings(f *http2.SettingsFrame) error {
 		case http2.SettingHeaderTableSize:
 			cc.enc.setMaxSize(s.Val)
 		case http2.SettingInitialWindowSize:
-			for _, cs := range cc.streams {
-				if !cs.sendFlow.Grow(delta) {
-					return http2core.ErrStreamWindowOverflow
-				}
-				cs.wakeSend()
-			}
+			return growSendWindows(cc.streams, delta)
 		case http2.SettingMaxConcurrentStreams:
 			cc.maxStreams = s.Val
 		}

@@ -407,6 +407,22 @@ func (w *connWriter) sendData(s *streamIO, p []byte, endStream bool, wait func()
 	}
 }
 
+// growSendWindows applies a change of the peer's SETTINGS_INITIAL_WINDOW_SIZE
+// to every open stream's send window and wakes their writers; mu held. A
+// window past 2^31-1 is a connection error.
+func growSendWindows[S interface{ io() *streamIO }](streams map[uint32]S, delta int64) error {
+	for _, st := range streams {
+		s := st.io()
+		if !s.sendFlow.Grow(delta) {
+			return http2core.ErrStreamWindowOverflow
+		}
+		s.wakeSend()
+	}
+	return nil
+}
+
+func (s *streamIO) io() *streamIO { return s }
+
 // windowUpdate applies a WINDOW_UPDATE for the connection (s == nil) or a
 // stream; mu held. It reports a window overflow.
 func (w *connWriter) windowUpdate(s *streamIO, inc int64) bool {

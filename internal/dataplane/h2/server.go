@@ -496,12 +496,7 @@ func (c *serverConn) onSettings(f *http2.SettingsFrame) error {
 		case http2.SettingHeaderTableSize:
 			c.enc.setMaxSize(s.Val)
 		case http2.SettingInitialWindowSize:
-			for _, st := range c.streams {
-				if !st.sendFlow.Grow(delta) {
-					return http2core.ErrStreamWindowOverflow
-				}
-				st.wakeSend()
-			}
+			return growSendWindows(c.streams, delta)
 		}
 		return nil
 	})
