@@ -20,6 +20,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -98,6 +99,8 @@ type MeshKit struct {
 	// verdictWritten is when the driver last stored a verdict; driver
 	// goroutine only.
 	verdictWritten time.Time
+	// leading: this replica leads the rollout election.
+	leading atomic.Bool
 }
 
 // desired is the stored form of the desired configuration: the version

@@ -346,6 +346,10 @@ func (m *MeshKit) ApplyFollowed(ctx context.Context, path string, data []byte, p
 	return a, nil, err
 }
 
+// LeadsRollouts reports whether this replica leads the rollout election
+// (its driver moves rollouts on).
+func (m *MeshKit) LeadsRollouts() bool { return m.leading.Load() }
+
 // kickDriver wakes the rollout driver (a record changed).
 func (m *MeshKit) kickDriver() {
 	select {
@@ -372,7 +376,9 @@ func (m *MeshKit) driveRollouts(ctx context.Context) {
 			continue
 		}
 		m.opt.Log.Info("leading rollouts", "replica", id)
+		m.leading.Store(true)
 		m.driveWhileLeading(ctx, lead.Lost())
+		m.leading.Store(false)
 		select {
 		case <-lead.Lost():
 			m.opt.Log.Warn("lost rollout leadership", "replica", id)

@@ -15,6 +15,7 @@ import (
 
 	"github.com/omnirelay/omnirelay/internal/controlplane/rollout"
 	"github.com/omnirelay/omnirelay/internal/controlplane/store"
+	"github.com/omnirelay/omnirelay/internal/controlplane/store/etcdtest"
 	"github.com/omnirelay/omnirelay/internal/controlplane/versions"
 	"github.com/omnirelay/omnirelay/internal/shared/capability"
 	"github.com/omnirelay/omnirelay/internal/shared/config"
@@ -280,4 +281,69 @@ func TestFollowedFileChangeBecomesARollout(t *testing.T) {
 	if a, s, err := m.ApplyFollowed(ctx, "f.yaml", historyDoc(5), nil); err != nil || s != nil || a.Number != 2 {
 		t.Fatalf("plain: %+v %+v %v", a, s, err)
 	}
+}
+
+// TestRolloutLeaderChangeOnEtcd: two MeshKits share one etcd; the one
+// leading the rollout election closes its store mid-rollout (its etcd
+// session ends) and the other takes the rollout on from the stored record
+// and promotes it. Both serve the same step meanwhile.
+func TestRolloutLeaderChangeOnEtcd(t *testing.T) {
+	endpoints := etcdtest.StartEtcd(t)
+	ctx := context.Background()
+	var (
+		ms    []*MeshKit
+		stops []func()
+		sts   []store.Store
+	)
+	for _, id := range []string{"a", "b"} {
+		st, err := store.OpenEtcd(endpoints, "/meshkit")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = st.Close() })
+		m := New(Options{Store: st, Log: slog.New(slog.DiscardHandler), Directory: DirectoryOptions{ReplicaID: id}})
+		rctx, cancel := context.WithCancel(context.Background())
+		var wg sync.WaitGroup
+		wg.Go(func() { _ = m.Run(rctx) })
+		var once sync.Once
+		stop := func() { once.Do(func() { cancel(); wg.Wait() }) }
+		t.Cleanup(stop)
+		ms, stops, sts = append(ms, m), append(stops, stop), append(sts, st)
+	}
+	if _, err := ms[0].ApplyVersion(ctx, "mesh.yaml", historyDoc(1), versions.OriginApply); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ms[0].StartRollout(ctx, "mesh.yaml", historyDoc(2), rollout.Plan{Steps: []uint32{10, 50}, Pause: 700 * time.Millisecond}, versions.OriginApply); err != nil {
+		t.Fatal(err)
+	}
+	d1, d2 := versions.DigestOf(historyDoc(1)), versions.DigestOf(historyDoc(2))
+	low, high := nodeInBucket(t, 5), nodeInBucket(t, 99)
+	for _, m := range ms {
+		waitServed(t, m, low, d2)
+		waitServed(t, m, high, d1)
+	}
+	// Stop whichever replica leads the rollout election (the store
+	// answers who: its leader key), closing its store first as a dying
+	// process would lose its etcd session.
+	var leader int
+	deadline := time.Now().Add(10 * time.Second)
+	for !ms[0].LeadsRollouts() && !ms[1].LeadsRollouts() {
+		if time.Now().After(deadline) {
+			t.Fatal("no replica leads the rollouts")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if ms[1].LeadsRollouts() {
+		leader = 1
+	}
+	if err := sts[leader].Close(); err != nil {
+		t.Fatal(err)
+	}
+	stops[leader]()
+	other := ms[1-leader]
+	s := waitPhase(t, other, rollout.Promoted)
+	if s.Promoted != 2 {
+		t.Fatalf("promoted as %d", s.Promoted)
+	}
+	waitServed(t, other, high, d2)
 }
