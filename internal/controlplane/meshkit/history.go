@@ -35,9 +35,6 @@ func (m *MeshKit) ApplyVersion(ctx context.Context, filename string, data []byte
 	if err != nil {
 		return Applied{}, err
 	}
-	if err := m.refuseDuringRollout(ctx, "apply "+filename); err != nil {
-		return Applied{}, err
-	}
 	for attempt := 1; ; attempt++ {
 		kv, prev, err := m.readDesired(ctx)
 		if err != nil {
@@ -45,6 +42,9 @@ func (m *MeshKit) ApplyVersion(ctx context.Context, filename string, data []byte
 		}
 		if prev != nil && prev.Version == versions.DigestOf(data) && prev.Filename == filename {
 			return Applied{Version: prev.Version, Number: prev.Number, Unchanged: true}, nil
+		}
+		if err := m.refuseDuringRollout(ctx, "apply "+filename); err != nil {
+			return Applied{}, err
 		}
 		d, err := m.commit(ctx, kv, prev, filename, data, cfg, origin, nil)
 		if errors.Is(err, store.ErrConflict) && attempt < commitAttempts {

@@ -322,6 +322,10 @@ func (m *MeshKit) ApplyFollowed(ctx context.Context, path string, data []byte, p
 		return Applied{}, nil, err
 	}
 	switch {
+	case s.Active() && (versions.DigestOf(data) == s.StableVersion || versions.DigestOf(data) == s.Canary.Version):
+		// The stable document (a restart re-reading an unchanged file) or
+		// the canary itself: nothing new to roll out, the rollout goes on.
+		return Applied{Version: versions.DigestOf(data), Number: s.Stable, Unchanged: true}, nil, nil
 	case s.Active():
 		p := s.Plan
 		if plan != nil {

@@ -347,3 +347,31 @@ func TestRolloutLeaderChangeOnEtcd(t *testing.T) {
 	}
 	waitServed(t, other, high, d2)
 }
+
+// TestApplyOfTheStableDocumentDuringARollout: applying the document in force
+// (a restarted MeshKit applying its unchanged --config) is not a change,
+// so a running rollout does not refuse it.
+func TestApplyOfTheStableDocumentDuringARollout(t *testing.T) {
+	st, err := store.OpenBolt(filepath.Join(t.TempDir(), "meshkit.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	ctx := context.Background()
+	m, _ := runMeshKit(t, st)
+	if _, err := m.ApplyVersion(ctx, "f.yaml", historyDoc(1), versions.OriginFile); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.StartRollout(ctx, "f.yaml", historyDoc(2), rollout.Plan{Steps: []uint32{10}, Pause: time.Hour}, versions.OriginApply); err != nil {
+		t.Fatal(err)
+	}
+	if a, err := m.ApplyVersion(ctx, "f.yaml", historyDoc(1), versions.OriginFile); err != nil || !a.Unchanged {
+		t.Fatalf("re-apply of the stable document: %+v %v", a, err)
+	}
+	if _, _, err := m.ApplyFollowed(ctx, "f.yaml", historyDoc(1), nil); err != nil {
+		t.Fatalf("followed re-apply: %v", err)
+	}
+	if s, _ := m.Rollout(ctx); !s.Active() {
+		t.Fatalf("rollout ended: %+v", s)
+	}
+}

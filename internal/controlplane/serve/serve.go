@@ -218,7 +218,9 @@ func Start(opt Options) (*Process, error) {
 			cancel()
 			return nil, fmt.Errorf("config: %w", err)
 		}
-		if _, err := p.MeshKit.ApplyVersion(versions.WithAuthor(ctx, "file "+opt.ConfigFile), opt.ConfigFile, data, versions.OriginFile); err != nil {
+		// A file changed while MeshKit was down rolls out as any change of
+		// it does (a rollout running, or ConfigRollout).
+		if _, _, err := p.MeshKit.ApplyFollowed(versions.WithAuthor(ctx, "file "+opt.ConfigFile), opt.ConfigFile, data, p.configRollout); err != nil {
 			cancel()
 			return nil, err
 		}
