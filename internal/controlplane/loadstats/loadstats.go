@@ -176,3 +176,47 @@ func (w *Window) Sum(tag int64, since time.Time) (canary, stable Load) {
 	}
 	return canary, stable
 }
+
+// Bucket is the load of one side over one second (Unix time).
+type Bucket struct {
+	Sec  int64 `json:"sec"`
+	Side Side  `json:"side"`
+	Load Load  `json:"load"`
+}
+
+// Buckets is tag's reports received after since, summed per second and
+// side, oldest first: the form in which a replica shares what it received.
+func (w *Window) Buckets(tag int64, since time.Time) []Bucket {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var out []Bucket
+	index := map[[2]int64]int{}
+	for _, s := range w.samples {
+		if s.tag != tag || !s.at.After(since) {
+			continue
+		}
+		k := [2]int64{s.at.Unix(), int64(s.side)}
+		i, ok := index[k]
+		if !ok {
+			i = len(out)
+			index[k] = i
+			out = append(out, Bucket{Sec: k[0], Side: s.side})
+		}
+		out[i].Load.Add(s.load)
+	}
+	return out
+}
+
+// SumBuckets adds the buckets after since to canary and stable.
+func SumBuckets(bs []Bucket, since time.Time, canary, stable *Load) {
+	for _, b := range bs {
+		if b.Sec <= since.Unix() {
+			continue
+		}
+		if b.Side == Canary {
+			canary.Add(b.Load)
+		} else {
+			stable.Add(b.Load)
+		}
+	}
+}

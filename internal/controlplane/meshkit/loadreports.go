@@ -59,7 +59,7 @@ func figures(l loadstats.Load) rollout.Figures {
 
 // judge is the gates' verdict on the current step of s, from the reports
 // received since the step began, within the window.
-func (m *MeshKit) judge(s *rollout.State, now time.Time) rollout.Verdict {
+func (m *MeshKit) judge(ctx context.Context, s *rollout.State, now time.Time) rollout.Verdict {
 	g := s.Plan.Gates.Effective()
 	since := now.Add(-g.Window)
 	// A report covers the interval before it arrived: the first one after
@@ -73,6 +73,9 @@ func (m *MeshKit) judge(s *rollout.State, now time.Time) rollout.Verdict {
 		since = first
 	}
 	canary, stable := m.loads.Sum(s.ID, since)
+	// Proxies connected to other replicas report there. Their shares are
+	// per second: a second that began before since counts from its end.
+	m.sharedLoads(ctx, s.ID, since, &canary, &stable)
 	return g.Judge(now, figures(canary), figures(stable))
 }
 
@@ -86,7 +89,7 @@ func gateTick(g rollout.Gates) time.Duration {
 // most once per tick.
 func (m *MeshKit) checkGates(ctx context.Context, s *rollout.State) (rollout.Verdict, bool) {
 	now := time.Now().UTC()
-	v := m.judge(s, now)
+	v := m.judge(ctx, s, now)
 	if len(v.Failed) > 0 {
 		reason := "gate failed at " + strconv.FormatUint(uint64(s.Percent()), 10) + "%: " + v.String()
 		if _, err := m.changeRollout(ctx, "rolled back", func(s *rollout.State, now time.Time) error {

@@ -18,6 +18,7 @@ import (
 
 	"github.com/omnirelay/omnirelay/internal/controlplane/rollout"
 	"github.com/omnirelay/omnirelay/internal/controlplane/store"
+	"github.com/omnirelay/omnirelay/internal/controlplane/store/etcdtest"
 	"github.com/omnirelay/omnirelay/internal/controlplane/versions"
 	"github.com/omnirelay/omnirelay/internal/shared/config"
 	"github.com/omnirelay/omnirelay/internal/shared/loadmetrics"
@@ -179,5 +180,66 @@ func TestRolloutGates(t *testing.T) {
 			}
 			t.Logf("%s after %v: %s", s.Phase, took.Round(time.Millisecond), s.Reason)
 		})
+	}
+}
+
+// TestRolloutGatesAcrossReplicas: two MeshKits on one etcd; every proxy
+// reports to the replica that does not lead the rollouts. The leader
+// judges their reports from the store (shared every second) and rolls a
+// change whose canary fails back.
+func TestRolloutGatesAcrossReplicas(t *testing.T) {
+	endpoints := etcdtest.StartEtcd(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	defer func() { cancel(); wg.Wait() }()
+	var ms []*MeshKit
+	var addrs []string
+	for _, id := range []string{"a", "b"} {
+		st, err := store.OpenEtcd(endpoints, "/meshkit")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = st.Close() })
+		m := New(Options{Store: st, Log: slog.New(slog.DiscardHandler), LoadReportInterval: 50 * time.Millisecond, Directory: DirectoryOptions{ReplicaID: id}})
+		wg.Go(func() { _ = m.Run(ctx) })
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		wg.Go(func() { _ = m.Server().Serve(ln) })
+		defer m.Server().Stop()
+		ms, addrs = append(ms, m), append(addrs, ln.Addr().String())
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for !ms[0].LeadsRollouts() && !ms[1].LeadsRollouts() {
+		if time.Now().After(deadline) {
+			t.Fatal("no leader")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	follower := 0
+	if ms[0].LeadsRollouts() {
+		follower = 1
+	}
+	if _, err := ms[0].ApplyVersion(ctx, "mesh.yaml", historyDoc(1), versions.OriginApply); err != nil {
+		t.Fatal(err)
+	}
+	bad := func(c bool) (float64, time.Duration) {
+		if c {
+			return 0.5, 5 * time.Millisecond
+		}
+		return 0, 5 * time.Millisecond
+	}
+	for _, b := range []uint32{3, 7, 20, 60, 99} {
+		r := reporter{node: nodeInBucket(t, b), withLatency: true}
+		wg.Go(func() { r.run(ctx, t, addrs[follower], ms[follower], bad) })
+	}
+	gates := rollout.Gates{Window: 2 * time.Second, MinRequests: 50, MaxErrorRate: 0.05}
+	if _, err := ms[0].StartRollout(ctx, "mesh.yaml", historyDoc(2), rollout.Plan{Steps: []uint32{10, 50}, Pause: time.Hour, Gates: gates}, versions.OriginApply); err != nil {
+		t.Fatal(err)
+	}
+	s := waitPhase(t, ms[1-follower], rollout.RolledBack)
+	if !strings.Contains(s.Reason, "error rate 50.00% > 5.00%") {
+		t.Fatalf("reason %q", s.Reason)
 	}
 }

@@ -169,7 +169,8 @@ func (m *MeshKit) Load(ctx context.Context) error {
 func (m *MeshKit) Run(ctx context.Context) error {
 	m.trigger()
 	var wg sync.WaitGroup
-	wg.Add(5)
+	wg.Add(6)
+	go func() { defer wg.Done(); m.shareLoads(ctx) }()
 	go func() { defer wg.Done(); m.followStore(ctx) }()
 	go func() { defer wg.Done(); m.followRollout(ctx) }()
 	go func() { defer wg.Done(); m.driveRollouts(ctx) }()
