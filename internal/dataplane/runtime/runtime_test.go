@@ -18,7 +18,7 @@ import (
 	"github.com/omnirelay/omnirelay/internal/testutil/freeport"
 )
 
-func snapshot(t *testing.T, yaml string) *resources.Snapshot {
+func snapshot(t testing.TB, yaml string) *resources.Snapshot {
 	t.Helper()
 	c, err := config.Parse("test.yaml", []byte(yaml))
 	if err != nil {
@@ -36,7 +36,7 @@ func freeAddr(t *testing.T) string {
 	return freeport.Addr(t)
 }
 
-func newRuntime(t *testing.T) *Runtime {
+func newRuntime(t testing.TB) *Runtime {
 	reg, err := filter.NewRegistry(filters.Builtins()...)
 	if err != nil {
 		t.Fatal(err)
