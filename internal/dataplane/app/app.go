@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/signal"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -63,6 +64,10 @@ type Proxy struct {
 	// that fails half-way).
 	stop lifecycle.Stack
 	opt  Options
+
+	// onDrain is what POST /drain does (the admin server reads it while
+	// serving).
+	onDrain atomic.Pointer[func()]
 
 	stopOnce sync.Once
 	stopErr  error
@@ -177,11 +182,13 @@ func assemble(opt Options, src source.Source, adminAddr, extTrust string) (_ *Pr
 	}
 	// POST /drain drains the proxy; RunUntilSignal replaces this to also end
 	// the process.
-	p.Admin.OnDrain = func() {
+	drain := func() {
 		ctx, cancel := context.WithTimeout(context.Background(), opt.DrainTimeout)
 		defer cancel()
 		_ = p.Shutdown(ctx)
 	}
+	p.onDrain.Store(&drain)
+	p.Admin.OnDrain = func() { (*p.onDrain.Load())() }
 	p.Admin.Start()
 	ctx, cancel := context.WithCancel(context.Background())
 	srcDone := make(chan struct{})
@@ -245,20 +252,23 @@ func (p *Proxy) ListenerAddr(name string) net.Addr {
 // RunUntilSignal runs the proxy until SIGINT/SIGTERM (graceful drain) and
 // reloads on SIGHUP.
 func RunUntilSignal(opt Options) error {
+	// Before Start: /ready answers 200 before Start returns, and a SIGHUP
+	// sent by whoever saw it must be queued, not kill the process.
+	sig := make(chan os.Signal, 4)
+	signal.Notify(sig, syscall.SIGHUP, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sig)
 	p, err := Start(opt)
 	if err != nil {
 		return err
 	}
-	sig := make(chan os.Signal, 4)
-	signal.Notify(sig, syscall.SIGHUP, syscall.SIGINT, syscall.SIGTERM)
-	defer signal.Stop(sig)
 	drain := make(chan struct{}, 1)
-	p.Admin.OnDrain = func() {
+	onDrain := func() {
 		select {
 		case drain <- struct{}{}:
 		default:
 		}
 	}
+	p.onDrain.Store(&onDrain)
 	for {
 		select {
 		case s := <-sig:
