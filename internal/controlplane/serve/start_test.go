@@ -14,7 +14,7 @@ import (
 
 	"github.com/omnirelay/omnirelay/examples"
 
-	"github.com/omnirelay/omnirelay/internal/testutil/freeport"
+	"github.com/omnirelay/omnirelay/internal/testutil"
 )
 
 // A start that fails half-way (here at the identity port, after the store,
@@ -36,7 +36,7 @@ func TestFailedStartReleasesEverything(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	opt := Options{XDSAddress: freeport.Addr(t), APIAddress: freeport.Addr(t), IdentityAddress: busy.Addr().String(),
+	opt := Options{XDSAddress: testutil.Addr(t), APIAddress: testutil.Addr(t), IdentityAddress: busy.Addr().String(),
 		DataDir: filepath.Join(dir, "data"), ConfigFile: cfg, PollInterval: 10 * time.Millisecond, Log: slog.New(slog.DiscardHandler)}
 	if _, err := Start(opt); err == nil || !strings.Contains(err.Error(), "identity address") {
 		t.Fatalf("start on a busy identity port: err = %v, want identity address", err)

@@ -18,7 +18,7 @@ import (
 	"github.com/omnirelay/omnirelay/internal/shared/config"
 	"github.com/omnirelay/omnirelay/internal/shared/translate"
 
-	"github.com/omnirelay/omnirelay/internal/testutil/freeport"
+	"github.com/omnirelay/omnirelay/internal/testutil"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -56,7 +56,7 @@ func serve(t *testing.T) (*Server, *runtime.Runtime, string) {
 // clusters (b's endpoints listed out of order).
 func apply(t *testing.T, rt *runtime.Runtime) string {
 	t.Helper()
-	addr := freeport.Addr(t)
+	addr := testutil.Addr(t)
 	c, err := config.Parse("admin.yaml", []byte(`
 listeners:
   - name: web
@@ -239,7 +239,7 @@ func TestShutdownWithoutServe(t *testing.T) {
 		t.Fatal(err)
 	}
 	rt := runtime.New(runtime.Options{Log: quiet, Filters: reg})
-	addr := freeport.Addr(t)
+	addr := testutil.Addr(t)
 	s, err := Listen(addr, rt, quiet)
 	if err != nil {
 		t.Fatal(err)

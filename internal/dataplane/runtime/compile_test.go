@@ -12,6 +12,7 @@ import (
 
 	"github.com/omnirelay/omnirelay/examples"
 	"github.com/omnirelay/omnirelay/internal/shared/resources"
+	"github.com/omnirelay/omnirelay/internal/testutil"
 )
 
 // compileNow is what apply does before it binds anything.
@@ -27,13 +28,13 @@ func compileNow(rt *Runtime, snap *resources.Snapshot) (*Version, error) {
 // changed one is new.
 func TestCompileTouchesNothing(t *testing.T) {
 	rt := newRuntime(t)
-	addr := freeAddr(t)
+	addr := testutil.Addr(t)
 	if err := rt.Apply(snapshot(t, cfg(addr, "a")), "test"); err != nil {
 		t.Fatal(err)
 	}
 	running := rt.Current()
 
-	other := freeAddr(t)
+	other := testutil.Addr(t)
 	next := strings.Replace(cfg(addr, "a"), "[127.0.0.1:2]", "[127.0.0.1:3]", 1) // cluster b changes
 	next = strings.Replace(next, "clusters:", `  - { name: other, address: `+other+`, protocol: tcp, cluster: a }
 clusters:`, 1)
@@ -102,7 +103,7 @@ func TestCompileErrorNamesResource(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			rt := newRuntime(t)
-			addr := freeAddr(t)
+			addr := testutil.Addr(t)
 			if err := rt.Apply(snapshot(t, cfg(addr, "a")), "test"); err != nil {
 				t.Fatal(err)
 			}

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"log/slog"
 	"net"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -20,7 +19,7 @@ import (
 	"github.com/omnirelay/omnirelay/internal/dataplane/runtime"
 	"github.com/omnirelay/omnirelay/internal/dataplane/stats"
 
-	"github.com/omnirelay/omnirelay/internal/testutil/freeport"
+	"github.com/omnirelay/omnirelay/internal/testutil"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -54,17 +53,6 @@ clusters:
   - { name: a, endpoints: [127.0.0.1:9001] }
   - { name: b, endpoints: [127.0.0.1:9002] }
 `
-}
-
-func writeFile(t *testing.T, path, data string) {
-	t.Helper()
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, []byte(data), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		t.Fatal(err)
-	}
 }
 
 // fileProxy runs the file source at path against a real runtime, as the
@@ -120,17 +108,6 @@ func startFile(t *testing.T, path string) (*fileProxy, error) {
 	return fp, nil
 }
 
-func waitUntil(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("not within 10s: %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 func routeCluster(rt *runtime.Runtime) string {
 	b, _ := rt.Current().Resources.MarshalJSON()
 	_, rest, _ := strings.Cut(strings.ReplaceAll(string(b), " ", ""), `"cluster":"`)
@@ -144,8 +121,8 @@ func routeCluster(rt *runtime.Runtime) string {
 func TestFileSource(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "edge.yaml")
-	addr := freeport.Addr(t)
-	writeFile(t, path, config(addr, "a"))
+	addr := testutil.Addr(t)
+	testutil.WriteFile(t, path, []byte(config(addr, "a")))
 	fp, err := startFile(t, path)
 	if err != nil {
 		t.Fatal(err)
@@ -155,22 +132,22 @@ func TestFileSource(t *testing.T) {
 		t.Fatalf("after Start: version %+v, want the file's, routing to a", first)
 	}
 
-	writeFile(t, path, config(addr, "b"))
-	waitUntil(t, "the edit applied", func() bool { return routeCluster(fp.rt) == "b" })
+	testutil.WriteFile(t, path, []byte(config(addr, "b")))
+	testutil.Eventually(t, 10*time.Second, 5*time.Millisecond, "the edit applied", testutil.Bool(func() bool { return routeCluster(fp.rt) == "b" }))
 	edited := fp.rt.Current()
 
 	// Does not parse (unknown cluster): the runtime never sees it.
-	writeFile(t, path, config(addr, "nope"))
-	waitUntil(t, "the bad edit logged", func() bool { return strings.Contains(fp.log.String(), "nope") })
+	testutil.WriteFile(t, path, []byte(config(addr, "nope")))
+	testutil.Eventually(t, 10*time.Second, 5*time.Millisecond, "the bad edit logged", testutil.Bool(func() bool { return strings.Contains(fp.log.String(), "nope") }))
 	// Parses but does not apply: the port is held by someone else.
-	busy := freeport.Addr(t)
+	busy := testutil.Addr(t)
 	hold, err := net.Listen("tcp", busy)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer hold.Close()
-	writeFile(t, path, strings.Replace(config(addr, "b"), "clusters:", "  - { name: db, address: "+busy+", protocol: tcp, cluster: a }\nclusters:", 1))
-	waitUntil(t, "the unbindable edit logged", func() bool { return strings.Contains(fp.log.String(), busy) })
+	testutil.WriteFile(t, path, []byte(strings.Replace(config(addr, "b"), "clusters:", "  - { name: db, address: "+busy+", protocol: tcp, cluster: a }\nclusters:", 1)))
+	testutil.Eventually(t, 10*time.Second, 5*time.Millisecond, "the unbindable edit logged", testutil.Bool(func() bool { return strings.Contains(fp.log.String(), busy) }))
 	if fp.rt.Current() != edited {
 		t.Fatal("a rejected edit replaced the running version")
 	}
@@ -182,11 +159,11 @@ func TestFileSource(t *testing.T) {
 		t.Fatalf("omnirelay_config_reloads_total{result=rejected} = %v, want both bad edits counted", rejected)
 	}
 
-	writeFile(t, path, config(addr, "a"))
-	waitUntil(t, "the fixed file applied", func() bool { return routeCluster(fp.rt) == "a" })
+	testutil.WriteFile(t, path, []byte(config(addr, "a")))
+	testutil.Eventually(t, 10*time.Second, 5*time.Millisecond, "the fixed file applied", testutil.Bool(func() bool { return routeCluster(fp.rt) == "a" }))
 	fixed := fp.rt.Current()
 	fp.src.Reload()
-	waitUntil(t, "Reload re-applied", func() bool { return fp.rt.Current() != fixed })
+	testutil.Eventually(t, 10*time.Second, 5*time.Millisecond, "Reload re-applied", testutil.Bool(func() bool { return fp.rt.Current() != fixed }))
 	if fp.rt.Current().ID != fixed.ID {
 		t.Fatal("Reload of an unchanged file changed the version")
 	}
@@ -197,17 +174,17 @@ func TestFileSource(t *testing.T) {
 func TestFileSourceBadStart(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "edge.yaml")
-	writeFile(t, path, config(freeport.Addr(t), "nope"))
+	testutil.WriteFile(t, path, []byte(config(testutil.Addr(t), "nope")))
 	if _, err := startFile(t, path); err == nil || !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), "nope") {
 		t.Fatalf("start on an unknown cluster: err = %v, want the file and the cluster named", err)
 	}
-	busy := freeport.Addr(t)
+	busy := testutil.Addr(t)
 	hold, err := net.Listen("tcp", busy)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer hold.Close()
-	writeFile(t, path, config(busy, "a"))
+	testutil.WriteFile(t, path, []byte(config(busy, "a")))
 	if _, err := startFile(t, path); err == nil || !strings.Contains(err.Error(), busy) {
 		t.Fatalf("start on a port in use: err = %v, want the address named", err)
 	}
@@ -243,7 +220,7 @@ func reloads(t *testing.T, st *stats.Stats, result string) float64 {
 func TestNewXDSRejects(t *testing.T) {
 	dir := t.TempDir()
 	notPEM := filepath.Join(dir, "junk.pem")
-	writeFile(t, notPEM, "not a PEM file")
+	testutil.WriteFile(t, notPEM, []byte("not a PEM file"))
 	tests := []struct {
 		name string
 		opt  XDSOptions

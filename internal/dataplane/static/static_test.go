@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/omnirelay/omnirelay/internal/dataplane/secrets/testca"
+	"github.com/omnirelay/omnirelay/internal/testutil"
 )
 
 const v1Config = `version: omnirelay.v1
@@ -145,18 +146,6 @@ func routeCluster(t *testing.T, l *Loaded) string {
 	return c
 }
 
-func write(t *testing.T, path, data string) {
-	t.Helper()
-	// By rename, as editors and config-map mounts do.
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, []byte(data), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		t.Fatal(err)
-	}
-}
-
 func next[T any](t *testing.T, what string, ch <-chan T) T {
 	t.Helper()
 	select {
@@ -173,10 +162,10 @@ func next[T any](t *testing.T, what string, ch <-chan T) T {
 // file and the problem) without applying it, and applies the next good one.
 func TestWatcherReloads(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "edge.yaml")
-	write(t, path, v1("a"))
+	testutil.WriteFile(t, path, []byte(v1("a")))
 	w, apps, errs := watch(t, path, nil)
 
-	write(t, path, v1("b"))
+	testutil.WriteFile(t, path, []byte(v1("b")))
 	if got := next(t, "apply after an edit", apps); got != (applied{cluster: "b"}) {
 		t.Fatalf("after an edit: %+v, want cluster b, not forced", got)
 	}
@@ -186,7 +175,7 @@ func TestWatcherReloads(t *testing.T) {
 		t.Fatalf("after Trigger: %+v, want cluster b, forced", got)
 	}
 
-	write(t, path, v1("nope"))
+	testutil.WriteFile(t, path, []byte(v1("nope")))
 	err := next(t, "error for a bad edit", errs)
 	if !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), "nope") {
 		t.Fatalf("error %q does not name the file and the unknown cluster", err)
@@ -197,7 +186,7 @@ func TestWatcherReloads(t *testing.T) {
 	case <-time.After(100 * time.Millisecond):
 	}
 
-	write(t, path, v1("a"))
+	testutil.WriteFile(t, path, []byte(v1("a")))
 	if got := next(t, "apply after the fix", apps); got != (applied{cluster: "a"}) {
 		t.Fatalf("after the fix: %+v, want cluster a", got)
 	}
@@ -207,8 +196,8 @@ func TestWatcherReloads(t *testing.T) {
 // edge.crt and edge.key in dir.
 func installCert(t *testing.T, ca *testca.CA, dir string) {
 	certPEM, keyPEM := testca.PEM(t, ca.Issue(t, testca.Leaf{DNS: []string{"shop.example.com"}}))
-	write(t, filepath.Join(dir, "edge.crt"), string(certPEM))
-	write(t, filepath.Join(dir, "edge.key"), string(keyPEM))
+	testutil.WriteFile(t, filepath.Join(dir, "edge.crt"), []byte(string(certPEM)))
+	testutil.WriteFile(t, filepath.Join(dir, "edge.key"), []byte(string(keyPEM)))
 }
 
 // withTLS is v1(cluster) with an https listener whose certificate and key
@@ -225,11 +214,11 @@ func TestWatcherReappliesOnReferencedFileChange(t *testing.T) {
 	path := filepath.Join(dir, "edge.yaml")
 	ca := testca.New(t, "omnirelay.test")
 	installCert(t, ca, dir)
-	write(t, path, withTLS(dir, "a"))
+	testutil.WriteFile(t, path, []byte(withTLS(dir, "a")))
 	_, apps, _ := watch(t, path, nil)
 	// An edit first: once it is applied the watcher holds the hash of the
 	// files this version reads.
-	write(t, path, withTLS(dir, "b"))
+	testutil.WriteFile(t, path, []byte(withTLS(dir, "b")))
 	if got := next(t, "apply after an edit", apps); got != (applied{cluster: "b"}) {
 		t.Fatalf("after an edit: %+v, want cluster b", got)
 	}
