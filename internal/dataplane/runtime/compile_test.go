@@ -127,31 +127,48 @@ func TestCompileErrorNamesResource(t *testing.T) {
 }
 
 // BenchmarkCompile measures compile alone (no socket, no swap): the demo
-// config, and one of 1,000 routes over 100 clusters. Every iteration builds
-// every cluster (nothing runs to carry over) and discards the version.
+// config, and one of 1,000 routes over 100 clusters, with nothing running
+// (every cluster is built, and the version discarded), and the same large
+// config as a reload whose clusters are unchanged (all carried over from
+// the running version: what an edit of routes costs).
 func BenchmarkCompile(b *testing.B) {
 	demo, err := examples.FS.ReadFile("demo.yaml")
 	if err != nil {
 		b.Fatal(err)
 	}
 	for _, bc := range []struct {
-		name string
-		yaml string
+		name   string
+		yaml   string
+		reload bool
 	}{
-		{"demo", string(demo)},
-		{"routes=1000/clusters=100", bigConfig(1000, 100)},
+		{"demo", string(demo), false},
+		{"routes=1000/clusters=100", bigConfig("127.0.0.1:18080", 1000, 100, "2s"), false},
+		{"routes=1000/clusters=100/reload", "", true},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
 			rt := newRuntime(b)
-			snap := snapshot(b, bc.yaml)
+			var snap *resources.Snapshot
+			if !bc.reload {
+				snap = snapshot(b, bc.yaml)
+			} else {
+				addr := testutil.Addr(b)
+				if err := rt.Apply(snapshot(b, bigConfig(addr, 1000, 100, "2s")), "bench"); err != nil {
+					b.Fatal(err)
+				}
+				snap = snapshot(b, bigConfig(addr, 1000, 100, "3s"))
+			}
 			id := snap.Hash()
 			b.ReportAllocs()
 			rt.mu.Lock()
 			defer rt.mu.Unlock()
+			prev := rt.cur.Load()
 			for b.Loop() {
-				v, err := rt.compile(snap, id, "bench", nil)
+				v, err := rt.compile(snap, id, "bench", prev)
 				if err != nil {
 					b.Fatal(err)
+				}
+				if bc.reload && len(v.built) != 0 {
+					b.Fatalf("%d clusters rebuilt, want all carried over", len(v.built))
 				}
 				v.discard()
 			}
@@ -159,18 +176,18 @@ func BenchmarkCompile(b *testing.B) {
 	}
 }
 
-// bigConfig is one HTTP listener with routes spread over 10 virtual hosts,
-// each route to one of clusters clusters, with header matches and retries
-// as a real edge config has.
-func bigConfig(routes, clusters int) string {
+// bigConfig is one HTTP listener on addr with routes spread over 10
+// virtual hosts, each route to one of clusters clusters, with a header
+// match, the timeout and retries as a real edge config has.
+func bigConfig(addr string, routes, clusters int, timeout string) string {
 	var sb strings.Builder
-	sb.WriteString("listeners:\n  - name: web\n    address: 127.0.0.1:18080\n    protocol: http\n    virtual_hosts:\n")
+	sb.WriteString("listeners:\n  - name: web\n    address: " + addr + "\n    protocol: http\n    virtual_hosts:\n")
 	const vhosts = 10
 	for h := range vhosts {
 		fmt.Fprintf(&sb, "      - name: vh%d\n        domains: [\"vh%d.example.com\"]\n        routes:\n", h, h)
 		for r := h; r < routes; r += vhosts {
 			fmt.Fprintf(&sb, "          - match: { path_prefix: /svc%d/, headers: { x-tenant: \"t%d\" } }\n", r, r%7)
-			fmt.Fprintf(&sb, "            cluster: c%d\n            timeout: 2s\n", r%clusters)
+			fmt.Fprintf(&sb, "            cluster: c%d\n            timeout: %s\n", r%clusters, timeout)
 			sb.WriteString("            retry: { attempts: 2, on: [connect-failure, 5xx] }\n")
 		}
 	}
