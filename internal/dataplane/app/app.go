@@ -189,7 +189,6 @@ func assemble(opt Options, src source.Source, adminAddr, extTrust string) (_ *Pr
 	}
 	p.onDrain.Store(&drain)
 	p.Admin.OnDrain = func() { (*p.onDrain.Load())() }
-	p.Admin.Start()
 	ctx, cancel := context.WithCancel(context.Background())
 	srcDone := make(chan struct{})
 	go func() {
@@ -199,6 +198,8 @@ func assemble(opt Options, src source.Source, adminAddr, extTrust string) (_ *Pr
 		}
 	}()
 	p.stop.Push(func(context.Context) error { cancel(); <-srcDone; return nil })
+	// Last: POST /drain may run the stop stack from now on.
+	p.Admin.Start()
 	return p, nil
 }
 
