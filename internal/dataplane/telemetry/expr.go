@@ -6,10 +6,10 @@ import (
 	"cel.dev/cel-go/cel"
 
 	"github.com/omnirelay/omnirelay/internal/dataplane/message"
-	"github.com/omnirelay/omnirelay/internal/shared/otelx"
+	"github.com/omnirelay/omnirelay/internal/shared/otelx/otelcfg"
 )
 
-// TenantExpr is a compiled CEL tenant expression (otelx.CompileTenantCEL
+// TenantExpr is a compiled CEL tenant expression (otelcfg.CompileTenantCEL
 // says what it sees). It is evaluated only when something is about to be
 // emitted for the request (a sampled span, a log record, a metric), never
 // for unsampled traffic with logs and metrics off; an evaluation builds a
@@ -20,7 +20,7 @@ type TenantExpr struct {
 
 // CompileTenantExpr type-checks src.
 func CompileTenantExpr(src string) (*TenantExpr, error) {
-	prg, err := otelx.CompileTenantCEL(src)
+	prg, err := otelcfg.CompileTenantCEL(src)
 	if err != nil {
 		return nil, fmt.Errorf("tenant expression %q: %w", src, err)
 	}

@@ -1,4 +1,4 @@
-package otelx
+package otelcfg
 
 import (
 	"fmt"

@@ -1,4 +1,7 @@
-package otelx
+// Package otelcfg holds what the config, the translator and the data plane
+// share about telemetry without linking the OTel SDK: the xDS names, the
+// OmniRelay telemetry extension's wire config and the tenant CEL environment.
+package otelcfg
 
 import (
 	"bytes"
