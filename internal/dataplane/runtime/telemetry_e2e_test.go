@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/omnirelay/omnirelay/internal/testutil/freeport"
+	"github.com/omnirelay/omnirelay/internal/testutil"
 )
 
 // These tests export to a real OpenTelemetry Collector (tools/otelcol: the
@@ -55,7 +55,7 @@ type collector struct {
 func startCollector(t *testing.T) *collector {
 	t.Helper()
 	bin := collectorBinary(t)
-	c := &collector{dir: t.TempDir(), grpc: freeport.Addr(t), http: freeport.Addr(t)}
+	c := &collector{dir: t.TempDir(), grpc: testutil.Addr(t), http: testutil.Addr(t)}
 	cfg := `
 receivers:
   otlp:
@@ -310,7 +310,7 @@ func TestTelemetryToCollector(t *testing.T) {
 
 	// client -> A (OTLP/gRPC) -> B (OTLP/HTTP) -> backend
 	a, b := newRuntime(t), newRuntime(t)
-	aAddr, bAddr := freeAddr(t), freeAddr(t)
+	aAddr, bAddr := testutil.Addr(t), testutil.Addr(t)
 	if err := b.Apply(snapshot(t, telemetryCfg("proxy-b", "http", bAddr, "to-backend", backend.Listener.Addr().String(), col.http)), "test"); err != nil {
 		t.Fatal(err)
 	}
@@ -432,9 +432,9 @@ func TestTelemetryToCollector(t *testing.T) {
 func TestTelemetryUnreachableCollector(t *testing.T) {
 	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok")) }))
 	defer backend.Close()
-	dead := freeAddr(t) // nothing listens here
+	dead := testutil.Addr(t) // nothing listens here
 	rt := newRuntime(t)
-	addr := freeAddr(t)
+	addr := testutil.Addr(t)
 	if err := rt.Apply(snapshot(t, telemetryCfg("proxy", "grpc", addr, "r", backend.Listener.Addr().String(), dead)), "test"); err != nil {
 		t.Fatal(err)
 	}
