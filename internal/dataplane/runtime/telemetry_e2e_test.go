@@ -452,3 +452,78 @@ func TestTelemetryUnreachableCollector(t *testing.T) {
 		return counter(t, rt, "omnirelay_telemetry_dropped_total", map[string]string{"tenant": "_default", "signal": "spans", "reason": "export_failed"}) > 0
 	})
 }
+
+// TestTelemetryConfigOptions checks, through config -> xDS -> runtime and
+// the headers a backend receives, that the sampler, the per-route sampling
+// override and the propagation formats are applied (the collector here is
+// down: sampling decisions still travel in the headers).
+func TestTelemetryConfigOptions(t *testing.T) {
+	var mu sync.Mutex
+	got := map[string]http.Header{}
+	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		got[r.URL.Path] = r.Header.Clone()
+		mu.Unlock()
+	}))
+	defer backend.Close()
+	const tmpl = `
+telemetry:
+  collector: { cluster: otel, timeout: 100ms }
+  tracing: { sampler: SAMPLER, ratio: 0, propagation: [PROP] }
+listeners:
+  - name: web
+    address: ADDR
+    virtual_hosts:
+      - name: all
+        routes:
+          - name: hot
+            match: { path: /hot }
+            cluster: up
+            tracing: { sampling_ratio: 1 }
+          - name: cold
+            match: { path_prefix: / }
+            cluster: up
+clusters:
+  - { name: up, endpoints: [UPSTREAM] }
+  - { name: otel, endpoints: [COLLECTOR] }
+`
+	for _, tt := range []struct {
+		name, sampler, prop string
+		hot, cold           bool // sampled flag the backend sees
+		header              string
+	}{
+		{name: "ratio with route override", sampler: "ratio", prop: "w3c", hot: true, cold: false, header: "traceparent"},
+		{name: "always ignores ratio", sampler: "always", prop: "w3c", hot: true, cold: true, header: "traceparent"},
+		{name: "never", sampler: "never", prop: "w3c", hot: true, cold: false, header: "traceparent"},
+		{name: "b3 only", sampler: "ratio", prop: "b3", hot: true, cold: false, header: "b3"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			rt := newRuntime(t)
+			addr := testutil.Addr(t)
+			y := strings.NewReplacer("SAMPLER", tt.sampler, "PROP", tt.prop, "ADDR", addr,
+				"UPSTREAM", backend.Listener.Addr().String(), "COLLECTOR", testutil.Addr(t)).Replace(tmpl)
+			if err := rt.Apply(snapshot(t, y), "test"); err != nil {
+				t.Fatal(err)
+			}
+			for path, want := range map[string]bool{"/hot": tt.hot, "/cold": tt.cold} {
+				if code, _ := get(t, http.DefaultClient, "http://"+addr+path); code != 200 {
+					t.Fatalf("%s: status %d", path, code)
+				}
+				mu.Lock()
+				h := got[path]
+				mu.Unlock()
+				v := h.Get(tt.header)
+				if v == "" {
+					t.Fatalf("%s: backend got no %s header (headers %v)", path, tt.header, h)
+				}
+				sampled := strings.HasSuffix(v, "-01") || strings.HasSuffix(v, "-1")
+				if sampled != want {
+					t.Errorf("%s: %s %q, sampled %v, want %v", path, tt.header, v, sampled, want)
+				}
+				if tt.prop == "b3" && h.Get("traceparent") != "" {
+					t.Errorf("%s: traceparent sent with propagation b3 only", path)
+				}
+			}
+		})
+	}
+}
