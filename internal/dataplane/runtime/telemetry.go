@@ -353,7 +353,7 @@ func (rt *Runtime) telemetryPipeline(spec *collectorSpec, ext *otelcfg.Extension
 	if err != nil {
 		return nil, err
 	}
-	pc := telemetry.PipelineConfig{Spans: prov.SpanExporter, Resource: prov.Resource, Tenants: h.tenants, Log: rt.opt.Log,
+	pc := telemetry.PipelineConfig{Spans: prov.SpanExporter, RecycleAttributes: true, Resource: prov.Resource, Tenants: h.tenants, Log: rt.opt.Log,
 		ExportTimeout: oc.Timeout}
 	if prov.LoggerProvider != nil {
 		pc.Logger = prov.LoggerProvider.Logger("github.com/omnirelay/omnirelay/internal/dataplane/telemetry")

@@ -46,7 +46,7 @@ func BenchmarkTracing(b *testing.B) {
 			var p *Pipeline
 			if bc.on {
 				var err error
-				p, err = NewPipeline(PipelineConfig{Spans: discardExporter{}, QueueSize: 1 << 16})
+				p, err = NewPipeline(PipelineConfig{Spans: discardExporter{}, QueueSize: 1 << 16, RecycleAttributes: true})
 				if err != nil {
 					b.Fatal(err)
 				}
@@ -84,7 +84,7 @@ func BenchmarkTracing(b *testing.B) {
 // its server span and one client span turned into SDK ReadOnlySpans
 // (exported to a discarding exporter), with no goroutine hand-off.
 func BenchmarkExportWorker(b *testing.B) {
-	p, err := NewPipeline(PipelineConfig{Spans: discardExporter{}})
+	p, err := NewPipeline(PipelineConfig{Spans: discardExporter{}, RecycleAttributes: true})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -107,6 +107,7 @@ func BenchmarkExportWorker(b *testing.B) {
 		p.process(s, &batch)
 		if len(batch.spans) >= 512 {
 			_ = p.cfg.Spans.ExportSpans(context.Background(), batch.spans)
+			recycle(&batch)
 			batch = spanBatch{}
 		}
 	}

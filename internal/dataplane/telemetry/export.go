@@ -36,6 +36,11 @@ type PipelineConfig struct {
 	BatchSize int
 	// FlushInterval exports a partial batch after this long (default 1s).
 	FlushInterval time.Duration
+	// RecycleAttributes returns the spans' attribute slices to a pool once
+	// ExportSpans has returned. Only for exporters that are done with the
+	// spans by then (the OTLP exporters serialise before they return; an
+	// in-memory test exporter that keeps them is not).
+	RecycleAttributes bool
 	// ExportTimeout bounds one export call (default 5s).
 	ExportTimeout time.Duration
 }
@@ -61,6 +66,26 @@ type Pipeline struct {
 type spanBatch struct {
 	spans   []sdktrace.ReadOnlySpan
 	tenants []*Tenant
+	attrs   []*[]attribute.KeyValue // to recycle after export
+}
+
+var attrPool = sync.Pool{New: func() any { s := make([]attribute.KeyValue, 0, 20); return &s }}
+
+func (p *Pipeline) attrSlice(b *spanBatch) []attribute.KeyValue {
+	if !p.cfg.RecycleAttributes {
+		return make([]attribute.KeyValue, 0, 20)
+	}
+	sp := attrPool.Get().(*[]attribute.KeyValue)
+	b.attrs = append(b.attrs, sp)
+	return (*sp)[:0]
+}
+
+func recycle(b *spanBatch) {
+	for _, sp := range b.attrs {
+		clear((*sp)[:cap(*sp)])
+		*sp = (*sp)[:0]
+		attrPool.Put(sp)
+	}
 }
 
 // NewPipeline starts the worker goroutines.
@@ -163,6 +188,7 @@ func (p *Pipeline) work() {
 			for _, t := range b.tenants {
 				t.drop(sigSpans, rQueue)
 			}
+			recycle(&b)
 		}
 		b = spanBatch{}
 	}
@@ -201,6 +227,9 @@ func (p *Pipeline) exportLoop() {
 		ctx, cancel := context.WithTimeout(context.Background(), p.cfg.ExportTimeout)
 		err := p.cfg.Spans.ExportSpans(ctx, b.spans)
 		cancel()
+		if p.cfg.RecycleAttributes {
+			recycle(&b)
+		}
 		if err != nil {
 			for _, t := range b.tenants {
 				t.drop(sigSpans, rExport)
@@ -219,10 +248,10 @@ func (p *Pipeline) process(s *Span, b *spanBatch) {
 		t = p.tenants.deflt
 	}
 	if s.recording && p.cfg.Spans != nil {
-		b.spans = append(b.spans, p.serverSpan(s))
+		b.spans = append(b.spans, p.serverSpan(s, p.attrSlice(b)))
 		b.tenants = append(b.tenants, t)
 		for i := 0; i < s.nChildren; i++ {
-			b.spans = append(b.spans, p.clientSpan(s, s.children[i]))
+			b.spans = append(b.spans, p.clientSpan(s, s.children[i], p.attrSlice(b)))
 			b.tenants = append(b.tenants, t)
 		}
 	}
@@ -247,7 +276,7 @@ func toSpanContext(sc SpanContext, ts trace.TraceState, remote bool) trace.SpanC
 
 var protoVersions = map[uint8]string{10: "1.0", 11: "1.1", 20: "2"}
 
-func (p *Pipeline) serverSpan(s *Span) sdktrace.ReadOnlySpan {
+func (p *Pipeline) serverSpan(s *Span, attrs []attribute.KeyValue) sdktrace.ReadOnlySpan {
 	var ts trace.TraceState
 	if len(s.tracestate) > 0 {
 		ts, _ = trace.ParseTraceState(string(s.tracestate))
@@ -258,7 +287,6 @@ func (p *Pipeline) serverSpan(s *Span) sdktrace.ReadOnlySpan {
 		name = method + " " + s.route
 	}
 	host, port := splitAuthority(string(s.authority))
-	attrs := make([]attribute.KeyValue, 0, 18)
 	attrs = append(attrs,
 		attribute.String("http.request.method", method),
 		attribute.String("url.path", string(s.path)),
@@ -319,10 +347,9 @@ func (p *Pipeline) serverSpan(s *Span) sdktrace.ReadOnlySpan {
 	return stub.Snapshot()
 }
 
-func (p *Pipeline) clientSpan(s, c *Span) sdktrace.ReadOnlySpan {
+func (p *Pipeline) clientSpan(s, c *Span, attrs []attribute.KeyValue) sdktrace.ReadOnlySpan {
 	method := knownMethod(c.method)
 	host, port := splitAuthority(c.host)
-	attrs := make([]attribute.KeyValue, 0, 12)
 	attrs = append(attrs,
 		attribute.String("http.request.method", method),
 		attribute.String("url.path", string(c.path)),

@@ -396,3 +396,26 @@ func TestSlowCollectorNeverBlocks(t *testing.T) {
 		t.Fatal("no queue_full drops counted")
 	}
 }
+
+func TestUnsampledDoesNotAllocate(t *testing.T) {
+	p, _ := newTestPipeline(t, TenantsConfig{})
+	tr := NewTracer(p, TracerConfig{Spans: true, Sampler: sampler(t, ParentBased, 0)})
+	req := newReq()
+	var resp message.Response
+	for _, tp := range []string{"", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00", "garbage"} {
+		allocs := testing.AllocsPerRun(200, func() {
+			req.Header.Reset()
+			req.Header.Add("user-agent", "t")
+			if tp != "" {
+				req.Header.Add("traceparent", tp)
+			}
+			s := tr.Start(req, "r", "", time.Now())
+			a := s.StartAttempt(req, "c", "h:1")
+			a.EndAttempt(200, &resp, nil)
+			s.End(req, Outcome{Status: 200})
+		})
+		if allocs != 0 {
+			t.Errorf("traceparent %q: %v allocations per unsampled request", tp, allocs)
+		}
+	}
+}
