@@ -118,11 +118,18 @@ func (rt *Runtime) tracer(lname string, hcm *hcmv3.HttpConnectionManager, rc *ro
 			spec.service = ext.ServiceName
 		}
 	}
-	if !spec.spans && !spec.logs {
-		if spec.metrics != nil {
-			return nil, errors.New("telemetry metrics need a collector named by the tracing provider or the OpenTelemetry access logger")
+	if spec.cluster == "" && ext != nil && ext.Collector != nil {
+		spec.cluster, spec.protocol = ext.Collector.Cluster, otelx.Protocol(ext.Collector.Protocol)
+		if spec.protocol == "" {
+			spec.protocol = otelx.GRPC
 		}
+		spec.timeout = time.Duration(ext.Collector.TimeoutMs) * time.Millisecond
+	}
+	if !spec.spans && !spec.logs && spec.metrics == nil {
 		return nil, nil
+	}
+	if spec.cluster == "" {
+		return nil, errors.New("telemetry metrics need a collector: the tracing provider, the OpenTelemetry access logger or the telemetry extension's collector")
 	}
 	cfg := telemetry.TracerConfig{Listener: lname, Spans: spec.spans, Logs: spec.logs, Metrics: spec.metrics != nil}
 	var err error

@@ -527,3 +527,37 @@ clusters:
 		})
 	}
 }
+
+// TestTelemetryMetricsOnly: a listener with metrics and neither tracing nor
+// logs finds its collector through the telemetry extension.
+func TestTelemetryMetricsOnly(t *testing.T) {
+	col := startCollector(t)
+	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	defer backend.Close()
+	y := strings.NewReplacer("COLLECTOR", col.http, "UPSTREAM", backend.Listener.Addr().String()).Replace(`
+telemetry:
+  collector: { cluster: otel, protocol: http }
+  metrics: { interval: 100ms }
+listeners:
+  - name: web
+    address: ADDR
+    virtual_hosts:
+      - name: all
+        routes: [{ name: r, cluster: up }]
+clusters:
+  - { name: up, endpoints: [UPSTREAM] }
+  - { name: otel, endpoints: [COLLECTOR] }
+`)
+	rt := newRuntime(t)
+	addr := testutil.Addr(t)
+	if err := rt.Apply(snapshot(t, strings.Replace(y, "ADDR", addr, 1)), "test"); err != nil {
+		t.Fatal(err)
+	}
+	if code, _ := get(t, http.DefaultClient, "http://"+addr+"/"); code != 200 {
+		t.Fatalf("status %d", code)
+	}
+	eventually(t, "OTLP/HTTP metrics", func() bool { return col.metricNames(t)["http.server.request.duration"] })
+	if n := len(col.spans(t)); n != 0 {
+		t.Fatalf("metrics-only listener exported %d spans", n)
+	}
+}

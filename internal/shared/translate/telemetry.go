@@ -91,6 +91,12 @@ func (t *translator) telemetry(m *hcmv3.HttpConnectionManager) error {
 		m.AccessLog = append(m.AccessLog, &accesslogv3.AccessLog{Name: otelcfg.AccessLoggerName, ConfigType: &accesslogv3.AccessLog_TypedConfig{TypedConfig: a}})
 	}
 	if mc := tc.Metrics; mc != nil {
+		if tc.Tracing == nil && tc.Logs == nil {
+			ext.Collector = &otelcfg.Collector{Cluster: cluster, Protocol: tc.Collector.Protocol}
+			if tc.Collector.Timeout != nil {
+				ext.Collector.TimeoutMs = tc.Collector.Timeout.Std().Milliseconds()
+			}
+		}
 		ext.Metrics = &otelcfg.Metrics{Temporality: mc.Temporality}
 		if mc.Interval != nil {
 			ext.Metrics.IntervalMs = mc.Interval.Std().Milliseconds()

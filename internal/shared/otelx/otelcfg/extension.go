@@ -41,6 +41,16 @@ type ExtensionConfig struct {
 	Metrics     *Metrics `json:"metrics,omitempty"`
 	Tenants     *Tenants `json:"tenants,omitempty"`
 	ServiceName string   `json:"service_name,omitempty"`
+	// Collector names the collector for metrics when neither the tracer
+	// nor the access logger does (a listener with metrics only).
+	Collector *Collector `json:"collector,omitempty"`
+}
+
+// Collector is the collector's cluster and OTLP transport.
+type Collector struct {
+	Cluster   string `json:"cluster"`
+	Protocol  string `json:"protocol,omitempty"`
+	TimeoutMs int64  `json:"timeout_ms,omitempty"`
 }
 
 // Metrics turns OTLP metrics on.
