@@ -64,6 +64,8 @@ type seriesEntry struct {
 // attrs on first use, or the tenant's overflow series once the tenant holds
 // MaxSeries series of that instrument.
 func (t *Tenant) seriesFor(key seriesKey, attrs func() []attribute.KeyValue) metric.MeasurementOption {
+	t.smu.Lock()
+	defer t.smu.Unlock()
 	if e, ok := t.series[key]; ok {
 		return e.opt
 	}

@@ -77,8 +77,10 @@ type Tenant struct {
 
 	dropped [numSignals][numReasons]atomic.Uint64
 
-	// series is owned by the export worker (metrics are recorded there),
-	// never touched on the request path.
+	// series is used by export workers only (metrics are recorded there),
+	// never on the request path; smu orders the workers of several
+	// pipelines (one per collector) that share the tenant table.
+	smu      sync.Mutex
 	series   map[seriesKey]*seriesEntry
 	nseries  [numInst]int
 	overflow [numInst]metric.MeasurementOption

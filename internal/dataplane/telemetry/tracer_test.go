@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -417,5 +418,26 @@ func TestUnsampledDoesNotAllocate(t *testing.T) {
 		if allocs != 0 {
 			t.Errorf("traceparent %q: %v allocations per unsampled request", tp, allocs)
 		}
+	}
+}
+
+// TestSeriesSharedByPipelines: two pipelines (two collectors) share one
+// tenant table; their workers record the same tenant's series at once.
+func TestSeriesSharedByPipelines(t *testing.T) {
+	ts := NewTenants(TenantsConfig{DefaultMaxSeries: 50})
+	te := ts.Lookup([]byte("t"))
+	var wg sync.WaitGroup
+	for w := 0; w < 2; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 100; i++ {
+				te.seriesFor(seriesKey{inst: instServer, status: i}, func() []attribute.KeyValue { return nil })
+			}
+		}()
+	}
+	wg.Wait()
+	if te.nseries[instServer] != 50 || ts.Dropped("t", "metrics", ReasonSeriesOverflow) != 100 {
+		t.Fatalf("series %d, overflow drops %d", te.nseries[instServer], ts.Dropped("t", "metrics", ReasonSeriesOverflow))
 	}
 }
