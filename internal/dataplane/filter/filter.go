@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/omnirelay/omnirelay/internal/dataplane/message"
+	"github.com/omnirelay/omnirelay/internal/dataplane/telemetry"
 )
 
 // Status is what a filter's request phase tells the chain.
@@ -99,6 +100,9 @@ type Stream struct {
 	// BytesSent is the response body size written downstream.
 	BytesSent int64
 	BytesRecv int64
+	// Trace is the request's telemetry (server span, attempts, access
+	// record); nil when the listener has telemetry off.
+	Trace *telemetry.Span
 
 	state    [maxStateful]any
 	ownResp  message.Response

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/omnirelay/omnirelay/internal/dataplane/filter"
+	"github.com/omnirelay/omnirelay/internal/dataplane/telemetry"
 )
 
 // logAccess writes one access-log record. Field names are stable (documented
@@ -38,7 +39,38 @@ func logAccess(l *slog.Logger, st *filter.Stream, status int) {
 		slog.String("peer_identity", st.Downstream.PeerIdentity),
 		slog.String("user_agent", string(ua)),
 		slog.String("request_id", string(rid)),
+		slog.String("trace_id", traceID(st)),
 	)
+}
+
+func traceID(st *filter.Stream) string {
+	if st.Trace == nil {
+		return ""
+	}
+	return st.Trace.TraceID().String()
+}
+
+// startTrace and endTrace are the connection manager's two telemetry call
+// sites: the server span starts once the route is matched and ends after
+// the response is written and the chain completed.
+func startTrace(st *filter.Stream, t *telemetry.Tracer) {
+	route := ""
+	if st.Route != nil {
+		route = st.Route.Name()
+	}
+	st.Trace = t.Start(st.Req, route, st.Downstream.PeerIdentity, st.Start)
+}
+
+func endTrace(st *filter.Stream, status int) {
+	if st.Trace == nil {
+		return
+	}
+	st.Trace.End(st.Req, telemetry.Outcome{
+		Status: status, ResponseFlags: st.ResponseFlags, BytesSent: st.BytesSent, BytesRecv: st.BytesRecv,
+		Attempts: st.Attempts, UpstreamCluster: st.UpstreamCluster, UpstreamHost: st.UpstreamHost,
+		Remote: st.Downstream.RemoteAddr, Resp: st.Resp,
+	})
+	st.Trace = nil
 }
 
 func protoName(major, minor uint8) string {

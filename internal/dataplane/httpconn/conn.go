@@ -23,6 +23,7 @@ import (
 	"github.com/omnirelay/omnirelay/internal/dataplane/http1"
 	"github.com/omnirelay/omnirelay/internal/dataplane/message"
 	"github.com/omnirelay/omnirelay/internal/dataplane/router"
+	"github.com/omnirelay/omnirelay/internal/dataplane/telemetry"
 )
 
 // Config is one immutable version of a listener's HTTP settings.
@@ -42,6 +43,8 @@ type Config struct {
 	Observe func(s *filter.Stream, status int, d time.Duration)
 	// ServerName is sent as the "server" response header when set.
 	ServerName string
+	// Tracer, when set, starts a span per request (telemetry package).
+	Tracer *telemetry.Tracer
 
 	rematchFn func(*filter.Stream)
 }
@@ -171,6 +174,9 @@ func prepare(st *filter.Stream, cfg *Config, req *message.Request, ctx context.C
 	st.Rematch = cfg.rematchFn
 	if r := cfg.Routes.Match(req); r != nil {
 		st.Route = r
+	}
+	if cfg.Tracer != nil { // telemetry: server span from the request headers
+		startTrace(st, cfg.Tracer)
 	}
 }
 

@@ -187,6 +187,7 @@ func (sc *serverConn) handle(ctx context.Context, srv *Server, cfg *Config, f ht
 	if cfg.AccessLog != nil {
 		logAccess(cfg.AccessLog, st, status)
 	}
+	endTrace(st, status) // telemetry: span and OTLP access record
 	return werr == nil && keepAlive
 }
 

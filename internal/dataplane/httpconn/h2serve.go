@@ -69,6 +69,7 @@ func (h *h2Handler) handle(hs *h2.Stream, info *ConnInfo, scheme string) {
 	if cfg.AccessLog != nil {
 		logAccess(cfg.AccessLog, st, resp.Status)
 	}
+	endTrace(st, resp.Status) // telemetry: span and OTLP access record
 	st.Reset()
 	h.pool.Put(st)
 }

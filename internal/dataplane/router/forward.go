@@ -229,7 +229,9 @@ func (rt *Router) forward(s *filter.Stream, r *Route, cl *cluster.Cluster) {
 			}
 		}
 		resp.Reset()
+		at := s.Trace.StartAttempt(req, cl.Name, ep.Address) // telemetry: client span, propagation headers
 		err := tr.RoundTrip(ctx, ep, req, resp, dl)
+		at.EndAttempt(resp.Status, resp, err)
 		if retryHeld {
 			cl.Breaker.ReleaseRetry()
 			retryHeld = false

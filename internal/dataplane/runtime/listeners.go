@@ -335,11 +335,17 @@ func (rt *Runtime) compileHCM(lname string, hcm *hcmv3.HttpConnectionManager, ro
 		ls.Duration.Observe(d.Seconds())
 	}
 	for i, al := range hcm.GetAccessLog() {
+		if typeName(al.GetTypedConfig()) == otelAccessLogType {
+			continue // telemetry: compiled by rt.tracer below
+		}
 		lg, err := rt.accessLogger(al)
 		if err != nil {
 			return nil, fmt.Errorf("access_log[%d]: %w", i, err)
 		}
 		cfg.AccessLog = lg
+	}
+	if cfg.Tracer, err = rt.tracer(lname, hcm, rc); err != nil { // telemetry
+		return nil, fmt.Errorf("telemetry: %w", err)
 	}
 	return cfg.Init(), nil
 }

@@ -69,6 +69,7 @@ type Runtime struct {
 	// version that names them so that a reload does not open them again.
 	logFiles map[string]*os.File
 	lmetrics *listener.Metrics
+	tel      telemetryHub // OTLP exporters and pipelines (telemetry.go)
 	closed   bool
 	wg       sync.WaitGroup
 }
@@ -277,6 +278,9 @@ func (rt *Runtime) Shutdown(ctx context.Context) error {
 		for _, c := range v.Clusters.All() {
 			c.Close()
 		}
+	}
+	if err := rt.shutdownTelemetry(ctx); err != nil && firstErr == nil {
+		firstErr = fmt.Errorf("telemetry: %w", err)
 	}
 	rt.mu.Lock()
 	for path, f := range rt.logFiles {

@@ -18,7 +18,7 @@ var exampleRE = regexp.MustCompile("(?ms)^```yaml\n(# example: ([^\n]*)\n.*?)^``
 // package owns, so that they cannot drift from the code. Certificate files
 // in the examples are illustrative paths, hence SkipFileChecks.
 func TestDocExamples(t *testing.T) {
-	for _, doc := range []string{"config.md", "envoy-support.md", "xds-shapes.md"} {
+	for _, doc := range []string{"config.md", "envoy-support.md", "xds-shapes.md", "telemetry.md"} {
 		path := filepath.Join("..", "..", "..", "docs", doc)
 		data, err := os.ReadFile(path)
 		if err != nil {

@@ -41,6 +41,8 @@ type Config struct {
 	Admin     AdminConfig `yaml:"admin"`
 	Listeners []Listener  `yaml:"listeners"`
 	Clusters  []Cluster   `yaml:"clusters"`
+	// Telemetry sends OTLP traces, metrics and logs (telemetry.go).
+	Telemetry *Telemetry `yaml:"telemetry"`
 
 	// src locates paths in the parsed file and carries the parse options; nil
 	// for a Config built in code (errors then carry no file position).
@@ -236,6 +238,9 @@ type VirtualHost struct {
 	// Defaults to ["*"].
 	Domains []string `yaml:"domains"`
 	Routes  []Route  `yaml:"routes"`
+	// Metadata are values for routes of this host that have none of their
+	// own (telemetry tenants.from.route_metadata).
+	Metadata StringMap `yaml:"metadata"`
 }
 
 // EffectiveDomains returns Domains or ["*"].
@@ -271,6 +276,12 @@ type Route struct {
 
 	// LocalRateLimit gives this route its own token bucket.
 	LocalRateLimit *LocalRateLimit `yaml:"local_rate_limit"`
+
+	// Tracing overrides telemetry.tracing for this route.
+	Tracing *RouteTracing `yaml:"tracing"`
+	// Metadata are string values carried with the route (telemetry
+	// tenants.from.route_metadata reads one).
+	Metadata StringMap `yaml:"metadata"`
 }
 
 // RouteMatch selects requests. At most one of Path, PathPrefix and PathRegex

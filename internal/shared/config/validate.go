@@ -41,6 +41,7 @@ func (c *Config) Validate() error {
 	v.clusterNames()
 	bound := v.listeners()
 	v.admin(bound)
+	v.telemetry(c.Telemetry)
 	for i := range c.Clusters {
 		v.cluster(&c.Clusters[i], idx("clusters", i))
 	}
@@ -355,6 +356,9 @@ var retryConditions = []string{
 
 func (v *validator) route(r *Route, p string) {
 	v.routeMatch(&r.Match, p+".match")
+	if r.Tracing != nil {
+		v.ratio(p+".tracing.sampling_ratio", r.Tracing.SamplingRatio)
+	}
 
 	actions := 0
 	for _, set := range []bool{r.Cluster != "", len(r.WeightedClusters) > 0, r.Redirect != nil, r.DirectResponse != nil} {

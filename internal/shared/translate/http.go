@@ -68,6 +68,9 @@ func (t *translator) hcm(l *config.Listener) (*listenerv3.Filter, error) {
 			return nil, err
 		}
 	}
+	if err := t.telemetry(m); err != nil {
+		return nil, err
+	}
 	return networkFilter(NameHCM, m)
 }
 
@@ -280,6 +283,11 @@ func (t *translator) routeConfig(l *config.Listener, cors *config.CORS) (*routev
 	rc := &routev3.RouteConfiguration{Name: l.Name}
 	for _, vh := range l.VirtualHosts {
 		out := &routev3.VirtualHost{Name: vh.Name, Domains: vh.EffectiveDomains()}
+		md, err := routeMetadata(vh.Metadata)
+		if err != nil {
+			return nil, fmt.Errorf("virtual host %q: %w", vh.Name, err)
+		}
+		out.Metadata = md
 		if cors != nil {
 			a, err := typed(corsPolicy(cors))
 			if err != nil {
@@ -326,6 +334,9 @@ func (t *translator) route(l *config.Listener, r *config.Route) (*routev3.Route,
 			return nil, err
 		}
 		out.TypedPerFilterConfig = map[string]*anypb.Any{NameLocalRL: a}
+	}
+	if err := routeTelemetry(out, r); err != nil {
+		return nil, err
 	}
 	return out, nil
 }
