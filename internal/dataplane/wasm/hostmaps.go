@@ -411,7 +411,9 @@ func hostSetBufferBytes(_ context.Context, in *instance, a []uint64) uint32 {
 	}
 	start, size := uint64(u32(a[1])), uint64(u32(a[2]))
 	if start > uint64(len(b)) {
-		return statusBadArgument
+		// A start past the end appends, as in Envoy: SDKs append with
+		// start = MaxInt32, size = 0 (they cannot know the length).
+		start = uint64(len(b))
 	}
 	end := min(start+size, uint64(len(b)))
 	nb := make([]byte, 0, uint64(len(b))-(end-start)+uint64(len(data)))
