@@ -365,6 +365,17 @@ func DispatchHTTPCall(upstream string, headers [][2]string, body []byte, trailer
 	if st != 0 {
 		return 0, Status(st)
 	}
-	callbacks = append(callbacks, callbackEntry{token, callback})
+	callbacks = append(callbacks, callbackEntry{token, currentID, callback})
 	return token, nil
+}
+
+// SetEffectiveContext makes id the context later host calls act on: a root
+// context resuming a stream it paused (ResumeHTTPRequest after
+// SetEffectiveContext(streamID)), say.
+func SetEffectiveContext(id uint32) error {
+	if st := proxySetEffectiveContext(id); st != 0 {
+		return Status(st)
+	}
+	currentID = id
+	return nil
 }

@@ -359,17 +359,11 @@ func (in *instance) buffer(typ uint64) ([]byte, *[]byte, bool) {
 	return nil, nil, false
 }
 
-// callResponse is the HTTP call response being delivered to the effective
-// context (a stream's, or the root's on the background instance).
-func (in *instance) callResponse() *callResult {
-	if st := in.stream(); st != nil {
-		return st.callResp
-	}
-	if in.effective == rootID {
-		return in.rootCall
-	}
-	return nil
-}
+// callResponse is the HTTP call response being delivered
+// (proxy_on_http_call_response runs on the root context, which the guest
+// may switch to the stream that made the call: the response stays readable
+// from either).
+func (in *instance) callResponse() *callResult { return in.callResp }
 
 func hostGetBufferBytes(ctx context.Context, in *instance, a []uint64) uint32 {
 	b, _, ok := in.buffer(a[0])

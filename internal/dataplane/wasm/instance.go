@@ -175,12 +175,15 @@ type instance struct {
 	pairs   []pair
 
 	// Root-context HTTP calls, on the background instance only: rootCalls
-	// carries finished calls to the background loop, rootCall is the one
-	// being delivered.
+	// carries finished calls to the background loop.
 	rootCalls   chan callResult
 	rootPending int
-	rootCall    *callResult
-	rootTok     uint32
+	// callResp is the HTTP call response being delivered; nextTok numbers
+	// the instance's calls, the root's and its streams' alike: every
+	// response is delivered to the root context, where only the token tells
+	// the calls apart.
+	callResp *callResult
+	nextTok  uint32
 }
 
 // callCtx wraps the caller's context so host functions find their

@@ -124,7 +124,7 @@ func (c *netConn) Data(ctx context.Context, b []byte, fromDownstream, eos bool) 
 	act, err := in.call(ctx, fn, name, uint64(st.id), uint64(len(*buf)), b2u(eos))
 	if err == nil && act == guestPause && st.pending > 0 {
 		// Paused for a call-out: wait for it (within the deadline).
-		err = st.afterCallback(ctx, act)
+		_, err = st.afterCallback(ctx, act)
 	}
 	if err != nil {
 		return nil, Continue, c.p.fail(err)

@@ -97,10 +97,9 @@ type streamCtx struct {
 	reqBody, respBody []byte
 	props             map[string][]byte
 
-	pending  int
-	calls    chan callResult
-	callResp *callResult // the response being delivered, for the guest's reads
-	nextTok  uint32
+	pending int
+	calls   chan callResult
+	cancel  context.CancelFunc // of the context afterCallback made, if any
 
 	tr trailerState // trailers.go
 }
@@ -228,7 +227,7 @@ func (p *Plugin) OnRequest(ctx context.Context, s *filter.Stream) (extension.Act
 	if err != nil {
 		return Continue, p.fail(err)
 	}
-	if err := st.afterCallback(ctx, act); err != nil {
+	if ctx, err = st.afterCallback(ctx, act); err != nil {
 		return Continue, p.fail(err)
 	}
 	if st.local {
@@ -242,7 +241,7 @@ func (p *Plugin) OnRequest(ctx context.Context, s *filter.Stream) (extension.Act
 		if err != nil {
 			return Continue, p.fail(err)
 		}
-		if err := st.afterCallback(ctx, act); err != nil {
+		if _, err := st.afterCallback(ctx, act); err != nil {
 			return Continue, p.fail(err)
 		}
 		r.Body = bytes.NewReader(st.reqBody)
@@ -285,7 +284,7 @@ func (p *Plugin) OnResponse(ctx context.Context, s *filter.Stream) error {
 	if err != nil {
 		return p.fail(err)
 	}
-	if err := st.afterCallback(ctx, act); err != nil {
+	if ctx, err = st.afterCallback(ctx, act); err != nil {
 		return p.fail(err)
 	}
 	if st.local || eos || st.wants&wantsResponseBody == 0 || in.fn.respBody == nil || resp.ContentLength < 0 || resp.ContentLength > int64(p.rt.opts.MaxBodyBytes) {
@@ -301,7 +300,7 @@ func (p *Plugin) OnResponse(ctx context.Context, s *filter.Stream) error {
 	if err != nil {
 		return p.fail(err)
 	}
-	if err := st.afterCallback(ctx, act); err != nil {
+	if _, err := st.afterCallback(ctx, act); err != nil {
 		return p.fail(err)
 	}
 	if !st.local {
@@ -320,6 +319,9 @@ func (p *Plugin) OnComplete(s *filter.Stream) {
 		return
 	}
 	in := st.in
+	if st.cancel != nil {
+		st.cancel()
+	}
 	if in.broken == nil && st.wants&wantsEnd != 0 {
 		ctx, cancel := context.WithTimeout(context.Background(), p.rt.opts.CompleteTimeout)
 		id := uint64(st.id)
@@ -402,32 +404,70 @@ func (p *Plugin) Close() error {
 // afterCallback handles a paused guest: it waits for its HTTP call-outs,
 // delivering each response with proxy_on_http_call_response, until the guest
 // resumes the stream or answers it.
-func (st *streamCtx) afterCallback(ctx context.Context, act uint64) error {
+//
+// The wait is not bounded by the call's deadline (ctx), which is for guest
+// work: a call-out takes what its upstream takes. It lasts at most
+// Options.PauseTimeout and ends with the stream (s.Ctx). Each response is
+// delivered to the root context, as in Envoy (the SDKs then switch to the
+// stream with proxy_set_effective_context), under the completion deadline.
+// After a wait the phase's call deadline has likely passed: the returned
+// context gives the phase's next calls the completion deadline from the
+// resumption (it is the stream's, cancelled at OnComplete).
+func (st *streamCtx) afterCallback(ctx context.Context, act uint64) (context.Context, error) {
 	if act != guestPause || st.local {
-		return nil
+		return ctx, nil
 	}
 	st.resumed = false
 	in := st.in
+	var wait context.Context
 	for !st.resumed && !st.local {
 		if st.pending == 0 {
-			return errors.New("plugin paused the stream with no call-out pending and did not resume it")
+			return ctx, errors.New("plugin paused the stream with no call-out pending and did not resume it")
+		}
+		if wait == nil {
+			parent := st.s.Ctx
+			if parent == nil {
+				parent = context.Background()
+			}
+			var cancel context.CancelFunc
+			wait, cancel = context.WithTimeout(parent, in.p.rt.opts.PauseTimeout)
+			defer cancel()
 		}
 		select {
 		case r := <-st.calls:
 			st.pending--
-			st.callResp = &r
-			in.effective = st.id
-			_, err := in.call(ctx, in.fn.httpCallResponse, "proxy_on_http_call_response",
-				uint64(st.id), uint64(r.token), uint64(len(r.headers)), uint64(len(r.body)), uint64(len(r.trailers)))
-			st.callResp = nil
-			if err != nil {
-				return err
+			if err := in.deliverCall(wait, &r); err != nil {
+				return ctx, err
 			}
-		case <-ctx.Done():
-			return fmt.Errorf("waiting for a paused plugin: %w", ctx.Err())
+			in.effective = st.id
+		case <-wait.Done():
+			return ctx, fmt.Errorf("waiting for a paused plugin: %w", wait.Err())
 		}
 	}
-	return nil
+	if wait == nil {
+		return ctx, nil
+	}
+	if st.cancel != nil {
+		st.cancel()
+	}
+	parent := st.s.Ctx
+	if parent == nil {
+		parent = context.Background()
+	}
+	ctx, st.cancel = context.WithTimeout(parent, in.p.rt.opts.CompleteTimeout)
+	return ctx, nil
+}
+
+// deliverCall runs proxy_on_http_call_response for r on the root context,
+// under the completion deadline.
+func (in *instance) deliverCall(parent context.Context, r *callResult) error {
+	ctx, cancel := context.WithTimeout(parent, in.p.rt.opts.CompleteTimeout)
+	defer cancel()
+	in.callResp, in.effective = r, rootID
+	_, err := in.call(ctx, in.fn.httpCallResponse, "proxy_on_http_call_response",
+		rootID, uint64(r.token), uint64(len(r.headers)), uint64(len(r.body)), uint64(len(r.trailers)))
+	in.callResp = nil
+	return err
 }
 
 func (st *streamCtx) bufferRequest() error {
@@ -482,13 +522,7 @@ func (p *Plugin) background(in *instance) {
 			}
 		case r := <-in.rootCalls:
 			in.rootPending--
-			if !run(func(ctx context.Context) error {
-				in.rootCall = &r
-				defer func() { in.rootCall = nil }()
-				_, err := in.call(ctx, in.fn.httpCallResponse, "proxy_on_http_call_response",
-					rootID, uint64(r.token), uint64(len(r.headers)), uint64(len(r.body)), uint64(len(r.trailers)))
-				return err
-			}) {
+			if !run(func(ctx context.Context) error { return in.deliverCall(ctx, &r) }) {
 				return
 			}
 		case id := <-p.shared.ready:

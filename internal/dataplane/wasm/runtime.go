@@ -57,6 +57,9 @@ type Options struct {
 	// CompleteTimeout bounds proxy_on_done/on_log/on_delete, which run after
 	// the response is written and have no stream deadline. Zero means 100ms.
 	CompleteTimeout time.Duration
+	// PauseTimeout bounds how long a stream stays paused by a plugin
+	// waiting for its call-outs (and each call-out). Zero means 30s.
+	PauseTimeout time.Duration
 	// HTTPCall performs proxy_http_call. Nil means DirectHTTPCall (the
 	// upstream names a host:port).
 	HTTPCall HTTPCaller
@@ -99,6 +102,9 @@ func New(ctx context.Context, opts Options) (*Runtime, error) {
 	}
 	if opts.CompleteTimeout == 0 {
 		opts.CompleteTimeout = 100 * time.Millisecond
+	}
+	if opts.PauseTimeout == 0 {
+		opts.PauseTimeout = 30 * time.Second
 	}
 	if opts.HTTPCall == nil {
 		opts.HTTPCall = DirectHTTPCall

@@ -4,13 +4,16 @@ import (
 	"bytes"
 	"context"
 	"crypto/ed25519"
+	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -352,4 +355,94 @@ clusters:
 	}
 	resp, body := sp.do(t, "main", "GET", "/", nil, "")
 	wantResponse(t, resp, body, 400, "content must be provided")
+}
+
+// httpbin stands in for httpbin.org: /uuid answers a new uuid-like JSON
+// body each time (its hash decides http_auth_random), anything else a
+// fixed body; it counts requests. A slow backend (delay) makes call-outs
+// outlast the extension's per-call deadline.
+func httpbin(t *testing.T, delay time.Duration) (string, *atomic.Int64) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n atomic.Int64
+	srv := &http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		i := n.Add(1)
+		time.Sleep(delay)
+		w.Header().Set("content-type", "application/json")
+		if r.URL.Path == "/uuid" {
+			fmt.Fprintf(w, "{\n  \"uuid\": \"e1020f65-f97a-47cd-9b31-%012d\"\n}\n", i)
+			return
+		}
+		fmt.Fprintf(w, "httpbin %s", r.URL.Path)
+	})}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	return ln.Addr().String(), &n
+}
+
+func TestSDKHTTPAuthRandom(t *testing.T) {
+	bin, _ := httpbin(t, 30*time.Millisecond)
+	// The default per-call deadline (10ms): the call-out takes longer.
+	sp := startSDKProxy(t, `
+listeners:
+  - name: main
+    address: {{main}}
+    filters:
+      - extension: { name: http_auth_random, package: http_auth_random.orx }
+    virtual_hosts: [{ name: all, routes: [{ match: { path_prefix: / }, cluster: httpbin }] }]
+clusters:
+  - { name: httpbin, endpoints: [{{httpbin}}] }
+`, map[string]string{"http_auth_random.orx": "http_auth_random"}, map[string]string{"httpbin": bin}, "main")
+	granted, denied := 0, 0
+	for i := 0; i < 30 && (granted == 0 || denied == 0); i++ {
+		resp, body := sp.do(t, "main", "GET", "/uuid", nil, "")
+		switch {
+		case resp.StatusCode == 200 && strings.Contains(body, `"uuid"`):
+			granted++
+		case resp.StatusCode == 403 && body == "access forbidden" && resp.Header.Get("powered-by") == "proxy-wasm-go-sdk!!":
+			denied++
+		default:
+			t.Fatalf("got %d %q %v", resp.StatusCode, body, resp.Header)
+		}
+	}
+	if granted == 0 || denied == 0 {
+		t.Fatalf("granted %d, denied %d: want both", granted, denied)
+	}
+	sp.log.waitFor(t, granted, "access granted")
+	sp.log.waitFor(t, denied, "access forbidden")
+	sp.log.waitFor(t, 1, "http call dispatched to httpbin")
+	sp.log.waitFor(t, 1, "response header from httpbin: :status: 200")
+	sp.log.waitFor(t, 1, "request header: :path: /uuid")
+	if n := sp.log.count("invalid plugin context"); n != 0 {
+		t.Fatalf("SDK complained %d times of an invalid context", n)
+	}
+}
+
+func TestSDKMultipleDispatches(t *testing.T) {
+	bin, calls := httpbin(t, 15*time.Millisecond)
+	sp := startSDKProxy(t, `
+listeners:
+  - name: main
+    address: {{main}}
+    filters:
+      - extension: { name: multiple_dispatches, package: multiple_dispatches.orx }
+    virtual_hosts: [{ name: all, routes: [{ match: { path_prefix: / }, cluster: httpbin }] }]
+clusters:
+  - { name: httpbin, endpoints: [{{httpbin}}] }
+`, map[string]string{"multiple_dispatches.orx": "multiple_dispatches"}, map[string]string{"httpbin": bin}, "main")
+	resp, body := sp.do(t, "main", "GET", "/", nil, "")
+	wantResponse(t, resp, body, 200, "httpbin /")
+	if got := resp.Header.Get("total-dispatched"); got != "10" {
+		t.Fatalf("total-dispatched = %q, want 10", got)
+	}
+	if n := calls.Load(); n != 11 {
+		t.Fatalf("httpbin saw %d requests, want 11 (the request and 10 call-outs)", n)
+	}
+	for i := 9; i >= 1; i-- {
+		sp.log.waitFor(t, 1, fmt.Sprintf("pending dispatched requests: %d", i))
+	}
+	sp.log.waitFor(t, 1, "response resumed after processed 10 dispatched request")
 }
