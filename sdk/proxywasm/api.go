@@ -379,3 +379,15 @@ func SetEffectiveContext(id uint32) error {
 	currentID = id
 	return nil
 }
+
+// CallForeignFunction calls a function the host provides beyond the ABI
+// (OmniRelay: "compress" and "uncompress", zlib as in Envoy, and
+// "declare_property") and returns its result.
+func CallForeignFunction(name string, arg []byte) ([]byte, error) {
+	var p, n uint32
+	if st := proxyCallForeignFunction(sptr(name), uint32(len(name)), ptr(arg), uint32(len(arg)), unsafe.Pointer(&p), unsafe.Pointer(&n)); st != 0 {
+		allocs = allocs[:0]
+		return nil, Status(st)
+	}
+	return takeAlloc(p, n), nil
+}

@@ -52,6 +52,10 @@ type Plugin struct {
 	shared *sharedState
 	log    *slog.Logger
 
+	// props are the properties declared with declare_property (foreign.go).
+	propsMu sync.Mutex
+	props   map[string]declaredProperty
+
 	// states holds stream contexts when the plugin is called outside the
 	// extension filter (tests, embedders); the filter gives each stream a
 	// slot (extension.StreamState) instead.

@@ -34,8 +34,12 @@ func hostSetProperty(_ context.Context, in *instance, a []uint64) uint32 {
 		return statusNotFound
 	}
 	// Host-defined properties are read-only; anything else is the stream's
-	// filter state, readable by later calls of the same plugin.
+	// filter state, readable by later calls of the same plugin. A property
+	// declared read-only (declare_property) can be set once.
 	if _, builtin := in.property(path); builtin && st.props[string(path)] == nil {
+		return statusBadArgument
+	}
+	if d, ok := in.p.declared(string(bytes.TrimRight(path, "\x00"))); ok && d.readonly && st.props[string(path)] != nil {
 		return statusBadArgument
 	}
 	if st.props == nil {

@@ -446,3 +446,23 @@ clusters:
 	}
 	sp.log.waitFor(t, 1, "response resumed after processed 10 dispatched request")
 }
+
+func TestSDKForeignCallOnTick(t *testing.T) {
+	sp := startSDKProxy(t, `
+listeners:
+  - name: main
+    address: {{main}}
+    filters:
+      - extension: { name: foreign_call_on_tick, package: foreign_call_on_tick.orx }
+    virtual_hosts: [{ name: all, routes: [{ match: { path_prefix: / }, direct_response: { status: 200, body: "example body\n" } }] }]
+`, map[string]string{"foreign_call_on_tick.orx": "foreign_call_on_tick"}, nil, "main")
+	sp.log.waitFor(t, 1, "set tick period milliseconds: 1")
+	// Envoy's zlib gives ...cb48...5104001e89047e; Go's deflate ends the
+	// same data with an empty stored block (docs/wasm.md).
+	for i := 1; i <= 5; i++ {
+		sp.log.waitFor(t, 1, fmt.Sprintf("foreign function (compress) called: %d, result: 789cca48cdc9c95728cf2fca495104040000ffff1e89047e", i))
+	}
+	if n := sp.log.count("foreign function (compress) failed"); n != 0 {
+		t.Fatalf("%d failed calls", n)
+	}
+}
