@@ -88,7 +88,7 @@ func (f *Factory) BuildNetwork(cfg *anypb.Any, listener string) (*NetworkFilter,
 	if !pb.GetDeadline().IsValid() || d <= 0 {
 		return nil, fmt.Errorf("extension %q: deadline: want > 0, got %v", name, pb.GetDeadline())
 	}
-	if n.main, err = f.load(name, pb.GetPackage(), pb.GetConfig()); err != nil {
+	if n.main, err = f.load(name, pb.GetPackage(), pb.GetConfig(), vmOf(pb.GetWasm())); err != nil {
 		return nil, err
 	}
 	if _, ok := n.main.cur.Load().plugin.(NetworkPlugin); !ok {

@@ -14,6 +14,7 @@ var (
 	_ extension.Plugin          = (*Plugin)(nil)
 	_ extension.DeadlineKeeper  = (*Plugin)(nil)
 	_ extension.ResponseSkipper = (*Plugin)(nil)
+	_ extension.VMLoader        = (*Runtime)(nil)
 )
 
 // SkipsResponse implements extension.ResponseSkipper: OnResponse returns at
@@ -42,8 +43,14 @@ func (p *Plugin) KeepsDeadline() bool { return true }
 // upstream Go SDK's modules export proxy_abi_version_0_2_0 whatever their
 // packer says).
 func (r *Runtime) Load(ctx context.Context, m extpkg.Manifest, payload, config []byte) (extension.Plugin, error) {
+	return r.LoadVM(ctx, m, payload, config, extension.VM{})
+}
+
+// LoadVM implements extension.VMLoader: Load with the plugin's vm_id,
+// root_id and VM configuration.
+func (r *Runtime) LoadVM(ctx context.Context, m extpkg.Manifest, payload, config []byte, vm extension.VM) (extension.Plugin, error) {
 	if m.ABI != ABI021 && m.ABI != ABI020 {
 		return nil, fmt.Errorf("wasm plugin %q: manifest ABI %q: want %s or %s", m.Name, m.ABI, ABI021, ABI020)
 	}
-	return r.LoadModule(ctx, m.Name, payload, config)
+	return r.LoadModuleVM(ctx, m.Name, payload, config, VM{ID: vm.ID, RootID: vm.RootID, Config: vm.Config})
 }

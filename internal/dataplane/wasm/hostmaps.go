@@ -337,7 +337,7 @@ func hostSetHeaderMapPairs(_ context.Context, in *instance, a []uint64) uint32 {
 func (in *instance) buffer(typ uint64) ([]byte, *[]byte, bool) {
 	switch typ {
 	case bufVMConfig:
-		return nil, nil, true
+		return in.p.vm.Config, nil, true
 	case bufPluginConfig:
 		return in.p.config, nil, true
 	case bufHTTPCallRespBody:

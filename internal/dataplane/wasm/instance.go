@@ -288,7 +288,7 @@ func (in *instance) startRoot(ctx context.Context) error {
 	if _, err := in.call(ctx, in.fn.contextCreate, "proxy_on_context_create", rootID, 0); err != nil {
 		return err
 	}
-	ok, err := in.call(ctx, in.fn.vmStart, "proxy_on_vm_start", rootID, 0)
+	ok, err := in.call(ctx, in.fn.vmStart, "proxy_on_vm_start", rootID, uint64(len(in.p.vm.Config)))
 	if err != nil {
 		return err
 	}

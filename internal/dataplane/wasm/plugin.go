@@ -49,6 +49,7 @@ type Plugin struct {
 	start  string
 	cm     wazero.CompiledModule
 	config []byte
+	vm     VM
 	shared *sharedState
 	log    *slog.Logger
 

@@ -56,10 +56,12 @@ func (in *instance) property(path []byte) ([]byte, bool) {
 	path = bytes.TrimRight(path, "\x00")
 	p := in.p
 	switch string(path) {
-	case "plugin_name", "plugin_root_id":
+	case "plugin_name":
 		return []byte(p.name), true
+	case "plugin_root_id":
+		return []byte(p.vm.RootID), true
 	case "plugin_vm_id":
-		return nil, true
+		return []byte(p.vm.ID), true
 	}
 	st := in.stream()
 	if st == nil {

@@ -198,10 +198,27 @@ func (r *Runtime) close(ctx context.Context) error {
 	return errors.Join(r.rt.Close(ctx), r.cache.Close(ctx))
 }
 
+// VM is a plugin's VM settings, Envoy's PluginConfig fields of the same
+// meaning.
+type VM struct {
+	// ID is the vm_id: plugins of one ID share shared data and queues.
+	// Empty gives the plugin its own.
+	ID string
+	// RootID is the root_id (the plugin_root_id property).
+	RootID string
+	// Config is the VM configuration, read in proxy_on_vm_start.
+	Config []byte
+}
+
 // LoadModule compiles binary, checks it and starts a plugin named name with
 // config as its plugin configuration (proxy_on_configure). The VM
 // configuration is empty. Errors say what is wrong with the module.
 func (r *Runtime) LoadModule(ctx context.Context, name string, binary, config []byte) (*Plugin, error) {
+	return r.LoadModuleVM(ctx, name, binary, config, VM{})
+}
+
+// LoadModuleVM is LoadModule with the plugin's VM settings.
+func (r *Runtime) LoadModuleVM(ctx context.Context, name string, binary, config []byte, vm VM) (*Plugin, error) {
 	binary, err := instrument(binary)
 	if err != nil {
 		return nil, fmt.Errorf("wasm plugin %q: compile: %w", name, err)
@@ -222,8 +239,9 @@ func (r *Runtime) LoadModule(ctx context.Context, name string, binary, config []
 		start:  start,
 		cm:     cm,
 		config: append([]byte(nil), config...),
+		vm:     VM{ID: vm.ID, RootID: vm.RootID, Config: append([]byte(nil), vm.Config...)},
 		shared: newSharedState(),
-		log:    r.log.With("plugin", name),
+		log:    pluginLogger(r.log, name, vm),
 		avail:  make(chan *instance),
 		spares: make(chan struct{}, maxSpares),
 	}
@@ -250,6 +268,17 @@ func (r *Runtime) LoadModule(ctx context.Context, name string, binary, config []
 	r.plugins[p] = struct{}{}
 	r.mu.Unlock()
 	return p, nil
+}
+
+func pluginLogger(l *slog.Logger, name string, vm VM) *slog.Logger {
+	l = l.With("plugin", name)
+	if vm.RootID != "" {
+		l = l.With("root_id", vm.RootID)
+	}
+	if vm.ID != "" {
+		l = l.With("vm_id", vm.ID)
+	}
+	return l
 }
 
 func (r *Runtime) forget(p *Plugin) {

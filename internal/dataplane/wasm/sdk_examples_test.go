@@ -466,3 +466,31 @@ listeners:
 		t.Fatalf("%d failed calls", n)
 	}
 }
+
+func TestSDKVMPluginConfiguration(t *testing.T) {
+	sp := startSDKProxy(t, `
+listeners:
+  - name: main
+    address: {{main}}
+    filters:
+      - extension:
+          name: vm_plugin_configuration
+          package: vm_plugin_configuration.orx
+          root_id: my_root_id
+          config: |
+            {
+              "name": "plugin configuration"
+            }
+          vm_config: |
+            {
+              "name": "vm configuration"
+            }
+    virtual_hosts: [{ name: all, routes: [{ match: { path_prefix: / }, direct_response: { status: 200, body: "example body\n" } }] }]
+`, map[string]string{"vm_plugin_configuration.orx": "vm_plugin_configuration"}, nil, "main")
+	// slog's text handler quotes the multi-line messages.
+	sp.log.waitFor(t, 1, `msg="vm config: {\n  \"name\": \"vm configuration\"\n}\n"`, "root_id=my_root_id")
+	sp.log.waitFor(t, 1, `msg="plugin config: {\n  \"name\": \"plugin configuration\"\n}\n"`, "root_id=my_root_id")
+	if n := sp.log.count("error reading"); n != 0 {
+		t.Fatalf("%d configuration read errors", n)
+	}
+}
