@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/tetratelabs/wazero"
@@ -50,7 +51,15 @@ type Plugin struct {
 	cm     wazero.CompiledModule
 	config []byte
 	vm     VM
-	shared *sharedState
+	shared *sharedState // the VM's (vm_id's) shared data
+	// ready carries the ids of the plugin's queues with items to its
+	// background instance; queued is set once it registered one.
+	ready  chan uint32
+	queued atomic.Bool
+	// The metrics the plugin defined, by id-1.
+	metricMu  sync.Mutex
+	metricIDs map[string]uint32
+	metrics   []*metric
 	log    *slog.Logger
 
 	// props are the properties declared with declare_property (foreign.go).
@@ -401,6 +410,7 @@ func (p *Plugin) Close() error {
 		in.close()
 	}
 	p.rt.forget(p)
+	p.rt.releaseShared(p.vm.ID)
 	// Instances still serving streams keep working: wazero allows closing
 	// a compiled module with instances outstanding.
 	return p.cm.Close(context.Background())
@@ -530,7 +540,7 @@ func (p *Plugin) background(in *instance) {
 			if !run(func(ctx context.Context) error { return in.deliverCall(ctx, &r) }) {
 				return
 			}
-		case id := <-p.shared.ready:
+		case id := <-p.ready:
 			if !run(func(ctx context.Context) error {
 				_, err := in.call(ctx, in.fn.queueReady, "proxy_on_queue_ready", rootID, uint64(id))
 				return err

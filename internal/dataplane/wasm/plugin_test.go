@@ -542,3 +542,46 @@ func TestLoadManifestABI(t *testing.T) {
 		})
 	}
 }
+
+// TestSharedDataByVMID: plugins of one vm_id see one another's shared data
+// (the guest counts requests in "hits"), a plugin of another vm_id or of
+// none has its own, and the data goes with the last plugin of its vm_id.
+func TestSharedDataByVMID(t *testing.T) {
+	r := newRuntime(t, Options{})
+	mod := guest(t, guestTest)
+	loadVM := func(name, vmID string) *Plugin {
+		p, err := r.LoadModuleVM(context.Background(), name, mod, []byte("features"), VM{ID: vmID})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	hits := func(p *Plugin) string {
+		p.shared.mu.Lock()
+		defer p.shared.mu.Unlock()
+		return string(p.shared.data["hits"].value)
+	}
+	a, b, c, d := loadVM("a", "one"), loadVM("b", "one"), loadVM("c", "two"), loadVM("d", "")
+	for _, p := range []*Plugin{a, b} {
+		s := newStream("/a")
+		if _, err := p.OnRequest(withDeadline(t, 5*time.Second), s); err != nil {
+			t.Fatal(err)
+		}
+		p.OnComplete(s)
+	}
+	if got := hits(b); got != "2" {
+		t.Errorf("vm one: hits = %q, want 2 (a's request and b's)", got)
+	}
+	if got := hits(c) + hits(d); got != "" {
+		t.Errorf("other VMs see hits %q", got)
+	}
+	for _, p := range []*Plugin{a, b, c, d} {
+		p.Close()
+	}
+	r.mu.Lock()
+	n := len(r.vmData)
+	r.mu.Unlock()
+	if n != 0 {
+		t.Errorf("%d VMs' shared data kept after their plugins closed", n)
+	}
+}

@@ -87,6 +87,8 @@ type Runtime struct {
 
 	mu      sync.Mutex
 	plugins map[*Plugin]struct{}
+	vmData  map[string]*vmShared // shared.go
+	queues  queueSet
 }
 
 // New creates a Runtime. Close releases it.
@@ -128,6 +130,8 @@ func New(ctx context.Context, opts Options) (*Runtime, error) {
 		log:     opts.Logger.With("runtime", "wasm"),
 		metrics: newMetricSet(),
 		plugins: map[*Plugin]struct{}{},
+		vmData:  map[string]*vmShared{},
+		queues:  queueSet{byName: map[[2]string]uint32{}},
 	}
 	// Go-built guests import WASI functions beyond what Proxy-Wasm lists
 	// (sched_yield, poll_oneoff, fd_fdstat_set_flags, ...): the whole
@@ -240,7 +244,8 @@ func (r *Runtime) LoadModuleVM(ctx context.Context, name string, binary, config 
 		cm:     cm,
 		config: append([]byte(nil), config...),
 		vm:     VM{ID: vm.ID, RootID: vm.RootID, Config: append([]byte(nil), vm.Config...)},
-		shared: newSharedState(),
+		shared: r.sharedFor(vm.ID),
+		ready:  make(chan uint32, 64),
 		log:    pluginLogger(r.log, name, vm),
 		avail:  make(chan *instance),
 		spares: make(chan struct{}, maxSpares),
@@ -248,9 +253,10 @@ func (r *Runtime) LoadModuleVM(ctx context.Context, name string, binary, config 
 	first, err := p.newInstance(ctx)
 	if err != nil {
 		_ = cm.Close(ctx)
+		r.releaseShared(vm.ID)
 		return nil, fmt.Errorf("wasm plugin %q: %w", name, err)
 	}
-	if first.tickPeriod > 0 || p.shared.hasQueues() {
+	if first.tickPeriod > 0 || p.queued.Load() {
 		// Ticks and queue notifications go to one dedicated instance so that
 		// they never wait behind a stream.
 		p.startBackground(first)

@@ -86,7 +86,7 @@ func startSDKProxy(t *testing.T, cfg string, pkgs map[string]string, vars map[st
 	t.Helper()
 	dir := t.TempDir()
 	for file, example := range pkgs {
-		b, err := extpkg.Pack(extpkg.Manifest{Name: example, Version: "1.0.0", Kind: extpkg.KindWasm, ABI: wasm.ABI021}, sdkModule(t, example))
+		b, err := extpkg.Pack(extpkg.Manifest{Name: strings.ReplaceAll(example, "/", "-"), Version: "1.0.0", Kind: extpkg.KindWasm, ABI: wasm.ABI021}, sdkModule(t, example))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -492,5 +492,55 @@ listeners:
 	sp.log.waitFor(t, 1, `msg="plugin config: {\n  \"name\": \"plugin configuration\"\n}\n"`, "root_id=my_root_id")
 	if n := sp.log.count("error reading"); n != 0 {
 		t.Fatalf("%d configuration read errors", n)
+	}
+}
+
+// TestSDKSharedQueue: the receiver's three plugins share vm_id receiver and
+// each registers a queue; the sender (vm_id sender) resolves them by
+// (receiver, name) from an HTTP and a TCP listener. Envoy runs the receiver
+// as a bootstrap Wasm service; here its plugins are filters of a listener
+// of their own (docs/wasm.md).
+func TestSDKSharedQueue(t *testing.T) {
+	sp := startSDKProxy(t, `
+listeners:
+  - name: services
+    address: {{services}}
+    filters:
+      - extension: { name: receiver-req, package: receiver.orx, vm_id: receiver, config: http_request_headers }
+      - extension: { name: receiver-resp, package: receiver.orx, vm_id: receiver, config: http_response_headers }
+      - extension: { name: receiver-tcp, package: receiver.orx, vm_id: receiver, config: tcp_data_hashes }
+    virtual_hosts: [{ name: all, routes: [{ match: { path_prefix: / }, direct_response: { status: 404 } }] }]
+  - name: http
+    address: {{http}}
+    filters:
+      - extension: { name: sender-http, package: sender.orx, vm_id: sender, config: http }
+    virtual_hosts: [{ name: all, routes: [{ match: { path_prefix: / }, direct_response: { status: 200, body: "example body\n" } }] }]
+  - name: tcp
+    address: {{tcp}}
+    protocol: tcp
+    cluster: admin
+    filters:
+      - extension: { name: sender-tcp, package: sender.orx, vm_id: sender, config: tcp }
+  - name: static
+    address: {{static}}
+    virtual_hosts: [{ name: all, routes: [{ match: { path_prefix: / }, direct_response: { status: 200, body: "from upstream\n" } }] }]
+clusters:
+  - { name: admin, endpoints: [{{static}}] }
+`, map[string]string{"receiver.orx": "shared_queue/receiver", "sender.orx": "shared_queue/sender"}, nil, "services", "http", "tcp", "static")
+	for _, q := range []string{"http_request_headers", "http_response_headers", "tcp_data_hashes"} {
+		sp.log.waitFor(t, 1, fmt.Sprintf(`queue \"%s\" registered as queueID=`, q))
+	}
+	sp.log.waitFor(t, 1, "is configured for http")
+	resp, body := sp.do(t, "http", "GET", "/", nil, "")
+	wantResponse(t, resp, body, 200, "example body\n")
+	sp.log.waitFor(t, 1, `enqueued data: {\"key\": \":path\",\"value\": \"/\"}`)
+	sp.log.waitFor(t, 1, `dequeued data from http_request_headers(queueID=`, `{\"key\": \":path\",\"value\": \"/\"}`)
+	sp.log.waitFor(t, 1, `dequeued data from http_response_headers(queueID=`, `{\"key\": \":status\",\"value\": \"200\"}`)
+	// Through the TCP listener: the upstream's bytes are hashed and queued.
+	resp, body = sp.do(t, "tcp", "GET", "/", nil, "")
+	wantResponse(t, resp, body, 200, "from upstream\n")
+	sp.log.waitFor(t, 1, "dequeued data from tcp_data_hashes(queueID=")
+	if n := sp.log.count("error resolving queue id"); n != 0 {
+		t.Fatalf("%d queue resolutions failed", n)
 	}
 }
