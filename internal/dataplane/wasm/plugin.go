@@ -60,7 +60,7 @@ type Plugin struct {
 	metricMu  sync.Mutex
 	metricIDs map[string]uint32
 	metrics   []*metric
-	log    *slog.Logger
+	log       *slog.Logger
 
 	// props are the properties declared with declare_property (foreign.go).
 	propsMu sync.Mutex
