@@ -1,11 +1,9 @@
 package wasm
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -51,7 +49,11 @@ type Plugin struct {
 	cm     wazero.CompiledModule
 	config []byte
 	vm     VM
+	sum    [32]byte     // the (instrumented) module's sha256
 	shared *sharedState // the VM's (vm_id's) shared data
+	// vmStarted is whether proxy_on_vm_start ran (claimVMStart); shared by
+	// the plugins of one vm_id and module.
+	vmStarted *atomic.Bool
 	// ready carries the ids of the plugin's queues with items to its
 	// background instance; queued is set once it registered one.
 	ready  chan uint32
@@ -247,22 +249,21 @@ func (p *Plugin) OnRequest(ctx context.Context, s *filter.Stream) (extension.Act
 	if st.local {
 		return Stop, nil
 	}
-	if !eos && st.wants&wantsRequestBody != 0 && in.fn.reqBody != nil && r.ContentLength >= 0 && r.ContentLength <= int64(p.rt.opts.MaxBodyBytes) {
-		if err := st.bufferRequest(); err != nil {
-			return Continue, fmt.Errorf("wasm plugin %q: read request body: %w", p.name, err)
-		}
-		act, err := in.call(ctx, in.fn.reqBody, "proxy_on_request_body", uint64(st.id), uint64(len(st.reqBody)), 1)
-		if err != nil {
-			return Continue, p.fail(err)
-		}
-		if _, err := st.afterCallback(ctx, act); err != nil {
-			return Continue, p.fail(err)
-		}
-		r.Body = bytes.NewReader(st.reqBody)
-		r.ContentLength = int64(len(st.reqBody))
-		if st.local {
+	if !eos && st.wants&wantsRequestBody != 0 && in.fn.reqBody != nil {
+		// body.go: streamed as read, buffered while the guest asks.
+		b := &bodyPump{st: st, src: r.Body, left: r.ContentLength}
+		body, n, err := b.pumpHead(ctx)
+		switch {
+		case st.local:
 			return Stop, nil
+		case errors.Is(err, errBodyTooLarge):
+			st.local = true
+			s.Reply(413, "request body too large for extension "+p.name)
+			return Stop, nil
+		case err != nil:
+			return Continue, p.fail(err)
 		}
+		r.Body, r.ContentLength = body, n
 	}
 	return Continue, nil
 }
@@ -301,26 +302,27 @@ func (p *Plugin) OnResponse(ctx context.Context, s *filter.Stream) error {
 	if ctx, err = st.afterCallback(ctx, act); err != nil {
 		return p.fail(err)
 	}
-	if st.local || eos || st.wants&wantsResponseBody == 0 || in.fn.respBody == nil || resp.ContentLength < 0 || resp.ContentLength > int64(p.rt.opts.MaxBodyBytes) {
+	if st.local || eos || st.wants&wantsResponseBody == 0 || in.fn.respBody == nil {
 		return nil
 	}
-	body, err := io.ReadAll(io.LimitReader(resp.Body, resp.ContentLength))
-	if err != nil {
-		return fmt.Errorf("wasm plugin %q: read response body: %w", p.name, err)
+	if resp.Status == 101 {
+		return nil // an upgraded connection: a tunnel, not a body
 	}
-	st.respBody = body
-	resp.Body = bytes.NewReader(body)
-	act, err = in.call(ctx, in.fn.respBody, "proxy_on_response_body", uint64(st.id), uint64(len(body)), 1)
-	if err != nil {
+	// body.go: streamed as read, buffered while the guest asks.
+	b := &bodyPump{st: st, resp: true, src: resp.Body, left: resp.ContentLength}
+	body, n, err := b.pumpHead(ctx)
+	switch {
+	case st.local:
+		return nil
+	case errors.Is(err, errBodyTooLarge):
+		st.local = true
+		st.replaceResponse()
+		s.Reply(500, "response body too large for extension "+p.name)
+		return nil
+	case err != nil:
 		return p.fail(err)
 	}
-	if _, err := st.afterCallback(ctx, act); err != nil {
-		return p.fail(err)
-	}
-	if !st.local {
-		resp.Body = bytes.NewReader(st.respBody)
-		resp.ContentLength = int64(len(st.respBody))
-	}
+	resp.Body, resp.ContentLength = body, n
 	return nil
 }
 
@@ -483,16 +485,6 @@ func (in *instance) deliverCall(parent context.Context, r *callResult) error {
 		rootID, uint64(r.token), uint64(len(r.headers)), uint64(len(r.body)), uint64(len(r.trailers)))
 	in.callResp = nil
 	return err
-}
-
-func (st *streamCtx) bufferRequest() error {
-	r := st.s.Req
-	body, err := io.ReadAll(io.LimitReader(r.Body, r.ContentLength))
-	if err != nil {
-		return err
-	}
-	st.reqBody = body
-	return nil
 }
 
 // startBackground dedicates in to ticks and queue notifications.

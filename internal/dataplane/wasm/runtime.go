@@ -27,6 +27,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -244,12 +245,13 @@ func (r *Runtime) LoadModuleVM(ctx context.Context, name string, binary, config 
 		cm:     cm,
 		config: append([]byte(nil), config...),
 		vm:     VM{ID: vm.ID, RootID: vm.RootID, Config: append([]byte(nil), vm.Config...)},
-		shared: r.sharedFor(vm.ID),
+		sum:    sha256.Sum256(binary),
 		ready:  make(chan uint32, 64),
 		log:    pluginLogger(r.log, name, vm),
 		avail:  make(chan *instance),
 		spares: make(chan struct{}, maxSpares),
 	}
+	p.shared, p.vmStarted = r.sharedFor(vm.ID, p.sum)
 	first, err := p.newInstance(ctx)
 	if err != nil {
 		_ = cm.Close(ctx)

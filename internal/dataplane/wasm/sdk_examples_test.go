@@ -2,8 +2,8 @@ package wasm_test
 
 import (
 	"bytes"
-	"context"
 	"crypto/ed25519"
+	"encoding/base64"
 	"fmt"
 	"io"
 	"log/slog"
@@ -21,6 +21,8 @@ import (
 	"github.com/omnirelay/omnirelay/internal/dataplane/wasm"
 	"github.com/omnirelay/omnirelay/internal/shared/extpkg"
 	"github.com/omnirelay/omnirelay/internal/shared/signing"
+	"github.com/omnirelay/omnirelay/internal/testutil"
+	"github.com/omnirelay/omnirelay/internal/testutil/proxytest"
 )
 
 // The upstream Proxy-Wasm Go SDK's examples, each run in a real OmniRelay
@@ -106,30 +108,20 @@ func startSDKProxy(t *testing.T, cfg string, pkgs map[string]string, vars map[st
 	for k, v := range vars {
 		repl = append(repl, "{{"+k+"}}", v)
 	}
-	admin := freeAddr(t)
-	repl = append(repl, "{{admin}}", admin)
+	admin := testutil.Addr(t)
 	sp.addr["admin"] = admin
 	for _, n := range listen {
-		sp.addr[n] = freeAddr(t)
+		sp.addr[n] = testutil.Addr(t)
 		repl = append(repl, "{{"+n+"}}", sp.addr[n])
 	}
-	path := filepath.Join(dir, "config.yaml")
-	if err := os.WriteFile(path, []byte(strings.NewReplacer(repl...).Replace(cfg)), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	p, err := app.Start(app.Options{ConfigPath: path, ExtensionTrustRoot: trust, AdminAddress: admin,
-		Log:          slog.New(slog.NewTextHandler(sp.log, &slog.HandlerOptions{Level: slog.LevelDebug})),
-		DrainTimeout: time.Second, PollInterval: time.Hour})
-	if err != nil {
-		t.Fatalf("start proxy: %v\nlog:\n%s", err, sp.log)
-	}
 	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = p.Shutdown(ctx)
 		if t.Failed() {
 			t.Logf("proxy log:\n%s", sp.log)
 		}
+	})
+	proxytest.StartIn(t, dir, strings.NewReplacer(repl...).Replace(cfg), func(o *app.Options) {
+		o.ExtensionTrustRoot, o.AdminAddress, o.DrainTimeout, o.PollInterval = trust, admin, time.Second, time.Hour
+		o.Log = slog.New(slog.NewTextHandler(sp.log, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	})
 	return sp
 }
@@ -542,5 +534,113 @@ clusters:
 	sp.log.waitFor(t, 1, "dequeued data from tcp_data_hashes(queueID=")
 	if n := sp.log.count("error resolving queue id"); n != 0 {
 		t.Fatalf("%d queue resolutions failed", n)
+	}
+}
+
+// TestSDKHTTPBodyChunk: a 933 KB request body under the default 10ms call
+// deadline is streamed to the plugin chunk by chunk; "pattern" in the last
+// chunk is found there (Envoy's chunk numbers depend on how the bytes
+// arrive; here on the proxy's reads, at most 64 KiB each).
+func TestSDKHTTPBodyChunk(t *testing.T) {
+	backend := testutil.StartBackend(t, "admin", func(w http.ResponseWriter, r *http.Request) {
+		n, _ := io.Copy(io.Discard, r.Body)
+		fmt.Fprintf(w, "read %d", n)
+	}).Addr
+	sp := startSDKProxy(t, `
+listeners:
+  - name: main
+    address: {{main}}
+    filters:
+      - extension: { name: http_body_chunk, package: http_body_chunk.orx, config: body-set }
+    virtual_hosts: [{ name: all, routes: [{ match: { path_prefix: / }, cluster: admin }] }]
+clusters:
+  - { name: admin, endpoints: [{{backend}}] }
+`, map[string]string{"http_body_chunk.orx": "http_body_chunk"}, map[string]string{"backend": backend}, "main")
+	raw := make([]byte, 700000)
+	for i := range raw {
+		raw[i] = byte(i*7 + i/251)
+	}
+	body := base64.StdEncoding.EncodeToString(raw)
+	resp, out := sp.do(t, "main", "POST", "/anything", nil, body+"pattern\n")
+	if resp.StatusCode != 403 || !strings.HasPrefix(out, "pattern found in chunk: ") || out == "pattern found in chunk: 1" {
+		t.Fatalf("got %d %q, want 403 pattern found in chunk N > 1", resp.StatusCode, out)
+	}
+	if resp.Header.Get("powered-by") != "proxy-wasm-go-sdk" {
+		t.Errorf("powered-by = %q", resp.Header.Get("powered-by"))
+	}
+	sp.log.waitFor(t, 1, "OnHttpRequestBody called.", "endOfStream: false")
+	sp.log.waitFor(t, 1, "OnHttpRequestBody called. BodySize: 933344", "endOfStream: true")
+	sp.log.waitFor(t, 1, "local 403 response sent")
+	if n := sp.log.count("does not match"); n != 0 {
+		t.Fatalf("%d size mismatches", n)
+	}
+	// Without the pattern the whole body reaches the upstream.
+	resp, out = sp.do(t, "main", "POST", "/anything", nil, body)
+	wantResponse(t, resp, out, 200, fmt.Sprintf("read %d", len(body)))
+	sp.log.waitFor(t, 1, "pattern not found")
+}
+
+// TestSDKDispatchCallOnTick: two plugins of one module tick every 100 ms
+// and each dispatches a call-out from its root context; every response
+// comes back to the root context that made it.
+func TestSDKDispatchCallOnTick(t *testing.T) {
+	sp := startSDKProxy(t, `
+listeners:
+  - name: main
+    address: {{main}}
+    filters:
+      - extension: { name: plugin1, package: dispatch_call_on_tick.orx, config: plugin1 }
+      - extension: { name: plugin2, package: dispatch_call_on_tick.orx, config: plugin2 }
+    virtual_hosts: [{ name: all, routes: [{ match: { path_prefix: / }, direct_response: { status: 200, body: "example body\n" } }] }]
+  - name: staticreply
+    address: {{static}}
+    virtual_hosts:
+      - name: all
+        routes:
+          - { match: { path_prefix: /ok }, direct_response: { status: 200, body: "example body\n" } }
+          - { match: { path_prefix: /fail }, direct_response: { status: 503 } }
+clusters:
+  - { name: web_service, endpoints: [{{static}}] }
+`, map[string]string{"dispatch_call_on_tick.orx": "dispatch_call_on_tick"}, nil, "main", "static")
+	sp.log.waitFor(t, 2, "set tick period milliseconds: 100")
+	for i := 1; i <= 5; i++ {
+		// One line per plugin for each count.
+		sp.log.waitFor(t, 2, fmt.Sprintf("called %d for contextID=", i))
+	}
+	sp.log.waitFor(t, 1, "response header for the dispatched call: :status: 200")
+	sp.log.waitFor(t, 1, "response header for the dispatched call: :status: 503")
+	if n := sp.log.count("dispatch httpcall failed"); n != 0 {
+		t.Fatalf("%d dispatches failed", n)
+	}
+}
+
+// TestSDKSharedData: the counter in shared data goes up by one per request
+// across every instance of the plugin: proxy_on_vm_start, which resets it,
+// runs once.
+func TestSDKSharedData(t *testing.T) {
+	sp := startSDKProxy(t, `
+listeners:
+  - name: main
+    address: {{main}}
+    filters:
+      # A burst waits for the pool to grow (docs/wasm.md: Instances).
+      - extension: { name: shared_data, package: shared_data.orx, deadline: 5s }
+    virtual_hosts: [{ name: all, routes: [{ match: { path_prefix: / }, direct_response: { status: 200, body: "example body\n" } }] }]
+`, map[string]string{"shared_data.orx": "shared_data"}, nil, "main")
+	// Concurrent requests make the pool grow past its first instance.
+	var wg sync.WaitGroup
+	for i := 0; i < 25; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp, body := sp.do(t, "main", "GET", "/", nil, "")
+			if resp.StatusCode != 200 {
+				t.Errorf("got %d %q", resp.StatusCode, body)
+			}
+		}()
+	}
+	wg.Wait()
+	for i := 1; i <= 25; i++ {
+		sp.log.waitFor(t, 1, fmt.Sprintf(`msg="shared value: %d"`, i))
 	}
 }

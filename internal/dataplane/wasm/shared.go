@@ -41,24 +41,37 @@ func newSharedState() *sharedState {
 type vmShared struct {
 	sh    *sharedState
 	users int
+	// started records, per module (sha256), that a plugin of the vm_id ran
+	// proxy_on_vm_start: the VM started.
+	started map[[32]byte]*atomic.Bool
 }
 
-// sharedFor returns the shared data of vm (a new one for an empty vm_id);
-// releaseShared gives it back at the plugin's Close.
-func (r *Runtime) sharedFor(vmID string) *sharedState {
+// sharedFor returns the shared data of vmID (a new one for an empty vm_id)
+// and the VM-started flag of the module sum in it; releaseShared gives them
+// back at the plugin's Close.
+func (r *Runtime) sharedFor(vmID string, sum [32]byte) (*sharedState, *atomic.Bool) {
 	if vmID == "" {
-		return newSharedState()
+		return newSharedState(), new(atomic.Bool)
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	v := r.vmData[vmID]
 	if v == nil {
-		v = &vmShared{sh: newSharedState()}
+		v = &vmShared{sh: newSharedState(), started: map[[32]byte]*atomic.Bool{}}
 		r.vmData[vmID] = v
 	}
 	v.users++
-	return v.sh
+	f := v.started[sum]
+	if f == nil {
+		f = new(atomic.Bool)
+		v.started[sum] = f
+	}
+	return v.sh, f
 }
+
+// claimVMStart reports whether the caller is to run proxy_on_vm_start:
+// true once per VM.
+func (p *Plugin) claimVMStart() bool { return p.vmStarted.CompareAndSwap(false, true) }
 
 func (r *Runtime) releaseShared(vmID string) {
 	if vmID == "" {
