@@ -28,7 +28,7 @@ func extensionRuntimes(log *slog.Logger, clusters *clusterSource) []extension.Ru
 	}
 	calls := &wasm.ClusterCaller{Cluster: clusters.cluster}
 	// Built by the first Wasm extension a config loads, not here.
-	rts = append(rts, newLazyWasm(wasm.Options{Logger: log, HTTPCall: calls.Call, KnownUpstream: calls.Known}))
+	rts = append(rts, newLazyWasm(wasm.Options{Logger: log, HTTPCall: calls.Call, KnownUpstream: calls.Known, ClusterMetadata: calls.Metadata}))
 	return rts
 }
 

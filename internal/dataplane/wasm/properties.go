@@ -4,7 +4,14 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"math"
+	"sort"
 	"strconv"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/structpb"
 )
 
 // Property values follow Envoy's encoding: strings as raw bytes, integers
@@ -137,6 +144,18 @@ func (in *instance) property(path []byte) ([]byte, bool) {
 	case "upstream\x00address":
 		return []byte(s.UpstreamHost), s.UpstreamHost != ""
 	}
+	if rest, ok := bytes.CutPrefix(path, []byte("route_metadata")); ok && (len(rest) == 0 || rest[0] == 0) {
+		if rt, ok := s.Route.(interface{ Metadata() *corev3.Metadata }); ok && s.Route != nil {
+			return metadataProperty(rt.Metadata(), bytes.TrimPrefix(rest, []byte{0}))
+		}
+		return nil, false
+	}
+	if rest, ok := bytes.CutPrefix(path, []byte("cluster_metadata")); ok && (len(rest) == 0 || rest[0] == 0) {
+		if md := in.p.rt.opts.ClusterMetadata; md != nil && s.UpstreamCluster != "" {
+			return metadataProperty(md(s.UpstreamCluster), bytes.TrimPrefix(rest, []byte{0}))
+		}
+		return nil, false
+	}
 	return nil, false
 }
 
@@ -152,4 +171,82 @@ func tlsVersion(v uint16) string {
 		return "TLSv1.3"
 	}
 	return "unknown"
+}
+
+// metadataProperty resolves route_metadata / cluster_metadata paths:
+// "filter_metadata", a filter name, then keys into its Struct, as Envoy's
+// attributes do. A string is its bytes, a number 8-byte little-endian
+// float64 and a bool one byte (Envoy's encodings); a struct is a pairs map
+// (the header-map layout: SDKs read it with GetPropertyMap) whose
+// non-string values are JSON; the bare metadata is the serialized proto.
+func metadataProperty(md *corev3.Metadata, rest []byte) ([]byte, bool) {
+	if md == nil {
+		return nil, false
+	}
+	if len(rest) == 0 {
+		b, err := proto.Marshal(md)
+		return b, err == nil
+	}
+	segs := bytes.Split(rest, []byte{0})
+	if string(segs[0]) != "filter_metadata" {
+		return nil, false
+	}
+	if len(segs) == 1 {
+		b, err := proto.Marshal(md)
+		return b, err == nil
+	}
+	s, ok := md.GetFilterMetadata()[string(segs[1])]
+	if !ok {
+		return nil, false
+	}
+	v := structpb.NewStructValue(s)
+	for _, k := range segs[2:] {
+		st := v.GetStructValue()
+		if st == nil {
+			return nil, false
+		}
+		if v, ok = st.GetFields()[string(k)]; !ok {
+			return nil, false
+		}
+	}
+	return encodeValue(v)
+}
+
+func encodeValue(v *structpb.Value) ([]byte, bool) {
+	switch k := v.GetKind().(type) {
+	case *structpb.Value_StringValue:
+		return []byte(k.StringValue), true
+	case *structpb.Value_NumberValue:
+		return binary.LittleEndian.AppendUint64(nil, math.Float64bits(k.NumberValue)), true
+	case *structpb.Value_BoolValue:
+		if k.BoolValue {
+			return []byte{1}, true
+		}
+		return []byte{0}, true
+	case *structpb.Value_StructValue:
+		fields := k.StructValue.GetFields()
+		keys := make([]string, 0, len(fields))
+		for key := range fields {
+			keys = append(keys, key)
+		}
+		sort.Strings(keys)
+		ps := make([]pair, 0, len(keys))
+		for _, key := range keys {
+			fv := fields[key]
+			val := []byte(fv.GetStringValue())
+			if _, isStr := fv.GetKind().(*structpb.Value_StringValue); !isStr {
+				b, err := protojson.Marshal(fv)
+				if err != nil {
+					return nil, false
+				}
+				val = b
+			}
+			ps = append(ps, pair{[]byte(key), val})
+		}
+		return appendMap(nil, ps), true
+	case *structpb.Value_ListValue:
+		b, err := protojson.Marshal(v)
+		return b, err == nil
+	}
+	return nil, false
 }

@@ -37,6 +37,7 @@ import (
 	"sync"
 	"time"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
 )
@@ -68,6 +69,9 @@ type Options struct {
 	// upstream name exists; a name it refuses fails the call at once with
 	// BadArgument. The proxy sets it with HTTPCall to a ClusterCaller's.
 	KnownUpstream func(name string) bool
+	// ClusterMetadata, when set, returns a cluster's metadata (the
+	// cluster_metadata property); nil for none.
+	ClusterMetadata func(name string) *corev3.Metadata
 	// Logger receives proxy_log output and host errors. Nil means
 	// slog.Default().
 	Logger *slog.Logger

@@ -644,3 +644,45 @@ listeners:
 		sp.log.waitFor(t, 1, fmt.Sprintf(`msg="shared value: %d"`, i))
 	}
 }
+
+func TestSDKProperties(t *testing.T) {
+	sp := startSDKProxy(t, `
+listeners:
+  - name: main
+    address: {{main}}
+    filters:
+      - extension: { name: properties, package: properties.orx }
+    virtual_hosts:
+      - name: all
+        routes:
+          - { match: { path_prefix: /one }, cluster: web_service, metadata: { filter_metadata: { envoy.filters.http.wasm: { auth: cookie } } } }
+          - { match: { path_prefix: /two }, cluster: web_service, metadata: { filter_metadata: { envoy.filters.http.wasm: { auth: authorization } } } }
+          - { match: { path_prefix: /three }, cluster: web_service }
+  - name: staticreply
+    address: {{static}}
+    virtual_hosts: [{ name: all, routes: [{ match: { path_prefix: / }, direct_response: { status: 200, body: "example body\n" } }] }]
+clusters:
+  - { name: web_service, endpoints: [{{static}}] }
+`, map[string]string{"properties.orx": "properties"}, nil, "main", "static")
+	for _, tt := range []struct {
+		path   string
+		hdr    map[string]string
+		status int
+	}{
+		{"/one", nil, 401},
+		{"/one", map[string]string{"cookie": "value"}, 200},
+		{"/two", nil, 401},
+		{"/two", map[string]string{"authorization": "value"}, 200},
+		{"/two", map[string]string{"cookie": "value"}, 401},
+		{"/three", nil, 200},
+	} {
+		resp, body := sp.do(t, "main", "GET", tt.path, tt.hdr, "")
+		if resp.StatusCode != tt.status {
+			t.Errorf("%s %v: got %d %q, want %d", tt.path, tt.hdr, resp.StatusCode, body, tt.status)
+		}
+	}
+	sp.log.waitFor(t, 1, `auth header is \"cookie\"`)
+	sp.log.waitFor(t, 1, `auth header is \"authorization\"`)
+	sp.log.waitFor(t, 1, "no auth header for route")
+	sp.log.waitFor(t, 6, " finished")
+}

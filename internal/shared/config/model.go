@@ -271,6 +271,9 @@ type Route struct {
 
 	// LocalRateLimit gives this route its own token bucket.
 	LocalRateLimit *LocalRateLimit `yaml:"local_rate_limit"`
+
+	// Metadata is the route's Envoy metadata (metadata.go).
+	Metadata *Metadata `yaml:"metadata"`
 }
 
 // RouteMatch selects requests. At most one of Path, PathPrefix and PathRegex
@@ -373,6 +376,8 @@ const (
 // Cluster is a named group of upstream endpoints and how to use them.
 type Cluster struct {
 	Name string `yaml:"name"`
+	// Metadata is the cluster's Envoy metadata (metadata.go).
+	Metadata *Metadata `yaml:"metadata"`
 	// LB is round_robin (default), least_request, random, ring_hash, maglev.
 	LB        LBPolicy   `yaml:"lb"`
 	Endpoints []Endpoint `yaml:"endpoints"`

@@ -354,6 +354,7 @@ var retryConditions = []string{
 }
 
 func (v *validator) route(r *Route, p string) {
+	v.metadata(r.Metadata, p+".metadata")
 	v.routeMatch(&r.Match, p+".match")
 
 	actions := 0

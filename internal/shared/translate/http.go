@@ -308,6 +308,11 @@ func (t *translator) route(l *config.Listener, r *config.Route) (*routev3.Route,
 		ResponseHeadersToAdd:    headerValues(r.ResponseHeadersAdd),
 		ResponseHeadersToRemove: lowerAll(r.ResponseHeadersRemove),
 	}
+	if md, err := r.Metadata.Structs(); err != nil {
+		return nil, fmt.Errorf("metadata: %w", err)
+	} else if md != nil {
+		out.Metadata = &corev3.Metadata{FilterMetadata: md}
+	}
 	switch {
 	case r.Redirect != nil:
 		out.Action = &routev3.Route_Redirect{Redirect: redirect(r.Redirect)}
