@@ -142,6 +142,21 @@ func (n *NetworkFilter) NewConn(ctx context.Context, info ConnInfo) (*NetConn, e
 	return c, nil
 }
 
+// UpstreamConn is implemented by Conns that want the connection's upstream
+// (cluster name and address) once it is connected, before the first Data.
+type UpstreamConn interface {
+	Upstream(cluster string, addr net.Addr)
+}
+
+// Upstream tells the connection's plugin its upstream (UpstreamConn).
+func (c *NetConn) Upstream(cluster string, addr net.Addr) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if u, ok := c.conn.(UpstreamConn); ok && !c.skip {
+		u.Upstream(cluster, addr)
+	}
+}
+
 // Data filters one read; see Conn.Data.
 func (c *NetConn) Data(b []byte, fromDownstream, eos bool) ([]byte, error) {
 	c.mu.Lock()

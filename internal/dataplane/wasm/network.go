@@ -55,6 +55,17 @@ type netConn struct {
 	closed [2]bool   // close callbacks made
 }
 
+var _ extension.UpstreamConn = (*netConn)(nil)
+
+// Upstream implements extension.UpstreamConn: the cluster_name,
+// upstream.address and cluster_metadata properties.
+func (c *netConn) Upstream(cluster string, addr net.Addr) {
+	c.st.s.UpstreamCluster = cluster
+	if addr != nil {
+		c.st.s.UpstreamHost = addr.String()
+	}
+}
+
 type netFuncs struct {
 	newConn, downData, upData, downClose, upClose api.Function
 }

@@ -501,6 +501,17 @@ func (p *Plugin) background(in *instance) {
 	defer in.close()
 	var tick <-chan time.Time
 	if in.tickPeriod > 0 {
+		if running := p.rt.opts.Running; running != nil {
+			// Until the first config version is in service (start-up), a
+			// call-out from a tick would find no cluster.
+			for !running() {
+				select {
+				case <-p.bgStop:
+					return
+				case <-time.After(10 * time.Millisecond):
+				}
+			}
+		}
 		t := time.NewTicker(in.tickPeriod)
 		defer t.Stop()
 		tick = t.C

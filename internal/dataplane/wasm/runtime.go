@@ -69,6 +69,11 @@ type Options struct {
 	// upstream name exists; a name it refuses fails the call at once with
 	// BadArgument. The proxy sets it with HTTPCall to a ClusterCaller's.
 	KnownUpstream func(name string) bool
+	// Running, when set, reports whether the proxy runs a config version.
+	// Ticks start only then: a plugin loads while its config version is
+	// built, before that version's clusters are in service, and in Envoy a
+	// tick's call-out finds the clusters of the config that loaded it.
+	Running func() bool
 	// ClusterMetadata, when set, returns a cluster's metadata (the
 	// cluster_metadata property); nil for none.
 	ClusterMetadata func(name string) *corev3.Metadata

@@ -119,11 +119,34 @@ func startSDKProxy(t *testing.T, cfg string, pkgs map[string]string, vars map[st
 			t.Logf("proxy log:\n%s", sp.log)
 		}
 	})
-	proxytest.StartIn(t, dir, strings.NewReplacer(repl...).Replace(cfg), func(o *app.Options) {
+	proxytest.StartIn(t, dir, withDeadline(strings.NewReplacer(repl...).Replace(cfg), raceDeadline), func(o *app.Options) {
 		o.ExtensionTrustRoot, o.AdminAddress, o.DrainTimeout, o.PollInterval = trust, admin, time.Second, time.Hour
 		o.Log = slog.New(slog.NewTextHandler(sp.log, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	})
 	return sp
+}
+
+// withDeadline gives every extension of cfg that has none the deadline d
+// (none when d is empty).
+func withDeadline(cfg, d string) string {
+	if d == "" {
+		return cfg
+	}
+	lines := strings.Split(cfg, "\n")
+	var out []string
+	for _, l := range lines {
+		i := strings.Index(l, "package: ")
+		if i < 0 || strings.Contains(l, "deadline:") || strings.Contains(cfg, "deadline:") {
+			out = append(out, l)
+			continue
+		}
+		if strings.Contains(l, "{") { // flow style: { name: x, package: y }
+			out = append(out, l[:i]+"deadline: "+d+", "+l[i:])
+			continue
+		}
+		out = append(out, l, l[:i]+"deadline: "+d) // block style
+	}
+	return strings.Join(out, "\n")
 }
 
 // do sends a request and returns the response with its body read.
@@ -144,7 +167,8 @@ func (sp *sdkProxy) do(t *testing.T, listener, method, path string, hdr map[stri
 		}
 		req.Header.Set(k, v)
 	}
-	resp, err := (&http.Client{Timeout: 20 * time.Second}).Do(req)
+	// One connection per request: a TCP listener's plugin sees each end.
+	resp, err := (&http.Client{Timeout: 20 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}).Do(req)
 	if err != nil {
 		t.Fatalf("%s %s: %v", method, path, err)
 	}
@@ -685,4 +709,36 @@ clusters:
 	sp.log.waitFor(t, 1, `auth header is \"authorization\"`)
 	sp.log.waitFor(t, 1, "no auth header for route")
 	sp.log.waitFor(t, 6, " finished")
+}
+
+func TestSDKNetwork(t *testing.T) {
+	sp := startSDKProxy(t, `
+listeners:
+  - name: main
+    address: {{main}}
+    protocol: tcp
+    cluster: web_service
+    filters:
+      - extension: { name: network, package: network.orx }
+  - name: staticreply
+    address: {{static}}
+    virtual_hosts: [{ name: all, routes: [{ match: { path_prefix: / }, direct_response: { status: 200, body: "example body\n" } }] }]
+clusters:
+  - name: web_service
+    endpoints: [{{static}}]
+    metadata: { filter_metadata: { location: { cloud_provider: aws, region: ap-northeast-1, az: ap-northeast-1a } } }
+`, map[string]string{"network.orx": "network"}, nil, "main", "static")
+	resp, body := sp.do(t, "main", "GET", "/", nil, "")
+	wantResponse(t, resp, body, 200, "example body\n")
+	sp.log.waitFor(t, 1, "new connection!")
+	sp.log.waitFor(t, 1, ">>>>>> downstream data received >>>>>>")
+	sp.log.waitFor(t, 1, "<<<<<< upstream data received <<<<<<")
+	sp.log.waitFor(t, 1, "remote address: "+sp.addr["static"])
+	for _, kv := range []string{"cloud_provider]=aws", "region]=ap-northeast-1", "az]=ap-northeast-1a"} {
+		sp.log.waitFor(t, 1, "upstream cluster metadata location["+kv)
+	}
+	sp.log.waitFor(t, 1, "connection complete!")
+	if n := sp.log.count("failed to get upstream"); n != 0 {
+		t.Fatalf("%d property reads failed", n)
+	}
 }
