@@ -585,3 +585,18 @@ func TestSharedDataByVMID(t *testing.T) {
 		t.Errorf("%d VMs' shared data kept after their plugins closed", n)
 	}
 }
+
+// TestLoadAfterClose: a load that comes after Close (a reload racing the
+// proxy's shutdown) is refused instead of compiling on a closed runtime.
+func TestLoadAfterClose(t *testing.T) {
+	r, err := New(context.Background(), Options{CacheDir: testGuests.cacheDir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.LoadModule(context.Background(), "late", guest(t, guestAdd), nil); err == nil || !strings.Contains(err.Error(), "runtime is closed") {
+		t.Fatalf("err = %v", err)
+	}
+}

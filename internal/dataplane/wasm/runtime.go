@@ -95,6 +95,11 @@ type Runtime struct {
 	log     *slog.Logger
 	metrics *metricSet
 
+	// life is held for reading by each load and for writing by Close,
+	// which sets closed.
+	life   sync.RWMutex
+	closed bool
+
 	mu      sync.Mutex
 	plugins map[*Plugin]struct{}
 	vmData  map[string]*vmShared // shared.go
@@ -194,6 +199,11 @@ func (r *Runtime) ABIs() []string { return []string{ABI021, ABI020} }
 
 // Close closes every plugin and the wazero runtime.
 func (r *Runtime) Close(ctx context.Context) error {
+	// Wait for loads in flight (a reload racing the shutdown): wazero must
+	// not compile on a closed runtime, and their plugins must be closed too.
+	r.life.Lock()
+	r.closed = true
+	r.life.Unlock()
 	r.mu.Lock()
 	ps := make([]*Plugin, 0, len(r.plugins))
 	for p := range r.plugins {
@@ -233,6 +243,11 @@ func (r *Runtime) LoadModule(ctx context.Context, name string, binary, config []
 
 // LoadModuleVM is LoadModule with the plugin's VM settings.
 func (r *Runtime) LoadModuleVM(ctx context.Context, name string, binary, config []byte, vm VM) (*Plugin, error) {
+	r.life.RLock()
+	defer r.life.RUnlock()
+	if r.closed {
+		return nil, fmt.Errorf("wasm plugin %q: the wasm runtime is closed", name)
+	}
 	binary, err := instrument(binary)
 	if err != nil {
 		return nil, fmt.Errorf("wasm plugin %q: compile: %w", name, err)
