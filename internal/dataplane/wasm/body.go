@@ -147,6 +147,7 @@ func (b *bodyPump) pumpHead(ctx context.Context) (io.Reader, int64, error) {
 			return bytes.NewReader(b.out), int64(len(b.out)), nil
 		}
 		if len(b.out) > 0 {
+			b.st.streaming = true
 			if b.resp {
 				return &bodyStream{p: b}, -1, nil
 			}
@@ -173,6 +174,17 @@ func (s *bodyStream) Read(out []byte) (int, error) {
 			return 0, io.EOF
 		}
 		p.st.tr.mu.Lock()
+		if p.st.ended {
+			// The stream completed (its instance may serve another now):
+			// the rest passes unseen.
+			p.st.tr.mu.Unlock()
+			p.close()
+			if buf := p.buffer(); len(*buf) > 0 {
+				p.out, *buf = *buf, nil
+				break
+			}
+			return p.src.Read(out)
+		}
 		err := p.step(context.Background()) // step gives each call its own deadline
 		p.st.tr.mu.Unlock()
 		if err != nil {

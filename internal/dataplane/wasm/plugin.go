@@ -117,6 +117,10 @@ type streamCtx struct {
 	calls   chan callResult
 	cancel  context.CancelFunc // of the context afterCallback made, if any
 
+	// streaming: a body streams to the guest after the phase (body.go);
+	// ended, under tr.mu, tells it the stream completed.
+	streaming, ended bool
+
 	tr trailerState // trailers.go
 }
 
@@ -337,6 +341,11 @@ func (p *Plugin) OnComplete(s *filter.Stream) {
 	in := st.in
 	if st.cancel != nil {
 		st.cancel()
+	}
+	if st.streaming {
+		st.tr.mu.Lock()
+		st.ended = true
+		st.tr.mu.Unlock()
 	}
 	if in.broken == nil && st.wants&wantsEnd != 0 {
 		ctx, cancel := context.WithTimeout(context.Background(), p.rt.opts.CompleteTimeout)
