@@ -596,7 +596,7 @@ func TestLoadAfterClose(t *testing.T) {
 	if err := r.Close(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := r.LoadModule(context.Background(), "late", guest(t, guestAdd), nil); err == nil || !strings.Contains(err.Error(), "runtime is closed") {
+	if _, err := r.LoadModule(context.Background(), "late", guest(t, guestAdd), nil); err == nil || !strings.Contains(err.Error(), "runtime closed") {
 		t.Fatalf("err = %v", err)
 	}
 }

@@ -246,7 +246,7 @@ func (r *Runtime) LoadModuleVM(ctx context.Context, name string, binary, config 
 	r.life.RLock()
 	defer r.life.RUnlock()
 	if r.closed {
-		return nil, fmt.Errorf("wasm plugin %q: the wasm runtime is closed", name)
+		return nil, fmt.Errorf("wasm plugin %q: wasm runtime closed", name)
 	}
 	binary, err := instrument(binary)
 	if err != nil {
