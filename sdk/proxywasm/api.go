@@ -365,6 +365,29 @@ func DispatchHTTPCall(upstream string, headers [][2]string, body []byte, trailer
 	if st != 0 {
 		return 0, Status(st)
 	}
-	callbacks = append(callbacks, callbackEntry{token, callback})
+	callbacks = append(callbacks, callbackEntry{token, currentID, callback})
 	return token, nil
+}
+
+// SetEffectiveContext makes id the context later host calls act on: a root
+// context resuming a stream it paused (ResumeHTTPRequest after
+// SetEffectiveContext(streamID)), say.
+func SetEffectiveContext(id uint32) error {
+	if st := proxySetEffectiveContext(id); st != 0 {
+		return Status(st)
+	}
+	currentID = id
+	return nil
+}
+
+// CallForeignFunction calls a function the host provides beyond the ABI
+// (OmniRelay: "compress" and "uncompress", zlib as in Envoy, and
+// "declare_property") and returns its result.
+func CallForeignFunction(name string, arg []byte) ([]byte, error) {
+	var p, n uint32
+	if st := proxyCallForeignFunction(sptr(name), uint32(len(name)), ptr(arg), uint32(len(arg)), unsafe.Pointer(&p), unsafe.Pointer(&n)); st != 0 {
+		allocs = allocs[:0]
+		return nil, Status(st)
+	}
+	return takeAlloc(p, n), nil
 }

@@ -29,8 +29,9 @@ type streamEntry struct {
 }
 
 type callbackEntry struct {
-	token uint32
-	fn    func(numHeaders, bodySize, numTrailers int)
+	token  uint32
+	caller uint32 // the context that dispatched the call
+	fn     func(numHeaders, bodySize, numTrailers int)
 }
 
 func findRoot(id uint32) (RootContext, bool) {
@@ -321,10 +322,17 @@ func proxyOnResponseTrailers(id, n uint32) uint32 {
 
 //go:wasmexport proxy_on_http_call_response
 func proxyOnHTTPCallResponse(id, token, numHeaders, bodySize, numTrailers uint32) {
+	// The host calls the root context (id), as the ABI has it; the callback
+	// runs on the context that dispatched the call, made effective first so
+	// that it can resume or answer its stream.
 	currentID = id
 	for i, c := range callbacks {
 		if c.token == token {
 			callbacks = append(callbacks[:i], callbacks[i+1:]...)
+			if c.caller != id {
+				proxySetEffectiveContext(c.caller)
+				currentID = c.caller
+			}
 			c.fn(int(numHeaders), int(bodySize), int(numTrailers))
 			return
 		}

@@ -87,3 +87,6 @@ func proxyHTTPCall(upstream unsafe.Pointer, upstreamSize uint32, headers unsafe.
 
 //go:wasmimport env proxy_set_effective_context
 func proxySetEffectiveContext(id uint32) uint32
+
+//go:wasmimport env proxy_call_foreign_function
+func proxyCallForeignFunction(name unsafe.Pointer, nameSize uint32, arg unsafe.Pointer, argSize uint32, retData unsafe.Pointer, retSize unsafe.Pointer) uint32

@@ -28,7 +28,7 @@ func extensionRuntimes(log *slog.Logger, clusters *clusterSource) []extension.Ru
 	}
 	calls := &wasm.ClusterCaller{Cluster: clusters.cluster}
 	// Built by the first Wasm extension a config loads, not here.
-	rts = append(rts, newLazyWasm(wasm.Options{Logger: log, HTTPCall: calls.Call, KnownUpstream: calls.Known}))
+	rts = append(rts, newLazyWasm(wasm.Options{Logger: log, HTTPCall: calls.Call, KnownUpstream: calls.Known, ClusterMetadata: calls.Metadata, Running: clusters.running}))
 	return rts
 }
 
@@ -38,6 +38,12 @@ func extensionRuntimes(log *slog.Logger, clusters *clusterSource) []extension.Ru
 // exists; until then every name is unknown.
 type clusterSource struct {
 	rt atomic.Pointer[runtime.Runtime]
+}
+
+// running reports whether a config version is in service.
+func (c *clusterSource) running() bool {
+	rt := c.rt.Load()
+	return rt != nil && rt.Current() != nil
 }
 
 func (c *clusterSource) cluster(name string) *cluster.Cluster {

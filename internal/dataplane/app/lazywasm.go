@@ -34,6 +34,7 @@ type lazyWasm struct {
 var (
 	_ extension.Runtime       = (*lazyWasm)(nil)
 	_ extension.RuntimeCloser = (*lazyWasm)(nil)
+	_ extension.VMLoader      = (*lazyWasm)(nil)
 	_ prometheus.Collector    = lazyWasmCollector{}
 )
 
@@ -56,6 +57,15 @@ func (l *lazyWasm) Load(ctx context.Context, m extpkg.Manifest, payload, config 
 		return nil, fmt.Errorf("wasm %q: %w", m.Name, err)
 	}
 	return rt.Load(ctx, m, payload, config)
+}
+
+// LoadVM implements extension.VMLoader, as Load.
+func (l *lazyWasm) LoadVM(ctx context.Context, m extpkg.Manifest, payload, config []byte, vm extension.VM) (extension.Plugin, error) {
+	rt, err := l.runtime()
+	if err != nil {
+		return nil, fmt.Errorf("wasm %q: %w", m.Name, err)
+	}
+	return rt.LoadVM(ctx, m, payload, config, vm)
 }
 
 // runtime returns the runtime, building it on first use. A failed build is

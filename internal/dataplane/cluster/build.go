@@ -50,7 +50,7 @@ func Build(c *clusterv3.Cluster, cla *endpointv3.ClusterLoadAssignment, prev *Cl
 	if err := c.ValidateAll(); err != nil {
 		return nil, fmt.Errorf("cluster %q: %w", c.GetName(), err)
 	}
-	cl := &Cluster{Name: c.GetName(), Stats: env.Stats.Cluster(c.GetName()), log: env.Log}
+	cl := &Cluster{Name: c.GetName(), Stats: env.Stats.Cluster(c.GetName()), md: c.GetMetadata(), log: env.Log}
 	switch t := c.GetClusterDiscoveryType().(type) {
 	case *clusterv3.Cluster_Type:
 		switch t.Type {

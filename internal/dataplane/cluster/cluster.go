@@ -17,6 +17,8 @@ import (
 	"net"
 	"time"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+
 	"github.com/omnirelay/omnirelay/internal/dataplane/circuit"
 	"github.com/omnirelay/omnirelay/internal/dataplane/endpoint"
 	"github.com/omnirelay/omnirelay/internal/dataplane/health"
@@ -56,6 +58,7 @@ type Cluster struct {
 	Protocol  Protocol
 	Breaker   *circuit.Breaker
 	Stats     *stats.Cluster
+	md        *corev3.Metadata // the xDS cluster's metadata, read-only
 
 	lb       lb.Balancer
 	outlier  *outlier.Detector
@@ -211,3 +214,8 @@ func (s *Set) All() []*Cluster {
 	}
 	return out
 }
+
+// Metadata is the cluster's metadata (Envoy's Cluster.metadata; Proxy-Wasm's
+// cluster_metadata property), nil when it has none. Callers must not modify
+// it.
+func (c *Cluster) Metadata() *corev3.Metadata { return c.md }

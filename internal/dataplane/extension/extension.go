@@ -63,6 +63,22 @@ type Runtime interface {
 	Load(ctx context.Context, m extpkg.Manifest, payload, config []byte) (Plugin, error)
 }
 
+// VM is a Proxy-Wasm plugin's VM settings (omnirelay.extensions.v1.Wasm):
+// the vm_id whose shared data and queues it shares, its root_id, and the VM
+// configuration. The zero value is a plugin with a VM of its own.
+type VM struct {
+	ID, RootID string
+	Config     []byte
+}
+
+func (v VM) isZero() bool { return v.ID == "" && v.RootID == "" && len(v.Config) == 0 }
+
+// VMLoader is implemented by runtimes whose plugins have VM settings
+// (Proxy-Wasm). An extension with settings is refused by other runtimes.
+type VMLoader interface {
+	LoadVM(ctx context.Context, m extpkg.Manifest, payload, config []byte, vm VM) (Plugin, error)
+}
+
 // Plugin is a loaded extension. Its methods are called concurrently from
 // many streams (each stream from its own goroutine), so per-stream state
 // belongs in StreamState, never in the plugin value.

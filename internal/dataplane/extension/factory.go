@@ -168,7 +168,8 @@ func (f *Factory) Build(cfg *anypb.Any, env *filter.Env) (filter.Filter, error) 
 	if c := pb.GetCanary(); c != nil && c.GetPercent() > 100 {
 		return nil, fmt.Errorf("extension %q: canary.percent %d: want 0-100", name, c.GetPercent())
 	}
-	x.main, err = f.load(name, pb.GetPackage(), pb.GetConfig())
+	vm := vmOf(pb.GetWasm())
+	x.main, err = f.load(name, pb.GetPackage(), pb.GetConfig(), vm)
 	if err != nil {
 		return nil, err
 	}
@@ -178,7 +179,7 @@ func (f *Factory) Build(cfg *anypb.Any, env *filter.Env) (filter.Filter, error) 
 		if len(pcfg) == 0 {
 			pcfg = pb.GetConfig()
 		}
-		x.prev, err = f.load(name, c.GetPreviousPackage(), pcfg)
+		x.prev, err = f.load(name, c.GetPreviousPackage(), pcfg, vm)
 		if err != nil {
 			f.unref(refs)
 			return nil, fmt.Errorf("canary.previous_package: %w", err)
@@ -218,9 +219,16 @@ func policyOf(p extv1.Policy) (Policy, error) {
 	return "", fmt.Errorf("unknown policy %v", p)
 }
 
+func vmOf(w *extv1.Wasm) VM {
+	if w == nil {
+		return VM{}
+	}
+	return VM{ID: w.GetVmId(), RootID: w.GetRootId(), Config: w.GetVmConfig()}
+}
+
 // load verifies and checks a package and returns its cache entry, loading
-// the plugin if this (name, payload, config) is not loaded yet.
-func (f *Factory) load(name string, pkg, config []byte) (*entry, error) {
+// the plugin if this (name, payload, config, vm) is not loaded yet.
+func (f *Factory) load(name string, pkg, config []byte, vm VM) (*entry, error) {
 	if f.opt.Trust == nil {
 		return nil, fmt.Errorf("extension %q: package refused: this proxy has no extension trust root (omnirelay run --extension-trust-root)", name)
 	}
@@ -250,8 +258,16 @@ func (f *Factory) load(name string, pkg, config []byte) (*entry, error) {
 			return nil, fmt.Errorf("extension %q: package %s@%s requires capabilities %v this proxy lacks", name, m.Name, m.Version, missing)
 		}
 	}
+	vl, isVM := rt.(VMLoader)
+	if !vm.isZero() && !isVM {
+		return nil, fmt.Errorf("extension %q: package %s@%s is kind %s, which has no VM: vm_id, root_id and vm_config are Proxy-Wasm settings", name, m.Name, m.Version, m.Kind)
+	}
 	csum := sha256.Sum256(config)
 	key := name + "\x00" + m.PayloadSHA256 + "\x00" + hex.EncodeToString(csum[:])
+	if !vm.isZero() {
+		vsum := sha256.Sum256(vm.Config)
+		key += "\x00" + vm.ID + "\x00" + vm.RootID + "\x00" + hex.EncodeToString(vsum[:])
+	}
 
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -266,11 +282,16 @@ func (f *Factory) load(name string, pkg, config []byte) (*entry, error) {
 	// config version is built, which is serialised anyway.
 	ctx, cancel := context.WithTimeout(context.Background(), loadTimeout)
 	defer cancel()
-	pl, err := rt.Load(ctx, m, p.Payload, config)
+	var pl Plugin
+	if isVM {
+		pl, err = vl.LoadVM(ctx, m, p.Payload, config, vm)
+	} else {
+		pl, err = rt.Load(ctx, m, p.Payload, config)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("extension %q: %s runtime refused package %s@%s: %w", name, m.Kind, m.Name, m.Version, err)
 	}
-	e := &entry{name: name, key: key, kind: m.Kind, rt: rt, manifest: m, payload: p.Payload, config: config, f: f, users: 1}
+	e := &entry{name: name, key: key, kind: m.Kind, rt: rt, manifest: m, payload: p.Payload, config: config, vm: vm, f: f, users: 1}
 	e.cur.Store(f.newInstance(pl, name))
 	f.cache[key] = e
 	f.opt.Log.Info("extension loaded", "extension", name, "package", m.Name, "version", m.Version, "kind", m.Kind, "abi", m.ABI, "sha256", m.PayloadSHA256)

@@ -83,6 +83,7 @@ type entry struct {
 	manifest   extpkg.Manifest
 	payload    []byte
 	config     []byte
+	vm         VM
 	f          *Factory
 
 	// users counts the filters built on the entry and dead marks it
@@ -116,7 +117,7 @@ func (e *entry) reload(in *instance) {
 		defer e.reloading.Store(false)
 		ctx, cancel := context.WithTimeout(context.Background(), loadTimeout)
 		defer cancel()
-		p, err := e.rt.Load(ctx, e.manifest, e.payload, e.config)
+		p, err := e.loadPlugin(ctx)
 		if err != nil {
 			m.WithLabelValues(e.name, e.kind, "error").Inc()
 			log.Error("extension reload failed; the failed instance stays in service", "extension", e.name, "kind", e.kind, "error", err)
@@ -272,4 +273,12 @@ func (st *streamState) renewCtx() {
 	if !st.ctx.release() {
 		st.ctx = &callCtx{}
 	}
+}
+
+// loadPlugin loads the entry's plugin again (a reload).
+func (e *entry) loadPlugin(ctx context.Context) (Plugin, error) {
+	if vl, ok := e.rt.(VMLoader); ok {
+		return vl.LoadVM(ctx, e.manifest, e.payload, e.config, e.vm)
+	}
+	return e.rt.Load(ctx, e.manifest, e.payload, e.config)
 }

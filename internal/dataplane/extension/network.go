@@ -88,7 +88,7 @@ func (f *Factory) BuildNetwork(cfg *anypb.Any, listener string) (*NetworkFilter,
 	if !pb.GetDeadline().IsValid() || d <= 0 {
 		return nil, fmt.Errorf("extension %q: deadline: want > 0, got %v", name, pb.GetDeadline())
 	}
-	if n.main, err = f.load(name, pb.GetPackage(), pb.GetConfig()); err != nil {
+	if n.main, err = f.load(name, pb.GetPackage(), pb.GetConfig(), vmOf(pb.GetWasm())); err != nil {
 		return nil, err
 	}
 	if _, ok := n.main.cur.Load().plugin.(NetworkPlugin); !ok {
@@ -140,6 +140,21 @@ func (n *NetworkFilter) NewConn(ctx context.Context, info ConnInfo) (*NetConn, e
 		return nil, fmt.Errorf("extension %q closed the connection", n.name)
 	}
 	return c, nil
+}
+
+// UpstreamConn is implemented by Conns that want the connection's upstream
+// (cluster name and address) once it is connected, before the first Data.
+type UpstreamConn interface {
+	Upstream(cluster string, addr net.Addr)
+}
+
+// Upstream tells the connection's plugin its upstream (UpstreamConn).
+func (c *NetConn) Upstream(cluster string, addr net.Addr) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if u, ok := c.conn.(UpstreamConn); ok && !c.skip {
+		u.Upstream(cluster, addr)
+	}
 }
 
 // Data filters one read; see Conn.Data.

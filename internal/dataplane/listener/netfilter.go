@@ -34,6 +34,14 @@ type ConnFilter interface {
 	Close()
 }
 
+// UpstreamObserver is implemented by ConnFilters that want to know the
+// upstream once it is connected (Proxy-Wasm's upstream.address and
+// cluster_metadata properties). It is called once, on the connection's
+// goroutine, before the first Data.
+type UpstreamObserver interface {
+	Upstream(cluster string, addr net.Addr)
+}
+
 // pipeFiltered is pipe with a ConnFilter between the two sides. A filter
 // error closes both connections, which ends the other direction too.
 func pipeFiltered(down, up net.Conn, idle time.Duration, f ConnFilter) (sent, recv int64, err error) {

@@ -118,6 +118,9 @@ func (p *TCPProxy) Serve(ctx context.Context, c net.Conn, meta ConnMeta) {
 	defer release()
 	defer uc.Close()
 	var sent, recv int64
+	if o, ok := cf.(UpstreamObserver); ok {
+		o.Upstream(name, uc.RemoteAddr())
+	}
 	if cf != nil {
 		sent, recv, err = pipeFiltered(c, uc, p.IdleTimeout, cf)
 	} else {

@@ -63,6 +63,7 @@ const (
 type Route struct {
 	name string
 	vh   *VirtualHost
+	md   *corev3.Metadata // the xDS route's metadata, read-only
 
 	pathKind    uint8 // pathPrefix, pathExact, pathRegex, pathSeparated
 	path        string
@@ -131,6 +132,15 @@ var _ filter.Route = (*Route)(nil)
 
 // Name implements filter.Route.
 func (r *Route) Name() string { return r.name }
+
+// Metadata is the route's metadata (Envoy's Route.metadata; Proxy-Wasm's
+// route_metadata property), nil when it has none. Callers must not modify it.
+func (r *Route) Metadata() *corev3.Metadata {
+	if r == nil {
+		return nil
+	}
+	return r.md
+}
 
 // FilterOverride implements filter.Route.
 func (r *Route) FilterOverride(i int) filter.Filter {
@@ -238,7 +248,7 @@ func compileVirtualHost(v *routev3.VirtualHost, fb FilterBuilder) (*VirtualHost,
 }
 
 func compileRoute(r *routev3.Route, vh *VirtualHost, fb FilterBuilder) (*Route, error) {
-	cr := &Route{name: r.GetName(), vh: vh, Timeout: 15 * time.Second}
+	cr := &Route{name: r.GetName(), vh: vh, md: r.GetMetadata(), Timeout: 15 * time.Second}
 	m := r.GetMatch()
 	if m == nil {
 		return nil, fmt.Errorf("match is required")

@@ -91,6 +91,13 @@ func (cs connFilters) Data(b []byte, fromDownstream, eos bool) ([]byte, error) {
 	return b, nil
 }
 
+// Upstream implements listener.UpstreamObserver.
+func (cs connFilters) Upstream(cluster string, addr net.Addr) {
+	for _, c := range cs {
+		c.Upstream(cluster, addr)
+	}
+}
+
 func (cs connFilters) Close() {
 	for _, c := range cs {
 		c.Close()

@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"time"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+
 	"github.com/omnirelay/omnirelay/internal/dataplane/cluster"
 	"github.com/omnirelay/omnirelay/internal/dataplane/lb"
 	"github.com/omnirelay/omnirelay/internal/dataplane/message"
@@ -36,6 +38,14 @@ type ClusterCaller struct {
 
 // Known reports whether name is a cluster (Options.KnownUpstream).
 func (c *ClusterCaller) Known(name string) bool { return c.Cluster(name) != nil }
+
+// Metadata returns the named cluster's metadata (Options.ClusterMetadata).
+func (c *ClusterCaller) Metadata(name string) *corev3.Metadata {
+	if cl := c.Cluster(name); cl != nil {
+		return cl.Metadata()
+	}
+	return nil
+}
 
 // Call implements HTTPCaller.
 func (c *ClusterCaller) Call(ctx context.Context, req HTTPCallRequest) (HTTPCallResponse, error) {

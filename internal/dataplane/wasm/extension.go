@@ -14,6 +14,7 @@ var (
 	_ extension.Plugin          = (*Plugin)(nil)
 	_ extension.DeadlineKeeper  = (*Plugin)(nil)
 	_ extension.ResponseSkipper = (*Plugin)(nil)
+	_ extension.VMLoader        = (*Runtime)(nil)
 )
 
 // SkipsResponse implements extension.ResponseSkipper: OnResponse returns at
@@ -36,18 +37,20 @@ func (p *Plugin) KeepsDeadline() bool { return true }
 
 // Load implements extension.Runtime: the payload is the module, config the
 // plugin configuration, the manifest's name the plugin's name. The
-// manifest's ABI must be the one the module declares.
+// manifest's ABI and the module's marker may be either 0.2.0 or 0.2.1, in
+// any combination: this host implements 0.2.1, whose functions are a
+// superset of 0.2.0's, and Envoy accepts both markers for the same host (the
+// upstream Go SDK's modules export proxy_abi_version_0_2_0 whatever their
+// packer says).
 func (r *Runtime) Load(ctx context.Context, m extpkg.Manifest, payload, config []byte) (extension.Plugin, error) {
+	return r.LoadVM(ctx, m, payload, config, extension.VM{})
+}
+
+// LoadVM implements extension.VMLoader: Load with the plugin's vm_id,
+// root_id and VM configuration.
+func (r *Runtime) LoadVM(ctx context.Context, m extpkg.Manifest, payload, config []byte, vm extension.VM) (extension.Plugin, error) {
 	if m.ABI != ABI021 && m.ABI != ABI020 {
 		return nil, fmt.Errorf("wasm plugin %q: manifest ABI %q: want %s or %s", m.Name, m.ABI, ABI021, ABI020)
 	}
-	p, err := r.LoadModule(ctx, m.Name, payload, config)
-	if err != nil {
-		return nil, err
-	}
-	if p.ABI() != m.ABI {
-		p.Close()
-		return nil, fmt.Errorf("wasm plugin %q: manifest declares ABI %s but the module is built for %s", m.Name, m.ABI, p.ABI())
-	}
-	return p, nil
+	return r.LoadModuleVM(ctx, m.Name, payload, config, VM{ID: vm.ID, RootID: vm.RootID, Config: vm.Config})
 }

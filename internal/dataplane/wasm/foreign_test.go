@@ -3,6 +3,7 @@ package wasm
 import (
 	"context"
 	"testing"
+	"time"
 )
 
 // rawModule is a Proxy-Wasm module written without any SDK, in the shape
@@ -62,4 +63,53 @@ func TestForeignModule(t *testing.T) {
 	if got := s.Req.Header.GetString("x-raw"); got != "yes" {
 		t.Errorf("x-raw = %q", got)
 	}
+}
+
+// TestForeignFunctions: compress and uncompress (zlib), an unknown name (NotFound), and declare_property with readonly: the
+// property takes its first value and refuses a second.
+func TestForeignFunctions(t *testing.T) {
+	r := newRuntime(t, Options{})
+	p := load(t, r, guestTest, "features")
+	s := newStream("/foreign")
+	if _, err := p.OnRequest(withDeadline(t, 5*time.Second), s); err != nil {
+		t.Fatal(err)
+	}
+	p.OnComplete(s)
+	for k, want := range map[string]string{
+		// Envoy's zlib gives 789ccb48cdc9c95728cf2fca495104001e89047e (the
+		// SDK example's README); Go's deflate ends with an empty stored
+		// block instead: the same data, other bytes (docs/wasm.md).
+		"x-compress":   "789cca48cdc9c95728cf2fca495104040000ffff1e89047e",
+		"x-uncompress": "hello world!ok",
+		"x-unknown":    "proxy-wasm: not found",
+		"x-declare":    "ok",
+		"x-prop":       "one ok proxy-wasm: bad argument",
+	} {
+		if got := s.Req.Header.GetString(k); got != want {
+			t.Errorf("%s = %q, want %q", k, got, want)
+		}
+	}
+}
+
+func TestParseDeclareProperty(t *testing.T) {
+	name, ro, err := parseDeclareProperty(append([]byte{0x0a, 7}, "my.prop\x10\x01\x18\x02\x22\x01x\x28\x03"...))
+	if err != nil || name != "my.prop" || !ro {
+		t.Fatalf("= %q %v %v", name, ro, err)
+	}
+	for _, bad := range [][]byte{nil, {0x0a, 9, 'x'}, {0x10, 1}, {0xff}} {
+		if _, _, err := parseDeclareProperty(bad); err == nil {
+			t.Errorf("%x: no error", bad)
+		}
+	}
+}
+
+func FuzzParseDeclareProperty(f *testing.F) {
+	f.Add(append([]byte{0x0a, 7}, "my.prop\x10\x01"...))
+	f.Add([]byte{0x0a, 0})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		name, _, err := parseDeclareProperty(b)
+		if err == nil && name == "" {
+			t.Fatal("no error for an empty name")
+		}
+	})
 }

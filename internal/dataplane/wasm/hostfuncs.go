@@ -81,14 +81,12 @@ var hostFuncs = map[string]hostFunc{
 	"proxy_get_status":                   {i32s(3), hostGetStatus},
 	"proxy_set_effective_context":        {i32s(1), hostSetEffectiveContext},
 	"proxy_done":                         {i32s(0), hostDone},
-	"proxy_call_foreign_function": {i32s(6), func(context.Context, *instance, []uint64) uint32 {
-		return statusNotFound // no foreign functions are registered
-	}},
-	"proxy_grpc_call":   unimplemented(12),
-	"proxy_grpc_stream": unimplemented(9),
-	"proxy_grpc_send":   unimplemented(4),
-	"proxy_grpc_cancel": unimplemented(1),
-	"proxy_grpc_close":  unimplemented(1),
+	"proxy_call_foreign_function":        {i32s(6), hostCallForeignFunction}, // foreign.go
+	"proxy_grpc_call":                    unimplemented(12),
+	"proxy_grpc_stream":                  unimplemented(9),
+	"proxy_grpc_send":                    unimplemented(4),
+	"proxy_grpc_cancel":                  unimplemented(1),
+	"proxy_grpc_close":                   unimplemented(1),
 }
 
 // instantiateHost registers the env module. The functions find their

@@ -337,7 +337,7 @@ func hostSetHeaderMapPairs(_ context.Context, in *instance, a []uint64) uint32 {
 func (in *instance) buffer(typ uint64) ([]byte, *[]byte, bool) {
 	switch typ {
 	case bufVMConfig:
-		return nil, nil, true
+		return in.p.vm.Config, nil, true
 	case bufPluginConfig:
 		return in.p.config, nil, true
 	case bufHTTPCallRespBody:
@@ -359,17 +359,11 @@ func (in *instance) buffer(typ uint64) ([]byte, *[]byte, bool) {
 	return nil, nil, false
 }
 
-// callResponse is the HTTP call response being delivered to the effective
-// context (a stream's, or the root's on the background instance).
-func (in *instance) callResponse() *callResult {
-	if st := in.stream(); st != nil {
-		return st.callResp
-	}
-	if in.effective == rootID {
-		return in.rootCall
-	}
-	return nil
-}
+// callResponse is the HTTP call response being delivered
+// (proxy_on_http_call_response runs on the root context, which the guest
+// may switch to the stream that made the call: the response stays readable
+// from either).
+func (in *instance) callResponse() *callResult { return in.callResp }
 
 func hostGetBufferBytes(ctx context.Context, in *instance, a []uint64) uint32 {
 	b, _, ok := in.buffer(a[0])
@@ -411,7 +405,9 @@ func hostSetBufferBytes(_ context.Context, in *instance, a []uint64) uint32 {
 	}
 	start, size := uint64(u32(a[1])), uint64(u32(a[2]))
 	if start > uint64(len(b)) {
-		return statusBadArgument
+		// A start past the end appends, as in Envoy: SDKs append with
+		// start = MaxInt32, size = 0 (they cannot know the length).
+		start = uint64(len(b))
 	}
 	end := min(start+size, uint64(len(b)))
 	nb := make([]byte, 0, uint64(len(b))-(end-start)+uint64(len(data)))

@@ -137,8 +137,12 @@ func hostHTTPCall(ctx context.Context, in *instance, a []uint64) uint32 {
 	if !ok1 || !ok2 || !ok3 || !ok4 {
 		return statusInvalidMemoryAccess
 	}
-	st := in.stream()
-	if st == nil && (in.rootCalls == nil || in.effective != rootID) {
+	// In Envoy a call belongs to the root context whatever the effective
+	// context; here a call made while a stream is served is that stream's
+	// (delivered while it is paused), one made on the background instance
+	// the root's.
+	st := in.st
+	if st == nil && in.rootCalls == nil {
 		return statusUnimplemented // root calls only from ticks and queue notifications
 	}
 	if (st != nil && st.pending >= maxPendingCalls) || (st == nil && in.rootPending >= maxPendingCalls) {
@@ -169,18 +173,23 @@ func hostHTTPCall(ctx context.Context, in *instance, a []uint64) uint32 {
 		if st.calls == nil {
 			st.calls = make(chan callResult, maxPendingCalls)
 		}
-		st.nextTok++
-		tok, ch = st.nextTok, st.calls
+		in.nextTok++
+		tok, ch = in.nextTok, st.calls
 		st.pending++
-		// The guest's ctx wraps the stream's; unwrap so that the call does
-		// not hold the instance.
-		if cc, ok := ctx.(*callCtx); ok {
-			parent = cc.Context
+		// The call lives as long as the stream, not the guest call that
+		// made it (whose deadline is for guest work): bounded by its own
+		// timeout and the pause limit.
+		parent = st.s.Ctx
+		if parent == nil {
+			parent = context.Background()
+		}
+		if req.Timeout == 0 || req.Timeout > in.p.rt.opts.PauseTimeout {
+			req.Timeout = in.p.rt.opts.PauseTimeout
 		}
 	} else {
 		// A root call outlives the tick that made it, not the plugin.
-		in.rootTok++
-		tok, ch = in.rootTok, in.rootCalls
+		in.nextTok++
+		tok, ch = in.nextTok, in.rootCalls
 		in.rootPending++
 		parent = in.p.bgCtx
 		if req.Timeout == 0 || req.Timeout > warmTimeout {

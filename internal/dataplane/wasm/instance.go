@@ -175,12 +175,15 @@ type instance struct {
 	pairs   []pair
 
 	// Root-context HTTP calls, on the background instance only: rootCalls
-	// carries finished calls to the background loop, rootCall is the one
-	// being delivered.
+	// carries finished calls to the background loop.
 	rootCalls   chan callResult
 	rootPending int
-	rootCall    *callResult
-	rootTok     uint32
+	// callResp is the HTTP call response being delivered; nextTok numbers
+	// the instance's calls, the root's and its streams' alike: every
+	// response is delivered to the root context, where only the token tells
+	// the calls apart.
+	callResp *callResult
+	nextTok  uint32
 }
 
 // callCtx wraps the caller's context so host functions find their
@@ -285,13 +288,21 @@ func (in *instance) startRoot(ctx context.Context) error {
 	if _, err := in.call(ctx, in.fn.contextCreate, "proxy_on_context_create", rootID, 0); err != nil {
 		return err
 	}
-	ok, err := in.call(ctx, in.fn.vmStart, "proxy_on_vm_start", rootID, 0)
-	if err != nil {
-		return err
+	// proxy_on_vm_start runs once per VM: on the first instance of a
+	// plugin (of a vm_id and module, for plugins sharing one), not on the
+	// instances the pool adds, where it would redo VM-wide work such as
+	// resetting shared data while streams run.
+	if in.p.claimVMStart() {
+		ok, err := in.call(ctx, in.fn.vmStart, "proxy_on_vm_start", rootID, uint64(len(in.p.vm.Config)))
+		if err == nil && in.fn.vmStart != nil && ok == 0 {
+			err = errors.New("proxy_on_vm_start returned false: the plugin refused to start")
+		}
+		if err != nil {
+			in.p.vmStarted.Store(false) // the VM did not start: the next instance tries
+			return err
+		}
 	}
-	if in.fn.vmStart != nil && ok == 0 {
-		return errors.New("proxy_on_vm_start returned false: the plugin refused to start")
-	}
+	ok, err := uint64(0), error(nil)
 	ok, err = in.call(ctx, in.fn.configure, "proxy_on_configure", rootID, uint64(len(in.p.config)))
 	if err != nil {
 		return err

@@ -55,6 +55,17 @@ type netConn struct {
 	closed [2]bool   // close callbacks made
 }
 
+var _ extension.UpstreamConn = (*netConn)(nil)
+
+// Upstream implements extension.UpstreamConn: the cluster_name,
+// upstream.address and cluster_metadata properties.
+func (c *netConn) Upstream(cluster string, addr net.Addr) {
+	c.st.s.UpstreamCluster = cluster
+	if addr != nil {
+		c.st.s.UpstreamHost = addr.String()
+	}
+}
+
 type netFuncs struct {
 	newConn, downData, upData, downClose, upClose api.Function
 }
@@ -124,7 +135,7 @@ func (c *netConn) Data(ctx context.Context, b []byte, fromDownstream, eos bool) 
 	act, err := in.call(ctx, fn, name, uint64(st.id), uint64(len(*buf)), b2u(eos))
 	if err == nil && act == guestPause && st.pending > 0 {
 		// Paused for a call-out: wait for it (within the deadline).
-		err = st.afterCallback(ctx, act)
+		_, err = st.afterCallback(ctx, act)
 	}
 	if err != nil {
 		return nil, Continue, c.p.fail(err)

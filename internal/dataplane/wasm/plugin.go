@@ -1,13 +1,12 @@
 package wasm
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/tetratelabs/wazero"
@@ -49,8 +48,25 @@ type Plugin struct {
 	start  string
 	cm     wazero.CompiledModule
 	config []byte
-	shared *sharedState
-	log    *slog.Logger
+	vm     VM
+	sum    [32]byte     // the (instrumented) module's sha256
+	shared *sharedState // the VM's (vm_id's) shared data
+	// vmStarted is whether proxy_on_vm_start ran (claimVMStart); shared by
+	// the plugins of one vm_id and module.
+	vmStarted *atomic.Bool
+	// ready carries the ids of the plugin's queues with items to its
+	// background instance; queued is set once it registered one.
+	ready  chan uint32
+	queued atomic.Bool
+	// The metrics the plugin defined, by id-1.
+	metricMu  sync.Mutex
+	metricIDs map[string]uint32
+	metrics   []*metric
+	log       *slog.Logger
+
+	// props are the properties declared with declare_property (foreign.go).
+	propsMu sync.Mutex
+	props   map[string]declaredProperty
 
 	// states holds stream contexts when the plugin is called outside the
 	// extension filter (tests, embedders); the filter gives each stream a
@@ -97,10 +113,13 @@ type streamCtx struct {
 	reqBody, respBody []byte
 	props             map[string][]byte
 
-	pending  int
-	calls    chan callResult
-	callResp *callResult // the response being delivered, for the guest's reads
-	nextTok  uint32
+	pending int
+	calls   chan callResult
+	cancel  context.CancelFunc // of the context afterCallback made, if any
+
+	// streaming: a body streams to the guest after the phase (body.go);
+	// ended, under tr.mu, tells it the stream completed.
+	streaming, ended bool
 
 	tr trailerState // trailers.go
 }
@@ -228,28 +247,27 @@ func (p *Plugin) OnRequest(ctx context.Context, s *filter.Stream) (extension.Act
 	if err != nil {
 		return Continue, p.fail(err)
 	}
-	if err := st.afterCallback(ctx, act); err != nil {
+	if ctx, err = st.afterCallback(ctx, act); err != nil {
 		return Continue, p.fail(err)
 	}
 	if st.local {
 		return Stop, nil
 	}
-	if !eos && st.wants&wantsRequestBody != 0 && in.fn.reqBody != nil && r.ContentLength >= 0 && r.ContentLength <= int64(p.rt.opts.MaxBodyBytes) {
-		if err := st.bufferRequest(); err != nil {
-			return Continue, fmt.Errorf("wasm plugin %q: read request body: %w", p.name, err)
-		}
-		act, err := in.call(ctx, in.fn.reqBody, "proxy_on_request_body", uint64(st.id), uint64(len(st.reqBody)), 1)
-		if err != nil {
-			return Continue, p.fail(err)
-		}
-		if err := st.afterCallback(ctx, act); err != nil {
-			return Continue, p.fail(err)
-		}
-		r.Body = bytes.NewReader(st.reqBody)
-		r.ContentLength = int64(len(st.reqBody))
-		if st.local {
+	if !eos && st.wants&wantsRequestBody != 0 && in.fn.reqBody != nil {
+		// body.go: streamed as read, buffered while the guest asks.
+		b := &bodyPump{st: st, src: r.Body, left: r.ContentLength}
+		body, n, err := b.pumpHead(ctx)
+		switch {
+		case st.local:
 			return Stop, nil
+		case errors.Is(err, errBodyTooLarge):
+			st.local = true
+			s.Reply(413, "request body too large for extension "+p.name)
+			return Stop, nil
+		case err != nil:
+			return Continue, p.fail(err)
 		}
+		r.Body, r.ContentLength = body, n
 	}
 	return Continue, nil
 }
@@ -285,29 +303,30 @@ func (p *Plugin) OnResponse(ctx context.Context, s *filter.Stream) error {
 	if err != nil {
 		return p.fail(err)
 	}
-	if err := st.afterCallback(ctx, act); err != nil {
+	if ctx, err = st.afterCallback(ctx, act); err != nil {
 		return p.fail(err)
 	}
-	if st.local || eos || st.wants&wantsResponseBody == 0 || in.fn.respBody == nil || resp.ContentLength < 0 || resp.ContentLength > int64(p.rt.opts.MaxBodyBytes) {
+	if st.local || eos || st.wants&wantsResponseBody == 0 || in.fn.respBody == nil {
 		return nil
 	}
-	body, err := io.ReadAll(io.LimitReader(resp.Body, resp.ContentLength))
-	if err != nil {
-		return fmt.Errorf("wasm plugin %q: read response body: %w", p.name, err)
+	if resp.Status == 101 {
+		return nil // an upgraded connection: a tunnel, not a body
 	}
-	st.respBody = body
-	resp.Body = bytes.NewReader(body)
-	act, err = in.call(ctx, in.fn.respBody, "proxy_on_response_body", uint64(st.id), uint64(len(body)), 1)
-	if err != nil {
+	// body.go: streamed as read, buffered while the guest asks.
+	b := &bodyPump{st: st, resp: true, src: resp.Body, left: resp.ContentLength}
+	body, n, err := b.pumpHead(ctx)
+	switch {
+	case st.local:
+		return nil
+	case errors.Is(err, errBodyTooLarge):
+		st.local = true
+		st.replaceResponse()
+		s.Reply(500, "response body too large for extension "+p.name)
+		return nil
+	case err != nil:
 		return p.fail(err)
 	}
-	if err := st.afterCallback(ctx, act); err != nil {
-		return p.fail(err)
-	}
-	if !st.local {
-		resp.Body = bytes.NewReader(st.respBody)
-		resp.ContentLength = int64(len(st.respBody))
-	}
+	resp.Body, resp.ContentLength = body, n
 	return nil
 }
 
@@ -320,6 +339,14 @@ func (p *Plugin) OnComplete(s *filter.Stream) {
 		return
 	}
 	in := st.in
+	if st.cancel != nil {
+		st.cancel()
+	}
+	if st.streaming {
+		st.tr.mu.Lock()
+		st.ended = true
+		st.tr.mu.Unlock()
+	}
 	if in.broken == nil && st.wants&wantsEnd != 0 {
 		ctx, cancel := context.WithTimeout(context.Background(), p.rt.opts.CompleteTimeout)
 		id := uint64(st.id)
@@ -394,6 +421,7 @@ func (p *Plugin) Close() error {
 		in.close()
 	}
 	p.rt.forget(p)
+	p.rt.releaseShared(p.vm.ID)
 	// Instances still serving streams keep working: wazero allows closing
 	// a compiled module with instances outstanding.
 	return p.cm.Close(context.Background())
@@ -402,42 +430,70 @@ func (p *Plugin) Close() error {
 // afterCallback handles a paused guest: it waits for its HTTP call-outs,
 // delivering each response with proxy_on_http_call_response, until the guest
 // resumes the stream or answers it.
-func (st *streamCtx) afterCallback(ctx context.Context, act uint64) error {
+//
+// The wait is not bounded by the call's deadline (ctx), which is for guest
+// work: a call-out takes what its upstream takes. It lasts at most
+// Options.PauseTimeout and ends with the stream (s.Ctx). Each response is
+// delivered to the root context, as in Envoy (the SDKs then switch to the
+// stream with proxy_set_effective_context), under the completion deadline.
+// After a wait the phase's call deadline has likely passed: the returned
+// context gives the phase's next calls the completion deadline from the
+// resumption (it is the stream's, cancelled at OnComplete).
+func (st *streamCtx) afterCallback(ctx context.Context, act uint64) (context.Context, error) {
 	if act != guestPause || st.local {
-		return nil
+		return ctx, nil
 	}
 	st.resumed = false
 	in := st.in
+	var wait context.Context
 	for !st.resumed && !st.local {
 		if st.pending == 0 {
-			return errors.New("plugin paused the stream with no call-out pending and did not resume it")
+			return ctx, errors.New("plugin paused the stream with no call-out pending and did not resume it")
+		}
+		if wait == nil {
+			parent := st.s.Ctx
+			if parent == nil {
+				parent = context.Background()
+			}
+			var cancel context.CancelFunc
+			wait, cancel = context.WithTimeout(parent, in.p.rt.opts.PauseTimeout)
+			defer cancel()
 		}
 		select {
 		case r := <-st.calls:
 			st.pending--
-			st.callResp = &r
-			in.effective = st.id
-			_, err := in.call(ctx, in.fn.httpCallResponse, "proxy_on_http_call_response",
-				uint64(st.id), uint64(r.token), uint64(len(r.headers)), uint64(len(r.body)), uint64(len(r.trailers)))
-			st.callResp = nil
-			if err != nil {
-				return err
+			if err := in.deliverCall(wait, &r); err != nil {
+				return ctx, err
 			}
-		case <-ctx.Done():
-			return fmt.Errorf("waiting for a paused plugin: %w", ctx.Err())
+			in.effective = st.id
+		case <-wait.Done():
+			return ctx, fmt.Errorf("waiting for a paused plugin: %w", wait.Err())
 		}
 	}
-	return nil
+	if wait == nil {
+		return ctx, nil
+	}
+	if st.cancel != nil {
+		st.cancel()
+	}
+	parent := st.s.Ctx
+	if parent == nil {
+		parent = context.Background()
+	}
+	ctx, st.cancel = context.WithTimeout(parent, in.p.rt.opts.CompleteTimeout)
+	return ctx, nil
 }
 
-func (st *streamCtx) bufferRequest() error {
-	r := st.s.Req
-	body, err := io.ReadAll(io.LimitReader(r.Body, r.ContentLength))
-	if err != nil {
-		return err
-	}
-	st.reqBody = body
-	return nil
+// deliverCall runs proxy_on_http_call_response for r on the root context,
+// under the completion deadline.
+func (in *instance) deliverCall(parent context.Context, r *callResult) error {
+	ctx, cancel := context.WithTimeout(parent, in.p.rt.opts.CompleteTimeout)
+	defer cancel()
+	in.callResp, in.effective = r, rootID
+	_, err := in.call(ctx, in.fn.httpCallResponse, "proxy_on_http_call_response",
+		rootID, uint64(r.token), uint64(len(r.headers)), uint64(len(r.body)), uint64(len(r.trailers)))
+	in.callResp = nil
+	return err
 }
 
 // startBackground dedicates in to ticks and queue notifications.
@@ -454,6 +510,17 @@ func (p *Plugin) background(in *instance) {
 	defer in.close()
 	var tick <-chan time.Time
 	if in.tickPeriod > 0 {
+		if running := p.rt.opts.Running; running != nil {
+			// Until the first config version is in service (start-up), a
+			// call-out from a tick would find no cluster.
+			for !running() {
+				select {
+				case <-p.bgStop:
+					return
+				case <-time.After(10 * time.Millisecond):
+				}
+			}
+		}
 		t := time.NewTicker(in.tickPeriod)
 		defer t.Stop()
 		tick = t.C
@@ -482,16 +549,10 @@ func (p *Plugin) background(in *instance) {
 			}
 		case r := <-in.rootCalls:
 			in.rootPending--
-			if !run(func(ctx context.Context) error {
-				in.rootCall = &r
-				defer func() { in.rootCall = nil }()
-				_, err := in.call(ctx, in.fn.httpCallResponse, "proxy_on_http_call_response",
-					rootID, uint64(r.token), uint64(len(r.headers)), uint64(len(r.body)), uint64(len(r.trailers)))
-				return err
-			}) {
+			if !run(func(ctx context.Context) error { return in.deliverCall(ctx, &r) }) {
 				return
 			}
-		case id := <-p.shared.ready:
+		case id := <-p.ready:
 			if !run(func(ctx context.Context) error {
 				_, err := in.call(ctx, in.fn.queueReady, "proxy_on_queue_ready", rootID, uint64(id))
 				return err

@@ -515,7 +515,10 @@ func TestLoadManifestABI(t *testing.T) {
 		name, abi, want string
 	}{
 		{name: "matches", abi: ABI021},
-		{name: "module built for another ABI", abi: ABI020, want: "manifest declares ABI proxy-wasm/0.2.0 but the module is built for proxy-wasm/0.2.1"},
+		// A 0.2.1 module under a 0.2.0 manifest, as Envoy accepts either
+		// marker (the other way round is TestSDKExamples: the upstream SDK's
+		// modules declare 0.2.0).
+		{name: "module built for the other 0.2 ABI", abi: ABI020},
 		{name: "unknown ABI", abi: "proxy-wasm/0.1.0", want: `manifest ABI "proxy-wasm/0.1.0"`},
 	}
 	for _, tt := range tests {
@@ -532,5 +535,110 @@ func TestLoadManifestABI(t *testing.T) {
 				t.Fatalf("err = %v, want %q", err, tt.want)
 			}
 		})
+	}
+}
+
+// TestSharedDataByVMID: plugins of one vm_id see one another's shared data
+// (the guest counts requests in "hits"), a plugin of another vm_id or of
+// none has its own, and the data goes with the last plugin of its vm_id.
+func TestSharedDataByVMID(t *testing.T) {
+	r := newRuntime(t, Options{})
+	mod := guest(t, guestTest)
+	loadVM := func(name, vmID string) *Plugin {
+		p, err := r.LoadModuleVM(context.Background(), name, mod, []byte("features"), VM{ID: vmID})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	hits := func(p *Plugin) string {
+		p.shared.mu.Lock()
+		defer p.shared.mu.Unlock()
+		return string(p.shared.data["hits"].value)
+	}
+	a, b, c, d := loadVM("a", "one"), loadVM("b", "one"), loadVM("c", "two"), loadVM("d", "")
+	for _, p := range []*Plugin{a, b} {
+		s := newStream("/a")
+		if _, err := p.OnRequest(withDeadline(t, 5*time.Second), s); err != nil {
+			t.Fatal(err)
+		}
+		p.OnComplete(s)
+	}
+	if got := hits(b); got != "2" {
+		t.Errorf("vm one: hits = %q, want 2 (a's request and b's)", got)
+	}
+	if got := hits(c) + hits(d); got != "" {
+		t.Errorf("other VMs see hits %q", got)
+	}
+	for _, p := range []*Plugin{a, b, c, d} {
+		p.Close()
+	}
+	r.mu.Lock()
+	n := len(r.vmData)
+	r.mu.Unlock()
+	if n != 0 {
+		t.Errorf("%d VMs' shared data kept after their plugins closed", n)
+	}
+}
+
+// TestLoadAfterClose: a load that comes after Close (a reload racing the
+// proxy's shutdown) is refused instead of compiling on a closed runtime.
+func TestLoadAfterClose(t *testing.T) {
+	r, err := New(context.Background(), Options{CacheDir: testGuests.cacheDir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.LoadModule(context.Background(), "late", guest(t, guestAdd), nil); err == nil || !strings.Contains(err.Error(), "runtime closed") {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+// TestStreamingBody: a plugin that lets each chunk go (the test guest
+// upper-cases what it gets) sees a 200 KiB body of unknown length chunk by
+// chunk: the first in the request phase, the rest as the body is read, each
+// transformed; the stream's end stops the calls.
+func TestStreamingBody(t *testing.T) {
+	r := newRuntime(t, Options{})
+	p := load(t, r, guestTest, "features")
+	s := newStream("/a")
+	s.Req.Body = io.MultiReader(strings.NewReader(strings.Repeat("a", 100<<10)), strings.NewReader(strings.Repeat("b", 100<<10)))
+	if _, err := p.OnRequest(withDeadline(t, 5*time.Second), s); err != nil {
+		t.Fatal(err)
+	}
+	if s.Req.ContentLength != -1 {
+		t.Fatalf("content length %d, want -1 (streaming)", s.Req.ContentLength)
+	}
+	first := make([]byte, 10)
+	if _, err := io.ReadFull(s.Req.Body, first); err != nil || string(first) != "AAAAAAAAAA" {
+		t.Fatalf("first bytes %q, %v", first, err)
+	}
+	rest, err := io.ReadAll(s.Req.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := string(first) + string(rest)
+	if want := strings.Repeat("A", 100<<10) + strings.Repeat("B", 100<<10); got != want {
+		t.Fatalf("body: %d bytes, upper-cased %v", len(got), got == strings.ToUpper(got))
+	}
+	p.OnComplete(s)
+
+	// A stream that completes with its body half read: the rest passes
+	// unseen (the instance may serve another stream by then).
+	s = newStream("/a")
+	s.Req.Body = strings.NewReader(strings.Repeat("c", 300<<10))
+	if _, err := p.OnRequest(withDeadline(t, 5*time.Second), s); err != nil {
+		t.Fatal(err)
+	}
+	body := s.Req.Body
+	p.OnComplete(s)
+	rest, err = io.ReadAll(body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(string(rest), "c"); n == 0 || len(rest) != 300<<10 {
+		t.Fatalf("after completion: %d bytes, %d unseen", len(rest), n)
 	}
 }

@@ -4,7 +4,14 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"math"
+	"sort"
 	"strconv"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/structpb"
 )
 
 // Property values follow Envoy's encoding: strings as raw bytes, integers
@@ -34,8 +41,12 @@ func hostSetProperty(_ context.Context, in *instance, a []uint64) uint32 {
 		return statusNotFound
 	}
 	// Host-defined properties are read-only; anything else is the stream's
-	// filter state, readable by later calls of the same plugin.
+	// filter state, readable by later calls of the same plugin. A property
+	// declared read-only (declare_property) can be set once.
 	if _, builtin := in.property(path); builtin && st.props[string(path)] == nil {
+		return statusBadArgument
+	}
+	if d, ok := in.p.declared(string(bytes.TrimRight(path, "\x00"))); ok && d.readonly && st.props[string(path)] != nil {
 		return statusBadArgument
 	}
 	if st.props == nil {
@@ -52,10 +63,12 @@ func (in *instance) property(path []byte) ([]byte, bool) {
 	path = bytes.TrimRight(path, "\x00")
 	p := in.p
 	switch string(path) {
-	case "plugin_name", "plugin_root_id":
+	case "plugin_name":
 		return []byte(p.name), true
+	case "plugin_root_id":
+		return []byte(p.vm.RootID), true
 	case "plugin_vm_id":
-		return nil, true
+		return []byte(p.vm.ID), true
 	}
 	st := in.stream()
 	if st == nil {
@@ -131,6 +144,18 @@ func (in *instance) property(path []byte) ([]byte, bool) {
 	case "upstream\x00address":
 		return []byte(s.UpstreamHost), s.UpstreamHost != ""
 	}
+	if rest, ok := bytes.CutPrefix(path, []byte("route_metadata")); ok && (len(rest) == 0 || rest[0] == 0) {
+		if rt, ok := s.Route.(interface{ Metadata() *corev3.Metadata }); ok && s.Route != nil {
+			return metadataProperty(rt.Metadata(), bytes.TrimPrefix(rest, []byte{0}))
+		}
+		return nil, false
+	}
+	if rest, ok := bytes.CutPrefix(path, []byte("cluster_metadata")); ok && (len(rest) == 0 || rest[0] == 0) {
+		if md := in.p.rt.opts.ClusterMetadata; md != nil && s.UpstreamCluster != "" {
+			return metadataProperty(md(s.UpstreamCluster), bytes.TrimPrefix(rest, []byte{0}))
+		}
+		return nil, false
+	}
 	return nil, false
 }
 
@@ -146,4 +171,82 @@ func tlsVersion(v uint16) string {
 		return "TLSv1.3"
 	}
 	return "unknown"
+}
+
+// metadataProperty resolves route_metadata / cluster_metadata paths:
+// "filter_metadata", a filter name, then keys into its Struct, as Envoy's
+// attributes do. A string is its bytes, a number 8-byte little-endian
+// float64 and a bool one byte (Envoy's encodings); a struct is a pairs map
+// (the header-map layout: SDKs read it with GetPropertyMap) whose
+// non-string values are JSON; the bare metadata is the serialized proto.
+func metadataProperty(md *corev3.Metadata, rest []byte) ([]byte, bool) {
+	if md == nil {
+		return nil, false
+	}
+	if len(rest) == 0 {
+		b, err := proto.Marshal(md)
+		return b, err == nil
+	}
+	segs := bytes.Split(rest, []byte{0})
+	if string(segs[0]) != "filter_metadata" {
+		return nil, false
+	}
+	if len(segs) == 1 {
+		b, err := proto.Marshal(md)
+		return b, err == nil
+	}
+	s, ok := md.GetFilterMetadata()[string(segs[1])]
+	if !ok {
+		return nil, false
+	}
+	v := structpb.NewStructValue(s)
+	for _, k := range segs[2:] {
+		st := v.GetStructValue()
+		if st == nil {
+			return nil, false
+		}
+		if v, ok = st.GetFields()[string(k)]; !ok {
+			return nil, false
+		}
+	}
+	return encodeValue(v)
+}
+
+func encodeValue(v *structpb.Value) ([]byte, bool) {
+	switch k := v.GetKind().(type) {
+	case *structpb.Value_StringValue:
+		return []byte(k.StringValue), true
+	case *structpb.Value_NumberValue:
+		return binary.LittleEndian.AppendUint64(nil, math.Float64bits(k.NumberValue)), true
+	case *structpb.Value_BoolValue:
+		if k.BoolValue {
+			return []byte{1}, true
+		}
+		return []byte{0}, true
+	case *structpb.Value_StructValue:
+		fields := k.StructValue.GetFields()
+		keys := make([]string, 0, len(fields))
+		for key := range fields {
+			keys = append(keys, key)
+		}
+		sort.Strings(keys)
+		ps := make([]pair, 0, len(keys))
+		for _, key := range keys {
+			fv := fields[key]
+			val := []byte(fv.GetStringValue())
+			if _, isStr := fv.GetKind().(*structpb.Value_StringValue); !isStr {
+				b, err := protojson.Marshal(fv)
+				if err != nil {
+					return nil, false
+				}
+				val = b
+			}
+			ps = append(ps, pair{[]byte(key), val})
+		}
+		return appendMap(nil, ps), true
+	case *structpb.Value_ListValue:
+		b, err := protojson.Marshal(v)
+		return b, err == nil
+	}
+	return nil, false
 }

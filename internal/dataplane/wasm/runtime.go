@@ -27,6 +27,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -36,6 +37,7 @@ import (
 	"sync"
 	"time"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
 )
@@ -57,6 +59,9 @@ type Options struct {
 	// CompleteTimeout bounds proxy_on_done/on_log/on_delete, which run after
 	// the response is written and have no stream deadline. Zero means 100ms.
 	CompleteTimeout time.Duration
+	// PauseTimeout bounds how long a stream stays paused by a plugin
+	// waiting for its call-outs (and each call-out). Zero means 30s.
+	PauseTimeout time.Duration
 	// HTTPCall performs proxy_http_call. Nil means DirectHTTPCall (the
 	// upstream names a host:port).
 	HTTPCall HTTPCaller
@@ -64,6 +69,14 @@ type Options struct {
 	// upstream name exists; a name it refuses fails the call at once with
 	// BadArgument. The proxy sets it with HTTPCall to a ClusterCaller's.
 	KnownUpstream func(name string) bool
+	// Running, when set, reports whether the proxy runs a config version.
+	// Ticks start only then: a plugin loads while its config version is
+	// built, before that version's clusters are in service, and in Envoy a
+	// tick's call-out finds the clusters of the config that loaded it.
+	Running func() bool
+	// ClusterMetadata, when set, returns a cluster's metadata (the
+	// cluster_metadata property); nil for none.
+	ClusterMetadata func(name string) *corev3.Metadata
 	// Logger receives proxy_log output and host errors. Nil means
 	// slog.Default().
 	Logger *slog.Logger
@@ -82,8 +95,15 @@ type Runtime struct {
 	log     *slog.Logger
 	metrics *metricSet
 
+	// life is held for reading by each load and for writing by Close,
+	// which sets closed.
+	life   sync.RWMutex
+	closed bool
+
 	mu      sync.Mutex
 	plugins map[*Plugin]struct{}
+	vmData  map[string]*vmShared // shared.go
+	queues  queueSet
 }
 
 // New creates a Runtime. Close releases it.
@@ -99,6 +119,9 @@ func New(ctx context.Context, opts Options) (*Runtime, error) {
 	}
 	if opts.CompleteTimeout == 0 {
 		opts.CompleteTimeout = 100 * time.Millisecond
+	}
+	if opts.PauseTimeout == 0 {
+		opts.PauseTimeout = 30 * time.Second
 	}
 	if opts.HTTPCall == nil {
 		opts.HTTPCall = DirectHTTPCall
@@ -122,6 +145,8 @@ func New(ctx context.Context, opts Options) (*Runtime, error) {
 		log:     opts.Logger.With("runtime", "wasm"),
 		metrics: newMetricSet(),
 		plugins: map[*Plugin]struct{}{},
+		vmData:  map[string]*vmShared{},
+		queues:  queueSet{byName: map[[2]string]uint32{}},
 	}
 	// Go-built guests import WASI functions beyond what Proxy-Wasm lists
 	// (sched_yield, poll_oneoff, fd_fdstat_set_flags, ...): the whole
@@ -174,6 +199,11 @@ func (r *Runtime) ABIs() []string { return []string{ABI021, ABI020} }
 
 // Close closes every plugin and the wazero runtime.
 func (r *Runtime) Close(ctx context.Context) error {
+	// Wait for loads in flight (a reload racing the shutdown): wazero must
+	// not compile on a closed runtime, and their plugins must be closed too.
+	r.life.Lock()
+	r.closed = true
+	r.life.Unlock()
 	r.mu.Lock()
 	ps := make([]*Plugin, 0, len(r.plugins))
 	for p := range r.plugins {
@@ -192,10 +222,32 @@ func (r *Runtime) close(ctx context.Context) error {
 	return errors.Join(r.rt.Close(ctx), r.cache.Close(ctx))
 }
 
+// VM is a plugin's VM settings, Envoy's PluginConfig fields of the same
+// meaning.
+type VM struct {
+	// ID is the vm_id: plugins of one ID share shared data and queues.
+	// Empty gives the plugin its own.
+	ID string
+	// RootID is the root_id (the plugin_root_id property).
+	RootID string
+	// Config is the VM configuration, read in proxy_on_vm_start.
+	Config []byte
+}
+
 // LoadModule compiles binary, checks it and starts a plugin named name with
 // config as its plugin configuration (proxy_on_configure). The VM
 // configuration is empty. Errors say what is wrong with the module.
 func (r *Runtime) LoadModule(ctx context.Context, name string, binary, config []byte) (*Plugin, error) {
+	return r.LoadModuleVM(ctx, name, binary, config, VM{})
+}
+
+// LoadModuleVM is LoadModule with the plugin's VM settings.
+func (r *Runtime) LoadModuleVM(ctx context.Context, name string, binary, config []byte, vm VM) (*Plugin, error) {
+	r.life.RLock()
+	defer r.life.RUnlock()
+	if r.closed {
+		return nil, fmt.Errorf("wasm plugin %q: wasm runtime closed", name)
+	}
 	binary, err := instrument(binary)
 	if err != nil {
 		return nil, fmt.Errorf("wasm plugin %q: compile: %w", name, err)
@@ -216,17 +268,21 @@ func (r *Runtime) LoadModule(ctx context.Context, name string, binary, config []
 		start:  start,
 		cm:     cm,
 		config: append([]byte(nil), config...),
-		shared: newSharedState(),
-		log:    r.log.With("plugin", name),
+		vm:     VM{ID: vm.ID, RootID: vm.RootID, Config: append([]byte(nil), vm.Config...)},
+		sum:    sha256.Sum256(binary),
+		ready:  make(chan uint32, 64),
+		log:    pluginLogger(r.log, name, vm),
 		avail:  make(chan *instance),
 		spares: make(chan struct{}, maxSpares),
 	}
+	p.shared, p.vmStarted = r.sharedFor(vm.ID, p.sum)
 	first, err := p.newInstance(ctx)
 	if err != nil {
 		_ = cm.Close(ctx)
+		r.releaseShared(vm.ID)
 		return nil, fmt.Errorf("wasm plugin %q: %w", name, err)
 	}
-	if first.tickPeriod > 0 || p.shared.hasQueues() {
+	if first.tickPeriod > 0 || p.queued.Load() {
 		// Ticks and queue notifications go to one dedicated instance so that
 		// they never wait behind a stream.
 		p.startBackground(first)
@@ -244,6 +300,17 @@ func (r *Runtime) LoadModule(ctx context.Context, name string, binary, config []
 	r.plugins[p] = struct{}{}
 	r.mu.Unlock()
 	return p, nil
+}
+
+func pluginLogger(l *slog.Logger, name string, vm VM) *slog.Logger {
+	l = l.With("plugin", name)
+	if vm.RootID != "" {
+		l = l.With("root_id", vm.RootID)
+	}
+	if vm.ID != "" {
+		l = l.With("vm_id", vm.ID)
+	}
+	return l
 }
 
 func (r *Runtime) forget(p *Plugin) {

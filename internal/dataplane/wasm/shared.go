@@ -2,6 +2,7 @@ package wasm
 
 import (
 	"context"
+	"fmt"
 	"math"
 	"sort"
 	"sync"
@@ -10,27 +11,20 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// sharedState is what a plugin's instances share, as Envoy shares it between
-// the worker VMs of one plugin: key-value data with compare-and-swap, named
-// queues, and the plugin's metric ids.
+// sharedState is the shared data of a VM, as Envoy keys it by vm_id:
+// key-value data with compare-and-swap, seen by every instance of the
+// plugins of one vm_id (a plugin with no vm_id has its own).
 type sharedState struct {
 	mu     sync.Mutex
 	data   map[string]sharedValue
 	casSeq uint32
-	queues map[string]uint32
-	qdata  map[uint32][][]byte
-	// ready carries queue ids to the background instance.
-	ready chan uint32
 
-	metricIDs map[string]uint32
-	metrics   []*metric
-
-	// bytes is what data and queues hold, bounded by maxSharedBytes so that
-	// a plugin cannot grow the proxy's heap without limit.
+	// bytes is what data holds, bounded by maxSharedBytes so that a plugin
+	// cannot grow the proxy's heap without limit.
 	bytes int
 }
 
-// maxSharedBytes bounds a plugin's shared data and queued items together.
+// maxSharedBytes bounds a VM's shared data, and each queue's items.
 const maxSharedBytes = 64 << 20
 
 type sharedValue struct {
@@ -39,19 +33,84 @@ type sharedValue struct {
 }
 
 func newSharedState() *sharedState {
-	return &sharedState{
-		data:      map[string]sharedValue{},
-		queues:    map[string]uint32{},
-		qdata:     map[uint32][][]byte{},
-		ready:     make(chan uint32, 64),
-		metricIDs: map[string]uint32{},
+	return &sharedState{data: map[string]sharedValue{}}
+}
+
+// vmShared is the runtime's shared data by vm_id, each held while a plugin
+// of that vm_id is loaded.
+type vmShared struct {
+	sh    *sharedState
+	users int
+	// started records, per module (sha256), that a plugin of the vm_id ran
+	// proxy_on_vm_start: the VM started.
+	started map[[32]byte]*atomic.Bool
+}
+
+// sharedFor returns the shared data of vmID (a new one for an empty vm_id)
+// and the VM-started flag of the module sum in it; releaseShared gives them
+// back at the plugin's Close.
+func (r *Runtime) sharedFor(vmID string, sum [32]byte) (*sharedState, *atomic.Bool) {
+	if vmID == "" {
+		return newSharedState(), new(atomic.Bool)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	v := r.vmData[vmID]
+	if v == nil {
+		v = &vmShared{sh: newSharedState(), started: map[[32]byte]*atomic.Bool{}}
+		r.vmData[vmID] = v
+	}
+	v.users++
+	f := v.started[sum]
+	if f == nil {
+		f = new(atomic.Bool)
+		v.started[sum] = f
+	}
+	return v.sh, f
+}
+
+// claimVMStart reports whether the caller is to run proxy_on_vm_start:
+// true once per VM.
+func (p *Plugin) claimVMStart() bool { return p.vmStarted.CompareAndSwap(false, true) }
+
+func (r *Runtime) releaseShared(vmID string) {
+	if vmID == "" {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if v := r.vmData[vmID]; v != nil {
+		if v.users--; v.users <= 0 {
+			delete(r.vmData, vmID)
+		}
 	}
 }
 
-func (s *sharedState) hasQueues() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return len(s.queues) > 0
+// queueSet holds the runtime's shared queues. As in Envoy, a queue is
+// named by (vm_id, name) and its id is valid across VMs: a plugin resolves
+// another VM's queue by that VM's id and enqueues to it; the plugin that
+// registered it last is notified (proxy_on_queue_ready). A queue outlives
+// its plugin (a reload registers it again), bounded by maxQueueDepth items
+// and maxSharedBytes.
+type queueSet struct {
+	mu     sync.Mutex
+	byName map[[2]string]uint32
+	q      []*sharedQueue // id-1
+}
+
+type sharedQueue struct {
+	items [][]byte
+	bytes int
+	ready chan uint32 // the owner's notifications
+}
+
+// queueVM is the vm_id under which p's queues are named: its vm_id, or a
+// name of its own when it has none.
+func (p *Plugin) queueVM() string {
+	if p.vm.ID != "" {
+		return p.vm.ID
+	}
+	return fmt.Sprintf("\x00%p", p)
 }
 
 // maxQueueDepth bounds a queue nobody dequeues.
@@ -110,14 +169,19 @@ func hostRegisterQueue(_ context.Context, in *instance, a []uint64) uint32 {
 	if !ok {
 		return statusInvalidMemoryAccess
 	}
-	sh := in.p.shared
-	sh.mu.Lock()
-	id, found := sh.queues[string(name)]
+	p := in.p
+	qs := &p.rt.queues
+	k := [2]string{p.queueVM(), string(name)}
+	qs.mu.Lock()
+	id, found := qs.byName[k]
 	if !found {
-		id = uint32(len(sh.queues) + 1)
-		sh.queues[string(name)] = id
+		qs.q = append(qs.q, &sharedQueue{})
+		id = uint32(len(qs.q))
+		qs.byName[k] = id
 	}
-	sh.mu.Unlock()
+	qs.q[id-1].ready = p.ready
+	qs.mu.Unlock()
+	p.queued.Store(true)
 	if !in.mem.WriteUint32Le(u32(a[2]), id) {
 		return statusInvalidMemoryAccess
 	}
@@ -125,16 +189,20 @@ func hostRegisterQueue(_ context.Context, in *instance, a []uint64) uint32 {
 }
 
 func hostResolveQueue(_ context.Context, in *instance, a []uint64) uint32 {
-	// Queues are per plugin: the vm_id argument (a[0], a[1]) names the
-	// plugin's own VM or nothing.
-	name, ok := in.read(u32(a[2]), u32(a[3]))
-	if !ok {
+	vm, ok1 := in.read(u32(a[0]), u32(a[1]))
+	name, ok2 := in.read(u32(a[2]), u32(a[3]))
+	if !ok1 || !ok2 {
 		return statusInvalidMemoryAccess
 	}
-	sh := in.p.shared
-	sh.mu.Lock()
-	id, found := sh.queues[string(name)]
-	sh.mu.Unlock()
+	// An empty vm_id is the plugin's own VM.
+	vmID := string(vm)
+	if vmID == "" {
+		vmID = in.p.queueVM()
+	}
+	qs := &in.p.rt.queues
+	qs.mu.Lock()
+	id, found := qs.byName[[2]string{vmID, string(name)}]
+	qs.mu.Unlock()
 	if !found {
 		return statusNotFound
 	}
@@ -144,50 +212,59 @@ func hostResolveQueue(_ context.Context, in *instance, a []uint64) uint32 {
 	return statusOK
 }
 
+func (qs *queueSet) get(id uint32) *sharedQueue {
+	if id == 0 || id > uint32(len(qs.q)) {
+		return nil
+	}
+	return qs.q[id-1]
+}
+
 func hostEnqueue(_ context.Context, in *instance, a []uint64) uint32 {
 	data, ok := in.read(u32(a[1]), u32(a[2]))
 	if !ok {
 		return statusInvalidMemoryAccess
 	}
 	id := u32(a[0])
-	sh := in.p.shared
-	sh.mu.Lock()
-	if id == 0 || id > uint32(len(sh.queues)) {
-		sh.mu.Unlock()
+	qs := &in.p.rt.queues
+	qs.mu.Lock()
+	q := qs.get(id)
+	if q == nil {
+		qs.mu.Unlock()
 		return statusNotFound
 	}
-	if len(sh.qdata[id]) >= maxQueueDepth || sh.bytes+len(data) > maxSharedBytes {
-		sh.mu.Unlock()
+	if len(q.items) >= maxQueueDepth || q.bytes+len(data) > maxSharedBytes {
+		qs.mu.Unlock()
 		return statusInternalFailure
 	}
-	sh.bytes += len(data)
-	sh.qdata[id] = append(sh.qdata[id], append([]byte(nil), data...))
-	sh.mu.Unlock()
+	q.bytes += len(data)
+	q.items = append(q.items, append([]byte(nil), data...))
+	ready := q.ready
+	qs.mu.Unlock()
 	select {
-	case sh.ready <- id:
-	default: // the background instance will find the items on its next notification
+	case ready <- id:
+	default: // the owner will find the items on its next notification
 	}
 	return statusOK
 }
 
 func hostDequeue(ctx context.Context, in *instance, a []uint64) uint32 {
 	id := u32(a[0])
-	sh := in.p.shared
-	sh.mu.Lock()
-	if id == 0 || id > uint32(len(sh.queues)) {
-		sh.mu.Unlock()
+	qs := &in.p.rt.queues
+	qs.mu.Lock()
+	q := qs.get(id)
+	if q == nil {
+		qs.mu.Unlock()
 		return statusNotFound
 	}
-	q := sh.qdata[id]
-	if len(q) == 0 {
-		sh.mu.Unlock()
+	if len(q.items) == 0 {
+		qs.mu.Unlock()
 		return statusEmpty
 	}
-	item := q[0]
-	q[0] = nil
-	sh.qdata[id] = q[1:]
-	sh.bytes -= len(item)
-	sh.mu.Unlock()
+	item := q.items[0]
+	q.items[0] = nil
+	q.items = q.items[1:]
+	q.bytes -= len(item)
+	qs.mu.Unlock()
 	return in.returnBytes(ctx, item, u32(a[1]), u32(a[2]))
 }
 
@@ -266,32 +343,35 @@ func hostDefineMetric(_ context.Context, in *instance, a []uint64) uint32 {
 	if !ok {
 		return statusInvalidMemoryAccess
 	}
-	sh := in.p.shared
-	sh.mu.Lock()
-	id, found := sh.metricIDs[string(name)]
+	p := in.p
+	p.metricMu.Lock()
+	id, found := p.metricIDs[string(name)]
 	if !found {
-		sh.metrics = append(sh.metrics, in.p.rt.metrics.get(in.p.name, string(name), kind))
-		id = uint32(len(sh.metrics))
-		sh.metricIDs[string(name)] = id
+		p.metrics = append(p.metrics, p.rt.metrics.get(p.name, string(name), kind))
+		id = uint32(len(p.metrics))
+		if p.metricIDs == nil {
+			p.metricIDs = map[string]uint32{}
+		}
+		p.metricIDs[string(name)] = id
 	}
-	sh.mu.Unlock()
+	p.metricMu.Unlock()
 	if !in.mem.WriteUint32Le(u32(a[3]), id) {
 		return statusInvalidMemoryAccess
 	}
 	return statusOK
 }
 
-func (sh *sharedState) metric(id uint32) *metric {
-	sh.mu.Lock()
-	defer sh.mu.Unlock()
-	if id == 0 || id > uint32(len(sh.metrics)) {
+func (p *Plugin) metric(id uint32) *metric {
+	p.metricMu.Lock()
+	defer p.metricMu.Unlock()
+	if id == 0 || id > uint32(len(p.metrics)) {
 		return nil
 	}
-	return sh.metrics[id-1]
+	return p.metrics[id-1]
 }
 
 func hostIncrementMetric(_ context.Context, in *instance, a []uint64) uint32 {
-	m := in.p.shared.metric(u32(a[0]))
+	m := in.p.metric(u32(a[0]))
 	if m == nil {
 		return statusNotFound
 	}
@@ -307,7 +387,7 @@ func hostIncrementMetric(_ context.Context, in *instance, a []uint64) uint32 {
 }
 
 func hostRecordMetric(_ context.Context, in *instance, a []uint64) uint32 {
-	m := in.p.shared.metric(u32(a[0]))
+	m := in.p.metric(u32(a[0]))
 	if m == nil {
 		return statusNotFound
 	}
@@ -323,7 +403,7 @@ func hostRecordMetric(_ context.Context, in *instance, a []uint64) uint32 {
 }
 
 func hostGetMetric(_ context.Context, in *instance, a []uint64) uint32 {
-	m := in.p.shared.metric(u32(a[0]))
+	m := in.p.metric(u32(a[0]))
 	if m == nil {
 		return statusNotFound
 	}

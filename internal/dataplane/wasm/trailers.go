@@ -149,7 +149,7 @@ func (st *streamCtx) callTrailers(resp bool) {
 		act, err = in.call(ctx, in.fn.reqTrailers, "proxy_on_request_trailers", uint64(st.id), uint64(st.s.Req.Trailer.Len()))
 	}
 	if err == nil {
-		err = st.afterCallback(ctx, act)
+		_, err = st.afterCallback(ctx, act)
 	}
 	if err != nil {
 		p.log.Warn("wasm trailers callback failed; trailers pass unchanged", "reason", p.fail(err).Error())

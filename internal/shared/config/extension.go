@@ -30,6 +30,14 @@ type Extension struct {
 	Deadline *Duration `yaml:"deadline"`
 	// FailStatus answers requests under fail_closed (default 503).
 	FailStatus int `yaml:"fail_status"`
+	// VMID, RootID and VMConfig are Proxy-Wasm settings, Envoy's
+	// PluginConfig fields of the same meaning: plugins with one vm_id share
+	// shared data and queues (empty: the plugin has its own); root_id names
+	// the plugin's root context (the plugin_root_id property); vm_config is
+	// the VM configuration a plugin reads in proxy_on_vm_start.
+	VMID     string `yaml:"vm_id"`
+	RootID   string `yaml:"root_id"`
+	VMConfig string `yaml:"vm_config"`
 	// Canary sends Percent of the requests (or, by proxies, of the proxies
 	// MeshKit serves) to Package and the rest to PreviousPackage; omnictl
 	// ext promote removes it, omnictl ext rollback puts the previous
@@ -56,7 +64,15 @@ func (v *validator) extension(x *Extension, p string) {
 	if !extensionNameRE.MatchString(x.Name) {
 		v.errf(p+".name", "name %q: want 1-63 of [a-z0-9._-], starting with a letter or digit", x.Name)
 	}
-	v.extensionPackage(x.Package, p+".package")
+	kind := v.extensionPackage(x.Package, p+".package")
+	for _, f := range []struct{ name, val string }{{"vm_id", x.VMID}, {"root_id", x.RootID}} {
+		if len(f.val) > 256 || strings.ContainsRune(f.val, 0) {
+			v.errf(p+"."+f.name, "%s: want at most 256 bytes and no NUL", f.name)
+		}
+	}
+	if (x.VMID != "" || x.RootID != "" || x.VMConfig != "") && kind != "" && kind != extpkg.KindWasm {
+		v.errf(p, "vm_id, root_id and vm_config are Proxy-Wasm settings; package %s is kind %s", x.Package, kind)
+	}
 	switch x.Policy {
 	case "", "fail_open", "fail_closed", "reload":
 	default:
@@ -95,29 +111,33 @@ func (v *validator) extension(x *Extension, p string) {
 
 // extensionPackage checks that the file exists and is a well-formed package
 // whose payload matches its manifest (unless file checks are skipped, like
-// certificate files). Trust is the proxy's decision.
-func (v *validator) extensionPackage(path, p string) {
+// certificate files), and returns its kind ("" when not read). Trust is the
+// proxy's decision.
+func (v *validator) extensionPackage(path, p string) (kind string) {
 	if path == "" {
 		v.errf(p, "a package file (.orx) is required")
-		return
+		return ""
 	}
 	if name, version, stored := StoredPackage(path); stored {
 		if !extensionNameRE.MatchString(name) || version == "" || strings.ContainsAny(version, "/ ") {
 			v.errf(p, "%q: want store:NAME@VERSION", path)
 		}
-		return
+		return ""
 	}
 	if v.src.skipFiles() {
-		return
+		return ""
 	}
 	b, err := os.ReadFile(v.c.FilePath(path))
 	if err != nil {
 		v.errf(p, "%v", err)
-		return
+		return ""
 	}
-	if _, _, err := extpkg.Inspect(b); err != nil {
+	pkg, _, err := extpkg.Inspect(b)
+	if err != nil {
 		v.errf(p, "%s: %v", path, err)
+		return ""
 	}
+	return pkg.Manifest.Kind
 }
 
 // StoredPackage splits a "store:NAME@VERSION" package reference; stored is

@@ -238,9 +238,9 @@ type VirtualHost struct {
 	// Defaults to ["*"].
 	Domains []string `yaml:"domains"`
 	Routes  []Route  `yaml:"routes"`
-	// Metadata are values for routes of this host that have none of their
-	// own (telemetry tenants.from.route_metadata).
-	Metadata StringMap `yaml:"metadata"`
+	// Metadata is the virtual host's Envoy metadata, read for its routes
+	// that have none of their own (telemetry's route_metadata tenants).
+	Metadata *Metadata `yaml:"metadata"`
 }
 
 // EffectiveDomains returns Domains or ["*"].
@@ -279,9 +279,10 @@ type Route struct {
 
 	// Tracing overrides telemetry.tracing for this route.
 	Tracing *RouteTracing `yaml:"tracing"`
-	// Metadata are string values carried with the route (telemetry
-	// tenants.from.route_metadata reads one).
-	Metadata StringMap `yaml:"metadata"`
+	// Metadata is the route's Envoy metadata (metadata.go): Proxy-Wasm
+	// plugins read it as route_metadata, telemetry's route_metadata tenant
+	// source reads its "omnirelay.telemetry" namespace.
+	Metadata *Metadata `yaml:"metadata"`
 }
 
 // RouteMatch selects requests. At most one of Path, PathPrefix and PathRegex
@@ -384,6 +385,8 @@ const (
 // Cluster is a named group of upstream endpoints and how to use them.
 type Cluster struct {
 	Name string `yaml:"name"`
+	// Metadata is the cluster's Envoy metadata (metadata.go).
+	Metadata *Metadata `yaml:"metadata"`
 	// LB is round_robin (default), least_request, random, ring_hash, maglev.
 	LB        LBPolicy   `yaml:"lb"`
 	Endpoints []Endpoint `yaml:"endpoints"`

@@ -297,6 +297,7 @@ func (v *validator) virtualHosts(l *Listener, p string) {
 	for i := range l.VirtualHosts {
 		vh := &l.VirtualHosts[i]
 		vp := idx(p+".virtual_hosts", i)
+		v.metadata(vh.Metadata, vp+".metadata")
 		switch j, dup := names[vh.Name]; {
 		case vh.Name == "":
 			v.errf(vp+".name", "name is required")
@@ -355,6 +356,7 @@ var retryConditions = []string{
 }
 
 func (v *validator) route(r *Route, p string) {
+	v.metadata(r.Metadata, p+".metadata")
 	v.routeMatch(&r.Match, p+".match")
 	if r.Tracing != nil {
 		v.ratio(p+".tracing.sampling_ratio", r.Tracing.SamplingRatio)

@@ -9,6 +9,7 @@ import (
 )
 
 func (v *validator) cluster(c *Cluster, p string) {
+	v.metadata(c.Metadata, p+".metadata")
 	v.clusterMTLS(c, p+".mtls")
 	lb := c.EffectiveLB()
 	switch lb {

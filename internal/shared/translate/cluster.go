@@ -40,6 +40,11 @@ func (t *translator) cluster(c *config.Cluster) (*clusterv3.Cluster, *endpointv3
 		ConnectTimeout: durationOr(c.ConnectTimeout, config.DefaultConnectTimeout),
 		LbPolicy:       lb,
 	}
+	if md, err := c.Metadata.Structs(); err != nil {
+		return nil, nil, fmt.Errorf("metadata: %w", err)
+	} else if md != nil {
+		out.Metadata = &corev3.Metadata{FilterMetadata: md}
+	}
 	eps, err := t.endpoints(c)
 	if err != nil {
 		return nil, nil, err

@@ -42,6 +42,9 @@ func (t *translator) extension(x *config.Extension) (string, proto.Message, erro
 		Deadline:   durationpb.New(d),
 		FailStatus: uint32(x.FailStatus),
 	}
+	if x.VMID != "" || x.RootID != "" || x.VMConfig != "" {
+		out.Wasm = &extv1.Wasm{VmId: x.VMID, RootId: x.RootID, VmConfig: []byte(x.VMConfig)}
+	}
 	if c := x.Canary; c != nil {
 		if c.By == config.CanaryByProxies {
 			// Each proxy runs one version: MeshKit picks it per proxy

@@ -15,7 +15,12 @@ import (
 
 func writePackage(t *testing.T, dir, file, payload string) []byte {
 	t.Helper()
-	b, err := extpkg.Pack(extpkg.Manifest{Name: "add-header", Version: "1.0.0", Kind: extpkg.KindDSL, ABI: "x/1"}, []byte(payload))
+	return writePackageKind(t, dir, file, payload, extpkg.KindDSL)
+}
+
+func writePackageKind(t *testing.T, dir, file, payload, kind string) []byte {
+	t.Helper()
+	b, err := extpkg.Pack(extpkg.Manifest{Name: "add-header", Version: "1.0.0", Kind: kind, ABI: "x/1"}, []byte(payload))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -29,6 +34,7 @@ func TestExtension(t *testing.T) {
 	dir := t.TempDir()
 	pkg := writePackage(t, dir, "add-header.orx", "v2")
 	prev := writePackage(t, dir, "old.orx", "v1")
+	wasmPkg := writePackageKind(t, dir, "plugin.orx", "\x00asm", extpkg.KindWasm)
 	if err := os.WriteFile(filepath.Join(dir, "junk.orx"), []byte("junk"), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -58,6 +64,10 @@ func TestExtension(t *testing.T) {
 		{name: "zero deadline", ext: "{ extension: { name: a, package: add-header.orx, deadline: 0s } }", wantErr: "deadline"},
 		{name: "bad name", ext: "{ extension: { name: Add Header, package: add-header.orx } }", wantErr: "name"},
 		{name: "bad status", ext: "{ extension: { name: a, package: add-header.orx, fail_status: 99 } }", wantErr: "fail_status"},
+		{name: "wasm VM settings", ext: `{ extension: { name: add-header, package: plugin.orx, vm_id: receiver, root_id: my_root_id, vm_config: "vm: 1" } }`,
+			want: &extv1.Extension{Name: "add-header", Package: wasmPkg, Config: []byte{}, Wasm: &extv1.Wasm{VmId: "receiver", RootId: "my_root_id", VmConfig: []byte("vm: 1")}}},
+		{name: "VM settings on a DSL package", ext: "{ extension: { name: a, package: add-header.orx, vm_id: x } }", wantErr: "Proxy-Wasm settings; package add-header.orx is kind dsl"},
+		{name: "vm_id too long", ext: "{ extension: { name: a, package: plugin.orx, vm_id: " + strings.Repeat("v", 257) + " } }", wantErr: "vm_id: want at most 256 bytes"},
 		{name: "canary over 100", ext: "{ extension: { name: a, package: add-header.orx, canary: { percent: 101, previous_package: old.orx } } }", wantErr: "percent 101"},
 	}
 	for _, tt := range tests {

@@ -316,6 +316,11 @@ func (t *translator) route(l *config.Listener, r *config.Route) (*routev3.Route,
 		ResponseHeadersToAdd:    headerValues(r.ResponseHeadersAdd),
 		ResponseHeadersToRemove: lowerAll(r.ResponseHeadersRemove),
 	}
+	if md, err := routeMetadata(r.Metadata); err != nil {
+		return nil, fmt.Errorf("metadata: %w", err)
+	} else {
+		out.Metadata = md
+	}
 	switch {
 	case r.Redirect != nil:
 		out.Action = &routev3.Route_Redirect{Redirect: redirect(r.Redirect)}

@@ -13,7 +13,6 @@ import (
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	samplersv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/tracers/opentelemetry/samplers/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
-	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/omnirelay/omnirelay/internal/shared/config"
@@ -155,27 +154,20 @@ func envoySampler(tr *config.TelemetryTracing) (*corev3.TypedExtensionConfig, er
 	return &corev3.TypedExtensionConfig{Name: nameSamplerParentBased, TypedConfig: a}, err
 }
 
-// routeTelemetry sets a route's tracing override and its metadata.
+// routeTelemetry sets a route's tracing override (its metadata, which the
+// route_metadata tenant source reads, is translated with the route).
 func routeTelemetry(out *routev3.Route, r *config.Route) error {
 	if r.Tracing != nil && r.Tracing.SamplingRatio != nil {
 		out.Tracing = &routev3.Tracing{RandomSampling: fraction(*r.Tracing.SamplingRatio)}
 	}
-	md, err := routeMetadata(r.Metadata)
-	out.Metadata = md
-	return err
+	return nil
 }
 
-func routeMetadata(kv config.StringMap) (*corev3.Metadata, error) {
-	if len(kv) == 0 {
-		return nil, nil
+// routeMetadata translates Envoy-shaped metadata of a route or virtual host.
+func routeMetadata(m *config.Metadata) (*corev3.Metadata, error) {
+	md, err := m.Structs()
+	if err != nil || md == nil {
+		return nil, err
 	}
-	vals := map[string]any{}
-	for _, e := range kv {
-		vals[e.Key] = e.Value
-	}
-	st, err := structpb.NewStruct(vals)
-	if err != nil {
-		return nil, fmt.Errorf("metadata: %w", err)
-	}
-	return &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{otelcfg.RouteMetadataNamespace: st}}, nil
+	return &corev3.Metadata{FilterMetadata: md}, nil
 }

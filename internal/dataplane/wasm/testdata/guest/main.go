@@ -145,6 +145,24 @@ func (s *stream) OnHTTPRequestHeaders(n int, eos bool) proxywasm.Action {
 		_ = proxywasm.SendHTTPResponse(418, [][2]string{{"x-why", "teapot"}}, []byte("no"), -1)
 		return proxywasm.ActionPause
 	}
+	if path == "/foreign" {
+		// Foreign functions: compress round trip, and a read-only declared
+		// property set twice (the second refused).
+		z, err := proxywasm.CallForeignFunction("compress", []byte("hello world!"))
+		_ = proxywasm.AddHTTPRequestHeader("x-compress", hexOrErr(z, err))
+		plain, err := proxywasm.CallForeignFunction("uncompress", z)
+		_ = proxywasm.AddHTTPRequestHeader("x-uncompress", string(plain)+errText(err))
+		_, err = proxywasm.CallForeignFunction("nope", nil)
+		_ = proxywasm.AddHTTPRequestHeader("x-unknown", errText(err))
+		// DeclarePropertyArguments{name: "my.prop", readonly: true}
+		_, err = proxywasm.CallForeignFunction("declare_property", append([]byte{0x0a, 7}, "my.prop\x10\x01"...))
+		_ = proxywasm.AddHTTPRequestHeader("x-declare", errText(err))
+		err1 := proxywasm.SetProperty([]string{"my.prop"}, []byte("one"))
+		err2 := proxywasm.SetProperty([]string{"my.prop"}, []byte("two"))
+		v, _ := proxywasm.GetProperty([]string{"my.prop"})
+		_ = proxywasm.AddHTTPRequestHeader("x-prop", string(v)+" "+errText(err1)+" "+errText(err2))
+		return proxywasm.ActionContinue
+	}
 	if path == "/rewrite" {
 		_ = proxywasm.ReplaceHTTPRequestHeader(":path", "/rewritten")
 	}
@@ -201,4 +219,23 @@ func (s *stream) OnHTTPResponseBody(size int, eos bool) proxywasm.Action {
 	}
 	_ = proxywasm.ReplaceHTTPResponseBody(append(b, "+wasm"...))
 	return proxywasm.ActionContinue
+}
+
+func errText(err error) string {
+	if err != nil {
+		return err.Error()
+	}
+	return "ok"
+}
+
+func hexOrErr(b []byte, err error) string {
+	if err != nil {
+		return err.Error()
+	}
+	const digits = "0123456789abcdef"
+	out := make([]byte, 0, 2*len(b))
+	for _, c := range b {
+		out = append(out, digits[c>>4], digits[c&15])
+	}
+	return string(out)
 }

@@ -105,7 +105,10 @@ type Extension struct {
 	Fallback Policy `protobuf:"varint,7,opt,name=fallback,proto3,enum=omnirelay.extensions.v1.Policy" json:"fallback,omitempty"`
 	// Canary: when set, `package` is the new version and receives
 	// canary.percent of the requests; the rest go to canary.previous_package.
-	Canary        *Canary `protobuf:"bytes,8,opt,name=canary,proto3" json:"canary,omitempty"`
+	Canary *Canary `protobuf:"bytes,8,opt,name=canary,proto3" json:"canary,omitempty"`
+	// Proxy-Wasm only: the VM the plugin runs in, as Envoy's
+	// envoy.extensions.wasm.v3.PluginConfig has it.
+	Wasm          *Wasm `protobuf:"bytes,9,opt,name=wasm,proto3" json:"wasm,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -196,6 +199,80 @@ func (x *Extension) GetCanary() *Canary {
 	return nil
 }
 
+func (x *Extension) GetWasm() *Wasm {
+	if x != nil {
+		return x.Wasm
+	}
+	return nil
+}
+
+// Wasm is the VM and root context of a Proxy-Wasm plugin.
+type Wasm struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Plugins with the same vm_id and package share the VM's shared data and
+	// queues (Envoy's vm_config.vm_id); empty is a VM of its own per package.
+	VmId string `protobuf:"bytes,1,opt,name=vm_id,json=vmId,proto3" json:"vm_id,omitempty"`
+	// The plugin's root context name (Envoy's root_id): the plugin_root_id
+	// property, and how an SDK with several root contexts picks one.
+	RootId string `protobuf:"bytes,2,opt,name=root_id,json=rootId,proto3" json:"root_id,omitempty"`
+	// The VM configuration (Envoy's vm_config.configuration), read in
+	// proxy_on_vm_start.
+	VmConfig      []byte `protobuf:"bytes,3,opt,name=vm_config,json=vmConfig,proto3" json:"vm_config,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Wasm) Reset() {
+	*x = Wasm{}
+	mi := &file_v1_extension_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Wasm) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Wasm) ProtoMessage() {}
+
+func (x *Wasm) ProtoReflect() protoreflect.Message {
+	mi := &file_v1_extension_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Wasm.ProtoReflect.Descriptor instead.
+func (*Wasm) Descriptor() ([]byte, []int) {
+	return file_v1_extension_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *Wasm) GetVmId() string {
+	if x != nil {
+		return x.VmId
+	}
+	return ""
+}
+
+func (x *Wasm) GetRootId() string {
+	if x != nil {
+		return x.RootId
+	}
+	return ""
+}
+
+func (x *Wasm) GetVmConfig() []byte {
+	if x != nil {
+		return x.VmConfig
+	}
+	return nil
+}
+
 type Canary struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Share of requests, 0-100, sent to the new package.
@@ -210,7 +287,7 @@ type Canary struct {
 
 func (x *Canary) Reset() {
 	*x = Canary{}
-	mi := &file_v1_extension_proto_msgTypes[1]
+	mi := &file_v1_extension_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -222,7 +299,7 @@ func (x *Canary) String() string {
 func (*Canary) ProtoMessage() {}
 
 func (x *Canary) ProtoReflect() protoreflect.Message {
-	mi := &file_v1_extension_proto_msgTypes[1]
+	mi := &file_v1_extension_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -235,7 +312,7 @@ func (x *Canary) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Canary.ProtoReflect.Descriptor instead.
 func (*Canary) Descriptor() ([]byte, []int) {
-	return file_v1_extension_proto_rawDescGZIP(), []int{1}
+	return file_v1_extension_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *Canary) GetPercent() uint32 {
@@ -263,7 +340,7 @@ var File_v1_extension_proto protoreflect.FileDescriptor
 
 const file_v1_extension_proto_rawDesc = "" +
 	"\n" +
-	"\x12v1/extension.proto\x12\x17omnirelay.extensions.v1\x1a\x1egoogle/protobuf/duration.proto\"\xd8\x02\n" +
+	"\x12v1/extension.proto\x12\x17omnirelay.extensions.v1\x1a\x1egoogle/protobuf/duration.proto\"\x8b\x03\n" +
 	"\tExtension\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\apackage\x18\x02 \x01(\fR\apackage\x12\x16\n" +
@@ -273,7 +350,12 @@ const file_v1_extension_proto_rawDesc = "" +
 	"\vfail_status\x18\x06 \x01(\rR\n" +
 	"failStatus\x12;\n" +
 	"\bfallback\x18\a \x01(\x0e2\x1f.omnirelay.extensions.v1.PolicyR\bfallback\x127\n" +
-	"\x06canary\x18\b \x01(\v2\x1f.omnirelay.extensions.v1.CanaryR\x06canary\"v\n" +
+	"\x06canary\x18\b \x01(\v2\x1f.omnirelay.extensions.v1.CanaryR\x06canary\x121\n" +
+	"\x04wasm\x18\t \x01(\v2\x1d.omnirelay.extensions.v1.WasmR\x04wasm\"Q\n" +
+	"\x04Wasm\x12\x13\n" +
+	"\x05vm_id\x18\x01 \x01(\tR\x04vmId\x12\x17\n" +
+	"\aroot_id\x18\x02 \x01(\tR\x06rootId\x12\x1b\n" +
+	"\tvm_config\x18\x03 \x01(\fR\bvmConfig\"v\n" +
 	"\x06Canary\x12\x18\n" +
 	"\apercent\x18\x01 \x01(\rR\apercent\x12)\n" +
 	"\x10previous_package\x18\x02 \x01(\fR\x0fpreviousPackage\x12'\n" +
@@ -298,23 +380,25 @@ func file_v1_extension_proto_rawDescGZIP() []byte {
 }
 
 var file_v1_extension_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_v1_extension_proto_msgTypes = make([]protoimpl.MessageInfo, 2)
+var file_v1_extension_proto_msgTypes = make([]protoimpl.MessageInfo, 3)
 var file_v1_extension_proto_goTypes = []any{
 	(Policy)(0),                 // 0: omnirelay.extensions.v1.Policy
 	(*Extension)(nil),           // 1: omnirelay.extensions.v1.Extension
-	(*Canary)(nil),              // 2: omnirelay.extensions.v1.Canary
-	(*durationpb.Duration)(nil), // 3: google.protobuf.Duration
+	(*Wasm)(nil),                // 2: omnirelay.extensions.v1.Wasm
+	(*Canary)(nil),              // 3: omnirelay.extensions.v1.Canary
+	(*durationpb.Duration)(nil), // 4: google.protobuf.Duration
 }
 var file_v1_extension_proto_depIdxs = []int32{
 	0, // 0: omnirelay.extensions.v1.Extension.policy:type_name -> omnirelay.extensions.v1.Policy
-	3, // 1: omnirelay.extensions.v1.Extension.deadline:type_name -> google.protobuf.Duration
+	4, // 1: omnirelay.extensions.v1.Extension.deadline:type_name -> google.protobuf.Duration
 	0, // 2: omnirelay.extensions.v1.Extension.fallback:type_name -> omnirelay.extensions.v1.Policy
-	2, // 3: omnirelay.extensions.v1.Extension.canary:type_name -> omnirelay.extensions.v1.Canary
-	4, // [4:4] is the sub-list for method output_type
-	4, // [4:4] is the sub-list for method input_type
-	4, // [4:4] is the sub-list for extension type_name
-	4, // [4:4] is the sub-list for extension extendee
-	0, // [0:4] is the sub-list for field type_name
+	3, // 3: omnirelay.extensions.v1.Extension.canary:type_name -> omnirelay.extensions.v1.Canary
+	2, // 4: omnirelay.extensions.v1.Extension.wasm:type_name -> omnirelay.extensions.v1.Wasm
+	5, // [5:5] is the sub-list for method output_type
+	5, // [5:5] is the sub-list for method input_type
+	5, // [5:5] is the sub-list for extension type_name
+	5, // [5:5] is the sub-list for extension extendee
+	0, // [0:5] is the sub-list for field type_name
 }
 
 func init() { file_v1_extension_proto_init() }
@@ -328,7 +412,7 @@ func file_v1_extension_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_v1_extension_proto_rawDesc), len(file_v1_extension_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   2,
+			NumMessages:   3,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
