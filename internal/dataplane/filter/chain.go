@@ -1,14 +1,13 @@
 package filter
 
 import (
-	"errors"
 	"io"
 )
 
 var eof = io.EOF
 
-// Disabled is the filter a route returns from FilterOverride to switch a
-// listener filter off for that route.
+// Disabled is the filter a route's Overrides hold to switch a listener
+// filter off for that route.
 var Disabled Filter = disabled{}
 
 type disabled struct{}
@@ -27,7 +26,8 @@ type Terminal interface {
 type Chain struct {
 	filters   []Filter
 	terminal  Terminal
-	completer []int // indexes of filters implementing Completer
+	matcher   Matcher // the terminal, when it chooses routes (the router)
+	completer []int   // indexes of filters implementing Completer
 }
 
 // MaxFilters is the longest chain NewChain accepts (per-stream state slots).
@@ -41,6 +41,7 @@ func NewChain(terminal Terminal, filters ...Filter) *Chain {
 		panic("filter: chain longer than MaxFilters")
 	}
 	c := &Chain{filters: append([]Filter(nil), filters...), terminal: terminal}
+	c.matcher, _ = terminal.(Matcher)
 	for i, f := range c.filters {
 		if _, ok := f.(Completer); ok {
 			c.completer = append(c.completer, i)
@@ -52,13 +53,14 @@ func NewChain(terminal Terminal, filters ...Filter) *Chain {
 // Len returns the number of filters before the terminal.
 func (c *Chain) Len() int { return len(c.filters) }
 
-// ErrNoResponse is reported when a terminal returns neither response nor error.
-var ErrNoResponse = errors.New("filter chain: terminal produced no response")
-
-// Run runs the request phase, the terminal, then the response phase. On
-// return s.Resp is set: the caller writes it downstream and then calls
-// Complete.
+// Run matches the route (when the terminal is a Matcher), runs the request
+// phase, the terminal, then the response phase. On return s.Resp is set: the
+// caller writes it downstream and then calls Complete. Without a Matcher the
+// caller's s.Route is used as is.
 func (c *Chain) Run(s *Stream) {
+	if c.matcher != nil {
+		s.Route, s.routeStale = c.matcher.Match(s.Req), false
+	}
 	n := len(c.filters)
 	ran := n // number of filters whose OnRequest ran
 	for i := 0; i < n; i++ {
@@ -72,6 +74,7 @@ func (c *Chain) Run(s *Stream) {
 			return
 		}
 	}
+	c.rematch(s)
 	if err := c.terminal.Serve(s); err != nil || s.Resp == nil {
 		if s.Resp == nil {
 			s.Reply(502, "upstream error\n")
@@ -95,10 +98,16 @@ func (c *Chain) Complete(s *Stream) {
 }
 
 func (c *Chain) filter(s *Stream, i int) Filter {
-	if r := s.CurrentRoute(); r != nil {
-		if o := r.FilterOverride(i); o != nil {
-			return o
-		}
+	c.rematch(s)
+	if o := s.Route.FilterOverride(i); o != nil {
+		return o
 	}
 	return c.filters[i]
+}
+
+// rematch matches the route again if a filter cleared it.
+func (c *Chain) rematch(s *Stream) {
+	if s.routeStale && c.matcher != nil {
+		s.Route, s.routeStale = c.matcher.Match(s.Req), false
+	}
 }

@@ -48,16 +48,38 @@ type Completer interface {
 	OnComplete(s *Stream)
 }
 
-// Route is what the chain knows about the route a stream matched. The router
-// package provides the implementation; filters use it for per-route
-// overrides and logging.
-type Route interface {
+// Route is what the chain and the filters know about the route a stream
+// matched: its name and the per-route filter replacements. The router
+// compiles one per route and hands it out through Matcher; it is immutable
+// and shared by every stream of its config version.
+type Route struct {
 	// Name is the route's name for logs and metrics (may be empty).
-	Name() string
-	// FilterOverride returns a replacement for the listener filter at index i
-	// (per-route typed config), or nil to use the listener's filter. A route
-	// disables a filter by returning Disabled.
-	FilterOverride(i int) Filter
+	Name string
+	// Overrides replaces listener filters on this route, by chain index
+	// (per-route typed config, the route's over its virtual host's): a nil
+	// entry keeps the listener's filter, Disabled switches it off.
+	Overrides []Filter
+	// ID is the route's position in the table that compiled it: the router
+	// finds its own compiled route by it, without a type assertion.
+	ID int
+}
+
+// FilterOverride returns the replacement for the listener filter at chain
+// index i, or nil to run the listener's filter. A nil route has none.
+func (r *Route) FilterOverride(i int) Filter {
+	if r != nil && i < len(r.Overrides) {
+		return r.Overrides[i]
+	}
+	return nil
+}
+
+// Matcher chooses the route of a request. The router implements it; a chain
+// whose terminal is a Matcher calls it once before the first filter runs and
+// again, before the next filter or the terminal, only when a filter cleared
+// the route (Stream.ClearRoute). Match is called on the stream's goroutine,
+// concurrently for many streams, must not block and should not allocate.
+type Matcher interface {
+	Match(req *message.Request) *Route
 }
 
 // Downstream describes the connection a stream arrived on. In-process hosts
@@ -81,11 +103,9 @@ type Stream struct {
 	Start      time.Time
 
 	// Route is the route matched for Req; nil when none matched. Filters that
-	// change what routing looks at call ClearRoute so the next reader rematches.
-	Route Route
-	// Rematch, set by the connection manager, re-runs route matching after
-	// ClearRoute.
-	Rematch    func(s *Stream)
+	// change what routing looks at call ClearRoute: the chain matches again
+	// before the next filter or the terminal reads it.
+	Route      *Route
 	routeStale bool
 
 	// UpstreamCluster and UpstreamHost are set by the router for logs.
@@ -131,18 +151,12 @@ func (s *Stream) SetState(i int, v any) {
 	}
 }
 
-// ClearRoute marks the matched route stale: the next RouteOrMatch rematches.
+// ClearRoute marks the matched route stale (a filter changed what routing
+// looks at): the chain matches again before the next filter or the terminal.
 func (s *Stream) ClearRoute() { s.routeStale = true }
 
-// CurrentRoute returns the route, rematching first if a filter changed the
-// request since the last match.
-func (s *Stream) CurrentRoute() Route {
-	if s.routeStale && s.Rematch != nil {
-		s.routeStale = false
-		s.Rematch(s)
-	}
-	return s.Route
-}
+// RouteCleared reports whether ClearRoute was called since the last match.
+func (s *Stream) RouteCleared() bool { return s.routeStale }
 
 // Reply sets a local response with status and a text body. The filter then
 // returns Stop. The body is copied. For gRPC requests the reply is a gRPC

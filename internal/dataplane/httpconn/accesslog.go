@@ -8,17 +8,19 @@ import (
 	"github.com/omnirelay/omnirelay/internal/dataplane/filter"
 )
 
-// logAccess writes one access-log record. Field names are stable (documented
-// in docs/config.md): they are an interface for log pipelines.
-func logAccess(l *slog.Logger, st *filter.Stream, status int) {
+// logAccess writes one access-log record to each of the listener's access
+// logs (several receive the same record, as in Envoy). Field names are
+// stable (documented in docs/config.md): they are an interface for log
+// pipelines.
+func logAccess(logs []*slog.Logger, st *filter.Stream, status int) {
 	req := st.Req
 	route := ""
 	if st.Route != nil {
-		route = st.Route.Name()
+		route = st.Route.Name
 	}
 	ua, _ := req.Header.Get("user-agent")
 	rid, _ := req.Header.Get("x-request-id")
-	l.LogAttrs(context.Background(), slog.LevelInfo, "access",
+	attrs := [...]slog.Attr{
 		slog.String("listener", st.Downstream.Listener),
 		slog.Time("start_time", st.Start),
 		slog.String("method", string(req.Method)),
@@ -38,7 +40,10 @@ func logAccess(l *slog.Logger, st *filter.Stream, status int) {
 		slog.String("peer_identity", st.Downstream.PeerIdentity),
 		slog.String("user_agent", string(ua)),
 		slog.String("request_id", string(rid)),
-	)
+	}
+	for _, l := range logs {
+		l.LogAttrs(context.Background(), slog.LevelInfo, "access", attrs[:]...)
+	}
 }
 
 func protoName(major, minor uint8) string {

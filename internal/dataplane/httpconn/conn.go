@@ -1,12 +1,13 @@
 // Package httpconn owns the HTTP connection manager: it serves downstream
 // HTTP/1.1 (hand-written codec, package http1), h2c and HTTP/2 over TLS
 // (hand-written, package h2) on accepted connections, turns each
-// request into a filter.Stream, matches its route, runs the listener's filter
-// chain and writes the response back.
+// request into a filter.Stream, runs the listener's filter chain (which
+// asks the router for the route) and writes the response back.
 //
-// Each request reads the listener's current Config once, at its start: a
-// config swap applies to the next request while in-flight ones finish on the
-// version they started with.
+// Each request reads the Config published last (Server.Publish) once, when
+// its head has arrived: a config swap applies to the next request, on
+// kept-alive connections too, while in-flight ones finish on the version
+// they started with.
 package httpconn
 
 import (
@@ -22,33 +23,30 @@ import (
 	"github.com/omnirelay/omnirelay/internal/dataplane/filter"
 	"github.com/omnirelay/omnirelay/internal/dataplane/http1"
 	"github.com/omnirelay/omnirelay/internal/dataplane/message"
-	"github.com/omnirelay/omnirelay/internal/dataplane/router"
 )
 
 // Config is one immutable version of a listener's HTTP settings.
 type Config struct {
 	Listener string
-	Routes   *router.Table
-	Chain    *filter.Chain
+	// Chain runs the listener's filters and ends in the router, which
+	// matches each request's route.
+	Chain *filter.Chain
 	// Limits bound request heads (HTTP/1.1) and header lists (HTTP/2).
 	Limits http1.Limits
 	// IdleTimeout closes keep-alive connections idle that long (default 5m).
 	IdleTimeout time.Duration
 	// RequestHeadersTimeout bounds reading a request head (default 30s).
 	RequestHeadersTimeout time.Duration
-	// AccessLog, when set, receives one JSON record per request.
-	AccessLog *slog.Logger
+	// AccessLogs each receive one JSON record per request.
+	AccessLogs []*slog.Logger
 	// Observe, when set, is called after each stream completes (metrics).
 	Observe func(s *filter.Stream, status int, d time.Duration)
 	// ServerName is sent as the "server" response header when set.
 	ServerName string
-
-	rematchFn func(*filter.Stream)
 }
 
 // Init finishes a Config after its fields are set; call it before use.
 func (cfg *Config) Init() *Config {
-	cfg.rematchFn = cfg.rematch
 	if cfg.Limits.MaxHeaderBytes == 0 {
 		cfg.Limits = http1.DefaultLimits()
 	}
@@ -61,12 +59,11 @@ func (cfg *Config) Init() *Config {
 	return cfg
 }
 
-// Source returns the listener's current config.
-type Source func() *Config
-
-// Server serves HTTP on connections handed to it by a listener.
+// Server serves HTTP on connections handed to it by a listener, each request
+// with the version published last. The listener looks its Server up once
+// per connection; a request then costs one atomic load to find its version.
 type Server struct {
-	cfg Source
+	cfg atomic.Pointer[Config]
 	h2  *h2Handler
 
 	draining atomic.Bool
@@ -74,12 +71,22 @@ type Server struct {
 	conns    map[*serverConn]struct{}
 }
 
-// NewServer returns a server reading its config through cfg.
-func NewServer(cfg Source) *Server {
-	s := &Server{cfg: cfg, conns: map[*serverConn]struct{}{}}
+// NewServer returns a server serving cfg (nil: none yet, connections close).
+func NewServer(cfg *Config) *Server {
+	s := &Server{conns: map[*serverConn]struct{}{}}
+	s.cfg.Store(cfg)
 	s.h2 = newH2Handler(s)
 	return s
 }
+
+// Publish makes cfg the version that the next request on every connection,
+// kept-alive ones included, is served with; requests in flight finish on the
+// version they started with. nil withdraws the server's config: connections
+// close instead of serving their next request.
+func (s *Server) Publish(cfg *Config) { s.cfg.Store(cfg) }
+
+// config returns the version published last.
+func (s *Server) config() *Config { return s.cfg.Load() }
 
 // Drain asks every connection to finish: HTTP/1.1 connections close after
 // their current request (idle ones at once), HTTP/2 connections get GOAWAY
@@ -161,22 +168,11 @@ func (info *ConnInfo) downstream(listener string) filter.Downstream {
 
 func (s *Server) isDraining() bool { return s.draining.Load() }
 
-// prepare fills the stream fields common to both protocols and matches the
-// route.
+// prepare fills the stream fields common to both protocols; the chain
+// matches the route.
 func prepare(st *filter.Stream, cfg *Config, req *message.Request, ctx context.Context, info *ConnInfo) {
 	st.Ctx = ctx
 	st.Req = req
 	st.Start = time.Now()
 	st.Downstream = info.downstream(cfg.Listener)
-	st.Rematch = cfg.rematchFn
-	if r := cfg.Routes.Match(req); r != nil {
-		st.Route = r
-	}
-}
-
-func (cfg *Config) rematch(st *filter.Stream) {
-	st.Route = nil
-	if r := cfg.Routes.Match(st.Req); r != nil {
-		st.Route = r
-	}
 }

@@ -51,7 +51,7 @@ func (sc *serverConn) serve(ctx context.Context, srv *Server, nc net.Conn, info 
 	}
 	first := true
 	for {
-		cfg := srv.cfg()
+		cfg := srv.config()
 		if cfg == nil {
 			return
 		}
@@ -91,7 +91,7 @@ func (sc *serverConn) serve(ctx context.Context, srv *Server, nc net.Conn, info 
 		}
 		// The connection may have idled across a reload: route the request
 		// with the version running now, not the one read before the wait.
-		if cfg = srv.cfg(); cfg == nil {
+		if cfg = srv.config(); cfg == nil {
 			return
 		}
 		sc.req.SetScheme(scheme)
@@ -184,8 +184,8 @@ func (sc *serverConn) handle(ctx context.Context, srv *Server, cfg *Config, f ht
 	if cfg.Observe != nil {
 		cfg.Observe(st, status, time.Since(st.Start))
 	}
-	if cfg.AccessLog != nil {
-		logAccess(cfg.AccessLog, st, status)
+	if len(cfg.AccessLogs) > 0 {
+		logAccess(cfg.AccessLogs, st, status)
 	}
 	return werr == nil && keepAlive
 }

@@ -43,7 +43,7 @@ func (h *h2Handler) serve(ctx context.Context, c net.Conn, info ConnInfo) {
 }
 
 func (h *h2Handler) handle(hs *h2.Stream, info *ConnInfo, scheme string) {
-	cfg := h.srv.cfg()
+	cfg := h.srv.config()
 	if cfg == nil {
 		var r message.Response
 		r.Status = 503
@@ -66,8 +66,8 @@ func (h *h2Handler) handle(hs *h2.Stream, info *ConnInfo, scheme string) {
 	if cfg.Observe != nil {
 		cfg.Observe(st, resp.Status, time.Since(st.Start))
 	}
-	if cfg.AccessLog != nil {
-		logAccess(cfg.AccessLog, st, resp.Status)
+	if len(cfg.AccessLogs) > 0 {
+		logAccess(cfg.AccessLogs, st, resp.Status)
 	}
 	st.Reset()
 	h.pool.Put(st)

@@ -138,17 +138,15 @@ func newConfig(tb testing.TB, rc *routev3.RouteConfiguration, cls []*cluster.Clu
 		tb.Fatal(err)
 	}
 	rtr := &router.Router{Clusters: cluster.NewSet(cls), Table: table}
-	return (&httpconn.Config{Listener: "test", Routes: table, Chain: filter.NewChain(rtr, filters...)}).Init()
+	return (&httpconn.Config{Listener: "test", Chain: filter.NewChain(rtr, filters...)}).Init()
 }
 
-// proxy serves an httpconn.Server on 127.0.0.1 with the version current
-// holds (swapped by tests).
+// proxy serves an httpconn.Server on 127.0.0.1 (tests publish new versions
+// to p.srv).
 type proxy struct {
-	ln      net.Listener
-	srv     *httpconn.Server
-	mu      sync.Mutex
-	current *httpconn.Config
-	wg      sync.WaitGroup
+	ln  net.Listener
+	srv *httpconn.Server
+	wg  sync.WaitGroup
 }
 
 func startProxy(tb testing.TB, cfg *httpconn.Config) *proxy {
@@ -157,8 +155,7 @@ func startProxy(tb testing.TB, cfg *httpconn.Config) *proxy {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	p := &proxy{ln: ln, current: cfg}
-	p.srv = httpconn.NewServer(p.config)
+	p := &proxy{ln: ln, srv: httpconn.NewServer(cfg)}
 	ctx, cancel := context.WithCancel(context.Background())
 	p.wg.Add(1)
 	go func() {
@@ -182,18 +179,6 @@ func startProxy(tb testing.TB, cfg *httpconn.Config) *proxy {
 		p.wg.Wait()
 	})
 	return p
-}
-
-func (p *proxy) config() *httpconn.Config {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.current
-}
-
-func (p *proxy) swap(cfg *httpconn.Config) {
-	p.mu.Lock()
-	p.current = cfg
-	p.mu.Unlock()
 }
 
 // client is a raw HTTP/1.1 keep-alive client: it writes request bytes as
@@ -221,6 +206,12 @@ func (cl *client) do(raw string) (int, map[string]string, string) {
 	if _, err := io.WriteString(cl.c, raw); err != nil {
 		cl.tb.Fatal(err)
 	}
+	return cl.read()
+}
+
+// read reads one response (see do).
+func (cl *client) read() (int, map[string]string, string) {
+	cl.tb.Helper()
 	line, err := cl.br.ReadString('\n')
 	if err != nil {
 		cl.tb.Fatalf("status line: %v", err)

@@ -8,6 +8,8 @@ import (
 	"net"
 	"sync"
 	"time"
+
+	"github.com/omnirelay/omnirelay/internal/dataplane/upstream"
 )
 
 // Upstream is what a TCP proxy needs from a cluster: a connection to one of
@@ -30,10 +32,10 @@ type TCPProxy struct {
 	MaxConnectAttempts int
 	// Observe, when set, records the outcome (bytes each way, error).
 	Observe func(cluster string, sent, received int64, err error)
-	// AccessLog, when set, receives one record per connection, named by
-	// Listener (fields in docs/config.md#access_log).
-	AccessLog *slog.Logger
-	Listener  string
+	// AccessLogs each receive one record per connection, named by Listener
+	// (fields in docs/config.md#access_log).
+	AccessLogs []*slog.Logger
+	Listener   string
 }
 
 // ConnMeta is what the listener learnt about a connection before handing it
@@ -112,7 +114,9 @@ func (p *TCPProxy) Serve(ctx context.Context, c net.Conn, meta ConnMeta) {
 	}
 	if err != nil {
 		p.observe(name, 0, 0, err)
-		p.logAccess(start, c, meta, name, "", "UF", 0, 0)
+		// Every way Connect fails (no host, overflow, dial, TLS) is logged
+		// as a connect failure.
+		p.logAccess(start, c, meta, name, "", upstream.FailConnect.ResponseFlag(), 0, 0)
 		return
 	}
 	defer release()
@@ -130,10 +134,10 @@ func (p *TCPProxy) Serve(ctx context.Context, c net.Conn, meta ConnMeta) {
 // logAccess writes the connection's record; sent is what went upstream
 // (bytes_received from downstream), recv what came back.
 func (p *TCPProxy) logAccess(start time.Time, c net.Conn, meta ConnMeta, cluster, host, flags string, sent, recv int64) {
-	if p.AccessLog == nil {
+	if len(p.AccessLogs) == 0 {
 		return
 	}
-	p.AccessLog.LogAttrs(context.Background(), slog.LevelInfo, "access",
+	attrs := [...]slog.Attr{
 		slog.String("listener", p.Listener),
 		slog.Time("start_time", start),
 		slog.String("response_flags", flags),
@@ -145,7 +149,10 @@ func (p *TCPProxy) logAccess(start time.Time, c net.Conn, meta ConnMeta, cluster
 		slog.String("server_name", meta.SNI),
 		slog.String("downstream_remote", c.RemoteAddr().String()),
 		slog.String("peer_identity", meta.PeerIdentity),
-	)
+	}
+	for _, l := range p.AccessLogs {
+		l.LogAttrs(context.Background(), slog.LevelInfo, "access", attrs[:]...)
+	}
 }
 
 func (p *TCPProxy) observe(cluster string, sent, recv int64, err error) {

@@ -35,11 +35,24 @@ type Router struct {
 	MaxReplayBody int
 }
 
-var _ filter.Terminal = (*Router)(nil)
+var (
+	_ filter.Terminal = (*Router)(nil)
+	_ filter.Matcher  = (*Router)(nil)
+)
 
-// Serve implements filter.Terminal.
+// Match implements filter.Matcher: the chain asks the router for the route
+// of each request, once, and again only after a filter cleared it.
+func (rt *Router) Match(req *message.Request) *filter.Route {
+	if r := rt.Table.Match(req); r != nil {
+		return &r.view
+	}
+	return nil
+}
+
+// Serve implements filter.Terminal. The chain has matched s.Route (again,
+// if a filter cleared it) before calling it.
 func (rt *Router) Serve(s *filter.Stream) error {
-	r, _ := s.CurrentRoute().(*Route)
+	r := rt.Table.route(s.Route)
 	if r == nil {
 		s.ResponseFlags = "NR"
 		s.Reply(404, "no route\n")
@@ -214,7 +227,7 @@ func (rt *Router) forward(s *filter.Stream, r *Route, cl *cluster.Cluster) {
 		}
 		if !cl.Breaker.TryAcquireRequest() {
 			cl.Stats.Overflow("requests")
-			s.ResponseFlags = "UO"
+			s.ResponseFlags = upstream.FailOverflow.ResponseFlag()
 			s.Reply(503, "upstream overflow\n")
 			return
 		}
@@ -249,11 +262,11 @@ func (rt *Router) forward(s *filter.Stream, r *Route, cl *cluster.Cluster) {
 				s.Reply(status, "malformed request body\n")
 				return
 			}
-			kind := classify(err)
+			kind := upstream.FailureOf(err)
 			cl.ReportFailure(ep, kind)
 			expired := !total.IsZero() && !time.Now().Before(total)
 			if expired || ctx.Err() != nil {
-				kind = failTimeout
+				kind = upstream.FailTimeout
 			}
 			retry := !expired && ctx.Err() == nil && policy != nil && attempt <= maxRetries && policy.retryOnError(kind) && replay.rewind()
 			if retry && cl.Breaker.TryAcquireRetry() {
@@ -262,22 +275,19 @@ func (rt *Router) forward(s *filter.Stream, r *Route, cl *cluster.Cluster) {
 				if sleepUntil(ctx, policy.backoff(attempt, rand.Uint64N), total) {
 					continue
 				}
-				kind = failTimeout
+				kind = upstream.FailTimeout
 			} else if retry {
 				cl.Stats.Overflow("retries")
 			}
+			s.ResponseFlags = kind.ResponseFlag()
 			switch kind {
-			case failTimeout:
-				s.ResponseFlags = "UT"
+			case upstream.FailTimeout:
 				s.Reply(504, "upstream request timeout\n")
-			case failConnect:
-				s.ResponseFlags = "UF"
+			case upstream.FailConnect:
 				s.Reply(503, "upstream connect error\n")
-			case failOverflow:
-				s.ResponseFlags = "UO"
+			case upstream.FailOverflow:
 				s.Reply(503, "upstream overflow\n")
 			default:
-				s.ResponseFlags = "UR"
 				s.Reply(503, "upstream reset before response\n")
 			}
 			return
@@ -297,7 +307,7 @@ func (rt *Router) forward(s *filter.Stream, r *Route, cl *cluster.Cluster) {
 				if sleepUntil(ctx, policy.backoff(attempt, rand.Uint64N), total) {
 					continue
 				}
-				s.ResponseFlags = "UT"
+				s.ResponseFlags = upstream.FailTimeout.ResponseFlag()
 				s.Reply(504, "upstream request timeout\n")
 				return
 			}
@@ -364,42 +374,15 @@ func (r *release) run() {
 	releasePool.Put(r)
 }
 
-// failure kinds drive retry decisions, outlier detection and response flags.
-type failKind = cluster.Failure
-
-const (
-	failConnect  = cluster.FailConnect
-	failReset    = cluster.FailReset
-	failTimeout  = cluster.FailTimeout
-	failOverflow = cluster.FailOverflow
-	failRefused  = cluster.FailRefused
-)
-
-func classify(err error) failKind {
-	switch {
-	case errors.Is(err, upstream.ErrTimeout) || errors.Is(err, context.DeadlineExceeded):
-		return failTimeout
-	case errors.Is(err, upstream.ErrConnect):
-		return failConnect
-	case errors.Is(err, upstream.ErrOverflow):
-		return failOverflow
-	case errors.Is(err, upstream.ErrRefused):
-		return failRefused
-	case errors.Is(err, context.Canceled):
-		return failTimeout
-	}
-	return failReset
-}
-
-func (p *RetryPolicy) retryOnError(k failKind) bool {
-	switch k {
-	case failConnect:
+func (p *RetryPolicy) retryOnError(f upstream.Failure) bool {
+	switch f {
+	case upstream.FailConnect:
 		return p.on&(retryConnectFailure|retry5xx|retryGatewayError) != 0
-	case failReset:
+	case upstream.FailReset:
 		return p.on&(retryReset|retry5xx|retryGatewayError) != 0
-	case failRefused:
+	case upstream.FailRefused:
 		return p.on&(retryRefusedStream|retryReset|retry5xx|retryGatewayError) != 0
-	case failTimeout:
+	case upstream.FailTimeout:
 		// Only a per-try timeout is retried; the caller turns an expired
 		// request deadline into a 504 before asking.
 		return p.on&(retry5xx|retryGatewayError) != 0

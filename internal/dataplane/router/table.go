@@ -33,6 +33,8 @@ type Table struct {
 	prefixes []wildcard // "www.example.*" longest first
 	any      *VirtualHost
 	headers  headerOps // route_config level mutations
+	// routes holds every route of every virtual host, by filter.Route.ID.
+	routes []*Route
 }
 
 type wildcard struct {
@@ -59,9 +61,10 @@ const (
 	ActionDirect
 )
 
-// Route is a compiled route. It implements filter.Route.
+// Route is a compiled route. Its filter.Route (what the chain and filters
+// see) lives inside it; the table maps one back to the other by ID.
 type Route struct {
-	name string
+	view filter.Route
 	vh   *VirtualHost
 
 	pathKind    uint8 // pathPrefix, pathExact, pathRegex, pathSeparated
@@ -89,7 +92,6 @@ type Route struct {
 	Redirect       *Redirect
 	Direct         *Direct
 	Upgrades       map[string]bool // enabled upgrade types ("websocket")
-	override       []filter.Filter
 }
 
 // WeightedCluster is one target of a weighted route.
@@ -127,18 +129,25 @@ const (
 	pathSeparated
 )
 
-var _ filter.Route = (*Route)(nil)
+// Name is the route's name (may be empty).
+func (r *Route) Name() string { return r.view.Name }
 
-// Name implements filter.Route.
-func (r *Route) Name() string { return r.name }
+// FilterOverride returns the filter replacing the listener filter at chain
+// index i on this route (the route's per-filter config, else its virtual
+// host's), or nil.
+func (r *Route) FilterOverride(i int) filter.Filter { return r.view.FilterOverride(i) }
 
-// FilterOverride implements filter.Route.
-func (r *Route) FilterOverride(i int) filter.Filter {
-	if i < len(r.override) && r.override[i] != nil {
-		return r.override[i]
+// Chain returns what the filter chain sees of the route.
+func (r *Route) Chain() *filter.Route { return &r.view }
+
+// route returns the compiled route behind a filter.Route this table handed
+// out, or nil (none matched, or the route is not this table's).
+func (t *Table) route(v *filter.Route) *Route {
+	if v == nil || v.ID < 0 || v.ID >= len(t.routes) {
+		return nil
 	}
-	if i < len(r.vh.override) {
-		return r.vh.override[i]
+	if r := t.routes[v.ID]; &r.view == v {
+		return r
 	}
 	return nil
 }
@@ -182,6 +191,10 @@ func Compile(rc *routev3.RouteConfiguration, fb FilterBuilder) (*Table, error) {
 		vh, err := compileVirtualHost(v, fb)
 		if err != nil {
 			return nil, fmt.Errorf("route_config %q: virtual_hosts[%d] %q: %w", rc.GetName(), i, v.GetName(), err)
+		}
+		for _, r := range vh.routes {
+			r.view.ID = len(t.routes)
+			t.routes = append(t.routes, r)
 		}
 		for _, d := range v.GetDomains() {
 			d = strings.ToLower(d)
@@ -238,7 +251,7 @@ func compileVirtualHost(v *routev3.VirtualHost, fb FilterBuilder) (*VirtualHost,
 }
 
 func compileRoute(r *routev3.Route, vh *VirtualHost, fb FilterBuilder) (*Route, error) {
-	cr := &Route{name: r.GetName(), vh: vh, Timeout: 15 * time.Second}
+	cr := &Route{view: filter.Route{Name: r.GetName()}, vh: vh, Timeout: 15 * time.Second}
 	m := r.GetMatch()
 	if m == nil {
 		return nil, fmt.Errorf("match is required")
@@ -283,9 +296,11 @@ func compileRoute(r *routev3.Route, vh *VirtualHost, fb FilterBuilder) (*Route, 
 		r.GetResponseHeadersToAdd(), r.GetResponseHeadersToRemove()); err != nil {
 		return nil, err
 	}
-	if cr.override, err = compileOverrides(r.GetTypedPerFilterConfig(), fb); err != nil {
+	own, err := compileOverrides(r.GetTypedPerFilterConfig(), fb)
+	if err != nil {
 		return nil, err
 	}
+	cr.view.Overrides = mergeOverrides(own, vh.override)
 	switch a := r.GetAction().(type) {
 	case *routev3.Route_Route:
 		if err := compileRouteAction(cr, a.Route); err != nil {
@@ -424,6 +439,25 @@ func compileRedirect(a *routev3.RedirectAction) *Redirect {
 		r.Code = 301
 	}
 	return r
+}
+
+// mergeOverrides joins a route's per-filter replacements with its virtual
+// host's once, at compile time: the route's entry wins where both have one.
+func mergeOverrides(route, vhost []filter.Filter) []filter.Filter {
+	if len(route) == 0 {
+		return vhost
+	}
+	if len(vhost) == 0 {
+		return route
+	}
+	out := make([]filter.Filter, max(len(route), len(vhost)))
+	copy(out, vhost)
+	for i, f := range route {
+		if f != nil {
+			out[i] = f
+		}
+	}
+	return out
 }
 
 // Match returns the route for req, or nil. It does not allocate.

@@ -123,7 +123,7 @@ func (in *instance) property(path []byte) ([]byte, bool) {
 		return []byte(d.Listener), true
 	case "route_name":
 		if rt := s.Route; rt != nil {
-			return []byte(rt.Name()), true
+			return []byte(rt.Name), true
 		}
 		return nil, false
 	case "cluster_name":
