@@ -5,7 +5,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"io"
-	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -14,6 +13,7 @@ import (
 	"time"
 
 	"github.com/omnirelay/omnirelay/internal/controlplane/serve"
+	"github.com/omnirelay/omnirelay/internal/testutil/meshtest"
 )
 
 // TestAPITLS: against a MeshKit serving its API over TLS (--api-tls, with a
@@ -24,16 +24,8 @@ func TestAPITLS(t *testing.T) {
 	const token = "omnictl-test-token-0123456789abcdef"
 	dir := t.TempDir()
 	bundle := filepath.Join(dir, "ca.pem")
-	p, err := serve.Start(serve.Options{XDSAddress: "127.0.0.1:0", APIAddress: "127.0.0.1:0", IdentityAddress: "127.0.0.1:0",
-		DataDir: dir, APIToken: token, APITLS: true, CABundleOut: bundle, Log: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = p.Shutdown(ctx)
-	}()
+	p := meshtest.Start(t, serve.Options{IdentityAddress: "127.0.0.1:0",
+		DataDir: dir, APIToken: token, APITLS: true, CABundleOut: bundle})
 	addr := p.APIAddr().String()
 	tokFile := filepath.Join(dir, "token")
 	if err := os.WriteFile(tokFile, []byte(token), 0o600); err != nil {

@@ -2,30 +2,21 @@ package main
 
 import (
 	"context"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/omnirelay/omnirelay/internal/controlplane/serve"
+	"github.com/omnirelay/omnirelay/internal/testutil/meshtest"
 )
 
 // TestAPITokenFlag: against a MeshKit that requires a token, omnictl is
 // refused without one and works with --token-file or $OMNICTL_TOKEN.
 func TestAPITokenFlag(t *testing.T) {
 	const token = "omnictl-test-token-0123456789abcdef"
-	p, err := serve.Start(serve.Options{XDSAddress: "127.0.0.1:0", APIAddress: "127.0.0.1:0",
-		DataDir: t.TempDir(), APIToken: token, Log: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = p.Shutdown(ctx)
-	}()
+	p := meshtest.Start(t, serve.Options{XDSAddress: "127.0.0.1:0", APIAddress: "127.0.0.1:0",
+		DataDir: t.TempDir(), APIToken: token})
 	addr := p.APIAddr().String()
 	ctx := context.Background()
 	if _, stderr, err := run(ctx, addr, "get", "services"); err == nil || !strings.Contains(err.Error()+stderr, "Unauthenticated: missing bearer token") {

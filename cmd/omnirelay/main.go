@@ -132,6 +132,6 @@ func newRoot() *cobra.Command {
 		Short: "Print the version",
 		Run:   func(cmd *cobra.Command, _ []string) { fmt.Fprintln(cmd.OutOrStdout(), "omnirelay", version) },
 	}
-	root.AddCommand(run, validate, demoCmd, versionCmd)
+	root.AddCommand(run, validate, demoCmd, versionCmd, sidecarCmd(), sdsCmd(logger))
 	return root
 }

@@ -23,8 +23,7 @@ import (
 
 	"github.com/omnirelay/omnirelay/internal/shared/config"
 	"github.com/omnirelay/omnirelay/internal/shared/translate"
-
-	"github.com/omnirelay/omnirelay/internal/testutil/freeport"
+	"github.com/omnirelay/omnirelay/internal/testutil"
 )
 
 func TestRunFlags(t *testing.T) {
@@ -65,7 +64,7 @@ func TestXDSProcess(t *testing.T) {
 	}
 	be := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "backend") }))
 	defer be.Close()
-	laddr, admin := freeAddr(t), freeAddr(t)
+	laddr, admin := testutil.Addr(t), testutil.Addr(t)
 
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -96,14 +95,14 @@ func TestXDSProcess(t *testing.T) {
 	}
 
 	p := start()
-	waitFor(t, "traffic through the xDS config", func() bool { return body("http://"+laddr+"/") == "backend" })
-	waitFor(t, "lkg file", func() bool { _, err := os.Stat(filepath.Join(lkgDir, "lkg.pb")); return err == nil })
+	testutil.Eventually(t, 20*time.Second, 25*time.Millisecond, "traffic through the xDS config", testutil.Bool(func() bool { return body("http://"+laddr+"/") == "backend" }))
+	testutil.Eventually(t, 20*time.Second, 25*time.Millisecond, "lkg file", testutil.Bool(func() bool { _, err := os.Stat(filepath.Join(lkgDir, "lkg.pb")); return err == nil }))
 	stop(p)
 	g.Stop()
 
 	p = start()
 	defer stop(p)
-	waitFor(t, "traffic from last-known-good", func() bool { return body("http://"+laddr+"/") == "backend" })
+	testutil.Eventually(t, 20*time.Second, 25*time.Millisecond, "traffic from last-known-good", testutil.Bool(func() bool { return body("http://"+laddr+"/") == "backend" }))
 	if r := body("http://" + admin + "/ready"); !strings.Contains(r, "ready (last-known-good; control plane unreachable)") {
 		t.Fatalf("/ready = %q", r)
 	}
@@ -154,11 +153,6 @@ clusters:
 	}
 }
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	return freeport.Addr(t)
-}
-
 var client = &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
 
 func body(url string) string {
@@ -169,15 +163,4 @@ func body(url string) string {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return string(b)
-}
-
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within 20s", what)
-		}
-		time.Sleep(25 * time.Millisecond)
-	}
 }

@@ -23,6 +23,8 @@ import (
 	"github.com/omnirelay/omnirelay/internal/controlplane/serve"
 	"github.com/omnirelay/omnirelay/internal/shared/capability"
 	"github.com/omnirelay/omnirelay/internal/shared/translate"
+	"github.com/omnirelay/omnirelay/internal/testutil"
+	"github.com/omnirelay/omnirelay/internal/testutil/meshtest"
 )
 
 func startMeshKit(t *testing.T, configYAML string) *serve.Process {
@@ -32,14 +34,10 @@ func startMeshKit(t *testing.T, configYAML string) *serve.Process {
 	if err := os.WriteFile(cfg, []byte(configYAML), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	p, err := serve.Start(serve.Options{
+	p := meshtest.Start(t, serve.Options{
 		XDSAddress: "127.0.0.1:0", APIAddress: "127.0.0.1:0", DataDir: dir,
-		ConfigFile: cfg, ReplicaID: "e2e", Log: testLog(t),
+		ConfigFile: cfg, ReplicaID: "e2e", Log: testutil.Logger(t),
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	shutdownAtCleanup(t, p)
 	return p
 }
 
@@ -59,7 +57,7 @@ func TestMeshCapabilityFiltering(t *testing.T) {
     virtual_hosts: [{ name: a, domains: ["*"], routes: [{ match: { path_prefix: / }, cluster: c }] }]
 clusters:
   - { name: c, endpoints: [127.0.0.1:9] }
-`, freeAddr(t), freeAddr(t))
+`, testutil.Addr(t), testutil.Addr(t))
 	mk := startMeshKit(t, doc)
 
 	lean := capability.Set{Kind: capability.KindOmniRelay, Build: "lean",
@@ -104,7 +102,7 @@ clusters:
 	node := &corev3.Node{Id: "node-lean-2", Cluster: "e2e"}
 	lean.Apply(node)
 	openADS(ctx, t, mk.XDSAddr().String(), node)
-	eventually(t, 5*time.Second, "withheld listener visible in the proxy directory", func() (bool, string) {
+	testutil.Eventually(t, 5*time.Second, 25*time.Millisecond, "withheld listener visible in the proxy directory", func() (bool, string) {
 		p := proxyByNode(t, cc, "node-lean-2")
 		withheld = withheld[:0]
 		for _, w := range p.GetWithheld() {
@@ -232,7 +230,7 @@ func TestMeshGRPCProxyless(t *testing.T) {
 clusters:
   - { name: a, protocol: h2c, endpoints: [%s] }
   - { name: b, protocol: h2c, endpoints: [%s] }
-`, freeAddr(t), a, b)
+`, testutil.Addr(t), a, b)
 	mk := startMeshKit(t, doc)
 	bootstrap := fmt.Sprintf(`{
   "xds_servers": [{"server_uri": %q, "channel_creds": [{"type": "insecure"}], "server_features": ["xds_v3"]}],

@@ -19,6 +19,7 @@ import (
 	meshkitv1 "github.com/omnirelay/omnirelay/internal/shared/api/meshkit/v1"
 	"github.com/omnirelay/omnirelay/internal/shared/capability"
 	"github.com/omnirelay/omnirelay/internal/shared/translate"
+	"github.com/omnirelay/omnirelay/internal/testutil"
 )
 
 // ackedADS opens a delta ADS stream for node id on addr, receives the
@@ -90,13 +91,13 @@ func TestProxyDirectoryAcrossReplicas(t *testing.T) {
     virtual_hosts: [{ name: a, domains: ["*"], routes: [{ match: { path_prefix: / }, cluster: c }] }]
 clusters:
   - { name: c, endpoints: [127.0.0.1:9] }
-`, freeAddr(t))
+`, testutil.Addr(t))
 	applied, err := meshkitv1.NewConfigClient(apiConn(t, a.APIAddr().String())).Apply(ctx,
 		&meshkitv1.ApplyRequest{Filename: "directory.yaml", Yaml: []byte(doc)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 10*time.Second, "b follows the config applied on a", func() (bool, string) {
+	testutil.Eventually(t, 10*time.Second, 25*time.Millisecond, "b follows the config applied on a", func() (bool, string) {
 		_, v, err := b.MeshKit.Get(ctx)
 		return err == nil && v == applied.GetVersion(), fmt.Sprint(v, err)
 	})
@@ -108,7 +109,7 @@ clusters:
 
 	const all = "mover@b pa1@a pa2@a pb1@b"
 	for _, p := range []*serve.Process{a, b} {
-		eventually(t, 10*time.Second, "every proxy listed with its replica and ACK", func() (bool, string) {
+		testutil.Eventually(t, 10*time.Second, 25*time.Millisecond, "every proxy listed with its replica and ACK", func() (bool, string) {
 			rows, acked := listing(t, p)
 			if rows != all || len(acked) != 4 {
 				return false, fmt.Sprintf("%s; acked %v", rows, acked)
@@ -140,7 +141,7 @@ clusters:
 		}
 		return len(kvs)
 	}
-	eventually(t, 5*time.Second, "the moved proxy listed once, on a", func() (bool, string) {
+	testutil.Eventually(t, 5*time.Second, 25*time.Millisecond, "the moved proxy listed once, on a", func() (bool, string) {
 		rows, _ := listing(t, a)
 		if strings.Count(rows, "mover@") > 1 {
 			t.Fatalf("mover listed twice: %s", rows)
@@ -152,7 +153,7 @@ clusters:
 	}
 	t.Logf("move listed %v after the cut, b's stale entry for it still stored", time.Since(cut).Round(time.Millisecond))
 
-	eventually(t, meshkit.DefaultDirectoryTTL+10*time.Second, "b's entries dropped when its lease expires", func() (bool, string) {
+	testutil.Eventually(t, meshkit.DefaultDirectoryTTL+10*time.Second, 25*time.Millisecond, "b's entries dropped when its lease expires", func() (bool, string) {
 		rows, _ := listing(t, a)
 		return rows == "mover@a pa1@a pa2@a", rows
 	})

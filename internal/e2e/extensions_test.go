@@ -18,6 +18,8 @@ import (
 	"github.com/omnirelay/omnirelay/internal/shared/dslrules"
 	"github.com/omnirelay/omnirelay/internal/shared/extpkg"
 	"github.com/omnirelay/omnirelay/internal/shared/signing"
+	"github.com/omnirelay/omnirelay/internal/testutil"
+	"github.com/omnirelay/omnirelay/internal/testutil/proxytest"
 )
 
 // extPackage is a DSL package stamping x-version: v on responses, signed
@@ -73,7 +75,7 @@ func TestMeshExtensions(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	edge := freeAddr(t)
+	edge := testutil.Addr(t)
 	apply := func(version string) {
 		t.Helper()
 		doc := fmt.Sprintf(`listeners:
@@ -90,16 +92,12 @@ clusters: [{ name: main, endpoints: [%s] }]
 	apply("1")
 
 	// xDS is signed by MeshKit's key, packages by the extension key.
-	p, err := app.Start(app.Options{
+	proxytest.StartWith(t, app.Options{
 		XDS: &app.XDSOptions{Address: mk.XDSAddr().String(), NodeID: "edge-ext", Cluster: "e2e", TrustRoot: filepath.Join(dir, "mesh.pub"),
 			Build: "e2e", Backoff: xdsclient.Backoff{Initial: 50 * time.Millisecond, Max: 500 * time.Millisecond}},
 		ExtensionTrustRoot: filepath.Join(dir, "ext.pub"),
-		AdminAddress:       freeAddr(t), Log: testLog(t).With("node", "edge-ext"), DrainTimeout: 2 * time.Second,
+		AdminAddress:       testutil.Addr(t), Log: testutil.Logger(t).With("node", "edge-ext"), DrainTimeout: 2 * time.Second,
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	shutdownAtCleanup(t, p)
 	client := &http.Client{Timeout: 2 * time.Second}
 	version := func() string {
 		resp, err := client.Get("http://" + edge + "/")
@@ -113,12 +111,12 @@ clusters: [{ name: main, endpoints: [%s] }]
 		}
 		return resp.Header.Get("x-version")
 	}
-	eventually(t, 10*time.Second, "v1 runs on the proxy", func() (bool, string) {
+	testutil.Eventually(t, 10*time.Second, 25*time.Millisecond, "v1 runs on the proxy", func() (bool, string) {
 		v := version()
 		return v == "1", v
 	})
 	apply("2")
-	eventually(t, 10*time.Second, "v2 replaces v1", func() (bool, string) {
+	testutil.Eventually(t, 10*time.Second, 25*time.Millisecond, "v2 replaces v1", func() (bool, string) {
 		v := version()
 		if v != "1" && v != "2" {
 			t.Fatalf("request failed during the switch: %s", v)
@@ -126,7 +124,7 @@ clusters: [{ name: main, endpoints: [%s] }]
 		return v == "2", v
 	})
 	apply("3")
-	eventually(t, 10*time.Second, "the untrusted package is NACKed", func() (bool, string) {
+	testutil.Eventually(t, 10*time.Second, 25*time.Millisecond, "the untrusted package is NACKed", func() (bool, string) {
 		px := proxyByNode(t, cc, "edge-ext")
 		d := px.GetLastNack().GetDetail()
 		return strings.Contains(d, "untrusted key"), d

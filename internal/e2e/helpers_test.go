@@ -4,10 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"log/slog"
-	"net"
 	"net/http"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -20,22 +17,9 @@ import (
 	dpdemo "github.com/omnirelay/omnirelay/internal/dataplane/demo"
 	"github.com/omnirelay/omnirelay/internal/demo"
 	meshkitv1 "github.com/omnirelay/omnirelay/internal/shared/api/meshkit/v1"
-
-	"github.com/omnirelay/omnirelay/internal/testutil/freeport"
+	"github.com/omnirelay/omnirelay/internal/testutil"
+	"github.com/omnirelay/omnirelay/internal/testutil/meshtest"
 )
-
-func testLog(t *testing.T) *slog.Logger {
-	if testing.Verbose() {
-		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})).With("test", t.Name())
-	}
-	return slog.New(slog.NewTextHandler(io.Discard, nil))
-}
-
-// freeAddr returns a loopback address nothing listens on right now.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	return freeport.Addr(t)
-}
 
 // meshConfig is the demo's config shape on free ports: a web listener with
 // a canary route and a weighted split, shop-v1 static, shop-v2 static plus
@@ -87,8 +71,8 @@ func (c meshConfig) action() string {
 
 func newMeshConfig(t *testing.T) meshConfig {
 	return meshConfig{
-		Web: freeAddr(t), Admin: freeAddr(t),
-		V1a: freeAddr(t), V1b: freeAddr(t), V2: freeAddr(t), V2b: freeAddr(t),
+		Web: testutil.Addr(t), Admin: testutil.Addr(t),
+		V1a: testutil.Addr(t), V1b: testutil.Addr(t), V2: testutil.Addr(t), V2b: testutil.Addr(t),
 		WeightV1: 80, WeightV2: 20,
 	}
 }
@@ -102,7 +86,7 @@ func (c meshConfig) backends() []dpdemo.Backend {
 func startDemo(t *testing.T, c meshConfig, mod func(*demo.Options)) *demo.Demo {
 	t.Helper()
 	opt := demo.Options{
-		Log: testLog(t), Dir: t.TempDir(), XDSAddress: "127.0.0.1:0", APIAddress: "127.0.0.1:0",
+		Log: testutil.Logger(t), Dir: t.TempDir(), XDSAddress: "127.0.0.1:0", APIAddress: "127.0.0.1:0",
 		Backends: c.backends(), Config: c.YAML(),
 	}
 	if mod != nil {
@@ -156,24 +140,6 @@ func spread(t *testing.T, addr string, n int) map[string]int {
 	return counts
 }
 
-// eventually polls cond until it holds or the limit passes.
-func eventually(t *testing.T, limit time.Duration, what string, cond func() (bool, string)) {
-	t.Helper()
-	deadline := time.Now().Add(limit)
-	last := ""
-	for {
-		ok, state := cond()
-		if ok {
-			return
-		}
-		last = state
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not reached in %v (last: %s)", what, limit, last)
-		}
-		time.Sleep(25 * time.Millisecond)
-	}
-}
-
 // apiConn dials MeshKit's API.
 func apiConn(t *testing.T, addr string) *grpc.ClientConn {
 	t.Helper()
@@ -206,37 +172,16 @@ func contains(s, sub string) bool { return strings.Contains(s, sub) }
 // okBackend serves "ok" on loopback and returns its address.
 func okBackend(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	backend := &http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+	return testutil.Serve(t, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		_, _ = io.WriteString(w, "ok")
-	})}
-	go func() { _ = backend.Serve(ln) }()
-	t.Cleanup(func() { _ = backend.Close() })
-	return ln.Addr().String()
+	}))
 }
 
 // startSignedMeshKit starts MeshKit on dir (embedded store) signing with
 // dir/mesh.key, stopped when the test ends.
 func startSignedMeshKit(t *testing.T, dir string) *serve.Process {
 	t.Helper()
-	mk, err := serve.Start(serve.Options{XDSAddress: "127.0.0.1:0", APIAddress: "127.0.0.1:0", DataDir: dir,
-		SigningKey: filepath.Join(dir, "mesh.key"), ReplicaID: "e2e", Log: testLog(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	shutdownAtCleanup(t, mk)
+	mk := meshtest.Start(t, serve.Options{XDSAddress: "127.0.0.1:0", APIAddress: "127.0.0.1:0", DataDir: dir,
+		SigningKey: filepath.Join(dir, "mesh.key"), ReplicaID: "e2e", Log: testutil.Logger(t)})
 	return mk
-}
-
-// shutdownAtCleanup shuts s (a proxy or a MeshKit) down when the test ends,
-// giving in-flight work 5 s.
-func shutdownAtCleanup(t *testing.T, s interface{ Shutdown(context.Context) error }) {
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = s.Shutdown(ctx)
-	})
 }

@@ -12,6 +12,8 @@ import (
 	"github.com/omnirelay/omnirelay/internal/dataplane/app"
 	"github.com/omnirelay/omnirelay/internal/dataplane/xdsclient"
 	"github.com/omnirelay/omnirelay/internal/shared/signing"
+	"github.com/omnirelay/omnirelay/internal/testutil"
+	"github.com/omnirelay/omnirelay/internal/testutil/proxytest"
 )
 
 func writeOtherKey(path string) error {
@@ -25,18 +27,14 @@ func writeOtherKey(path string) error {
 // startProxy starts an OmniRelay in xDS mode against addr.
 func startProxy(t *testing.T, addr, node, trustRoot, lkgDir, admin string, sotw bool) *app.Proxy {
 	t.Helper()
-	p, err := app.Start(app.Options{
+	p := proxytest.StartWith(t, app.Options{
 		XDS: &app.XDSOptions{
 			Address: addr, NodeID: node, Cluster: "e2e", LKGDir: lkgDir, TrustRoot: trustRoot, SotW: sotw,
 			Build: "e2e", LKGAfter: 500 * time.Millisecond,
 			Backoff: xdsclient.Backoff{Initial: 50 * time.Millisecond, Max: 500 * time.Millisecond},
 		},
-		AdminAddress: admin, Log: testLog(t).With("node", node), DrainTimeout: 2 * time.Second,
+		AdminAddress: admin, Log: testutil.Logger(t).With("node", node), DrainTimeout: 2 * time.Second,
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	shutdownAtCleanup(t, p)
 	return p
 }
 
@@ -63,8 +61,8 @@ func TestMeshLastKnownGood(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	p := startProxy(t, xdsAddr, "edge-1", trust, lkgDir, freeAddr(t), false)
-	eventually(t, 10*time.Second, "proxy serves from last-known-good", func() (bool, string) {
+	p := startProxy(t, xdsAddr, "edge-1", trust, lkgDir, testutil.Addr(t), false)
+	testutil.Eventually(t, 10*time.Second, 25*time.Millisecond, "proxy serves from last-known-good", func() (bool, string) {
 		v := p.Runtime.Current()
 		return v != nil, "no config"
 	})

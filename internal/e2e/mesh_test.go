@@ -14,6 +14,7 @@ import (
 
 	"github.com/omnirelay/omnirelay/internal/demo"
 	meshkitv1 "github.com/omnirelay/omnirelay/internal/shared/api/meshkit/v1"
+	"github.com/omnirelay/omnirelay/internal/testutil"
 )
 
 // TestMesh runs MeshKit and an OmniRelay proxy over real xDS streams (delta
@@ -48,7 +49,7 @@ func TestMesh(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				eventually(t, 10*time.Second, "all traffic on shop-v2", func() (bool, string) {
+				testutil.Eventually(t, 10*time.Second, 25*time.Millisecond, "all traffic on shop-v2", func() (bool, string) {
 					counts := spread(t, c.Web, 20)
 					return counts["shop-v2"] == 20, fmt.Sprint(counts)
 				})
@@ -91,13 +92,13 @@ func TestMesh(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				eventually(t, 10*time.Second, "shop-v2-b receives traffic", func() (bool, string) {
+				testutil.Eventually(t, 10*time.Second, 25*time.Millisecond, "shop-v2-b receives traffic", func() (bool, string) {
 					counts := spread(t, c.Web, 20)
 					return counts["shop-v2-b"] > 0, fmt.Sprint(counts)
 				})
 				// No heartbeat: the lease runs out, the leader deletes it,
 				// and the endpoint leaves EDS.
-				eventually(t, 15*time.Second, "shop-v2-b gone after its lease", func() (bool, string) {
+				testutil.Eventually(t, 15*time.Second, 25*time.Millisecond, "shop-v2-b gone after its lease", func() (bool, string) {
 					counts := spread(t, c.Web, 30)
 					return counts["shop-v2-b"] == 0, fmt.Sprint(counts)
 				})
@@ -115,9 +116,9 @@ func TestMeshSignatureRejected(t *testing.T) {
 	if err := writeOtherKey(other); err != nil {
 		t.Fatal(err)
 	}
-	p := startProxy(t, d.MeshKit.XDSAddr().String(), "wrong-root", other, t.TempDir(), freeAddr(t), false)
+	p := startProxy(t, d.MeshKit.XDSAddr().String(), "wrong-root", other, t.TempDir(), testutil.Addr(t), false)
 	cc := apiConn(t, d.MeshKit.APIAddr().String())
-	eventually(t, 10*time.Second, "MeshKit records the NACK", func() (bool, string) {
+	testutil.Eventually(t, 10*time.Second, 25*time.Millisecond, "MeshKit records the NACK", func() (bool, string) {
 		pr := proxyByNode(t, cc, "wrong-root")
 		if pr == nil {
 			return false, "not connected"

@@ -15,19 +15,17 @@ import (
 	dpdemo "github.com/omnirelay/omnirelay/internal/dataplane/demo"
 	meshkitv1 "github.com/omnirelay/omnirelay/internal/shared/api/meshkit/v1"
 	"github.com/omnirelay/omnirelay/internal/shared/signing"
+	"github.com/omnirelay/omnirelay/internal/testutil"
+	"github.com/omnirelay/omnirelay/internal/testutil/meshtest"
 )
 
 func startReplica(t *testing.T, etcd []string, key, id string) *serve.Process {
 	t.Helper()
-	p, err := serve.Start(serve.Options{
+	p := meshtest.Start(t, serve.Options{
 		XDSAddress: "127.0.0.1:0", APIAddress: "127.0.0.1:0",
 		Etcd: etcd, EtcdPrefix: "/e2e-" + t.Name() + "/", SigningKey: key, ReplicaID: id,
-		Log: testLog(t).With("replica", id),
+		Log: testutil.Logger(t).With("replica", id),
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	shutdownAtCleanup(t, p)
 	return p
 }
 
@@ -69,8 +67,8 @@ func TestMeshReplicasOnEtcd(t *testing.T) {
 	}
 
 	// p1 knows both replicas and connects to the first.
-	p1 := startProxy(t, a.XDSAddr().String()+","+b.XDSAddr().String(), "p1", trust, t.TempDir(), freeAddr(t), false)
-	eventually(t, 10*time.Second, "p1 runs the config applied on replica b", func() (bool, string) {
+	p1 := startProxy(t, a.XDSAddr().String()+","+b.XDSAddr().String(), "p1", trust, t.TempDir(), testutil.Addr(t), false)
+	testutil.Eventually(t, 10*time.Second, 25*time.Millisecond, "p1 runs the config applied on replica b", func() (bool, string) {
 		return p1.ListenerAddr("web") != nil, fmt.Sprintf("no web listener; xds status %+v", p1.XDS.Status())
 	})
 	counts := spread(t, c.Web, 20)
@@ -112,7 +110,7 @@ func TestMeshReplicasOnEtcd(t *testing.T) {
 		t.Logf("replica a shutdown: %v", err)
 	}
 	scancel()
-	eventually(t, 15*time.Second, "p1 reconnects to replica b", func() (bool, string) {
+	testutil.Eventually(t, 15*time.Second, 25*time.Millisecond, "p1 reconnects to replica b", func() (bool, string) {
 		got := proxies(b)
 		return len(got) == 1 && got[0] == "p1", fmt.Sprint(got)
 	})
@@ -123,7 +121,7 @@ func TestMeshReplicasOnEtcd(t *testing.T) {
 		&meshkitv1.ApplyRequest{Filename: "replicas-2.yaml", Yaml: c2.YAML()}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 10*time.Second, "p1 follows replica b", func() (bool, string) {
+	testutil.Eventually(t, 10*time.Second, 25*time.Millisecond, "p1 follows replica b", func() (bool, string) {
 		counts := spread(t, c.Web, 10)
 		return counts["shop-v2"] == 10, fmt.Sprint(counts)
 	})

@@ -37,6 +37,7 @@ import (
 	"github.com/omnirelay/omnirelay/internal/shared/config"
 	"github.com/omnirelay/omnirelay/internal/shared/resources"
 	"github.com/omnirelay/omnirelay/internal/shared/signing"
+	"github.com/omnirelay/omnirelay/internal/testutil"
 )
 
 // buildOmnictl builds the omnictl binary the rollout test drives, as an
@@ -87,7 +88,7 @@ type rolloutProxy struct {
 
 func startRolloutProxy(t *testing.T, id, xdsAddr string, meshPub, extPub ed25519.PublicKey) *rolloutProxy {
 	t.Helper()
-	log := testLog(t).With("node", id)
+	log := testutil.Logger(t).With("node", id)
 	st := stats.New()
 	m, err := extension.NewMetrics(st.Registry)
 	if err != nil {
@@ -102,7 +103,7 @@ func startRolloutProxy(t *testing.T, id, xdsAddr string, meshPub, extPub ed25519
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr := freeAddr(t)
+	addr := testutil.Addr(t)
 	_, portStr, _ := net.SplitHostPort(addr)
 	port, _ := strconv.Atoi(portStr)
 	rt := runtime.New(runtime.Options{Log: log, Stats: st, Filters: reg, DrainTimeout: 2 * time.Second})
@@ -210,7 +211,7 @@ clusters: [{ name: main, endpoints: [%s] }]
 	converge := func(what string, want func(id string) string) {
 		t.Helper()
 		for _, id := range ids {
-			eventually(t, 15*time.Second, what+" on "+id, func() (bool, string) {
+			testutil.Eventually(t, 15*time.Second, 25*time.Millisecond, what+" on "+id, func() (bool, string) {
 				for range 20 {
 					if v := version(id); v != want(id) {
 						return false, v
@@ -308,7 +309,7 @@ clusters: [{ name: main, endpoints: [%s] }]
 		t.Fatalf("canary output: %q", out)
 	}
 	converge("v2 on the proxies hashed below 50", byHash)
-	eventually(t, 5*time.Second, "omnictl get proxies shows which version each proxy got", func() (bool, string) {
+	testutil.Eventually(t, 5*time.Second, 25*time.Millisecond, "omnictl get proxies shows which version each proxy got", func() (bool, string) {
 		var listed meshkitv1.ListProxiesResponse
 		if err := protojson.Unmarshal([]byte(run("get", "proxies", "-o", "json")), &listed); err != nil {
 			t.Fatal(err)
@@ -343,7 +344,7 @@ clusters: [{ name: main, endpoints: [%s] }]
 	allow("2", "3")
 	run("ext", "canary", "stamp", "--package", "store:stamp@3.0.0", "--percent", "30")
 	for _, id := range ids {
-		eventually(t, 15*time.Second, "both versions served by "+id, func() (bool, string) {
+		testutil.Eventually(t, 15*time.Second, 25*time.Millisecond, "both versions served by "+id, func() (bool, string) {
 			seen := map[string]int{}
 			for range 40 {
 				seen[version(id)]++
@@ -369,7 +370,7 @@ clusters: [{ name: main, endpoints: [%s] }]
 	// reachable until its next request, so the client's are closed first.
 	client.CloseIdleConnections()
 	for _, id := range ids {
-		eventually(t, 10*time.Second, "replaced plugins released on "+id, func() (bool, string) {
+		testutil.Eventually(t, 10*time.Second, 25*time.Millisecond, "replaced plugins released on "+id, func() (bool, string) {
 			goruntime.GC()
 			n := proxies[id].ef.Loaded()
 			return n == 1, fmt.Sprintf("%d loads held", n)

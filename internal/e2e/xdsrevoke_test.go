@@ -21,6 +21,7 @@ import (
 	"github.com/omnirelay/omnirelay/internal/controlplane/serve"
 	dpidentity "github.com/omnirelay/omnirelay/internal/dataplane/identity"
 	meshkitv1 "github.com/omnirelay/omnirelay/internal/shared/api/meshkit/v1"
+	"github.com/omnirelay/omnirelay/internal/testutil"
 )
 
 // revokeClient is a real xDS client holding an SVID from MeshKit's identity
@@ -34,7 +35,7 @@ func newRevokeClient(t *testing.T, m *tlsMesh, node string) *revokeClient {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	agent, err := dpidentity.NewAgent(dpidentity.Config{Address: m.mk.IdentityAddr().String(), NodeID: node,
-		JoinToken: m.enrol(t, node), CAFile: m.caFile, MinBackoff: 50 * time.Millisecond, Log: testLog(t).With("agent", node)})
+		JoinToken: m.enrol(t, node), CAFile: m.caFile, MinBackoff: 50 * time.Millisecond, Log: testutil.Logger(t).With("agent", node)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -22,6 +22,9 @@ import (
 	"github.com/omnirelay/omnirelay/internal/controlplane/serve"
 	"github.com/omnirelay/omnirelay/internal/dataplane/app"
 	"github.com/omnirelay/omnirelay/internal/dataplane/xdsclient"
+	"github.com/omnirelay/omnirelay/internal/testutil"
+	"github.com/omnirelay/omnirelay/internal/testutil/meshtest"
+	"github.com/omnirelay/omnirelay/internal/testutil/proxytest"
 )
 
 // tlsMesh is a MeshKit serving xDS over TLS with its CA bundle on disk.
@@ -43,9 +46,9 @@ func startTLSMeshKit(t *testing.T, transport, clientAuth string, certTTL time.Du
 func startTLSMeshKitWith(t *testing.T, opt serve.Options) *tlsMesh {
 	t.Helper()
 	dir := t.TempDir()
-	m := &tlsMesh{web: freeAddr(t), backend: okBackend(t), caFile: filepath.Join(dir, "ca.pem")}
+	m := &tlsMesh{web: testutil.Addr(t), backend: okBackend(t), caFile: filepath.Join(dir, "ca.pem")}
 	opt.XDSAddress, opt.APIAddress, opt.IdentityAddress, opt.DataDir = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0", dir
-	opt.ConfigFile, opt.ReplicaID, opt.Log, opt.XDSTLS = filepath.Join(dir, "mesh.yaml"), "e2e", testLog(t).With("side", "meshkit"), true
+	opt.ConfigFile, opt.ReplicaID, opt.Log, opt.XDSTLS = filepath.Join(dir, "mesh.yaml"), "e2e", testutil.Logger(t).With("side", "meshkit"), true
 	m.opt = opt
 	m.writeConfig(t, "")
 	m.start(t)
@@ -73,11 +76,7 @@ clusters:
 
 func (m *tlsMesh) start(t *testing.T) {
 	t.Helper()
-	mk, err := serve.Start(m.opt)
-	if err != nil {
-		t.Fatal(err)
-	}
-	shutdownAtCleanup(t, mk)
+	mk := meshtest.Start(t, m.opt)
 	m.mk = mk
 }
 
@@ -114,23 +113,19 @@ func (m *tlsMesh) tlsProxy(t *testing.T, node, caFile, token, idNode, lkgDir str
 			Address: m.mk.XDSAddr().String(), NodeID: node, Cluster: "e2e", Build: "e2e", CAFile: caFile, LKGDir: lkgDir,
 			LKGAfter: 300 * time.Millisecond, Backoff: xdsclient.Backoff{Initial: 50 * time.Millisecond, Max: 300 * time.Millisecond},
 		},
-		AdminAddress: freeAddr(t), Log: testLog(t).With("node", node), DrainTimeout: 2 * time.Second,
+		AdminAddress: testutil.Addr(t), Log: testutil.Logger(t).With("node", node), DrainTimeout: 2 * time.Second,
 	}
 	if token != "" {
 		opt.Identity = &app.IdentityOptions{Address: m.mk.IdentityAddr().String(), JoinToken: token, CAFile: m.caFile, NodeID: idNode}
 	}
-	p, err := app.Start(opt)
-	if err != nil {
-		t.Fatal(err)
-	}
-	shutdownAtCleanup(t, p)
+	p := proxytest.StartWith(t, opt)
 	return p
 }
 
 func (m *tlsMesh) serves(t *testing.T, what string) {
 	t.Helper()
 	client := &http.Client{Timeout: 2 * time.Second}
-	eventually(t, 15*time.Second, what, func() (bool, string) {
+	testutil.Eventually(t, 15*time.Second, 25*time.Millisecond, what, func() (bool, string) {
 		resp, err := client.Get("http://" + m.web + "/")
 		if err != nil {
 			return false, err.Error()
@@ -144,7 +139,7 @@ func (m *tlsMesh) serves(t *testing.T, what string) {
 // every part, and checks that it applied no config from MeshKit.
 func refusedWith(t *testing.T, p *app.Proxy, parts ...string) {
 	t.Helper()
-	eventually(t, 10*time.Second, "xds refused with "+strings.Join(parts, ", "), func() (bool, string) {
+	testutil.Eventually(t, 10*time.Second, 25*time.Millisecond, "xds refused with "+strings.Join(parts, ", "), func() (bool, string) {
 		e := p.XDS.Status().LastError
 		for _, s := range parts {
 			if !strings.Contains(e, s) {
@@ -213,7 +208,7 @@ func TestMeshXDSServerCertRenewal(t *testing.T) {
 			if first.URIs[0].String() != "spiffe://omnirelay.local/meshkit" {
 				t.Fatalf("xds certificate URI %v", first.URIs)
 			}
-			eventually(t, 10*time.Second, "the first certificate expired and a new one served", func() (bool, string) {
+			testutil.Eventually(t, 10*time.Second, 25*time.Millisecond, "the first certificate expired and a new one served", func() (bool, string) {
 				second := serverCert(t, m)
 				ok := time.Now().After(first.NotAfter) && second.SerialNumber.Cmp(first.SerialNumber) != 0 && second.NotAfter.After(first.NotAfter)
 				return ok, fmt.Sprintf("serial %v -> %v, not after %v -> %v", first.SerialNumber, second.SerialNumber, first.NotAfter, second.NotAfter)
@@ -239,12 +234,12 @@ func TestMeshXDSClientSVIDRotation(t *testing.T) {
 			first := p.XDS.Status().Version
 			// The clock is what is tested: the SVID the proxy connected with
 			// must have expired before it reconnects.
-			eventually(t, 3*svidTTL, "the first SVID expired", func() (bool, string) {
+			testutil.Eventually(t, 3*svidTTL, 25*time.Millisecond, "the first SVID expired", func() (bool, string) {
 				return time.Since(connectedAt) > svidTTL+500*time.Millisecond, ""
 			})
 			m.writeConfig(t, "  - { name: d, endpoints: [127.0.0.1:9] }\n")
 			m.restart(t)
-			eventually(t, 10*time.Second, "the proxy reconnected with its renewed SVID and took the new config", func() (bool, string) {
+			testutil.Eventually(t, 10*time.Second, 25*time.Millisecond, "the proxy reconnected with its renewed SVID and took the new config", func() (bool, string) {
 				s := p.XDS.Status()
 				return s.Connected && s.Version != first && s.Version != "", fmt.Sprintf("%+v", s)
 			})

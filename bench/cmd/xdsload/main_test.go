@@ -6,13 +6,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/omnirelay/omnirelay/internal/testutil/freeport"
+	"github.com/omnirelay/omnirelay/internal/testutil"
 )
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	return freeport.Addr(t)
-}
 
 // TestDriveSmall runs the driver against an in-process server of each
 // implementation and mode with a few clients: every client must receive
@@ -28,7 +23,7 @@ func TestDriveSmall(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			addr, ctl := freeAddr(t), freeAddr(t)
+			addr, ctl := testutil.Addr(t), testutil.Addr(t)
 			ctx, cancel := context.WithCancel(context.Background())
 			served := make(chan error, 1)
 			go func() { served <- serve(ctx, tc.impl, addr, ctl, 3, 2) }()

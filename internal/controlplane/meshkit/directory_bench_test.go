@@ -7,6 +7,8 @@ import (
 	"runtime"
 	"testing"
 	"time"
+
+	"github.com/omnirelay/omnirelay/internal/testutil"
 )
 
 // BenchmarkDirectoryMemory measures the live heap the proxy directory
@@ -65,7 +67,7 @@ func directoryHeap(b *testing.B, n int, shared bool) float64 {
 		}
 	}
 	if shared {
-		waitFor(b, 30*time.Second, "every stream written", func() (bool, string) {
+		testutil.Eventually(b, 30*time.Second, 20*time.Millisecond, "every stream written", func() (bool, string) {
 			d.mu.Lock()
 			defer d.mu.Unlock()
 			for _, p := range d.streams {

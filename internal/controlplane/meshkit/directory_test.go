@@ -15,6 +15,7 @@ import (
 	"github.com/omnirelay/omnirelay/internal/controlplane/capfilter"
 	"github.com/omnirelay/omnirelay/internal/controlplane/store"
 	"github.com/omnirelay/omnirelay/internal/shared/capability"
+	"github.com/omnirelay/omnirelay/internal/testutil"
 )
 
 // memLeaseStore is the part of an etcd store the directory uses (List and
@@ -173,22 +174,6 @@ func storedStreams(t testing.TB, st *memLeaseStore, replica string) map[string]s
 	return out
 }
 
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t testing.TB, within time.Duration, what string, cond func() (bool, string)) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for {
-		ok, detail := cond()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %v: %s", what, within, detail)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // TestDirectoryShareBurst: 10,000 proxies connect and ACK four types at
 // once; the replica writes them in batches (at most store.MaxWriteOps keys
 // each), not one write per key or per event.
@@ -221,7 +206,7 @@ func TestDirectoryShareBurst(t *testing.T) {
 	}
 	wg.Wait()
 	burst := time.Since(start)
-	waitFor(t, 20*time.Second, "every stream stored with its ACKs", func() (bool, string) {
+	testutil.Eventually(t, 20*time.Second, 20*time.Millisecond, "every stream stored with its ACKs", func() (bool, string) {
 		got := storedStreams(t, st, "a")
 		acked := 0
 		for _, s := range got {
@@ -243,7 +228,7 @@ func TestDirectoryShareBurst(t *testing.T) {
 	for i := 0; i < n; i += 2 {
 		cb.OnStreamClose(int64(i+1), nil)
 	}
-	waitFor(t, 20*time.Second, "closed streams deleted", func() (bool, string) {
+	testutil.Eventually(t, 20*time.Second, 20*time.Millisecond, "closed streams deleted", func() (bool, string) {
 		got := len(storedStreams(t, st, "a"))
 		return got == n/2, fmt.Sprintf("%d stored", got)
 	})
@@ -251,7 +236,7 @@ func TestDirectoryShareBurst(t *testing.T) {
 		t.Fatalf("%d writes for %d disconnects", w2-writes, n/2)
 	}
 	cb.OnNack(2, omniNode("node-00001"), ackTypes[2], "v2", "unknown filter x")
-	waitFor(t, 5*time.Second, "the NACK stored", func() (bool, string) {
+	testutil.Eventually(t, 5*time.Second, 20*time.Millisecond, "the NACK stored", func() (bool, string) {
 		s := storedStreams(t, st, "a")["node-00001"]
 		return s.Nack != nil && s.Nack.Detail == "unknown filter x", fmt.Sprintf("%+v", s.Nack)
 	})
@@ -291,7 +276,7 @@ func TestDirectoryMerge(t *testing.T) {
 		return strings.Join(s, " ")
 	}
 	for _, d := range []*proxyDirectory{a, b} {
-		waitFor(t, 5*time.Second, "replica "+d.replica()+" lists both replicas", func() (bool, string) {
+		testutil.Eventually(t, 5*time.Second, 20*time.Millisecond, "replica "+d.replica()+" lists both replicas", func() (bool, string) {
 			got := list(d)
 			return got == "mover@a p-a@a p-b@b", got
 		})
@@ -309,12 +294,12 @@ func TestDirectoryMerge(t *testing.T) {
 	if got := list(b); got != "mover@b p-a@a p-b@b" {
 		t.Fatalf("replica b lists %q right after the move", got)
 	}
-	waitFor(t, 5*time.Second, "b's entry for mover written", func() (bool, string) {
+	testutil.Eventually(t, 5*time.Second, 20*time.Millisecond, "b's entry for mover written", func() (bool, string) {
 		got := list(a)
 		return got == "mover@b p-a@a p-b@b", got
 	})
 	ca.OnStreamClose(2, nil)
-	waitFor(t, 5*time.Second, "a's entry for mover deleted", func() (bool, string) {
+	testutil.Eventually(t, 5*time.Second, 20*time.Millisecond, "a's entry for mover deleted", func() (bool, string) {
 		_, ok := storedStreams(t, st, "a")["mover"]
 		return !ok, "still stored"
 	})
@@ -405,13 +390,13 @@ func TestDirectoryLeaseLost(t *testing.T) {
 		sort.Strings(ids)
 		return strings.Join(ids, " ")
 	}
-	waitFor(t, 5*time.Second, "a's streams written, the ghost deleted", func() (bool, string) {
+	testutil.Eventually(t, 5*time.Second, 20*time.Millisecond, "a's streams written, the ghost deleted", func() (bool, string) {
 		kvs, _, _ := st.List(context.Background(), DirectoryPrefix+"a/g/gone")
 		return nodes() == "n1 n2 n3" && len(kvs) == 0, fmt.Sprintf("%s; old group record %d", nodes(), len(kvs))
 	})
 	leases := st.granted()
 	st.expireLatest()
-	waitFor(t, 5*time.Second, "everything written again under a new lease", func() (bool, string) {
+	testutil.Eventually(t, 5*time.Second, 20*time.Millisecond, "everything written again under a new lease", func() (bool, string) {
 		return st.granted() == leases+1 && nodes() == "n1 n2 n3", fmt.Sprintf("%d leases; %s", st.granted(), nodes())
 	})
 	rows, err := a.all(context.Background())

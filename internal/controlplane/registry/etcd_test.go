@@ -11,6 +11,7 @@ import (
 
 	"github.com/omnirelay/omnirelay/internal/controlplane/store"
 	"github.com/omnirelay/omnirelay/internal/controlplane/store/etcdtest"
+	"github.com/omnirelay/omnirelay/internal/testutil"
 )
 
 // logRecorder keeps the messages a registry logs, to tell which replica
@@ -77,7 +78,7 @@ func TestTwoReplicasOnEtcd(t *testing.T) {
 	defer func() { cancels[0](); cancels[1](); wg.Wait() }()
 
 	const leading = "registry: leading lease expiry"
-	waitFor(t, "a leader", func() bool { return logs[0].count(leading)+logs[1].count(leading) > 0 })
+	testutil.Eventually(t, 5*time.Second, 5*time.Millisecond, "a leader", testutil.Bool(func() bool { return logs[0].count(leading)+logs[1].count(leading) > 0 }))
 	leader := slices.IndexFunc(logs[:], func(l *logRecorder) bool { return l.count(leading) > 0 })
 	follower := 1 - leader
 
@@ -97,19 +98,19 @@ func TestTwoReplicasOnEtcd(t *testing.T) {
 		return func() bool { _, err := st.Get(ctx, k); return errors.Is(err, store.ErrNotFound) }
 	}
 	c.Advance(2 * time.Second)
-	waitFor(t, "the leader to expire the lease", gone(stores[follower], key("shop", "a")))
+	testutil.Eventually(t, 5*time.Second, 5*time.Millisecond, "the leader to expire the lease", testutil.Bool(gone(stores[follower], key("shop", "a"))))
 	// The delete is visible before the leader logs it.
 	const expired = "registry: lease expired"
-	waitFor(t, "the leader to log the expiry", func() bool { return logs[leader].count(expired) == 1 })
+	testutil.Eventually(t, 5*time.Second, 5*time.Millisecond, "the leader to log the expiry", testutil.Bool(func() bool { return logs[leader].count(expired) == 1 }))
 	if logs[leader].count(expired) != 1 || logs[follower].count(expired) != 0 || logs[follower].count(leading) != 0 {
 		t.Fatalf("leader logged %q, follower %q", logs[leader].msgs, logs[follower].msgs)
 	}
 
 	cancels[leader]()
-	waitFor(t, "the follower to take over", func() bool { return logs[follower].count(leading) == 1 })
+	testutil.Eventually(t, 5*time.Second, 5*time.Millisecond, "the follower to take over", testutil.Bool(func() bool { return logs[follower].count(leading) == 1 }))
 	if _, err := regs[leader].Register(ctx, Endpoint{Service: "shop", ID: "b", Address: "10.0.0.2:80"}, time.Second); err != nil {
 		t.Fatal(err)
 	}
 	c.Advance(2 * time.Second)
-	waitFor(t, "the new leader to expire the lease", gone(stores[leader], key("shop", "b")))
+	testutil.Eventually(t, 5*time.Second, 5*time.Millisecond, "the new leader to expire the lease", testutil.Bool(gone(stores[leader], key("shop", "b"))))
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/omnirelay/omnirelay/internal/controlplane/store"
 	"github.com/omnirelay/omnirelay/internal/shared/config"
+	"github.com/omnirelay/omnirelay/internal/testutil"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -174,18 +175,6 @@ func TestLeaseLifecycle(t *testing.T) {
 	}
 }
 
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 func TestExpiryAcrossReplicas(t *testing.T) {
 	st := openStore(t)
 	c := newClock()
@@ -213,7 +202,7 @@ func TestExpiryAcrossReplicas(t *testing.T) {
 		t.Fatal("no change signalled for a registration on another replica")
 	}
 	c.Advance(2 * time.Second)
-	waitFor(t, "the leader to delete the expired lease", gone(key("api", "a")))
+	testutil.Eventually(t, 5*time.Second, 5*time.Millisecond, "the leader to delete the expired lease", testutil.Bool(gone(key("api", "a"))))
 	<-changes // the deletion is a change too (coalesced with anything pending)
 
 	// Whichever replica led, stopping one leaves the other sweeping.
@@ -222,7 +211,7 @@ func TestExpiryAcrossReplicas(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.Advance(2 * time.Second)
-	waitFor(t, "the remaining replica to delete the expired lease", gone(key("api", "b")))
+	testutil.Eventually(t, 5*time.Second, 5*time.Millisecond, "the remaining replica to delete the expired lease", testutil.Bool(gone(key("api", "b"))))
 
 	// A heartbeat that lands before the sweep keeps the lease.
 	if _, err := r2.Register(ctx, Endpoint{Service: "api", ID: "c", Address: "10.0.0.3:80"}, 3*time.Second); err != nil {

@@ -15,7 +15,7 @@ import (
 
 	"github.com/omnirelay/omnirelay/internal/dataplane/secrets/testca"
 
-	"github.com/omnirelay/omnirelay/internal/testutil/freeport"
+	"github.com/omnirelay/omnirelay/internal/testutil"
 )
 
 // TestEdgeCertificateFileRenewal: replacing the certificate and key files an
@@ -46,7 +46,7 @@ func TestEdgeCertificateFileRenewal(t *testing.T) {
 	install(first)
 	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok") }))
 	defer backend.Close()
-	addr := freeport.Addr(t)
+	addr := testutil.Addr(t)
 	cfg := filepath.Join(dir, "omnirelay.yaml")
 	if err := os.WriteFile(cfg, []byte(`
 listeners:

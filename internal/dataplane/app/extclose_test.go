@@ -15,7 +15,7 @@ import (
 	"github.com/omnirelay/omnirelay/internal/shared/extpkg"
 	"github.com/omnirelay/omnirelay/internal/shared/signing"
 
-	"github.com/omnirelay/omnirelay/internal/testutil/freeport"
+	"github.com/omnirelay/omnirelay/internal/testutil"
 )
 
 // TestShutdownClosesExtensions: a proxy that loaded an extension plugin
@@ -40,7 +40,7 @@ func TestShutdownClosesExtensions(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "stamp.orx"), pkg, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	addr := freeport.Addr(t)
+	addr := testutil.Addr(t)
 	cfg := filepath.Join(dir, "omnirelay.yaml")
 	if err := os.WriteFile(cfg, []byte(`
 listeners:

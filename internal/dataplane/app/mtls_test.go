@@ -26,8 +26,7 @@ import (
 	"github.com/omnirelay/omnirelay/internal/controlplane/store"
 	"github.com/omnirelay/omnirelay/internal/dataplane/secrets"
 	"github.com/omnirelay/omnirelay/internal/dataplane/secrets/testca"
-
-	"github.com/omnirelay/omnirelay/internal/testutil/freeport"
+	"github.com/omnirelay/omnirelay/internal/testutil"
 )
 
 // TestMeshMTLSWithMeshKit: two proxies get SVIDs from a running MeshKit
@@ -80,7 +79,7 @@ func TestMeshMTLSWithMeshKit(t *testing.T) {
 	}))
 	defer backend.Close()
 
-	aAddr, bAddr := freeport.Addr(t), freeport.Addr(t)
+	aAddr, bAddr := testutil.Addr(t), testutil.Addr(t)
 	start := func(name, cfg string, id *IdentityOptions) *Proxy {
 		path := filepath.Join(dir, name+".yaml")
 		if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
@@ -218,7 +217,7 @@ func counterValue(t *testing.T, p *Proxy, name string) float64 {
 func TestXDSMeshMTLSDoesNotWaitForAgentSecrets(t *testing.T) {
 	cp := startControlPlane(t, "127.0.0.1:0")
 	p := startXDSProxy(t, XDSOptions{Address: cp.addr})
-	addr := freeAddr(t)
+	addr := testutil.Addr(t)
 	cp.set(t, "v1", `
 listeners:
   - name: in
@@ -231,7 +230,7 @@ listeners:
           - match: { path_prefix: / }
             direct_response: { status: 204 }
 `)
-	eventually(t, "config applied", func() (bool, string) {
+	testutil.Eventually(t, 10*time.Second, 20*time.Millisecond, "config applied", func() (bool, string) {
 		return p.ListenerAddr("in") != nil, "listener not bound"
 	})
 	resp, err := httpClient.Get("http://" + addr + "/")

@@ -15,8 +15,7 @@ import (
 	"golang.org/x/crypto/ocsp"
 
 	"github.com/omnirelay/omnirelay/internal/dataplane/secrets/testca"
-
-	"github.com/omnirelay/omnirelay/internal/testutil/freeport"
+	"github.com/omnirelay/omnirelay/internal/testutil"
 )
 
 // TestOCSPStapling: an https listener staples the configured OCSP response;
@@ -50,7 +49,7 @@ func TestOCSPStapling(t *testing.T) {
 	roots := x509.NewCertPool()
 	roots.AddCert(ca.Cert)
 	start := func(policy string) (*Proxy, string, error) {
-		addr := freeport.Addr(t)
+		addr := testutil.Addr(t)
 		cfg := filepath.Join(dir, "omnirelay-"+policy+".yaml")
 		if err := os.WriteFile(cfg, []byte(`
 listeners:
@@ -96,11 +95,11 @@ listeners:
 	// certificate bare, strict refuses.
 	renewed := ca.OCSP(t, leaf.Leaf, ocsp.Good, now.Add(-time.Minute), now.Add(2*time.Hour))
 	write("edge.ocsp", renewed)
-	waitUntil(t, "renewed staple served", func() bool { got, err := staple(lenientAddr); return err == nil && bytes.Equal(got, renewed) })
+	testutil.Eventually(t, 5*time.Second, 20*time.Millisecond, "renewed staple served", testutil.Bool(func() bool { got, err := staple(lenientAddr); return err == nil && bytes.Equal(got, renewed) }))
 	expired := ca.OCSP(t, leaf.Leaf, ocsp.Good, now.Add(-2*time.Hour), now.Add(-time.Hour))
 	write("edge.ocsp", expired)
-	waitUntil(t, "expired staple dropped (lenient)", func() bool { got, err := staple(lenientAddr); return err == nil && len(got) == 0 })
-	waitUntil(t, "expired staple refused (strict)", func() bool { _, err := staple(strictAddr); return err != nil })
+	testutil.Eventually(t, 5*time.Second, 20*time.Millisecond, "expired staple dropped (lenient)", testutil.Bool(func() bool { got, err := staple(lenientAddr); return err == nil && len(got) == 0 }))
+	testutil.Eventually(t, 5*time.Second, 20*time.Millisecond, "expired staple refused (strict)", testutil.Bool(func() bool { _, err := staple(strictAddr); return err != nil }))
 
 	// Bad staples are refused at load, naming the file.
 	for name, der := range map[string][]byte{
@@ -117,16 +116,5 @@ listeners:
 		if !strings.Contains(err.Error(), "ocsp_staple") {
 			t.Fatalf("%s staple: error does not say where: %v", name, err)
 		}
-	}
-}
-
-func waitUntil(t *testing.T, what string, ok func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !ok() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within 5s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
 	}
 }

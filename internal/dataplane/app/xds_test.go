@@ -31,8 +31,7 @@ import (
 	"github.com/omnirelay/omnirelay/internal/shared/resources"
 	"github.com/omnirelay/omnirelay/internal/shared/signing"
 	"github.com/omnirelay/omnirelay/internal/shared/translate"
-
-	"github.com/omnirelay/omnirelay/internal/testutil/freeport"
+	"github.com/omnirelay/omnirelay/internal/testutil"
 )
 
 const nodeID = "edge-1"
@@ -152,11 +151,6 @@ func backend(t *testing.T, name string) string {
 	return strings.TrimPrefix(s.URL, "http://")
 }
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	return freeport.Addr(t)
-}
-
 func startXDSProxy(t *testing.T, xo XDSOptions) *Proxy {
 	t.Helper()
 	xo.NodeID = nodeID
@@ -177,22 +171,6 @@ func startXDSProxy(t *testing.T, xo XDSOptions) *Proxy {
 	return p
 }
 
-// eventually polls cond until it holds or 10s pass.
-func eventually(t *testing.T, what string, cond func() (bool, string)) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	last := ""
-	for time.Now().Before(deadline) {
-		ok, s := cond()
-		if ok {
-			return
-		}
-		last = s
-		time.Sleep(20 * time.Millisecond)
-	}
-	t.Fatalf("%s: not within 10s (last: %s)", what, last)
-}
-
 var httpClient = &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
 
 func get(url string) (int, string) {
@@ -207,7 +185,7 @@ func get(url string) (int, string) {
 
 func serves(t *testing.T, laddr, want string) {
 	t.Helper()
-	eventually(t, "proxy serves "+want, func() (bool, string) {
+	testutil.Eventually(t, 10*time.Second, 20*time.Millisecond, "proxy serves "+want, func() (bool, string) {
 		code, body := get("http://" + laddr + "/")
 		return code == 200 && body == want, fmt.Sprint(code, " ", body)
 	})
@@ -230,7 +208,7 @@ func TestXDSConfigLifecycle(t *testing.T) {
 		t.Run(map[bool]string{false: "delta", true: "sotw"}[sotw], func(t *testing.T) {
 			a, b, c := backend(t, "A"), backend(t, "B"), backend(t, "C")
 			cp := startControlPlane(t, "127.0.0.1:0")
-			laddr := freeAddr(t)
+			laddr := testutil.Addr(t)
 			p := startXDSProxy(t, XDSOptions{Address: cp.addr, SotW: sotw})
 			if code, body := ready(p); code != http.StatusServiceUnavailable {
 				t.Fatalf("/ready before any config = %d %q, want 503", code, body)
@@ -290,12 +268,12 @@ func TestXDSReconnect(t *testing.T) {
 		t.Run(map[bool]string{false: "delta", true: "sotw"}[sotw], func(t *testing.T) {
 			a, b := backend(t, "A"), backend(t, "B")
 			cp := startControlPlane(t, "127.0.0.1:0")
-			laddr := freeAddr(t)
+			laddr := testutil.Addr(t)
 			cp.set(t, "1", mesh(laddr, "a", a, b))
 			p := startXDSProxy(t, XDSOptions{Address: cp.addr, SotW: sotw})
 			serves(t, laddr, "A")
 			cp.stop()
-			eventually(t, "disconnect seen", func() (bool, string) {
+			testutil.Eventually(t, 10*time.Second, 20*time.Millisecond, "disconnect seen", func() (bool, string) {
 				st := p.XDS.Status()
 				return !st.Connected, fmt.Sprintf("%+v", st)
 			})
@@ -312,7 +290,7 @@ func TestXDSReconnect(t *testing.T) {
 func TestXDSFailover(t *testing.T) {
 	a, b := backend(t, "A"), backend(t, "B")
 	cp1, cp2 := startControlPlane(t, "127.0.0.1:0"), startControlPlane(t, "127.0.0.1:0")
-	laddr := freeAddr(t)
+	laddr := testutil.Addr(t)
 	for _, cp := range []*controlPlane{cp1, cp2} {
 		cp.set(t, "1", mesh(laddr, "a", a, b))
 	}
@@ -322,7 +300,7 @@ func TestXDSFailover(t *testing.T) {
 		t.Fatalf("connected to %s, want the first replica %s", st.Address, cp1.addr)
 	}
 	cp1.stop()
-	eventually(t, "moved to the second replica", func() (bool, string) {
+	testutil.Eventually(t, 10*time.Second, 20*time.Millisecond, "moved to the second replica", func() (bool, string) {
 		st := p.XDS.Status()
 		return st.Connected && st.Address == cp2.addr, fmt.Sprintf("%+v", st)
 	})
@@ -338,11 +316,11 @@ func TestXDSLastKnownGood(t *testing.T) {
 	a, b := backend(t, "A"), backend(t, "B")
 	dir := t.TempDir()
 	cp := startControlPlane(t, "127.0.0.1:0")
-	laddr := freeAddr(t)
+	laddr := testutil.Addr(t)
 	cp.set(t, "1", mesh(laddr, "a", a, b))
 	p := startXDSProxy(t, XDSOptions{Address: cp.addr, LKGDir: dir})
 	serves(t, laddr, "A")
-	eventually(t, "lkg written", func() (bool, string) {
+	testutil.Eventually(t, 10*time.Second, 20*time.Millisecond, "lkg written", func() (bool, string) {
 		_, _, err := lkg.Load(dir)
 		return err == nil, fmt.Sprint(err)
 	})
@@ -380,7 +358,7 @@ func TestXDSLastKnownGood(t *testing.T) {
 func TestXDSLastKnownGoodCorrupt(t *testing.T) {
 	a, b := backend(t, "A"), backend(t, "B")
 	dir := t.TempDir()
-	laddr := freeAddr(t)
+	laddr := testutil.Addr(t)
 	snap := adsSnapshot(t, mesh(laddr, "a", a, b))
 	var rs []*discoveryv3.Resource
 	for _, l := range snap.Listeners {
@@ -399,8 +377,8 @@ func TestXDSLastKnownGoodCorrupt(t *testing.T) {
 	if err := os.WriteFile(path, data, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	p := startXDSProxy(t, XDSOptions{Address: freeAddr(t), LKGDir: dir})
-	eventually(t, "LKG rejected", func() (bool, string) {
+	p := startXDSProxy(t, XDSOptions{Address: testutil.Addr(t), LKGDir: dir})
+	testutil.Eventually(t, 10*time.Second, 20*time.Millisecond, "LKG rejected", func() (bool, string) {
 		st := p.XDS.Status()
 		return strings.Contains(st.LKGError, "corrupt"), st.LKGError
 	})
@@ -425,7 +403,7 @@ func TestXDSTrustRoot(t *testing.T) {
 	}
 	a, b := backend(t, "A"), backend(t, "B")
 	cp := startControlPlane(t, "127.0.0.1:0")
-	laddr := freeAddr(t)
+	laddr := testutil.Addr(t)
 	cp.set(t, "1", mesh(laddr, "a", a, b))
 	p := startXDSProxy(t, XDSOptions{Address: cp.addr, TrustRoot: root})
 	select {

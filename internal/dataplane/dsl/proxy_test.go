@@ -1,12 +1,9 @@
 package dsl_test
 
 import (
-	"context"
 	"crypto/ed25519"
 	"fmt"
 	"io"
-	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -18,7 +15,8 @@ import (
 	"github.com/omnirelay/omnirelay/internal/dataplane/dsl"
 	"github.com/omnirelay/omnirelay/internal/shared/signing"
 
-	"github.com/omnirelay/omnirelay/internal/testutil/freeport"
+	"github.com/omnirelay/omnirelay/internal/testutil"
+	"github.com/omnirelay/omnirelay/internal/testutil/proxytest"
 )
 
 // A rule set through a real OmniRelay: config file, signed package file,
@@ -66,25 +64,13 @@ clusters:
   - { name: canary, endpoints: [{{canary}}] }
 `
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	return freeport.Addr(t)
-}
-
 // upstream answers with its name, the path and the x-tenant header it saw.
 func upstream(t *testing.T, name string) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	return testutil.Serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("x-backend-secret", "s3cr3t")
 		fmt.Fprintf(w, "%s %s tenant=%s", name, r.URL.RequestURI(), r.Header.Get("x-tenant"))
-	})}
-	go func() { _ = srv.Serve(ln) }()
-	t.Cleanup(func() { _ = srv.Close() })
-	return ln.Addr().String()
+	}))
 }
 
 func TestThroughProxy(t *testing.T) {
@@ -96,22 +82,11 @@ func TestThroughProxy(t *testing.T) {
 	if err := signing.WritePublicKey(trust, key().Public().(ed25519.PublicKey)); err != nil {
 		t.Fatal(err)
 	}
-	edge := freeAddr(t)
-	cfg := strings.NewReplacer("{{admin}}", freeAddr(t), "{{edge}}", edge,
+	edge := testutil.Addr(t)
+	cfg := strings.NewReplacer("{{admin}}", testutil.Addr(t), "{{edge}}", edge,
 		"{{main}}", upstream(t, "main"), "{{canary}}", upstream(t, "canary")).Replace(proxyConfig)
-	path := filepath.Join(dir, "config.yaml")
-	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	p, err := app.Start(app.Options{ConfigPath: path, ExtensionTrustRoot: trust, AdminAddress: "127.0.0.1:0",
-		Log: slog.New(slog.NewTextHandler(io.Discard, nil)), DrainTimeout: time.Second, PollInterval: time.Hour})
-	if err != nil {
-		t.Fatalf("start proxy: %v", err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = p.Shutdown(ctx)
+	proxytest.StartIn(t, dir, cfg, func(o *app.Options) {
+		o.ExtensionTrustRoot, o.DrainTimeout, o.PollInterval = trust, time.Second, time.Hour
 	})
 
 	tests := []struct {

@@ -21,6 +21,8 @@ import (
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	"google.golang.org/protobuf/encoding/protojson"
+
+	"github.com/omnirelay/omnirelay/internal/testutil"
 )
 
 // Admin endpoint and access-log tests.
@@ -46,7 +48,7 @@ clusters:
 func startAdminProxy(t *testing.T) (*proxy, map[string]string, []*backend) {
 	t.Helper()
 	b1, b2 := startBackend(t, "b1", nil), startBackend(t, "b2", nil)
-	vars := map[string]string{"web": freePort(t), "b1": b1.Addr, "b2": b2.Addr,
+	vars := map[string]string{"web": testutil.Addr(t), "b1": b1.Addr, "b2": b2.Addr,
 		"log": filepath.Join(t.TempDir(), "access.log"), "extra": ""}
 	return startProxy(t, adminConfig, vars), vars, []*backend{b1, b2}
 }
@@ -58,23 +60,23 @@ func TestAdminEndpoints(t *testing.T) {
 
 	const n = 7
 	for i := range n {
-		resp, _ := get(t, c, fmt.Sprintf("http://%s/item/%d", vars["web"], i), "host", "shop.example.com")
+		resp, _ := testutil.Get(t, c, fmt.Sprintf("http://%s/item/%d", vars["web"], i), "host", "shop.example.com")
 		if resp.StatusCode != 200 {
 			t.Fatalf("request %d: status %d", i, resp.StatusCode)
 		}
 	}
-	if resp, _ := get(t, c, "http://"+vars["web"]+"/", "host", "elsewhere.example.com"); resp.StatusCode != 404 {
+	if resp, _ := testutil.Get(t, c, "http://"+vars["web"]+"/", "host", "elsewhere.example.com"); resp.StatusCode != 404 {
 		t.Fatalf("unknown host: status %d, want 404", resp.StatusCode)
 	}
 
 	t.Run("ready", func(t *testing.T) {
-		resp, body := get(t, c, p.adminURL("/ready"))
+		resp, body := testutil.Get(t, c, p.AdminURL("/ready"))
 		if resp.StatusCode != 200 || !strings.Contains(body, "version "+id) {
 			t.Fatalf("/ready: %d %q, want 200 naming version %s", resp.StatusCode, body, id)
 		}
 	})
 	t.Run("healthz", func(t *testing.T) {
-		resp, body := get(t, c, p.adminURL("/healthz"))
+		resp, body := testutil.Get(t, c, p.AdminURL("/healthz"))
 		if resp.StatusCode != 200 || strings.TrimSpace(body) != "ok" {
 			t.Fatalf("/healthz: %d %q", resp.StatusCode, body)
 		}
@@ -109,7 +111,7 @@ func TestAdminEndpoints(t *testing.T) {
 		}
 	})
 	t.Run("config_dump", func(t *testing.T) {
-		resp, body := get(t, c, p.adminURL("/config_dump"))
+		resp, body := testutil.Get(t, c, p.AdminURL("/config_dump"))
 		if resp.StatusCode != 200 || !json.Valid([]byte(body)) {
 			t.Fatalf("/config_dump: %d, valid JSON %v", resp.StatusCode, json.Valid([]byte(body)))
 		}
@@ -151,7 +153,7 @@ func TestAdminEndpoints(t *testing.T) {
 		}
 	})
 	t.Run("clusters", func(t *testing.T) {
-		resp, body := get(t, c, p.adminURL("/clusters"))
+		resp, body := testutil.Get(t, c, p.AdminURL("/clusters"))
 		var out struct {
 			Clusters []struct {
 				Name      string `json:"name"`
@@ -180,7 +182,7 @@ func TestAdminEndpoints(t *testing.T) {
 		}
 	})
 	t.Run("listeners", func(t *testing.T) {
-		resp, body := get(t, c, p.adminURL("/listeners"))
+		resp, body := testutil.Get(t, c, p.AdminURL("/listeners"))
 		var out struct {
 			Listeners []struct{ Name, Address string } `json:"listeners"`
 		}
@@ -192,15 +194,15 @@ func TestAdminEndpoints(t *testing.T) {
 		}
 	})
 	t.Run("drain", func(t *testing.T) {
-		if resp, _ := get(t, c, p.adminURL("/drain")); resp.StatusCode != http.StatusMethodNotAllowed {
+		if resp, _ := testutil.Get(t, c, p.AdminURL("/drain")); resp.StatusCode != http.StatusMethodNotAllowed {
 			t.Fatalf("GET /drain: %d, want 405 (draining takes a POST)", resp.StatusCode)
 		}
-		if resp, _ := get(t, c, p.adminURL("/ready")); resp.StatusCode != 200 {
+		if resp, _ := testutil.Get(t, c, p.AdminURL("/ready")); resp.StatusCode != 200 {
 			t.Fatalf("GET /drain changed readiness: %d", resp.StatusCode)
 		}
 		called := make(chan struct{})
 		p.Admin.OnDrain = func() { close(called) }
-		resp, err := c.Post(p.adminURL("/drain"), "", nil)
+		resp, err := c.Post(p.AdminURL("/drain"), "", nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -213,10 +215,10 @@ func TestAdminEndpoints(t *testing.T) {
 		case <-time.After(2 * time.Second):
 			t.Fatal("POST /drain did not start the drain")
 		}
-		if resp, body := get(t, c, p.adminURL("/ready")); resp.StatusCode != 503 {
+		if resp, body := testutil.Get(t, c, p.AdminURL("/ready")); resp.StatusCode != 503 {
 			t.Fatalf("/ready while draining: %d %q, want 503", resp.StatusCode, body)
 		}
-		if resp, _ := get(t, c, p.adminURL("/healthz")); resp.StatusCode != 200 {
+		if resp, _ := testutil.Get(t, c, p.AdminURL("/healthz")); resp.StatusCode != 200 {
 			t.Fatalf("/healthz while draining: %d, want 200 (alive)", resp.StatusCode)
 		}
 	})
@@ -282,7 +284,7 @@ func TestAccessLogRecords(t *testing.T) {
 	c := &http.Client{Timeout: 5 * time.Second}
 	web := "http://" + vars["web"]
 
-	resp, body := get(t, c, web+"/a?x=1", "host", "shop.example.com", "user-agent", "ops-test", "x-request-id", "rid-1")
+	resp, body := testutil.Get(t, c, web+"/a?x=1", "host", "shop.example.com", "user-agent", "ops-test", "x-request-id", "rid-1")
 	if resp.StatusCode != 200 {
 		t.Fatalf("GET: %d", resp.StatusCode)
 	}
@@ -301,19 +303,19 @@ func TestAccessLogRecords(t *testing.T) {
 	if resp.StatusCode != 200 {
 		t.Fatalf("POST: %d", resp.StatusCode)
 	}
-	if resp, _ := get(t, c, web+"/nowhere", "host", "elsewhere.example.com"); resp.StatusCode != 404 {
+	if resp, _ := testutil.Get(t, c, web+"/nowhere", "host", "elsewhere.example.com"); resp.StatusCode != 404 {
 		t.Fatalf("no route: %d", resp.StatusCode)
 	}
-	resp, h2Body := get(t, h2cClient(), web+"/h2", "host", "shop.example.com")
+	resp, h2Body := testutil.Get(t, testutil.H2CClient(), web+"/h2", "host", "shop.example.com")
 	if resp.StatusCode != 200 {
 		t.Fatalf("h2c: %d", resp.StatusCode)
 	}
 
 	var recs []accessRecord
-	eventually(t, 2*time.Second, "4 access-log records", func() bool {
+	testutil.Eventually(t, 2*time.Second, 10*time.Millisecond, "4 access-log records", testutil.Bool(func() bool {
 		recs = readAccessLog(t, vars["log"])
 		return len(recs) >= 4
-	})
+	}))
 	if len(recs) != 4 {
 		t.Fatalf("%d records for 4 requests", len(recs))
 	}
@@ -385,7 +387,7 @@ func openFilesNamed(t testing.TB, path string) int {
 func TestAccessLogSurvivesReloads(t *testing.T) {
 	p, vars, _ := startAdminProxy(t)
 	c := &http.Client{Timeout: 5 * time.Second}
-	if resp, _ := get(t, c, "http://"+vars["web"]+"/", "host", "shop.example.com"); resp.StatusCode != 200 {
+	if resp, _ := testutil.Get(t, c, "http://"+vars["web"]+"/", "host", "shop.example.com"); resp.StatusCode != 200 {
 		t.Fatalf("status %d", resp.StatusCode)
 	}
 	open := openFilesNamed(t, vars["log"])
@@ -396,14 +398,14 @@ func TestAccessLogSurvivesReloads(t *testing.T) {
 	for i := range 5 {
 		// A new version that keeps the listener's access log.
 		vars["extra"] = fmt.Sprintf("          - { match: { path: /v%d }, direct_response: { status: 200, body: v%d } }", i, i)
-		writeConfig(t, p.path, adminConfig, vars)
+		writeConfig(t, p.ConfigPath, adminConfig, vars)
 		id = opsWaitVersionChange(t, p, id)
 	}
-	if resp, body := get(t, c, "http://"+vars["web"]+"/v4", "host", "shop.example.com"); resp.StatusCode != 200 || body != "v4" {
-		_, dump := get(t, c, p.adminURL("/config_dump"))
+	if resp, body := testutil.Get(t, c, "http://"+vars["web"]+"/v4", "host", "shop.example.com"); resp.StatusCode != 200 || body != "v4" {
+		_, dump := testutil.Get(t, c, p.AdminURL("/config_dump"))
 		t.Fatalf("last version not serving: %d %q\n%s", resp.StatusCode, body, dump)
 	}
-	eventually(t, 2*time.Second, "records of both requests", func() bool { return len(readAccessLog(t, vars["log"])) == 2 })
+	testutil.Eventually(t, 2*time.Second, 10*time.Millisecond, "records of both requests", testutil.Bool(func() bool { return len(readAccessLog(t, vars["log"])) == 2 }))
 	if got := openFilesNamed(t, vars["log"]); got != open {
 		t.Fatalf("access log open %d times after 5 reloads, %d before: reloads leak descriptors", got, open)
 	}
@@ -413,8 +415,8 @@ func TestAccessLogSurvivesReloads(t *testing.T) {
 // connection.
 func TestAccessLogTCPListener(t *testing.T) {
 	b := startBackend(t, "b", nil)
-	dead := freePort(t)
-	vars := map[string]string{"db": freePort(t), "down": freePort(t), "sni": freePort(t), "b": b.Addr, "dead": dead,
+	dead := testutil.Addr(t)
+	vars := map[string]string{"db": testutil.Addr(t), "down": testutil.Addr(t), "sni": testutil.Addr(t), "b": b.Addr, "dead": dead,
 		"log": filepath.Join(t.TempDir(), "tcp.log")}
 	startProxy(t, `
 admin: { address: {{admin}} }
@@ -439,7 +441,7 @@ clusters:
   - { name: gone, endpoints: [{{dead}}] }
 `, vars)
 	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
-	if resp, _ := get(t, c, "http://"+vars["db"]+"/"); resp.StatusCode != 200 {
+	if resp, _ := testutil.Get(t, c, "http://"+vars["db"]+"/"); resp.StatusCode != 200 {
 		t.Fatalf("through the tcp listener: %d", resp.StatusCode)
 	}
 	if conn, err := net.DialTimeout("tcp", vars["down"], 2*time.Second); err == nil {
@@ -455,13 +457,13 @@ clusters:
 	}
 
 	var recs map[string]accessRecord
-	eventually(t, 3*time.Second, "a record per listener", func() bool {
+	testutil.Eventually(t, 3*time.Second, 10*time.Millisecond, "a record per listener", testutil.Bool(func() bool {
 		recs = map[string]accessRecord{}
 		for _, r := range readAccessLog(t, vars["log"]) {
 			recs[r.Listener] = r
 		}
 		return len(recs) == 3
-	})
+	}))
 	tests := []struct {
 		listener, cluster, host, flags, sni string
 		traffic                             bool
@@ -491,9 +493,9 @@ clusters:
 func TestAdminConfigDumpRedactsKeys(t *testing.T) {
 	certPEM, keyPEM := selfSigned(t)
 	b := startBackend(t, "app", nil)
-	_, edgePort, _ := net.SplitHostPort(freePort(t))
+	_, edgePort, _ := net.SplitHostPort(testutil.Addr(t))
 	bHost, bPort, _ := net.SplitHostPort(b.Addr)
-	_, adminPort, _ := net.SplitHostPort(freePort(t))
+	_, adminPort, _ := net.SplitHostPort(testutil.Addr(t))
 	cfg := `
 admin:
   address:
@@ -535,11 +537,11 @@ static_resources:
 	roots.AppendCertsFromPEM(certPEM)
 	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
 		TLSClientConfig: &tls.Config{RootCAs: roots, ServerName: "shop.example.com"}}}
-	resp, body := get(t, c, "https://127.0.0.1:"+edgePort+"/")
+	resp, body := testutil.Get(t, c, "https://127.0.0.1:"+edgePort+"/")
 	if resp.StatusCode != 200 || resp.Header.Get("x-backend") != "app" {
 		t.Fatalf("https through the inline certificate: %d %q", resp.StatusCode, body)
 	}
-	_, dump := get(t, c, p.adminURL("/config_dump"))
+	_, dump := testutil.Get(t, c, p.AdminURL("/config_dump"))
 	keyBody := strings.Split(strings.TrimSpace(string(keyPEM)), "\n")[1]
 	if strings.Contains(dump, keyBody) || strings.Contains(dump, "PRIVATE KEY") {
 		t.Fatal("/config_dump shows the private key")

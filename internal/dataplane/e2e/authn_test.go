@@ -17,6 +17,8 @@ import (
 	"github.com/lestrrat-go/jwx/v3/jwa"
 	"github.com/lestrrat-go/jwx/v3/jwk"
 	"github.com/lestrrat-go/jwx/v3/jws"
+
+	"github.com/omnirelay/omnirelay/internal/testutil"
 )
 
 // JWT authentication then RBAC, configured as docs/security.md describes,
@@ -117,7 +119,7 @@ func TestAuthnJWTAndRBAC(t *testing.T) {
 	}))
 	t.Cleanup(jwksSrv.Close)
 	echo := filterEcho(t)
-	vars := map[string]string{"echo": echo.Addr, "jwks": jwksSrv.URL + "/jwks.json", "api": freePort(t)}
+	vars := map[string]string{"echo": echo.Addr, "jwks": jwksSrv.URL + "/jwks.json", "api": testutil.Addr(t)}
 	startProxy(t, authnConfig, vars)
 	base := "http://" + vars["api"]
 
@@ -194,10 +196,10 @@ func TestAuthnJWTAndRBAC(t *testing.T) {
 		tok := s2.token(t, map[string]any{"roles": "admin"})
 		// The unknown kid triggers a refetch (at most one per 10s; the
 		// proxy fetched once at start, possibly just now: poll).
-		eventually(t, 15*time.Second, "rotated key accepted", func() bool {
+		testutil.Eventually(t, 15*time.Second, 10*time.Millisecond, "rotated key accepted", testutil.Bool(func() bool {
 			resp, _ := filterDo(t, "GET", base+"/admin", "Authorization", "Bearer "+tok)
 			return resp.StatusCode == 200
-		})
+		}))
 	})
 }
 
@@ -238,7 +240,7 @@ clusters:
 // connections at accept, before any byte reaches the upstream.
 func TestConnectionRBAC(t *testing.T) {
 	web := startBackend(t, "web", nil)
-	vars := map[string]string{"echo": startEcho(t), "web": web.Addr, "denied": freePort(t), "allowed": freePort(t), "http": freePort(t)}
+	vars := map[string]string{"echo": startEcho(t), "web": web.Addr, "denied": testutil.Addr(t), "allowed": testutil.Addr(t), "http": testutil.Addr(t)}
 	p := startProxy(t, connRBACConfig, vars)
 
 	roundTrip := func(addr string) (string, error) {
@@ -272,7 +274,7 @@ func TestConnectionRBAC(t *testing.T) {
 		})
 	}
 	t.Run("counters", func(t *testing.T) {
-		_, body := get(t, http.DefaultClient, p.adminURL("/metrics"))
+		_, body := testutil.Get(t, http.DefaultClient, p.AdminURL("/metrics"))
 		for _, want := range []string{
 			`omnirelay_filter_events_total{event="rbac.denied",filter="envoy.filters.network.rbac"} 1`,
 			`omnirelay_filter_events_total{event="rbac.shadow_denied",filter="envoy.filters.network.rbac.1"} 1`,

@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/omnirelay/omnirelay/internal/testutil"
 )
 
 const basicConfig = `
@@ -35,11 +37,11 @@ func TestProxyRoutesAndSplits(t *testing.T) {
 	b1 := startBackend(t, "v1a", nil)
 	b2 := startBackend(t, "v1b", nil)
 	b3 := startBackend(t, "v2", nil)
-	web := freePort(t)
+	web := testutil.Addr(t)
 	startProxy(t, basicConfig, map[string]string{"web": web, "b1": b1.Addr, "b2": b2.Addr, "b3": b3.Addr})
 	c := &http.Client{Timeout: 5 * time.Second}
 
-	resp, body := get(t, c, "http://"+web+"/api/x", "x-canary", "true")
+	resp, body := testutil.Get(t, c, "http://"+web+"/api/x", "x-canary", "true")
 	if resp.StatusCode != 200 || resp.Header.Get("x-backend") != "v2" {
 		t.Fatalf("canary: status %d backend %q body %q", resp.StatusCode, resp.Header.Get("x-backend"), body)
 	}
@@ -50,7 +52,7 @@ func TestProxyRoutesAndSplits(t *testing.T) {
 	counts := map[string]int{}
 	const n = 1000
 	for i := 0; i < n; i++ {
-		resp, _ := get(t, c, "http://"+web+"/")
+		resp, _ := testutil.Get(t, c, "http://"+web+"/")
 		if resp.StatusCode != 200 {
 			t.Fatalf("status %d", resp.StatusCode)
 		}
@@ -65,7 +67,7 @@ func TestProxyRoutesAndSplits(t *testing.T) {
 	}
 
 	// h2c prior knowledge downstream -> h2c upstream (protocol auto).
-	resp, body = get(t, h2cClient(), "http://"+web+"/api/h2", "x-canary", "true")
+	resp, body = testutil.Get(t, testutil.H2CClient(), "http://"+web+"/api/h2", "x-canary", "true")
 	if resp.StatusCode != 200 || !strings.Contains(body, "HTTP/2.0") {
 		t.Fatalf("h2c: status %d body %q", resp.StatusCode, body)
 	}

@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"golang.org/x/net/http2"
+
+	"github.com/omnirelay/omnirelay/internal/testutil"
 )
 
 // Graceful drain, in process and as the omnirelay binary (signals, POST
@@ -123,13 +125,13 @@ func opsGoAwayOrClosed(t testing.TB, fr *http2.Framer, d time.Duration) bool {
 
 func TestDrainShutdownFinishesInFlight(t *testing.T) {
 	slow := startOpsGate(t, "slow")
-	vars := map[string]string{"web": freePort(t), "blue": slow.Addr, "green": slow.Addr, "target": "blue"}
+	vars := map[string]string{"web": testutil.Addr(t), "blue": slow.Addr, "green": slow.Addr, "target": "blue"}
 	p := startProxy(t, reloadConfig, vars)
 	idle := opsKeepAlive(t, vars["web"])
 	idleH2 := opsH2Idle(t, vars["web"])
 	inflight := opsGetAsync("http://" + vars["web"] + "/slow")
 	slow.waitArrived(t)
-	h2 := h2cClient()
+	h2 := testutil.H2CClient()
 	defer h2.CloseIdleConnections()
 	inflightH2 := opsGetAsyncWith(h2, "http://"+vars["web"]+"/slow")
 	slow.waitArrived(t)
@@ -140,14 +142,14 @@ func TestDrainShutdownFinishesInFlight(t *testing.T) {
 		defer cancel()
 		shut <- p.Shutdown(ctx)
 	}()
-	eventually(t, 2*time.Second, "new connections refused once draining", func() bool {
+	testutil.Eventually(t, 2*time.Second, 10*time.Millisecond, "new connections refused once draining", testutil.Bool(func() bool {
 		conn, err := net.DialTimeout("tcp", vars["web"], time.Second)
 		if err != nil {
 			return true
 		}
 		conn.Close()
 		return false
-	})
+	}))
 	if !opsClosedByPeer(idle, 2*time.Second) {
 		t.Fatal("idle keep-alive connection still open while draining")
 	}
@@ -184,7 +186,7 @@ func TestDrainShutdownFinishesInFlight(t *testing.T) {
 
 func TestDrainShutdownTimesOut(t *testing.T) {
 	slow := startOpsGate(t, "slow")
-	vars := map[string]string{"web": freePort(t), "blue": slow.Addr, "green": slow.Addr, "target": "blue"}
+	vars := map[string]string{"web": testutil.Addr(t), "blue": slow.Addr, "green": slow.Addr, "target": "blue"}
 	p := startProxy(t, reloadConfig, vars)
 	inflight := opsGetAsync("http://" + vars["web"] + "/slow")
 	slow.waitArrived(t)
@@ -262,14 +264,14 @@ func startOpsProcess(t *testing.T, bin, cfgPath, admin string) *opsProcess {
 			t.Logf("omnirelay output:\n%s", p.out.String())
 		}
 	})
-	eventually(t, 10*time.Second, "the process to report ready", func() bool {
+	testutil.Eventually(t, 10*time.Second, 10*time.Millisecond, "the process to report ready", testutil.Bool(func() bool {
 		resp, err := http.Get("http://" + admin + "/ready")
 		if err != nil {
 			return false
 		}
 		resp.Body.Close()
 		return resp.StatusCode == 200
-	})
+	}))
 	return p
 }
 
@@ -309,7 +311,7 @@ func TestBinaryLifecycle(t *testing.T) {
 
 	t.Run("SIGHUP reloads and SIGTERM drains", func(t *testing.T) {
 		blue, green := startBackend(t, "blue", nil), startOpsGate(t, "green")
-		vars := map[string]string{"web": freePort(t), "admin": freePort(t), "blue": blue.Addr, "green": green.Addr, "target": "blue"}
+		vars := map[string]string{"web": testutil.Addr(t), "admin": testutil.Addr(t), "blue": blue.Addr, "green": green.Addr, "target": "blue"}
 		path := filepath.Join(t.TempDir(), "omnirelay.yaml")
 		writeConfig(t, path, reloadConfig, vars)
 		p := startOpsProcess(t, bin, path, vars["admin"])
@@ -323,27 +325,27 @@ func TestBinaryLifecycle(t *testing.T) {
 		vars["target"] = "green"
 		writeConfig(t, path, reloadConfig, vars)
 		p.signal(t, syscall.SIGHUP)
-		eventually(t, 3*time.Second, "SIGHUP applies the edit", func() bool { return opsBackendOf(c, url) == "green" })
+		testutil.Eventually(t, 3*time.Second, 10*time.Millisecond, "SIGHUP applies the edit", testutil.Bool(func() bool { return opsBackendOf(c, url) == "green" }))
 		// The file poll may apply the edit before the SIGHUP does; count
 		// from after the SIGHUP's own apply.
-		eventually(t, 3*time.Second, "the SIGHUP's apply", p.appliedSinceSIGHUP)
+		testutil.Eventually(t, 3*time.Second, 10*time.Millisecond, "the SIGHUP's apply", testutil.Bool(p.appliedSinceSIGHUP))
 		applied := opsMetricAt(t, metrics, "omnirelay_config_reloads_total", "result", "applied")
 		p.signal(t, syscall.SIGHUP) // unchanged file: re-applied all the same
-		eventually(t, 3*time.Second, "SIGHUP re-applies an unchanged file", func() bool {
+		testutil.Eventually(t, 3*time.Second, 10*time.Millisecond, "SIGHUP re-applies an unchanged file", testutil.Bool(func() bool {
 			return opsMetricAt(t, metrics, "omnirelay_config_reloads_total", "result", "applied") == applied+1
-		})
+		}))
 
 		inflight := opsGetAsync(url + "slow")
 		green.waitArrived(t)
 		p.signal(t, syscall.SIGTERM)
-		eventually(t, 3*time.Second, "listener closed after SIGTERM", func() bool {
+		testutil.Eventually(t, 3*time.Second, 10*time.Millisecond, "listener closed after SIGTERM", testutil.Bool(func() bool {
 			conn, err := net.DialTimeout("tcp", vars["web"], time.Second)
 			if err != nil {
 				return true
 			}
 			conn.Close()
 			return false
-		})
+		}))
 		green.open()
 		if r := opsAwait(t, inflight); r.err != nil || r.status != 200 || r.body != "green done" {
 			t.Fatalf("request in flight at SIGTERM: status %d body %q err %v", r.status, r.body, r.err)
@@ -355,7 +357,7 @@ func TestBinaryLifecycle(t *testing.T) {
 
 	t.Run("POST /drain stops the process", func(t *testing.T) {
 		blue := startBackend(t, "blue", nil)
-		vars := map[string]string{"web": freePort(t), "admin": freePort(t), "blue": blue.Addr, "green": blue.Addr, "target": "blue"}
+		vars := map[string]string{"web": testutil.Addr(t), "admin": testutil.Addr(t), "blue": blue.Addr, "green": blue.Addr, "target": "blue"}
 		path := filepath.Join(t.TempDir(), "omnirelay.yaml")
 		writeConfig(t, path, reloadConfig, vars)
 		p := startOpsProcess(t, bin, path, vars["admin"])

@@ -27,6 +27,7 @@ import (
 	"github.com/omnirelay/omnirelay/internal/dataplane/runtime"
 	"github.com/omnirelay/omnirelay/internal/dataplane/static"
 	"github.com/omnirelay/omnirelay/internal/dataplane/stats"
+	"github.com/omnirelay/omnirelay/internal/testutil"
 )
 
 // Every shipped example config must load in the binary's own loader and run.
@@ -107,9 +108,9 @@ func localizeExample(t *testing.T, body, dir string, certPEM, keyPEM []byte) str
 		}
 		return m[1] + ": " + local
 	})
-	body = exampleAddrRE.ReplaceAllStringFunc(body, func(string) string { return "address: " + freePort(t) })
+	body = exampleAddrRE.ReplaceAllStringFunc(body, func(string) string { return "address: " + testutil.Addr(t) })
 	body = examplePortRE.ReplaceAllStringFunc(body, func(string) string {
-		_, port, _ := net.SplitHostPort(freePort(t))
+		_, port, _ := net.SplitHostPort(testutil.Addr(t))
 		return "port_value: " + port
 	})
 	return strings.ReplaceAll(body, "socket_address: { address: 0.0.0.0,", "socket_address: { address: 127.0.0.1,")
@@ -171,7 +172,7 @@ func TestExamplesLoadAndRun(t *testing.T) {
 			if len(loaded.Snapshot.Listeners) == 0 {
 				t.Fatal("example has no listeners")
 			}
-			rt := runtime.New(runtime.Options{Log: testLogger(t), Stats: stats.New(), Filters: reg, DrainTimeout: time.Second})
+			rt := runtime.New(runtime.Options{Log: testutil.Logger(t), Stats: stats.New(), Filters: reg, DrainTimeout: time.Second})
 			defer func() {
 				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 				defer cancel()
@@ -197,7 +198,7 @@ func TestExamplesDemoServes(t *testing.T) {
 	moved := map[string]string{}
 	backends := demo.Backends()
 	for i := range backends {
-		addr := freePort(t)
+		addr := testutil.Addr(t)
 		moved[backends[i].Addr] = addr
 		backends[i].Addr = addr
 	}
@@ -208,7 +209,7 @@ func TestExamplesDemoServes(t *testing.T) {
 	t.Cleanup(stop)
 
 	for _, fixed := range []string{"127.0.0.1:8080", "127.0.0.1:15432", "127.0.0.1:9901"} {
-		moved[fixed] = freePort(t)
+		moved[fixed] = testutil.Addr(t)
 	}
 	cfg := demoAddrRE.ReplaceAllStringFunc(string(data), func(a string) string {
 		if m, ok := moved[a]; ok {
@@ -228,7 +229,7 @@ func TestExamplesDemoServes(t *testing.T) {
 
 	counts := map[string]int{}
 	for range 200 {
-		resp, body := get(t, c, web+"/")
+		resp, body := testutil.Get(t, c, web+"/")
 		if resp.StatusCode != 200 || !strings.HasPrefix(body, "hello from ") {
 			t.Fatalf("GET /: %d %q", resp.StatusCode, body)
 		}
@@ -238,10 +239,10 @@ func TestExamplesDemoServes(t *testing.T) {
 	if v1 < 130 || v1 > 190 || counts["shop-v2"] == 0 || counts["shop-v1-a"] == 0 || counts["shop-v1-b"] == 0 {
 		t.Fatalf("80/20 split over shop-v1 (two hosts) and shop-v2: %v", counts)
 	}
-	if resp, body := get(t, c, web+"/api/items", "x-canary", "true"); resp.Header.Get("x-backend") != "shop-v2" {
+	if resp, body := testutil.Get(t, c, web+"/api/items", "x-canary", "true"); resp.Header.Get("x-backend") != "shop-v2" {
 		t.Fatalf("canary: %d %q from %q", resp.StatusCode, body, resp.Header.Get("x-backend"))
 	}
-	if resp, body := get(t, h2cClient(), web+"/h2"); resp.StatusCode != 200 || !strings.Contains(body, "(HTTP/2.0)") {
+	if resp, body := testutil.Get(t, testutil.H2CClient(), web+"/h2"); resp.StatusCode != 200 || !strings.Contains(body, "(HTTP/2.0)") {
 		t.Fatalf("h2c: %d %q", resp.StatusCode, body)
 	}
 
@@ -265,8 +266,8 @@ func TestExamplesDemoServes(t *testing.T) {
 	}
 
 	// Health checks run against the demo backends' /healthz.
-	eventually(t, 3*time.Second, "shop-v1 endpoints healthy", func() bool {
+	testutil.Eventually(t, 3*time.Second, 10*time.Millisecond, "shop-v1 endpoints healthy", testutil.Bool(func() bool {
 		return opsMetric(t, p, "omnirelay_endpoint_healthy", "cluster", "shop-v1") == 2
-	})
-	eventually(t, 2*time.Second, "access-log records", func() bool { return len(readAccessLog(t, logPath)) >= 202 })
+	}))
+	testutil.Eventually(t, 2*time.Second, 10*time.Millisecond, "access-log records", testutil.Bool(func() bool { return len(readAccessLog(t, logPath)) >= 202 }))
 }

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/omnirelay/omnirelay/internal/testutil"
 )
 
 // Built-in HTTP filters configured the way docs/config.md#filters describes,
@@ -106,7 +108,7 @@ func startFiltersProxy(t *testing.T) (*proxy, map[string]string, *backend) {
 	echo := filterEcho(t)
 	vars := map[string]string{"echo": echo.Addr, "log": filepath.Join(t.TempDir(), "access.log")}
 	for _, l := range []string{"headers", "limited", "routeonly", "aborted", "neveraborted", "delayed", "cors"} {
-		vars[l] = freePort(t)
+		vars[l] = testutil.Addr(t)
 	}
 	return startProxy(t, filtersConfig, vars), vars, echo
 }
@@ -161,7 +163,7 @@ func TestFiltersHeaderMutation(t *testing.T) {
 func expectFlags(t testing.TB, path, listener string, byStatus map[int]string) {
 	t.Helper()
 	var recs []accessRecord
-	eventually(t, 2*time.Second, "access-log records of "+listener, func() bool {
+	testutil.Eventually(t, 2*time.Second, 10*time.Millisecond, "access-log records of "+listener, testutil.Bool(func() bool {
 		recs = recs[:0]
 		for _, r := range readAccessLog(t, path) {
 			if r.Listener == listener {
@@ -169,7 +171,7 @@ func expectFlags(t testing.TB, path, listener string, byStatus map[int]string) {
 			}
 		}
 		return len(recs) > 0
-	})
+	}))
 	for _, r := range recs {
 		want, ok := byStatus[r.Status]
 		if !ok || r.ResponseFlags != want {
@@ -225,10 +227,10 @@ func TestFiltersLocalRateLimit(t *testing.T) {
 	// Tokens come back every fill_interval.
 	expect(t, "/refill", 200)
 	expect(t, "/refill", 429)
-	eventually(t, 2*time.Second, "bucket refilled", func() bool {
+	testutil.Eventually(t, 2*time.Second, 10*time.Millisecond, "bucket refilled", testutil.Bool(func() bool {
 		resp, _ := filterDo(t, "GET", base+"/refill")
 		return resp.StatusCode == 200
-	})
+	}))
 	if got := opsMetric(t, p, "omnirelay_downstream_requests_total", "listener", "limited", "code_class", "4xx"); got < 3 {
 		t.Fatalf("4xx count for limited requests %v", got)
 	}

@@ -23,6 +23,8 @@ import (
 	"google.golang.org/grpc/grpclog"
 	"google.golang.org/grpc/interop"
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
+
+	"github.com/omnirelay/omnirelay/internal/testutil"
 )
 
 // The interop client reports failures with grpclog's Fatal, which exits the
@@ -124,7 +126,7 @@ clusters:
 func TestGRPCInterop(t *testing.T) {
 	ca := newProtoCA(t)
 	cert, key, _ := ca.issue(t, "grpc", "grpc.example.com")
-	web, webTLS := freePort(t), freePort(t)
+	web, webTLS := testutil.Addr(t), testutil.Addr(t)
 	startProxy(t, grpcConfig, map[string]string{"web": web, "webtls": webTLS, "cert": cert, "key": key,
 		"backend": startInteropServer(t)})
 
@@ -220,7 +222,7 @@ func TestGRPCRequestBodyOutlivesStream(t *testing.T) {
 		w.Header().Set("grpc-status", "0")
 	})
 	web := startProtoProxy(t, b.addr, "h2c")
-	client := h2cClient()
+	client := testutil.H2CClient()
 	var wg sync.WaitGroup
 	for i := range 50 {
 		wg.Add(1)

@@ -22,6 +22,8 @@ import (
 	"time"
 
 	"golang.org/x/net/http2"
+
+	"github.com/omnirelay/omnirelay/internal/testutil"
 )
 
 const h2specConfig = `
@@ -70,7 +72,7 @@ func TestH2Spec(t *testing.T) {
 	})
 	ca := newProtoCA(t)
 	cert, key, _ := ca.issue(t, "h2spec", "localhost")
-	h2cAddr, h2Addr := freePort(t), freePort(t)
+	h2cAddr, h2Addr := testutil.Addr(t), testutil.Addr(t)
 	startProxy(t, h2specConfig, map[string]string{"h2c": h2cAddr, "h2": h2Addr, "app": b.addr, "cert": cert, "key": key})
 
 	for _, tc := range []struct {

@@ -7,6 +7,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/omnirelay/omnirelay/internal/testutil"
 )
 
 const lbConfig = `
@@ -71,7 +73,7 @@ func TestLBPolicies(t *testing.T) {
 		_, _ = w.Write([]byte("s1"))
 	})
 	s2 := startBackend(t, "s2", nil)
-	web := freePort(t)
+	web := testutil.Addr(t)
 	startProxy(t, lbConfig, map[string]string{"web": web, "b1": b1.Addr, "b2": b2.Addr, "b3": b3.Addr,
 		"s1": s1.Addr, "s2": s2.Addr})
 	c := &http.Client{Timeout: 5 * time.Second}

@@ -27,6 +27,8 @@ import (
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/h2c"
+
+	"github.com/omnirelay/omnirelay/internal/testutil"
 )
 
 // protoConfig is one http listener with a rejecting route and a catch-all
@@ -87,7 +89,7 @@ func startCountingBackend(t testing.TB, h http.HandlerFunc) *countingBackend {
 // given upstream protocol; it returns the listener address.
 func startProtoProxy(t testing.TB, backend, proto string) string {
 	t.Helper()
-	web := freePort(t)
+	web := testutil.Addr(t)
 	startProxy(t, protoConfig, map[string]string{"web": web, "app": backend, "proto": proto, "timeout": "30s"})
 	return web
 }
@@ -159,7 +161,7 @@ func TestProtoH1KeepAliveReuse(t *testing.T) {
 	c := countingClient(&dials)
 
 	for i := range 200 {
-		resp, body := get(t, c, fmt.Sprintf("http://%s/seq/%d", web, i))
+		resp, body := testutil.Get(t, c, fmt.Sprintf("http://%s/seq/%d", web, i))
 		if resp.StatusCode != 200 || body != fmt.Sprintf("ok /seq/%d", i) {
 			t.Fatalf("request %d: status %d body %q", i, resp.StatusCode, body)
 		}
@@ -331,8 +333,8 @@ func TestProtoTrailers(t *testing.T) {
 	}{
 		{name: "h1 to h1", cluster: "http1", client: &http.Client{Timeout: 10 * time.Second}, wantProto: "HTTP/1.1"},
 		{name: "h1 to h2c", cluster: "h2c", client: &http.Client{Timeout: 10 * time.Second}, wantProto: "HTTP/2.0"},
-		{name: "h2c to h1", cluster: "http1", client: h2cClient(), wantProto: "HTTP/1.1"},
-		{name: "h2c to h2c", cluster: "h2c", client: h2cClient(), wantProto: "HTTP/2.0"},
+		{name: "h2c to h1", cluster: "http1", client: testutil.H2CClient(), wantProto: "HTTP/1.1"},
+		{name: "h2c to h2c", cluster: "h2c", client: testutil.H2CClient(), wantProto: "HTTP/2.0"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			web := startProtoProxy(t, b.addr, tc.cluster)
@@ -462,7 +464,7 @@ func TestProtoHEADContentLength(t *testing.T) {
 		t.Run("h2c downstream to "+cluster, func(t *testing.T) {
 			web := startProtoProxy(t, b.addr, cluster)
 			req, _ := http.NewRequest("HEAD", "http://"+web+"/head", nil)
-			resp, err := h2cClient().Do(req)
+			resp, err := testutil.H2CClient().Do(req)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -530,8 +532,8 @@ func TestProtoLargeBodies(t *testing.T) {
 		client        *http.Client
 	}{
 		{name: "h1", cluster: "auto", client: &http.Client{Timeout: 30 * time.Second}},
-		{name: "h2c", cluster: "auto", client: h2cClient()},
-		{name: "h2c to h1", cluster: "http1", client: h2cClient()},
+		{name: "h2c", cluster: "auto", client: testutil.H2CClient()},
+		{name: "h2c to h1", cluster: "http1", client: testutil.H2CClient()},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			web := startProtoProxy(t, b.addr, tc.cluster)
@@ -590,7 +592,7 @@ func TestProtoWebSocketTunnel(t *testing.T) {
 		}
 		_, _ = conn.Write([]byte("bye\n"))
 	})
-	web := freePort(t)
+	web := testutil.Addr(t)
 	// A short route timeout: a tunnel must outlive it.
 	startProxy(t, protoConfig, map[string]string{"web": web, "app": b.addr, "proto": "http1", "timeout": "300ms"})
 
@@ -649,9 +651,9 @@ func TestProtoCrossProtocol(t *testing.T) {
 		client        *http.Client
 		wantProto     string
 	}{
-		{name: "h2c prior knowledge to http1", cluster: "http1", client: h2cClient(), wantProto: "HTTP/1.1"},
+		{name: "h2c prior knowledge to http1", cluster: "http1", client: testutil.H2CClient(), wantProto: "HTTP/1.1"},
 		{name: "http1 to h2c", cluster: "h2c", client: &http.Client{Timeout: 10 * time.Second}, wantProto: "HTTP/2.0"},
-		{name: "auto keeps h2c", cluster: "auto", client: h2cClient(), wantProto: "HTTP/2.0"},
+		{name: "auto keeps h2c", cluster: "auto", client: testutil.H2CClient(), wantProto: "HTTP/2.0"},
 		{name: "auto keeps http1", cluster: "auto", client: &http.Client{Timeout: 10 * time.Second}, wantProto: "HTTP/1.1"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -710,7 +712,7 @@ func TestProtoH2cConcurrentStreams(t *testing.T) {
 					return d.DialContext(ctx, network, addr)
 				}}}
 			// One request first so that every stream shares one connection.
-			if resp, _ := get(t, client, "http://"+web+"/warmup"); resp.StatusCode != 200 {
+			if resp, _ := testutil.Get(t, client, "http://"+web+"/warmup"); resp.StatusCode != 200 {
 				t.Fatalf("warmup status %d", resp.StatusCode)
 			}
 			var wg sync.WaitGroup

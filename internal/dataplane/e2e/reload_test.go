@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/omnirelay/omnirelay/internal/dataplane/app"
+	"github.com/omnirelay/omnirelay/internal/testutil"
 )
 
 // Operations tests: hot reload and SIGHUP (drain_test.go: drain and the
@@ -38,35 +39,11 @@ clusters:
   - { name: green, endpoints: [{{green}}] }
 `
 
-// startProxyOpts is startProxy with Options adjusted by the caller (a test
-// that must prove SIGHUP works needs polling out of the way).
-func startProxyOpts(t testing.TB, cfg string, vars map[string]string, adjust func(*app.Options)) *proxy {
-	t.Helper()
-	path := filepath.Join(t.TempDir(), "config.yaml")
-	if _, ok := vars["admin"]; !ok {
-		vars["admin"] = freePort(t)
-	}
-	writeConfig(t, path, cfg, vars)
-	opt := app.Options{ConfigPath: path, Log: testLogger(t), AdminAddress: "127.0.0.1:0",
-		DrainTimeout: 5 * time.Second, PollInterval: 50 * time.Millisecond}
-	adjust(&opt)
-	p, err := app.Start(opt)
-	if err != nil {
-		t.Fatalf("start proxy: %v", err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = p.Shutdown(ctx)
-	})
-	return &proxy{Proxy: p, path: path, t: t}
-}
-
 // opsMetric sums the samples of a metric whose labels include every
 // name="value" pair given, read from the admin endpoint's /metrics.
 func opsMetric(t testing.TB, p *proxy, name string, labels ...string) float64 {
 	t.Helper()
-	return opsMetricAt(t, p.adminURL("/metrics"), name, labels...)
+	return opsMetricAt(t, p.AdminURL("/metrics"), name, labels...)
 }
 
 func opsMetricAt(t testing.TB, url, name string, labels ...string) float64 {
@@ -126,10 +103,10 @@ func opsBackendOf(c *http.Client, url string) string {
 func opsWaitVersionChange(t testing.TB, p *proxy, old string) string {
 	t.Helper()
 	var id string
-	eventually(t, 2*time.Second, "a new config version", func() bool {
+	testutil.Eventually(t, 2*time.Second, 10*time.Millisecond, "a new config version", testutil.Bool(func() bool {
 		id = p.Runtime.Current().ID
 		return id != old
-	})
+	}))
 	return id
 }
 
@@ -216,7 +193,7 @@ func opsAwait(t testing.TB, ch <-chan opsResult) opsResult {
 
 func TestReloadMovesTraffic(t *testing.T) {
 	blue, green := startBackend(t, "blue", nil), startBackend(t, "green", nil)
-	vars := map[string]string{"web": freePort(t), "blue": blue.Addr, "green": green.Addr, "target": "blue"}
+	vars := map[string]string{"web": testutil.Addr(t), "blue": blue.Addr, "green": green.Addr, "target": "blue"}
 	p := startProxy(t, reloadConfig, vars)
 	c := &http.Client{Timeout: 5 * time.Second}
 	url := "http://" + vars["web"] + "/"
@@ -227,8 +204,8 @@ func TestReloadMovesTraffic(t *testing.T) {
 
 	vars["target"] = "green"
 	start := time.Now()
-	writeConfig(t, p.path, reloadConfig, vars)
-	eventually(t, time.Second, "traffic on green within 1s", func() bool { return opsBackendOf(c, url) == "green" })
+	writeConfig(t, p.ConfigPath, reloadConfig, vars)
+	testutil.Eventually(t, time.Second, 10*time.Millisecond, "traffic on green within 1s", testutil.Bool(func() bool { return opsBackendOf(c, url) == "green" }))
 	t.Logf("traffic moved %v after the rewrite", time.Since(start).Round(time.Millisecond))
 	if got := opsMetric(t, p, "omnirelay_config_reloads_total", "result", "applied"); got != applied+1 {
 		t.Fatalf("applied reloads %v, want %v", got, applied+1)
@@ -240,10 +217,10 @@ func TestReloadMovesTraffic(t *testing.T) {
 		t.Fatalf("omnirelay_config_info for the running version = %v", got)
 	}
 	// A rewrite that changes nothing but bytes is not a new version.
-	writeConfig(t, p.path, reloadConfig+"\n# comment only\n", vars)
-	eventually(t, 2*time.Second, "unchanged reload counted", func() bool {
+	writeConfig(t, p.ConfigPath, reloadConfig+"\n# comment only\n", vars)
+	testutil.Eventually(t, 2*time.Second, 10*time.Millisecond, "unchanged reload counted", testutil.Bool(func() bool {
 		return opsMetric(t, p, "omnirelay_config_reloads_total", "result", "unchanged") >= 1
-	})
+	}))
 	if got := opsBackendOf(c, url); got != "green" {
 		t.Fatalf("after no-op rewrite: backend %q", got)
 	}
@@ -253,7 +230,7 @@ func TestReloadMovesTraffic(t *testing.T) {
 // running when that request arrives, not the one running when it went idle.
 func TestReloadIdleKeepAliveUsesNewVersion(t *testing.T) {
 	blue, green := startBackend(t, "blue", nil), startBackend(t, "green", nil)
-	vars := map[string]string{"web": freePort(t), "blue": blue.Addr, "green": green.Addr, "target": "blue"}
+	vars := map[string]string{"web": testutil.Addr(t), "blue": blue.Addr, "green": green.Addr, "target": "blue"}
 	p := startProxy(t, reloadConfig, vars)
 	conn := opsKeepAlive(t, vars["web"]) // one request, answered by blue
 	if blue.Hits.Load() != 1 {
@@ -261,7 +238,7 @@ func TestReloadIdleKeepAliveUsesNewVersion(t *testing.T) {
 	}
 	old := p.Runtime.Current().ID
 	vars["target"] = "green"
-	writeConfig(t, p.path, reloadConfig, vars)
+	writeConfig(t, p.ConfigPath, reloadConfig, vars)
 	opsWaitVersionChange(t, p, old)
 
 	if _, err := io.WriteString(conn, "GET /next HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
@@ -280,7 +257,7 @@ func TestReloadIdleKeepAliveUsesNewVersion(t *testing.T) {
 
 func TestReloadUnderLoadDropsNothing(t *testing.T) {
 	blue, green := startBackend(t, "blue", nil), startBackend(t, "green", nil)
-	vars := map[string]string{"web": freePort(t), "blue": blue.Addr, "green": green.Addr, "target": "blue"}
+	vars := map[string]string{"web": testutil.Addr(t), "blue": blue.Addr, "green": green.Addr, "target": "blue"}
 	p := startProxy(t, reloadConfig, vars)
 	url := "http://" + vars["web"] + "/load"
 
@@ -300,7 +277,7 @@ func TestReloadUnderLoadDropsNothing(t *testing.T) {
 	defer tr.CloseIdleConnections()
 	h1 := &http.Client{Timeout: 5 * time.Second, Transport: tr}
 	// Two more clients share one h2c connection: streams across reloads.
-	h2 := h2cClient()
+	h2 := testutil.H2CClient()
 	defer h2.CloseIdleConnections()
 	for i := range 10 {
 		c := h1
@@ -338,7 +315,7 @@ func TestReloadUnderLoadDropsNothing(t *testing.T) {
 	id := p.Runtime.Current().ID
 	for i := range 10 {
 		vars["target"] = []string{"green", "blue"}[i%2]
-		writeConfig(t, p.path, reloadConfig, vars)
+		writeConfig(t, p.ConfigPath, reloadConfig, vars)
 		id = opsWaitVersionChange(t, p, id)
 		time.Sleep(150 * time.Millisecond) // let traffic run on this version
 	}
@@ -400,14 +377,14 @@ clusters:
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			slow, green := startOpsGate(t, "slow"), startBackend(t, "green", nil)
-			vars := map[string]string{"web": freePort(t), "other": freePort(t), "slow": slow.Addr, "green": green.Addr, "target": "slow"}
+			vars := map[string]string{"web": testutil.Addr(t), "other": testutil.Addr(t), "slow": slow.Addr, "green": green.Addr, "target": "slow"}
 			p := startProxy(t, twoClusters, vars)
 			old := p.Runtime.Current().ID
 
 			inflight := opsGetAsync("http://" + vars["web"] + "/slow")
 			slow.waitArrived(t)
 			vars["target"] = "green"
-			writeConfig(t, p.path, tc.next, vars)
+			writeConfig(t, p.ConfigPath, tc.next, vars)
 			opsWaitVersionChange(t, p, old)
 			if got := opsBackendOf(&http.Client{Timeout: 5 * time.Second}, "http://"+vars[tc.served]+"/"); got != "green" {
 				t.Fatalf("new requests after the swap went to %q", got)
@@ -436,40 +413,40 @@ clusters:
 `, name, addr)
 	}
 	blue := startBackend(t, "blue", nil)
-	web, api := freePort(t), freePort(t)
+	web, api := testutil.Addr(t), testutil.Addr(t)
 	vars := map[string]string{"blue": blue.Addr, "listeners": listener("web", web)}
 	p := startProxy(t, listeners, vars)
 	c := &http.Client{Timeout: 5 * time.Second}
 
 	vars["listeners"] = listener("web", web) + listener("api", api)
-	writeConfig(t, p.path, listeners, vars)
-	eventually(t, 2*time.Second, "added listener serving", func() bool { return opsBackendOf(c, "http://"+api+"/") == "blue" })
+	writeConfig(t, p.ConfigPath, listeners, vars)
+	testutil.Eventually(t, 2*time.Second, 10*time.Millisecond, "added listener serving", testutil.Bool(func() bool { return opsBackendOf(c, "http://"+api+"/") == "blue" }))
 
 	// Same name, new address: re-bound, the old port released.
-	moved := freePort(t)
+	moved := testutil.Addr(t)
 	vars["listeners"] = listener("web", web) + listener("api", moved)
-	writeConfig(t, p.path, listeners, vars)
-	eventually(t, 2*time.Second, "moved listener serving", func() bool { return opsBackendOf(c, "http://"+moved+"/") == "blue" })
-	eventually(t, 2*time.Second, "old address released", func() bool {
+	writeConfig(t, p.ConfigPath, listeners, vars)
+	testutil.Eventually(t, 2*time.Second, 10*time.Millisecond, "moved listener serving", testutil.Bool(func() bool { return opsBackendOf(c, "http://"+moved+"/") == "blue" }))
+	testutil.Eventually(t, 2*time.Second, 10*time.Millisecond, "old address released", testutil.Bool(func() bool {
 		conn, err := net.DialTimeout("tcp", api, time.Second)
 		if err != nil {
 			return true
 		}
 		conn.Close()
 		return false
-	})
+	}))
 	api = moved
 
 	vars["listeners"] = listener("api", api)
-	writeConfig(t, p.path, listeners, vars)
-	eventually(t, 2*time.Second, "removed listener refusing connections", func() bool {
+	writeConfig(t, p.ConfigPath, listeners, vars)
+	testutil.Eventually(t, 2*time.Second, 10*time.Millisecond, "removed listener refusing connections", testutil.Bool(func() bool {
 		conn, err := net.DialTimeout("tcp", web, time.Second)
 		if err != nil {
 			return true
 		}
 		conn.Close()
 		return false
-	})
+	}))
 	if got := opsBackendOf(c, "http://"+api+"/"); got != "blue" {
 		t.Fatalf("kept listener after removing the other: backend %q", got)
 	}
@@ -480,7 +457,7 @@ clusters:
 
 func TestReloadRejectsBadConfig(t *testing.T) {
 	blue, green := startBackend(t, "blue", nil), startBackend(t, "green", nil)
-	vars := map[string]string{"web": freePort(t), "blue": blue.Addr, "green": green.Addr, "target": "blue"}
+	vars := map[string]string{"web": testutil.Addr(t), "blue": blue.Addr, "green": green.Addr, "target": "blue"}
 	p := startProxy(t, reloadConfig, vars)
 	c := &http.Client{Timeout: 5 * time.Second}
 	url := "http://" + vars["web"] + "/"
@@ -513,17 +490,17 @@ clusters:`, 1)},
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			before := opsMetric(t, p, "omnirelay_config_reloads_total", "result", "rejected")
-			writeConfig(t, p.path, tc.cfg, vars)
-			eventually(t, 2*time.Second, "rejection counted", func() bool {
+			writeConfig(t, p.ConfigPath, tc.cfg, vars)
+			testutil.Eventually(t, 2*time.Second, 10*time.Millisecond, "rejection counted", testutil.Bool(func() bool {
 				return opsMetric(t, p, "omnirelay_config_reloads_total", "result", "rejected") == before+1
-			})
+			}))
 			if id := p.Runtime.Current().ID; id != good {
 				t.Fatalf("version changed to %s on a bad config", id)
 			}
 			if got := opsBackendOf(c, url); got != "blue" {
 				t.Fatalf("old config no longer serving: backend %q", got)
 			}
-			resp, body := get(t, c, p.adminURL("/ready"))
+			resp, body := testutil.Get(t, c, p.AdminURL("/ready"))
 			if resp.StatusCode != 200 || !strings.Contains(body, "version "+good) {
 				t.Fatalf("/ready after a rejected config: %d %q (want version %s)", resp.StatusCode, body, good)
 			}
@@ -531,33 +508,33 @@ clusters:`, 1)},
 	}
 	// The good file again: back in force (unchanged), and a real change applies.
 	vars["target"] = "green"
-	writeConfig(t, p.path, reloadConfig, vars)
-	eventually(t, 2*time.Second, "good config after bad ones", func() bool { return opsBackendOf(c, url) == "green" })
+	writeConfig(t, p.ConfigPath, reloadConfig, vars)
+	testutil.Eventually(t, 2*time.Second, 10*time.Millisecond, "good config after bad ones", testutil.Bool(func() bool { return opsBackendOf(c, url) == "green" }))
 }
 
 func TestReloadSIGHUPForcesReread(t *testing.T) {
 	blue, green := startBackend(t, "blue", nil), startBackend(t, "green", nil)
-	vars := map[string]string{"web": freePort(t), "blue": blue.Addr, "green": green.Addr, "target": "blue"}
+	vars := map[string]string{"web": testutil.Addr(t), "blue": blue.Addr, "green": green.Addr, "target": "blue"}
 	// Polling every hour: only Reload (what SIGHUP calls) can pick up edits.
 	p := startProxyOpts(t, reloadConfig, vars, func(o *app.Options) { o.PollInterval = time.Hour })
 	c := &http.Client{Timeout: 5 * time.Second}
 	url := "http://" + vars["web"] + "/"
 
 	vars["target"] = "green"
-	writeConfig(t, p.path, reloadConfig, vars)
+	writeConfig(t, p.ConfigPath, reloadConfig, vars)
 	if got := opsBackendOf(c, url); got != "blue" {
 		t.Fatalf("edit applied without a reload (poll is 1h): backend %q", got)
 	}
 	p.Reload()
-	eventually(t, 2*time.Second, "Reload applies the edit", func() bool { return opsBackendOf(c, url) == "green" })
+	testutil.Eventually(t, 2*time.Second, 10*time.Millisecond, "Reload applies the edit", testutil.Bool(func() bool { return opsBackendOf(c, url) == "green" }))
 
 	// Unchanged content: a forced reload still re-applies (certificates on
 	// disk may have rotated), counted as applied.
 	applied := opsMetric(t, p, "omnirelay_config_reloads_total", "result", "applied")
 	p.Reload()
-	eventually(t, 2*time.Second, "forced re-apply of unchanged config", func() bool {
+	testutil.Eventually(t, 2*time.Second, 10*time.Millisecond, "forced re-apply of unchanged config", testutil.Bool(func() bool {
 		return opsMetric(t, p, "omnirelay_config_reloads_total", "result", "applied") == applied+1
-	})
+	}))
 	if got := opsBackendOf(c, url); got != "green" {
 		t.Fatalf("after forced re-apply: backend %q", got)
 	}
@@ -569,7 +546,7 @@ func TestReloadStartFailsCleanly(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer busy.Close()
-	web := freePort(t)
+	web := testutil.Addr(t)
 	tests := []struct {
 		name    string
 		cfg     string
@@ -586,9 +563,9 @@ clusters:`, 1), wantErr: `address already in use`},
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "config.yaml")
-			writeConfig(t, path, tc.cfg, map[string]string{"admin": freePort(t), "web": web,
+			writeConfig(t, path, tc.cfg, map[string]string{"admin": testutil.Addr(t), "web": web,
 				"blue": "127.0.0.1:1", "green": "127.0.0.1:2", "target": "blue"})
-			p, err := app.Start(app.Options{ConfigPath: path, Log: testLogger(t), AdminAddress: "127.0.0.1:0"})
+			p, err := app.Start(app.Options{ConfigPath: path, Log: testutil.Logger(t), AdminAddress: "127.0.0.1:0"})
 			if err == nil {
 				_ = p.Shutdown(context.Background())
 				t.Fatal("started on a config it cannot apply")

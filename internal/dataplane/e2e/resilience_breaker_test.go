@@ -9,6 +9,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/omnirelay/omnirelay/internal/testutil"
 )
 
 // gate is a backend whose /hold requests wait for release, so that tests can
@@ -103,7 +105,7 @@ clusters:
 // retries in flight.
 func TestResilienceCircuitBreakers(t *testing.T) {
 	g1, g2, g3 := startGate(t, "g1"), startGate(t, "g2"), startGate(t, "g3")
-	web := freePort(t)
+	web := testutil.Addr(t)
 	p := startProxy(t, breakerConfig, map[string]string{"web": web, "g1": g1.Addr, "g2": g2.Addr, "g3": g3.Addr})
 	c := &http.Client{Timeout: 5 * time.Second}
 	base := "http://" + web
@@ -145,7 +147,7 @@ func TestResilienceCircuitBreakers(t *testing.T) {
 		held := background("/cb/hold", "x-id", "held")
 		g1.waitArrived(t, "held")
 		start := time.Now()
-		resp, body := get(t, c, base+"/cb/quick", "x-id", "second")
+		resp, body := testutil.Get(t, c, base+"/cb/quick", "x-id", "second")
 		if resp.StatusCode != 503 || body != "upstream overflow\n" {
 			t.Fatalf("second request: status %d body %q, want 503 upstream overflow", resp.StatusCode, body)
 		}
@@ -163,10 +165,10 @@ func TestResilienceCircuitBreakers(t *testing.T) {
 			t.Fatalf("held request: %d %q", r.status, r.body)
 		}
 		// The slot comes back once the held response is done.
-		eventually(t, 2*time.Second, "a request after the slot is freed", func() bool {
-			resp, _ := get(t, c, base+"/cb/quick", "x-id", "third")
+		testutil.Eventually(t, 2*time.Second, 10*time.Millisecond, "a request after the slot is freed", testutil.Bool(func() bool {
+			resp, _ := testutil.Get(t, c, base+"/cb/quick", "x-id", "third")
 			return resp.StatusCode == 200
-		})
+		}))
 	})
 
 	retryCaps := []struct {
@@ -182,7 +184,7 @@ func TestResilienceCircuitBreakers(t *testing.T) {
 			held := background(tc.path, "x-id", "a", "x-hold-attempt", "2")
 			tc.g.waitArrived(t, "a")
 			// B's first attempt fails too; its retry is refused.
-			resp, body := get(t, c, base+tc.path, "x-id", "b", "x-hold-attempt", "2")
+			resp, body := testutil.Get(t, c, base+tc.path, "x-id", "b", "x-hold-attempt", "2")
 			if resp.StatusCode != 503 || tc.g.attempts("b") != 1 {
 				t.Fatalf("B: status %d (body %q) after %d attempts; want its first 503, not retried",
 					resp.StatusCode, body, tc.g.attempts("b"))
@@ -195,11 +197,11 @@ func TestResilienceCircuitBreakers(t *testing.T) {
 				t.Fatalf("A: %d %q after %d attempts, want 200 after 2", r.status, r.body, tc.g.attempts("a"))
 			}
 			// With the slot free again, a retry goes through.
-			eventually(t, 2*time.Second, "a retry after the slot is freed", func() bool {
+			testutil.Eventually(t, 2*time.Second, 10*time.Millisecond, "a retry after the slot is freed", testutil.Bool(func() bool {
 				id := fmt.Sprintf("c-%d", time.Now().UnixNano())
-				resp, _ := get(t, c, base+tc.path, "x-id", id, "x-hold-attempt", "3")
+				resp, _ := testutil.Get(t, c, base+tc.path, "x-id", id, "x-hold-attempt", "3")
 				return resp.StatusCode == 503 && tc.g.attempts(id) == 2
-			})
+			}))
 		})
 	}
 }

@@ -7,6 +7,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/omnirelay/omnirelay/internal/testutil"
 )
 
 // toggleBackend is an HTTP/1.1 backend whose /healthz answer a test flips,
@@ -58,7 +60,7 @@ func tallyBackends(t testing.TB, c *http.Client, url string, n int, hdr ...strin
 	t.Helper()
 	counts := map[string]int{}
 	for range n {
-		resp, body := get(t, c, url, hdr...)
+		resp, body := testutil.Get(t, c, url, hdr...)
 		switch {
 		case resp.StatusCode == 503:
 			counts["503"]++
@@ -103,8 +105,8 @@ clusters:
 func TestResilienceHealthChecks(t *testing.T) {
 	h1, h2 := startToggleBackend(t, "h1", ""), startToggleBackend(t, "h2", "")
 	t1 := startToggleBackend(t, "t1", "")
-	dead := freePort(t)
-	web := freePort(t)
+	dead := testutil.Addr(t)
+	web := testutil.Addr(t)
 	p := startProxy(t, healthConfig, map[string]string{"web": web, "h1": h1.Addr, "h2": h2.Addr, "t1": t1.Addr, "dead": dead})
 	c := &http.Client{Timeout: 5 * time.Second}
 	base := "http://" + web
@@ -119,9 +121,9 @@ func TestResilienceHealthChecks(t *testing.T) {
 		}
 		h2.Sick.Store(true)
 		start := time.Now()
-		eventually(t, 3*time.Second, "h2 unhealthy on /clusters", func() bool {
+		testutil.Eventually(t, 3*time.Second, 10*time.Millisecond, "h2 unhealthy on /clusters", testutil.Bool(func() bool {
 			return !endpointStatus(t, p, "http-hc", h2.Addr).Healthy
-		})
+		}))
 		// Two failed probes 100ms apart, plus the probe timeout's worth of
 		// slack for a loaded machine.
 		if took := time.Since(start); took > time.Second {
@@ -142,12 +144,12 @@ func TestResilienceHealthChecks(t *testing.T) {
 		}
 
 		h2.Sick.Store(false)
-		eventually(t, 3*time.Second, "h2 healthy again", func() bool {
+		testutil.Eventually(t, 3*time.Second, 10*time.Millisecond, "h2 healthy again", testutil.Bool(func() bool {
 			return endpointStatus(t, p, "http-hc", h2.Addr).Healthy && healthyMetric("http-hc", h2.Addr) == 1
-		})
-		eventually(t, 2*time.Second, "traffic back on h2", func() bool {
+		}))
+		testutil.Eventually(t, 2*time.Second, 10*time.Millisecond, "traffic back on h2", testutil.Bool(func() bool {
 			return tallyBackends(t, c, base+"/http/", 4)["h2"] > 0
-		})
+		}))
 	})
 
 	t.Run("panic mode when every host fails its check", func(t *testing.T) {
@@ -157,18 +159,18 @@ func TestResilienceHealthChecks(t *testing.T) {
 		h2.Sick.Store(true)
 		defer h1.Sick.Store(false)
 		defer h2.Sick.Store(false)
-		eventually(t, 3*time.Second, "both hosts unhealthy", func() bool {
+		testutil.Eventually(t, 3*time.Second, 10*time.Millisecond, "both hosts unhealthy", testutil.Bool(func() bool {
 			return !endpointStatus(t, p, "http-hc", h1.Addr).Healthy && !endpointStatus(t, p, "http-hc", h2.Addr).Healthy
-		})
+		}))
 		if got := tallyBackends(t, c, base+"/http/", 20); got["h1"] == 0 || got["h2"] == 0 {
 			t.Fatalf("in panic mode: %v", got)
 		}
 	})
 
 	t.Run("tcp check", func(t *testing.T) {
-		eventually(t, 3*time.Second, "the closed port unhealthy", func() bool {
+		testutil.Eventually(t, 3*time.Second, 10*time.Millisecond, "the closed port unhealthy", testutil.Bool(func() bool {
 			return !endpointStatus(t, p, "tcp-hc", dead).Healthy
-		})
+		}))
 		if v := healthyMetric("tcp-hc", dead); v != 0 {
 			t.Fatalf("omnirelay_endpoint_healthy for the closed port = %v", v)
 		}
@@ -178,12 +180,12 @@ func TestResilienceHealthChecks(t *testing.T) {
 		// Something listens there now: the TCP check passes and it gets
 		// traffic.
 		revived := startToggleBackend(t, "revived", dead)
-		eventually(t, 3*time.Second, "the revived port healthy", func() bool {
+		testutil.Eventually(t, 3*time.Second, 10*time.Millisecond, "the revived port healthy", testutil.Bool(func() bool {
 			return endpointStatus(t, p, "tcp-hc", dead).Healthy
-		})
-		eventually(t, 2*time.Second, "traffic on the revived port", func() bool {
+		}))
+		testutil.Eventually(t, 2*time.Second, 10*time.Millisecond, "traffic on the revived port", testutil.Bool(func() bool {
 			return tallyBackends(t, c, base+"/tcp/", 4)["revived"] > 0 && revived.Hits.Load() > 0
-		})
+		}))
 	})
 }
 
@@ -216,8 +218,8 @@ clusters:
 func TestResilienceOutlierDetection(t *testing.T) {
 	good, bad := startToggleBackend(t, "good", ""), startToggleBackend(t, "bad", "")
 	bad.Fail.Store(true)
-	web := freePort(t)
-	dead := freePort(t)
+	web := testutil.Addr(t)
+	dead := testutil.Addr(t)
 	p := startProxy(t, outlierConfig, map[string]string{"web": web, "good": good.Addr, "bad": bad.Addr, "dead": dead})
 	c := &http.Client{Timeout: 5 * time.Second}
 	url := "http://" + web + "/"
@@ -227,7 +229,7 @@ func TestResilienceOutlierDetection(t *testing.T) {
 		if i == 20 {
 			t.Fatalf("bad host not ejected after %d requests (%d reached it)", i, bad.Hits.Load())
 		}
-		get(t, c, url)
+		testutil.Get(t, c, url)
 		if endpointStatus(t, p, "od", bad.Addr).Ejected {
 			ejectedAt = time.Now()
 			break
@@ -241,7 +243,7 @@ func TestResilienceOutlierDetection(t *testing.T) {
 	}
 	// While ejected (500ms), every request goes to the good host.
 	for i := 0; i < 10 && time.Since(ejectedAt) < 300*time.Millisecond; i++ {
-		resp, body := get(t, c, url)
+		resp, body := testutil.Get(t, c, url)
 		if resp.StatusCode != 200 || resp.Header.Get("x-backend") != "good" {
 			t.Fatalf("request %d while ejected: %d %q", i, resp.StatusCode, body)
 		}
@@ -251,22 +253,22 @@ func TestResilienceOutlierDetection(t *testing.T) {
 	}
 
 	// After the ejection time it is back in rotation.
-	eventually(t, 3*time.Second, "the ejected host back on /clusters", func() bool {
+	testutil.Eventually(t, 3*time.Second, 10*time.Millisecond, "the ejected host back on /clusters", testutil.Bool(func() bool {
 		return !endpointStatus(t, p, "od", bad.Addr).Ejected
-	})
+	}))
 	if took := time.Since(ejectedAt); took < 400*time.Millisecond {
 		t.Fatalf("ejection lifted after %v, want 500ms", took)
 	}
-	eventually(t, 2*time.Second, "traffic on the host again", func() bool {
-		get(t, c, url)
+	testutil.Eventually(t, 2*time.Second, 10*time.Millisecond, "traffic on the host again", testutil.Bool(func() bool {
+		testutil.Get(t, c, url)
 		return bad.Hits.Load() > 3
-	})
+	}))
 
 	// Connect failures count as 5xx: a closed port is ejected after three,
 	// and the retries hide them from clients meanwhile.
 	before := metricValue(t, p, "omnirelay_upstream_connect_failures_total", "cluster", "od-connect")
 	for i := range 20 {
-		resp, body := get(t, c, "http://"+web+"/connect/x")
+		resp, body := testutil.Get(t, c, "http://"+web+"/connect/x")
 		if resp.StatusCode != 200 {
 			t.Fatalf("request %d: %d %q", i, resp.StatusCode, body)
 		}

@@ -12,6 +12,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/omnirelay/omnirelay/internal/testutil"
 )
 
 // flaky is a backend whose failures the request scripts: x-id names the
@@ -98,7 +100,7 @@ func (f *flaky) tries(id string) []flakyAttempt {
 // given name/value pairs, read from the admin /metrics endpoint.
 func metricValue(t testing.TB, p *proxy, name string, labels ...string) float64 {
 	t.Helper()
-	resp, err := http.Get(p.adminURL("/metrics"))
+	resp, err := http.Get(p.AdminURL("/metrics"))
 	if err != nil {
 		t.Fatalf("metrics: %v", err)
 	}
@@ -144,7 +146,7 @@ type endpointState struct {
 
 func endpointStatus(t testing.TB, p *proxy, cluster, addr string) endpointState {
 	t.Helper()
-	resp, err := http.Get(p.adminURL("/clusters"))
+	resp, err := http.Get(p.AdminURL("/clusters"))
 	if err != nil {
 		t.Fatalf("clusters: %v", err)
 	}
@@ -233,8 +235,8 @@ clusters:
 func TestResilienceRetries(t *testing.T) {
 	f := startFlaky(t, "flaky")
 	good := startBackend(t, "good", nil)
-	dead := freePort(t) // reserved and closed: connections are refused
-	web := freePort(t)
+	dead := testutil.Addr(t) // reserved and closed: connections are refused
+	web := testutil.Addr(t)
 	p := startProxy(t, retriesConfig, map[string]string{"web": web, "flaky": f.Addr, "dead": dead, "good": good.Addr})
 	c := &http.Client{Timeout: 5 * time.Second}
 	base := "http://" + web
@@ -265,7 +267,7 @@ func TestResilienceRetries(t *testing.T) {
 	for _, tc := range statusCases {
 		t.Run(tc.name, func(t *testing.T) {
 			id := reqID(t, &ids)
-			resp, body := get(t, c, base+tc.path+"x", "x-id", id, "x-fail", strconv.Itoa(tc.fail), "x-fail-status", tc.failStatus)
+			resp, body := testutil.Get(t, c, base+tc.path+"x", "x-id", id, "x-fail", strconv.Itoa(tc.fail), "x-fail-status", tc.failStatus)
 			if resp.StatusCode != tc.wantStatus {
 				t.Fatalf("status %d, want %d (body %q)", resp.StatusCode, tc.wantStatus, body)
 			}
@@ -277,7 +279,7 @@ func TestResilienceRetries(t *testing.T) {
 
 	t.Run("reset retried", func(t *testing.T) {
 		id := reqID(t, &ids)
-		resp, body := get(t, c, base+"/reset/x", "x-id", id, "x-fail", "1", "x-fail-mode", "reset")
+		resp, body := testutil.Get(t, c, base+"/reset/x", "x-id", id, "x-fail", "1", "x-fail-mode", "reset")
 		if resp.StatusCode != 200 || len(f.tries(id)) != 2 {
 			t.Fatalf("status %d (body %q), %d attempts; want 200 after 2", resp.StatusCode, body, len(f.tries(id)))
 		}
@@ -305,7 +307,7 @@ func TestResilienceRetries(t *testing.T) {
 	for _, tc := range staleCases {
 		t.Run(tc.name, func(t *testing.T) {
 			// Leave an idle pooled connection for the next request to reuse.
-			if resp, _ := get(t, c, base+"/noretry/warm"); resp.StatusCode != 200 {
+			if resp, _ := testutil.Get(t, c, base+"/noretry/warm"); resp.StatusCode != 200 {
 				t.Fatalf("warm-up: %d", resp.StatusCode)
 			}
 			id := reqID(t, &ids)
@@ -337,7 +339,7 @@ func TestResilienceRetries(t *testing.T) {
 	t.Run("POST body re-sent identically over HTTP/2", func(t *testing.T) {
 		payload := strings.Repeat("h2-body-", 3000)
 		id := reqID(t, &ids)
-		resp, body := sendReq(t, h2cClient(), "POST", base+"/r5xx/x", payload, "x-id", id, "x-fail", "2")
+		resp, body := sendReq(t, testutil.H2CClient(), "POST", base+"/r5xx/x", payload, "x-id", id, "x-fail", "2")
 		tries := f.tries(id)
 		if resp.StatusCode != 200 || len(tries) != 3 {
 			t.Fatalf("status %d (body %q) after %d attempts, want 200 after 3", resp.StatusCode, body, len(tries))
@@ -364,7 +366,7 @@ func TestResilienceRetries(t *testing.T) {
 	t.Run("connect failure retried on the next host", func(t *testing.T) {
 		before := metricValue(t, p, "omnirelay_upstream_connect_failures_total", "cluster", "half-dead")
 		for i := range 10 {
-			resp, body := get(t, c, base+"/connect/x")
+			resp, body := testutil.Get(t, c, base+"/connect/x")
 			if resp.StatusCode != 200 || resp.Header.Get("x-backend") != "good" {
 				t.Fatalf("request %d: status %d body %q", i, resp.StatusCode, body)
 			}
@@ -376,7 +378,7 @@ func TestResilienceRetries(t *testing.T) {
 	t.Run("connect failure without retry", func(t *testing.T) {
 		failed := 0
 		for range 10 {
-			resp, body := get(t, c, base+"/connect-none/x")
+			resp, body := testutil.Get(t, c, base+"/connect-none/x")
 			if resp.StatusCode == 503 {
 				if !strings.Contains(body, "connect") {
 					t.Fatalf("503 body %q", body)
@@ -399,7 +401,7 @@ func TestResilienceRetries(t *testing.T) {
 	for _, tc := range grpcCases {
 		t.Run("grpc "+tc.name, func(t *testing.T) {
 			id := reqID(t, &ids)
-			resp, body := sendReq(t, h2cClient(), "POST", base+"/grpc/pkg.Svc/Call", "\x00\x00\x00\x00\x00",
+			resp, body := sendReq(t, testutil.H2CClient(), "POST", base+"/grpc/pkg.Svc/Call", "\x00\x00\x00\x00\x00",
 				"content-type", "application/grpc", "te", "trailers",
 				"x-id", id, "x-fail", "2", "x-fail-mode", "grpc", "x-fail-status", tc.failStatus)
 			got := resp.Header.Get("grpc-status")
@@ -424,7 +426,7 @@ func TestResilienceRetries(t *testing.T) {
 		var sum [3]time.Duration
 		for range runs {
 			id := reqID(t, &ids)
-			resp, body := get(t, c, base+"/backoff/x", "x-id", id, "x-fail", "3")
+			resp, body := testutil.Get(t, c, base+"/backoff/x", "x-id", id, "x-fail", "3")
 			tries := f.tries(id)
 			if resp.StatusCode != 200 || len(tries) != 4 {
 				t.Fatalf("status %d (body %q) after %d attempts, want 200 after 4", resp.StatusCode, body, len(tries))
@@ -445,7 +447,7 @@ func TestResilienceRetries(t *testing.T) {
 	t.Run("backoff max caps the wait", func(t *testing.T) {
 		for range 4 {
 			id := reqID(t, &ids)
-			resp, _ := get(t, c, base+"/capped/x", "x-id", id, "x-fail", "5")
+			resp, _ := testutil.Get(t, c, base+"/capped/x", "x-id", id, "x-fail", "5")
 			tries := f.tries(id)
 			if resp.StatusCode != 200 || len(tries) != 6 {
 				t.Fatalf("status %d after %d attempts, want 200 after 6", resp.StatusCode, len(tries))
@@ -508,7 +510,7 @@ func TestResilienceTimeouts(t *testing.T) {
 	}
 	slow := startBackend(t, "slow", sleep)
 	fast := startBackend(t, "fast", nil)
-	web := freePort(t)
+	web := testutil.Addr(t)
 	p := startProxy(t, timeoutsConfig, map[string]string{"web": web, "slow": slow.Addr, "fast": fast.Addr})
 	c := &http.Client{Timeout: 5 * time.Second}
 	base := "http://" + web
@@ -536,7 +538,7 @@ func TestResilienceTimeouts(t *testing.T) {
 			t.Fatalf("omnirelay_upstream_timeouts_total = %v", v)
 		}
 		// The proxy is not stuck on the abandoned upstream request.
-		if resp, body := get(t, c, base+"/fast/x"); resp.StatusCode != 200 {
+		if resp, body := testutil.Get(t, c, base+"/fast/x"); resp.StatusCode != 200 {
 			t.Fatalf("after a timeout: status %d body %q", resp.StatusCode, body)
 		}
 	})
@@ -578,7 +580,7 @@ func TestResilienceTimeouts(t *testing.T) {
 		}
 	})
 	t.Run("grpc-timeout on a gRPC call", func(t *testing.T) {
-		resp, body, took := timed(t, h2cClient(), "POST", "/grpc-timeout/pkg.Svc/Call",
+		resp, body, took := timed(t, testutil.H2CClient(), "POST", "/grpc-timeout/pkg.Svc/Call",
 			"content-type", "application/grpc", "te", "trailers", "grpc-timeout", "100m")
 		gs := resp.Header.Get("grpc-status")
 		if gs == "" {

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/omnirelay/omnirelay/internal/testutil"
 )
 
 // echoed is what echoBackend reports about the request it received.
@@ -131,7 +133,7 @@ clusters: []
 // exact names (case-insensitive, with or without a port), the longest
 // "*.suffix", then "prefix.*", then "*"; and 404 without a match.
 func TestRoutingVirtualHosts(t *testing.T) {
-	web, strict := freePort(t), freePort(t)
+	web, strict := testutil.Addr(t), testutil.Addr(t)
 	startProxy(t, routingHostsConfig, map[string]string{"web": web, "strict": strict})
 	c := &http.Client{Timeout: 5 * time.Second}
 	tests := []struct {
@@ -155,7 +157,7 @@ func TestRoutingVirtualHosts(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			resp, body := get(t, c, "http://"+tc.addr+"/", "host", tc.host)
+			resp, body := testutil.Get(t, c, "http://"+tc.addr+"/", "host", tc.host)
 			if resp.StatusCode != tc.status {
 				t.Fatalf("status %d, want %d (body %q)", resp.StatusCode, tc.status, body)
 			}
@@ -215,7 +217,7 @@ clusters:
 // the first matching route wins, and 404 when none does.
 func TestRoutingMatchers(t *testing.T) {
 	g := startBackend(t, "grpc", nil)
-	web := freePort(t)
+	web := testutil.Addr(t)
 	startProxy(t, routingMatchConfig, map[string]string{"web": web, "grpc": g.Addr})
 	c := &http.Client{Timeout: 5 * time.Second}
 	tests := []struct {
@@ -334,7 +336,7 @@ clusters:
 // the backend, route-level header mutations, direct responses and redirects.
 func TestRoutingActions(t *testing.T) {
 	a, b, cb := echoBackend(t, "a"), echoBackend(t, "b"), echoBackend(t, "c")
-	web := freePort(t)
+	web := testutil.Addr(t)
 	startProxy(t, routingActionsConfig, map[string]string{"web": web, "a": a.Addr, "b": b.Addr, "c": cb.Addr})
 	c := &http.Client{Timeout: 5 * time.Second}
 	base := "http://" + web
@@ -343,7 +345,7 @@ func TestRoutingActions(t *testing.T) {
 		const n = 2000
 		counts := map[string]int{}
 		for range n {
-			resp, body := get(t, c, base+"/split")
+			resp, body := testutil.Get(t, c, base+"/split")
 			if resp.StatusCode != 200 {
 				t.Fatalf("status %d: %q", resp.StatusCode, body)
 			}
@@ -367,7 +369,7 @@ func TestRoutingActions(t *testing.T) {
 	}
 	for _, tc := range rewrites {
 		t.Run(tc.name, func(t *testing.T) {
-			resp, body := get(t, c, base+tc.path)
+			resp, body := testutil.Get(t, c, base+tc.path)
 			if resp.StatusCode != 200 {
 				t.Fatalf("status %d: %q", resp.StatusCode, body)
 			}
@@ -378,19 +380,19 @@ func TestRoutingActions(t *testing.T) {
 	}
 
 	t.Run("host rewrite", func(t *testing.T) {
-		_, body := get(t, c, base+"/host", "host", "shop.example.com")
+		_, body := testutil.Get(t, c, base+"/host", "host", "shop.example.com")
 		if e := decodeEcho(t, body); e.Host != "internal.example" {
 			t.Fatalf("backend saw Host %q", e.Host)
 		}
 		// Without a rewrite the client's Host goes through untouched.
-		_, body = get(t, c, base+"/api/v1/x", "host", "shop.example.com")
+		_, body = testutil.Get(t, c, base+"/api/v1/x", "host", "shop.example.com")
 		if e := decodeEcho(t, body); e.Host != "shop.example.com" {
 			t.Fatalf("backend saw Host %q", e.Host)
 		}
 	})
 
 	t.Run("route header mutations", func(t *testing.T) {
-		resp, body := get(t, c, base+"/headers", "x-secret", "s3cr3t", "cookie", "a=b", "x-multi", "client",
+		resp, body := testutil.Get(t, c, base+"/headers", "x-secret", "s3cr3t", "cookie", "a=b", "x-multi", "client",
 			"x-set-response-header", "x-internal=leak", "x-keep", "kept")
 		e := decodeEcho(t, body)
 		if e.Headers["x-route"] != "headers" {
@@ -428,7 +430,7 @@ func TestRoutingActions(t *testing.T) {
 	}
 	for _, tc := range directs {
 		t.Run("direct response "+tc.name, func(t *testing.T) {
-			resp, body := get(t, c, base+tc.path)
+			resp, body := testutil.Get(t, c, base+tc.path)
 			if resp.StatusCode != tc.status || body != tc.body {
 				t.Fatalf("got %d %q, want %d %q", resp.StatusCode, body, tc.status, tc.body)
 			}
@@ -465,7 +467,7 @@ func TestRoutingActions(t *testing.T) {
 	}
 	for _, tc := range redirects {
 		t.Run("redirect "+tc.name, func(t *testing.T) {
-			resp, body := get(t, nr, base+tc.path, "host", tc.host)
+			resp, body := testutil.Get(t, nr, base+tc.path, "host", tc.host)
 			if resp.StatusCode != tc.status {
 				t.Fatalf("status %d, want %d (body %q)", resp.StatusCode, tc.status, body)
 			}

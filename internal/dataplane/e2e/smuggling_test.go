@@ -13,6 +13,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/omnirelay/omnirelay/internal/testutil"
 )
 
 const smugglingConfig = `
@@ -54,7 +56,7 @@ func startSmugglingTarget(t *testing.T) (web string, log *requestLog) {
 		log.add(fmt.Sprintf("%s %s body=%q", r.Method, r.URL.RequestURI(), body))
 		fmt.Fprintf(w, "ok %s", r.URL.Path)
 	})
-	web = freePort(t)
+	web = testutil.Addr(t)
 	startProxy(t, smugglingConfig, map[string]string{"web": web, "app": b.addr})
 	return web, log
 }
@@ -146,17 +148,17 @@ func TestSmugglingRejected(t *testing.T) {
 	}
 	// A last good request; once the backend logged it, requests the proxy
 	// sent before it have been logged too.
-	if resp, body := get(t, &http.Client{}, "http://"+web+"/sentinel"); resp.StatusCode != 200 {
+	if resp, body := testutil.Get(t, &http.Client{}, "http://"+web+"/sentinel"); resp.StatusCode != 200 {
 		t.Fatalf("sentinel: %d %q", resp.StatusCode, body)
 	}
-	eventually(t, 5*time.Second, "sentinel logged", func() bool {
+	testutil.Eventually(t, 5*time.Second, 10*time.Millisecond, "sentinel logged", testutil.Bool(func() bool {
 		for _, s := range log.snapshot() {
 			if strings.HasPrefix(s, "GET /sentinel ") {
 				return true
 			}
 		}
 		return false
-	})
+	}))
 	for _, s := range log.snapshot() {
 		if strings.Contains(s, "smuggled") {
 			t.Errorf("backend saw the smuggled request: %q", s)
@@ -253,7 +255,7 @@ func TestSmugglingBadBodyNotBlamedOnHost(t *testing.T) {
 				log.add(fmt.Sprintf("%s %s body=%q err=%v", r.Method, r.URL.RequestURI(), body, err))
 				fmt.Fprintf(w, "ok %s", r.URL.Path)
 			})
-			web := freePort(t)
+			web := testutil.Addr(t)
 			startProxy(t, badBodyConfig, map[string]string{"web": web, "app": b.addr, "proto": proto})
 			for i := range 4 {
 				c, br := rawDial(t, web)
@@ -268,7 +270,7 @@ func TestSmugglingBadBodyNotBlamedOnHost(t *testing.T) {
 			if n := len(log.snapshot()); n > 4 {
 				t.Fatalf("backend saw %d requests for 4 bad bodies: a client error was retried: %q", n, log.snapshot())
 			}
-			resp, body := get(t, &http.Client{}, "http://"+web+"/good")
+			resp, body := testutil.Get(t, &http.Client{}, "http://"+web+"/good")
 			if resp.StatusCode != 200 || body != "ok /good" {
 				t.Fatalf("after bad bodies: status %d body %q (host ejected for the client's errors?)", resp.StatusCode, body)
 			}

@@ -28,6 +28,8 @@ import (
 	"time"
 
 	"golang.org/x/net/http2"
+
+	"github.com/omnirelay/omnirelay/internal/testutil"
 )
 
 // protoCA is a throw-away certificate authority for one test.
@@ -138,7 +140,7 @@ func TestTLSListenerSNIAndALPN(t *testing.T) {
 	b := startCountingBackend(t, func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, "%s %s xfp=%s", r.Proto, r.Host, r.Header.Get("x-forwarded-proto"))
 	})
-	web := freePort(t)
+	web := testutil.Addr(t)
 	startProxy(t, httpsConfig, map[string]string{"web": web, "app": b.addr,
 		"certA": certA, "keyA": keyA, "certB": certB, "keyB": keyB, "certD": certD, "keyD": keyD})
 
@@ -240,7 +242,7 @@ func TestTLSUpstream(t *testing.T) {
 	srv.Config.ErrorLog = log.New(io.Discard, "", 0) // the failing cases log handshake errors
 	srv.StartTLS()
 	t.Cleanup(srv.Close)
-	web := freePort(t)
+	web := testutil.Addr(t)
 	startProxy(t, upstreamTLSConfig, map[string]string{"web": web, "tlsb": srv.Listener.Addr().String(),
 		"ca": ca.file, "otherca": other.file})
 
@@ -316,7 +318,7 @@ func TestTLSPassthroughBySNI(t *testing.T) {
 	ca := newProtoCA(t)
 	_, _, pairA := ca.issue(t, "a", "a.example.com", "other.example.com")
 	_, _, pairB := ca.issue(t, "b", "*.b.example.com")
-	web := freePort(t)
+	web := testutil.Addr(t)
 	startProxy(t, passthroughConfig, map[string]string{"web": web,
 		"a": startTLSEcho(t, "backend-a", pairA), "b": startTLSEcho(t, "backend-b", pairB)})
 
@@ -391,7 +393,7 @@ func startEcho(t testing.TB) string {
 }
 
 func TestTCPProxy(t *testing.T) {
-	tcp, idle := freePort(t), freePort(t)
+	tcp, idle := testutil.Addr(t), testutil.Addr(t)
 	startProxy(t, tcpConfig, map[string]string{"tcp": tcp, "idle": idle, "echo": startEcho(t)})
 
 	t.Run("round trip and half-close", func(t *testing.T) {

@@ -1,12 +1,10 @@
 package extension_test
 
 import (
-	"context"
 	"fmt"
 	"io"
 	"log/slog"
 	"maps"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -21,7 +19,8 @@ import (
 	"github.com/omnirelay/omnirelay/internal/shared/extpkg"
 	"github.com/omnirelay/omnirelay/internal/shared/signing"
 
-	"github.com/omnirelay/omnirelay/internal/testutil/freeport"
+	"github.com/omnirelay/omnirelay/internal/testutil"
+	"github.com/omnirelay/omnirelay/internal/testutil/proxytest"
 )
 
 // versionRules is a DSL package that stamps x-version on every response.
@@ -46,11 +45,6 @@ listeners:
 clusters:
   - { name: main, endpoints: [{{main}}] }
 `
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	return freeport.Addr(t)
-}
 
 // TestCanaryPromoteRollbackThroughProxy changes the extension of a running
 // OmniRelay under steady load: v1, then v2 as a 50% canary beside v1, then
@@ -96,42 +90,24 @@ func TestCanaryPromoteRollbackThroughProxy(t *testing.T) {
 	if err := signing.WritePublicKey(trust, pub); err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	main := testutil.Serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, "ok")
-	})}
-	go func() { _ = srv.Serve(ln) }()
-	t.Cleanup(func() { _ = srv.Close() })
+	}))
 
-	edge := freeAddr(t)
-	path := filepath.Join(dir, "config.yaml")
-	base := strings.NewReplacer("{{admin}}", freeAddr(t), "{{edge}}", edge, "{{main}}", ln.Addr().String())
+	edge := testutil.Addr(t)
+	base := strings.NewReplacer("{{admin}}", testutil.Addr(t), "{{edge}}", edge, "{{main}}", main)
+	render := func(pkg, canary string) string {
+		return strings.NewReplacer("{{package}}", pkg, "{{canary}}", canary).Replace(base.Replace(canaryConfig))
+	}
+	logs := &lockedBuffer{}
+	p := proxytest.StartIn(t, dir, render("v1.orx", ""), func(o *app.Options) {
+		o.ExtensionTrustRoot, o.Log = trust, slog.New(slog.NewTextHandler(logs, nil))
+		o.DrainTimeout, o.PollInterval = time.Second, 10*time.Millisecond
+	})
 	write := func(pkg, canary string) {
 		t.Helper()
-		cfg := strings.NewReplacer("{{package}}", pkg, "{{canary}}", canary).Replace(base.Replace(canaryConfig))
-		tmp := path + ".tmp"
-		if err := os.WriteFile(tmp, []byte(cfg), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Rename(tmp, path); err != nil {
-			t.Fatal(err)
-		}
+		p.Rewrite(t, render(pkg, canary))
 	}
-	write("v1.orx", "")
-	logs := &lockedBuffer{}
-	p, err := app.Start(app.Options{ConfigPath: path, ExtensionTrustRoot: trust, AdminAddress: "127.0.0.1:0",
-		Log: slog.New(slog.NewTextHandler(logs, nil)), DrainTimeout: time.Second, PollInterval: 10 * time.Millisecond})
-	if err != nil {
-		t.Fatalf("start proxy: %v", err)
-	}
-	defer func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = p.Shutdown(ctx)
-	}()
 
 	// Steady load; each response's x-version goes to the current window.
 	var (

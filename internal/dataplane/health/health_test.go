@@ -19,23 +19,10 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/omnirelay/omnirelay/internal/dataplane/endpoint"
+	"github.com/omnirelay/omnirelay/internal/testutil"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
-
-// eventually polls cond until it holds or the deadline passes. Polling
-// paces itself with a short sleep; the assertion is the condition, not the
-// elapsed time.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
-}
 
 // changes records onChange calls.
 type changes struct {
@@ -149,10 +136,10 @@ func TestHTTPThresholds(t *testing.T) {
 			ch := &changes{hit: s.hits.Load}
 			c := Start(context.Background(), fast(Config{Kind: HTTP, UnhealthyThreshold: tt.unhealthy, HealthyThreshold: tt.healthy}), []*endpoint.Endpoint{ep}, ch.record)
 			defer c.Stop()
-			eventually(t, "the script to play out", func() bool {
+			testutil.Eventually(t, 5*time.Second, 2*time.Millisecond, "the script to play out", testutil.Bool(func() bool {
 				st := c.Status()
 				return st[0].Checks >= uint64(len(tt.script)+1)
-			})
+			}))
 			got, at := ch.snapshot()
 			if len(got) != len(tt.want) {
 				t.Fatalf("changes %v, want %v", got, tt.want)
@@ -176,15 +163,15 @@ func TestHTTPFlipsAndReusesConnection(t *testing.T) {
 	c := Start(context.Background(), fast(Config{Kind: HTTP, Path: "/healthz", Host: "svc.internal", UnhealthyThreshold: 2, HealthyThreshold: 2}), []*endpoint.Endpoint{ep}, ch.record)
 	defer c.Stop()
 
-	eventually(t, "a few checks", func() bool { return s.hits.Load() >= 3 })
+	testutil.Eventually(t, 5*time.Second, 2*time.Millisecond, "a few checks", testutil.Bool(func() bool { return s.hits.Load() >= 3 }))
 	s.set(503)
-	eventually(t, "host unhealthy", func() bool { return !ep.Healthy() })
+	testutil.Eventually(t, 5*time.Second, 2*time.Millisecond, "host unhealthy", testutil.Bool(func() bool { return !ep.Healthy() }))
 	st := c.Status()[0]
 	if st.Healthy || st.ConsecutiveFailures < 2 || !strings.Contains(st.LastError, "503") {
 		t.Fatalf("status after failures: %+v", st)
 	}
 	s.set(200)
-	eventually(t, "host healthy again", func() bool { return ep.Healthy() })
+	testutil.Eventually(t, 5*time.Second, 2*time.Millisecond, "host healthy again", testutil.Bool(func() bool { return ep.Healthy() }))
 
 	if got, _ := ch.snapshot(); len(got) != 2 || got[0] || !got[1] {
 		t.Fatalf("changes %v, want [false true]", got)
@@ -223,7 +210,7 @@ func TestHTTPExpectedStatuses(t *testing.T) {
 			ep := endpoint.New(addr(srv), 1)
 			c := Start(context.Background(), fast(Config{Kind: HTTP, ExpectedStatuses: tt.ranges}), []*endpoint.Endpoint{ep}, nil)
 			defer c.Stop()
-			eventually(t, "two checks", func() bool { return c.Status()[0].Checks >= 2 })
+			testutil.Eventually(t, 5*time.Second, 2*time.Millisecond, "two checks", testutil.Bool(func() bool { return c.Status()[0].Checks >= 2 }))
 			if ep.Healthy() == tt.wantFail {
 				t.Fatalf("healthy = %v for status %d (hits %d)", ep.Healthy(), tt.code, s.hits.Load())
 			}
@@ -244,7 +231,7 @@ func TestHTTPTimeout(t *testing.T) {
 	ep := endpoint.New(addr(srv), 1)
 	c := Start(context.Background(), fast(Config{Kind: HTTP, Timeout: 20 * time.Millisecond}), []*endpoint.Endpoint{ep}, nil)
 	defer c.Stop()
-	eventually(t, "timeout marks unhealthy", func() bool { return !ep.Healthy() })
+	testutil.Eventually(t, 5*time.Second, 2*time.Millisecond, "timeout marks unhealthy", testutil.Bool(func() bool { return !ep.Healthy() }))
 	if e := c.Status()[0].LastError; !strings.Contains(e, "deadline") {
 		t.Fatalf("last error %q, want a deadline error", e)
 	}
@@ -283,7 +270,7 @@ func TestHTTPSAndHTTP2(t *testing.T) {
 			ep.SetHealthy(false)
 			c := Start(context.Background(), fast(Config{Kind: HTTP, TLS: tlsCfg, HTTP2: tt.http2}), []*endpoint.Endpoint{ep}, nil)
 			defer c.Stop()
-			eventually(t, "healthy", func() bool { return ep.Healthy() })
+			testutil.Eventually(t, 5*time.Second, 2*time.Millisecond, "healthy", testutil.Bool(func() bool { return ep.Healthy() }))
 			want := int32(1)
 			if tt.http2 {
 				want = 2
@@ -321,12 +308,12 @@ func TestTCP(t *testing.T) {
 	ch := &changes{}
 	c := Start(context.Background(), fast(Config{Kind: TCP, UnhealthyThreshold: 2}), []*endpoint.Endpoint{ep}, ch.record)
 	defer c.Stop()
-	eventually(t, "connects", func() bool { return accepted.Load() >= 2 })
+	testutil.Eventually(t, 5*time.Second, 2*time.Millisecond, "connects", testutil.Bool(func() bool { return accepted.Load() >= 2 }))
 	if !ep.Healthy() {
 		t.Fatal("unhealthy while listening")
 	}
 	ln.Close()
-	eventually(t, "unhealthy after listener closed", func() bool { return !ep.Healthy() })
+	testutil.Eventually(t, 5*time.Second, 2*time.Millisecond, "unhealthy after listener closed", testutil.Bool(func() bool { return !ep.Healthy() }))
 
 	ln2, err := net.Listen("tcp", a)
 	if err != nil {
@@ -334,7 +321,7 @@ func TestTCP(t *testing.T) {
 	}
 	defer ln2.Close()
 	go serve(ln2)
-	eventually(t, "healthy after listener reopened", func() bool { return ep.Healthy() })
+	testutil.Eventually(t, 5*time.Second, 2*time.Millisecond, "healthy after listener reopened", testutil.Bool(func() bool { return ep.Healthy() }))
 	if got, _ := ch.snapshot(); len(got) != 2 {
 		t.Fatalf("changes %v", got)
 	}
@@ -366,17 +353,17 @@ func TestGRPC(t *testing.T) {
 			ch := &changes{}
 			c := Start(context.Background(), fast(Config{Kind: GRPC, GRPCService: tt.service, HealthyThreshold: 2}), []*endpoint.Endpoint{ep}, ch.record)
 			defer c.Stop()
-			eventually(t, "first checks", func() bool { return c.Status()[0].Checks >= 2 })
+			testutil.Eventually(t, 5*time.Second, 2*time.Millisecond, "first checks", testutil.Bool(func() bool { return c.Status()[0].Checks >= 2 }))
 			if !ep.Healthy() {
 				t.Fatalf("unhealthy while SERVING: %+v", c.Status()[0])
 			}
 			hs.SetServingStatus(tt.service, healthpb.HealthCheckResponse_NOT_SERVING)
-			eventually(t, "unhealthy on NOT_SERVING", func() bool { return !ep.Healthy() })
+			testutil.Eventually(t, 5*time.Second, 2*time.Millisecond, "unhealthy on NOT_SERVING", testutil.Bool(func() bool { return !ep.Healthy() }))
 			if e := c.Status()[0].LastError; !strings.Contains(e, "NOT_SERVING") {
 				t.Fatalf("last error %q", e)
 			}
 			hs.SetServingStatus(tt.service, healthpb.HealthCheckResponse_SERVING)
-			eventually(t, "healthy on SERVING", func() bool { return ep.Healthy() })
+			testutil.Eventually(t, 5*time.Second, 2*time.Millisecond, "healthy on SERVING", testutil.Bool(func() bool { return ep.Healthy() }))
 			if got, _ := ch.snapshot(); len(got) != 2 || got[0] || !got[1] {
 				t.Fatalf("changes %v, want [false true]", got)
 			}
@@ -387,7 +374,7 @@ func TestGRPC(t *testing.T) {
 		ep := endpoint.New(ln.Addr().String(), 1)
 		c := Start(context.Background(), fast(Config{Kind: GRPC, GRPCService: "no.such.Service"}), []*endpoint.Endpoint{ep}, nil)
 		defer c.Stop()
-		eventually(t, "unhealthy", func() bool { return !ep.Healthy() })
+		testutil.Eventually(t, 5*time.Second, 2*time.Millisecond, "unhealthy", testutil.Bool(func() bool { return !ep.Healthy() }))
 	})
 }
 
@@ -400,7 +387,7 @@ func TestUpdateKeepsProbes(t *testing.T) {
 	defer c.Stop()
 
 	sa.set(503)
-	eventually(t, "a to fail twice", func() bool { return c.Status()[0].ConsecutiveFailures == 2 || !a.Healthy() })
+	testutil.Eventually(t, 5*time.Second, 2*time.Millisecond, "a to fail twice", testutil.Bool(func() bool { return c.Status()[0].ConsecutiveFailures == 2 || !a.Healthy() }))
 	// a stays (as a new Endpoint, as after a weight change, carrying its
 	// health); b goes; c comes.
 	a2 := endpoint.New(a.Address, 5)
@@ -416,8 +403,8 @@ func TestUpdateKeepsProbes(t *testing.T) {
 	if st[1].Checks < before {
 		t.Fatalf("a's counters reset by Update: %d checks, had %d", st[1].Checks, before)
 	}
-	eventually(t, "a unhealthy through its kept probe", func() bool { return !a2.Healthy() })
-	eventually(t, "c checked", func() bool { return sc.hits.Load() >= 2 })
+	testutil.Eventually(t, 5*time.Second, 2*time.Millisecond, "a unhealthy through its kept probe", testutil.Bool(func() bool { return !a2.Healthy() }))
+	testutil.Eventually(t, 5*time.Second, 2*time.Millisecond, "c checked", testutil.Bool(func() bool { return sc.hits.Load() >= 2 }))
 	if n := sa.conns.Load(); n != 1 {
 		t.Errorf("a reconnected across Update: %d connections", n)
 	}
@@ -425,7 +412,7 @@ func TestUpdateKeepsProbes(t *testing.T) {
 	// checked a few more times, then compare.
 	bHits := sb.hits.Load()
 	cHits := sc.hits.Load()
-	eventually(t, "more checks of c", func() bool { return sc.hits.Load() >= cHits+3 })
+	testutil.Eventually(t, 5*time.Second, 2*time.Millisecond, "more checks of c", testutil.Bool(func() bool { return sc.hits.Load() >= cHits+3 }))
 	if got := sb.hits.Load(); got > bHits+1 {
 		t.Fatalf("removed host still checked: %d hits, had %d", got, bHits)
 	}
@@ -435,7 +422,7 @@ func TestStopIsFinal(t *testing.T) {
 	s, srv := newScripted(t, 200)
 	ep := endpoint.New(addr(srv), 1)
 	c := Start(context.Background(), fast(Config{Kind: HTTP}), []*endpoint.Endpoint{ep}, nil)
-	eventually(t, "a check", func() bool { return s.hits.Load() >= 1 })
+	testutil.Eventually(t, 5*time.Second, 2*time.Millisecond, "a check", testutil.Bool(func() bool { return s.hits.Load() >= 1 }))
 	c.Stop()
 	c.Stop()
 	c.Update([]*endpoint.Endpoint{endpoint.New("127.0.0.1:1", 1)})

@@ -7,7 +7,6 @@ import (
 	"crypto/ed25519"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -32,7 +31,8 @@ import (
 	"github.com/omnirelay/omnirelay/internal/shared/extpkg"
 	"github.com/omnirelay/omnirelay/internal/shared/signing"
 
-	"github.com/omnirelay/omnirelay/internal/testutil/freeport"
+	"github.com/omnirelay/omnirelay/internal/testutil"
+	"github.com/omnirelay/omnirelay/internal/testutil/proxytest"
 )
 
 func key() ed25519.PrivateKey {
@@ -257,11 +257,6 @@ clusters:
   - { name: main, endpoints: [{{main}}] }
 `
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	return freeport.Addr(t)
-}
-
 // TestThroughProxy runs the example plugin in a real OmniRelay: config
 // file, signed package, trust root, listener, router, upstream on loopback.
 func TestThroughProxy(t *testing.T) {
@@ -283,21 +278,10 @@ func TestThroughProxy(t *testing.T) {
 	})}
 	go func() { _ = srv.Serve(ln) }()
 	t.Cleanup(func() { _ = srv.Close() })
-	edge := freeAddr(t)
-	cfg := strings.NewReplacer("{{admin}}", freeAddr(t), "{{edge}}", edge, "{{main}}", ln.Addr().String()).Replace(proxyConfig)
-	path := filepath.Join(dir, "config.yaml")
-	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	p, err := app.Start(app.Options{ConfigPath: path, ExtensionTrustRoot: trust, AdminAddress: "127.0.0.1:0",
-		Log: slog.New(slog.NewTextHandler(io.Discard, nil)), DrainTimeout: time.Second, PollInterval: time.Hour})
-	if err != nil {
-		t.Fatalf("start proxy: %v", err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = p.Shutdown(ctx)
+	edge := testutil.Addr(t)
+	cfg := strings.NewReplacer("{{admin}}", testutil.Addr(t), "{{edge}}", edge, "{{main}}", ln.Addr().String()).Replace(proxyConfig)
+	proxytest.StartIn(t, dir, cfg, func(o *app.Options) {
+		o.ExtensionTrustRoot, o.DrainTimeout, o.PollInterval = trust, time.Second, time.Hour
 	})
 	client := &http.Client{Timeout: 5 * time.Second}
 	for _, tt := range []struct {

@@ -5,13 +5,14 @@ import (
 
 	"github.com/omnirelay/omnirelay/internal/shared/config"
 	"github.com/omnirelay/omnirelay/internal/shared/translate"
+	"github.com/omnirelay/omnirelay/internal/testutil"
 )
 
 // An EDS cluster whose eds_cluster_config names a service_name takes the
 // ClusterLoadAssignment of that name (other control planes set it; several
 // clusters may share one assignment).
 func TestEDSServiceName(t *testing.T) {
-	c, err := config.Parse("eds.yaml", []byte(cfg(freeAddr(t), "a")))
+	c, err := config.Parse("eds.yaml", []byte(cfg(testutil.Addr(t), "a")))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -27,7 +27,7 @@ import (
 	"github.com/omnirelay/omnirelay/internal/shared/resources"
 	"github.com/omnirelay/omnirelay/internal/shared/translate"
 
-	"github.com/omnirelay/omnirelay/internal/testutil/freeport"
+	"github.com/omnirelay/omnirelay/internal/testutil"
 )
 
 // These tests run two OmniRelay runtimes on loopback: proxy A (plaintext
@@ -66,7 +66,7 @@ func newRuntimeWith(t testing.TB, store *secrets.Store) *Runtime {
 
 func freeAddrTB(t testing.TB) string {
 	t.Helper()
-	return freeport.Addr(t)
+	return testutil.Addr(t)
 }
 
 func snapshotTB(t testing.TB, yaml string) *resources.Snapshot {

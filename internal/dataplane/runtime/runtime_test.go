@@ -15,7 +15,7 @@ import (
 	"github.com/omnirelay/omnirelay/internal/shared/resources"
 	"github.com/omnirelay/omnirelay/internal/shared/translate"
 
-	"github.com/omnirelay/omnirelay/internal/testutil/freeport"
+	"github.com/omnirelay/omnirelay/internal/testutil"
 )
 
 func snapshot(t *testing.T, yaml string) *resources.Snapshot {
@@ -29,11 +29,6 @@ func snapshot(t *testing.T, yaml string) *resources.Snapshot {
 		t.Fatal(err)
 	}
 	return s
-}
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	return freeport.Addr(t)
 }
 
 func newRuntime(t *testing.T) *Runtime {
@@ -68,7 +63,7 @@ func cfg(addr, cluster string) string {
 
 func TestApplyVersions(t *testing.T) {
 	rt := newRuntime(t)
-	addr := freeAddr(t)
+	addr := testutil.Addr(t)
 	if err := rt.Apply(snapshot(t, cfg(addr, "a")), "test"); err != nil {
 		t.Fatal(err)
 	}
@@ -98,7 +93,7 @@ func TestApplyVersions(t *testing.T) {
 
 func TestApplyRejectsWholeVersion(t *testing.T) {
 	rt := newRuntime(t)
-	addr := freeAddr(t)
+	addr := testutil.Addr(t)
 	if err := rt.Apply(snapshot(t, cfg(addr, "a")), "test"); err != nil {
 		t.Fatal(err)
 	}

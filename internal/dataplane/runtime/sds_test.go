@@ -10,6 +10,7 @@ import (
 	"github.com/omnirelay/omnirelay/internal/dataplane/secrets/testca"
 	"github.com/omnirelay/omnirelay/internal/shared/config"
 	"github.com/omnirelay/omnirelay/internal/shared/resources"
+	"github.com/omnirelay/omnirelay/internal/testutil"
 )
 
 // envoySDS is an Envoy bootstrap whose https listener names its
@@ -65,7 +66,7 @@ func TestSDSStaticSecretsPerSNIRotate(t *testing.T) {
 		c, k = testca.PEM(t, cert)
 		return c, k, cert.Leaf.SerialNumber.String()
 	}
-	addr := freeAddr(t)
+	addr := testutil.Addr(t)
 	port := addr[strings.LastIndexByte(addr, ':')+1:]
 	rt := newRuntime(t)
 	ca1, ka1, sa1 := issue("a.example")

@@ -1,12 +1,10 @@
 package wasm_test
 
 import (
-	"context"
 	"crypto/ed25519"
 	"encoding/pem"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -20,6 +18,8 @@ import (
 	"github.com/omnirelay/omnirelay/internal/dataplane/app"
 	"github.com/omnirelay/omnirelay/internal/dataplane/wasm"
 	"github.com/omnirelay/omnirelay/internal/shared/signing"
+	"github.com/omnirelay/omnirelay/internal/testutil"
+	"github.com/omnirelay/omnirelay/internal/testutil/proxytest"
 )
 
 // startProxy writes config (after replacing its {{keys}}) and starts a
@@ -31,24 +31,10 @@ func startProxy(t *testing.T, dir, config string, vars map[string]string) {
 	if err := signing.WritePublicKey(trust, key().Public().(ed25519.PublicKey)); err != nil {
 		t.Fatal(err)
 	}
-	admin := freeAddr(t)
+	admin := testutil.Addr(t)
 	vars["admin"] = admin
-	for k, v := range vars {
-		config = strings.ReplaceAll(config, "{{"+k+"}}", v)
-	}
-	path := filepath.Join(dir, "config.yaml")
-	if err := os.WriteFile(path, []byte(config), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	p, err := app.Start(app.Options{ConfigPath: path, ExtensionTrustRoot: trust, AdminAddress: admin,
-		Log: slog.New(slog.NewTextHandler(io.Discard, nil)), DrainTimeout: time.Second, PollInterval: time.Hour})
-	if err != nil {
-		t.Fatalf("start proxy: %v", err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = p.Shutdown(ctx)
+	proxytest.StartIn(t, dir, testutil.Render(config, vars), func(o *app.Options) {
+		o.ExtensionTrustRoot, o.AdminAddress, o.DrainTimeout, o.PollInterval = trust, admin, time.Second, time.Hour
 	})
 }
 
@@ -121,7 +107,7 @@ func TestCalloutToCluster(t *testing.T) {
 	main := serveOn(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, "user=%s", r.Header.Get("x-auth-user"))
 	}))
-	vars := map[string]string{"rr": freeAddr(t), "tls": freeAddr(t), "unknown": freeAddr(t),
+	vars := map[string]string{"rr": testutil.Addr(t), "tls": testutil.Addr(t), "unknown": testutil.Addr(t),
 		"main": main, "auth1": auth1, "auth2": auth2, "authaddr": auth1,
 		"authtls": strings.TrimPrefix(tlsSrv.URL, "https://"), "ca": ca}
 	startProxy(t, dir, calloutConfig, vars)

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/omnirelay/omnirelay/internal/dataplane/wasm"
+	"github.com/omnirelay/omnirelay/internal/testutil"
 )
 
 // tcpEcho echoes every connection's bytes back.
@@ -74,7 +75,7 @@ clusters:
 func TestNetworkFilterThroughProxy(t *testing.T) {
 	dir := t.TempDir()
 	writePackage(t, dir, "tcp-guard", wasm.GuestTCPGuard, wasm.ABI021)
-	vars := map[string]string{"guard": freeAddr(t), "lines": freeAddr(t), "loopopen": freeAddr(t), "loopclosed": freeAddr(t), "echo": tcpEcho(t)}
+	vars := map[string]string{"guard": testutil.Addr(t), "lines": testutil.Addr(t), "loopopen": testutil.Addr(t), "loopclosed": testutil.Addr(t), "echo": tcpEcho(t)}
 	startProxy(t, dir, networkConfig, vars)
 
 	// exchange sends line and returns the first line that comes back, or

@@ -1,12 +1,9 @@
 package wasm_test
 
 import (
-	"context"
 	"crypto/ed25519"
 	"fmt"
 	"io"
-	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -21,7 +18,8 @@ import (
 	"github.com/omnirelay/omnirelay/internal/shared/extpkg"
 	"github.com/omnirelay/omnirelay/internal/shared/signing"
 
-	"github.com/omnirelay/omnirelay/internal/testutil/freeport"
+	"github.com/omnirelay/omnirelay/internal/testutil"
+	"github.com/omnirelay/omnirelay/internal/testutil/proxytest"
 )
 
 func key() ed25519.PrivateKey {
@@ -47,41 +45,22 @@ func writePackage(t *testing.T, dir, name, pkg string, abi string) {
 	}
 }
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	return freeport.Addr(t)
-}
-
 // echo answers with the x-added header it saw.
 func echo(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	return testutil.Serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, "x-added=%s", r.Header.Get("x-added"))
-	})}
-	go func() { _ = srv.Serve(ln) }()
-	t.Cleanup(func() { _ = srv.Close() })
-	return ln.Addr().String()
+	}))
 }
 
 // auth is the http-callout example's authorization service.
 func auth(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	return testutil.Serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Header.Get("Authorization") != "Bearer good" {
 			w.WriteHeader(http.StatusUnauthorized)
 		}
-	})}
-	go func() { _ = srv.Serve(ln) }()
-	t.Cleanup(func() { _ = srv.Close() })
-	return ln.Addr().String()
+	}))
 }
 
 // Deadlines are generous where the plugin should succeed: a burst of
@@ -138,23 +117,12 @@ func TestThroughProxy(t *testing.T) {
 	if err := signing.WritePublicKey(trust, key().Public().(ed25519.PublicKey)); err != nil {
 		t.Fatal(err)
 	}
-	addrs := map[string]string{"add": freeAddr(t), "deny": freeAddr(t), "loopopen": freeAddr(t), "oomclosed": freeAddr(t), "callout": freeAddr(t), "panicreload": freeAddr(t)}
-	admin := freeAddr(t)
+	addrs := map[string]string{"add": testutil.Addr(t), "deny": testutil.Addr(t), "loopopen": testutil.Addr(t), "oomclosed": testutil.Addr(t), "callout": testutil.Addr(t), "panicreload": testutil.Addr(t)}
+	admin := testutil.Addr(t)
 	r := strings.NewReplacer("{{admin}}", admin, "{{main}}", echo(t), "{{auth}}", auth(t), "{{callout}}", addrs["callout"], "{{panicreload}}", addrs["panicreload"],
 		"{{add}}", addrs["add"], "{{deny}}", addrs["deny"], "{{loopopen}}", addrs["loopopen"], "{{oomclosed}}", addrs["oomclosed"])
-	path := filepath.Join(dir, "config.yaml")
-	if err := os.WriteFile(path, []byte(r.Replace(proxyConfig)), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	p, err := app.Start(app.Options{ConfigPath: path, ExtensionTrustRoot: trust, AdminAddress: admin,
-		Log: slog.New(slog.NewTextHandler(io.Discard, nil)), DrainTimeout: time.Second, PollInterval: time.Hour})
-	if err != nil {
-		t.Fatalf("start proxy: %v", err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = p.Shutdown(ctx)
+	proxytest.StartIn(t, dir, r.Replace(proxyConfig), func(o *app.Options) {
+		o.ExtensionTrustRoot, o.AdminAddress, o.DrainTimeout, o.PollInterval = trust, admin, time.Second, time.Hour
 	})
 
 	tests := []struct {

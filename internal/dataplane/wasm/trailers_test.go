@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc/metadata"
 
 	"github.com/omnirelay/omnirelay/internal/dataplane/wasm"
+	"github.com/omnirelay/omnirelay/internal/testutil"
 )
 
 const trailersConfig = `
@@ -84,7 +85,7 @@ func TestTrailersThroughProxy(t *testing.T) {
 	})
 	httpBackend := serveOn(t, seenTrailers)
 	h2Backend := serveOn(t, h2c.NewHandler(seenTrailers, &http2.Server{}))
-	vars := map[string]string{"grpc": freeAddr(t), "trailerpanic": freeAddr(t), "trailerreply": freeAddr(t), "http": freeAddr(t), "httph2up": freeAddr(t),
+	vars := map[string]string{"grpc": testutil.Addr(t), "trailerpanic": testutil.Addr(t), "trailerreply": testutil.Addr(t), "http": testutil.Addr(t), "httph2up": testutil.Addr(t),
 		"grpcbackend": ln.Addr().String(), "httpbackend": httpBackend, "h2backend": h2Backend}
 	startProxy(t, dir, trailersConfig, vars)
 

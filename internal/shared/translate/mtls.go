@@ -17,7 +17,8 @@ import (
 // "default" and the trust bundle "ROOTCA", both served by the local
 // identity agent through the "sds-grpc" source rather than by the control
 // plane (which never holds the proxy's private key), so a proxy does not
-// wait on ADS for them.
+// wait on ADS for them: OmniRelay's agent fills its secret store directly,
+// and `omnirelay sds` serves them to an Envoy sidecar over SDS.
 const (
 	SecretDefault = "default"
 	SecretRootCA  = "ROOTCA"
