@@ -13,6 +13,8 @@ import (
 	filev3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/file/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/omnirelay/omnirelay/internal/testutil"
 )
 
 // TestSeveralAccessLogsEachGetTheRecord: a connection manager with two
@@ -23,7 +25,7 @@ func TestSeveralAccessLogsEachGetTheRecord(t *testing.T) {
 	t.Cleanup(backend.Close)
 	dir := t.TempDir()
 	first, second := filepath.Join(dir, "first.log"), filepath.Join(dir, "second.log")
-	addr := freeAddr(t)
+	addr := testutil.Addr(t)
 	snap := snapshot(t, `
 listeners:
   - name: web
@@ -70,16 +72,9 @@ clusters:
 	}
 	resp.Body.Close()
 	for _, path := range []string{first, second} {
-		deadline := time.Now().Add(5 * time.Second)
-		for {
+		testutil.Eventually(t, 5*time.Second, 10*time.Millisecond, filepath.Base(path)+" records the request", func() (bool, string) {
 			b, _ := os.ReadFile(path)
-			if strings.Contains(string(b), `"path":"/logged"`) {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("%s has no record of the request: %q", filepath.Base(path), b)
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
+			return strings.Contains(string(b), `"path":"/logged"`), string(b)
+		})
 	}
 }
