@@ -9,6 +9,7 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/omnirelay/omnirelay/internal/dataplane/cluster"
 	"github.com/omnirelay/omnirelay/internal/dataplane/filter"
@@ -142,5 +143,34 @@ func TestMalformedRequestIs400AndCloses(t *testing.T) {
 	b, _ := io.ReadAll(bufio.NewReader(c))
 	if len(b) < 12 || string(b[:12]) != "HTTP/1.1 400" {
 		t.Fatalf("conflicting content-length: %q, want a 400 then close", b)
+	}
+}
+
+// TestHeaderMutationLevels: the four levels of header mutations (route
+// configuration, virtual host, route, weighted cluster) apply as one list
+// each way: on the request the most specific overwrite reaches the origin,
+// on the response the route configuration's reaches the client.
+func TestHeaderMutationLevels(t *testing.T) {
+	up := startUpstream(t)
+	set := func(name, value string) []*corev3.HeaderValueOption {
+		return []*corev3.HeaderValueOption{{Header: &corev3.HeaderValue{Key: name, Value: value},
+			AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD}}
+	}
+	rc := routeAll("unused")
+	rc.RequestHeadersToAdd, rc.ResponseHeadersToAdd = set("x-up", "route_config"), set("x-down", "route_config")
+	vh := rc.VirtualHosts[0]
+	vh.RequestHeadersToAdd, vh.ResponseHeadersToAdd = set("x-up", "virtual_host"), set("x-down", "virtual_host")
+	r := vh.Routes[0]
+	r.RequestHeadersToAdd, r.ResponseHeadersToAdd = set("x-up", "route"), set("x-down", "route")
+	r.GetRoute().ClusterSpecifier = &routev3.RouteAction_WeightedClusters{WeightedClusters: &routev3.WeightedCluster{
+		Clusters: []*routev3.WeightedCluster_ClusterWeight{{Name: "up", Weight: wrapperspb.UInt32(1),
+			RequestHeadersToAdd: set("x-up", "weighted_cluster"), ResponseHeadersToAdd: set("x-down", "weighted_cluster")}}}}
+	p := startProxy(t, newConfig(t, rc, []*cluster.Cluster{buildCluster(t, "up", up)}))
+	status, hdr, body := dial(t, p.ln.Addr().String()).do("GET /m HTTP/1.1\r\nhost: example.com\r\nx-up: client\r\n\r\n")
+	if status != 200 || body != "path=/m x-up=weighted_cluster" {
+		t.Fatalf("%d %q: want the weighted cluster's x-up at the origin", status, body)
+	}
+	if got := hdr["x-down"]; got != "route_config" {
+		t.Fatalf("x-down %q at the client, want the route configuration's", got)
 	}
 }

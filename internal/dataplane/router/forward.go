@@ -61,7 +61,7 @@ func (rt *Router) Serve(s *filter.Stream) error {
 	switch r.Kind {
 	case ActionDirect:
 		s.Reply(r.Direct.Status, r.Direct.Body)
-		rt.applyResponseOps(s, r, nil, s.Resp)
+		r.ops.applyResponse(s, s.Resp)
 		return nil
 	case ActionRedirect:
 		rt.redirect(s, r)
@@ -77,29 +77,20 @@ func (rt *Router) Serve(s *filter.Stream) error {
 	}
 	req := s.Req
 	rt.rewrite(r, req)
-	rt.Table.headers.applyRequest(s)
-	r.vh.headers.applyRequest(s)
-	r.headers2.applyRequest(s)
+	// One list, merged at compile time from the four levels.
+	ops := &r.ops
 	if wc != nil {
-		wc.headers.applyRequest(s)
+		ops = &wc.ops
 	}
+	ops.applyRequest(s)
 	if len(req.Scheme) > 0 {
 		req.Header.SetBytes("x-forwarded-proto", req.Scheme)
 	}
 	rt.forward(s, r, cl)
 	if s.Resp != nil {
-		rt.applyResponseOps(s, r, wc, s.Resp)
+		ops.applyResponse(s, s.Resp)
 	}
 	return nil
-}
-
-func (rt *Router) applyResponseOps(s *filter.Stream, r *Route, wc *WeightedCluster, resp *message.Response) {
-	if wc != nil {
-		wc.headers.applyResponse(s, resp)
-	}
-	r.headers2.applyResponse(s, resp)
-	r.vh.headers.applyResponse(s, resp)
-	rt.Table.headers.applyResponse(s, resp)
 }
 
 func (rt *Router) rewrite(r *Route, req *message.Request) {

@@ -21,6 +21,7 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/omnirelay/omnirelay/internal/dataplane/filter"
+	"github.com/omnirelay/omnirelay/internal/dataplane/headerops"
 	"github.com/omnirelay/omnirelay/internal/dataplane/message"
 	"github.com/omnirelay/omnirelay/internal/dataplane/strmatch"
 )
@@ -32,7 +33,7 @@ type Table struct {
 	suffixes []wildcard // "*.example.com" longest first
 	prefixes []wildcard // "www.example.*" longest first
 	any      *VirtualHost
-	headers  headerOps // route_config level mutations
+	headers  headerOps // route_config level mutations (compile time only)
 	// routes holds every route of every virtual host, by filter.Route.ID.
 	routes []*Route
 }
@@ -46,7 +47,7 @@ type wildcard struct {
 type VirtualHost struct {
 	Name    string
 	routes  []*Route
-	headers headerOps
+	headers headerOps // this level's mutations (compile time only)
 	retry   *RetryPolicy
 	// override is per-filter config at virtual host level, by chain index.
 	override []filter.Filter
@@ -88,17 +89,21 @@ type Route struct {
 	useGRPCTimeout bool
 	Retry          *RetryPolicy
 	Hash           []HashPolicy
-	headers2       headerOps
-	Redirect       *Redirect
+	// own is the route's own header mutations; ops joins them with its
+	// virtual host's and route configuration's in the order they apply.
+	own, ops headerOps
+	Redirect *Redirect
 	Direct         *Direct
 	Upgrades       map[string]bool // enabled upgrade types ("websocket")
 }
 
 // WeightedCluster is one target of a weighted route.
 type WeightedCluster struct {
-	Name    string
-	Weight  uint32
-	headers headerOps
+	Name   string
+	Weight uint32
+	// own is this target's header mutations; ops joins them with its
+	// route's (Route.ops) in the order they apply.
+	own, ops headerOps
 }
 
 // HashPolicy computes a consistent-hash key from the request.
@@ -195,6 +200,7 @@ func Compile(rc *routev3.RouteConfiguration, fb FilterBuilder) (*Table, error) {
 		for _, r := range vh.routes {
 			r.view.ID = len(t.routes)
 			t.routes = append(t.routes, r)
+			r.joinHeaderOps(t.headers)
 		}
 		for _, d := range v.GetDomains() {
 			d = strings.ToLower(d)
@@ -292,7 +298,7 @@ func compileRoute(r *routev3.Route, vh *VirtualHost, fb FilterBuilder) (*Route, 
 	}
 	cr.grpcOnly = m.GetGrpc() != nil
 	var err error
-	if cr.headers2, err = compileHeaderOps(r.GetRequestHeadersToAdd(), r.GetRequestHeadersToRemove(),
+	if cr.own, err = compileHeaderOps(r.GetRequestHeadersToAdd(), r.GetRequestHeadersToRemove(),
 		r.GetResponseHeadersToAdd(), r.GetResponseHeadersToRemove()); err != nil {
 		return nil, err
 	}
@@ -350,7 +356,7 @@ func compileRouteAction(cr *Route, a *routev3.RouteAction) error {
 			if err != nil {
 				return fmt.Errorf("weighted_clusters.clusters[%d]: %w", i, err)
 			}
-			cr.Weighted = append(cr.Weighted, WeightedCluster{Name: w.GetName(), Weight: wt, headers: ops})
+			cr.Weighted = append(cr.Weighted, WeightedCluster{Name: w.GetName(), Weight: wt, own: ops})
 			cr.totalWeight += wt
 		}
 		if cr.totalWeight == 0 {
@@ -439,6 +445,24 @@ func compileRedirect(a *routev3.RedirectAction) *Redirect {
 		r.Code = 301
 	}
 	return r
+}
+
+// joinHeaderOps merges the four levels of header mutations (route
+// configuration, virtual host, route, weighted cluster) once, at compile
+// time, into one list per route and per weighted cluster. Request
+// mutations apply outermost first (route configuration, virtual host,
+// route, weighted cluster), response mutations innermost first, so that on
+// the request the most specific level's overwrite wins and on the response
+// the route configuration's does (the order the router applied the levels
+// in one by one before).
+func (r *Route) joinHeaderOps(table headerOps) {
+	r.ops.req = headerops.Concat(headerops.Concat(table.req, r.vh.headers.req), r.own.req)
+	r.ops.resp = headerops.Concat(headerops.Concat(r.own.resp, r.vh.headers.resp), table.resp)
+	for i := range r.Weighted {
+		w := &r.Weighted[i]
+		w.ops.req = headerops.Concat(r.ops.req, w.own.req)
+		w.ops.resp = headerops.Concat(w.own.resp, r.ops.resp)
+	}
 }
 
 // mergeOverrides joins a route's per-filter replacements with its virtual
