@@ -93,8 +93,8 @@ type Route struct {
 	// virtual host's and route configuration's in the order they apply.
 	own, ops headerOps
 	Redirect *Redirect
-	Direct         *Direct
-	Upgrades       map[string]bool // enabled upgrade types ("websocket")
+	Direct   *Direct
+	Upgrades map[string]bool // enabled upgrade types ("websocket")
 }
 
 // WeightedCluster is one target of a weighted route.
