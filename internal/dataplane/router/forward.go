@@ -30,10 +30,13 @@ type Clusters interface {
 type Router struct {
 	Clusters Clusters
 	Table    *Table
-	// MaxReplayBody bounds the request body buffered so that it can be
-	// re-sent on retry (Envoy's per_request_buffer_limit_bytes).
-	MaxReplayBody int
 }
+
+// maxReplayBody bounds the request body buffered so that it can be re-sent
+// on retry; a request with a longer body is not retried. It stands for
+// Envoy's per_request_buffer_limit_bytes, which the route compiler does not
+// read.
+const maxReplayBody = 64 << 10
 
 var (
 	_ filter.Terminal = (*Router)(nil)
@@ -188,7 +191,7 @@ func (rt *Router) forward(s *filter.Stream, r *Route, cl *cluster.Cluster) {
 	var replay *replayBody
 	replayLent := false // to the response's release: the transport may still read it
 	if maxRetries > 0 && req.Body != nil && req.ContentLength != 0 {
-		replay = getReplay(req.Body, rt.maxReplay(), req.ContentLength)
+		replay = getReplay(req.Body, maxReplayBody, req.ContentLength)
 		req.Body = replay
 	}
 	defer func() {
@@ -476,13 +479,6 @@ func hashFor(s *filter.Stream, r *Route) (uint64, bool) {
 		}
 	}
 	return h, found
-}
-
-func (rt *Router) maxReplay() int {
-	if rt.MaxReplayBody > 0 {
-		return rt.MaxReplayBody
-	}
-	return 64 << 10
 }
 
 // replayBody records what the first attempt read so that a retry can send
