@@ -417,7 +417,7 @@ func (noopPlugin) Close() error                                     { return nil
 
 // NewConnection makes noopPlugin a network plugin too, whose connections
 // pass bytes unchanged.
-func (noopPlugin) NewConnection(context.Context, extension.ConnInfo) (extension.Conn, extension.Action, error) {
+func (noopPlugin) NewConnection(context.Context, filter.Downstream) (extension.Conn, extension.Action, error) {
 	return noopConn{}, extension.Continue, nil
 }
 
@@ -437,7 +437,7 @@ func BenchmarkNetworkWatchdogOverhead(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	c, err := n.NewConn(context.Background(), extension.ConnInfo{})
+	c, err := n.NewConn(context.Background(), filter.Downstream{})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -4,12 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"runtime"
 	"sync"
 
 	"google.golang.org/protobuf/types/known/anypb"
 
+	"github.com/omnirelay/omnirelay/internal/dataplane/filter"
 	extv1 "github.com/omnirelay/omnirelay/internal/shared/api/extensions/v1"
 )
 
@@ -23,14 +23,7 @@ type NetworkPlugin interface {
 	// NewConnection starts a connection's context, on the connection's
 	// goroutine, with the watchdog deadline in ctx. Stop closes the
 	// connection.
-	NewConnection(ctx context.Context, info ConnInfo) (Conn, Action, error)
-}
-
-// ConnInfo is what a network plugin learns about a connection.
-type ConnInfo struct {
-	Listener          string
-	Remote, Local     net.Addr
-	SNI, PeerIdentity string
+	NewConnection(ctx context.Context, d filter.Downstream) (Conn, Action, error)
 }
 
 // Conn is one connection's context in a network plugin. The caller makes
@@ -116,13 +109,13 @@ type NetConn struct {
 
 // NewConn starts a connection: nil (and no error) when the extension is
 // skipped for it under fail_open; an error closes the connection.
-func (n *NetworkFilter) NewConn(ctx context.Context, info ConnInfo) (*NetConn, error) {
+func (n *NetworkFilter) NewConn(ctx context.Context, d filter.Downstream) (*NetConn, error) {
 	in := n.main.cur.Load()
 	if in.broken.Load() || !in.acquire() {
 		return nil, n.failed(n.fallback, errors.New("extension is reloading"))
 	}
 	cc := &callCtx{}
-	conn, act, o, err := n.watchdog.newConn(in, cc, ctx, info)
+	conn, act, o, err := n.watchdog.newConn(in, cc, ctx, d)
 	if !cc.release() {
 		cc = &callCtx{}
 	}
@@ -206,10 +199,10 @@ func (n *NetworkFilter) failed(p Policy, err error) error {
 // does: the deadline in c, panics recovered, the outcome counted. A
 // connection's context is the parent of NewConnection's call; Data calls
 // have none (a read is bounded by the deadline alone).
-func (w *Watchdog) newConn(in *instance, c *callCtx, parent context.Context, info ConnInfo) (conn Conn, a Action, o Outcome, err error) {
+func (w *Watchdog) newConn(in *instance, c *callCtx, parent context.Context, d filter.Downstream) (conn Conn, a Action, o Outcome, err error) {
 	c.begin(parent, w.epoch, w.deadline)
 	defer func() { o, err = w.settle(c, in.keeps, recover(), err) }()
-	conn, a, err = in.plugin.(NetworkPlugin).NewConnection(c, info)
+	conn, a, err = in.plugin.(NetworkPlugin).NewConnection(c, d)
 	return conn, a, OutcomeOK, err
 }
 

@@ -10,6 +10,7 @@ package filter
 import (
 	"context"
 	"crypto/tls"
+	"net"
 	"net/netip"
 	"time"
 
@@ -82,15 +83,39 @@ type Matcher interface {
 	Match(req *message.Request) *Route
 }
 
-// Downstream describes the connection a stream arrived on. In-process hosts
-// fill in what they know.
+// Downstream describes the connection a stream arrived on: the one type for
+// it from the listener that accepts it to the HTTP connection manager, the
+// TCP proxy and network extensions. The listener fills it once per
+// connection; in-process hosts fill in what they know.
 type Downstream struct {
 	Listener   string
 	RemoteAddr netip.AddrPort
 	LocalAddr  netip.AddrPort
-	TLS        *tls.ConnectionState
+	// TLS is the terminated TLS session (nil: plaintext, or TLS passed
+	// through untouched).
+	TLS *tls.ConnectionState
+	// SNI is the server name the client asked for: from the ClientHello
+	// the listener peeked, or the terminated session's.
+	SNI string
 	// PeerIdentity is the authenticated peer (a SPIFFE ID) when mTLS is used.
 	PeerIdentity string
+}
+
+// DownstreamOf returns the Downstream of a plain connection accepted by
+// listener.
+func DownstreamOf(listener string, c net.Conn) Downstream {
+	return Downstream{Listener: listener, RemoteAddr: addrPort(c.RemoteAddr()), LocalAddr: addrPort(c.LocalAddr())}
+}
+
+func addrPort(a net.Addr) netip.AddrPort {
+	if ta, ok := a.(*net.TCPAddr); ok {
+		return ta.AddrPort()
+	}
+	if a == nil {
+		return netip.AddrPort{}
+	}
+	ap, _ := netip.ParseAddrPort(a.String())
+	return ap
 }
 
 // Stream is one request/response exchange. It is owned by one goroutine.

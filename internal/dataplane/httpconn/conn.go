@@ -12,10 +12,8 @@ package httpconn
 
 import (
 	"context"
-	"crypto/tls"
 	"log/slog"
 	"net"
-	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -27,7 +25,6 @@ import (
 
 // Config is one immutable version of a listener's HTTP settings.
 type Config struct {
-	Listener string
 	// Chain runs the listener's filters and ends in the router, which
 	// matches each request's route.
 	Chain *filter.Chain
@@ -113,25 +110,20 @@ func (s *Server) track(sc *serverConn, add bool) {
 	s.mu.Unlock()
 }
 
-// ConnInfo is what the listener knows about an accepted connection.
-type ConnInfo struct {
-	Remote, Local netip.AddrPort
-	TLS           *tls.ConnectionState
-	PeerIdentity  string
-}
-
 // ServeConn serves one connection until it closes or ctx is done. For TLS
 // connections the handshake must be complete; the negotiated ALPN protocol
 // picks HTTP/2 or HTTP/1.1. Plain connections starting with the HTTP/2
 // connection preface are served as h2c (prior knowledge).
-func (s *Server) ServeConn(ctx context.Context, c net.Conn, info ConnInfo) {
-	if info.TLS != nil && info.TLS.NegotiatedProtocol == "h2" {
-		s.h2.serve(ctx, c, info)
+// d is what the listener learnt about the connection; every stream of the
+// connection carries a copy.
+func (s *Server) ServeConn(ctx context.Context, c net.Conn, d filter.Downstream) {
+	if d.TLS != nil && d.TLS.NegotiatedProtocol == "h2" {
+		s.h2.serve(ctx, c, &d)
 		return
 	}
 	sc := getServerConn()
 	defer putServerConn(sc)
-	sc.serve(ctx, s, c, info)
+	sc.serve(ctx, s, c, &d)
 }
 
 var serverConnPool = sync.Pool{New: func() any {
@@ -149,30 +141,13 @@ func putServerConn(sc *serverConn) {
 	serverConnPool.Put(sc)
 }
 
-func addrPort(a net.Addr) netip.AddrPort {
-	if ta, ok := a.(*net.TCPAddr); ok {
-		return ta.AddrPort()
-	}
-	ap, _ := netip.ParseAddrPort(a.String())
-	return ap
-}
-
-// InfoFor returns ConnInfo for a plain connection.
-func InfoFor(c net.Conn) ConnInfo {
-	return ConnInfo{Remote: addrPort(c.RemoteAddr()), Local: addrPort(c.LocalAddr())}
-}
-
-func (info *ConnInfo) downstream(listener string) filter.Downstream {
-	return filter.Downstream{Listener: listener, RemoteAddr: info.Remote, LocalAddr: info.Local, TLS: info.TLS, PeerIdentity: info.PeerIdentity}
-}
-
 func (s *Server) isDraining() bool { return s.draining.Load() }
 
 // prepare fills the stream fields common to both protocols; the chain
 // matches the route.
-func prepare(st *filter.Stream, cfg *Config, req *message.Request, ctx context.Context, info *ConnInfo) {
+func prepare(st *filter.Stream, req *message.Request, ctx context.Context, d *filter.Downstream) {
 	st.Ctx = ctx
 	st.Req = req
 	st.Start = time.Now()
-	st.Downstream = info.downstream(cfg.Listener)
+	st.Downstream = *d
 }

@@ -138,7 +138,7 @@ func newConfig(tb testing.TB, rc *routev3.RouteConfiguration, cls []*cluster.Clu
 		tb.Fatal(err)
 	}
 	rtr := &router.Router{Clusters: cluster.NewSet(cls), Table: table}
-	return (&httpconn.Config{Listener: "test", Chain: filter.NewChain(rtr, filters...)}).Init()
+	return (&httpconn.Config{Chain: filter.NewChain(rtr, filters...)}).Init()
 }
 
 // proxy serves an httpconn.Server on 127.0.0.1 (tests publish new versions
@@ -168,7 +168,7 @@ func startProxy(tb testing.TB, cfg *httpconn.Config) *proxy {
 			p.wg.Add(1)
 			go func() {
 				defer p.wg.Done()
-				p.srv.ServeConn(ctx, c, httpconn.InfoFor(c))
+				p.srv.ServeConn(ctx, c, filter.DownstreamOf("test", c))
 			}()
 		}
 	}()

@@ -18,6 +18,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/omnirelay/omnirelay/internal/dataplane/filter"
 	"github.com/omnirelay/omnirelay/internal/dataplane/httpconn"
 	"github.com/omnirelay/omnirelay/internal/dataplane/secrets"
 )
@@ -231,7 +232,7 @@ func (l *Listener) handle(c net.Conn) {
 		l.log.Debug("no filter chain matches; closing", "listener", l.name, "sni", sni)
 		return
 	}
-	info := httpconn.InfoFor(c)
+	d := filter.DownstreamOf(l.name, c)
 	if ch.TLS != nil {
 		tc := tls.Server(conn, ch.TLS)
 		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
@@ -245,25 +246,26 @@ func (l *Listener) handle(c net.Conn) {
 		}
 		_ = c.SetDeadline(time.Time{})
 		st := tc.ConnectionState()
-		info.TLS = &st
-		info.PeerIdentity = secrets.PeerIdentity(&st)
+		d.TLS = &st
+		d.PeerIdentity = secrets.PeerIdentity(&st)
 		conn = tc
 	}
 	cfg.Metrics.connection(l.name, ch.TLS != nil)
 	if ch.Authorize != nil {
-		if sni == "" && info.TLS != nil {
-			sni = info.TLS.ServerName
+		if sni == "" && d.TLS != nil {
+			sni = d.TLS.ServerName
 		}
-		if !ch.Authorize(c.RemoteAddr(), c.LocalAddr(), sni, info.PeerIdentity) {
+		if !ch.Authorize(c.RemoteAddr(), c.LocalAddr(), sni, d.PeerIdentity) {
 			l.log.Debug("connection refused by rbac", "listener", l.name, "remote", c.RemoteAddr().String())
 			return
 		}
 	}
+	d.SNI = sni
 	switch {
 	case ch.HTTP != nil:
-		l.httpServer(ch.Key).ServeConn(l.ctx, conn, info)
+		l.httpServer(ch.Key).ServeConn(l.ctx, conn, d)
 	case ch.TCP != nil:
-		ch.TCP.Serve(l.ctx, conn, ConnMeta{SNI: sni, PeerIdentity: info.PeerIdentity, Network: ch.Network})
+		ch.TCP.Serve(l.ctx, conn, &d, ch.Network)
 	}
 }
 

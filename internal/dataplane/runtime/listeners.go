@@ -235,7 +235,6 @@ func (rt *Runtime) compileTCPProxy(lname string, tp *tcpv3.TcpProxy, v *Version)
 	}
 	ls := rt.opt.Stats.Listener(lname)
 	p.Observe = ls.TCP
-	p.Listener = lname
 	for i, al := range tp.GetAccessLog() {
 		lg, err := rt.accessLogger(al)
 		if err != nil {
@@ -309,7 +308,6 @@ func (rt *Runtime) compileHCM(lname string, hcm *hcmv3.HttpConnectionManager, ro
 	}
 	rtr := &router.Router{Clusters: v.Clusters, Table: table}
 	cfg := &httpconn.Config{
-		Listener:   lname,
 		Chain:      filter.NewChain(rtr, filters...),
 		ServerName: hcm.GetServerName(),
 	}
