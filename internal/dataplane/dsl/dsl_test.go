@@ -484,7 +484,7 @@ func TestClaimsFromJWTAuthn(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			s := newStream(streamOpts{})
 			if tt.payloads != nil {
-				s.Ctx = jwtauthn.ContextWithPayloads(s.Ctx, tt.payloads...)
+				s.Attrs.Claims = append(s.Attrs.Claims, tt.payloads...)
 			}
 			if _, err := p.OnRequest(context.Background(), s); err != nil {
 				t.Fatal(err)

@@ -33,7 +33,7 @@ type Options struct {
 	CostLimit uint64
 	// Claims returns the verified JWT claims of a stream (jwt.claims), nil
 	// when none. Nil means the claims of the first token the jwt_authn
-	// filter verified on the stream (jwtauthn.Payloads).
+	// filter verified on the stream (Stream.Attrs.Claims).
 	Claims func(s *filter.Stream) map[string]any
 
 	// state finds a stream's state slot; nil means extension.StreamState.

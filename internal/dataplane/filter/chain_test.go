@@ -233,3 +233,23 @@ func TestChainMatchesOnceAndAfterClearRoute(t *testing.T) {
 		t.Fatal("route still marked cleared after the rematch")
 	}
 }
+
+func TestAttributesResetKeepCapacity(t *testing.T) {
+	s := newStream()
+	s.Attrs.Claims = append(s.Attrs.Claims, Claims{Provider: "idp", Key: "idp", Claims: map[string]any{"sub": "a"}})
+	s.Reset()
+	if len(s.Attrs.Claims) != 0 {
+		t.Fatalf("claims survived Reset: %+v", s.Attrs.Claims)
+	}
+	if c := s.Attrs.Claims[:1]; c[0].Claims != nil {
+		t.Fatal("Reset kept a reference to the previous stream's payload")
+	}
+	claims := map[string]any{"sub": "b"}
+	allocs := testing.AllocsPerRun(100, func() {
+		s.Reset()
+		s.Attrs.Claims = append(s.Attrs.Claims, Claims{Provider: "idp", Claims: claims})
+	})
+	if allocs != 0 {
+		t.Fatalf("publishing claims on a reused stream allocates %v times", allocs)
+	}
+}

@@ -118,6 +118,28 @@ func addrPort(a net.Addr) netip.AddrPort {
 	return ap
 }
 
+// Attributes are the facts filters establish about a stream for later
+// filters to read, as typed fields: the filter that owns a fact sets it, the
+// others only read it. The connection's facts (peer identity, TLS, SNI) are
+// in Stream.Downstream. The zero value is empty; nothing is allocated until
+// a filter sets a field, and a pooled stream keeps the capacity it grew.
+type Attributes struct {
+	// Claims are the JWT payloads verified on this stream (jwt_authn), in
+	// check order. Readers must not modify them.
+	Claims []Claims
+}
+
+// Claims is one verified token's payload.
+type Claims struct {
+	// Provider is the provider name in the jwt_authn config.
+	Provider string
+	// Key is the provider's payload_in_metadata name: the key RBAC
+	// metadata matchers use.
+	Key string
+	// Claims is the decoded payload.
+	Claims map[string]any
+}
+
 // Stream is one request/response exchange. It is owned by one goroutine.
 type Stream struct {
 	Ctx  context.Context
@@ -145,6 +167,9 @@ type Stream struct {
 	BytesSent int64
 	BytesRecv int64
 
+	// Attrs carries what filters learnt for later filters (claims, ...).
+	Attrs Attributes
+
 	state    [maxStateful]any
 	ownResp  message.Response
 	localMsg []byte
@@ -157,7 +182,9 @@ const maxStateful = 32
 
 // Reset prepares the stream for reuse.
 func (s *Stream) Reset() {
-	*s = Stream{ownResp: s.ownResp, localMsg: s.localMsg[:0]}
+	claims := s.Attrs.Claims
+	clear(claims) // drop the payloads, keep the capacity
+	*s = Stream{ownResp: s.ownResp, localMsg: s.localMsg[:0], Attrs: Attributes{Claims: claims[:0]}}
 	s.ownResp.Reset()
 }
 
