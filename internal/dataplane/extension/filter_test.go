@@ -146,7 +146,7 @@ func TestPoliciesUnderLoad(t *testing.T) {
 		mode    string
 		outcome string
 		want    string // every response
-		keeps   bool   // the plugin keeps its deadline itself (DeadlineKeeper): the watchdog does not time its calls
+		keeps   bool   // the plugin keeps its deadline itself (Capabilities.KeepsDeadline): the watchdog does not time its calls
 	}{
 		{name: "ok", policy: extv1.Policy_FAIL_CLOSED, mode: "", outcome: "ok", want: "200 yes"},
 		{name: "fail_open error", policy: extv1.Policy_FAIL_OPEN, mode: "error", outcome: "error", want: "200 "},
@@ -313,7 +313,7 @@ func TestCanarySplit(t *testing.T) {
 }
 
 // TestResponseSkipped: a stream whose plugin says it needs no response
-// phase (ResponseSkipper) gets no OnResponse call, and none is counted;
+// phase (Capabilities.SkipsResponse) gets no OnResponse call, and none is counted;
 // other streams of the same plugin do.
 func TestResponseSkipped(t *testing.T) {
 	rt := newGoRuntime()

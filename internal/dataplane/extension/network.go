@@ -201,14 +201,14 @@ func (n *NetworkFilter) failed(p Policy, err error) error {
 // have none (a read is bounded by the deadline alone).
 func (w *Watchdog) newConn(in *instance, c *callCtx, parent context.Context, d filter.Downstream) (conn Conn, a Action, o Outcome, err error) {
 	c.begin(parent, w.epoch, w.deadline)
-	defer func() { o, err = w.settle(c, in.keeps, recover(), err) }()
+	defer func() { o, err = w.settle(c, in.caps.KeepsDeadline, recover(), err) }()
 	conn, a, err = in.plugin.(NetworkPlugin).NewConnection(c, d)
 	return conn, a, OutcomeOK, err
 }
 
 func (w *Watchdog) data(in *instance, c *callCtx, conn Conn, b []byte, fromDownstream, eos bool) (out []byte, a Action, o Outcome, err error) {
 	c.begin(context.Background(), w.epoch, w.deadline)
-	defer func() { o, err = w.settle(c, in.keeps, recover(), err) }()
+	defer func() { o, err = w.settle(c, in.caps.KeepsDeadline, recover(), err) }()
 	out, a, err = conn.Data(c, b, fromDownstream, eos)
 	return out, a, OutcomeOK, err
 }
