@@ -74,7 +74,9 @@ func (c *Chain) Run(s *Stream) {
 			return
 		}
 	}
-	c.rematch(s)
+	if s.routeStale {
+		c.rematch(s)
+	}
 	if err := c.terminal.Serve(s); err != nil || s.Resp == nil {
 		if s.Resp == nil {
 			s.Reply(502, "upstream error\n")
@@ -98,14 +100,18 @@ func (c *Chain) Complete(s *Stream) {
 }
 
 func (c *Chain) filter(s *Stream, i int) Filter {
-	c.rematch(s)
-	if o := s.Route.FilterOverride(i); o != nil {
-		return o
+	if s.routeStale {
+		c.rematch(s)
+	}
+	if r := s.Route; r != nil && i < len(r.Overrides) {
+		if o := r.Overrides[i]; o != nil {
+			return o
+		}
 	}
 	return c.filters[i]
 }
 
-// rematch matches the route again if a filter cleared it.
+// rematch matches the route again after a filter cleared it.
 func (c *Chain) rematch(s *Stream) {
 	if s.routeStale && c.matcher != nil {
 		s.Route, s.routeStale = c.matcher.Match(s.Req), false
