@@ -161,7 +161,7 @@ func TestPoliciesUnderLoad(t *testing.T) {
 		{name: "fail_closed stuck", policy: extv1.Policy_FAIL_CLOSED, mode: "stuck", outcome: "timeout", want: "599 "},
 		{name: "fail_closed response error", policy: extv1.Policy_FAIL_CLOSED, mode: "error-response", outcome: "error", want: "599 "},
 		{name: "fail_open response error", policy: extv1.Policy_FAIL_OPEN, mode: "error-response", outcome: "error", want: "200 yes"},
-		// A DeadlineKeeper's late call reaches the policy through its own
+		// A late call of a plugin that keeps its deadline reaches the policy through its own
 		// error (context.DeadlineExceeded), as Wasm and native calls do.
 		{name: "fail_closed stuck, plugin keeps the deadline", policy: extv1.Policy_FAIL_CLOSED, mode: "stuck", outcome: "timeout", want: "599 ", keeps: true},
 		{name: "fail_open spin, plugin keeps the deadline", policy: extv1.Policy_FAIL_OPEN, mode: "spin", outcome: "timeout", want: "200 ", keeps: true},

@@ -35,7 +35,7 @@ type goRuntime struct {
 	closes   atomic.Int64
 	open     atomic.Int64 // streams between OnRequest and OnComplete
 	refuse   atomic.Bool  // Load fails
-	keeps    bool         // plugins are DeadlineKeepers: "stuck" reports its late return itself
+	keeps    bool         // plugins keep their deadline (Capabilities.KeepsDeadline): "stuck" reports its late return itself
 	skipResp bool         // plugins skip the response phase of "no-response" streams (Capabilities.SkipsResponse)
 	loadSeen chan struct{}
 }
