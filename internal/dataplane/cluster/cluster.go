@@ -40,17 +40,6 @@ const (
 	ProtocolHTTP2
 )
 
-// Failure is why an upstream attempt failed without a response.
-type Failure uint8
-
-const (
-	FailConnect Failure = iota + 1
-	FailReset
-	FailTimeout
-	FailOverflow
-	FailRefused
-)
-
 // Cluster is one compiled upstream cluster.
 type Cluster struct {
 	Name      string
@@ -96,26 +85,22 @@ func (c *Cluster) ReportStatus(ep *endpoint.Endpoint, status int) {
 	}
 }
 
-// ReportFailure feeds a failed attempt to outlier detection and metrics.
-func (c *Cluster) ReportFailure(ep *endpoint.Endpoint, f Failure) {
+// ReportFailure feeds a failed attempt to metrics and outlier detection.
+// An overflow is the proxy's own limit, not the host's fault: it counts for
+// neither.
+func (c *Cluster) ReportFailure(ep *endpoint.Endpoint, f upstream.Failure) {
 	switch f {
-	case FailConnect:
+	case upstream.FailConnect:
 		c.Stats.ConnectFailure.Inc()
-	case FailTimeout:
+	case upstream.FailTimeout:
 		c.Stats.Timeouts.Inc()
-	case FailReset, FailRefused:
+	case upstream.FailReset, upstream.FailRefused:
 		c.Stats.Resets.Inc()
-	}
-	if c.outlier == nil {
+	default:
 		return
 	}
-	switch f {
-	case FailConnect:
-		c.outlier.Report(ep, outlier.ConnectFailure)
-	case FailTimeout:
-		c.outlier.Report(ep, outlier.Timeout)
-	case FailReset, FailRefused:
-		c.outlier.Report(ep, outlier.Reset)
+	if c.outlier != nil {
+		c.outlier.Report(ep, outlier.Failed(f))
 	}
 }
 
@@ -135,7 +120,7 @@ func (c *Cluster) Connect(ctx context.Context) (net.Conn, func(), error) {
 	if err != nil {
 		ep.Active.Add(-1)
 		c.Breaker.ReleaseConnection()
-		c.ReportFailure(ep, FailConnect)
+		c.ReportFailure(ep, upstream.FailConnect)
 		return nil, nil, err
 	}
 	if c.tls != nil {

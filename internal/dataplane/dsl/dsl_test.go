@@ -255,8 +255,6 @@ func TestRequestActions(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			p := load(t, tt.rules, tt.config, Options{Claims: claims})
 			s := newStream(tt.stream)
-			rematched := false
-			s.Rematch = func(*filter.Stream) { rematched = true }
 			act, err := p.OnRequest(context.Background(), s)
 			if err != nil {
 				t.Fatalf("Request: %v", err)
@@ -291,8 +289,7 @@ func TestRequestActions(t *testing.T) {
 			if tt.path != "" && string(s.Req.Path) != tt.path {
 				t.Errorf("path = %q, want %q", s.Req.Path, tt.path)
 			}
-			s.CurrentRoute()
-			if rematched != tt.rematched {
+			if rematched := s.RouteCleared(); rematched != tt.rematched {
 				t.Errorf("rematched = %v, want %v", rematched, tt.rematched)
 			}
 			p.OnComplete(s)
@@ -487,7 +484,7 @@ func TestClaimsFromJWTAuthn(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			s := newStream(streamOpts{})
 			if tt.payloads != nil {
-				s.Ctx = jwtauthn.ContextWithPayloads(s.Ctx, tt.payloads...)
+				s.Attrs.Claims = append(s.Attrs.Claims, tt.payloads...)
 			}
 			if _, err := p.OnRequest(context.Background(), s); err != nil {
 				t.Fatal(err)

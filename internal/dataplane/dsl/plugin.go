@@ -14,7 +14,6 @@ import (
 	"github.com/goccy/go-yaml"
 
 	"github.com/omnirelay/omnirelay/internal/dataplane/filter"
-	"github.com/omnirelay/omnirelay/internal/dataplane/filters/jwtauthn"
 	"github.com/omnirelay/omnirelay/internal/shared/dslrules"
 )
 
@@ -192,10 +191,7 @@ func (p *Plugin) claimsOf(s *filter.Stream) ref.Val {
 // jwtClaims returns the claims of the first token the jwt_authn filter
 // verified on the stream, nil when none.
 func jwtClaims(s *filter.Stream) map[string]any {
-	if s.Ctx == nil {
-		return nil
-	}
-	if ps := jwtauthn.Payloads(s.Ctx); len(ps) > 0 {
+	if ps := s.Attrs.Claims; len(ps) > 0 {
 		return ps[0].Claims
 	}
 	return nil

@@ -33,7 +33,7 @@ type Options struct {
 	CostLimit uint64
 	// Claims returns the verified JWT claims of a stream (jwt.claims), nil
 	// when none. Nil means the claims of the first token the jwt_authn
-	// filter verified on the stream (jwtauthn.Payloads).
+	// filter verified on the stream (Stream.Attrs.Claims).
 	Claims func(s *filter.Stream) map[string]any
 
 	// state finds a stream's state slot; nil means extension.StreamState.
@@ -54,10 +54,9 @@ type Runtime struct {
 }
 
 var (
-	_ extension.Runtime         = (*Runtime)(nil)
-	_ extension.Plugin          = (*Plugin)(nil)
-	_ extension.RequestSkipper  = (*Plugin)(nil)
-	_ extension.ResponseSkipper = (*Plugin)(nil)
+	_ extension.Runtime   = (*Runtime)(nil)
+	_ extension.Plugin    = (*Plugin)(nil)
+	_ extension.Describer = (*Plugin)(nil)
 )
 
 // NewRuntime returns the dsl runtime.
@@ -95,15 +94,20 @@ func (r *Runtime) Compile(name string, payload, config []byte) (*Plugin, error) 
 	return p, nil
 }
 
-// SkipsRequest implements extension.RequestSkipper: a rule set with no
-// request rules (response rules only) needs no request call. route_to is
-// a request action, so such a set has no client header to drop either.
-func (p *Plugin) SkipsRequest() bool { return len(p.request) == 0 && !p.routeTo }
-
-// SkipsResponse implements extension.ResponseSkipper: a rule set with no
-// response rules needs no response call. The answer is fixed at load: it
-// depends on neither the stream nor the state.
-func (p *Plugin) SkipsResponse(any, *filter.Stream) bool { return len(p.response) == 0 }
+// Describe implements extension.Describer: a rule set is called only in the
+// phases it has rules for, fixed at load. A set with no request rules
+// (response rules only) needs no request call: route_to is a request
+// action, so such a set has no client header to drop either.
+func (p *Plugin) Describe() extension.Capabilities {
+	var c extension.Capabilities
+	if len(p.request) > 0 || p.routeTo {
+		c.Phases |= extension.PhaseRequest
+	}
+	if len(p.response) > 0 {
+		c.Phases |= extension.PhaseResponse
+	}
+	return c
+}
 
 // OnRequest implements extension.Plugin: the request rules in order. Stop
 // means a rule answered (deny, respond).

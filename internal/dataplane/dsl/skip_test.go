@@ -66,7 +66,7 @@ func callsTotal(t *testing.T, reg *prometheus.Registry, outcome string) float64 
 }
 
 // TestPhaseSkipped: the extension filter calls a rule set only in the
-// phases it has rules for (RequestSkipper, ResponseSkipper), which shows in
+// phases it has rules for (Describe's Phases), which shows in
 // omnirelay_extension_calls_total, and what the rules do is unchanged.
 func TestPhaseSkipped(t *testing.T) {
 	tests := []struct {

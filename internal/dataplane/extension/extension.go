@@ -1,45 +1,34 @@
-// Package extension owns OmniRelay's extension HTTP filter and the watchdog
-// every extension runs under, whatever its kind: Proxy-Wasm, DSL or native.
+// Package extension owns the seam between the data plane and extension
+// code, whatever its kind (Proxy-Wasm, DSL, native): the extension HTTP and
+// network filters, the Factory that loads and caches plugins, and the
+// Watchdog every call into a plugin runs under.
+//
+// Contract, for a runtime author:
+//   - A Runtime loads plugins of one kind; it is registered with NewFactory
+//     at proxy start (two runtimes of one kind are an error). Load runs off
+//     the request path, once per distinct (extension name, payload sha256,
+//     config): a config version that leaves an extension unchanged reuses
+//     the running plugin.
+//   - A Plugin is called concurrently from many streams, each from the
+//     stream's goroutine; per-stream state belongs in StreamState. Calls
+//     get a ctx carrying the watchdog's deadline and must honour it.
+//   - A plugin may describe itself once at load (Describer, Capabilities):
+//     the phases it has work in, whether it keeps its own deadline, and
+//     whether a stream's response phase can be skipped. The filter then
+//     makes no call where there is nothing to do.
 //
 // The filter's typed config is omnirelay.extensions.v1.Extension, which
 // carries a signed extension package (internal/shared/extpkg) inline. At
 // Build the filter verifies the package against the proxy's trust roots,
-// finds the Runtime registered for the package's kind, checks the ABI and
-// the capabilities the manifest requires, and loads the plugin once: loads
-// are cached by extension name, payload sha256 and config, so a config
-// version that leaves an extension unchanged reuses the running plugin.
-// Anything wrong fails Build with an error naming the extension and the
-// reason, so the config version is rejected and the running one stays.
+// finds the Runtime for the package's kind, checks the ABI and the
+// capabilities the manifest requires, and loads the plugin; anything wrong
+// fails Build with an error naming the extension and the reason, so the
+// config version is rejected and the running one stays.
 //
-// Every call into a plugin runs under the extension's Watchdog: a deadline
-// per call (in the ctx the plugin gets), a recover for panics, and a counter
-// per outcome (ok, error, timeout, panic) in
-// omnirelay_extension_calls_total{extension,kind,outcome}. A call that did
+// Every call runs under the extension's Watchdog (a deadline per call, a
+// recover for panics, a counter per outcome in
+// omnirelay_extension_calls_total{extension,kind,outcome}); a call that did
 // not end ok is handled by the extension's Policy.
-//
-// The watchdog's clock reads were the largest host cost of a Wasm call, so
-// it keeps them few: a call reads the monotonic clock only (time.Since of
-// the watchdog's epoch, half the cost of time.Now, which reads the wall
-// clock too) once at its start, for its deadline, and once at its end, to
-// turn a late answer into a timeout; a plugin whose runtime enforces the
-// deadline itself (DeadlineKeeper: Proxy-Wasm interrupts the guest, the
-// native runtime checks after the call) skips the second read, and a plugin
-// that knows a stream needs no response phase (ResponseSkipper: a Proxy-Wasm
-// context without response callbacks, a DSL rule set without response
-// rules) is not called for it, so such a Wasm request reads the clock once;
-// a plugin with no request phase at all (RequestSkipper: a DSL rule set with
-// response rules only) gets no request call. The resolution that costs: a Wasm guest call that ends after its deadline but
-// before the interrupt timer has run (the timer's latency) counts as ok; a
-// guest still running at its deadline is stopped as before, and every other
-// kind is timed at the end of each call. Not taken: a coarse clock kept by a
-// ticker goroutine (an atomic load instead of the start read, ~1 ms
-// resolution) costs 20-30 µs of CPU per tick on an otherwise idle process,
-// 2-3% of a core at 1 ms, against ~25 ns saved per call: it pays only past
-// about a million extension calls per second. The watchdog keeps no latency
-// histogram, so there is no timing to sample.
-//
-// Runtimes register with NewFactory at proxy start; two runtimes of one
-// kind are an error.
 package extension
 
 import (
@@ -100,42 +89,50 @@ type Plugin interface {
 	Close() error
 }
 
-// DeadlineKeeper is implemented by plugins whose runtime enforces the call
-// deadline itself: a call past its deadline is interrupted there (Proxy-Wasm:
-// the instance's timer stops the guest) or returns an error wrapping
-// context.DeadlineExceeded (native: the runtime checks the deadline after
-// the call). The watchdog then skips its own after-call clock read, which
-// for such a plugin would only repeat what the runtime did. A plugin that
-// says yes must keep that promise on every path of OnRequest and
-// OnResponse, including host work outside the guest (body reads); the
-// watchdog asks once per loaded plugin, off the request path.
-type DeadlineKeeper interface {
-	KeepsDeadline() bool
+// Describer is implemented by plugins that can say what they do; the
+// filter asks once per loaded plugin, off the request path. A plugin that is
+// not a Describer is called in both phases and timed by the watchdog.
+type Describer interface {
+	Describe() Capabilities
 }
 
-// ResponseSkipper is implemented by plugins that know, once OnRequest has
-// run, that a stream's OnResponse would do nothing (a Proxy-Wasm stream
-// whose context has no response callbacks). The filter then makes no
-// response call for it: no watchdog, no clock read, nothing counted in
-// omnirelay_extension_calls_total. state is the stream's StreamState slot
-// as OnRequest left it. It runs on the stream's goroutine, must not block,
-// and false is always a correct answer.
-type ResponseSkipper interface {
-	SkipsResponse(state any, s *filter.Stream) bool
+// Capabilities is what a loaded plugin says about itself so that the filter
+// calls it only where it has work.
+type Capabilities struct {
+	// Phases are the phases the plugin has work in. A phase not listed gets
+	// no call at all: no watchdog, no clock read, nothing counted in
+	// omnirelay_extension_calls_total. A stream still takes the plugin, so
+	// OnComplete runs as for any stream (and OnResponse, when listed, finds
+	// an empty StreamState slot if OnRequest was skipped).
+	Phases Phases
+	// KeepsDeadline says the runtime enforces the call deadline itself: a
+	// call past its deadline is interrupted there (Proxy-Wasm: the
+	// instance's timer stops the guest) or returns an error wrapping
+	// context.DeadlineExceeded (native: the runtime checks the deadline
+	// after the call). The watchdog then skips its own after-call clock
+	// read. A plugin that says so must keep the promise on every path of
+	// OnRequest and OnResponse, host work outside the guest included.
+	KeepsDeadline bool
+	// SkipsResponse, when set, tells per stream, once OnRequest has run,
+	// that OnResponse would do nothing for it (a Proxy-Wasm context without
+	// response callbacks): the filter then makes no response call. state is
+	// the stream's StreamState slot as OnRequest left it. It runs on the
+	// stream's goroutine, must not block, and false is always correct.
+	SkipsResponse func(state any, s *filter.Stream) bool
 }
 
-// RequestSkipper is implemented by plugins whose OnRequest does nothing for
-// any stream (a DSL rule set with response rules only). The filter asks
-// once per loaded plugin, off the request path, and for a plugin that says
-// yes makes no request call: no watchdog, no clock read, nothing counted in
-// omnirelay_extension_calls_total. The stream still takes the plugin, so
-// OnResponse and OnComplete run as for any stream (OnResponse then finds
-// an empty StreamState slot). Unlike ResponseSkipper it is not asked per
-// stream: what a plugin's OnRequest would do depends on the request, which
-// only the call can tell.
-type RequestSkipper interface {
-	SkipsRequest() bool
-}
+// Phases is a set of the phases a plugin has work in.
+type Phases uint8
+
+const (
+	// PhaseRequest: OnRequest.
+	PhaseRequest Phases = 1 << iota
+	// PhaseResponse: OnResponse.
+	PhaseResponse
+
+	// AllPhases is what a plugin that does not describe itself gets.
+	AllPhases = PhaseRequest | PhaseResponse
+)
 
 // Action is what a plugin's OnRequest tells the chain.
 type Action int

@@ -22,23 +22,17 @@ type instance struct {
 	refs    atomic.Int64
 	broken  atomic.Bool // a call failed under the reload policy
 	retired atomic.Bool
-	keeps   bool            // the plugin is a DeadlineKeeper that says yes
-	skipReq bool            // the plugin is a RequestSkipper that says yes
-	skipper ResponseSkipper // nil unless the plugin is one
+	caps    Capabilities // what the plugin said at load (Describer)
 	f       *Factory
 	name    string
 }
 
 // newInstance counts p among the factory's open plugins; f.mu is held.
 func (f *Factory) newInstance(p Plugin, name string) *instance {
-	in := &instance{plugin: p, f: f, name: name}
-	if k, ok := p.(DeadlineKeeper); ok {
-		in.keeps = k.KeepsDeadline()
+	in := &instance{plugin: p, f: f, name: name, caps: Capabilities{Phases: AllPhases}}
+	if d, ok := p.(Describer); ok {
+		in.caps = d.Describe()
 	}
-	if r, ok := p.(RequestSkipper); ok {
-		in.skipReq = r.SkipsRequest()
-	}
-	in.skipper, _ = p.(ResponseSkipper)
 	in.refs.Store(1)
 	f.open++
 	return in
@@ -190,7 +184,7 @@ func (x *extFilter) OnRequest(s *filter.Stream) filter.Status {
 	st := x.pool.Get().(*streamState)
 	st.e, st.in = e, in
 	s.SetState(x.index, st)
-	if in.skipReq {
+	if in.caps.Phases&PhaseRequest == 0 {
 		// The stream keeps the plugin (and its state) for OnResponse and
 		// OnComplete; there is just no request call to make.
 		return filter.Continue
@@ -229,7 +223,8 @@ func (x *extFilter) fail(s *filter.Stream, p Policy) filter.Status {
 
 func (x *extFilter) OnResponse(s *filter.Stream) {
 	st, _ := s.State(x.index).(*streamState)
-	if st == nil || st.skip || (st.in.skipper != nil && st.in.skipper.SkipsResponse(st.slot, s)) {
+	if st == nil || st.skip || st.in.caps.Phases&PhaseResponse == 0 ||
+		(st.in.caps.SkipsResponse != nil && st.in.caps.SkipsResponse(st.slot, s)) {
 		return
 	}
 	st.active = true

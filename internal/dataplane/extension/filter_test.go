@@ -146,7 +146,7 @@ func TestPoliciesUnderLoad(t *testing.T) {
 		mode    string
 		outcome string
 		want    string // every response
-		keeps   bool   // the plugin keeps its deadline itself (DeadlineKeeper): the watchdog does not time its calls
+		keeps   bool   // the plugin keeps its deadline itself (Capabilities.KeepsDeadline): the watchdog does not time its calls
 	}{
 		{name: "ok", policy: extv1.Policy_FAIL_CLOSED, mode: "", outcome: "ok", want: "200 yes"},
 		{name: "fail_open error", policy: extv1.Policy_FAIL_OPEN, mode: "error", outcome: "error", want: "200 "},
@@ -161,7 +161,7 @@ func TestPoliciesUnderLoad(t *testing.T) {
 		{name: "fail_closed stuck", policy: extv1.Policy_FAIL_CLOSED, mode: "stuck", outcome: "timeout", want: "599 "},
 		{name: "fail_closed response error", policy: extv1.Policy_FAIL_CLOSED, mode: "error-response", outcome: "error", want: "599 "},
 		{name: "fail_open response error", policy: extv1.Policy_FAIL_OPEN, mode: "error-response", outcome: "error", want: "200 yes"},
-		// A DeadlineKeeper's late call reaches the policy through its own
+		// A late call of a plugin that keeps its deadline reaches the policy through its own
 		// error (context.DeadlineExceeded), as Wasm and native calls do.
 		{name: "fail_closed stuck, plugin keeps the deadline", policy: extv1.Policy_FAIL_CLOSED, mode: "stuck", outcome: "timeout", want: "599 ", keeps: true},
 		{name: "fail_open spin, plugin keeps the deadline", policy: extv1.Policy_FAIL_OPEN, mode: "spin", outcome: "timeout", want: "200 ", keeps: true},
@@ -313,7 +313,7 @@ func TestCanarySplit(t *testing.T) {
 }
 
 // TestResponseSkipped: a stream whose plugin says it needs no response
-// phase (ResponseSkipper) gets no OnResponse call, and none is counted;
+// phase (Capabilities.SkipsResponse) gets no OnResponse call, and none is counted;
 // other streams of the same plugin do.
 func TestResponseSkipped(t *testing.T) {
 	rt := newGoRuntime()
@@ -417,7 +417,7 @@ func (noopPlugin) Close() error                                     { return nil
 
 // NewConnection makes noopPlugin a network plugin too, whose connections
 // pass bytes unchanged.
-func (noopPlugin) NewConnection(context.Context, extension.ConnInfo) (extension.Conn, extension.Action, error) {
+func (noopPlugin) NewConnection(context.Context, filter.Downstream) (extension.Conn, extension.Action, error) {
 	return noopConn{}, extension.Continue, nil
 }
 
@@ -437,7 +437,7 @@ func BenchmarkNetworkWatchdogOverhead(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	c, err := n.NewConn(context.Background(), extension.ConnInfo{})
+	c, err := n.NewConn(context.Background(), filter.Downstream{})
 	if err != nil {
 		b.Fatal(err)
 	}

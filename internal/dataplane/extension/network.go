@@ -10,6 +10,7 @@ import (
 
 	"google.golang.org/protobuf/types/known/anypb"
 
+	"github.com/omnirelay/omnirelay/internal/dataplane/filter"
 	extv1 "github.com/omnirelay/omnirelay/internal/shared/api/extensions/v1"
 )
 
@@ -23,14 +24,7 @@ type NetworkPlugin interface {
 	// NewConnection starts a connection's context, on the connection's
 	// goroutine, with the watchdog deadline in ctx. Stop closes the
 	// connection.
-	NewConnection(ctx context.Context, info ConnInfo) (Conn, Action, error)
-}
-
-// ConnInfo is what a network plugin learns about a connection.
-type ConnInfo struct {
-	Listener          string
-	Remote, Local     net.Addr
-	SNI, PeerIdentity string
+	NewConnection(ctx context.Context, d filter.Downstream) (Conn, Action, error)
 }
 
 // Conn is one connection's context in a network plugin. The caller makes
@@ -116,13 +110,13 @@ type NetConn struct {
 
 // NewConn starts a connection: nil (and no error) when the extension is
 // skipped for it under fail_open; an error closes the connection.
-func (n *NetworkFilter) NewConn(ctx context.Context, info ConnInfo) (*NetConn, error) {
+func (n *NetworkFilter) NewConn(ctx context.Context, d filter.Downstream) (*NetConn, error) {
 	in := n.main.cur.Load()
 	if in.broken.Load() || !in.acquire() {
 		return nil, n.failed(n.fallback, errors.New("extension is reloading"))
 	}
 	cc := &callCtx{}
-	conn, act, o, err := n.watchdog.newConn(in, cc, ctx, info)
+	conn, act, o, err := n.watchdog.newConn(in, cc, ctx, d)
 	if !cc.release() {
 		cc = &callCtx{}
 	}
@@ -221,16 +215,16 @@ func (n *NetworkFilter) failed(p Policy, err error) error {
 // does: the deadline in c, panics recovered, the outcome counted. A
 // connection's context is the parent of NewConnection's call; Data calls
 // have none (a read is bounded by the deadline alone).
-func (w *Watchdog) newConn(in *instance, c *callCtx, parent context.Context, info ConnInfo) (conn Conn, a Action, o Outcome, err error) {
+func (w *Watchdog) newConn(in *instance, c *callCtx, parent context.Context, d filter.Downstream) (conn Conn, a Action, o Outcome, err error) {
 	c.begin(parent, w.epoch, w.deadline)
-	defer func() { o, err = w.settle(c, in.keeps, recover(), err) }()
-	conn, a, err = in.plugin.(NetworkPlugin).NewConnection(c, info)
+	defer func() { o, err = w.settle(c, in.caps.KeepsDeadline, recover(), err) }()
+	conn, a, err = in.plugin.(NetworkPlugin).NewConnection(c, d)
 	return conn, a, OutcomeOK, err
 }
 
 func (w *Watchdog) data(in *instance, c *callCtx, conn Conn, b []byte, fromDownstream, eos bool) (out []byte, a Action, o Outcome, err error) {
 	c.begin(context.Background(), w.epoch, w.deadline)
-	defer func() { o, err = w.settle(c, in.keeps, recover(), err) }()
+	defer func() { o, err = w.settle(c, in.caps.KeepsDeadline, recover(), err) }()
 	out, a, err = conn.Data(c, b, fromDownstream, eos)
 	return out, a, OutcomeOK, err
 }

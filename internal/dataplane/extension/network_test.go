@@ -10,6 +10,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/omnirelay/omnirelay/internal/dataplane/extension"
+	"github.com/omnirelay/omnirelay/internal/dataplane/filter"
 	extv1 "github.com/omnirelay/omnirelay/internal/shared/api/extensions/v1"
 	"github.com/omnirelay/omnirelay/internal/shared/extpkg"
 )
@@ -26,7 +27,7 @@ func (netRuntime) Load(context.Context, extpkg.Manifest, []byte, []byte) (extens
 
 type netPlugin struct{ noopPlugin }
 
-func (netPlugin) NewConnection(context.Context, extension.ConnInfo) (extension.Conn, extension.Action, error) {
+func (netPlugin) NewConnection(context.Context, filter.Downstream) (extension.Conn, extension.Action, error) {
 	return netConn{}, extension.Continue, nil
 }
 
@@ -83,7 +84,7 @@ func TestNetworkPolicies(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			c, err := n.NewConn(context.Background(), extension.ConnInfo{})
+			c, err := n.NewConn(context.Background(), filter.Downstream{})
 			if err != nil || c == nil {
 				t.Fatalf("NewConn: %v, %v", c, err)
 			}

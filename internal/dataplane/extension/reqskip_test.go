@@ -14,12 +14,12 @@ import (
 	"github.com/omnirelay/omnirelay/internal/shared/extpkg"
 )
 
-// respOnlyRuntime loads plugins with no request phase (RequestSkipper):
+// respOnlyRuntime loads plugins with no request phase (Phases without PhaseRequest):
 // OnResponse adds "x-resp: <payload>", or fails when the request asks
 // (x-mode: error-response).
 type respOnlyRuntime struct {
 	requests, responses, completes atomic.Int64
-	skips                          bool // what SkipsRequest answers
+	skips                          bool // whether Describe leaves PhaseRequest out
 }
 
 func (*respOnlyRuntime) Kind() string   { return extpkg.KindNative }
@@ -34,9 +34,14 @@ type respOnlyPlugin struct {
 	value string
 }
 
-var _ extension.RequestSkipper = (*respOnlyPlugin)(nil)
+var _ extension.Describer = (*respOnlyPlugin)(nil)
 
-func (p *respOnlyPlugin) SkipsRequest() bool { return p.rt.skips }
+func (p *respOnlyPlugin) Describe() extension.Capabilities {
+	if p.rt.skips {
+		return extension.Capabilities{Phases: extension.PhaseResponse}
+	}
+	return extension.Capabilities{Phases: extension.AllPhases}
+}
 
 func (p *respOnlyPlugin) OnRequest(context.Context, *filter.Stream) (extension.Action, error) {
 	p.rt.requests.Add(1)

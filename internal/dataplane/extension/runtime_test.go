@@ -35,8 +35,8 @@ type goRuntime struct {
 	closes   atomic.Int64
 	open     atomic.Int64 // streams between OnRequest and OnComplete
 	refuse   atomic.Bool  // Load fails
-	keeps    bool         // plugins are DeadlineKeepers: "stuck" reports its late return itself
-	skipResp bool         // plugins skip the response phase of "no-response" streams (ResponseSkipper)
+	keeps    bool         // plugins keep their deadline (Capabilities.KeepsDeadline): "stuck" reports its late return itself
+	skipResp bool         // plugins skip the response phase of "no-response" streams (Capabilities.SkipsResponse)
 	loadSeen chan struct{}
 }
 
@@ -107,15 +107,18 @@ func (p *goPlugin) OnRequest(ctx context.Context, s *filter.Stream) (extension.A
 	return extension.Continue, nil
 }
 
-// KeepsDeadline implements extension.DeadlineKeeper when the runtime was
-// made so (keeps).
-func (p *goPlugin) KeepsDeadline() bool { return p.rt.keeps }
-
-// SkipsResponse implements extension.ResponseSkipper: with skipResp, a
-// "no-response" stream needs no OnResponse.
-func (p *goPlugin) SkipsResponse(state any, _ *filter.Stream) bool {
-	st, _ := state.(*goState)
-	return p.rt.skipResp && st != nil && st.mode == "no-response"
+// Describe implements extension.Describer: the plugin keeps its deadline
+// when the runtime was made so (keeps); with skipResp, a "no-response"
+// stream needs no OnResponse.
+func (p *goPlugin) Describe() extension.Capabilities {
+	c := extension.Capabilities{Phases: extension.AllPhases, KeepsDeadline: p.rt.keeps}
+	if p.rt.skipResp {
+		c.SkipsResponse = func(state any, _ *filter.Stream) bool {
+			st, _ := state.(*goState)
+			return st != nil && st.mode == "no-response"
+		}
+	}
+	return c
 }
 
 func (p *goPlugin) OnResponse(_ context.Context, s *filter.Stream) error {

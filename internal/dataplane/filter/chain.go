@@ -1,14 +1,13 @@
 package filter
 
 import (
-	"errors"
 	"io"
 )
 
 var eof = io.EOF
 
-// Disabled is the filter a route returns from FilterOverride to switch a
-// listener filter off for that route.
+// Disabled is the filter a route's Overrides hold to switch a listener
+// filter off for that route.
 var Disabled Filter = disabled{}
 
 type disabled struct{}
@@ -27,8 +26,16 @@ type Terminal interface {
 type Chain struct {
 	filters   []Filter
 	terminal  Terminal
-	completer []int // indexes of filters implementing Completer
+	matcher   Matcher // the terminal, when it chooses routes (the router)
+	completer []int   // indexes of filters implementing Completer
+	routed    func(*Stream)
 }
+
+// OnRouted sets f to run once per stream right after the route is matched,
+// before the first filter (the connection manager starts the request's
+// trace there, when route-level sampling and tenants are known). Call it
+// while building the chain, before it serves.
+func (c *Chain) OnRouted(f func(*Stream)) { c.routed = f }
 
 // MaxFilters is the longest chain NewChain accepts (per-stream state slots).
 const MaxFilters = maxStateful
@@ -41,6 +48,7 @@ func NewChain(terminal Terminal, filters ...Filter) *Chain {
 		panic("filter: chain longer than MaxFilters")
 	}
 	c := &Chain{filters: append([]Filter(nil), filters...), terminal: terminal}
+	c.matcher, _ = terminal.(Matcher)
 	for i, f := range c.filters {
 		if _, ok := f.(Completer); ok {
 			c.completer = append(c.completer, i)
@@ -52,13 +60,17 @@ func NewChain(terminal Terminal, filters ...Filter) *Chain {
 // Len returns the number of filters before the terminal.
 func (c *Chain) Len() int { return len(c.filters) }
 
-// ErrNoResponse is reported when a terminal returns neither response nor error.
-var ErrNoResponse = errors.New("filter chain: terminal produced no response")
-
-// Run runs the request phase, the terminal, then the response phase. On
-// return s.Resp is set: the caller writes it downstream and then calls
-// Complete.
+// Run matches the route (when the terminal is a Matcher), runs the request
+// phase, the terminal, then the response phase. On return s.Resp is set: the
+// caller writes it downstream and then calls Complete. Without a Matcher the
+// caller's s.Route is used as is.
 func (c *Chain) Run(s *Stream) {
+	if c.matcher != nil {
+		s.Route, s.routeStale = c.matcher.Match(s.Req), false
+	}
+	if c.routed != nil {
+		c.routed(s)
+	}
 	n := len(c.filters)
 	ran := n // number of filters whose OnRequest ran
 	for i := 0; i < n; i++ {
@@ -71,6 +83,9 @@ func (c *Chain) Run(s *Stream) {
 			c.respond(s, ran-1)
 			return
 		}
+	}
+	if s.routeStale {
+		c.rematch(s)
 	}
 	if err := c.terminal.Serve(s); err != nil || s.Resp == nil {
 		if s.Resp == nil {
@@ -95,10 +110,20 @@ func (c *Chain) Complete(s *Stream) {
 }
 
 func (c *Chain) filter(s *Stream, i int) Filter {
-	if r := s.CurrentRoute(); r != nil {
-		if o := r.FilterOverride(i); o != nil {
+	if s.routeStale {
+		c.rematch(s)
+	}
+	if r := s.Route; r != nil && i < len(r.Overrides) {
+		if o := r.Overrides[i]; o != nil {
 			return o
 		}
 	}
 	return c.filters[i]
+}
+
+// rematch matches the route again after a filter cleared it.
+func (c *Chain) rematch(s *Stream) {
+	if s.routeStale && c.matcher != nil {
+		s.Route, s.routeStale = c.matcher.Match(s.Req), false
+	}
 }

@@ -46,11 +46,6 @@ func (t *terminal) Serve(s *Stream) error {
 	return nil
 }
 
-type overrideRoute struct{ overrides map[int]Filter }
-
-func (overrideRoute) Name() string                  { return "r" }
-func (o overrideRoute) FilterOverride(i int) Filter { return o.overrides[i] }
-
 func newStream() *Stream {
 	s := &Stream{Ctx: context.Background(), Req: &message.Request{}}
 	return s
@@ -60,7 +55,7 @@ func TestChainOrder(t *testing.T) {
 	tests := []struct {
 		name     string
 		stopAt   int // -1: nobody stops
-		override map[int]Filter
+		override []Filter
 		want     string
 		status   int
 	}{
@@ -68,7 +63,7 @@ func TestChainOrder(t *testing.T) {
 			want: "req:a req:b req:c terminal resp:c resp:b resp:a done:b", status: 200},
 		{name: "stop skips the rest and the terminal", stopAt: 1,
 			want: "req:a req:b resp:a done:b", status: 403},
-		{name: "route disables a filter", stopAt: -1, override: map[int]Filter{2: Disabled},
+		{name: "route disables a filter", stopAt: -1, override: []Filter{nil, nil, Disabled},
 			want: "req:a req:b terminal resp:b resp:a done:b", status: 200},
 	}
 	for _, tt := range tests {
@@ -86,7 +81,7 @@ func TestChainOrder(t *testing.T) {
 			c := NewChain(&terminal{log: &log, status: 200}, fs...)
 			s := newStream()
 			if tt.override != nil {
-				s.Route = overrideRoute{tt.override}
+				s.Route = &Route{Name: "r", Overrides: tt.override}
 			}
 			c.Run(s)
 			c.Complete(s)
@@ -150,5 +145,111 @@ func TestRegistryRejectsDuplicates(t *testing.T) {
 	}
 	if got := strings.Join(r.Types(), ","); got != "a.B,c.D" {
 		t.Fatalf("Types = %s", got)
+	}
+}
+
+type passFilter struct{}
+
+func (passFilter) OnRequest(*Stream) Status { return Continue }
+func (passFilter) OnResponse(*Stream)       {}
+
+type replyTerminal struct{}
+
+func (replyTerminal) Serve(s *Stream) error {
+	r := s.LocalResponse()
+	r.Status = 200
+	s.Resp = r
+	return nil
+}
+
+// BenchmarkChainRun is the chain's own cost: four filters, each looked up
+// through the route's overrides, in both phases, around a terminal.
+func BenchmarkChainRun(b *testing.B) {
+	c := NewChain(replyTerminal{}, passFilter{}, passFilter{}, passFilter{}, passFilter{})
+	s := newStream()
+	b.ReportAllocs()
+	for b.Loop() {
+		s.Resp = nil
+		c.Run(s)
+		c.Complete(s)
+	}
+}
+
+// pathMatcher is a terminal that matches routes by path, counting calls,
+// and records the route it serves.
+type pathMatcher struct {
+	routes map[string]*Route
+	calls  int
+	served *Route
+}
+
+func (m *pathMatcher) Match(req *message.Request) *Route {
+	m.calls++
+	return m.routes[string(req.Path)]
+}
+
+func (m *pathMatcher) Serve(s *Stream) error {
+	m.served = s.Route
+	return replyTerminal{}.Serve(s)
+}
+
+// rewriter changes the path and clears the route, as a DSL or Wasm rewrite
+// does.
+type rewriter struct{ to string }
+
+func (r rewriter) OnRequest(s *Stream) Status {
+	s.Req.SetPath(r.to)
+	s.ClearRoute()
+	return Continue
+}
+func (rewriter) OnResponse(*Stream) {}
+
+func TestChainMatchesOnceAndAfterClearRoute(t *testing.T) {
+	var log []string
+	after := &Route{Name: "after", Overrides: []Filter{nil, &recorder{name: "override", log: &log}}}
+	m := &pathMatcher{routes: map[string]*Route{"/before": {Name: "before"}, "/after": after}}
+
+	c := NewChain(m, passFilter{}, &recorder{name: "listener", log: &log})
+	s := newStream()
+	s.Req.SetPath("/before")
+	c.Run(s)
+	if m.calls != 1 || m.served.Name != "before" {
+		t.Fatalf("no rewrite: %d matches, served %q; want 1, before", m.calls, m.served.Name)
+	}
+
+	log = nil
+	m.calls = 0
+	c = NewChain(m, rewriter{to: "/after"}, &recorder{name: "listener", log: &log})
+	s = newStream()
+	s.Req.SetPath("/before")
+	c.Run(s)
+	if m.calls != 2 || m.served != after || s.Route != after {
+		t.Fatalf("after ClearRoute: %d matches, served %v; want 2, the rewritten path's route", m.calls, m.served)
+	}
+	if got := strings.Join(log, " "); got != "req:override resp:override" {
+		t.Fatalf("the filter after the rewrite ran %q; want the new route's override", got)
+	}
+	if s.RouteCleared() {
+		t.Fatal("route still marked cleared after the rematch")
+	}
+}
+
+func TestAttributesResetKeepCapacity(t *testing.T) {
+	s := newStream()
+	s.Attrs.Claims = append(s.Attrs.Claims, Claims{Provider: "idp", Key: "idp", Claims: map[string]any{"sub": "a"}})
+	s.Reset()
+	if len(s.Attrs.Claims) != 0 {
+		t.Fatalf("claims survived Reset: %+v", s.Attrs.Claims)
+	}
+	if c := s.Attrs.Claims[:1]; c[0].Claims != nil {
+		t.Fatal("Reset kept a reference to the previous stream's payload")
+	}
+	claims := map[string]any{"sub": "b"}
+	allocs := testing.AllocsPerRun(100, func() {
+		s.Reset()
+		s.Attrs.Claims = append(s.Attrs.Claims, Claims{Provider: "idp", Claims: claims})
+	})
+	if allocs != 0 {
+		t.Fatalf("publishing claims on a reused stream allocates %v times", allocs)
 	}
 }

@@ -10,6 +10,8 @@ package filter
 import (
 	"context"
 	"crypto/tls"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	"net"
 	"net/netip"
 	"time"
 
@@ -49,27 +51,98 @@ type Completer interface {
 	OnComplete(s *Stream)
 }
 
-// Route is what the chain knows about the route a stream matched. The router
-// package provides the implementation; filters use it for per-route
-// overrides and logging.
-type Route interface {
+// Route is what the chain and the filters know about the route a stream
+// matched: its name and the per-route filter replacements. The router
+// compiles one per route and hands it out through Matcher; it is immutable
+// and shared by every stream of its config version.
+type Route struct {
 	// Name is the route's name for logs and metrics (may be empty).
-	Name() string
-	// FilterOverride returns a replacement for the listener filter at index i
-	// (per-route typed config), or nil to use the listener's filter. A route
-	// disables a filter by returning Disabled.
-	FilterOverride(i int) Filter
+	Name string
+	// Overrides replaces listener filters on this route, by chain index
+	// (per-route typed config, the route's over its virtual host's): a nil
+	// entry keeps the listener's filter, Disabled switches it off.
+	Overrides []Filter
+	// ID is the route's position in the table that compiled it: the router
+	// finds its own compiled route by it, without a type assertion.
+	ID int
+	// Metadata is the route's Envoy metadata (Route.metadata), nil when it
+	// has none; Proxy-Wasm plugins read it as route_metadata. Read-only.
+	Metadata *corev3.Metadata
 }
 
-// Downstream describes the connection a stream arrived on. In-process hosts
-// fill in what they know.
+// FilterOverride returns the replacement for the listener filter at chain
+// index i, or nil to run the listener's filter. A nil route has none.
+func (r *Route) FilterOverride(i int) Filter {
+	if r != nil && i < len(r.Overrides) {
+		return r.Overrides[i]
+	}
+	return nil
+}
+
+// Matcher chooses the route of a request. The router implements it; a chain
+// whose terminal is a Matcher calls it once before the first filter runs and
+// again, before the next filter or the terminal, only when a filter cleared
+// the route (Stream.ClearRoute). Match is called on the stream's goroutine,
+// concurrently for many streams, must not block and should not allocate.
+type Matcher interface {
+	Match(req *message.Request) *Route
+}
+
+// Downstream describes the connection a stream arrived on: the one type for
+// it from the listener that accepts it to the HTTP connection manager, the
+// TCP proxy and network extensions. The listener fills it once per
+// connection; in-process hosts fill in what they know.
 type Downstream struct {
 	Listener   string
 	RemoteAddr netip.AddrPort
 	LocalAddr  netip.AddrPort
-	TLS        *tls.ConnectionState
+	// TLS is the terminated TLS session (nil: plaintext, or TLS passed
+	// through untouched).
+	TLS *tls.ConnectionState
+	// SNI is the server name the client asked for: from the ClientHello
+	// the listener peeked, or the terminated session's.
+	SNI string
 	// PeerIdentity is the authenticated peer (a SPIFFE ID) when mTLS is used.
 	PeerIdentity string
+}
+
+// DownstreamOf returns the Downstream of a plain connection accepted by
+// listener.
+func DownstreamOf(listener string, c net.Conn) Downstream {
+	return Downstream{Listener: listener, RemoteAddr: addrPort(c.RemoteAddr()), LocalAddr: addrPort(c.LocalAddr())}
+}
+
+func addrPort(a net.Addr) netip.AddrPort {
+	if ta, ok := a.(*net.TCPAddr); ok {
+		return ta.AddrPort()
+	}
+	if a == nil {
+		return netip.AddrPort{}
+	}
+	ap, _ := netip.ParseAddrPort(a.String())
+	return ap
+}
+
+// Attributes are the facts filters establish about a stream for later
+// filters to read, as typed fields: the filter that owns a fact sets it, the
+// others only read it. The connection's facts (peer identity, TLS, SNI) are
+// in Stream.Downstream. The zero value is empty; nothing is allocated until
+// a filter sets a field, and a pooled stream keeps the capacity it grew.
+type Attributes struct {
+	// Claims are the JWT payloads verified on this stream (jwt_authn), in
+	// check order. Readers must not modify them.
+	Claims []Claims
+}
+
+// Claims is one verified token's payload.
+type Claims struct {
+	// Provider is the provider name in the jwt_authn config.
+	Provider string
+	// Key is the provider's payload_in_metadata name: the key RBAC
+	// metadata matchers use.
+	Key string
+	// Claims is the decoded payload.
+	Claims map[string]any
 }
 
 // Stream is one request/response exchange. It is owned by one goroutine.
@@ -82,11 +155,9 @@ type Stream struct {
 	Start      time.Time
 
 	// Route is the route matched for Req; nil when none matched. Filters that
-	// change what routing looks at call ClearRoute so the next reader rematches.
-	Route Route
-	// Rematch, set by the connection manager, re-runs route matching after
-	// ClearRoute.
-	Rematch    func(s *Stream)
+	// change what routing looks at call ClearRoute: the chain matches again
+	// before the next filter or the terminal reads it.
+	Route      *Route
 	routeStale bool
 
 	// UpstreamCluster and UpstreamHost are set by the router for logs.
@@ -104,6 +175,9 @@ type Stream struct {
 	// record); nil when the listener has telemetry off.
 	Trace *telemetry.Span
 
+	// Attrs carries what filters learnt for later filters (claims, ...).
+	Attrs Attributes
+
 	state    [maxStateful]any
 	ownResp  message.Response
 	localMsg []byte
@@ -116,7 +190,9 @@ const maxStateful = 32
 
 // Reset prepares the stream for reuse.
 func (s *Stream) Reset() {
-	*s = Stream{ownResp: s.ownResp, localMsg: s.localMsg[:0]}
+	claims := s.Attrs.Claims
+	clear(claims) // drop the payloads, keep the capacity
+	*s = Stream{ownResp: s.ownResp, localMsg: s.localMsg[:0], Attrs: Attributes{Claims: claims[:0]}}
 	s.ownResp.Reset()
 }
 
@@ -135,18 +211,12 @@ func (s *Stream) SetState(i int, v any) {
 	}
 }
 
-// ClearRoute marks the matched route stale: the next RouteOrMatch rematches.
+// ClearRoute marks the matched route stale (a filter changed what routing
+// looks at): the chain matches again before the next filter or the terminal.
 func (s *Stream) ClearRoute() { s.routeStale = true }
 
-// CurrentRoute returns the route, rematching first if a filter changed the
-// request since the last match.
-func (s *Stream) CurrentRoute() Route {
-	if s.routeStale && s.Rematch != nil {
-		s.routeStale = false
-		s.Rematch(s)
-	}
-	return s.Route
-}
+// RouteCleared reports whether ClearRoute was called since the last match.
+func (s *Stream) RouteCleared() bool { return s.routeStale }
 
 // Reply sets a local response with status and a text body. The filter then
 // returns Stop. The body is copied. For gRPC requests the reply is a gRPC

@@ -9,17 +9,19 @@ import (
 	"github.com/omnirelay/omnirelay/internal/dataplane/telemetry"
 )
 
-// logAccess writes one access-log record. Field names are stable (documented
-// in docs/config.md): they are an interface for log pipelines.
-func logAccess(l *slog.Logger, st *filter.Stream, status int) {
+// logAccess writes one access-log record to each of the listener's access
+// logs (several receive the same record, as in Envoy). Field names are
+// stable (documented in docs/config.md): they are an interface for log
+// pipelines.
+func logAccess(logs []*slog.Logger, st *filter.Stream, status int) {
 	req := st.Req
 	route := ""
 	if st.Route != nil {
-		route = st.Route.Name()
+		route = st.Route.Name
 	}
 	ua, _ := req.Header.Get("user-agent")
 	rid, _ := req.Header.Get("x-request-id")
-	l.LogAttrs(context.Background(), slog.LevelInfo, "access",
+	attrs := [...]slog.Attr{
 		slog.String("listener", st.Downstream.Listener),
 		slog.Time("start_time", st.Start),
 		slog.String("method", string(req.Method)),
@@ -40,7 +42,10 @@ func logAccess(l *slog.Logger, st *filter.Stream, status int) {
 		slog.String("user_agent", string(ua)),
 		slog.String("request_id", string(rid)),
 		slog.String("trace_id", traceID(st)),
-	)
+	}
+	for _, l := range logs {
+		l.LogAttrs(context.Background(), slog.LevelInfo, "access", attrs[:]...)
+	}
 }
 
 func traceID(st *filter.Stream) string {
@@ -51,12 +56,13 @@ func traceID(st *filter.Stream) string {
 }
 
 // startTrace and endTrace are the connection manager's two telemetry call
-// sites: the server span starts once the route is matched and ends after
-// the response is written and the chain completed.
+// sites: the server span starts once the chain has matched the route (the
+// chain's OnRouted hook, installed by Config.Init) and ends after the
+// response is written and the chain completed.
 func startTrace(st *filter.Stream, t *telemetry.Tracer) {
 	route := ""
 	if st.Route != nil {
-		route = st.Route.Name()
+		route = st.Route.Name
 	}
 	st.Trace = t.Start(st.Req, route, st.Downstream.PeerIdentity, st.Start)
 }

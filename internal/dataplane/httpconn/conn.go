@@ -1,20 +1,19 @@
 // Package httpconn owns the HTTP connection manager: it serves downstream
 // HTTP/1.1 (hand-written codec, package http1), h2c and HTTP/2 over TLS
 // (hand-written, package h2) on accepted connections, turns each
-// request into a filter.Stream, matches its route, runs the listener's filter
-// chain and writes the response back.
+// request into a filter.Stream, runs the listener's filter chain (which
+// asks the router for the route) and writes the response back.
 //
-// Each request reads the listener's current Config once, at its start: a
-// config swap applies to the next request while in-flight ones finish on the
-// version they started with.
+// Each request reads the Config published last (Server.Publish) once, when
+// its head has arrived: a config swap applies to the next request, on
+// kept-alive connections too, while in-flight ones finish on the version
+// they started with.
 package httpconn
 
 import (
 	"context"
-	"crypto/tls"
 	"log/slog"
 	"net"
-	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -22,36 +21,35 @@ import (
 	"github.com/omnirelay/omnirelay/internal/dataplane/filter"
 	"github.com/omnirelay/omnirelay/internal/dataplane/http1"
 	"github.com/omnirelay/omnirelay/internal/dataplane/message"
-	"github.com/omnirelay/omnirelay/internal/dataplane/router"
 	"github.com/omnirelay/omnirelay/internal/dataplane/telemetry"
 )
 
 // Config is one immutable version of a listener's HTTP settings.
 type Config struct {
-	Listener string
-	Routes   *router.Table
-	Chain    *filter.Chain
+	// Chain runs the listener's filters and ends in the router, which
+	// matches each request's route.
+	Chain *filter.Chain
 	// Limits bound request heads (HTTP/1.1) and header lists (HTTP/2).
 	Limits http1.Limits
 	// IdleTimeout closes keep-alive connections idle that long (default 5m).
 	IdleTimeout time.Duration
 	// RequestHeadersTimeout bounds reading a request head (default 30s).
 	RequestHeadersTimeout time.Duration
-	// AccessLog, when set, receives one JSON record per request.
-	AccessLog *slog.Logger
+	// AccessLogs each receive one JSON record per request.
+	AccessLogs []*slog.Logger
 	// Observe, when set, is called after each stream completes (metrics).
 	Observe func(s *filter.Stream, status int, d time.Duration)
 	// ServerName is sent as the "server" response header when set.
 	ServerName string
 	// Tracer, when set, starts a span per request (telemetry package).
 	Tracer *telemetry.Tracer
-
-	rematchFn func(*filter.Stream)
 }
 
 // Init finishes a Config after its fields are set; call it before use.
 func (cfg *Config) Init() *Config {
-	cfg.rematchFn = cfg.rematch
+	if t := cfg.Tracer; t != nil && cfg.Chain != nil {
+		cfg.Chain.OnRouted(func(st *filter.Stream) { startTrace(st, t) }) // telemetry
+	}
 	if cfg.Limits.MaxHeaderBytes == 0 {
 		cfg.Limits = http1.DefaultLimits()
 	}
@@ -64,12 +62,11 @@ func (cfg *Config) Init() *Config {
 	return cfg
 }
 
-// Source returns the listener's current config.
-type Source func() *Config
-
-// Server serves HTTP on connections handed to it by a listener.
+// Server serves HTTP on connections handed to it by a listener, each request
+// with the version published last. The listener looks its Server up once
+// per connection; a request then costs one atomic load to find its version.
 type Server struct {
-	cfg Source
+	cfg atomic.Pointer[Config]
 	h2  *h2Handler
 
 	draining atomic.Bool
@@ -77,12 +74,22 @@ type Server struct {
 	conns    map[*serverConn]struct{}
 }
 
-// NewServer returns a server reading its config through cfg.
-func NewServer(cfg Source) *Server {
-	s := &Server{cfg: cfg, conns: map[*serverConn]struct{}{}}
+// NewServer returns a server serving cfg (nil: none yet, connections close).
+func NewServer(cfg *Config) *Server {
+	s := &Server{conns: map[*serverConn]struct{}{}}
+	s.cfg.Store(cfg)
 	s.h2 = newH2Handler(s)
 	return s
 }
+
+// Publish makes cfg the version that the next request on every connection,
+// kept-alive ones included, is served with; requests in flight finish on the
+// version they started with. nil withdraws the server's config: connections
+// close instead of serving their next request.
+func (s *Server) Publish(cfg *Config) { s.cfg.Store(cfg) }
+
+// config returns the version published last.
+func (s *Server) config() *Config { return s.cfg.Load() }
 
 // Drain asks every connection to finish: HTTP/1.1 connections close after
 // their current request (idle ones at once), HTTP/2 connections get GOAWAY
@@ -109,25 +116,20 @@ func (s *Server) track(sc *serverConn, add bool) {
 	s.mu.Unlock()
 }
 
-// ConnInfo is what the listener knows about an accepted connection.
-type ConnInfo struct {
-	Remote, Local netip.AddrPort
-	TLS           *tls.ConnectionState
-	PeerIdentity  string
-}
-
 // ServeConn serves one connection until it closes or ctx is done. For TLS
 // connections the handshake must be complete; the negotiated ALPN protocol
 // picks HTTP/2 or HTTP/1.1. Plain connections starting with the HTTP/2
 // connection preface are served as h2c (prior knowledge).
-func (s *Server) ServeConn(ctx context.Context, c net.Conn, info ConnInfo) {
-	if info.TLS != nil && info.TLS.NegotiatedProtocol == "h2" {
-		s.h2.serve(ctx, c, info)
+// d is what the listener learnt about the connection; every stream of the
+// connection carries a copy.
+func (s *Server) ServeConn(ctx context.Context, c net.Conn, d filter.Downstream) {
+	if d.TLS != nil && d.TLS.NegotiatedProtocol == "h2" {
+		s.h2.serve(ctx, c, &d)
 		return
 	}
 	sc := getServerConn()
 	defer putServerConn(sc)
-	sc.serve(ctx, s, c, info)
+	sc.serve(ctx, s, c, &d)
 }
 
 var serverConnPool = sync.Pool{New: func() any {
@@ -145,44 +147,13 @@ func putServerConn(sc *serverConn) {
 	serverConnPool.Put(sc)
 }
 
-func addrPort(a net.Addr) netip.AddrPort {
-	if ta, ok := a.(*net.TCPAddr); ok {
-		return ta.AddrPort()
-	}
-	ap, _ := netip.ParseAddrPort(a.String())
-	return ap
-}
-
-// InfoFor returns ConnInfo for a plain connection.
-func InfoFor(c net.Conn) ConnInfo {
-	return ConnInfo{Remote: addrPort(c.RemoteAddr()), Local: addrPort(c.LocalAddr())}
-}
-
-func (info *ConnInfo) downstream(listener string) filter.Downstream {
-	return filter.Downstream{Listener: listener, RemoteAddr: info.Remote, LocalAddr: info.Local, TLS: info.TLS, PeerIdentity: info.PeerIdentity}
-}
-
 func (s *Server) isDraining() bool { return s.draining.Load() }
 
-// prepare fills the stream fields common to both protocols and matches the
-// route.
-func prepare(st *filter.Stream, cfg *Config, req *message.Request, ctx context.Context, info *ConnInfo) {
+// prepare fills the stream fields common to both protocols; the chain
+// matches the route.
+func prepare(st *filter.Stream, req *message.Request, ctx context.Context, d *filter.Downstream) {
 	st.Ctx = ctx
 	st.Req = req
 	st.Start = time.Now()
-	st.Downstream = info.downstream(cfg.Listener)
-	st.Rematch = cfg.rematchFn
-	if r := cfg.Routes.Match(req); r != nil {
-		st.Route = r
-	}
-	if cfg.Tracer != nil { // telemetry: server span from the request headers
-		startTrace(st, cfg.Tracer)
-	}
-}
-
-func (cfg *Config) rematch(st *filter.Stream) {
-	st.Route = nil
-	if r := cfg.Routes.Match(st.Req); r != nil {
-		st.Route = r
-	}
+	st.Downstream = *d
 }

@@ -33,7 +33,7 @@ type serverConn struct {
 // h2Preface is the HTTP/2 client connection preface (RFC 9113 3.4).
 const h2Preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
-func (sc *serverConn) serve(ctx context.Context, srv *Server, nc net.Conn, info ConnInfo) {
+func (sc *serverConn) serve(ctx context.Context, srv *Server, nc net.Conn, d *filter.Downstream) {
 	sc.nc = nc
 	sc.readDL = time.Time{}
 	sc.r.Reset(nc)
@@ -46,12 +46,12 @@ func (sc *serverConn) serve(ctx context.Context, srv *Server, nc net.Conn, info 
 	defer srv.track(sc, false)
 	defer nc.Close()
 	scheme := "http"
-	if info.TLS != nil {
+	if d.TLS != nil {
 		scheme = "https"
 	}
 	first := true
 	for {
-		cfg := srv.cfg()
+		cfg := srv.config()
 		if cfg == nil {
 			return
 		}
@@ -60,11 +60,11 @@ func (sc *serverConn) serve(ctx context.Context, srv *Server, nc net.Conn, info 
 		} else {
 			sc.armRead(time.Now().Add(cfg.IdleTimeout), cfg.IdleTimeout/16)
 		}
-		if first && info.TLS == nil {
+		if first && d.TLS == nil {
 			first = false
 			if sc.isH2Preface() {
 				sc.armRead(time.Time{}, 0)
-				srv.h2.serve(ctx, &prefacedConn{Conn: nc, r: sc.r}, info)
+				srv.h2.serve(ctx, &prefacedConn{Conn: nc, r: sc.r}, d)
 				return
 			}
 		}
@@ -91,11 +91,11 @@ func (sc *serverConn) serve(ctx context.Context, srv *Server, nc net.Conn, info 
 		}
 		// The connection may have idled across a reload: route the request
 		// with the version running now, not the one read before the wait.
-		if cfg = srv.cfg(); cfg == nil {
+		if cfg = srv.config(); cfg == nil {
 			return
 		}
 		sc.req.SetScheme(scheme)
-		if !sc.handle(reqCtx, srv, cfg, f, &info) {
+		if !sc.handle(reqCtx, srv, cfg, f, d) {
 			return
 		}
 	}
@@ -128,7 +128,7 @@ func (sc *serverConn) isH2Preface() bool {
 
 // handle serves one request and reports whether the connection may serve
 // another.
-func (sc *serverConn) handle(ctx context.Context, srv *Server, cfg *Config, f http1.Framing, info *ConnInfo) bool {
+func (sc *serverConn) handle(ctx context.Context, srv *Server, cfg *Config, f http1.Framing, d *filter.Downstream) bool {
 	st := &sc.stream
 	st.Reset()
 	req := &sc.req
@@ -150,7 +150,7 @@ func (sc *serverConn) handle(ctx context.Context, srv *Server, cfg *Config, f ht
 	if f.Chunked {
 		req.ContentLength = -1
 	}
-	prepare(st, cfg, req, ctx, info)
+	prepare(st, req, ctx, d)
 	cfg.Chain.Run(st)
 	resp := st.Resp
 	keepAlive := !f.Close && !srv.isDraining()
@@ -184,8 +184,8 @@ func (sc *serverConn) handle(ctx context.Context, srv *Server, cfg *Config, f ht
 	if cfg.Observe != nil {
 		cfg.Observe(st, status, time.Since(st.Start))
 	}
-	if cfg.AccessLog != nil {
-		logAccess(cfg.AccessLog, st, status)
+	if len(cfg.AccessLogs) > 0 {
+		logAccess(cfg.AccessLogs, st, status)
 	}
 	endTrace(st, status) // telemetry: span and OTLP access record
 	return werr == nil && keepAlive

@@ -33,17 +33,17 @@ func newH2Handler(s *Server) *h2Handler {
 
 func (h *h2Handler) drain() { h.h2.Drain() }
 
-func (h *h2Handler) serve(ctx context.Context, c net.Conn, info ConnInfo) {
+func (h *h2Handler) serve(ctx context.Context, c net.Conn, d *filter.Downstream) {
 	scheme := "http"
-	if info.TLS != nil {
+	if d.TLS != nil {
 		scheme = "https"
 	}
-	h.h2.ServeConn(ctx, c, func(st *h2.Stream) { h.handle(st, &info, scheme) })
+	h.h2.ServeConn(ctx, c, func(st *h2.Stream) { h.handle(st, d, scheme) })
 	_ = c.Close()
 }
 
-func (h *h2Handler) handle(hs *h2.Stream, info *ConnInfo, scheme string) {
-	cfg := h.srv.cfg()
+func (h *h2Handler) handle(hs *h2.Stream, d *filter.Downstream, scheme string) {
+	cfg := h.srv.config()
 	if cfg == nil {
 		var r message.Response
 		r.Status = 503
@@ -55,7 +55,7 @@ func (h *h2Handler) handle(hs *h2.Stream, info *ConnInfo, scheme string) {
 	req.SetScheme(scheme)
 	st := h.pool.Get().(*filter.Stream)
 	st.Reset()
-	prepare(st, cfg, req, hs.Context(), info)
+	prepare(st, req, hs.Context(), d)
 	cfg.Chain.Run(st)
 	resp := st.Resp
 	writeH2Stream(hs, st, resp, string(req.Method) == "HEAD")
@@ -66,8 +66,8 @@ func (h *h2Handler) handle(hs *h2.Stream, info *ConnInfo, scheme string) {
 	if cfg.Observe != nil {
 		cfg.Observe(st, resp.Status, time.Since(st.Start))
 	}
-	if cfg.AccessLog != nil {
-		logAccess(cfg.AccessLog, st, resp.Status)
+	if len(cfg.AccessLogs) > 0 {
+		logAccess(cfg.AccessLogs, st, resp.Status)
 	}
 	endTrace(st, resp.Status) // telemetry: span and OTLP access record
 	st.Reset()

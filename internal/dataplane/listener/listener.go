@@ -18,6 +18,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/omnirelay/omnirelay/internal/dataplane/filter"
 	"github.com/omnirelay/omnirelay/internal/dataplane/httpconn"
 	"github.com/omnirelay/omnirelay/internal/dataplane/secrets"
 )
@@ -98,10 +99,12 @@ func (c *Config) chainFor(sni string, hasTLS bool) *Chain {
 	return def
 }
 
-func (c *Config) chainByKey(key string) *Chain {
+// httpConfig returns the HTTP config of the chain with key, or nil when this
+// version has no such chain or it no longer serves HTTP.
+func (c *Config) httpConfig(key string) *httpconn.Config {
 	for _, ch := range c.Chains {
 		if ch.Key == key {
-			return ch
+			return ch.HTTP
 		}
 	}
 	return nil
@@ -140,9 +143,18 @@ func Listen(cfg *Config, log *slog.Logger) (*Listener, error) {
 // Addr returns the bound address (useful with port 0).
 func (l *Listener) Addr() net.Addr { return l.ln.Addr() }
 
-// Update publishes a new version. The address must not change (a new address
-// is a new Listener).
-func (l *Listener) Update(cfg *Config) { l.cfg.Store(cfg) }
+// Update publishes a new version: to the next accepted connection, and, for
+// HTTP chains, to the next request of every open connection through its
+// chain's server. The address must not change (a new address is a new
+// Listener).
+func (l *Listener) Update(cfg *Config) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.cfg.Store(cfg)
+	for key, s := range l.servers {
+		s.Publish(cfg.httpConfig(key))
+	}
+}
 
 // Config returns the current version.
 func (l *Listener) Config() *Config { return l.cfg.Load() }
@@ -220,7 +232,7 @@ func (l *Listener) handle(c net.Conn) {
 		l.log.Debug("no filter chain matches; closing", "listener", l.name, "sni", sni)
 		return
 	}
-	info := httpconn.InfoFor(c)
+	d := filter.DownstreamOf(l.name, c)
 	if ch.TLS != nil {
 		tc := tls.Server(conn, ch.TLS)
 		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
@@ -234,30 +246,32 @@ func (l *Listener) handle(c net.Conn) {
 		}
 		_ = c.SetDeadline(time.Time{})
 		st := tc.ConnectionState()
-		info.TLS = &st
-		info.PeerIdentity = secrets.PeerIdentity(&st)
+		d.TLS = &st
+		d.PeerIdentity = secrets.PeerIdentity(&st)
 		conn = tc
 	}
 	cfg.Metrics.connection(l.name, ch.TLS != nil)
 	if ch.Authorize != nil {
-		if sni == "" && info.TLS != nil {
-			sni = info.TLS.ServerName
+		if sni == "" && d.TLS != nil {
+			sni = d.TLS.ServerName
 		}
-		if !ch.Authorize(c.RemoteAddr(), c.LocalAddr(), sni, info.PeerIdentity) {
+		if !ch.Authorize(c.RemoteAddr(), c.LocalAddr(), sni, d.PeerIdentity) {
 			l.log.Debug("connection refused by rbac", "listener", l.name, "remote", c.RemoteAddr().String())
 			return
 		}
 	}
+	d.SNI = sni
 	switch {
 	case ch.HTTP != nil:
-		l.httpServer(ch.Key).ServeConn(l.ctx, conn, info)
+		l.httpServer(ch.Key).ServeConn(l.ctx, conn, d)
 	case ch.TCP != nil:
-		ch.TCP.Serve(l.ctx, conn, ConnMeta{SNI: sni, PeerIdentity: info.PeerIdentity, Network: ch.Network})
+		ch.TCP.Serve(l.ctx, conn, &d, ch.Network)
 	}
 }
 
-// httpServer returns the HTTP server of a chain; it reads the chain's current
-// HTTP config on every request so that route and filter changes apply to
+// httpServer returns the HTTP server of a chain, once per connection. The
+// server is carried across versions (Update publishes each version's config
+// to it) so that route and filter changes apply to the next request of
 // existing keep-alive connections.
 func (l *Listener) httpServer(key string) *httpconn.Server {
 	l.mu.Lock()
@@ -265,13 +279,7 @@ func (l *Listener) httpServer(key string) *httpconn.Server {
 	if s := l.servers[key]; s != nil {
 		return s
 	}
-	s := httpconn.NewServer(func() *httpconn.Config {
-		ch := l.cfg.Load().chainByKey(key)
-		if ch == nil {
-			return nil
-		}
-		return ch.HTTP
-	})
+	s := httpconn.NewServer(l.cfg.Load().httpConfig(key))
 	l.servers[key] = s
 	return s
 }

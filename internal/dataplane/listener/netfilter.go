@@ -6,6 +6,8 @@ import (
 	"net"
 	"sync"
 	"time"
+
+	"github.com/omnirelay/omnirelay/internal/dataplane/filter"
 )
 
 // NetworkFilter sees the bytes of the connections a chain's TCP proxy
@@ -17,7 +19,7 @@ type NetworkFilter interface {
 	// upstream is dialled, on the connection's goroutine. A nil ConnFilter
 	// with a nil error lets the connection through unfiltered; an error
 	// closes it.
-	NewConn(ctx context.Context, c net.Conn, meta ConnMeta) (ConnFilter, error)
+	NewConn(ctx context.Context, c net.Conn, d *filter.Downstream) (ConnFilter, error)
 }
 
 // ConnFilter is one connection's filter state. Data is called from the

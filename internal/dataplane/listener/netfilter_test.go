@@ -9,6 +9,8 @@ import (
 	"net"
 	"testing"
 	"time"
+
+	"github.com/omnirelay/omnirelay/internal/dataplane/filter"
 )
 
 type dialUpstream string
@@ -56,7 +58,7 @@ func proxyConn(t testing.TB, echo string, nf NetworkFilter) net.Conn {
 			return
 		}
 		defer c.Close()
-		p.Serve(context.Background(), c, ConnMeta{Network: nf})
+		p.Serve(context.Background(), c, &filter.Downstream{}, nf)
 	}()
 	c, err := net.Dial("tcp", ln.Addr().String())
 	if err != nil {
@@ -70,7 +72,9 @@ func proxyConn(t testing.TB, echo string, nf NetworkFilter) net.Conn {
 // upper upper-cases what goes upstream, refuses "bad", and records Close.
 type upper struct{ closed chan struct{} }
 
-func (u *upper) NewConn(context.Context, net.Conn, ConnMeta) (ConnFilter, error) { return u, nil }
+func (u *upper) NewConn(context.Context, net.Conn, *filter.Downstream) (ConnFilter, error) {
+	return u, nil
+}
 
 func (u *upper) Data(b []byte, fromDownstream, _ bool) ([]byte, error) {
 	if fromDownstream && bytes.Contains(b, []byte("bad")) {
@@ -86,7 +90,7 @@ func (u *upper) Close() { close(u.closed) }
 
 type refuse struct{}
 
-func (refuse) NewConn(context.Context, net.Conn, ConnMeta) (ConnFilter, error) {
+func (refuse) NewConn(context.Context, net.Conn, *filter.Downstream) (ConnFilter, error) {
 	return nil, errors.New("no")
 }
 
@@ -132,7 +136,7 @@ func TestTCPProxyNetworkFilter(t *testing.T) {
 // passThrough filters nothing: the benchmark measures the hook's own cost.
 type passThrough struct{}
 
-func (passThrough) NewConn(context.Context, net.Conn, ConnMeta) (ConnFilter, error) {
+func (passThrough) NewConn(context.Context, net.Conn, *filter.Downstream) (ConnFilter, error) {
 	return passThrough{}, nil
 }
 func (passThrough) Data(b []byte, _, _ bool) ([]byte, error) { return b, nil }

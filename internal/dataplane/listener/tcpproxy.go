@@ -8,6 +8,9 @@ import (
 	"net"
 	"sync"
 	"time"
+
+	"github.com/omnirelay/omnirelay/internal/dataplane/filter"
+	"github.com/omnirelay/omnirelay/internal/dataplane/upstream"
 )
 
 // Upstream is what a TCP proxy needs from a cluster: a connection to one of
@@ -30,19 +33,10 @@ type TCPProxy struct {
 	MaxConnectAttempts int
 	// Observe, when set, records the outcome (bytes each way, error).
 	Observe func(cluster string, sent, received int64, err error)
-	// AccessLog, when set, receives one record per connection, named by
-	// Listener (fields in docs/config.md#access_log).
-	AccessLog *slog.Logger
-	Listener  string
-}
-
-// ConnMeta is what the listener learnt about a connection before handing it
-// to the proxy, for the access log.
-type ConnMeta struct {
-	SNI          string
-	PeerIdentity string
-	// Network is the chain's network filter (netfilter.go), nil if none.
-	Network NetworkFilter
+	// AccessLogs each receive one record per connection, named by Listener
+	// (fields in docs/config.md#access_log).
+	AccessLogs []*slog.Logger
+	Listener   string
 }
 
 // WeightedTarget is one cluster of a weighted TCP proxy.
@@ -80,14 +74,16 @@ func (p *TCPProxy) pick() string {
 	return p.Weighted[len(p.Weighted)-1].Cluster
 }
 
-// Serve proxies c until either side closes or the idle timeout fires.
-func (p *TCPProxy) Serve(ctx context.Context, c net.Conn, meta ConnMeta) {
+// Serve proxies c until either side closes or the idle timeout fires. d is
+// what the listener learnt about the connection; nf is the chain's network
+// filter (netfilter.go), nil if none.
+func (p *TCPProxy) Serve(ctx context.Context, c net.Conn, d *filter.Downstream, nf NetworkFilter) {
 	start := time.Now()
 	var cf ConnFilter
-	if meta.Network != nil {
+	if nf != nil {
 		var err error
-		if cf, err = meta.Network.NewConn(ctx, c, meta); err != nil {
-			p.logAccess(start, c, meta, "", "", "NF", 0, 0) // refused by a network filter
+		if cf, err = nf.NewConn(ctx, c, d); err != nil {
+			p.logAccess(start, c, d, "", "", "NF", 0, 0) // refused by a network filter
 			return
 		}
 		if cf != nil {
@@ -98,7 +94,7 @@ func (p *TCPProxy) Serve(ctx context.Context, c net.Conn, meta ConnMeta) {
 	up := p.Clusters(name)
 	if up == nil {
 		p.observe(name, 0, 0, errNoCluster)
-		p.logAccess(start, c, meta, name, "", "NC", 0, 0)
+		p.logAccess(start, c, d, name, "", "NC", 0, 0)
 		return
 	}
 	var uc net.Conn
@@ -112,7 +108,9 @@ func (p *TCPProxy) Serve(ctx context.Context, c net.Conn, meta ConnMeta) {
 	}
 	if err != nil {
 		p.observe(name, 0, 0, err)
-		p.logAccess(start, c, meta, name, "", "UF", 0, 0)
+		// Every way Connect fails (no host, overflow, dial, TLS) is logged
+		// as a connect failure.
+		p.logAccess(start, c, d, name, "", upstream.FailConnect.ResponseFlag(), 0, 0)
 		return
 	}
 	defer release()
@@ -127,17 +125,17 @@ func (p *TCPProxy) Serve(ctx context.Context, c net.Conn, meta ConnMeta) {
 		sent, recv, err = pipe(c, uc, p.IdleTimeout)
 	}
 	p.observe(name, sent, recv, err)
-	p.logAccess(start, c, meta, name, uc.RemoteAddr().String(), "", sent, recv)
+	p.logAccess(start, c, d, name, uc.RemoteAddr().String(), "", sent, recv)
 }
 
 // logAccess writes the connection's record; sent is what went upstream
 // (bytes_received from downstream), recv what came back.
-func (p *TCPProxy) logAccess(start time.Time, c net.Conn, meta ConnMeta, cluster, host, flags string, sent, recv int64) {
-	if p.AccessLog == nil {
+func (p *TCPProxy) logAccess(start time.Time, c net.Conn, d *filter.Downstream, cluster, host, flags string, sent, recv int64) {
+	if len(p.AccessLogs) == 0 {
 		return
 	}
-	p.AccessLog.LogAttrs(context.Background(), slog.LevelInfo, "access",
-		slog.String("listener", p.Listener),
+	attrs := [...]slog.Attr{
+		slog.String("listener", d.Listener),
 		slog.Time("start_time", start),
 		slog.String("response_flags", flags),
 		slog.Int64("bytes_received", sent),
@@ -145,10 +143,13 @@ func (p *TCPProxy) logAccess(start time.Time, c net.Conn, meta ConnMeta, cluster
 		slog.Int64("duration_us", time.Since(start).Microseconds()),
 		slog.String("upstream_cluster", cluster),
 		slog.String("upstream_host", host),
-		slog.String("server_name", meta.SNI),
+		slog.String("server_name", d.SNI),
 		slog.String("downstream_remote", c.RemoteAddr().String()),
-		slog.String("peer_identity", meta.PeerIdentity),
-	)
+		slog.String("peer_identity", d.PeerIdentity),
+	}
+	for _, l := range p.AccessLogs {
+		l.LogAttrs(context.Background(), slog.LevelInfo, "access", attrs[:]...)
+	}
 }
 
 func (p *TCPProxy) observe(cluster string, sent, recv int64, err error) {

@@ -38,8 +38,8 @@ type Runtime struct {
 }
 
 var (
-	_ extension.Runtime        = (*Runtime)(nil)
-	_ extension.DeadlineKeeper = (*plugin)(nil)
+	_ extension.Runtime   = (*Runtime)(nil)
+	_ extension.Describer = (*plugin)(nil)
 )
 
 // NewRuntime returns the native runtime.
@@ -239,11 +239,13 @@ func (p *plugin) OnResponse(ctx context.Context, s *filter.Stream) error {
 	return err
 }
 
-// KeepsDeadline implements extension.DeadlineKeeper: call checks the
-// deadline after every native call (and so after any instance start in
-// take that preceded it), which is the last thing OnRequest and OnResponse
-// do.
-func (p *plugin) KeepsDeadline() bool { return true }
+// Describe implements extension.Describer: a native plugin may act in both
+// phases and keeps its deadline: call checks the deadline after every
+// native call (and so after any instance start in take that preceded it),
+// which is the last thing OnRequest and OnResponse do.
+func (p *plugin) Describe() extension.Capabilities {
+	return extension.Capabilities{Phases: extension.AllPhases, KeepsDeadline: true}
+}
 
 // call runs one header call with the stream registered for the host
 // callbacks. A call that returns past its deadline quarantines the

@@ -22,32 +22,24 @@ import (
 	"time"
 
 	"github.com/omnirelay/omnirelay/internal/dataplane/endpoint"
+	"github.com/omnirelay/omnirelay/internal/dataplane/upstream"
 )
 
-// Result is the outcome of one upstream attempt: an HTTP status code, or
-// one of the local-origin failures below.
+// Result is the outcome of one upstream attempt: an HTTP status code
+// (Status), or a local-origin failure, the attempt got no response (Failed).
+// As in Envoy with split_external_local_origin_errors off (its default),
+// local-origin failures count as 5xx and as gateway failures.
 type Result int
-
-// Local-origin failures: the attempt got no response. As in Envoy with
-// split_external_local_origin_errors off (its default) they count as 5xx
-// and as gateway failures.
-const (
-	ConnectFailure Result = -1 - iota
-	Reset
-	Timeout
-)
 
 // Status wraps an HTTP response status code.
 func Status(code int) Result { return Result(code) }
 
+// Failed wraps a local-origin failure.
+func Failed(f upstream.Failure) Result { return Result(-int(f)) }
+
 func (r Result) String() string {
-	switch r {
-	case ConnectFailure:
-		return "connect_failure"
-	case Reset:
-		return "reset"
-	case Timeout:
-		return "timeout"
+	if r < 0 {
+		return upstream.Failure(-r).String()
 	}
 	return strconv.Itoa(int(r))
 }

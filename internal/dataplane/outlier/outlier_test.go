@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/omnirelay/omnirelay/internal/dataplane/endpoint"
+	"github.com/omnirelay/omnirelay/internal/dataplane/upstream"
 )
 
 // fakeClock is a settable clock; tests advance it instead of sleeping.
@@ -58,10 +59,10 @@ func TestConsecutiveFailures(t *testing.T) {
 		{name: "four 5xx do not", results: []Result{500, 500, 500, 500}},
 		{name: "success resets", results: []Result{500, 500, 500, 500, 200, 500, 500, 500, 500}},
 		{name: "4xx is success", results: []Result{500, 500, 404, 500, 500, 500}},
-		{name: "local failures count as 5xx", results: []Result{ConnectFailure, Reset, Timeout, 502, ConnectFailure}, wantReason: ReasonConsecutive5xx},
+		{name: "local failures count as 5xx", results: []Result{Failed(upstream.FailConnect), Failed(upstream.FailReset), Failed(upstream.FailTimeout), 502, Failed(upstream.FailConnect)}, wantReason: ReasonConsecutive5xx},
 		{name: "custom threshold", cfg: Config{Consecutive5xx: 2}, results: []Result{500, 500}, wantReason: ReasonConsecutive5xx},
 		{name: "gateway failures off by default", cfg: Config{Consecutive5xx: 10}, results: []Result{502, 503, 504, 502, 503}},
-		{name: "gateway failures", cfg: Config{Consecutive5xx: 10, ConsecutiveGatewayFailure: 3}, results: []Result{502, Timeout, 504}, wantReason: ReasonConsecutiveGatewayFailure},
+		{name: "gateway failures", cfg: Config{Consecutive5xx: 10, ConsecutiveGatewayFailure: 3}, results: []Result{502, Failed(upstream.FailTimeout), 504}, wantReason: ReasonConsecutiveGatewayFailure},
 		{name: "500 breaks gateway run", cfg: Config{Consecutive5xx: 10, ConsecutiveGatewayFailure: 3}, results: []Result{502, 503, 500, 504, 502}},
 		{name: "gateway trips first when both reach", cfg: Config{Consecutive5xx: 3, ConsecutiveGatewayFailure: 3}, results: []Result{503, 503, 503}, wantReason: ReasonConsecutiveGatewayFailure},
 	}
@@ -266,9 +267,9 @@ func TestResultString(t *testing.T) {
 		want string
 	}{
 		{name: "status", r: Status(503), want: "503"},
-		{name: "connect", r: ConnectFailure, want: "connect_failure"},
-		{name: "reset", r: Reset, want: "reset"},
-		{name: "timeout", r: Timeout, want: "timeout"},
+		{name: "connect", r: Failed(upstream.FailConnect), want: "connect_failure"},
+		{name: "reset", r: Failed(upstream.FailReset), want: "reset"},
+		{name: "timeout", r: Failed(upstream.FailTimeout), want: "timeout"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

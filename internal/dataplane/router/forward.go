@@ -30,16 +30,32 @@ type Clusters interface {
 type Router struct {
 	Clusters Clusters
 	Table    *Table
-	// MaxReplayBody bounds the request body buffered so that it can be
-	// re-sent on retry (Envoy's per_request_buffer_limit_bytes).
-	MaxReplayBody int
 }
 
-var _ filter.Terminal = (*Router)(nil)
+// maxReplayBody bounds the request body buffered so that it can be re-sent
+// on retry; a request with a longer body is not retried. It stands for
+// Envoy's per_request_buffer_limit_bytes, which the route compiler does not
+// read.
+const maxReplayBody = 64 << 10
 
-// Serve implements filter.Terminal.
+var (
+	_ filter.Terminal = (*Router)(nil)
+	_ filter.Matcher  = (*Router)(nil)
+)
+
+// Match implements filter.Matcher: the chain asks the router for the route
+// of each request, once, and again only after a filter cleared it.
+func (rt *Router) Match(req *message.Request) *filter.Route {
+	if r := rt.Table.Match(req); r != nil {
+		return &r.view
+	}
+	return nil
+}
+
+// Serve implements filter.Terminal. The chain has matched s.Route (again,
+// if a filter cleared it) before calling it.
 func (rt *Router) Serve(s *filter.Stream) error {
-	r, _ := s.CurrentRoute().(*Route)
+	r := rt.Table.route(s.Route)
 	if r == nil {
 		s.ResponseFlags = "NR"
 		s.Reply(404, "no route\n")
@@ -48,7 +64,7 @@ func (rt *Router) Serve(s *filter.Stream) error {
 	switch r.Kind {
 	case ActionDirect:
 		s.Reply(r.Direct.Status, r.Direct.Body)
-		rt.applyResponseOps(s, r, nil, s.Resp)
+		r.ops.applyResponse(s, s.Resp)
 		return nil
 	case ActionRedirect:
 		rt.redirect(s, r)
@@ -64,29 +80,20 @@ func (rt *Router) Serve(s *filter.Stream) error {
 	}
 	req := s.Req
 	rt.rewrite(r, req)
-	rt.Table.headers.applyRequest(s)
-	r.vh.headers.applyRequest(s)
-	r.headers2.applyRequest(s)
+	// One list, merged at compile time from the four levels.
+	ops := &r.ops
 	if wc != nil {
-		wc.headers.applyRequest(s)
+		ops = &wc.ops
 	}
+	ops.applyRequest(s)
 	if len(req.Scheme) > 0 {
 		req.Header.SetBytes("x-forwarded-proto", req.Scheme)
 	}
 	rt.forward(s, r, cl)
 	if s.Resp != nil {
-		rt.applyResponseOps(s, r, wc, s.Resp)
+		ops.applyResponse(s, s.Resp)
 	}
 	return nil
-}
-
-func (rt *Router) applyResponseOps(s *filter.Stream, r *Route, wc *WeightedCluster, resp *message.Response) {
-	if wc != nil {
-		wc.headers.applyResponse(s, resp)
-	}
-	r.headers2.applyResponse(s, resp)
-	r.vh.headers.applyResponse(s, resp)
-	rt.Table.headers.applyResponse(s, resp)
 }
 
 func (rt *Router) rewrite(r *Route, req *message.Request) {
@@ -184,7 +191,7 @@ func (rt *Router) forward(s *filter.Stream, r *Route, cl *cluster.Cluster) {
 	var replay *replayBody
 	replayLent := false // to the response's release: the transport may still read it
 	if maxRetries > 0 && req.Body != nil && req.ContentLength != 0 {
-		replay = getReplay(req.Body, rt.maxReplay(), req.ContentLength)
+		replay = getReplay(req.Body, maxReplayBody, req.ContentLength)
 		req.Body = replay
 	}
 	defer func() {
@@ -214,7 +221,7 @@ func (rt *Router) forward(s *filter.Stream, r *Route, cl *cluster.Cluster) {
 		}
 		if !cl.Breaker.TryAcquireRequest() {
 			cl.Stats.Overflow("requests")
-			s.ResponseFlags = "UO"
+			s.ResponseFlags = upstream.FailOverflow.ResponseFlag()
 			s.Reply(503, "upstream overflow\n")
 			return
 		}
@@ -251,11 +258,11 @@ func (rt *Router) forward(s *filter.Stream, r *Route, cl *cluster.Cluster) {
 				s.Reply(status, "malformed request body\n")
 				return
 			}
-			kind := classify(err)
+			kind := upstream.FailureOf(err)
 			cl.ReportFailure(ep, kind)
 			expired := !total.IsZero() && !time.Now().Before(total)
 			if expired || ctx.Err() != nil {
-				kind = failTimeout
+				kind = upstream.FailTimeout
 			}
 			retry := !expired && ctx.Err() == nil && policy != nil && attempt <= maxRetries && policy.retryOnError(kind) && replay.rewind()
 			if retry && cl.Breaker.TryAcquireRetry() {
@@ -264,22 +271,19 @@ func (rt *Router) forward(s *filter.Stream, r *Route, cl *cluster.Cluster) {
 				if sleepUntil(ctx, policy.backoff(attempt, rand.Uint64N), total) {
 					continue
 				}
-				kind = failTimeout
+				kind = upstream.FailTimeout
 			} else if retry {
 				cl.Stats.Overflow("retries")
 			}
+			s.ResponseFlags = kind.ResponseFlag()
 			switch kind {
-			case failTimeout:
-				s.ResponseFlags = "UT"
+			case upstream.FailTimeout:
 				s.Reply(504, "upstream request timeout\n")
-			case failConnect:
-				s.ResponseFlags = "UF"
+			case upstream.FailConnect:
 				s.Reply(503, "upstream connect error\n")
-			case failOverflow:
-				s.ResponseFlags = "UO"
+			case upstream.FailOverflow:
 				s.Reply(503, "upstream overflow\n")
 			default:
-				s.ResponseFlags = "UR"
 				s.Reply(503, "upstream reset before response\n")
 			}
 			return
@@ -299,7 +303,7 @@ func (rt *Router) forward(s *filter.Stream, r *Route, cl *cluster.Cluster) {
 				if sleepUntil(ctx, policy.backoff(attempt, rand.Uint64N), total) {
 					continue
 				}
-				s.ResponseFlags = "UT"
+				s.ResponseFlags = upstream.FailTimeout.ResponseFlag()
 				s.Reply(504, "upstream request timeout\n")
 				return
 			}
@@ -366,42 +370,15 @@ func (r *release) run() {
 	releasePool.Put(r)
 }
 
-// failure kinds drive retry decisions, outlier detection and response flags.
-type failKind = cluster.Failure
-
-const (
-	failConnect  = cluster.FailConnect
-	failReset    = cluster.FailReset
-	failTimeout  = cluster.FailTimeout
-	failOverflow = cluster.FailOverflow
-	failRefused  = cluster.FailRefused
-)
-
-func classify(err error) failKind {
-	switch {
-	case errors.Is(err, upstream.ErrTimeout) || errors.Is(err, context.DeadlineExceeded):
-		return failTimeout
-	case errors.Is(err, upstream.ErrConnect):
-		return failConnect
-	case errors.Is(err, upstream.ErrOverflow):
-		return failOverflow
-	case errors.Is(err, upstream.ErrRefused):
-		return failRefused
-	case errors.Is(err, context.Canceled):
-		return failTimeout
-	}
-	return failReset
-}
-
-func (p *RetryPolicy) retryOnError(k failKind) bool {
-	switch k {
-	case failConnect:
+func (p *RetryPolicy) retryOnError(f upstream.Failure) bool {
+	switch f {
+	case upstream.FailConnect:
 		return p.on&(retryConnectFailure|retry5xx|retryGatewayError) != 0
-	case failReset:
+	case upstream.FailReset:
 		return p.on&(retryReset|retry5xx|retryGatewayError) != 0
-	case failRefused:
+	case upstream.FailRefused:
 		return p.on&(retryRefusedStream|retryReset|retry5xx|retryGatewayError) != 0
-	case failTimeout:
+	case upstream.FailTimeout:
 		// Only a per-try timeout is retried; the caller turns an expired
 		// request deadline into a 504 before asking.
 		return p.on&(retry5xx|retryGatewayError) != 0
@@ -504,13 +481,6 @@ func hashFor(s *filter.Stream, r *Route) (uint64, bool) {
 		}
 	}
 	return h, found
-}
-
-func (rt *Router) maxReplay() int {
-	if rt.MaxReplayBody > 0 {
-		return rt.MaxReplayBody
-	}
-	return 64 << 10
 }
 
 // replayBody records what the first attempt read so that a retry can send

@@ -21,6 +21,7 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/omnirelay/omnirelay/internal/dataplane/filter"
+	"github.com/omnirelay/omnirelay/internal/dataplane/headerops"
 	"github.com/omnirelay/omnirelay/internal/dataplane/message"
 	"github.com/omnirelay/omnirelay/internal/dataplane/strmatch"
 )
@@ -32,7 +33,9 @@ type Table struct {
 	suffixes []wildcard // "*.example.com" longest first
 	prefixes []wildcard // "www.example.*" longest first
 	any      *VirtualHost
-	headers  headerOps // route_config level mutations
+	headers  headerOps // route_config level mutations (compile time only)
+	// routes holds every route of every virtual host, by filter.Route.ID.
+	routes []*Route
 }
 
 type wildcard struct {
@@ -44,7 +47,7 @@ type wildcard struct {
 type VirtualHost struct {
 	Name    string
 	routes  []*Route
-	headers headerOps
+	headers headerOps // this level's mutations (compile time only)
 	retry   *RetryPolicy
 	// override is per-filter config at virtual host level, by chain index.
 	override []filter.Filter
@@ -59,11 +62,11 @@ const (
 	ActionDirect
 )
 
-// Route is a compiled route. It implements filter.Route.
+// Route is a compiled route. Its filter.Route (what the chain and filters
+// see) lives inside it; the table maps one back to the other by ID.
 type Route struct {
-	name string
+	view filter.Route
 	vh   *VirtualHost
-	md   *corev3.Metadata // the xDS route's metadata, read-only
 
 	pathKind    uint8 // pathPrefix, pathExact, pathRegex, pathSeparated
 	path        string
@@ -86,18 +89,21 @@ type Route struct {
 	useGRPCTimeout bool
 	Retry          *RetryPolicy
 	Hash           []HashPolicy
-	headers2       headerOps
-	Redirect       *Redirect
-	Direct         *Direct
-	Upgrades       map[string]bool // enabled upgrade types ("websocket")
-	override       []filter.Filter
+	// own is the route's own header mutations; ops joins them with its
+	// virtual host's and route configuration's in the order they apply.
+	own, ops headerOps
+	Redirect *Redirect
+	Direct   *Direct
+	Upgrades map[string]bool // enabled upgrade types ("websocket")
 }
 
 // WeightedCluster is one target of a weighted route.
 type WeightedCluster struct {
-	Name    string
-	Weight  uint32
-	headers headerOps
+	Name   string
+	Weight uint32
+	// own is this target's header mutations; ops joins them with its
+	// route's (Route.ops) in the order they apply.
+	own, ops headerOps
 }
 
 // HashPolicy computes a consistent-hash key from the request.
@@ -128,27 +134,25 @@ const (
 	pathSeparated
 )
 
-var _ filter.Route = (*Route)(nil)
+// Name is the route's name (may be empty).
+func (r *Route) Name() string { return r.view.Name }
 
-// Name implements filter.Route.
-func (r *Route) Name() string { return r.name }
+// FilterOverride returns the filter replacing the listener filter at chain
+// index i on this route (the route's per-filter config, else its virtual
+// host's), or nil.
+func (r *Route) FilterOverride(i int) filter.Filter { return r.view.FilterOverride(i) }
 
-// Metadata is the route's metadata (Envoy's Route.metadata; Proxy-Wasm's
-// route_metadata property), nil when it has none. Callers must not modify it.
-func (r *Route) Metadata() *corev3.Metadata {
-	if r == nil {
+// Chain returns what the filter chain sees of the route.
+func (r *Route) Chain() *filter.Route { return &r.view }
+
+// route returns the compiled route behind a filter.Route this table handed
+// out, or nil (none matched, or the route is not this table's).
+func (t *Table) route(v *filter.Route) *Route {
+	if v == nil || v.ID < 0 || v.ID >= len(t.routes) {
 		return nil
 	}
-	return r.md
-}
-
-// FilterOverride implements filter.Route.
-func (r *Route) FilterOverride(i int) filter.Filter {
-	if i < len(r.override) && r.override[i] != nil {
-		return r.override[i]
-	}
-	if i < len(r.vh.override) {
-		return r.vh.override[i]
+	if r := t.routes[v.ID]; &r.view == v {
+		return r
 	}
 	return nil
 }
@@ -192,6 +196,11 @@ func Compile(rc *routev3.RouteConfiguration, fb FilterBuilder) (*Table, error) {
 		vh, err := compileVirtualHost(v, fb)
 		if err != nil {
 			return nil, fmt.Errorf("route_config %q: virtual_hosts[%d] %q: %w", rc.GetName(), i, v.GetName(), err)
+		}
+		for _, r := range vh.routes {
+			r.view.ID = len(t.routes)
+			t.routes = append(t.routes, r)
+			r.joinHeaderOps(t.headers)
 		}
 		for _, d := range v.GetDomains() {
 			d = strings.ToLower(d)
@@ -248,7 +257,7 @@ func compileVirtualHost(v *routev3.VirtualHost, fb FilterBuilder) (*VirtualHost,
 }
 
 func compileRoute(r *routev3.Route, vh *VirtualHost, fb FilterBuilder) (*Route, error) {
-	cr := &Route{name: r.GetName(), vh: vh, md: r.GetMetadata(), Timeout: 15 * time.Second}
+	cr := &Route{view: filter.Route{Name: r.GetName(), Metadata: r.GetMetadata()}, vh: vh, Timeout: 15 * time.Second}
 	m := r.GetMatch()
 	if m == nil {
 		return nil, fmt.Errorf("match is required")
@@ -289,13 +298,15 @@ func compileRoute(r *routev3.Route, vh *VirtualHost, fb FilterBuilder) (*Route, 
 	}
 	cr.grpcOnly = m.GetGrpc() != nil
 	var err error
-	if cr.headers2, err = compileHeaderOps(r.GetRequestHeadersToAdd(), r.GetRequestHeadersToRemove(),
+	if cr.own, err = compileHeaderOps(r.GetRequestHeadersToAdd(), r.GetRequestHeadersToRemove(),
 		r.GetResponseHeadersToAdd(), r.GetResponseHeadersToRemove()); err != nil {
 		return nil, err
 	}
-	if cr.override, err = compileOverrides(r.GetTypedPerFilterConfig(), fb); err != nil {
+	own, err := compileOverrides(r.GetTypedPerFilterConfig(), fb)
+	if err != nil {
 		return nil, err
 	}
+	cr.view.Overrides = mergeOverrides(own, vh.override)
 	switch a := r.GetAction().(type) {
 	case *routev3.Route_Route:
 		if err := compileRouteAction(cr, a.Route); err != nil {
@@ -345,7 +356,7 @@ func compileRouteAction(cr *Route, a *routev3.RouteAction) error {
 			if err != nil {
 				return fmt.Errorf("weighted_clusters.clusters[%d]: %w", i, err)
 			}
-			cr.Weighted = append(cr.Weighted, WeightedCluster{Name: w.GetName(), Weight: wt, headers: ops})
+			cr.Weighted = append(cr.Weighted, WeightedCluster{Name: w.GetName(), Weight: wt, own: ops})
 			cr.totalWeight += wt
 		}
 		if cr.totalWeight == 0 {
@@ -434,6 +445,43 @@ func compileRedirect(a *routev3.RedirectAction) *Redirect {
 		r.Code = 301
 	}
 	return r
+}
+
+// joinHeaderOps merges the four levels of header mutations (route
+// configuration, virtual host, route, weighted cluster) once, at compile
+// time, into one list per route and per weighted cluster. Request
+// mutations apply outermost first (route configuration, virtual host,
+// route, weighted cluster), response mutations innermost first, so that on
+// the request the most specific level's overwrite wins and on the response
+// the route configuration's does (the order the router applied the levels
+// in one by one before).
+func (r *Route) joinHeaderOps(table headerOps) {
+	r.ops.req = headerops.Concat(headerops.Concat(table.req, r.vh.headers.req), r.own.req)
+	r.ops.resp = headerops.Concat(headerops.Concat(r.own.resp, r.vh.headers.resp), table.resp)
+	for i := range r.Weighted {
+		w := &r.Weighted[i]
+		w.ops.req = headerops.Concat(r.ops.req, w.own.req)
+		w.ops.resp = headerops.Concat(w.own.resp, r.ops.resp)
+	}
+}
+
+// mergeOverrides joins a route's per-filter replacements with its virtual
+// host's once, at compile time: the route's entry wins where both have one.
+func mergeOverrides(route, vhost []filter.Filter) []filter.Filter {
+	if len(route) == 0 {
+		return vhost
+	}
+	if len(vhost) == 0 {
+		return route
+	}
+	out := make([]filter.Filter, max(len(route), len(vhost)))
+	copy(out, vhost)
+	for i, f := range route {
+		if f != nil {
+			out[i] = f
+		}
+	}
+	return out
 }
 
 // Match returns the route for req, or nil. It does not allocate.

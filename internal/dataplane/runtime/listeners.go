@@ -16,7 +16,6 @@ import (
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	filev3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/file/v3"
-	streamv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/stream/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	tcpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
@@ -236,13 +235,12 @@ func (rt *Runtime) compileTCPProxy(lname string, tp *tcpv3.TcpProxy, v *Version)
 	}
 	ls := rt.opt.Stats.Listener(lname)
 	p.Observe = ls.TCP
-	p.Listener = lname
 	for i, al := range tp.GetAccessLog() {
 		lg, err := rt.accessLogger(al)
 		if err != nil {
 			return nil, fmt.Errorf("access_log[%d]: %w", i, err)
 		}
-		p.AccessLog = lg
+		p.AccessLogs = append(p.AccessLogs, lg)
 	}
 	return p.Init(), nil
 }
@@ -310,8 +308,6 @@ func (rt *Runtime) compileHCM(lname string, hcm *hcmv3.HttpConnectionManager, ro
 	}
 	rtr := &router.Router{Clusters: v.Clusters, Table: table}
 	cfg := &httpconn.Config{
-		Listener:   lname,
-		Routes:     table,
 		Chain:      filter.NewChain(rtr, filters...),
 		ServerName: hcm.GetServerName(),
 	}
@@ -342,7 +338,7 @@ func (rt *Runtime) compileHCM(lname string, hcm *hcmv3.HttpConnectionManager, ro
 		if err != nil {
 			return nil, fmt.Errorf("access_log[%d]: %w", i, err)
 		}
-		cfg.AccessLog = lg
+		cfg.AccessLogs = append(cfg.AccessLogs, lg)
 	}
 	if cfg.Tracer, err = rt.tracer(lname, hcm, rc); err != nil { // telemetry
 		return nil, fmt.Errorf("telemetry: %w", err)
@@ -386,7 +382,6 @@ func (rt *Runtime) accessLogger(al *accesslogv3.AccessLog) (*slog.Logger, error)
 			w = f
 		}
 	case "envoy.extensions.access_loggers.stream.v3.StdoutAccessLog":
-		_ = &streamv3.StdoutAccessLog{}
 		w = os.Stdout
 	case "envoy.extensions.access_loggers.stream.v3.StderrAccessLog":
 		w = os.Stderr

@@ -10,6 +10,7 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/omnirelay/omnirelay/internal/dataplane/extension"
+	"github.com/omnirelay/omnirelay/internal/dataplane/filter"
 	"github.com/omnirelay/omnirelay/internal/dataplane/listener"
 )
 
@@ -18,8 +19,7 @@ import (
 // tcp_proxy), built by the process's extension factory: same packages,
 // trust roots, load cache, watchdog and policies as the HTTP filter.
 type networkExtensions struct {
-	listener string
-	fs       []*extension.NetworkFilter
+	fs []*extension.NetworkFilter
 }
 
 var _ listener.NetworkFilter = (*networkExtensions)(nil)
@@ -46,18 +46,17 @@ func (rt *Runtime) addNetworkExtension(ch *listener.Chain, lname string, f *list
 	}
 	ne, _ := ch.Network.(*networkExtensions)
 	if ne == nil {
-		ne = &networkExtensions{listener: lname}
+		ne = &networkExtensions{}
 		ch.Network = ne
 	}
 	ne.fs = append(ne.fs, nf)
 	return nil
 }
 
-func (n *networkExtensions) NewConn(ctx context.Context, c net.Conn, meta listener.ConnMeta) (listener.ConnFilter, error) {
-	info := extension.ConnInfo{Listener: n.listener, Remote: c.RemoteAddr(), Local: c.LocalAddr(), SNI: meta.SNI, PeerIdentity: meta.PeerIdentity}
+func (n *networkExtensions) NewConn(ctx context.Context, c net.Conn, d *filter.Downstream) (listener.ConnFilter, error) {
 	var cs connFilters
 	for _, f := range n.fs {
-		nc, err := f.NewConn(ctx, info)
+		nc, err := f.NewConn(ctx, *d)
 		if err != nil {
 			cs.Close()
 			return nil, err

@@ -111,7 +111,7 @@ func (c *ClusterCaller) Call(ctx context.Context, req HTTPCallRequest) (HTTPCall
 	var resp message.Response
 	err := cl.Transport(false).RoundTrip(ctx, ep, &mr, &resp, upstream.Deadlines{Head: dl, Total: dl})
 	if err != nil {
-		cl.ReportFailure(ep, failureOf(err))
+		cl.ReportFailure(ep, upstream.FailureOf(err))
 		return HTTPCallResponse{}, fmt.Errorf("http call to cluster %q host %s: %w", req.Upstream, ep.Address, err)
 	}
 	defer func() {
@@ -138,20 +138,4 @@ func (c *ClusterCaller) Call(ctx context.Context, req HTTPCallRequest) (HTTPCall
 		out.Trailers = append(out.Trailers, HeaderField{string(f.Name), string(f.Value)})
 	}
 	return out, nil
-}
-
-// failureOf classifies a failed call-out for outlier detection, as the
-// router does for a routed request.
-func failureOf(err error) cluster.Failure {
-	switch {
-	case errors.Is(err, upstream.ErrTimeout) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled):
-		return cluster.FailTimeout
-	case errors.Is(err, upstream.ErrConnect):
-		return cluster.FailConnect
-	case errors.Is(err, upstream.ErrOverflow):
-		return cluster.FailOverflow
-	case errors.Is(err, upstream.ErrRefused):
-		return cluster.FailRefused
-	}
-	return cluster.FailReset
 }

@@ -10,30 +10,32 @@ import (
 )
 
 var (
-	_ extension.Runtime         = (*Runtime)(nil)
-	_ extension.Plugin          = (*Plugin)(nil)
-	_ extension.DeadlineKeeper  = (*Plugin)(nil)
-	_ extension.ResponseSkipper = (*Plugin)(nil)
-	_ extension.VMLoader        = (*Runtime)(nil)
+	_ extension.Runtime   = (*Runtime)(nil)
+	_ extension.Plugin    = (*Plugin)(nil)
+	_ extension.Describer = (*Plugin)(nil)
+	_ extension.VMLoader  = (*Runtime)(nil)
 )
 
-// SkipsResponse implements extension.ResponseSkipper: OnResponse returns at
-// once for a stream whose context has no response callback (headers, body
-// or trailers) or whose instance broke, so the extension filter need not
-// call it. state is the stream's *streamCtx.
-func (p *Plugin) SkipsResponse(state any, s *filter.Stream) bool {
+// Describe implements extension.Describer. A Proxy-Wasm module may act in
+// both phases. It keeps its deadline: every guest call runs under the
+// instance's timer (instance.run), which stops the guest when the call's
+// deadline passes, and a call that starts after it (a slow body read before
+// proxy_on_request_body, say) is refused; waits for an instance or a
+// call-out end with ctx. What is not caught is a guest call that ends after
+// its deadline but before the timer has run (timer latency, microseconds on
+// an idle machine): it counts as ok. The response phase is skipped for a
+// stream whose context has no response callback (headers, body or
+// trailers) or whose instance broke.
+func (p *Plugin) Describe() extension.Capabilities {
+	return extension.Capabilities{Phases: extension.AllPhases, KeepsDeadline: true, SkipsResponse: skipsResponse}
+}
+
+// skipsResponse: OnResponse would return at once; state is the stream's
+// *streamCtx.
+func skipsResponse(state any, s *filter.Stream) bool {
 	st, _ := state.(*streamCtx)
 	return !needsResponse(st, s)
 }
-
-// KeepsDeadline implements extension.DeadlineKeeper: every guest call runs
-// under the instance's timer (instance.run), which stops the guest when the
-// call's deadline passes, and a call that starts after it (a slow body read
-// before proxy_on_request_body, say) is refused; waits for an instance or a
-// call-out end with ctx. What is not caught is a guest call that ends after
-// its deadline but before the timer has run (timer latency, microseconds on
-// an idle machine): it counts as ok.
-func (p *Plugin) KeepsDeadline() bool { return true }
 
 // Load implements extension.Runtime: the payload is the module, config the
 // plugin configuration, the manifest's name the plugin's name. The

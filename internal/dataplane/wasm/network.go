@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"net/netip"
 
 	"github.com/tetratelabs/wazero/api"
 
@@ -71,7 +70,7 @@ type netFuncs struct {
 }
 
 // NewConnection implements extension.NetworkPlugin.
-func (p *Plugin) NewConnection(ctx context.Context, info extension.ConnInfo) (extension.Conn, extension.Action, error) {
+func (p *Plugin) NewConnection(ctx context.Context, d filter.Downstream) (extension.Conn, extension.Action, error) {
 	in, err := p.get(ctx)
 	if err != nil {
 		return nil, Continue, fmt.Errorf("wasm plugin %q: %w", p.name, err)
@@ -84,9 +83,7 @@ func (p *Plugin) NewConnection(ctx context.Context, info extension.ConnInfo) (ex
 		downClose: f("proxy_on_downstream_connection_close"),
 		upClose:   f("proxy_on_upstream_connection_close"),
 	}}
-	s := &filter.Stream{Req: &message.Request{}, Downstream: filter.Downstream{
-		Listener: info.Listener, RemoteAddr: addrPort(info.Remote), LocalAddr: addrPort(info.Local), PeerIdentity: info.PeerIdentity,
-	}}
+	s := &filter.Stream{Req: &message.Request{}, Downstream: d}
 	s.Ctx = context.Background()
 	st := &streamCtx{in: in, s: s, id: in.newID(), wants: wantsAll}
 	c.st = st
@@ -106,13 +103,6 @@ func (p *Plugin) NewConnection(ctx context.Context, info extension.ConnInfo) (ex
 	}
 	_ = act // a pause here holds nothing: no byte has arrived yet
 	return c, Continue, nil
-}
-
-func addrPort(a net.Addr) netip.AddrPort {
-	if t, ok := a.(*net.TCPAddr); ok {
-		return t.AddrPort()
-	}
-	return netip.AddrPort{}
 }
 
 // Data implements extension.Conn.

@@ -5,7 +5,7 @@ import (
 	"context"
 	"testing"
 
-	"github.com/omnirelay/omnirelay/internal/dataplane/extension"
+	"github.com/omnirelay/omnirelay/internal/dataplane/filter"
 )
 
 // BenchmarkNetworkData is the cost of one proxy_on_downstream_data call
@@ -18,7 +18,7 @@ func BenchmarkNetworkData(b *testing.B) {
 	ctx := context.Background()
 	chunk := bytes.Repeat([]byte("x"), 4096)
 	b.Run("tcp-guard", func(b *testing.B) {
-		c, _, err := p.NewConnection(ctx, extension.ConnInfo{})
+		c, _, err := p.NewConnection(ctx, filter.Downstream{})
 		if err != nil {
 			b.Fatal(err)
 		}

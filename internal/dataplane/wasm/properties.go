@@ -136,7 +136,7 @@ func (in *instance) property(path []byte) ([]byte, bool) {
 		return []byte(d.Listener), true
 	case "route_name":
 		if rt := s.Route; rt != nil {
-			return []byte(rt.Name()), true
+			return []byte(rt.Name), true
 		}
 		return nil, false
 	case "cluster_name":
@@ -145,8 +145,8 @@ func (in *instance) property(path []byte) ([]byte, bool) {
 		return []byte(s.UpstreamHost), s.UpstreamHost != ""
 	}
 	if rest, ok := bytes.CutPrefix(path, []byte("route_metadata")); ok && (len(rest) == 0 || rest[0] == 0) {
-		if rt, ok := s.Route.(interface{ Metadata() *corev3.Metadata }); ok && s.Route != nil {
-			return metadataProperty(rt.Metadata(), bytes.TrimPrefix(rest, []byte{0}))
+		if s.Route != nil {
+			return metadataProperty(s.Route.Metadata, bytes.TrimPrefix(rest, []byte{0}))
 		}
 		return nil, false
 	}

@@ -131,7 +131,7 @@ func TestAuthnTranslation(t *testing.T) {
 			}
 			s.Downstream.PeerIdentity = tt.peer
 			if tt.claims != nil {
-				s.Ctx = jwtauthn.ContextWithPayloads(s.Ctx, jwtauthn.Payload{Provider: "local", Key: "local", Claims: tt.claims})
+				s.Attrs.Claims = append(s.Attrs.Claims, jwtauthn.Payload{Provider: "local", Key: "local", Claims: tt.claims})
 			}
 			chain.Run(s)
 			if s.Resp.Status != tt.want {

@@ -41,7 +41,7 @@ func basePolicy() *corsv3.CorsPolicy {
 
 // setup returns a chain whose listener CORS filter is overridden by the
 // route's policy, plus the route to put on streams.
-func setup(t *testing.T, pol *corsv3.CorsPolicy) (*filter.Chain, *filtertest.Terminal, filter.Route) {
+func setup(t *testing.T, pol *corsv3.CorsPolicy) (*filter.Chain, *filtertest.Terminal, *filter.Route) {
 	t.Helper()
 	env := &filter.Env{Name: "envoy.filters.http.cors"}
 	base, err := Factory{}.Build(filtertest.Any(t, &corsv3.Cors{}), env)
@@ -53,7 +53,7 @@ func setup(t *testing.T, pol *corsv3.CorsPolicy) (*filter.Chain, *filtertest.Ter
 		t.Fatalf("BuildOverride: %v", err)
 	}
 	term := &filtertest.Terminal{Header: [][2]string{{"access-control-allow-origin", "*"}}}
-	return filter.NewChain(term, base), term, &filtertest.Route{Overrides: []filter.Filter{over}}
+	return filter.NewChain(term, base), term, &filter.Route{Overrides: []filter.Filter{over}}
 }
 
 const (

@@ -283,10 +283,10 @@ func TestMaxActiveFaultsSharedWithRoute(t *testing.T) {
 
 	tests := []struct {
 		name  string
-		route filter.Route
+		route *filter.Route
 	}{
 		{"listener config overflows", nil},
-		{"route config shares the budget", &filtertest.Route{Overrides: []filter.Filter{over}}},
+		{"route config shares the budget", &filter.Route{Overrides: []filter.Filter{over}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -308,7 +308,7 @@ func TestMaxActiveFaultsSharedWithRoute(t *testing.T) {
 	}
 	// With the slot free the route's abort applies again.
 	s := filtertest.NewStream("GET", "/")
-	s.Route = &filtertest.Route{Overrides: []filter.Filter{over}}
+	s.Route = &filter.Route{Overrides: []filter.Filter{over}}
 	chain.Run(s)
 	chain.Complete(s)
 	if s.Resp.Status != 503 {

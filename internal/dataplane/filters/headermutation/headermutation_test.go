@@ -142,14 +142,14 @@ func TestPerRouteOverride(t *testing.T) {
 	}
 	tests := []struct {
 		name     string
-		route    filter.Route
+		route    *filter.Route
 		wantReq  []string
 		wantResp []string
 	}{
 		{"no route uses listener config", nil, []string{"listener"}, []string{"listener"}},
-		{"route without override", &filtertest.Route{}, []string{"listener"}, []string{"listener"}},
-		{"route override runs after listener", &filtertest.Route{Overrides: []filter.Filter{over}}, []string{"route"}, []string{"listener", "route"}},
-		{"route disables filter", &filtertest.Route{Overrides: []filter.Filter{filter.Disabled}}, nil, nil},
+		{"route without override", &filter.Route{}, []string{"listener"}, []string{"listener"}},
+		{"route override runs after listener", &filter.Route{Overrides: []filter.Filter{over}}, []string{"route"}, []string{"listener", "route"}},
+		{"route disables filter", &filter.Route{Overrides: []filter.Filter{filter.Disabled}}, nil, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

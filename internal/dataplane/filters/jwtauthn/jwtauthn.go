@@ -19,8 +19,8 @@
 //   - headers the filter writes (claim headers, payload header) are removed
 //     from the incoming request first, so clients cannot forge them.
 //
-// Verified payloads are published for later filters (RBAC) through
-// Payloads(s.Ctx) - see that function for why the context carries them.
+// Verified payloads are published for later filters (RBAC, the DSL) in the
+// stream's typed attributes, s.Attrs.Claims.
 //
 // Remote JWKS: OmniRelay fetches http_uri.uri with its own HTTP client
 // rather than through http_uri.cluster (the cluster name is accepted and
@@ -28,7 +28,6 @@
 package jwtauthn
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -241,12 +240,10 @@ func (a *authn) OnRequest(s *filter.Stream) filter.Status {
 	if len(st.done) == 0 {
 		return filter.Continue
 	}
-	out := make([]Payload, 0, len(st.done))
 	for _, v := range st.done {
 		v.prov.apply(s, v.loc, v.claims, v.payload)
-		out = append(out, Payload{Provider: v.prov.name, Key: v.prov.metadataKey, Claims: v.claims})
+		s.Attrs.Claims = append(s.Attrs.Claims, Payload{Provider: v.prov.name, Key: v.prov.metadataKey, Claims: v.claims})
 	}
-	s.Ctx = ContextWithPayloads(s.Ctx, out...)
 	return filter.Continue
 }
 
@@ -286,43 +283,16 @@ func realm(s *filter.Stream) string {
 	return b.String()
 }
 
-// Payload is one verified JWT as later filters see it.
-type Payload struct {
-	// Provider is the provider name in the filter config.
-	Provider string
-	// Key is the provider's payload_in_metadata name: the key RBAC metadata
-	// matchers use under MetadataNamespace.
-	Key string
-	// Claims is the decoded payload. Readers must not modify it.
-	Claims map[string]any
-}
-
-type payloadsKey struct{}
-
-// Payloads returns the tokens verified on this stream so far, in check
-// order. They ride on the stream's context because filter.Stream has no
-// typed metadata slot and a filter's state slot is private to its chain
-// index, which RBAC cannot know; the context value is set once per verified
-// request, never on the unauthenticated path.
-func Payloads(ctx context.Context) []Payload {
-	p, _ := ctx.Value(payloadsKey{}).([]Payload)
-	return p
-}
-
-// ContextWithPayloads returns ctx carrying ps after those already there.
-// The filter calls it once a token verified; in-process hosts that
-// authenticate callers by other means may publish claims the same way.
-func ContextWithPayloads(ctx context.Context, ps ...Payload) context.Context {
-	prev := Payloads(ctx)
-	all := make([]Payload, 0, len(prev)+len(ps))
-	return context.WithValue(ctx, payloadsKey{}, append(append(all, prev...), ps...))
-}
+// Payload is one verified JWT as later filters see it: the stream's typed
+// attribute (filter.Stream.Attrs.Claims), where the filter appends each token
+// it verified and RBAC, the DSL and extensions read them.
+type Payload = filter.Claims
 
 // Lookup finds a claim by metadata key and path, as an Envoy metadata
 // matcher with filter "envoy.filters.http.jwt_authn" and path [key, p1, ...]
 // would. ok is false when no verified token has that key or path.
-func Lookup(ctx context.Context, key string, path []string) (any, bool) {
-	for _, p := range Payloads(ctx) {
+func Lookup(ps []Payload, key string, path []string) (any, bool) {
+	for _, p := range ps {
 		if p.Key != key {
 			continue
 		}

@@ -196,17 +196,17 @@ func TestClaimsForwardedAndForgedHeadersRemoved(t *testing.T) {
 	if got := h.GetString("x-jwt-payload"); got == "forged" || got == "" {
 		t.Errorf("x-jwt-payload %q", got)
 	}
-	if v, ok := Lookup(seen.Ctx, "main", []string{"org", "tenant"}); !ok || v != "acme" {
+	if v, ok := Lookup(seen.Attrs.Claims, "main", []string{"org", "tenant"}); !ok || v != "acme" {
 		t.Errorf("Lookup = %v, %v", v, ok)
 	}
-	if ps := Payloads(seen.Ctx); len(ps) != 1 || ps[0].Provider != "main" || ps[0].Claims["sub"] != "alice" {
+	if ps := seen.Attrs.Claims; len(ps) != 1 || ps[0].Provider != "main" || ps[0].Claims["sub"] != "alice" {
 		t.Errorf("Payloads = %+v", ps)
 	}
 
 	// Without a token, allow_missing lets the request on, still without the
 	// forged headers.
 	s = filtertest.NewStream("GET", "/open", "x-user", "forged")
-	if status, seen = run(t, flt, s); status != 200 || seen.Req.Header.Has("x-user") || len(Payloads(seen.Ctx)) != 0 {
+	if status, seen = run(t, flt, s); status != 200 || seen.Req.Header.Has("x-user") || len(seen.Attrs.Claims) != 0 {
 		t.Fatalf("allow_missing: status %d, x-user kept=%v", status, seen != nil && seen.Req.Header.Has("x-user"))
 	}
 	// allow_missing with an invalid token fails.

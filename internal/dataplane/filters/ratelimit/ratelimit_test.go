@@ -293,9 +293,9 @@ func TestPerRouteBucket(t *testing.T) {
 	if err != nil {
 		t.Fatalf("BuildOverride: %v", err)
 	}
-	routeA := &filtertest.Route{RouteName: "a", Overrides: []filter.Filter{over}}
+	routeA := &filter.Route{Name: "a", Overrides: []filter.Filter{over}}
 	chain := filter.NewChain(&filtertest.Terminal{}, base)
-	send := func(r filter.Route) int {
+	send := func(r *filter.Route) int {
 		s := filtertest.NewStream("GET", "/")
 		s.Route = r
 		chain.Run(s)
@@ -303,7 +303,7 @@ func TestPerRouteBucket(t *testing.T) {
 	}
 	tests := []struct {
 		name  string
-		route filter.Route
+		route *filter.Route
 		want  int
 	}{
 		{"listener bucket first token", nil, 200},
@@ -311,8 +311,8 @@ func TestPerRouteBucket(t *testing.T) {
 		{"route has its own bucket", routeA, 200},
 		{"route second token", routeA, 200},
 		{"route bucket empty", routeA, 429},
-		{"listener still empty", &filtertest.Route{}, 429},
-		{"route disables the filter", &filtertest.Route{Overrides: []filter.Filter{filter.Disabled}}, 200},
+		{"listener still empty", &filter.Route{}, 429},
+		{"route disables the filter", &filter.Route{Overrides: []filter.Filter{filter.Disabled}}, 200},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

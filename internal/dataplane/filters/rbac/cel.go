@@ -129,11 +129,9 @@ func (a *activation) ResolveName(name string) (any, bool) {
 		}, true
 	case "metadata":
 		jwt := map[string]any{}
-		if in.Ctx != nil {
-			for _, p := range jwtauthn.Payloads(in.Ctx) {
-				if p.Key != "" {
-					jwt[p.Key] = p.Claims
-				}
+		for _, p := range in.Claims {
+			if p.Key != "" {
+				jwt[p.Key] = p.Claims
 			}
 		}
 		return map[string]any{"filter_metadata": map[string]any{jwtauthn.MetadataNamespace: jwt}}, true

@@ -1,7 +1,6 @@
 package rbac
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -21,7 +20,8 @@ import (
 // (netrbac) leaves Req nil, so HTTP-only matchers (header, url_path) never
 // match there, as in Envoy's network RBAC filter.
 type Input struct {
-	Ctx    context.Context // carries verified JWT payloads (jwtauthn.Payloads)
+	// Claims are the stream's verified JWT payloads (Stream.Attrs.Claims).
+	Claims []jwtauthn.Payload
 	Req    *message.Request
 	Source netip.AddrPort // the downstream peer (direct_remote_ip, remote_ip)
 	Dest   netip.AddrPort
@@ -335,10 +335,7 @@ func metadataMatcher(m *matcherv3.MetadataMatcher) (matcher, error) {
 	}
 	invert := m.GetInvert()
 	return func(in *Input) bool {
-		if in.Ctx == nil {
-			return invert
-		}
-		v, ok := jwtauthn.Lookup(in.Ctx, path[0], path[1:])
+		v, ok := jwtauthn.Lookup(in.Claims, path[0], path[1:])
 		return vm(v, ok) != invert
 	}, nil
 }

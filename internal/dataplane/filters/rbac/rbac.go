@@ -13,7 +13,7 @@
 // a would-be denial) but never block.
 //
 // JWT claims come from the jwt_authn filter earlier in the chain through
-// jwtauthn.Payloads (metadata matchers with filter
+// the stream's typed attributes, Stream.Attrs.Claims (metadata matchers with filter
 // "envoy.filters.http.jwt_authn", path [payload_in_metadata, claim...]).
 //
 // Counters (env.Stats): rbac.allowed, rbac.denied, rbac.shadow_allowed,
@@ -133,7 +133,7 @@ var _ filter.Filter = (*authz)(nil)
 // InputFor describes a stream to the engine.
 func InputFor(s *filter.Stream) Input {
 	in := Input{
-		Ctx:          s.Ctx,
+		Claims:       s.Attrs.Claims,
 		Req:          s.Req,
 		Source:       s.Downstream.RemoteAddr,
 		Dest:         s.Downstream.LocalAddr,

@@ -2,7 +2,6 @@ package rbac
 
 import (
 	"bytes"
-	"context"
 	"log/slog"
 	"net/netip"
 	"strings"
@@ -160,15 +159,15 @@ func (r req) stream() *filter.Stream {
 	s.Downstream.LocalAddr = netip.MustParseAddrPort("10.0.0.9:8443")
 	s.Downstream.PeerIdentity = r.peer
 	if r.claims != nil {
-		s.Ctx = withClaims(s.Ctx, r.claims)
+		s.Attrs.Claims = withClaims(s.Attrs.Claims, r.claims)
 	}
 	return s
 }
 
 // withClaims publishes claims the way jwt_authn does after verifying a
 // token (the end-to-end test runs the real filter in front).
-func withClaims(ctx context.Context, claims map[string]any) context.Context {
-	return jwtauthn.ContextWithPayloads(ctx, jwtauthn.Payload{Provider: "main", Key: "main", Claims: claims})
+func withClaims(ps []jwtauthn.Payload, claims map[string]any) []jwtauthn.Payload {
+	return append(ps, jwtauthn.Payload{Provider: "main", Key: "main", Claims: claims})
 }
 
 func status(t *testing.T, flts []filter.Filter, s *filter.Stream) int {

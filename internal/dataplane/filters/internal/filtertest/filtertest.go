@@ -1,5 +1,5 @@
 // Package filtertest holds the test doubles the built-in filters' tests share:
-// a recording Terminal, a Route with per-route overrides, stream builders and
+// a recording Terminal, stream builders and
 // helpers to pack typed config. It is imported by tests only.
 package filtertest
 
@@ -45,23 +45,6 @@ func (t *Terminal) Serve(s *filter.Stream) error {
 
 // Calls returns how many times Serve ran.
 func (t *Terminal) Calls() int64 { return t.calls.Load() }
-
-// Route is a filter.Route whose overrides are indexed by chain position.
-type Route struct {
-	RouteName string
-	Overrides []filter.Filter
-}
-
-// FilterOverride implements filter.Route.
-func (r *Route) FilterOverride(i int) filter.Filter {
-	if i < len(r.Overrides) {
-		return r.Overrides[i]
-	}
-	return nil
-}
-
-// Name implements filter.Route.
-func (r *Route) Name() string { return r.RouteName }
 
 // NewStream returns a stream for method and path with the given header
 // name/value pairs.
