@@ -89,6 +89,7 @@ func Build(c *clusterv3.Cluster, cla *endpointv3.ClusterLoadAssignment, prev *Cl
 			st.Ejections.Inc()
 			env.Log.Warn("outlier ejected host", "cluster", cl.Name, "endpoint", ep.Address, "reason", reason)
 		}
+		cl.outlier.Start()
 	}
 
 	if cl.Protocol, err = protocolOf(c); err != nil {
@@ -298,13 +299,44 @@ func breakerLimits(c *clusterv3.Cluster) circuit.Limits {
 	return l
 }
 
+// outlierConfig maps Envoy's OutlierDetection with Envoy's defaults: the
+// consecutive-5xx and success-rate algorithms enforced at 100 %, the
+// consecutive-gateway-failure and failure-percentage ones at 0 % (so they
+// are off unless their enforcing_* percentage is set).
 func outlierConfig(od *clusterv3.OutlierDetection) outlier.Config {
 	cfg := outlier.Config{}
+	pct := func(v interface{ GetValue() uint32 }, isSet bool, def uint32) uint32 {
+		if !isSet {
+			return def
+		}
+		return min(v.GetValue(), 100)
+	}
 	if v := od.GetConsecutive_5Xx(); v != nil {
 		cfg.Consecutive5xx = v.GetValue()
 	}
-	if v := od.GetConsecutiveGatewayFailure(); v != nil {
-		cfg.ConsecutiveGatewayFailure = v.GetValue()
+	e5 := pct(od.GetEnforcingConsecutive_5Xx(), od.GetEnforcingConsecutive_5Xx() != nil, 100)
+	cfg.EnforcingConsecutive5xx = &e5
+	if eg := pct(od.GetEnforcingConsecutiveGatewayFailure(), od.GetEnforcingConsecutiveGatewayFailure() != nil, 0); eg > 0 {
+		cfg.ConsecutiveGatewayFailure = 5
+		if v := od.GetConsecutiveGatewayFailure(); v != nil {
+			cfg.ConsecutiveGatewayFailure = v.GetValue()
+		}
+		cfg.EnforcingConsecutiveGatewayFailure = &eg
+	}
+	if es := pct(od.GetEnforcingSuccessRate(), od.GetEnforcingSuccessRate() != nil, 100); es > 0 {
+		cfg.SuccessRate = &outlier.SuccessRate{Enforcing: es,
+			MinimumHosts:  od.GetSuccessRateMinimumHosts().GetValue(),
+			RequestVolume: od.GetSuccessRateRequestVolume().GetValue(),
+			StdevFactor:   od.GetSuccessRateStdevFactor().GetValue()}
+	}
+	if ef := pct(od.GetEnforcingFailurePercentage(), od.GetEnforcingFailurePercentage() != nil, 0); ef > 0 {
+		cfg.FailurePercentage = &outlier.FailurePercentage{Enforcing: ef,
+			Threshold:     od.GetFailurePercentageThreshold().GetValue(),
+			MinimumHosts:  od.GetFailurePercentageMinimumHosts().GetValue(),
+			RequestVolume: od.GetFailurePercentageRequestVolume().GetValue()}
+		if od.GetFailurePercentageThreshold() == nil {
+			cfg.FailurePercentage.Threshold = 0 // the package default, 85
+		}
 	}
 	if v := od.GetBaseEjectionTime(); v != nil {
 		cfg.BaseEjectionTime = v.AsDuration()

@@ -165,6 +165,9 @@ func (c *Cluster) Close() {
 	if c.health != nil {
 		c.health.Stop()
 	}
+	if c.outlier != nil {
+		c.outlier.Stop()
+	}
 	c.h1.Close()
 	c.h2.CloseIdle()
 }

@@ -1,6 +1,9 @@
-// Package outlier owns passive outlier detection for a cluster: the subset
-// of Envoy's that ejects a host after consecutive 5xx responses or
-// consecutive gateway failures, for a time that grows with each ejection,
+// Package outlier owns passive outlier detection for a cluster, Envoy's
+// algorithms: consecutive 5xx, consecutive gateway failures, success rate
+// (hosts whose success rate falls below the cluster's mean by a stdev
+// factor) and failure percentage (hosts whose failure share reaches a
+// threshold), each enforced with a probability (Envoy's enforcing_*
+// percentages); an ejection lasts a time that grows with each ejection,
 // within a cap on how much of the cluster may be ejected at once.
 //
 // Report runs on the request path after every upstream attempt, from many
@@ -10,12 +13,18 @@
 // at once cannot both slip under the ejection cap.
 //
 // Ejection is a deadline on the endpoint (Endpoint.Eject), which balancers
-// compare with the clock, so unejection needs no timer. Envoy's interval
-// timer is replaced by arithmetic: a host's ejection multiplier drops by one
-// for every Interval it has spent un-ejected, computed when it next trips.
+// compare with the clock, so unejection needs no timer, and a host's
+// ejection multiplier drops by one for every Interval it has spent
+// un-ejected, computed when it next trips. Only the success-rate and
+// failure-percentage algorithms need Envoy's interval timer: they compare
+// hosts over one interval's requests, so a detector with either runs one
+// goroutine (Start/Stop) that evaluates them every Interval; with neither,
+// Start does nothing.
 package outlier
 
 import (
+	"math"
+	"math/rand/v2"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -63,6 +72,8 @@ func (r Result) failure() (failure, gateway bool) {
 const (
 	ReasonConsecutive5xx            = "consecutive_5xx"
 	ReasonConsecutiveGatewayFailure = "consecutive_gateway_failure"
+	ReasonSuccessRate               = "success_rate"
+	ReasonFailurePercentage         = "failure_percentage"
 )
 
 // Config is the detection policy. Zero fields take the defaults noted.
@@ -87,8 +98,44 @@ type Config struct {
 	// whatever the percentage and cluster size.
 	MaxEjectionPercent uint32
 	// Interval is how long a host must stay un-ejected for its ejection
-	// multiplier to drop by one. Default 10s.
+	// multiplier to drop by one, and the period over which the success
+	// rate and failure percentage are computed. Default 10s.
 	Interval time.Duration
+
+	// EnforcingConsecutive5xx and EnforcingConsecutiveGatewayFailure are
+	// the percent chance that a host that trips the threshold is ejected;
+	// nil means 100. (Envoy's own default for the gateway one is 0: the
+	// config compiler maps Envoy's defaults.)
+	EnforcingConsecutive5xx            *uint32
+	EnforcingConsecutiveGatewayFailure *uint32
+
+	// SuccessRate and FailurePercentage turn on those algorithms; nil is
+	// off.
+	SuccessRate       *SuccessRate
+	FailurePercentage *FailurePercentage
+}
+
+// SuccessRate is Envoy's success-rate outlier detection: every interval,
+// among hosts with at least RequestVolume requests, and only when there
+// are at least MinimumHosts of them, a host whose success rate is below
+// mean - stdev*StdevFactor/1000 is ejected with probability Enforcing%.
+type SuccessRate struct {
+	MinimumHosts  uint32 // default 5
+	RequestVolume uint32 // default 100
+	StdevFactor   uint32 // default 1900 (1.9 standard deviations)
+	Enforcing     uint32 // percent
+}
+
+// FailurePercentage is Envoy's failure-percentage outlier detection: every
+// interval, among hosts with at least RequestVolume requests, and only when
+// there are at least MinimumHosts of them, a host whose failures are
+// Threshold% or more of its requests is ejected with probability
+// Enforcing%.
+type FailurePercentage struct {
+	Threshold     uint32 // default 85
+	MinimumHosts  uint32 // default 5
+	RequestVolume uint32 // default 50
+	Enforcing     uint32 // percent
 }
 
 func (c Config) withDefaults() Config {
@@ -109,7 +156,37 @@ func (c Config) withDefaults() Config {
 	if c.Interval <= 0 {
 		c.Interval = 10 * time.Second
 	}
+	if sr := c.SuccessRate; sr != nil {
+		v := *sr
+		v.MinimumHosts = def(v.MinimumHosts, 5)
+		v.RequestVolume = def(v.RequestVolume, 100)
+		v.StdevFactor = def(v.StdevFactor, 1900)
+		c.SuccessRate = &v
+	}
+	if fp := c.FailurePercentage; fp != nil {
+		v := *fp
+		v.Threshold = min(def(v.Threshold, 85), 100)
+		v.MinimumHosts = def(v.MinimumHosts, 5)
+		v.RequestVolume = def(v.RequestVolume, 50)
+		c.FailurePercentage = &v
+	}
 	return c
+}
+
+func def(v, d uint32) uint32 {
+	if v == 0 {
+		return d
+	}
+	return v
+}
+
+// enforced draws whether an ejection with this enforcement percentage
+// happens (nil: always).
+func enforced(pct *uint32) bool {
+	if pct == nil || *pct >= 100 {
+		return true
+	}
+	return rand.Uint32N(100) < *pct
 }
 
 // Detector counts per-host failures and ejects outliers.
@@ -125,6 +202,11 @@ type Detector struct {
 	// mu serialises ejection decisions and Update; Report never takes it
 	// unless a threshold is reached.
 	mu sync.Mutex
+	// counting is set when an interval algorithm needs per-host request
+	// and failure counts.
+	counting bool
+	stop     chan struct{}
+	done     chan struct{}
 }
 
 // hostSet is one immutable generation of the hosts being watched.
@@ -138,6 +220,9 @@ type hostSet struct {
 type hostState struct {
 	consecutive5xx     atomic.Uint32
 	consecutiveGateway atomic.Uint32
+	// requests and failures count this interval's attempts (only when
+	// an interval algorithm is on).
+	requests, failures atomic.Uint64
 	// lastUntil is the deadline of the host's latest ejection (unix nanos),
 	// kept here because Endpoint.Uneject clears the endpoint's copy.
 	lastUntil atomic.Int64
@@ -150,8 +235,107 @@ func New(cfg Config, clock func() time.Time) *Detector {
 		clock = time.Now
 	}
 	d := &Detector{cfg: cfg.withDefaults(), clock: clock}
+	d.counting = d.cfg.SuccessRate != nil || d.cfg.FailurePercentage != nil
 	d.hosts.Store(&hostSet{})
 	return d
+}
+
+// Start runs the interval algorithms (success rate, failure percentage)
+// every Interval until Stop; without them it does nothing.
+func (d *Detector) Start() {
+	if !d.counting || d.stop != nil {
+		return
+	}
+	d.stop, d.done = make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(d.done)
+		t := time.NewTicker(d.cfg.Interval)
+		defer t.Stop()
+		for {
+			select {
+			case <-d.stop:
+				return
+			case <-t.C:
+				d.Evaluate()
+			}
+		}
+	}()
+}
+
+// Stop ends what Start started and waits for it.
+func (d *Detector) Stop() {
+	if d.stop == nil {
+		return
+	}
+	close(d.stop)
+	<-d.done
+	d.stop = nil
+}
+
+// Evaluate runs the interval algorithms over the counts since the last
+// evaluation and starts a new interval. Start calls it every Interval.
+func (d *Detector) Evaluate() {
+	set := d.hosts.Load()
+	type sample struct {
+		ep       *endpoint.Endpoint
+		hs       *hostState
+		req, bad uint64
+	}
+	samples := make([]sample, 0, len(set.all))
+	for _, e := range set.all {
+		hs := set.byHost[e]
+		req, bad := hs.requests.Swap(0), hs.failures.Swap(0)
+		samples = append(samples, sample{e, hs, req, bad})
+	}
+	if sr := d.cfg.SuccessRate; sr != nil {
+		var rates []float64
+		for _, s := range samples {
+			if s.req >= uint64(sr.RequestVolume) {
+				rates = append(rates, 100*float64(s.req-s.bad)/float64(s.req))
+			}
+		}
+		if len(rates) >= int(sr.MinimumHosts) {
+			mean, sd := meanStdev(rates)
+			limit := mean - sd*float64(sr.StdevFactor)/1000
+			for _, s := range samples {
+				if s.req < uint64(sr.RequestVolume) {
+					continue
+				}
+				if rate := 100 * float64(s.req-s.bad) / float64(s.req); rate < limit && enforced(&sr.Enforcing) {
+					d.trip(s.ep, s.hs, ReasonSuccessRate)
+				}
+			}
+		}
+	}
+	if fp := d.cfg.FailurePercentage; fp != nil {
+		n := 0
+		for _, s := range samples {
+			if s.req >= uint64(fp.RequestVolume) {
+				n++
+			}
+		}
+		if n >= int(fp.MinimumHosts) {
+			for _, s := range samples {
+				if s.req < uint64(fp.RequestVolume) {
+					continue
+				}
+				if 100*s.bad >= uint64(fp.Threshold)*s.req && enforced(&fp.Enforcing) {
+					d.trip(s.ep, s.hs, ReasonFailurePercentage)
+				}
+			}
+		}
+	}
+}
+
+func meanStdev(xs []float64) (mean, sd float64) {
+	for _, x := range xs {
+		mean += x
+	}
+	mean /= float64(len(xs))
+	for _, x := range xs {
+		sd += (x - mean) * (x - mean)
+	}
+	return mean, math.Sqrt(sd / float64(len(xs)))
 }
 
 // Config returns the policy in force, defaults applied.
@@ -194,6 +378,12 @@ func (d *Detector) Report(ep *endpoint.Endpoint, r Result) {
 		return
 	}
 	failure, gateway := r.failure()
+	if d.counting {
+		hs.requests.Add(1)
+		if failure {
+			hs.failures.Add(1)
+		}
+	}
 	if !failure {
 		// Load first: on a healthy host the counters are already zero and
 		// a plain load keeps the cache line shared between cores.
@@ -209,14 +399,18 @@ func (d *Detector) Report(ep *endpoint.Endpoint, r Result) {
 		n := hs.consecutiveGateway.Add(1)
 		if t := d.cfg.ConsecutiveGatewayFailure; t > 0 && n >= t {
 			hs.consecutiveGateway.Store(0)
-			d.trip(ep, hs, ReasonConsecutiveGatewayFailure)
+			if enforced(d.cfg.EnforcingConsecutiveGatewayFailure) {
+				d.trip(ep, hs, ReasonConsecutiveGatewayFailure)
+			}
 		}
 	} else if hs.consecutiveGateway.Load() != 0 {
 		hs.consecutiveGateway.Store(0) // a 500 breaks a run of gateway failures
 	}
 	if n := hs.consecutive5xx.Add(1); n >= d.cfg.Consecutive5xx {
 		hs.consecutive5xx.Store(0)
-		d.trip(ep, hs, ReasonConsecutive5xx)
+		if enforced(d.cfg.EnforcingConsecutive5xx) {
+			d.trip(ep, hs, ReasonConsecutive5xx)
+		}
 	}
 }
 

@@ -315,3 +315,149 @@ func BenchmarkReport(b *testing.B) {
 		})
 	})
 }
+
+func pct(v uint32) *uint32 { return &v }
+
+func TestEnforcingPercentages(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		cfg  Config
+		r    Result
+		want bool
+	}{
+		{"consecutive 5xx enforced at 0% never ejects", Config{EnforcingConsecutive5xx: pct(0)}, 500, false},
+		{"consecutive 5xx enforced at 100% ejects", Config{EnforcingConsecutive5xx: pct(100)}, 500, true},
+		{"gateway failures enforced at 0% never eject", Config{Consecutive5xx: 1000, ConsecutiveGatewayFailure: 3, EnforcingConsecutiveGatewayFailure: pct(0)}, 503, false},
+		{"gateway failures enforced at 100% eject", Config{Consecutive5xx: 1000, ConsecutiveGatewayFailure: 3, EnforcingConsecutiveGatewayFailure: pct(100)}, 503, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			clk := newClock()
+			eps := hosts(10)
+			d, _ := newDetector(tc.cfg, clk, eps)
+			for range 20 {
+				d.Report(eps[0], tc.r)
+			}
+			if got := eps[0].Ejected(clk.Now()); got != tc.want {
+				t.Fatalf("ejected = %v, want %v", got, tc.want)
+			}
+		})
+	}
+	// 50%: about half of the trips eject.
+	ejected := 0
+	for range 400 {
+		clk := newClock()
+		eps := hosts(10)
+		d, _ := newDetector(Config{EnforcingConsecutive5xx: pct(50)}, clk, eps)
+		for range 5 {
+			d.Report(eps[0], 500)
+		}
+		if eps[0].Ejected(clk.Now()) {
+			ejected++
+		}
+	}
+	if ejected < 140 || ejected > 260 {
+		t.Fatalf("50%% enforcement ejected %d of 400", ejected)
+	}
+}
+
+// report sends n results to ep, fails of them failures (503).
+func report(d *Detector, ep *endpoint.Endpoint, n, fails int) {
+	for i := range n {
+		if i < fails {
+			d.Report(ep, 503)
+		} else {
+			d.Report(ep, 200)
+		}
+	}
+}
+
+func TestSuccessRate(t *testing.T) {
+	cfg := Config{Consecutive5xx: 1 << 30, SuccessRate: &SuccessRate{Enforcing: 100}, MaxEjectionPercent: 50}
+	t.Run("an outlier among six is ejected", func(t *testing.T) {
+		clk := newClock()
+		eps := hosts(6)
+		d, log := newDetector(cfg, clk, eps)
+		for _, e := range eps[:5] {
+			report(d, e, 200, 2) // 99%
+		}
+		report(d, eps[5], 200, 100) // 50%
+		d.Evaluate()
+		if !eps[5].Ejected(clk.Now()) || len(*log) != 1 || (*log)[0].reason != ReasonSuccessRate {
+			t.Fatalf("want eps[5] ejected for success_rate, log %v", *log)
+		}
+		for _, e := range eps[:5] {
+			if e.Ejected(clk.Now()) {
+				t.Fatalf("%s ejected", e.Address)
+			}
+		}
+		// The next interval starts from zero: nothing more is ejected.
+		d.Evaluate()
+		if len(*log) != 1 {
+			t.Fatalf("a second evaluation with no traffic ejected: %v", *log)
+		}
+	})
+	t.Run("too few hosts with enough volume: nothing", func(t *testing.T) {
+		clk := newClock()
+		eps := hosts(6)
+		d, log := newDetector(cfg, clk, eps)
+		for _, e := range eps[:3] {
+			report(d, e, 200, 0)
+		}
+		report(d, eps[3], 99, 0) // below the request volume
+		report(d, eps[5], 200, 190)
+		d.Evaluate()
+		if len(*log) != 0 {
+			t.Fatalf("ejected with 4 hosts over the volume (minimum 5): %v", *log)
+		}
+	})
+	t.Run("uniform rates: nothing", func(t *testing.T) {
+		clk := newClock()
+		eps := hosts(6)
+		d, log := newDetector(cfg, clk, eps)
+		for _, e := range eps {
+			report(d, e, 200, 20)
+		}
+		d.Evaluate()
+		if len(*log) != 0 {
+			t.Fatalf("ejected among equal hosts: %v", *log)
+		}
+	})
+}
+
+func TestFailurePercentage(t *testing.T) {
+	clk := newClock()
+	eps := hosts(5)
+	d, log := newDetector(Config{Consecutive5xx: 1 << 30, FailurePercentage: &FailurePercentage{Enforcing: 100}, MaxEjectionPercent: 100}, clk, eps)
+	report(d, eps[0], 100, 90) // 90% >= 85%
+	report(d, eps[1], 100, 80)
+	for _, e := range eps[2:] {
+		report(d, e, 100, 0)
+	}
+	d.Evaluate()
+	if !eps[0].Ejected(clk.Now()) || eps[1].Ejected(clk.Now()) || len(*log) != 1 || (*log)[0].reason != ReasonFailurePercentage {
+		t.Fatalf("want only eps[0] ejected for failure_percentage: %v", *log)
+	}
+}
+
+func TestIntervalRuns(t *testing.T) {
+	eps := hosts(5)
+	d := New(Config{Consecutive5xx: 1 << 30, Interval: 100 * time.Millisecond, MaxEjectionPercent: 100,
+		FailurePercentage: &FailurePercentage{Enforcing: 100, RequestVolume: 10}}, time.Now)
+	d.Update(eps)
+	ejected := make(chan string, 8)
+	d.OnEject = func(ep *endpoint.Endpoint, reason string) { ejected <- ep.Address + " " + reason }
+	d.Start()
+	defer d.Stop()
+	for _, e := range eps[1:] {
+		report(d, e, 20, 0)
+	}
+	report(d, eps[0], 20, 20)
+	select {
+	case got := <-ejected:
+		if got != eps[0].Address+" "+ReasonFailurePercentage {
+			t.Fatalf("ejected %s", got)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the interval evaluation never ran")
+	}
+}

@@ -533,6 +533,32 @@ type OutlierDetection struct {
 	Interval                  *Duration `yaml:"interval"`
 	BaseEjectionTime          *Duration `yaml:"base_ejection_time"`
 	MaxEjectionPercent        *uint32   `yaml:"max_ejection_percent"`
+	// EnforcingConsecutive5xx is the percent chance a host that trips
+	// consecutive_5xx is ejected (default 100).
+	EnforcingConsecutive5xx *uint32 `yaml:"enforcing_consecutive_5xx"`
+	// SuccessRate and FailurePercentage are Envoy's interval algorithms;
+	// success rate runs with Envoy's defaults unless turned off with
+	// enforcing: 0, failure percentage only when given.
+	SuccessRate       *OutlierSuccessRate       `yaml:"success_rate"`
+	FailurePercentage *OutlierFailurePercentage `yaml:"failure_percentage"`
+}
+
+// OutlierSuccessRate ejects hosts whose success rate over an interval is
+// below the cluster's mean by stdev_factor/1000 standard deviations.
+type OutlierSuccessRate struct {
+	MinimumHosts  *uint32 `yaml:"minimum_hosts"`
+	RequestVolume *uint32 `yaml:"request_volume"`
+	StdevFactor   *uint32 `yaml:"stdev_factor"`
+	Enforcing     *uint32 `yaml:"enforcing"`
+}
+
+// OutlierFailurePercentage ejects hosts whose failures over an interval
+// reach threshold percent of their requests.
+type OutlierFailurePercentage struct {
+	Threshold     *uint32 `yaml:"threshold"`
+	MinimumHosts  *uint32 `yaml:"minimum_hosts"`
+	RequestVolume *uint32 `yaml:"request_volume"`
+	Enforcing     *uint32 `yaml:"enforcing"`
 }
 
 // RetryBudget bounds concurrent retries to a share of active requests.

@@ -84,6 +84,19 @@ func (v *validator) cluster(c *Cluster, p string) {
 		v.positive(op+".interval", od.Interval)
 		v.positive(op+".base_ejection_time", od.BaseEjectionTime)
 		v.percent(op+".max_ejection_percent", od.MaxEjectionPercent)
+		v.percent(op+".enforcing_consecutive_5xx", od.EnforcingConsecutive5xx)
+		if sr := od.SuccessRate; sr != nil {
+			v.atLeastOne(op+".success_rate.minimum_hosts", sr.MinimumHosts)
+			v.atLeastOne(op+".success_rate.request_volume", sr.RequestVolume)
+			v.atLeastOne(op+".success_rate.stdev_factor", sr.StdevFactor)
+			v.percent(op+".success_rate.enforcing", sr.Enforcing)
+		}
+		if fp := od.FailurePercentage; fp != nil {
+			v.percent(op+".failure_percentage.threshold", fp.Threshold)
+			v.atLeastOne(op+".failure_percentage.minimum_hosts", fp.MinimumHosts)
+			v.atLeastOne(op+".failure_percentage.request_volume", fp.RequestVolume)
+			v.percent(op+".failure_percentage.enforcing", fp.Enforcing)
+		}
 	}
 	if rb := c.RetryBudget; rb != nil {
 		if rb.Percent != nil && (*rb.Percent <= 0 || *rb.Percent > 100) {

@@ -100,6 +100,21 @@ func (t *translator) cluster(c *config.Cluster) (*clusterv3.Cluster, *endpointv3
 			// asking for the ejection.
 			out.OutlierDetection.EnforcingConsecutiveGatewayFailure = wrapperspb.UInt32(100)
 		}
+		o := out.OutlierDetection
+		o.EnforcingConsecutive_5Xx = u32(od.EnforcingConsecutive5xx)
+		if sr := od.SuccessRate; sr != nil {
+			o.SuccessRateMinimumHosts, o.SuccessRateRequestVolume = u32(sr.MinimumHosts), u32(sr.RequestVolume)
+			o.SuccessRateStdevFactor, o.EnforcingSuccessRate = u32(sr.StdevFactor), u32(sr.Enforcing)
+		}
+		if fp := od.FailurePercentage; fp != nil {
+			o.FailurePercentageThreshold, o.FailurePercentageMinimumHosts = u32(fp.Threshold), u32(fp.MinimumHosts)
+			o.FailurePercentageRequestVolume = u32(fp.RequestVolume)
+			// Given means wanted: Envoy enforces it at 0% by default.
+			o.EnforcingFailurePercentage = wrapperspb.UInt32(100)
+			if fp.Enforcing != nil {
+				o.EnforcingFailurePercentage = u32(fp.Enforcing)
+			}
+		}
 	}
 	if rh := c.RingHash; rh != nil && rh.MinimumRingSize != 0 {
 		out.LbConfig = &clusterv3.Cluster_RingHashLbConfig_{RingHashLbConfig: &clusterv3.Cluster_RingHashLbConfig{
