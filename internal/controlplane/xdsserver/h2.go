@@ -16,6 +16,8 @@ import (
 	"golang.org/x/net/http2/hpack"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"github.com/omnirelay/omnirelay/internal/shared/http2core"
 )
 
 // This file is the lean transport: a hand-written gRPC-over-HTTP/2 server
@@ -32,9 +34,13 @@ import (
 // Idle, a connection holds its socket, its reader (4 KB stack), the HTTP/2
 // framer and HPACK decoder, and its streams' xDS state.
 //
-// What it implements: the HTTP/2 connection preface and SETTINGS, HPACK
-// decoding (x/net's decoder), flow control both ways, PING, RST_STREAM,
-// GOAWAY, CONTINUATION, up to h2MaxStreams concurrent streams, gRPC message
+// What it implements, on the frame writers, settings validation and
+// flow-control windows it shares with the data plane (internal/shared/
+// http2core): the HTTP/2 connection preface and SETTINGS, HPACK decoding
+// (x/net's decoder, through the framer, which also assembles CONTINUATION
+// frames within h2MaxHeaderList without a buffer kept per connection), flow
+// control both ways, PING, RST_STREAM, GOAWAY, CONTINUATION, up to
+// h2MaxStreams concurrent streams, gRPC message
 // framing (uncompressed only: a compressed message ends its stream with
 // Unimplemented) and status trailers. What it leaves out: server-initiated
 // keepalive pings (dead peers are found by TCP keepalive, which Go turns on
@@ -149,22 +155,23 @@ type h2conn struct {
 	rc syscall.RawConn // nil when nc is not a socket (TLS, pipes): writes then always go through the flusher
 	fr *http2.Framer
 
-	streams     []*h2stream // open streams, at most h2MaxStreams
-	maxID       uint32      // highest client stream id seen
-	connUnacked uint32      // bytes received on the connection not yet returned by WINDOW_UPDATE
+	streams []*h2stream             // open streams, at most h2MaxStreams
+	recvWin http2core.RecvWindow    // the connection's receive window
+	ids     http2core.ClientStreams // the stream ids the client has opened
 
-	wmu       sync.Mutex
-	out       []byte // frames not yet written
-	flushing  bool   // the flusher goroutine owns the socket's write side
-	werr      error  // the connection's first write error, or errConnClosed
-	sendWin   int64  // connection-level send window granted by the client
-	peerWin   int64  // the client's SETTINGS_INITIAL_WINDOW_SIZE
-	peerFrame int    // the client's SETTINGS_MAX_FRAME_SIZE
-	blocked   []*h2stream
+	wmu      sync.Mutex
+	flushing bool                   // the flusher goroutine owns the socket's write side
+	out      []byte                 // frames not yet written
+	werr     error                  // the connection's first write error, or errConnClosed
+	sendWin  http2core.SendWindow   // connection-level send window granted by the client
+	settings http2core.PeerSettings // the client's initial stream window and max frame size
+	blocked  []*h2stream
 }
 
 func newH2Conn(s *Server, nc net.Conn) *h2conn {
-	c := &h2conn{s: s, nc: nc, sendWin: 65535, peerWin: 65535, peerFrame: 16384}
+	c := &h2conn{s: s, nc: nc, settings: http2core.DefaultPeerSettings()}
+	c.sendWin.Set(http2core.DefaultWindow)
+	c.recvWin.Set(h2ConnWindow)
 	if sc, ok := nc.(syscall.Conn); ok {
 		if _, plain := nc.(*net.TCPConn); plain {
 			if rc, err := sc.SyscallConn(); err == nil {
@@ -177,7 +184,7 @@ func newH2Conn(s *Server, nc net.Conn) *h2conn {
 	// than the extra read calls cost CPU. DATA payloads are read by serve into
 	// pooled buffers; the framer reads only the small control frames.
 	c.fr = http2.NewFramer(io.Discard, nc)
-	c.fr.SetMaxReadFrameSize(h2MaxReadFrame)
+	c.fr.SetMaxReadFrameSize(h2MaxReadFrame) // = http2core.DefaultMaxFrameSize
 	c.fr.MaxHeaderListSize = h2MaxHeaderList
 	c.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
 	c.fr.SetReuseFrames()
@@ -226,16 +233,12 @@ func (c *h2conn) run() error {
 		}
 	}
 	_ = c.nc.SetReadDeadline(time.Now().Add(h2PrefaceTimeout))
-	var preface [len(http2.ClientPreface)]byte
-	if _, err := io.ReadFull(c.nc, preface[:]); err != nil {
+	if err := http2core.ReadPreface(c.nc); err != nil {
 		return fmt.Errorf("xds: reading the client preface: %w", err)
-	}
-	if string(preface[:]) != http2.ClientPreface {
-		return errors.New("xds: bad client preface")
 	}
 	c.wmu.Lock()
 	c.out = appendSettings(c.out)
-	c.out = appendWindowUpdate(c.out, 0, h2ConnWindow-65535)
+	c.out = http2core.AppendWindowUpdate(c.out, 0, h2ConnWindow-http2core.DefaultWindow)
 	c.flushLocked()
 	c.wmu.Unlock()
 
@@ -276,8 +279,8 @@ func (c *h2conn) run() error {
 // reported to the client with GOAWAY first, best effort.
 func (c *h2conn) teardown(err error) {
 	c.wmu.Lock()
-	if ce, ok := errors.AsType[http2.ConnectionError](err); ok && c.werr == nil {
-		c.out = appendGoAway(c.out, c.maxID, http2.ErrCode(ce))
+	if code, ok := http2core.ConnErrorCode(err); ok && c.werr == nil {
+		c.out = http2core.AppendGoAway(c.out, c.ids.Last(), code, "")
 		c.flushLocked()
 	}
 	if c.werr == nil {
@@ -309,8 +312,7 @@ func (c *h2conn) handleFrame(f http2.Frame) error {
 			return nil
 		}
 		c.wmu.Lock()
-		c.out = appendFrameHeader(c.out, 8, http2.FramePing, http2.FlagPingAck, 0)
-		c.out = append(c.out, f.Data[:]...)
+		c.out = http2core.AppendPing(c.out, true, f.Data)
 		c.flushLocked()
 		c.wmu.Unlock()
 	case *http2.WindowUpdateFrame:
@@ -337,44 +339,54 @@ func (c *h2conn) handleFrame(f http2.Frame) error {
 func (c *h2conn) applySettings(f *http2.SettingsFrame) error {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	err := f.ForeachSetting(func(s http2.Setting) error {
-		switch s.ID {
-		case http2.SettingInitialWindowSize:
-			// Valid range checked by the framer. The difference applies to
-			// every open stream's send window (RFC 9113 §6.9.2).
-			delta := int64(s.Val) - c.peerWin
-			c.peerWin = int64(s.Val)
-			for _, st := range c.streams {
-				st.sendWin += delta
+	err := c.settings.Apply(f, func(s http2.Setting, delta int64) error {
+		if s.ID != http2.SettingInitialWindowSize {
+			return nil
+		}
+		// The difference applies to every open stream's send window (RFC
+		// 9113 §6.9.2).
+		for _, st := range c.streams {
+			if !st.sendWin.Grow(delta) {
+				return http2core.ErrStreamWindowOverflow
 			}
-		case http2.SettingMaxFrameSize:
-			c.peerFrame = int(s.Val)
 		}
 		return nil
 	})
 	if err != nil {
 		return err
 	}
-	c.out = appendFrameHeader(c.out, 0, http2.FrameSettings, http2.FlagSettingsAck, 0)
+	c.out = http2core.AppendSettingsAck(c.out)
 	c.writeBlockedLocked()
 	c.flushLocked()
 	return nil
 }
 
 func (c *h2conn) windowUpdate(id, inc uint32) error {
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
 	if id == 0 {
-		c.sendWin += int64(inc)
-		if c.sendWin > 1<<31-1 {
+		c.wmu.Lock()
+		defer c.wmu.Unlock()
+		if !c.sendWin.Grow(int64(inc)) {
 			return http2.ConnectionError(http2.ErrCodeFlowControl)
 		}
 		c.writeBlockedLocked()
-	} else if st := c.stream(id); st != nil {
-		st.sendWin += int64(inc)
-		c.writeDataLocked(st)
+		c.flushLocked()
+		return nil
 	}
-	c.flushLocked()
+	st := c.stream(id)
+	if st == nil {
+		return nil
+	}
+	c.wmu.Lock()
+	ok := st.sendWin.Grow(int64(inc))
+	if ok {
+		c.writeDataLocked(st)
+		c.flushLocked()
+	}
+	c.wmu.Unlock()
+	if !ok {
+		// A stream window past 2^31-1 (RFC 9113 §6.9.1).
+		c.resetStream(id, http2.ErrCodeFlowControl)
+	}
 	return nil
 }
 
@@ -411,7 +423,7 @@ func (c *h2conn) resetStream(id uint32, code http2.ErrCode) {
 		st.end()
 	}
 	c.wmu.Lock()
-	c.out = appendRSTStream(c.out, id, code)
+	c.out = http2core.AppendRSTStream(c.out, id, code)
 	c.flushLocked()
 	c.wmu.Unlock()
 }
@@ -427,10 +439,9 @@ func (c *h2conn) headers(f *http2.MetaHeadersFrame) error {
 		st.halfClose()
 		return nil
 	}
-	if id%2 == 0 || id <= c.maxID {
-		return http2.ConnectionError(http2.ErrCodeProtocol)
+	if err := c.ids.Open(id); err != nil {
+		return err
 	}
-	c.maxID = id
 	if f.Truncated {
 		c.resetStream(id, http2.ErrCodeRefusedStream) // header list over h2MaxHeaderList
 		return nil
@@ -441,8 +452,9 @@ func (c *h2conn) headers(f *http2.MetaHeadersFrame) error {
 		return nil
 	}
 	st := &h2stream{c: c, id: id}
+	st.recvWin.Set(h2StreamWindow)
 	c.wmu.Lock()
-	st.sendWin = c.peerWin
+	st.sendWin.Set(c.settings.InitialWindow)
 	c.wmu.Unlock()
 	c.streams = append(c.streams, st)
 
@@ -511,17 +523,19 @@ func (c *h2conn) readData(fh http2.FrameHeader) error {
 	}
 	// Everything received is credited back at once: requests are consumed
 	// as they arrive, and the 16 MB message limit bounds a stream's buffer.
-	c.connUnacked += fh.Length
-	if c.connUnacked >= h2ConnWindow/2 {
+	// Returning half the window at a time keeps WINDOW_UPDATEs rare.
+	if !c.recvWin.Take(int64(fh.Length)) {
+		return http2core.ConnError{Code: http2.ErrCodeFlowControl, Reason: "connection window exceeded"}
+	}
+	if inc := c.recvWin.Credit(int64(fh.Length), h2ConnWindow/2); inc > 0 {
 		c.wmu.Lock()
-		c.out = appendWindowUpdate(c.out, 0, c.connUnacked)
+		c.out = http2core.AppendWindowUpdate(c.out, 0, inc)
 		c.flushLocked()
 		c.wmu.Unlock()
-		c.connUnacked = 0
 	}
 	st := c.stream(fh.StreamID)
 	if st == nil {
-		if fh.StreamID > c.maxID {
+		if c.ids.Idle(fh.StreamID) {
 			return http2.ConnectionError(http2.ErrCodeProtocol) // DATA on an idle stream
 		}
 		return nil // a stream we already closed: its data is dropped
@@ -530,13 +544,17 @@ func (c *h2conn) readData(fh http2.FrameHeader) error {
 		c.resetStream(st.id, http2.ErrCodeStreamClosed)
 		return nil
 	}
-	st.unacked += fh.Length
-	if st.unacked >= h2StreamWindow/2 && !fh.Flags.Has(http2.FlagDataEndStream) {
-		c.wmu.Lock()
-		c.out = appendWindowUpdate(c.out, st.id, st.unacked)
-		c.flushLocked()
-		c.wmu.Unlock()
-		st.unacked = 0
+	if !st.recvWin.Take(int64(fh.Length)) {
+		c.resetStream(st.id, http2.ErrCodeFlowControl)
+		return nil
+	}
+	if !fh.Flags.Has(http2.FlagDataEndStream) {
+		if inc := st.recvWin.Credit(int64(fh.Length), h2StreamWindow/2); inc > 0 {
+			c.wmu.Lock()
+			c.out = http2core.AppendWindowUpdate(c.out, st.id, inc)
+			c.flushLocked()
+			c.wmu.Unlock()
+		}
 	}
 	st.receive(data)
 	if fh.Flags.Has(http2.FlagDataEndStream) {
@@ -624,7 +642,7 @@ func (c *h2conn) writeBlockedLocked() {
 // allow, then its trailers once nothing is pending.
 func (c *h2conn) writeDataLocked(st *h2stream) {
 	for len(st.pending) > 0 {
-		n := min(int64(len(st.pending)), st.sendWin, c.sendWin, int64(c.peerFrame))
+		n := min(int64(len(st.pending)), st.sendWin.Avail(), c.sendWin.Avail(), int64(c.settings.MaxFrameSize))
 		if n <= 0 {
 			if !st.blocked {
 				st.blocked = true
@@ -632,11 +650,10 @@ func (c *h2conn) writeDataLocked(st *h2stream) {
 			}
 			return
 		}
-		c.out = appendFrameHeader(c.out, int(n), http2.FrameData, 0, st.id)
-		c.out = append(c.out, st.pending[:n]...)
+		c.out = http2core.AppendData(c.out, st.id, st.pending[:n], false)
 		st.pending = st.pending[n:]
-		st.sendWin -= n
-		c.sendWin -= n
+		st.sendWin.Consume(n)
+		c.sendWin.Consume(n)
 	}
 	st.pending = nil
 	if st.wantPush && !st.done {
@@ -651,29 +668,29 @@ func (c *h2conn) writeDataLocked(st *h2stream) {
 	}
 }
 
-// h2stream is one gRPC call. The reader goroutine owns route, msg, unacked,
+// h2stream is one gRPC call. The reader goroutine owns route, msg, recvWin,
 // recvDone and the handler fields; c.wmu guards the rest.
 type h2stream struct {
 	c     *h2conn
 	id    uint32
 	route h2route
 
-	msg      []byte // a request being reassembled
-	unacked  uint32
-	recvDone bool // the client ended its side
+	msg     []byte               // a request being reassembled
+	recvWin http2core.RecvWindow // the stream's receive window
 
 	xc    *conn // the xDS stream state, once the first request came
 	sotw  *sotwConn
 	delta *deltaConn
 	fetch []byte // a unary call's request, handled at the client's END_STREAM
 
-	sendWin     int64
+	sendWin     http2core.SendWindow
 	pending     []byte // response bytes waiting for window
 	trailers    []byte // the status, written once pending drains
 	headersSent bool
 	blocked     bool // listed in c.blocked
 	wantPush    bool // a push was skipped because of pending bytes
 	done        bool // status sent or stream reset: nothing more is written
+	recvDone    bool // the client ended its side
 }
 
 // receive splits data into gRPC messages and handles each one.

@@ -29,6 +29,8 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/omnirelay/omnirelay/internal/shared/http2core"
 )
 
 // TestUnaryAndUnknownMethods: Fetch* and a method the server does not serve,
@@ -178,8 +180,67 @@ func TestLeanProtocolErrors(t *testing.T) {
 	good.barrier("b2")
 }
 
+// TestLeanSettingsAndWindowErrors: settings the RFC forbids and windows
+// past 2^31-1 end the connection (GOAWAY) or the stream (RST_STREAM) with
+// the code RFC 9113 names, as on the data plane's server.
+func TestLeanSettingsAndWindowErrors(t *testing.T) {
+	if !leanTransport {
+		t.Skip("lean transport only")
+	}
+	srv := startServer(t, Options{})
+	srv.cache.Set("n1", world(t, "1", 8000))
+	seed := h2Seed(t, false)
+	tests := []struct {
+		name     string
+		in       []byte
+		goAway   bool // else RST_STREAM on stream 1
+		wantCode http2.ErrCode
+	}{
+		{name: "max frame size below 16384", in: rawFrame(http2.FrameSettings, 0, 0, []byte{0, 5, 0, 0, 0, 100}),
+			goAway: true, wantCode: http2.ErrCodeProtocol},
+		{name: "enable push 2", in: rawFrame(http2.FrameSettings, 0, 0, []byte{0, 2, 0, 0, 0, 2}),
+			goAway: true, wantCode: http2.ErrCodeProtocol},
+		{name: "initial window takes an open stream past 2^31-1", in: rawFrame(http2.FrameSettings, 0, 0, []byte{0, 4, 0x7f, 0xff, 0xff, 0xff}),
+			goAway: true, wantCode: http2.ErrCodeFlowControl},
+		{name: "stream window update past 2^31-1", in: rawFrame(http2.FrameWindowUpdate, 0, 1, []byte{0x7f, 0xff, 0xff, 0xff}),
+			wantCode: http2.ErrCodeFlowControl},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			nc, err := net.Dial("tcp", srv.addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer nc.Close()
+			if _, err := nc.Write(append(append([]byte{}, seed...), tc.in...)); err != nil {
+				t.Fatal(err)
+			}
+			_ = nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+			fr := http2.NewFramer(nil, nc)
+			for {
+				f, err := fr.ReadFrame()
+				if err != nil {
+					t.Fatalf("no %v before %v", tc.wantCode, err)
+				}
+				switch f := f.(type) {
+				case *http2.GoAwayFrame:
+					if !tc.goAway || f.ErrCode != tc.wantCode {
+						t.Fatalf("GOAWAY %v, want goAway=%v code %v", f.ErrCode, tc.goAway, tc.wantCode)
+					}
+					return
+				case *http2.RSTStreamFrame:
+					if tc.goAway || f.StreamID != 1 || f.ErrCode != tc.wantCode {
+						t.Fatalf("RST_STREAM %d %v, want goAway=%v code %v", f.StreamID, f.ErrCode, tc.goAway, tc.wantCode)
+					}
+					return
+				}
+			}
+		})
+	}
+}
+
 func rawFrame(t http2.FrameType, flags http2.Flags, id uint32, payload []byte) []byte {
-	return append(appendFrameHeader(nil, len(payload), t, flags, id), payload...)
+	return append(http2core.AppendFrameHeader(nil, len(payload), t, flags, id), payload...)
 }
 
 func headersLen(t testing.TB) int {

@@ -15,6 +15,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/omnirelay/omnirelay/internal/shared/http2core"
 )
 
 // routeOf maps a gRPC method path to the stream kind and type it serves:
@@ -161,7 +163,7 @@ func (st *h2stream) finish(err error) {
 		st.headersSent = true
 		if !st.recvDone {
 			// The client may still be sending: tell it to stop (RFC 9113 §8.1).
-			tr = appendRSTStream(tr, st.id, http2.ErrCodeNo)
+			tr = http2core.AppendRSTStream(tr, st.id, http2.ErrCodeNo)
 		}
 		if len(st.pending) == 0 {
 			c.out = append(c.out, tr...)
@@ -239,44 +241,20 @@ type leanDelta struct{ st *h2stream }
 
 func (l leanDelta) Send(m *discoveryv3.DeltaDiscoveryResponse) error { return l.st.send(m) }
 
-// Frame encoding. Header blocks use only HPACK representations that never
-// touch the dynamic table (static-indexed fields and literals without
-// indexing), so the server keeps no encoder state per connection.
+// Frame encoding (the frames themselves: internal/shared/http2core). Header
+// blocks use only HPACK representations that never touch the dynamic table
+// (static-indexed fields and literals without indexing), so the server keeps
+// no encoder state per connection.
 
-func appendFrameHeader(b []byte, length int, t http2.FrameType, flags http2.Flags, id uint32) []byte {
-	return append(b, byte(length>>16), byte(length>>8), byte(length), byte(t), byte(flags),
-		byte(id>>24)&0x7f, byte(id>>16), byte(id>>8), byte(id))
-}
-
+// appendSettings appends the server's SETTINGS: no HPACK dynamic table for
+// the client's encoder to fill, and the stream limits the transport keeps.
 func appendSettings(b []byte) []byte {
-	settings := [...]http2.Setting{
-		{ID: http2.SettingHeaderTableSize, Val: 0},
-		{ID: http2.SettingMaxConcurrentStreams, Val: h2MaxStreams},
-		{ID: http2.SettingInitialWindowSize, Val: h2StreamWindow},
-		{ID: http2.SettingMaxHeaderListSize, Val: h2MaxHeaderList},
-	}
-	b = appendFrameHeader(b, 6*len(settings), http2.FrameSettings, 0, 0)
-	for _, s := range settings {
-		b = binary.BigEndian.AppendUint16(b, uint16(s.ID))
-		b = binary.BigEndian.AppendUint32(b, s.Val)
-	}
-	return b
-}
-
-func appendWindowUpdate(b []byte, id, inc uint32) []byte {
-	b = appendFrameHeader(b, 4, http2.FrameWindowUpdate, 0, id)
-	return binary.BigEndian.AppendUint32(b, inc&0x7fffffff)
-}
-
-func appendRSTStream(b []byte, id uint32, code http2.ErrCode) []byte {
-	b = appendFrameHeader(b, 4, http2.FrameRSTStream, 0, id)
-	return binary.BigEndian.AppendUint32(b, uint32(code))
-}
-
-func appendGoAway(b []byte, lastID uint32, code http2.ErrCode) []byte {
-	b = appendFrameHeader(b, 8, http2.FrameGoAway, 0, 0)
-	b = binary.BigEndian.AppendUint32(b, lastID&0x7fffffff)
-	return binary.BigEndian.AppendUint32(b, uint32(code))
+	return http2core.AppendSettings(b,
+		http2.Setting{ID: http2.SettingHeaderTableSize, Val: 0},
+		http2.Setting{ID: http2.SettingMaxConcurrentStreams, Val: h2MaxStreams},
+		http2.Setting{ID: http2.SettingInitialWindowSize, Val: h2StreamWindow},
+		http2.Setting{ID: http2.SettingMaxHeaderListSize, Val: h2MaxHeaderList},
+	)
 }
 
 // hpackStatus200 is ":status: 200", index 8 of the static table.
@@ -292,9 +270,7 @@ func appendResponseFields(b []byte) []byte {
 
 func appendResponseHeaders(b []byte, id uint32) []byte {
 	var block [32]byte
-	fields := appendResponseFields(block[:0])
-	b = appendFrameHeader(b, len(fields), http2.FrameHeaders, http2.FlagHeadersEndHeaders, id)
-	return append(b, fields...)
+	return http2core.AppendHeaderBlock(b, id, appendResponseFields(block[:0]), false, http2core.DefaultMaxFrameSize)
 }
 
 // appendStatus appends the frame that ends a response: trailers, or, when no
@@ -312,8 +288,9 @@ func appendStatus(b []byte, id uint32, trailersOnly bool, err error) []byte {
 		}
 		block = appendLiteral(block, "grpc-message", percentEncode(msg))
 	}
-	b = appendFrameHeader(b, len(block), http2.FrameHeaders, http2.FlagHeadersEndHeaders|http2.FlagHeadersEndStream, id)
-	return append(b, block...)
+	// Split at the smallest frame size a peer may ask for: grpc-message can
+	// take a 4 KB message to 12 KB once percent-encoded.
+	return http2core.AppendHeaderBlock(b, id, block, true, http2core.DefaultMaxFrameSize)
 }
 
 // appendLiteral appends a literal header field without indexing, new name.

@@ -1,7 +1,6 @@
 package h2
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"net"
@@ -11,24 +10,21 @@ import (
 	"golang.org/x/net/http2/hpack"
 
 	"github.com/omnirelay/omnirelay/internal/dataplane/message"
+	"github.com/omnirelay/omnirelay/internal/shared/http2core"
 )
 
 // clientConn is one upstream connection. Its reader goroutine owns the
-// Framer, the HPACK decoder and the sink; stream state is guarded by mu.
+// frame reader, the HPACK decoder and the sink; stream state is guarded by
+// mu.
 type clientConn struct {
 	connWriter
 	cl        *Client
 	p         *pool
 	maxHeader uint32
 
-	br      *bufio.Reader
-	fr      *http2.Framer
-	dec     *hpack.Decoder
-	sink    fieldSink
-	rblock  []byte
-	hf      headersFrame
-	contID  uint32
-	contEnd bool
+	rd   *http2core.FrameReader
+	dec  *hpack.Decoder
+	sink fieldSink
 
 	readerDone chan struct{}
 
@@ -56,32 +52,28 @@ func newClientConn(cl *Client, p *pool, nc net.Conn) *clientConn {
 	if sw == 0 {
 		sw = 1 << 20
 	}
-	if cw < defaultWindow {
+	if cw < http2core.DefaultWindow {
 		cw = 4 << 20
 	}
-	sw, cw = min(sw, maxWindow), min(cw, maxWindow)
+	sw, cw = min(sw, http2core.MaxWindow), min(cw, http2core.MaxWindow)
 	if mh == 0 {
 		mh = 64 << 10
 	}
 	cc.maxHeader = mh
 	cc.streamWin, cc.connWin = int64(sw), int64(cw)
-	cc.recv.avail = cc.connWin
-	cc.br = bufio.NewReaderSize(yieldReader{nc}, 32<<10)
-	cc.fr = http2.NewFramer(nil, cc.br)
-	cc.fr.SetMaxReadFrameSize(defaultMaxFrame)
-	cc.fr.SetReuseFrames()
-	cc.dec = hpack.NewDecoder(defaultHeaderTable, cc.sink.emit)
-	cc.dec.SetMaxStringLength(int(mh) + maxBlockSlack)
+	cc.recv.Set(cc.connWin)
+	cc.rd = http2core.NewFrameReader(yieldReader{nc}, 32<<10, http2core.BlockLimit(mh))
+	cc.dec = http2core.NewDecoder(mh, cc.sink.emit)
 
 	cc.mu.Lock()
-	cc.buf = append(cc.buf, preface...)
-	cc.buf = appendSettings(cc.buf,
+	cc.buf = append(cc.buf, http2core.ClientPreface...)
+	cc.buf = http2core.AppendSettings(cc.buf,
 		http2.Setting{ID: http2.SettingEnablePush, Val: 0},
 		http2.Setting{ID: http2.SettingInitialWindowSize, Val: sw},
 		http2.Setting{ID: http2.SettingMaxHeaderListSize, Val: mh},
 	)
-	if cw > defaultWindow {
-		cc.buf = appendWindowUpdate(cc.buf, 0, cw-defaultWindow)
+	if cw > http2core.DefaultWindow {
+		cc.buf = http2core.AppendWindowUpdate(cc.buf, 0, cw-http2core.DefaultWindow)
 	}
 	cc.kick()
 	cc.mu.Unlock()
@@ -114,7 +106,7 @@ func (cc *clientConn) closeLocked() {
 	if cc.closing {
 		return
 	}
-	cc.buf = appendGoAway(cc.buf, 0, http2.ErrCodeNo, "")
+	cc.buf = http2core.AppendGoAway(cc.buf, 0, http2.ErrCodeNo, "")
 	cc.closeWrite()
 	_ = cc.nc.SetReadDeadline(time.Unix(1, 0))
 }
@@ -142,19 +134,22 @@ func (cc *clientConn) readLoop() {
 	defer close(cc.readerDone)
 	var err error
 	for {
-		var f http2.Frame
-		f, err = readFrame(cc.fr, cc.br, &cc.hf)
+		var (
+			f  http2.Frame
+			hb *http2core.HeaderBlock
+		)
+		f, hb, err = cc.rd.Next()
 		if err != nil {
 			var se http2.StreamError
 			if errors.As(err, &se) {
 				cc.streamError(se.StreamID, se.Code)
 				continue
 			}
-			err = classifyReadError(err)
+			err = http2core.ClassifyReadError(err)
 			break
 		}
-		if f == nil {
-			err = cc.onHeadersFrame(&cc.hf)
+		if hb != nil {
+			err = cc.onHeaderBlock(hb.StreamID, hb.Block, hb.EndStream)
 		} else {
 			err = cc.processFrame(f)
 		}
@@ -170,9 +165,9 @@ func (cc *clientConn) readLoop() {
 func (cc *clientConn) fail(err error) {
 	cc.p.remove(cc)
 	cc.mu.Lock()
-	var ce connError
+	var ce http2core.ConnError
 	if errors.As(err, &ce) && !cc.closing {
-		cc.buf = appendGoAway(cc.buf, 0, ce.code, ce.reason)
+		cc.buf = http2core.AppendGoAway(cc.buf, 0, ce.Code, ce.Reason)
 	}
 	cc.closed = true
 	cc.closeWrite()
@@ -185,37 +180,17 @@ func (cc *clientConn) fail(err error) {
 	_ = cc.nc.Close()
 }
 
-func (cc *clientConn) onHeadersFrame(hf *headersFrame) error {
-	if hf.endHdrs {
-		return cc.onHeaderBlock(hf.id, hf.frag, hf.endStream)
-	}
-	cc.contID, cc.contEnd = hf.id, hf.endStream
-	cc.rblock = append(cc.rblock[:0], hf.frag...)
-	return nil
-}
-
 func (cc *clientConn) processFrame(f http2.Frame) error {
 	switch f := f.(type) {
 	case *http2.DataFrame:
 		return cc.onData(f)
-	case *http2.ContinuationFrame:
-		cc.rblock = append(cc.rblock, f.HeaderBlockFragment()...)
-		if len(cc.rblock) > int(cc.maxHeader)+maxBlockSlack {
-			return connError{http2.ErrCodeEnhanceYourCalm, "header block too large"}
-		}
-		if !f.HeadersEnded() {
-			return nil
-		}
-		id := cc.contID
-		cc.contID = 0
-		return cc.onHeaderBlock(id, cc.rblock, cc.contEnd)
 	case *http2.RSTStreamFrame:
 		cc.mu.Lock()
 		defer cc.mu.Unlock()
 		cs := cc.streams[f.StreamID]
 		if cs == nil {
 			if f.StreamID >= cc.nextID {
-				return connError{http2.ErrCodeProtocol, "RST_STREAM on idle stream"}
+				return http2core.ConnError{Code: http2.ErrCodeProtocol, Reason: "RST_STREAM on idle stream"}
 			}
 			return nil
 		}
@@ -234,7 +209,7 @@ func (cc *clientConn) processFrame(f http2.Frame) error {
 		defer cc.mu.Unlock()
 		if f.StreamID == 0 {
 			if !cc.windowUpdate(nil, int64(f.Increment)) {
-				return connError{http2.ErrCodeFlowControl, "connection window overflow"}
+				return http2core.ConnError{Code: http2.ErrCodeFlowControl, Reason: "connection window overflow"}
 			}
 			return nil
 		}
@@ -248,7 +223,7 @@ func (cc *clientConn) processFrame(f http2.Frame) error {
 		if !f.IsAck() {
 			cc.mu.Lock()
 			if !cc.closing {
-				cc.buf = appendPing(cc.buf, true, f.Data)
+				cc.buf = http2core.AppendPing(cc.buf, true, f.Data)
 				cc.kick()
 			}
 			cc.mu.Unlock()
@@ -258,7 +233,7 @@ func (cc *clientConn) processFrame(f http2.Frame) error {
 		cc.onGoAway(f)
 		return nil
 	case *http2.PushPromiseFrame:
-		return connError{http2.ErrCodeProtocol, "PUSH_PROMISE with push disabled"}
+		return http2core.ConnError{Code: http2.ErrCodeProtocol, Reason: "PUSH_PROMISE with push disabled"}
 	}
 	return nil
 }
@@ -268,14 +243,13 @@ func (cc *clientConn) onData(f *http2.DataFrame) error {
 	flen := int64(f.Length)
 	cc.mu.Lock()
 	defer cc.mu.Unlock()
-	cc.recv.avail -= flen
-	if cc.recv.avail < 0 {
-		return connError{http2.ErrCodeFlowControl, "connection window exceeded"}
+	if !cc.recv.Take(flen) {
+		return http2core.ConnError{Code: http2.ErrCodeFlowControl, Reason: "connection window exceeded"}
 	}
 	cs := cc.streams[id]
 	if cs == nil || cs.recvClosed {
 		if cs == nil && id >= cc.nextID {
-			return connError{http2.ErrCodeProtocol, "DATA on idle stream"}
+			return http2core.ConnError{Code: http2.ErrCodeProtocol, Reason: "DATA on idle stream"}
 		}
 		// A stream we reset: the peer may not know yet.
 		cc.creditConn(flen)
@@ -323,7 +297,7 @@ func (cc *clientConn) onHeaderBlock(id uint32, block []byte, endStream bool) err
 			return err
 		}
 		if cs == nil && id >= cc.nextID {
-			return connError{http2.ErrCodeProtocol, "HEADERS on idle stream"}
+			return http2core.ConnError{Code: http2.ErrCodeProtocol, Reason: "HEADERS on idle stream"}
 		}
 		if cs != nil {
 			cc.resetLocked(cs, http2.ErrCodeStreamClosed)
@@ -384,13 +358,7 @@ func (cc *clientConn) onHeaderBlock(id uint32, block []byte, endStream bool) err
 
 func (cc *clientConn) decode(mode sinkMode, hdr *message.Headers, block []byte) error {
 	cc.sink.start(mode, nil, hdr, cc.maxHeader)
-	if _, err := cc.dec.Write(block); err != nil {
-		return connError{http2.ErrCodeCompression, err.Error()}
-	}
-	if err := cc.dec.Close(); err != nil {
-		return connError{http2.ErrCodeCompression, err.Error()}
-	}
-	return nil
+	return http2core.DecodeBlock(cc.dec, block)
 }
 
 func (cc *clientConn) onSettings(f *http2.SettingsFrame) error {
@@ -399,36 +367,22 @@ func (cc *clientConn) onSettings(f *http2.SettingsFrame) error {
 	}
 	cc.mu.Lock()
 	defer cc.mu.Unlock()
-	for i := 0; i < f.NumSettings(); i++ {
-		s := f.Setting(i)
-		if err := s.Valid(); err != nil {
-			var ce http2.ConnectionError
-			if errors.As(err, &ce) {
-				return connError{http2.ErrCode(ce), "invalid setting"}
-			}
-			return connError{http2.ErrCodeProtocol, "invalid setting"}
-		}
+	err := cc.peer.Apply(f, func(s http2.Setting, delta int64) error {
 		switch s.ID {
 		case http2.SettingHeaderTableSize:
 			cc.enc.setMaxSize(s.Val)
 		case http2.SettingInitialWindowSize:
-			delta := int64(s.Val) - cc.peerWindow
-			cc.peerWindow = int64(s.Val)
-			for _, cs := range cc.streams {
-				cs.sendAvail += delta
-				if cs.sendAvail > maxWindow {
-					return connError{http2.ErrCodeFlowControl, "stream window overflow"}
-				}
-				cs.wakeSend()
-			}
-		case http2.SettingMaxFrameSize:
-			cc.maxFrame = int(s.Val)
+			return growSendWindows(cc.streams, delta)
 		case http2.SettingMaxConcurrentStreams:
 			cc.maxStreams = s.Val
 		}
+		return nil
+	})
+	if err != nil {
+		return err
 	}
 	if !cc.closing {
-		cc.buf = appendSettingsAck(cc.buf)
+		cc.buf = http2core.AppendSettingsAck(cc.buf)
 		cc.kick()
 	}
 	return nil
@@ -459,7 +413,7 @@ func (cc *clientConn) streamError(id uint32, code http2.ErrCode) {
 	if cs := cc.streams[id]; cs != nil {
 		cc.resetLocked(cs, code)
 	} else if !cc.closing {
-		cc.buf = appendRSTStream(cc.buf, id, code)
+		cc.buf = http2core.AppendRSTStream(cc.buf, id, code)
 		cc.kick()
 	}
 	cc.mu.Unlock()
@@ -468,7 +422,7 @@ func (cc *clientConn) streamError(id uint32, code http2.ErrCode) {
 // resetLocked sends RST_STREAM and closes cs; mu held.
 func (cc *clientConn) resetLocked(cs *clientStream, code http2.ErrCode) {
 	if !cc.closing && cs.inTable {
-		cc.buf = appendRSTStream(cc.buf, cs.id, code)
+		cc.buf = http2core.AppendRSTStream(cc.buf, cs.id, code)
 		cc.kick()
 	}
 	cc.closeStream(cs, localResetError(code))

@@ -154,7 +154,7 @@ func (cs *clientStream) start(ctx context.Context, cc *clientConn, req *message.
 	cc.nextID += 2
 	cc.hblock = cs.encodeRequest(cc.hblock[:0], hasBody)
 	cc.appendHeaders(id, !hasBody, cc.hblock)
-	cs.initIO(id, cc.streamWin, cc.peerWindow, -1, false, !hasBody)
+	cs.initIO(id, cc.streamWin, cc.peer.InitialWindow, -1, false, !hasBody)
 	cc.streams[id] = cs
 	cc.kick()
 	if hasBody {

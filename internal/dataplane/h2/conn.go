@@ -6,6 +6,8 @@ import (
 	"runtime"
 	"sync"
 	"time"
+
+	"github.com/omnirelay/omnirelay/internal/shared/http2core"
 )
 
 // connWriter is the write half shared by server and client connections.
@@ -35,16 +37,15 @@ type connWriter struct {
 	// stream writers waiting for the buffer to shrink below highWater.
 	drained sync.Cond
 
-	enc      hpackEncoder
-	hblock   []byte // header block scratch, used under mu
-	maxFrame int    // peer's SETTINGS_MAX_FRAME_SIZE
+	enc    hpackEncoder
+	hblock []byte                 // header block scratch, used under mu
+	peer   http2core.PeerSettings // initial stream window and frame size the peer asked for
 
 	// Flow control, guarded by mu.
-	send        flow  // connection send window
-	recv        flow  // connection receive window
-	connWin     int64 // our connection receive window size
-	streamWin   int64 // our stream receive window size
-	peerWindow  int64 // peer's SETTINGS_INITIAL_WINDOW_SIZE
+	send        http2core.SendWindow // connection send window
+	recv        http2core.RecvWindow // connection receive window
+	connWin     int64                // our connection receive window size
+	streamWin   int64                // our stream receive window size
 	connWaiters []*streamIO
 }
 
@@ -61,9 +62,8 @@ func (w *connWriter) init(nc net.Conn) {
 	w.done = make(chan struct{})
 	w.drained.L = &w.mu
 	w.enc = newHpackEncoder()
-	w.maxFrame = defaultMaxFrame
-	w.peerWindow = defaultWindow
-	w.send.avail = defaultWindow
+	w.peer = http2core.DefaultPeerSettings()
+	w.send.Set(http2core.DefaultWindow)
 }
 
 // kick schedules a flush; mu must be held.
@@ -137,51 +137,24 @@ func (w *connWriter) writeLoop() {
 	}
 }
 
-// writeHeaders encodes and appends a header block; mu must be held. fields
-// calls back with each field to encode.
+// appendHeaders appends an encoded header block, split at the peer's max
+// frame size; mu must be held.
 func (w *connWriter) appendHeaders(id uint32, endStream bool, block []byte) {
-	w.buf = appendHeaderBlock(w.buf, id, block, endStream, w.maxFrame)
+	w.buf = http2core.AppendHeaderBlock(w.buf, id, block, endStream, w.peer.MaxFrameSize)
 }
 
 // appendData appends DATA frames for p (already within flow control),
 // splitting at the peer's max frame size.
 func (w *connWriter) appendData(id uint32, p []byte, endStream bool) {
 	for {
-		n := len(p)
-		if n > w.maxFrame {
-			n = w.maxFrame
-		}
+		n := min(len(p), w.peer.MaxFrameSize)
 		last := n == len(p)
-		w.buf = appendData(w.buf, id, p[:n], endStream && last)
+		w.buf = http2core.AppendData(w.buf, id, p[:n], endStream && last)
 		p = p[n:]
 		if last {
 			return
 		}
 	}
-}
-
-// flow is one direction of a flow-control window.
-type flow struct {
-	// avail is what may still be sent (send side) or what the peer may
-	// still send (receive side).
-	avail int64
-	// unacked counts consumed bytes not yet returned to the peer with a
-	// WINDOW_UPDATE (receive side only).
-	unacked int64
-}
-
-// credit records n consumed bytes of a receive window of size win and
-// returns the WINDOW_UPDATE increment to send now (0: not yet). Updates are
-// batched to a quarter of the window to keep them off the per-frame path.
-func (f *flow) credit(n int64, win int64) uint32 {
-	f.unacked += n
-	if f.unacked < win/4 {
-		return 0
-	}
-	inc := f.unacked
-	f.unacked = 0
-	f.avail += inc
-	return uint32(inc)
 }
 
 // streamIO is the part of a stream shared by server and client: receive
@@ -197,8 +170,8 @@ type streamIO struct {
 	readDone   bool  // the body will not be read any more
 	recvBuf    []byte
 	recvOff    int
-	recvFlow   flow
-	sendAvail  int64
+	recvFlow   http2core.RecvWindow
+	sendFlow   http2core.SendWindow
 	declLen    int64 // content-length, -1 if absent
 	gotLen     int64
 	waitRecv   bool
@@ -218,8 +191,8 @@ func (s *streamIO) initIO(id uint32, recvWin, sendWin int64, declLen int64, recv
 		s.recvBuf = nil
 	}
 	s.recvBuf, s.recvOff = s.recvBuf[:0], 0
-	s.recvFlow = flow{avail: recvWin}
-	s.sendAvail = sendWin
+	s.recvFlow.Set(recvWin)
+	s.sendFlow.Set(sendWin)
 	s.declLen, s.gotLen = declLen, 0
 	s.waitRecv, s.waitSend = false, false
 	if s.recvWake == nil {
@@ -258,8 +231,8 @@ func (s *streamIO) wakeSend() {
 }
 
 func (w *connWriter) creditConn(n int64) {
-	if inc := w.recv.credit(n, w.connWin); inc > 0 && !w.closing {
-		w.buf = appendWindowUpdate(w.buf, 0, inc)
+	if inc := w.recv.Credit(n, http2core.UpdateThreshold(w.connWin)); inc > 0 && !w.closing {
+		w.buf = http2core.AppendWindowUpdate(w.buf, 0, inc)
 		w.kick()
 	}
 }
@@ -268,8 +241,8 @@ func (w *connWriter) creditStream(s *streamIO, n int64) {
 	if s.recvClosed {
 		return
 	}
-	if inc := s.recvFlow.credit(n, w.streamWin); inc > 0 && !w.closing {
-		w.buf = appendWindowUpdate(w.buf, s.id, inc)
+	if inc := s.recvFlow.Credit(n, http2core.UpdateThreshold(w.streamWin)); inc > 0 && !w.closing {
+		w.buf = http2core.AppendWindowUpdate(w.buf, s.id, inc)
 		w.kick()
 	}
 }
@@ -295,8 +268,7 @@ const (
 // receive accepts one DATA frame's payload (flen counts padding); mu held.
 // The connection window was already charged by the caller.
 func (w *connWriter) receive(s *streamIO, data []byte, flen int64) recvCheck {
-	s.recvFlow.avail -= flen
-	if s.recvFlow.avail < 0 {
+	if !s.recvFlow.Take(flen) {
 		w.creditConn(flen)
 		return recvFlowError
 	}
@@ -390,7 +362,7 @@ func (w *connWriter) sendData(s *streamIO, p []byte, endStream bool, wait func()
 		}
 		if len(p) == 0 {
 			if endStream {
-				w.buf = appendData(w.buf, s.id, nil, true)
+				w.buf = http2core.AppendData(w.buf, s.id, nil, true)
 				s.sendClosed = true
 				w.kick()
 			}
@@ -400,9 +372,9 @@ func (w *connWriter) sendData(s *streamIO, p []byte, endStream bool, wait func()
 			w.waitRoom()
 			continue
 		}
-		n := min(int64(len(p)), s.sendAvail, w.send.avail, int64(w.maxFrame))
+		n := min(int64(len(p)), s.sendFlow.Avail(), w.send.Avail(), int64(w.peer.MaxFrameSize))
 		if n <= 0 {
-			if w.send.avail <= 0 {
+			if w.send.Avail() <= 0 {
 				w.connWaiters = append(w.connWaiters, s)
 			}
 			s.waitSend = true
@@ -421,9 +393,9 @@ func (w *connWriter) sendData(s *streamIO, p []byte, endStream bool, wait func()
 			continue
 		}
 		last := n == int64(len(p))
-		w.buf = appendData(w.buf, s.id, p[:n], endStream && last)
-		s.sendAvail -= n
-		w.send.avail -= n
+		w.buf = http2core.AppendData(w.buf, s.id, p[:n], endStream && last)
+		s.sendFlow.Consume(n)
+		w.send.Consume(n)
 		p = p[n:]
 		w.kick()
 		if last {
@@ -435,12 +407,27 @@ func (w *connWriter) sendData(s *streamIO, p []byte, endStream bool, wait func()
 	}
 }
 
+// growSendWindows applies a change of the peer's SETTINGS_INITIAL_WINDOW_SIZE
+// to every open stream's send window and wakes their writers; mu held. A
+// window past 2^31-1 is a connection error.
+func growSendWindows[S interface{ io() *streamIO }](streams map[uint32]S, delta int64) error {
+	for _, st := range streams {
+		s := st.io()
+		if !s.sendFlow.Grow(delta) {
+			return http2core.ErrStreamWindowOverflow
+		}
+		s.wakeSend()
+	}
+	return nil
+}
+
+func (s *streamIO) io() *streamIO { return s }
+
 // windowUpdate applies a WINDOW_UPDATE for the connection (s == nil) or a
 // stream; mu held. It reports a window overflow.
 func (w *connWriter) windowUpdate(s *streamIO, inc int64) bool {
 	if s == nil {
-		w.send.avail += inc
-		if w.send.avail > maxWindow {
+		if !w.send.Grow(inc) {
 			return false
 		}
 		for i, ws := range w.connWaiters {
@@ -450,8 +437,7 @@ func (w *connWriter) windowUpdate(s *streamIO, inc int64) bool {
 		w.connWaiters = w.connWaiters[:0]
 		return true
 	}
-	s.sendAvail += inc
-	if s.sendAvail > maxWindow {
+	if !s.sendFlow.Grow(inc) {
 		return false
 	}
 	s.wakeSend()

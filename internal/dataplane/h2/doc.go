@@ -13,11 +13,14 @@
 // flushes once the runnable streams have had their turn, so that one syscall
 // carries the frames of many streams.
 //
-// Only the parts that are easy to get subtly wrong and cheap to reuse come
-// from x/net: http2.Framer parses and validates incoming frames and
-// hpack.Decoder decodes header blocks. Frames are written by small append
-// helpers (frame.go) into the shared buffer, and header blocks are encoded by
-// an HPACK encoder whose dynamic table owns its bytes (hpack.go), because
+// The connection machinery both directions share with MeshKit's lean xDS
+// transport (frame writers, settings validation, flow-control windows, the
+// HEADERS/CONTINUATION reader, HPACK decoding glue, error codes) lives in
+// internal/shared/http2core, on x/net's http2.Framer and hpack.Decoder.
+// What is this package's own: the per-connection write buffer and its
+// writer goroutine, stream goroutines and their blocking reads and writes,
+// the header sink that decodes into message arenas (headers.go), and an
+// HPACK encoder whose dynamic table owns its bytes (hpack.go), because
 // hpack.Encoder keeps the strings it is given and would force a string
 // allocation per field.
 //

@@ -52,24 +52,6 @@ func (e *StreamError) Is(target error) bool {
 	return target == ErrReset || target == ErrStreamClosed
 }
 
-// connError is a connection error: GOAWAY with code, then close.
-type connError struct {
-	code   http2.ErrCode
-	reason string
-}
-
-func (e connError) Error() string {
-	return fmt.Sprintf("h2: connection error %v: %s", e.code, e.reason)
-}
-
-// streamErr is a stream error found while reading: RST_STREAM with code.
-type streamErr struct {
-	id   uint32
-	code http2.ErrCode
-}
-
-func (e streamErr) Error() string { return fmt.Sprintf("h2: stream %d error %v", e.id, e.code) }
-
 // Preallocated reset errors: resets are normal events (cancelled gRPC calls)
 // and should not allocate.
 var (

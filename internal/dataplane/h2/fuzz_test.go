@@ -6,6 +6,8 @@ import (
 	"net"
 	"testing"
 	"time"
+
+	"github.com/omnirelay/omnirelay/internal/shared/http2core"
 )
 
 // FuzzServerFrames feeds arbitrary bytes after the client preface to a
@@ -22,7 +24,7 @@ func FuzzServerFrames(f *testing.F) {
 		}()
 		go func() { _, _ = io.Copy(io.Discard, cs) }()
 		_ = cs.SetWriteDeadline(time.Now().Add(2 * time.Second))
-		_, _ = cs.Write([]byte(preface))
+		_, _ = cs.Write([]byte(http2core.ClientPreface))
 		_, _ = cs.Write(data)
 		cs.Close()
 		select {

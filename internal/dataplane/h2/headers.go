@@ -253,9 +253,3 @@ func appendInt(b []byte, n int64) []byte {
 	}
 	return append(b, tmp[i:]...)
 }
-
-// maxBlockSlack is how far an encoded header block (and one string in it)
-// may exceed the header list limit before the connection is dropped. Up to
-// there the block is decoded and, if its list is over the limit, the request
-// is refused with 431 while the connection and its HPACK state live on.
-const maxBlockSlack = 64 << 10

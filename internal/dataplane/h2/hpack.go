@@ -4,6 +4,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/net/http2/hpack"
+
+	"github.com/omnirelay/omnirelay/internal/shared/http2core"
 )
 
 // hpackEncoder encodes header blocks (RFC 7541) without allocating in steady
@@ -37,14 +39,14 @@ func (e *dynEntry) name() []byte  { return e.buf[:e.nameLen] }
 func (e *dynEntry) value() []byte { return e.buf[e.nameLen:] }
 
 func newHpackEncoder() hpackEncoder {
-	return hpackEncoder{maxSize: defaultHeaderTable}
+	return hpackEncoder{maxSize: http2core.DefaultHeaderTableSize}
 }
 
 // setMaxSize applies the peer's SETTINGS_HEADER_TABLE_SIZE, capped at the
 // default: a larger table buys little for proxied traffic.
 func (e *hpackEncoder) setMaxSize(v uint32) {
-	if v > defaultHeaderTable {
-		v = defaultHeaderTable
+	if v > http2core.DefaultHeaderTableSize {
+		v = http2core.DefaultHeaderTableSize
 	}
 	if v == e.maxSize {
 		return

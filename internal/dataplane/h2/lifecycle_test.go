@@ -14,6 +14,8 @@ import (
 	"golang.org/x/net/http2"
 
 	"github.com/omnirelay/omnirelay/internal/dataplane/message"
+
+	"github.com/omnirelay/omnirelay/internal/shared/http2core"
 )
 
 // TestServerSeesClientReset: a client that cancels mid-request resets the
@@ -182,7 +184,7 @@ func TestPeerDiesMidStream(t *testing.T) {
 		}
 		// Half an HTTP/2 server: settings, a response head, some data, gone.
 		fr := http2.NewFramer(nc, nc)
-		buf := make([]byte, len(preface))
+		buf := make([]byte, len(http2core.ClientPreface))
 		_, _ = io.ReadFull(nc, buf)
 		_ = fr.WriteSettings()
 		for {

@@ -1,10 +1,8 @@
 package h2
 
 import (
-	"bufio"
 	"context"
 	"errors"
-	"io"
 	"log/slog"
 	"net"
 	"sync"
@@ -14,6 +12,7 @@ import (
 	"golang.org/x/net/http2/hpack"
 
 	"github.com/omnirelay/omnirelay/internal/dataplane/message"
+	"github.com/omnirelay/omnirelay/internal/shared/http2core"
 )
 
 // Handler serves one stream. It runs on its own goroutine and must finish
@@ -93,14 +92,14 @@ func (s *Server) limits() serverLimits {
 	if l.streamWindow == 0 {
 		l.streamWindow = 1 << 20
 	}
-	if l.streamWindow > maxWindow {
-		l.streamWindow = maxWindow
+	if l.streamWindow > http2core.MaxWindow {
+		l.streamWindow = http2core.MaxWindow
 	}
-	if l.connWindow < defaultWindow {
+	if l.connWindow < http2core.DefaultWindow {
 		l.connWindow = 4 << 20
 	}
-	if l.connWindow > maxWindow {
-		l.connWindow = maxWindow
+	if l.connWindow > http2core.MaxWindow {
+		l.connWindow = http2core.MaxWindow
 	}
 	if l.maxHeader == 0 {
 		l.maxHeader = 64 << 10
@@ -112,8 +111,8 @@ func (s *Server) limits() serverLimits {
 }
 
 // serverConn is one downstream connection. The reader goroutine (serve)
-// owns the Framer, the HPACK decoder and the header sink; everything shared
-// with stream goroutines is guarded by connWriter.mu.
+// owns the frame reader, the HPACK decoder and the header sink; everything
+// shared with stream goroutines is guarded by connWriter.mu.
 type serverConn struct {
 	connWriter
 	srv *Server
@@ -121,26 +120,19 @@ type serverConn struct {
 	ctx context.Context
 	lim serverLimits
 
-	br   *bufio.Reader
-	fr   *http2.Framer
+	rd   *http2core.FrameReader
 	dec  *hpack.Decoder
 	sink fieldSink
-	// rblock accumulates a header block split over CONTINUATION frames.
-	rblock     []byte
-	hf         headersFrame
-	contID     uint32
-	contEnd    bool
-	contBadDep bool
 
 	// Guarded by mu.
-	streams     map[uint32]*Stream
-	maxClientID uint32
-	active      int
-	closed      bool
-	goAwaySent  bool
-	lastIdle    time.Time
-	idleTimer   *time.Timer
-	handlers    sync.WaitGroup
+	streams    map[uint32]*Stream
+	clientIDs  http2core.ClientStreams
+	active     int
+	closed     bool
+	goAwaySent bool
+	lastIdle   time.Time
+	idleTimer  *time.Timer
+	handlers   sync.WaitGroup
 	// idleWorkers are stream goroutines waiting for their next stream:
 	// reusing them keeps their grown stacks and skips goroutine creation.
 	idleWorkers []chan *Stream
@@ -157,13 +149,9 @@ func (s *Server) ServeConn(ctx context.Context, nc net.Conn, h Handler) {
 	c.streams = make(map[uint32]*Stream)
 	c.connWin = int64(c.lim.connWindow)
 	c.streamWin = int64(c.lim.streamWindow)
-	c.recv.avail = c.connWin
-	c.br = bufio.NewReaderSize(yieldReader{nc}, 32<<10)
-	c.fr = http2.NewFramer(nil, c.br)
-	c.fr.SetMaxReadFrameSize(defaultMaxFrame)
-	c.fr.SetReuseFrames()
-	c.dec = hpack.NewDecoder(defaultHeaderTable, c.sink.emit)
-	c.dec.SetMaxStringLength(int(c.lim.maxHeader) + maxBlockSlack)
+	c.recv.Set(c.connWin)
+	c.rd = http2core.NewFrameReader(yieldReader{nc}, 32<<10, http2core.BlockLimit(c.lim.maxHeader))
+	c.dec = http2core.NewDecoder(c.lim.maxHeader, c.sink.emit)
 	draining := s.track(c, true)
 	defer s.track(c, false)
 	go c.writeLoop()
@@ -174,13 +162,13 @@ func (s *Server) ServeConn(ctx context.Context, nc net.Conn, h Handler) {
 	c.lastIdle = time.Now()
 
 	c.mu.Lock()
-	c.buf = appendSettings(c.buf,
+	c.buf = http2core.AppendSettings(c.buf,
 		http2.Setting{ID: http2.SettingMaxConcurrentStreams, Val: c.lim.maxStreams},
 		http2.Setting{ID: http2.SettingInitialWindowSize, Val: c.lim.streamWindow},
 		http2.Setting{ID: http2.SettingMaxHeaderListSize, Val: c.lim.maxHeader},
 	)
-	if c.lim.connWindow > defaultWindow {
-		c.buf = appendWindowUpdate(c.buf, 0, c.lim.connWindow-defaultWindow)
+	if c.lim.connWindow > http2core.DefaultWindow {
+		c.buf = http2core.AppendWindowUpdate(c.buf, 0, c.lim.connWindow-http2core.DefaultWindow)
 	}
 	c.kick()
 	c.mu.Unlock()
@@ -197,12 +185,11 @@ func (s *Server) ServeConn(ctx context.Context, nc net.Conn, h Handler) {
 
 func (c *serverConn) readPreface() error {
 	_ = c.nc.SetReadDeadline(time.Now().Add(10 * time.Second))
-	var b [len(preface)]byte
-	if _, err := io.ReadFull(c.br, b[:]); err != nil {
+	if err := c.rd.ReadPreface(); err != nil {
+		if errors.Is(err, http2core.ErrBadPreface) {
+			return http2core.ConnError{Code: http2.ErrCodeProtocol, Reason: "bad connection preface"}
+		}
 		return err
-	}
-	if string(b[:]) != preface {
-		return connError{http2.ErrCodeProtocol, "bad connection preface"}
 	}
 	_ = c.nc.SetReadDeadline(time.Time{})
 	return nil
@@ -213,9 +200,9 @@ func (c *serverConn) readPreface() error {
 // waited for.
 func (c *serverConn) shutdown(err error) {
 	c.mu.Lock()
-	var ce connError
+	var ce http2core.ConnError
 	if errors.As(err, &ce) && !c.closing {
-		c.buf = appendGoAway(c.buf, c.maxClientID, ce.code, ce.reason)
+		c.buf = http2core.AppendGoAway(c.buf, c.clientIDs.Last(), ce.Code, ce.Reason)
 	}
 	c.closed = true
 	c.closeWrite()
@@ -244,7 +231,7 @@ func (c *serverConn) drain() {
 		return
 	}
 	c.goAwaySent = true
-	c.buf = appendGoAway(c.buf, c.maxClientID, http2.ErrCodeNo, "")
+	c.buf = http2core.AppendGoAway(c.buf, c.clientIDs.Last(), http2.ErrCodeNo, "")
 	c.kick()
 	if c.active == 0 {
 		c.closeLocked()
@@ -267,7 +254,7 @@ func (c *serverConn) onIdle() {
 		if since := time.Since(c.lastIdle); since >= c.lim.idle {
 			if !c.goAwaySent {
 				c.goAwaySent = true
-				c.buf = appendGoAway(c.buf, c.maxClientID, http2.ErrCodeNo, "idle")
+				c.buf = http2core.AppendGoAway(c.buf, c.clientIDs.Last(), http2.ErrCodeNo, "idle")
 			}
 			c.closeLocked()
 			return
@@ -281,17 +268,17 @@ func (c *serverConn) onIdle() {
 
 func (c *serverConn) readLoop() error {
 	for {
-		f, err := readFrame(c.fr, c.br, &c.hf)
+		f, hb, err := c.rd.Next()
 		if err != nil {
 			var se http2.StreamError
 			if errors.As(err, &se) {
 				c.streamError(se.StreamID, se.Code)
 				continue
 			}
-			return classifyReadError(err)
+			return http2core.ClassifyReadError(err)
 		}
-		if f == nil {
-			err = c.onHeadersFrame(&c.hf)
+		if hb != nil {
+			err = c.onHeaderBlock(hb.StreamID, hb.Block, hb.EndStream, hb.SelfDependent)
 		} else {
 			err = c.processFrame(f)
 		}
@@ -301,49 +288,10 @@ func (c *serverConn) readLoop() error {
 	}
 }
 
-// classifyReadError turns a Framer error into a connection error (to be
-// sent as GOAWAY) or leaves an I/O error as is.
-func classifyReadError(err error) error {
-	var ce http2.ConnectionError
-	switch {
-	case errors.As(err, &ce):
-		return connError{http2.ErrCode(ce), "frame error"}
-	case errors.Is(err, http2.ErrFrameTooLarge):
-		return connError{http2.ErrCodeFrameSize, "frame too large"}
-	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
-		return err
-	}
-	var ne net.Error
-	if errors.As(err, &ne) || errors.Is(err, net.ErrClosed) {
-		return err
-	}
-	return connError{http2.ErrCodeProtocol, err.Error()}
-}
-
-func (c *serverConn) onHeadersFrame(hf *headersFrame) error {
-	if hf.endHdrs {
-		return c.onHeaderBlock(hf.id, hf.frag, hf.endStream, hf.selfDep)
-	}
-	c.contID, c.contEnd, c.contBadDep = hf.id, hf.endStream, hf.selfDep
-	c.rblock = append(c.rblock[:0], hf.frag...)
-	return nil
-}
-
 func (c *serverConn) processFrame(f http2.Frame) error {
 	switch f := f.(type) {
 	case *http2.DataFrame:
 		return c.onData(f)
-	case *http2.ContinuationFrame:
-		c.rblock = append(c.rblock, f.HeaderBlockFragment()...)
-		if len(c.rblock) > int(c.lim.maxHeader)+maxBlockSlack {
-			return connError{http2.ErrCodeEnhanceYourCalm, "header block too large"}
-		}
-		if !f.HeadersEnded() {
-			return nil
-		}
-		id := c.contID
-		c.contID = 0
-		return c.onHeaderBlock(id, c.rblock, c.contEnd, c.contBadDep)
 	case *http2.RSTStreamFrame:
 		return c.onRSTStream(f)
 	case *http2.WindowUpdateFrame:
@@ -353,7 +301,7 @@ func (c *serverConn) processFrame(f http2.Frame) error {
 	case *http2.PingFrame:
 		if !f.IsAck() {
 			c.mu.Lock()
-			c.buf = appendPing(c.buf, true, f.Data)
+			c.buf = http2core.AppendPing(c.buf, true, f.Data)
 			c.kick()
 			c.mu.Unlock()
 		}
@@ -367,7 +315,7 @@ func (c *serverConn) processFrame(f http2.Frame) error {
 		// The client will open no more streams; the ones it has finish.
 		return nil
 	case *http2.PushPromiseFrame:
-		return connError{http2.ErrCodeProtocol, "PUSH_PROMISE from client"}
+		return http2core.ConnError{Code: http2.ErrCodeProtocol, Reason: "PUSH_PROMISE from client"}
 	}
 	return nil // unknown frame types are ignored (RFC 9113 4.1)
 }
@@ -378,14 +326,13 @@ func (c *serverConn) onData(f *http2.DataFrame) error {
 	flen := int64(f.Length)
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.recv.avail -= flen
-	if c.recv.avail < 0 {
-		return connError{http2.ErrCodeFlowControl, "connection window exceeded"}
+	if !c.recv.Take(flen) {
+		return http2core.ConnError{Code: http2.ErrCodeFlowControl, Reason: "connection window exceeded"}
 	}
 	st := c.streams[id]
 	if st == nil || st.recvClosed {
-		if st == nil && id > c.maxClientID {
-			return connError{http2.ErrCodeProtocol, "DATA on idle stream"}
+		if st == nil && c.clientIDs.Idle(id) {
+			return http2core.ConnError{Code: http2.ErrCodeProtocol, Reason: "DATA on idle stream"}
 		}
 		c.creditConn(flen)
 		c.streamErrorLocked(id, http2.ErrCodeStreamClosed)
@@ -417,19 +364,15 @@ func (c *serverConn) endRecv(st *Stream) {
 }
 
 func (c *serverConn) onHeaderBlock(id uint32, block []byte, endStream, badDep bool) error {
-	if id%2 == 0 {
-		return connError{http2.ErrCodeProtocol, "even stream id from client"}
-	}
 	c.mu.Lock()
 	if st := c.streams[id]; st != nil {
 		defer c.mu.Unlock()
 		return c.onTrailers(st, block, endStream)
 	}
-	if id <= c.maxClientID {
+	if err := c.clientIDs.Open(id); err != nil {
 		c.mu.Unlock()
-		return connError{http2.ErrCodeStreamClosed, "HEADERS on closed stream"}
+		return err
 	}
-	c.maxClientID = id
 	ignore := c.goAwaySent || c.closed
 	refuse := uint32(c.active) >= c.lim.maxStreams
 	c.mu.Unlock()
@@ -502,13 +445,7 @@ func (c *serverConn) onTrailers(st *Stream, block []byte, endStream bool) error 
 // decode runs the HPACK decoder over a complete header block.
 func (c *serverConn) decode(mode sinkMode, req *message.Request, hdr *message.Headers, block []byte) error {
 	c.sink.start(mode, req, hdr, c.lim.maxHeader)
-	if _, err := c.dec.Write(block); err != nil {
-		return connError{http2.ErrCodeCompression, err.Error()}
-	}
-	if err := c.dec.Close(); err != nil {
-		return connError{http2.ErrCodeCompression, err.Error()}
-	}
-	return nil
+	return http2core.DecodeBlock(c.dec, block)
 }
 
 func (c *serverConn) onRSTStream(f *http2.RSTStreamFrame) error {
@@ -516,8 +453,8 @@ func (c *serverConn) onRSTStream(f *http2.RSTStreamFrame) error {
 	defer c.mu.Unlock()
 	st := c.streams[f.StreamID]
 	if st == nil {
-		if f.StreamID > c.maxClientID {
-			return connError{http2.ErrCodeProtocol, "RST_STREAM on idle stream"}
+		if c.clientIDs.Idle(f.StreamID) {
+			return http2core.ConnError{Code: http2.ErrCodeProtocol, Reason: "RST_STREAM on idle stream"}
 		}
 		return nil
 	}
@@ -531,14 +468,14 @@ func (c *serverConn) onWindowUpdate(f *http2.WindowUpdateFrame) error {
 	inc := int64(f.Increment)
 	if f.StreamID == 0 {
 		if !c.windowUpdate(nil, inc) {
-			return connError{http2.ErrCodeFlowControl, "connection window overflow"}
+			return http2core.ConnError{Code: http2.ErrCodeFlowControl, Reason: "connection window overflow"}
 		}
 		return nil
 	}
 	st := c.streams[f.StreamID]
 	if st == nil {
-		if f.StreamID > c.maxClientID {
-			return connError{http2.ErrCodeProtocol, "WINDOW_UPDATE on idle stream"}
+		if c.clientIDs.Idle(f.StreamID) {
+			return http2core.ConnError{Code: http2.ErrCodeProtocol, Reason: "WINDOW_UPDATE on idle stream"}
 		}
 		return nil
 	}
@@ -554,33 +491,19 @@ func (c *serverConn) onSettings(f *http2.SettingsFrame) error {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for i := 0; i < f.NumSettings(); i++ {
-		s := f.Setting(i)
-		if err := s.Valid(); err != nil {
-			var ce http2.ConnectionError
-			if errors.As(err, &ce) {
-				return connError{http2.ErrCode(ce), "invalid setting"}
-			}
-			return connError{http2.ErrCodeProtocol, "invalid setting"}
-		}
+	err := c.peer.Apply(f, func(s http2.Setting, delta int64) error {
 		switch s.ID {
 		case http2.SettingHeaderTableSize:
 			c.enc.setMaxSize(s.Val)
 		case http2.SettingInitialWindowSize:
-			delta := int64(s.Val) - c.peerWindow
-			c.peerWindow = int64(s.Val)
-			for _, st := range c.streams {
-				st.sendAvail += delta
-				if st.sendAvail > maxWindow {
-					return connError{http2.ErrCodeFlowControl, "stream window overflow"}
-				}
-				st.wakeSend()
-			}
-		case http2.SettingMaxFrameSize:
-			c.maxFrame = int(s.Val)
+			return growSendWindows(c.streams, delta)
 		}
+		return nil
+	})
+	if err != nil {
+		return err
 	}
-	c.buf = appendSettingsAck(c.buf)
+	c.buf = http2core.AppendSettingsAck(c.buf)
 	c.kick()
 	return nil
 }
@@ -600,14 +523,14 @@ func (c *serverConn) streamErrorLocked(id uint32, code http2.ErrCode) {
 	if c.closing {
 		return
 	}
-	c.buf = appendRSTStream(c.buf, id, code)
+	c.buf = http2core.AppendRSTStream(c.buf, id, code)
 	c.kick()
 }
 
 // resetLocked sends RST_STREAM and closes st; mu held.
 func (c *serverConn) resetLocked(st *Stream, code http2.ErrCode) {
 	if !c.closing {
-		c.buf = appendRSTStream(c.buf, st.id, code)
+		c.buf = http2core.AppendRSTStream(c.buf, st.id, code)
 		c.kick()
 	}
 	c.closeStream(st, localResetError(code))
@@ -720,12 +643,12 @@ func (c *serverConn) finish(st *Stream) {
 			c.appendHeaders(st.id, true, c.hblock)
 			st.sendClosed = true
 		} else if !st.sendClosed {
-			c.buf = appendData(c.buf, st.id, nil, true)
+			c.buf = http2core.AppendData(c.buf, st.id, nil, true)
 			st.sendClosed = true
 		}
 		if !st.recvClosed {
 			// RFC 9113 8.1: the response is complete; stop the upload.
-			c.buf = appendRSTStream(c.buf, st.id, http2.ErrCodeNo)
+			c.buf = http2core.AppendRSTStream(c.buf, st.id, http2.ErrCodeNo)
 			st.recvClosed = true
 		}
 		c.kick()

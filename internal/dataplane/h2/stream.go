@@ -47,7 +47,7 @@ func (s *Server) putStream(st *Stream) {
 // open initialises a decoded stream; mu held.
 func (st *Stream) open(c *serverConn, id uint32, declLen int64, endStream bool) {
 	st.c = c
-	st.initIO(id, c.streamWin, c.peerWindow, declLen, endStream, false)
+	st.initIO(id, c.streamWin, c.peer.InitialWindow, declLen, endStream, false)
 	st.headersSent = false
 	st.ctx.reset(c.ctx)
 	r := &st.req

@@ -43,7 +43,8 @@ type Context struct {
 // Balancer picks an endpoint for one request attempt.
 //
 // Pick is called concurrently from many goroutines and never blocks. It
-// returns nil only when the balancer has no endpoints. c may be nil.
+// returns nil only when the balancer has no endpoints, or none available
+// with panic mode disabled (healthy_panic_threshold 0). c may be nil.
 type Balancer interface {
 	Pick(c *Context) *endpoint.Endpoint
 }

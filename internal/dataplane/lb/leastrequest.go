@@ -30,6 +30,9 @@ func newLeastRequest(eps []*endpoint.Endpoint, choices int) *leastRequest {
 func (b *leastRequest) Pick(*Context) *endpoint.Endpoint {
 	var clk clock
 	v := b.p.get(&clk)
+	if len(v.eps) == 0 {
+		return nil // no host available and panic disabled: no host, as Envoy
+	}
 	var best *endpoint.Endpoint
 	var bestActive uint64
 	for range b.choices {

@@ -93,6 +93,9 @@ func newMaglev(eps []*endpoint.Endpoint, m uint64) *maglev {
 func (b *maglev) Pick(c *Context) *endpoint.Endpoint {
 	var clk clock
 	v := b.p.get(&clk)
+	if len(v.eps) == 0 {
+		return nil // no host available and panic disabled: no host, as Envoy
+	}
 	var h uint64
 	if c != nil && c.HasHash {
 		h = c.Hash

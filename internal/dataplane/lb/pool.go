@@ -63,6 +63,17 @@ type pool[T any] struct {
 	all   []*endpoint.Endpoint
 	build func(eps []*endpoint.Endpoint) T // nil: no per-view data
 
+	// panicPermille is Envoy's healthy_panic_threshold in thousandths:
+	// with fewer available hosts than that the view spreads over all of
+	// them (0 never panics). panicOff suspends it: a priority layer sets it
+	// while the levels together have enough available hosts, as Envoy
+	// disregards a level's threshold then.
+	panicPermille uint32
+	panicOff      atomic.Bool
+	// gen counts the views built, so a priority layer sees from one load
+	// that this pool's availability changed.
+	gen atomic.Uint64
+
 	cur atomic.Pointer[view[T]]
 	// busy elects the one goroutine that refreshes; the others keep using
 	// the current view rather than wait.
@@ -73,6 +84,7 @@ type pool[T any] struct {
 func (p *pool[T]) init(all []*endpoint.Endpoint, build func([]*endpoint.Endpoint) T) {
 	p.all = all
 	p.build = build
+	p.panicPermille = defaultPanicPermille
 	p.scratch = make([]uint64, (len(all)+63)/64)
 	p.busy.Store(true)
 	p.refresh(nil, time.Now())
@@ -92,6 +104,30 @@ func (p *pool[T]) get(c *clock) *view[T] {
 		p.busy.Store(false)
 	}
 	return v
+}
+
+// defaultPanicPermille is Envoy's default healthy_panic_threshold, 50%.
+const defaultPanicPermille = 500
+
+// setPanicThreshold sets healthy_panic_threshold (thousandths of the
+// hosts; 0: never panic) and rebuilds the view. Called once, while the
+// balancer is built.
+func (p *pool[T]) setPanicThreshold(permille uint32) {
+	p.busy.Store(true)
+	p.panicPermille = permille
+	p.cur.Store(nil)
+	p.refresh(nil, time.Now())
+	p.busy.Store(false)
+}
+
+// setPanicOff suspends or restores the panic threshold; the next pick
+// rebuilds the view when it changed.
+func (p *pool[T]) setPanicOff(off bool) {
+	if p.panicOff.Swap(off) != off {
+		if v := p.cur.Load(); v != nil {
+			p.stale(v)
+		}
+	}
 }
 
 // stale asks for v to be re-checked on the next pick: a pick saw one of its
@@ -122,14 +158,14 @@ func (p *pool[T]) refresh(old *view[T], now time.Time) *view[T] {
 	if avail == len(p.all) {
 		next = never
 	}
-	if old != nil && equalMask(old.mask, mask) {
+	// Below healthy_panic_threshold (Envoy's default 50%), ignore health
+	// and spread over every host.
+	inPanic := !p.panicOff.Load() && uint64(avail)*1000 < uint64(p.panicPermille)*uint64(len(p.all))
+	if old != nil && old.panic == inPanic && equalMask(old.mask, mask) {
 		old.next.Store(next)
 		return old
 	}
-	v := &view[T]{mask: append([]uint64(nil), mask...)}
-	// Envoy's default healthy_panic_threshold is 50%: below it, ignore
-	// health and spread over every host.
-	v.panic = 2*avail < len(p.all)
+	v := &view[T]{mask: append([]uint64(nil), mask...), panic: inPanic}
 	if v.panic {
 		v.eps = p.all
 	} else {
@@ -145,6 +181,7 @@ func (p *pool[T]) refresh(old *view[T], now time.Time) *view[T] {
 	}
 	v.next.Store(next)
 	p.cur.Store(v)
+	p.gen.Add(1)
 	return v
 }
 

@@ -83,6 +83,9 @@ func newRandom(eps []*endpoint.Endpoint) *random {
 func (b *random) Pick(*Context) *endpoint.Endpoint {
 	var clk clock
 	v := b.p.get(&clk)
+	if len(v.eps) == 0 {
+		return nil // no host available and panic disabled: no host, as Envoy
+	}
 	n := len(v.eps)
 	i := sample(v.data, n)
 	if v.panic {

@@ -104,6 +104,9 @@ func (b *ringHash) lookup(h uint64) int {
 func (b *ringHash) Pick(c *Context) *endpoint.Endpoint {
 	var clk clock
 	v := b.p.get(&clk)
+	if len(v.eps) == 0 {
+		return nil // no host available and panic disabled: no host, as Envoy
+	}
 	var h uint64
 	if c != nil && c.HasHash {
 		h = c.Hash

@@ -34,6 +34,9 @@ func newRoundRobin(eps []*endpoint.Endpoint) *roundRobin {
 func (b *roundRobin) Pick(*Context) *endpoint.Endpoint {
 	var clk clock
 	v := b.p.get(&clk)
+	if len(v.eps) == 0 {
+		return nil // no host available and panic disabled: no host, as Envoy
+	}
 	i := b.n.Add(1) - 1
 	seq := v.data
 	n := uint64(len(v.eps))
