@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -95,14 +96,14 @@ func TestXDSProcess(t *testing.T) {
 	}
 
 	p := start()
-	testutil.Eventually(t, 20*time.Second, 25*time.Millisecond, "traffic through the xDS config", testutil.Bool(func() bool { return body("http://"+laddr+"/") == "backend" }))
+	testutil.Eventually(t, 20*time.Second, 25*time.Millisecond, "traffic through the xDS config", func() (bool, string) { got := body("http://" + laddr + "/"); return got == "backend", fmt.Sprint(got) })
 	testutil.Eventually(t, 20*time.Second, 25*time.Millisecond, "lkg file", testutil.Bool(func() bool { _, err := os.Stat(filepath.Join(lkgDir, "lkg.pb")); return err == nil }))
 	stop(p)
 	g.Stop()
 
 	p = start()
 	defer stop(p)
-	testutil.Eventually(t, 20*time.Second, 25*time.Millisecond, "traffic from last-known-good", testutil.Bool(func() bool { return body("http://"+laddr+"/") == "backend" }))
+	testutil.Eventually(t, 20*time.Second, 25*time.Millisecond, "traffic from last-known-good", func() (bool, string) { got := body("http://" + laddr + "/"); return got == "backend", fmt.Sprint(got) })
 	if r := body("http://" + admin + "/ready"); !strings.Contains(r, "ready (last-known-good; control plane unreachable)") {
 		t.Fatalf("/ready = %q", r)
 	}

@@ -31,6 +31,7 @@ import (
 	"github.com/omnirelay/omnirelay/internal/dataplane/sds"
 	"github.com/omnirelay/omnirelay/internal/dataplane/secrets"
 	"github.com/omnirelay/omnirelay/internal/testutil"
+	"github.com/omnirelay/omnirelay/internal/testutil/proxytest"
 )
 
 // TestSDSForEnvoyWorkload plays an Envoy sidecar's part with a real SDS
@@ -104,12 +105,8 @@ clusters:
 `), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	p, err := app.Start(app.Options{ConfigPath: cfg, AdminAddress: "127.0.0.1:0", DrainTimeout: time.Second, Log: testutil.Logger(t).With("side", "proxy"),
+	proxytest.StartWith(t, app.Options{ConfigPath: cfg, AdminAddress: "127.0.0.1:0", DrainTimeout: time.Second, Log: testutil.Logger(t).With("side", "proxy"),
 		Identity: &app.IdentityOptions{Address: ln.Addr().String(), JoinToken: token("in", apiID), CAFile: caFile, NodeID: "in"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	testutil.ShutdownAtCleanup(t, p)
 
 	// The Envoy workload's node agent: identity agent + SDS on a socket.
 	agent, err := identity.NewAgent(identity.Config{Address: ln.Addr().String(), JoinToken: token("envoy-web", envoyID), CAFile: caFile,

@@ -1,10 +1,10 @@
 // Package capfilter cuts a translated snapshot down to what one xDS client
-// can run (issue 3 §7). MeshKit translates the desired config once per
-// shape, then filters it per capability.Set (per Set fingerprint, so
-// clients of one build share the result): an HTTP filter the client lacks
-// is dropped when the config marked it optional, otherwise the listener
-// that needs it is withheld, with everything only that listener used, and
-// the operator is told why (Withheld).
+// can run, as its xDS Node declares it (docs/meshkit.md). MeshKit translates
+// the desired config once per shape, then filters it per capability.Set (per
+// Set fingerprint, so clients of one build share the result): an HTTP filter
+// the client lacks is dropped when the config marked it optional, otherwise
+// the listener that needs it is withheld, with everything only that listener
+// used, and the operator is told why (Withheld).
 //
 // Only HTTP filters of HttpConnectionManagers are checked (in filter
 // chains, the default chain and api_listener): they are where clients

@@ -3,6 +3,7 @@ package registry
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"slices"
 	"sync"
@@ -101,13 +102,13 @@ func TestTwoReplicasOnEtcd(t *testing.T) {
 	testutil.Eventually(t, 5*time.Second, 5*time.Millisecond, "the leader to expire the lease", testutil.Bool(gone(stores[follower], key("shop", "a"))))
 	// The delete is visible before the leader logs it.
 	const expired = "registry: lease expired"
-	testutil.Eventually(t, 5*time.Second, 5*time.Millisecond, "the leader to log the expiry", testutil.Bool(func() bool { return logs[leader].count(expired) == 1 }))
+	testutil.Eventually(t, 5*time.Second, 5*time.Millisecond, "the leader to log the expiry", func() (bool, string) { got := logs[leader].count(expired); return got == 1, fmt.Sprint(got) })
 	if logs[leader].count(expired) != 1 || logs[follower].count(expired) != 0 || logs[follower].count(leading) != 0 {
 		t.Fatalf("leader logged %q, follower %q", logs[leader].msgs, logs[follower].msgs)
 	}
 
 	cancels[leader]()
-	testutil.Eventually(t, 5*time.Second, 5*time.Millisecond, "the follower to take over", testutil.Bool(func() bool { return logs[follower].count(leading) == 1 }))
+	testutil.Eventually(t, 5*time.Second, 5*time.Millisecond, "the follower to take over", func() (bool, string) { got := logs[follower].count(leading); return got == 1, fmt.Sprint(got) })
 	if _, err := regs[leader].Register(ctx, Endpoint{Service: "shop", ID: "b", Address: "10.0.0.2:80"}, time.Second); err != nil {
 		t.Fatal(err)
 	}

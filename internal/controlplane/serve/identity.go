@@ -46,6 +46,7 @@ func (p *Process) startIdentity(ctx context.Context, opt Options) error {
 	if p.identityLn, err = net.Listen("tcp", opt.IdentityAddress); err != nil {
 		return fmt.Errorf("identity address: %w", err)
 	}
+	p.stop.Push(closeListener(p.identityLn))
 	p.identitySrv = grpc.NewServer(grpc.Creds(credentials.NewTLS(p.Identity.ServerTLSConfig())))
 	p.Identity.RegisterIdentity(p.identitySrv)
 	p.Identity.RegisterAdmin(p.apiGRPC)

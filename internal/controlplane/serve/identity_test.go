@@ -8,8 +8,6 @@ import (
 	"crypto/x509"
 	"log/slog"
 	"net/url"
-	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -21,7 +19,6 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 
-	"github.com/omnirelay/omnirelay/internal/dataplane/identity"
 	meshkitv1 "github.com/omnirelay/omnirelay/internal/shared/api/meshkit/v1"
 )
 
@@ -123,47 +120,4 @@ func sign(t *testing.T, p *Process, bundle *x509bundle.Bundle, svid *x509svid.SV
 		t.Fatalf("issued SVID: %v %v, want %s", got, err, id)
 	}
 	return &x509svid.SVID{ID: got, Certificates: certs, PrivateKey: key}
-}
-
-// The proxy's agent, given only what `omnictl token create --ca-out`
-// hands out (a token and the bundle file), gets its SVID from a MeshKit
-// started the way cmd/meshkit starts it.
-func TestAgentAgainstMeshKit(t *testing.T) {
-	p, err := Start(Options{XDSAddress: "127.0.0.1:0", APIAddress: "127.0.0.1:0", IdentityAddress: "127.0.0.1:0",
-		DataDir: t.TempDir(), TrustDomain: "shop.example", Log: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = p.Shutdown(ctx)
-	}()
-	const id = "spiffe://shop.example/ns/shop/sa/cart"
-	tok, err := adminClient(t, p).CreateJoinToken(context.Background(), &meshkitv1.CreateJoinTokenRequest{NodeId: "cart-1", SpiffeId: id})
-	if err != nil {
-		t.Fatal(err)
-	}
-	caFile := filepath.Join(t.TempDir(), "ca.pem")
-	if err := os.WriteFile(caFile, tok.GetTrustBundlePem(), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	a, err := identity.NewAgent(identity.Config{Address: p.IdentityAddr().String(), NodeID: "cart-1", JoinToken: tok.GetToken(), CAFile: caFile})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	errc, stopped := make(chan error, 1), make(chan struct{})
-	go func() { defer close(stopped); errc <- a.Run(ctx) }()
-	defer func() { cancel(); <-stopped }()
-	select {
-	case <-a.Ready():
-	case err := <-errc:
-		t.Fatalf("agent stopped: %v", err)
-	case <-time.After(10 * time.Second):
-		t.Fatal("no SVID after 10s")
-	}
-	if _, _, got, err := a.Current(); err != nil || got.String() != id {
-		t.Fatalf("agent holds %v (%v), want %s", got, err, id)
-	}
 }

@@ -2,6 +2,7 @@ package serve
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -14,6 +15,8 @@ import (
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/omnirelay/omnirelay/internal/testutil"
 )
 
 // TestMetricsEndpoint: /metrics on the API port counts applies (ok and
@@ -93,24 +96,20 @@ clusters:
 		`meshkit_xds_streams{kind="envoy"} 1`,
 		`go_goroutines`,
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for {
+	testutil.Eventually(t, 5*time.Second, 20*time.Millisecond, "every metric on /metrics", func() (bool, string) {
 		body := scrape()
-		missing := ""
+		missing := "meshkit_snapshot_rebuilds_total"
 		for _, w := range want {
 			if !strings.Contains(body, w) {
 				missing = w
 				break
 			}
 		}
-		if missing == "" && strings.Contains(body, "meshkit_snapshot_rebuilds_total") {
-			break
+		if missing == "meshkit_snapshot_rebuilds_total" && strings.Contains(body, missing) {
+			return true, ""
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("/metrics lacks %q:\n%s", missing, grepMeshkit(body))
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return false, fmt.Sprintf("/metrics lacks %q:\n%s", missing, grepMeshkit(body))
+	})
 }
 
 func grepMeshkit(body string) string {

@@ -33,6 +33,7 @@ import (
 	"github.com/omnirelay/omnirelay/internal/controlplane/meshkit"
 	"github.com/omnirelay/omnirelay/internal/controlplane/registry"
 	"github.com/omnirelay/omnirelay/internal/controlplane/store"
+	"github.com/omnirelay/omnirelay/internal/shared/lifecycle"
 	"github.com/omnirelay/omnirelay/internal/shared/signing"
 )
 
@@ -117,14 +118,105 @@ type Process struct {
 	xdsSrv       *grpc.Server
 	apiGRPC      *grpc.Server
 	apiHTTP      *http.Server
-	cancel       context.CancelFunc
 	wg           sync.WaitGroup
 	log          *slog.Logger
-	closeOnce    sync.Once
+	// stop undoes the start, last started first: a start that fails
+	// half-way and Shutdown run it.
+	stop      lifecycle.Stack
+	closeOnce sync.Once
 }
 
-// Start opens the store, binds both addresses and starts serving.
-func Start(opt Options) (*Process, error) {
+// Start opens the store, binds the addresses and starts serving. The steps
+// run in order; each one that starts something pushes how to stop it, so
+// that a failed step undoes exactly what the ones before it started.
+func Start(opt Options) (_ *Process, err error) {
+	opt = withDefaults(opt)
+	var signer *signing.Signer
+	if opt.SigningKey != "" {
+		k, err := signing.LoadPrivateKey(opt.SigningKey)
+		if err != nil {
+			return nil, fmt.Errorf("signing key: %w", err)
+		}
+		signer = signing.NewSigner(k)
+	}
+	st, err := openStore(opt)
+	if err != nil {
+		return nil, err
+	}
+	p := &Process{Store: st, log: opt.Log}
+	defer func() {
+		if err != nil {
+			_ = p.stop.Run(context.Background())
+		}
+	}()
+	p.stop.Push(func(context.Context) error { return st.Close() })
+	p.Registry = registry.New(st, registry.Options{Log: opt.Log})
+	metricsReg := prometheus.NewRegistry()
+	metricsReg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	p.MeshKit = meshkit.New(meshkit.Options{Store: st, Registry: p.Registry, Signer: signer, Log: opt.Log, Metrics: metricsReg,
+		Directory: meshkit.DirectoryOptions{ReplicaID: opt.ReplicaID}})
+
+	clientAuth, err := checkClientAuth(opt.XDSClientAuth, opt.XDSTLS)
+	if err != nil {
+		return nil, err
+	}
+	if err := p.listen(opt); err != nil {
+		return nil, err
+	}
+	// Goroutines started from here on end with ctx; the ones that serve a
+	// port end when its server stops (the last step pushed, below).
+	ctx, cancel := context.WithCancel(context.Background())
+	p.stop.Push(func(context.Context) error { cancel(); p.wg.Wait(); return nil })
+
+	if err := p.loadConfig(ctx, opt); err != nil {
+		return nil, err
+	}
+	apiSrv := api.New(api.Options{Registry: p.Registry, Config: p.MeshKit, Proxies: proxyList{m: p.MeshKit, log: opt.Log}, Rollouts: rolloutAPI{p.MeshKit}, Log: opt.Log})
+	p.apiGRPC = grpc.NewServer()
+	apiSrv.RegisterGRPC(p.apiGRPC)
+	extstore.New(st, opt.Log).Register(p.apiGRPC) // omnictl ext push/list
+	if opt.IdentityAddress != "" {
+		if err := p.startIdentity(ctx, opt); err != nil {
+			return nil, err
+		}
+	}
+	if err := p.startXDS(ctx, opt, clientAuth); err != nil {
+		return nil, err
+	}
+	p.apiHTTP = &http.Server{
+		Handler:           h2c.NewHandler(p.apiHandler(apiSrv.HTTPHandler(), metricsReg, opt.APIToken), &http2.Server{}),
+		ReadHeaderTimeout: 10 * time.Second,
+	}
+	if err := p.startAPITLS(opt); err != nil {
+		return nil, err
+	}
+
+	// Nothing fails from here on.
+	p.serve(ctx, opt)
+	p.stop.Push(func(ctx context.Context) error {
+		cancel()
+		// xDS streams never end on their own: stop, do not wait for them.
+		// Proxies keep their config and reconnect (to another replica).
+		if p.xdsSrv != nil {
+			p.xdsSrv.Stop()
+		} else {
+			p.MeshKit.Server().Stop()
+		}
+		_ = p.apiHTTP.Shutdown(ctx)
+		p.apiGRPC.Stop()
+		if p.identitySrv != nil {
+			p.identitySrv.Stop()
+		}
+		return nil
+	})
+	opt.Log.Info("meshkit started", "xds", p.xdsLn.Addr().String(), "xds_tls", opt.XDSTLS, "xds_client_auth", clientAuth,
+		"api", p.apiLn.Addr().String(), "api_tls", opt.APITLS,
+		"store", storeName(opt), "signed", signer != nil, "replica", opt.ReplicaID)
+	return p, nil
+}
+
+// withDefaults fills in the defaults of Options.
+func withDefaults(opt Options) Options {
 	if opt.Log == nil {
 		opt.Log = slog.New(slog.NewJSONHandler(os.Stderr, nil))
 	}
@@ -144,88 +236,66 @@ func Start(opt Options) (*Process, error) {
 	if opt.PollInterval == 0 {
 		opt.PollInterval = time.Second
 	}
-	var signer *signing.Signer
-	if opt.SigningKey != "" {
-		k, err := signing.LoadPrivateKey(opt.SigningKey)
-		if err != nil {
-			return nil, fmt.Errorf("signing key: %w", err)
-		}
-		signer = signing.NewSigner(k)
-	}
-	st, err := openStore(opt)
-	if err != nil {
-		return nil, err
-	}
-	p := &Process{Store: st, log: opt.Log}
-	ok := false
-	defer func() {
-		if !ok {
-			p.closeListeners()
-			_ = st.Close()
-		}
-	}()
-	p.Registry = registry.New(st, registry.Options{Log: opt.Log})
-	metricsReg := prometheus.NewRegistry()
-	metricsReg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	p.MeshKit = meshkit.New(meshkit.Options{Store: st, Registry: p.Registry, Signer: signer, Log: opt.Log, Metrics: metricsReg,
-		Directory: meshkit.DirectoryOptions{ReplicaID: opt.ReplicaID}})
+	return opt
+}
 
-	clientAuth, err := checkClientAuth(opt.XDSClientAuth, opt.XDSTLS)
-	if err != nil {
-		return nil, err
-	}
+// listen binds the xDS and API addresses, each after the check of who may
+// reach it.
+func (p *Process) listen(opt Options) error {
 	if err := checkXDSExposure(opt.XDSAddress, opt.XDSTLS, opt.XDSInsecure); err != nil {
-		return nil, err
+		return err
 	}
-	if p.xdsLn, err = net.Listen("tcp", opt.XDSAddress); err != nil {
-		return nil, fmt.Errorf("xds address: %w", err)
+	ln, err := net.Listen("tcp", opt.XDSAddress)
+	if err != nil {
+		return fmt.Errorf("xds address: %w", err)
 	}
+	p.xdsLn = ln
+	p.stop.Push(closeListener(ln))
 	if err := checkAPIExposure(opt.APIAddress, opt.APIToken, opt.APIInsecure); err != nil {
-		return nil, err
+		return err
 	}
-	if p.apiLn, err = net.Listen("tcp", opt.APIAddress); err != nil {
-		return nil, fmt.Errorf("api address: %w", err)
+	if ln, err = net.Listen("tcp", opt.APIAddress); err != nil {
+		return fmt.Errorf("api address: %w", err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	p.cancel = cancel
+	p.apiLn = ln
+	p.stop.Push(closeListener(ln))
+	return nil
+}
 
+// closeListener is the stop step of a bound listener; its server, once
+// serving, has closed it already.
+func closeListener(ln net.Listener) func(context.Context) error {
+	return func(context.Context) error { _ = ln.Close(); return nil }
+}
+
+// loadConfig loads the stored configuration, then applies the config file
+// when there is one and follows it (until ctx ends).
+func (p *Process) loadConfig(ctx context.Context, opt Options) error {
 	if err := p.MeshKit.Load(ctx); err != nil {
 		// A stored document that no longer validates (say, after an
 		// upgrade) must not stop the replica: log it, serve the next apply.
 		opt.Log.Error("stored configuration not loaded", "error", err)
 	}
-	if opt.ConfigFile != "" {
-		data, err := os.ReadFile(opt.ConfigFile)
-		if err != nil {
-			cancel()
-			return nil, fmt.Errorf("config: %w", err)
-		}
-		if _, err := p.MeshKit.Apply(ctx, opt.ConfigFile, data); err != nil {
-			cancel()
-			return nil, err
-		}
-		p.wg.Add(1)
-		go func() { defer p.wg.Done(); p.followFile(ctx, opt.ConfigFile, data, opt.PollInterval) }()
+	if opt.ConfigFile == "" {
+		return nil
 	}
+	data, err := os.ReadFile(opt.ConfigFile)
+	if err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+	if _, err := p.MeshKit.Apply(ctx, opt.ConfigFile, data); err != nil {
+		return err
+	}
+	p.wg.Add(1)
+	go func() { defer p.wg.Done(); p.followFile(ctx, opt.ConfigFile, data, opt.PollInterval) }()
+	return nil
+}
 
-	apiSrv := api.New(api.Options{Registry: p.Registry, Config: p.MeshKit, Proxies: proxyList{m: p.MeshKit, log: opt.Log}, Rollouts: rolloutAPI{p.MeshKit}, Log: opt.Log})
-	p.apiGRPC = grpc.NewServer()
-	apiSrv.RegisterGRPC(p.apiGRPC)
-	extstore.New(st, opt.Log).Register(p.apiGRPC) // omnictl ext push/list
-	if opt.IdentityAddress != "" {
-		if err := p.startIdentity(ctx, opt); err != nil {
-			cancel()
-			return nil, err
-		}
-	}
-	if err := p.startXDS(ctx, opt, clientAuth); err != nil {
-		cancel()
-		return nil, err
-	}
-	gateway := apiSrv.HTTPHandler()
-	metricsHandler := promhttp.HandlerFor(metricsReg, promhttp.HandlerOpts{})
-	// One port for omnictl (gRPC) and curl (JSON): gRPC is recognised by
-	// its content type, as grpc-go's ServeHTTP expects.
+// apiHandler serves omnictl (gRPC) and curl (JSON) on one port: gRPC is
+// recognised by its content type, as grpc-go's ServeHTTP expects. With a
+// token, every call (metrics included) must carry it.
+func (p *Process) apiHandler(gateway http.Handler, metrics *prometheus.Registry, token string) http.Handler {
+	metricsHandler := promhttp.HandlerFor(metrics, promhttp.HandlerOpts{})
 	var handler http.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.ProtoMajor == 2 && strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc") {
 			p.apiGRPC.ServeHTTP(w, r)
@@ -237,18 +307,15 @@ func Start(opt Options) (*Process, error) {
 		}
 		gateway.ServeHTTP(w, r)
 	})
-	if opt.APIToken != "" {
-		handler = requireToken(opt.APIToken, handler)
+	if token != "" {
+		handler = requireToken(token, handler)
 	}
-	p.apiHTTP = &http.Server{
-		Handler:           h2c.NewHandler(handler, &http2.Server{}),
-		ReadHeaderTimeout: 10 * time.Second,
-	}
-	if err := p.startAPITLS(opt); err != nil {
-		cancel()
-		return nil, err
-	}
+	return handler
+}
 
+// serve starts the MeshKit core, the lease expiry and the servers of every
+// bound port, each on a goroutine of p.wg.
+func (p *Process) serve(ctx context.Context, opt Options) {
 	p.wg.Add(4)
 	go func() { defer p.wg.Done(); _ = p.MeshKit.Run(ctx) }()
 	go func() { defer p.wg.Done(); p.Registry.RunExpiry(ctx, opt.ReplicaID) }()
@@ -289,11 +356,6 @@ func Start(opt Options) (*Process, error) {
 		opt.Log.Info("identity served", "address", p.identityLn.Addr().String(),
 			"trust_domain", p.Identity.ServerID().TrustDomain().Name())
 	}
-	ok = true
-	opt.Log.Info("meshkit started", "xds", p.xdsLn.Addr().String(), "xds_tls", opt.XDSTLS, "xds_client_auth", clientAuth,
-		"api", p.apiLn.Addr().String(), "api_tls", opt.APITLS,
-		"store", storeName(opt), "signed", signer != nil, "replica", opt.ReplicaID)
-	return p, nil
 }
 
 func storeName(opt Options) string {
@@ -364,34 +426,6 @@ func (p *Process) APIAddr() net.Addr { return p.apiLn.Addr() }
 // keep their config), the API stops, the store closes.
 func (p *Process) Shutdown(ctx context.Context) error {
 	var err error
-	p.closeOnce.Do(func() {
-		p.cancel()
-		// xDS streams never end on their own: stop, do not wait for them.
-		// Proxies keep their config and reconnect (to another replica).
-		if p.xdsSrv != nil {
-			p.xdsSrv.Stop()
-		} else {
-			p.MeshKit.Server().Stop()
-		}
-		_ = p.apiHTTP.Shutdown(ctx)
-		p.apiGRPC.Stop()
-		if p.identitySrv != nil {
-			p.identitySrv.Stop()
-		}
-		p.wg.Wait()
-		err = p.Store.Close()
-	})
+	p.closeOnce.Do(func() { err = p.stop.Run(ctx) })
 	return err
-}
-
-func (p *Process) closeListeners() {
-	if p.xdsLn != nil {
-		_ = p.xdsLn.Close()
-	}
-	if p.apiLn != nil {
-		_ = p.apiLn.Close()
-	}
-	if p.identityLn != nil {
-		_ = p.identityLn.Close()
-	}
 }

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/omnirelay/omnirelay/internal/controlplane/store/etcdtest"
+	"github.com/omnirelay/omnirelay/internal/testutil"
 )
 
 // TestEtcdLease: keys written under a lease are held by it: revoking the
@@ -107,13 +108,10 @@ func TestEtcdLease(t *testing.T) {
 			}
 			cut := time.Now()
 			relay.Cut()
-			deadline := time.Now().Add(ttl + 5*time.Second)
-			for len(keys(t, watcher)) != 0 {
-				if time.Now().After(deadline) {
-					t.Fatalf("keys still there %v after the cut", time.Since(cut))
-				}
-				time.Sleep(50 * time.Millisecond)
-			}
+			testutil.Eventually(t, ttl+5*time.Second, 50*time.Millisecond, "keys gone after the cut", func() (bool, string) {
+				k := keys(t, watcher)
+				return len(k) == 0, fmt.Sprintf("keys %v still there %v after the cut", k, time.Since(cut))
+			})
 			t.Logf("keys gone %v after the cut (TTL %v)", time.Since(cut).Round(10*time.Millisecond), ttl)
 			select {
 			case <-l.Lost():

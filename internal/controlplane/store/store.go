@@ -1,7 +1,7 @@
 // Package store owns MeshKit's durable state: a small versioned key-value
 // interface with compare-and-set writes, prefix watches and leader election.
 //
-// Store is a seam (DESIGN §7) because MeshKit runs in two shapes. A single
+// Store is a seam because MeshKit runs in two shapes. A single
 // MeshKit embeds bbolt (OpenBolt): no other process to run, state survives a
 // restart. Several MeshKit replicas share etcd (OpenEtcd): every replica sees
 // the same revisions through its watch, so they serve the same xDS versions,

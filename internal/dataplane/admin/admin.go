@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"sort"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -29,6 +30,7 @@ type Server struct {
 	srv      *http.Server
 	ln       net.Listener
 	draining atomic.Bool
+	wg       sync.WaitGroup // Start's goroutine
 	// OnDrain is called by POST /drain (the process begins a graceful stop).
 	OnDrain func()
 	// ReadyDetail, when set and non-empty, qualifies a ready proxy's /ready
@@ -71,8 +73,27 @@ func (s *Server) Serve() error {
 	return nil
 }
 
-// Shutdown stops the admin server.
-func (s *Server) Shutdown(ctx context.Context) error { return s.srv.Shutdown(ctx) }
+// Start serves on a goroutine of the server's until Shutdown, which waits
+// for it; an error other than the shutdown is logged.
+func (s *Server) Start() {
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		if err := s.Serve(); err != nil {
+			s.log.Error("admin server stopped", "error", err)
+		}
+	}()
+}
+
+// Shutdown stops the admin server: the listener closes (also when it never
+// served), requests in flight get until ctx ends, and the goroutine of
+// Start has returned.
+func (s *Server) Shutdown(ctx context.Context) error {
+	err := s.srv.Shutdown(ctx)
+	_ = s.ln.Close() // already closed when Serve ran
+	s.wg.Wait()
+	return err
+}
 
 // SetDraining marks the proxy not ready (load balancers stop sending).
 func (s *Server) SetDraining() { s.draining.Store(true) }

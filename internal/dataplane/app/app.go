@@ -5,6 +5,7 @@
 package app
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -13,6 +14,7 @@ import (
 	"os"
 	"os/signal"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -21,9 +23,10 @@ import (
 	"github.com/omnirelay/omnirelay/internal/dataplane/filters"
 	"github.com/omnirelay/omnirelay/internal/dataplane/runtime"
 	"github.com/omnirelay/omnirelay/internal/dataplane/secrets"
-	"github.com/omnirelay/omnirelay/internal/dataplane/static"
+	"github.com/omnirelay/omnirelay/internal/dataplane/source"
 	"github.com/omnirelay/omnirelay/internal/dataplane/stats"
 	"github.com/omnirelay/omnirelay/internal/dataplane/xdsclient"
+	"github.com/omnirelay/omnirelay/internal/shared/lifecycle"
 )
 
 // Options configures a proxy process.
@@ -52,16 +55,19 @@ type Proxy struct {
 	Runtime *runtime.Runtime
 	Admin   *admin.Server
 	// XDS is the xDS client in xDS mode (nil in file mode).
-	XDS     *xdsclient.Client
-	watcher *static.Watcher
-	// stopIdentity ends the identity agent (nil without one).
-	stopIdentity func()
+	XDS *xdsclient.Client
+	src source.Source
 	// filters is the registry the runtime builds from; its extension
 	// factory holds the loaded plugins (wazero modules, native handles).
 	filters *filter.Registry
-	cancel  context.CancelFunc
-	done    chan struct{}
-	opt     Options
+	// stop undoes the start, last started first (Shutdown, or a start
+	// that fails half-way).
+	stop lifecycle.Stack
+	opt  Options
+
+	// onDrain is what POST /drain does (the admin server reads it while
+	// serving).
+	onDrain atomic.Pointer[func()]
 
 	stopOnce sync.Once
 	stopErr  error
@@ -72,9 +78,10 @@ func NewRegistry() (*filter.Registry, error) {
 	return filter.NewRegistry(filters.Builtins()...)
 }
 
-// Start loads the config, applies it, and starts the admin server and the
-// file watcher. A config that does not load is an error: a proxy never starts
-// on a config it cannot fully apply.
+// Start opens the config source, applies its first version when it has one
+// (a config file), and starts the admin server and the source. A config that
+// does not load is an error: a proxy never starts on a config it cannot fully
+// apply.
 func Start(opt Options) (*Proxy, error) {
 	if opt.Log == nil {
 		opt.Log = slog.New(slog.NewJSONHandler(os.Stderr, nil))
@@ -82,106 +89,146 @@ func Start(opt Options) (*Proxy, error) {
 	if opt.DrainTimeout == 0 {
 		opt.DrainTimeout = 30 * time.Second
 	}
-	if opt.XDS != nil {
-		if opt.ConfigPath != "" {
-			return nil, errors.New("a config file and an xDS server are exclusive config sources")
+	if opt.XDS == nil {
+		src, err := source.OpenFile(opt.ConfigPath, opt.PollInterval)
+		if err != nil {
+			return nil, err
 		}
-		return startXDS(opt)
+		p, err := assemble(opt, src, cmp.Or(opt.AdminAddress, src.AdminAddress()), opt.ExtensionTrustRoot)
+		if err != nil {
+			return nil, err
+		}
+		opt.Log.Info("omnirelay started", "config", opt.ConfigPath, "format", src.Format(), "admin", p.Admin.Addr().String())
+		return p, nil
 	}
-	data, err := os.ReadFile(opt.ConfigPath)
-	if err != nil {
-		return nil, fmt.Errorf("read config: %w", err)
+	if opt.ConfigPath != "" {
+		return nil, errors.New("a config file and an xDS server are exclusive config sources")
 	}
-	loaded, err := static.Parse(opt.ConfigPath, data)
+	xo := opt.XDS
+	src, err := source.NewXDS(*xo)
 	if err != nil {
 		return nil, err
 	}
+	p, err := assemble(opt, src, cmp.Or(opt.AdminAddress, DefaultAdminAddress), cmp.Or(opt.ExtensionTrustRoot, xo.TrustRoot))
+	if err != nil {
+		return nil, err
+	}
+	p.XDS = src.Client()
+	opt.Log.Info("omnirelay started in xDS mode", "xds", xo.Address, "node_id", xo.NodeID,
+		"sotw", xo.SotW, "lkg_dir", xo.LKGDir, "signed", src.Signed(), "xds_tls", src.TLS(),
+		"xds_client_cert", src.TLS() && opt.Identity != nil, "admin", p.Admin.Addr().String())
+	return p, nil
+}
+
+// assemble builds the proxy around src: metrics, the filter registry (with
+// the extension runtimes), the runtime, the admin endpoint on adminAddr, the
+// identity agent, then src's first version, then the goroutines. Each step
+// that starts something adds to p.stop how to stop it, so that a failed
+// step undoes the ones before it and Shutdown stops in reverse order: the
+// source, the runtime (listeners drain), the extensions (no listener uses
+// them any more), the identity agent, and the admin endpoint last (it
+// answers "draining" until the end). extTrust is the extension trust root.
+func assemble(opt Options, src source.Source, adminAddr, extTrust string) (_ *Proxy, err error) {
+	p := &Proxy{src: src, opt: opt}
+	defer func() {
+		if err != nil {
+			_ = p.stop.Run(context.Background())
+		}
+	}()
 	st := stats.New()
+	xs := stats.NewXDS(st)
 	clusters := &clusterSource{}
-	reg, err := proxyRegistry(opt.Log, opt.ExtensionTrustRoot, st, clusters)
-	if err != nil {
+	if p.filters, err = proxyRegistry(opt.Log, extTrust, st, clusters); err != nil {
 		return nil, err
 	}
-	stats.NewXDS(st).SetSource("file")
 	store := secrets.NewStore()
-	rt := runtime.New(runtime.Options{Log: opt.Log, Stats: st, Filters: reg, DrainTimeout: opt.DrainTimeout, Secrets: store})
+	rt := runtime.New(runtime.Options{Log: opt.Log, Stats: st, Filters: p.filters, DrainTimeout: opt.DrainTimeout, Secrets: store})
 	clusters.rt.Store(rt)
-	if err := rt.Apply(loaded.Snapshot, "file:"+opt.ConfigPath); err != nil {
-		_ = rt.Shutdown(context.Background())
-		return nil, err
-	}
-	var stopIdentity func()
-	if opt.Identity != nil {
-		if stopIdentity, err = startIdentity(opt.Identity, store, opt.Log); err != nil {
-			_ = rt.Shutdown(context.Background())
-			return nil, identityError(err)
-		}
-	}
-	adminAddr := loaded.AdminAddress
-	if opt.AdminAddress != "" {
-		adminAddr = opt.AdminAddress
-	}
-	adm, err := admin.Listen(adminAddr, rt, opt.Log)
-	if err != nil {
-		_ = rt.Shutdown(context.Background())
-		if stopIdentity != nil {
-			stopIdentity()
-		}
+	p.Runtime = rt
+
+	if p.Admin, err = admin.Listen(adminAddr, rt, opt.Log); err != nil {
 		return nil, fmt.Errorf("admin: %w", err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	p := &Proxy{Runtime: rt, Admin: adm, cancel: cancel, done: make(chan struct{}), opt: opt, stopIdentity: stopIdentity, filters: reg}
-	p.watcher = static.NewWatcher(opt.ConfigPath, func(l *static.Loaded, forced bool) error {
-		apply := rt.Apply
-		if forced {
-			apply = rt.Reapply // certificate files may have changed
+	p.stop.Push(func(context.Context) error {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_ = p.Admin.Shutdown(ctx)
+		return nil
+	})
+	var agent *identityAgent
+	if opt.Identity != nil {
+		if agent, err = newIdentity(opt.Identity, store, opt.Log); err != nil {
+			return nil, err
 		}
-		err := apply(l.Snapshot, "file:"+opt.ConfigPath)
-		if err == nil || errors.Is(err, runtime.ErrUnchanged) {
-			return nil
-		}
-		return rejectedByRuntime{err}
-	}, func(err error) {
-		// The runtime counts the versions it rejects; a file that does not
-		// even parse or validate never reaches it and is counted here.
-		if !errors.As(err, new(rejectedByRuntime)) {
-			rt.Stats().Reload("rejected")
-		}
-		opt.Log.Error("config rejected; the running version stays in force", "error", err)
-	}, opt.Log)
-	p.watcher.Interval = opt.PollInterval
-	p.watcher.Files = static.ReferencedFiles(loaded.Snapshot)
+		p.stop.Push(agent.stop)
+	}
+	p.stop.Push(func(context.Context) error { return closeExtensions(p.filters) })
+	p.stop.Push(rt.Shutdown)
+
+	env := source.Env{Apply: applyTo(rt), Capabilities: Capabilities("", p.filters), Stats: st, XDS: xs, Log: opt.Log}
+	if agent != nil {
+		env.Identity = agent.Agent
+	}
+	if err := src.Start(env); err != nil {
+		return nil, err
+	}
+
+	// Started: from here on nothing fails.
+	if agent != nil {
+		agent.run()
+	}
+	if r, ok := src.(source.ReadyReporter); ok {
+		p.Admin.ReadyDetail = r.ReadyDetail
+	}
 	// POST /drain drains the proxy; RunUntilSignal replaces this to also end
 	// the process.
-	adm.OnDrain = func() {
+	drain := func() {
 		ctx, cancel := context.WithTimeout(context.Background(), opt.DrainTimeout)
 		defer cancel()
 		_ = p.Shutdown(ctx)
 	}
+	p.onDrain.Store(&drain)
+	p.Admin.OnDrain = func() { (*p.onDrain.Load())() }
+	ctx, cancel := context.WithCancel(context.Background())
+	srcDone := make(chan struct{})
 	go func() {
-		if err := adm.Serve(); err != nil {
-			opt.Log.Error("admin server stopped", "error", err)
+		defer close(srcDone)
+		if err := src.Run(ctx); err != nil {
+			opt.Log.Error("config source stopped; the running version stays", "error", err)
 		}
 	}()
-	go func() {
-		defer close(p.done)
-		p.watcher.Run(ctx, static.Sum(data))
-	}()
-	opt.Log.Info("omnirelay started", "config", opt.ConfigPath, "format", loaded.Format, "admin", adm.Addr().String())
+	p.stop.Push(func(context.Context) error { cancel(); <-srcDone; return nil })
+	// Last: POST /drain may run the stop stack from now on.
+	p.Admin.Start()
 	return p, nil
 }
 
-// rejectedByRuntime marks an error from Runtime.Apply, which has already
-// counted the rejection.
-type rejectedByRuntime struct{ error }
-
-func (e rejectedByRuntime) Unwrap() error { return e.error }
+// applyTo is the sources' Apply on rt. A version equal to the running one is
+// not an error; when it comes from another source or version (MeshKit
+// answering with what last-known-good held) it is applied again so that
+// the running version records where it now comes from.
+func applyTo(rt *runtime.Runtime) source.Apply {
+	return func(u source.Update) error {
+		apply := rt.Apply
+		if u.Reread {
+			apply = rt.Reapply // certificate files may have changed
+		}
+		err := apply(u.Snapshot, u.Source)
+		if errors.Is(err, runtime.ErrUnchanged) {
+			err = nil
+			if cur := rt.Current(); cur != nil && cur.Source != u.Source {
+				err = rt.Reapply(u.Snapshot, u.Source)
+			}
+		}
+		return err
+	}
+}
 
 // Reload re-reads the config now (SIGHUP). In xDS mode the control plane
 // drives reloads and this does nothing.
 func (p *Proxy) Reload() {
-	if p.watcher != nil {
-		p.watcher.Trigger()
+	if r, ok := p.src.(source.Reloader); ok {
+		r.Reload()
 	}
 }
 
@@ -190,19 +237,7 @@ func (p *Proxy) Reload() {
 func (p *Proxy) Shutdown(ctx context.Context) error {
 	p.stopOnce.Do(func() {
 		p.Admin.SetDraining()
-		p.cancel()
-		<-p.done
-		p.stopErr = p.Runtime.Shutdown(ctx)
-		// Every listener has drained: release the extension plugins.
-		if err := closeExtensions(p.filters); err != nil && p.stopErr == nil {
-			p.stopErr = err
-		}
-		if p.stopIdentity != nil {
-			p.stopIdentity()
-		}
-		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		_ = p.Admin.Shutdown(sctx)
+		p.stopErr = p.stop.Run(ctx)
 	})
 	return p.stopErr
 }
@@ -218,20 +253,23 @@ func (p *Proxy) ListenerAddr(name string) net.Addr {
 // RunUntilSignal runs the proxy until SIGINT/SIGTERM (graceful drain) and
 // reloads on SIGHUP.
 func RunUntilSignal(opt Options) error {
+	// Before Start: /ready answers 200 before Start returns, and a SIGHUP
+	// sent by whoever saw it must be queued, not kill the process.
+	sig := make(chan os.Signal, 4)
+	signal.Notify(sig, syscall.SIGHUP, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sig)
 	p, err := Start(opt)
 	if err != nil {
 		return err
 	}
-	sig := make(chan os.Signal, 4)
-	signal.Notify(sig, syscall.SIGHUP, syscall.SIGINT, syscall.SIGTERM)
-	defer signal.Stop(sig)
 	drain := make(chan struct{}, 1)
-	p.Admin.OnDrain = func() {
+	onDrain := func() {
 		select {
 		case drain <- struct{}{}:
 		default:
 		}
 	}
+	p.onDrain.Store(&onDrain)
 	for {
 		select {
 		case s := <-sig:

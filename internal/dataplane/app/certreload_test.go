@@ -84,13 +84,10 @@ clusters:
 	}
 	waitFor := func(what string, want *x509.Certificate) {
 		t.Helper()
-		deadline := time.Now().Add(5 * time.Second)
-		for !served().Equal(want) {
-			if time.Now().After(deadline) {
-				t.Fatalf("%s: the listener still serves serial %s", what, served().SerialNumber)
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
+		testutil.Eventually(t, 5*time.Second, 20*time.Millisecond, what, func() (bool, string) {
+			got := served()
+			return got.Equal(want), "the listener still serves serial " + got.SerialNumber.String()
+		})
 	}
 
 	renewed := ca.Issue(t, testca.Leaf{DNS: []string{"shop.example.com"}})
@@ -104,13 +101,9 @@ clusters:
 	if err := os.WriteFile(certFile, certPEM, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for counterValue(t, p, "omnirelay_config_reloads_total") == rejectedBefore {
-		if time.Now().After(deadline) {
-			t.Fatal("the mismatched certificate file was never tried")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testutil.Eventually(t, 5*time.Second, 20*time.Millisecond, "the mismatched certificate file tried", func() (bool, string) {
+		return counterValue(t, p, "omnirelay_config_reloads_total") != rejectedBefore, "no reload counted"
+	})
 	if !served().Equal(renewed.Leaf) {
 		t.Fatal("a renewal with a mismatched key replaced the certificate in service")
 	}

@@ -25,43 +25,57 @@ type IdentityOptions struct {
 	NodeID      string
 }
 
-// startIdentity starts the agent, feeding store with every SVID it gets. It
-// does not wait for the first one: listeners and clusters that need it
-// refuse handshakes until it arrives (reason secret_missing). The returned
-// stop ends the agent and waits for it.
-func startIdentity(o *IdentityOptions, store *secrets.Store, log *slog.Logger) (stop func(), err error) {
-	stop, _, err = startIdentityAgent(o, store, log)
-	return stop, err
+// identityAgent is the agent and the goroutine that runs it.
+type identityAgent struct {
+	*identity.Agent
+	log         *slog.Logger
+	unsubscribe func()
+	cancel      context.CancelFunc
+	wg          sync.WaitGroup
 }
 
-// startIdentityAgent is startIdentity that also returns the agent, whose
-// current SVID the xDS client presents to MeshKit.
-func startIdentityAgent(o *IdentityOptions, store *secrets.Store, log *slog.Logger) (stop func(), agent *identity.Agent, err error) {
-	agent, err = identity.NewAgent(identity.Config{Address: o.Address, JoinToken: o.JoinToken, CAFile: o.CAFile,
+// newIdentity makes the agent, publishing into store every SVID it will get.
+// It contacts nobody before run: a proxy whose config does not apply never
+// spends its join token.
+func newIdentity(o *IdentityOptions, store *secrets.Store, log *slog.Logger) (*identityAgent, error) {
+	agent, err := identity.NewAgent(identity.Config{Address: o.Address, JoinToken: o.JoinToken, CAFile: o.CAFile,
 		TrustDomain: o.TrustDomain, NodeID: o.NodeID, Log: log})
 	if err != nil {
-		return nil, nil, err
+		return nil, fmt.Errorf("identity: %w", err)
 	}
-	unsubscribe := agent.Subscribe(func(sv *identity.SVID) {
+	a := &identityAgent{Agent: agent, log: log, cancel: func() {}}
+	a.unsubscribe = agent.Subscribe(func(sv *identity.SVID) {
 		if err := store.SetIdentity(sv.Certificate, sv.Roots, sv.ID.TrustDomain()); err != nil {
 			log.Error("identity: SVID not usable for mTLS", "spiffe_id", sv.ID.String(), "error", err)
 			return
 		}
 		log.Info("identity: SVID published for mTLS", "spiffe_id", sv.ID.String(), "not_after", sv.Certificate.Leaf.NotAfter)
 	})
+	return a, nil
+}
+
+// run starts the agent. It does not wait for the first SVID: listeners and
+// clusters that need it refuse handshakes until it arrives (reason
+// secret_missing).
+func (a *identityAgent) run() {
 	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Add(1)
+	a.cancel = cancel
+	a.wg.Add(1)
 	go func() {
-		defer wg.Done()
+		defer a.wg.Done()
 		// Run returns ctx's error on stop, or a refusal MeshKit will not
 		// change its mind about (token refused, node revoked): the proxy
 		// keeps serving with the SVID it has until it expires.
-		if err := agent.Run(ctx); err != nil && ctx.Err() == nil {
-			log.Error("identity agent stopped; mTLS keeps the current SVID until it expires", "error", err)
+		if err := a.Run(ctx); err != nil && ctx.Err() == nil {
+			a.log.Error("identity agent stopped; mTLS keeps the current SVID until it expires", "error", err)
 		}
 	}()
-	return func() { cancel(); wg.Wait(); unsubscribe() }, agent, nil
 }
 
-func identityError(err error) error { return fmt.Errorf("identity: %w", err) }
+// stop ends the agent (if it runs) and its publishing.
+func (a *identityAgent) stop(context.Context) error {
+	a.cancel()
+	a.wg.Wait()
+	a.unsubscribe()
+	return nil
+}

@@ -8,8 +8,8 @@ import (
 	"github.com/omnirelay/omnirelay/internal/dataplane/message"
 )
 
-// addHeaderRules is the benchmark rule of issue 5: add a header when a
-// condition over the request holds.
+// addHeaderRules is the add-header benchmark rule (docs/benchmarks.md):
+// add a header when a condition over the request holds.
 const addHeaderRules = `rules:
 - name: add-header
   when: request.path.startsWith("/api") && request.headers.get("x-tenant") == "acme"

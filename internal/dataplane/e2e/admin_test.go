@@ -405,7 +405,7 @@ func TestAccessLogSurvivesReloads(t *testing.T) {
 		_, dump := testutil.Get(t, c, p.AdminURL("/config_dump"))
 		t.Fatalf("last version not serving: %d %q\n%s", resp.StatusCode, body, dump)
 	}
-	testutil.Eventually(t, 2*time.Second, 10*time.Millisecond, "records of both requests", testutil.Bool(func() bool { return len(readAccessLog(t, vars["log"])) == 2 }))
+	testutil.Eventually(t, 2*time.Second, 10*time.Millisecond, "records of both requests", func() (bool, string) { got := len(readAccessLog(t, vars["log"])); return got == 2, fmt.Sprint(got) })
 	if got := openFilesNamed(t, vars["log"]); got != open {
 		t.Fatalf("access log open %d times after 5 reloads, %d before: reloads leak descriptors", got, open)
 	}

@@ -325,7 +325,7 @@ func TestBinaryLifecycle(t *testing.T) {
 		vars["target"] = "green"
 		writeConfig(t, path, reloadConfig, vars)
 		p.signal(t, syscall.SIGHUP)
-		testutil.Eventually(t, 3*time.Second, 10*time.Millisecond, "SIGHUP applies the edit", testutil.Bool(func() bool { return opsBackendOf(c, url) == "green" }))
+		testutil.Eventually(t, 3*time.Second, 10*time.Millisecond, "SIGHUP applies the edit", func() (bool, string) { got := opsBackendOf(c, url); return got == "green", fmt.Sprint(got) })
 		// The file poll may apply the edit before the SIGHUP does; count
 		// from after the SIGHUP's own apply.
 		testutil.Eventually(t, 3*time.Second, 10*time.Millisecond, "the SIGHUP's apply", testutil.Bool(p.appliedSinceSIGHUP))

@@ -205,7 +205,7 @@ func TestReloadMovesTraffic(t *testing.T) {
 	vars["target"] = "green"
 	start := time.Now()
 	writeConfig(t, p.ConfigPath, reloadConfig, vars)
-	testutil.Eventually(t, time.Second, 10*time.Millisecond, "traffic on green within 1s", testutil.Bool(func() bool { return opsBackendOf(c, url) == "green" }))
+	testutil.Eventually(t, time.Second, 10*time.Millisecond, "traffic on green within 1s", func() (bool, string) { got := opsBackendOf(c, url); return got == "green", fmt.Sprint(got) })
 	t.Logf("traffic moved %v after the rewrite", time.Since(start).Round(time.Millisecond))
 	if got := opsMetric(t, p, "omnirelay_config_reloads_total", "result", "applied"); got != applied+1 {
 		t.Fatalf("applied reloads %v, want %v", got, applied+1)
@@ -420,13 +420,19 @@ clusters:
 
 	vars["listeners"] = listener("web", web) + listener("api", api)
 	writeConfig(t, p.ConfigPath, listeners, vars)
-	testutil.Eventually(t, 2*time.Second, 10*time.Millisecond, "added listener serving", testutil.Bool(func() bool { return opsBackendOf(c, "http://"+api+"/") == "blue" }))
+	testutil.Eventually(t, 2*time.Second, 10*time.Millisecond, "added listener serving", func() (bool, string) {
+		got := opsBackendOf(c, "http://"+api+"/")
+		return got == "blue", fmt.Sprint(got)
+	})
 
 	// Same name, new address: re-bound, the old port released.
 	moved := testutil.Addr(t)
 	vars["listeners"] = listener("web", web) + listener("api", moved)
 	writeConfig(t, p.ConfigPath, listeners, vars)
-	testutil.Eventually(t, 2*time.Second, 10*time.Millisecond, "moved listener serving", testutil.Bool(func() bool { return opsBackendOf(c, "http://"+moved+"/") == "blue" }))
+	testutil.Eventually(t, 2*time.Second, 10*time.Millisecond, "moved listener serving", func() (bool, string) {
+		got := opsBackendOf(c, "http://"+moved+"/")
+		return got == "blue", fmt.Sprint(got)
+	})
 	testutil.Eventually(t, 2*time.Second, 10*time.Millisecond, "old address released", testutil.Bool(func() bool {
 		conn, err := net.DialTimeout("tcp", api, time.Second)
 		if err != nil {
@@ -509,7 +515,7 @@ clusters:`, 1)},
 	// The good file again: back in force (unchanged), and a real change applies.
 	vars["target"] = "green"
 	writeConfig(t, p.ConfigPath, reloadConfig, vars)
-	testutil.Eventually(t, 2*time.Second, 10*time.Millisecond, "good config after bad ones", testutil.Bool(func() bool { return opsBackendOf(c, url) == "green" }))
+	testutil.Eventually(t, 2*time.Second, 10*time.Millisecond, "good config after bad ones", func() (bool, string) { got := opsBackendOf(c, url); return got == "green", fmt.Sprint(got) })
 }
 
 func TestReloadSIGHUPForcesReread(t *testing.T) {
@@ -526,7 +532,7 @@ func TestReloadSIGHUPForcesReread(t *testing.T) {
 		t.Fatalf("edit applied without a reload (poll is 1h): backend %q", got)
 	}
 	p.Reload()
-	testutil.Eventually(t, 2*time.Second, 10*time.Millisecond, "Reload applies the edit", testutil.Bool(func() bool { return opsBackendOf(c, url) == "green" }))
+	testutil.Eventually(t, 2*time.Second, 10*time.Millisecond, "Reload applies the edit", func() (bool, string) { got := opsBackendOf(c, url); return got == "green", fmt.Sprint(got) })
 
 	// Unchanged content: a forced reload still re-applies (certificates on
 	// disk may have rotated), counted as applied.

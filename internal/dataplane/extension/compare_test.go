@@ -20,12 +20,12 @@ import (
 	"github.com/omnirelay/omnirelay/internal/shared/extpkg"
 )
 
-// BenchmarkAddHeader is issue 5's side-by-side overhead figure: one request
-// through the same chain and terminal with no extension, then with an
-// add-header plugin in each runtime (the DSL rule, the Proxy-Wasm example
-// plugin, the native example plugin), each behind the extension filter and
-// its watchdog, as the proxy runs them. The native case needs
-// `-tags native` (and gcc) and is skipped without.
+// BenchmarkAddHeader is the side-by-side extension overhead figure of
+// docs/benchmarks.md: one request through the same chain and terminal with
+// no extension, then with an add-header plugin in each runtime (the DSL
+// rule, the Proxy-Wasm example plugin, the native example plugin), each
+// behind the extension filter and its watchdog, as the proxy runs them. The
+// native case needs `-tags native` (and gcc) and is skipped without.
 //
 // Besides ns/op (wall clock) it reports cpu-ns/op, the process's CPU time
 // (user+system, every thread: GC and timers included) per request, which a

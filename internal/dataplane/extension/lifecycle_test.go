@@ -16,24 +16,19 @@ import (
 	"github.com/omnirelay/omnirelay/internal/dataplane/wasm"
 	extv1 "github.com/omnirelay/omnirelay/internal/shared/api/extensions/v1"
 	"github.com/omnirelay/omnirelay/internal/shared/extpkg"
+	"github.com/omnirelay/omnirelay/internal/testutil"
 )
 
 // collected runs the garbage collector until cond holds: a filter gives its
 // references back once it is unreachable, which only a collection sees.
 func collected(t *testing.T, what string, cond func() (bool, string)) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	// The 5 ms poll lets cleanups, which run on their own goroutine, finish.
+	testutil.Eventually(t, 10*time.Second, 5*time.Millisecond, what, func() (bool, string) {
 		runtime.GC()
 		ok, got := cond()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: still %s after 10s", what, got)
-		}
-		time.Sleep(5 * time.Millisecond) // cleanups run on their own goroutine
-	}
+		return ok, "still " + got
+	})
 }
 
 // TestVersionsReleased: many config versions come and go; the plugins only

@@ -174,13 +174,10 @@ func TestCanaryPromoteRollbackThroughProxy(t *testing.T) {
 		{"untrusted.orx", "untrusted key"},
 	} {
 		write(bad.file, "")
-		deadline := time.Now().Add(10 * time.Second)
-		for !strings.Contains(logs.String(), bad.reason) {
-			if time.Now().After(deadline) {
-				t.Fatalf("%s: no refusal naming %q in the log:\n%s", bad.file, bad.reason, logs.String())
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
+		testutil.Eventually(t, 10*time.Second, 10*time.Millisecond, bad.file+": a refusal naming "+bad.reason+" in the log", func() (bool, string) {
+			l := logs.String()
+			return strings.Contains(l, bad.reason), "log:\n" + l
+		})
 		await(bad.file+" refused", func(w map[string]int) bool { return w["2"] == 0 && w["X"] == 0 && w[""] == 0 })
 	}
 	stop.Store(true)

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/omnirelay/omnirelay/internal/dataplane/endpoint"
+	"github.com/omnirelay/omnirelay/internal/testutil"
 )
 
 var allPolicies = []Policy{RoundRobin, LeastRequest, Random, RingHash, Maglev}
@@ -375,13 +376,9 @@ func TestHostRecovers(t *testing.T) {
 					}
 				}
 				tt.recover(eps[0])
-				deadline := time.Now().Add(2 * time.Second)
-				for b.Pick(nil) != eps[0] {
-					if time.Now().After(deadline) {
-						t.Fatal("recovered host not picked within 2s")
-					}
-					time.Sleep(time.Millisecond) // pacing a poll, not an assertion
-				}
+				testutil.Eventually(t, 2*time.Second, time.Millisecond, "recovered host picked", func() (bool, string) {
+					return b.Pick(nil) == eps[0], "another host picked"
+				})
 			})
 		}
 	}

@@ -17,7 +17,6 @@ import (
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/omnirelay/omnirelay/internal/dataplane/cluster"
 	"github.com/omnirelay/omnirelay/internal/dataplane/filter"
@@ -27,7 +26,8 @@ import (
 	"github.com/omnirelay/omnirelay/internal/shared/resources"
 )
 
-// Version is one applied configuration.
+// Version is one compiled configuration (see compile); once published it is
+// never modified: the request path reads it without locks.
 type Version struct {
 	ID        string
 	Source    string
@@ -38,6 +38,10 @@ type Version struct {
 
 	clusterProtos map[string]*clusterv3.Cluster
 	claProtos     map[string]*endpointv3.ClusterLoadAssignment
+	secrets       map[string]*secrets.Secret
+	// built are the clusters compile built for this version (the others
+	// were carried over), until it is published or discarded.
+	built []*cluster.Cluster
 }
 
 // Options configures a Runtime.
@@ -105,7 +109,8 @@ func (rt *Runtime) Stats() *stats.Stats { return rt.opt.Stats }
 // ErrUnchanged is returned by Apply when the snapshot equals the running one.
 var ErrUnchanged = errors.New("config unchanged")
 
-// Apply validates, compiles and publishes snap. On error nothing changes.
+// Apply validates, compiles, binds and publishes snap (see apply). On error
+// nothing changes and the error names the resource.
 // A snapshot equal to the running one returns ErrUnchanged.
 func (rt *Runtime) Apply(snap *resources.Snapshot, source string) error {
 	return rt.apply(snap, source, false)
@@ -117,6 +122,12 @@ func (rt *Runtime) Reapply(snap *resources.Snapshot, source string) error {
 	return rt.apply(snap, source, true)
 }
 
+// apply is the life of one config version: compile it (nothing running is
+// touched), bind the sockets of its new listeners (a port in use rejects the
+// version as a whole), swap it in (secrets, the version, listener configs;
+// in-flight requests finish on the version they started with), then drain
+// the listeners and close the clusters it no longer has. Applies are
+// serialised by rt.mu.
 func (rt *Runtime) apply(snap *resources.Snapshot, source string, force bool) (err error) {
 	rt.mu.Lock()
 	defer rt.mu.Unlock()
@@ -133,37 +144,33 @@ func (rt *Runtime) apply(snap *resources.Snapshot, source string, force bool) (e
 	if rt.closed {
 		return errors.New("runtime is shut down")
 	}
-	if err := snap.Validate(); err != nil {
-		return err
-	}
 	id := snap.Hash()
 	prev := rt.cur.Load()
 	if prev != nil && prev.ID == id && !force {
 		return ErrUnchanged
 	}
-	v := &Version{ID: id, Source: source, AppliedAt: time.Now(), Resources: snap,
-		clusterProtos: map[string]*clusterv3.Cluster{}, claProtos: map[string]*endpointv3.ClusterLoadAssignment{}}
+	v, err := rt.compile(snap, id, source, prev)
+	if err != nil {
+		return err
+	}
+	fresh, err := rt.bind(v)
+	if err != nil {
+		v.discard()
+		return err
+	}
+	rebuilt := len(v.built)
+	removed := rt.swap(v, fresh)
+	rt.retire(prev, v, removed)
+	rt.opt.Stats.SetConfig(id, source)
+	rt.opt.Log.Info("config applied", "version", id, "source", source,
+		"listeners", len(v.Listeners), "clusters", len(snap.Clusters), "clusters_rebuilt", rebuilt)
+	return nil
+}
 
-	secs, err := secrets.ParseSnapshot(snap.Secrets)
-	if err != nil {
-		return err
-	}
-	built, reused, err := rt.buildClusters(snap, prev, v)
-	if err != nil {
-		return err
-	}
-	abort := func() {
-		for _, c := range built {
-			c.Close()
-		}
-	}
-	v.Clusters = cluster.NewSet(append(built, reused...))
-	if v.Listeners, err = rt.compileListeners(snap, v); err != nil {
-		abort()
-		return err
-	}
-	// Bind new sockets before publishing anything, so a port in use rejects
-	// the version instead of half-applying it.
+// bind opens the sockets of v's listeners that are new or moved, before
+// anything is published, so that a port in use rejects the version instead
+// of half-applying it. A listener that keeps its address keeps its socket.
+func (rt *Runtime) bind(v *Version) (map[string]*listener.Listener, error) {
 	fresh := map[string]*listener.Listener{}
 	for name, lc := range v.Listeners {
 		if old := rt.listeners[name]; old != nil && sameAddr(old, lc.Address) {
@@ -174,16 +181,21 @@ func (rt *Runtime) apply(snap *resources.Snapshot, source string, force bool) (e
 			for _, f := range fresh {
 				f.Close()
 			}
-			abort()
-			return err
+			return nil, err
 		}
 		fresh[name] = l
 	}
+	return fresh, nil
+}
 
-	// Publish. Secrets first: the new chains and clusters may name them.
-	rt.opt.Secrets.SetSnapshot(secs)
+// swap publishes v: its secrets first (the new chains and clusters may name
+// them), then the version, then each kept listener's new config; fresh
+// listeners start serving. It returns the listeners v no longer has (or
+// that moved to a fresh socket), still open, for retire to drain.
+func (rt *Runtime) swap(v *Version, fresh map[string]*listener.Listener) (removed []*listener.Listener) {
+	rt.opt.Secrets.SetSnapshot(v.secrets)
+	v.published(time.Now())
 	rt.cur.Store(v)
-	var removed []*listener.Listener
 	for name, l := range rt.listeners {
 		lc, keep := v.Listeners[name]
 		if keep && fresh[name] == nil {
@@ -198,6 +210,13 @@ func (rt *Runtime) apply(snap *resources.Snapshot, source string, force bool) (e
 		rt.wg.Add(1)
 		go func() { defer rt.wg.Done(); l.Serve() }()
 	}
+	return removed
+}
+
+// retire drains the removed listeners (each within DrainTimeout, in the
+// background: their in-flight requests finish on prev) and closes the
+// clusters of prev that v did not carry over.
+func (rt *Runtime) retire(prev, v *Version, removed []*listener.Listener) {
 	for _, l := range removed {
 		rt.wg.Add(1)
 		go func() {
@@ -207,58 +226,18 @@ func (rt *Runtime) apply(snap *resources.Snapshot, source string, force bool) (e
 			_ = l.Drain(ctx)
 		}()
 	}
-	if prev != nil {
-		for _, c := range prev.Clusters.All() {
-			if v.Clusters.Get(c.Name) != c {
-				c.Close()
-			}
+	if prev == nil {
+		return
+	}
+	for _, c := range prev.Clusters.All() {
+		if v.Clusters.Get(c.Name) != c {
+			c.Close()
 		}
 	}
-	rt.opt.Stats.SetConfig(id, source)
-	rt.opt.Log.Info("config applied", "version", id, "source", source,
-		"listeners", len(v.Listeners), "clusters", len(built)+len(reused), "clusters_rebuilt", len(built))
-	return nil
 }
 
 func sameAddr(l *listener.Listener, addr string) bool {
 	return l.Config().Address == addr || l.Addr().String() == addr
-}
-
-func (rt *Runtime) buildClusters(snap *resources.Snapshot, prev *Version, v *Version) (built, reused []*cluster.Cluster, err error) {
-	clas := map[string]*endpointv3.ClusterLoadAssignment{}
-	for _, e := range snap.Endpoints {
-		clas[e.GetClusterName()] = e
-	}
-	for _, c := range snap.Clusters {
-		name := c.GetName()
-		// An EDS cluster's assignment is named by its service_name when it
-		// has one (several clusters may share an assignment), else by the
-		// cluster's name, as Envoy and resources.Validate resolve it.
-		claName := name
-		if sn := c.GetEdsClusterConfig().GetServiceName(); sn != "" {
-			claName = sn
-		}
-		cla := clas[claName]
-		v.clusterProtos[name] = c
-		v.claProtos[name] = cla
-		var old *cluster.Cluster
-		if prev != nil {
-			old = prev.Clusters.Get(name)
-			if old != nil && proto.Equal(prev.clusterProtos[name], c) && proto.Equal(prev.claProtos[name], cla) {
-				reused = append(reused, old)
-				continue
-			}
-		}
-		nc, err := cluster.Build(c, cla, old, rt.opt.Cluster)
-		if err != nil {
-			for _, b := range built {
-				b.Close()
-			}
-			return nil, nil, err
-		}
-		built = append(built, nc)
-	}
-	return built, reused, nil
 }
 
 // Listener returns the running listener of that name (tests use its Addr).

@@ -18,7 +18,7 @@ import (
 	"github.com/omnirelay/omnirelay/internal/testutil"
 )
 
-func snapshot(t *testing.T, yaml string) *resources.Snapshot {
+func snapshot(t testing.TB, yaml string) *resources.Snapshot {
 	t.Helper()
 	c, err := config.Parse("test.yaml", []byte(yaml))
 	if err != nil {
@@ -31,7 +31,7 @@ func snapshot(t *testing.T, yaml string) *resources.Snapshot {
 	return s
 }
 
-func newRuntime(t *testing.T) *Runtime {
+func newRuntime(t testing.TB) *Runtime {
 	reg, err := filter.NewRegistry(filters.Builtins()...)
 	if err != nil {
 		t.Fatal(err)

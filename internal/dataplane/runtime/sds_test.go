@@ -104,13 +104,10 @@ func TestSDSStaticSecretsPerSNIRotate(t *testing.T) {
 	if rt.Listener("edge") != ln {
 		t.Fatal("the listener was rebound for a secret change")
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for served("a.example") != sa2 {
-		if time.Now().After(deadline) {
-			t.Fatal("rotated secret never served")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testutil.Eventually(t, 5*time.Second, 5*time.Millisecond, "rotated secret served", func() (bool, string) {
+		got := served("a.example")
+		return got == sa2, "serving " + got
+	})
 	if served("other.example") != sd1 {
 		t.Fatal("the default certificate changed")
 	}

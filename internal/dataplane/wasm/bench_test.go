@@ -69,7 +69,7 @@ func extensionFilter(b *testing.B, pkg, config string) filter.Filter {
 	return flt
 }
 
-// BenchmarkChain is issue 5's overhead figure: a request through a chain
+// BenchmarkChain is the Wasm overhead figure: a request through a chain
 // with no extension, then with the add-header Wasm plugin (request and
 // response phase, watchdog included). The difference is the plugin's cost.
 // wasm-noop runs a plugin whose stream context does nothing: what the host,

@@ -3,6 +3,7 @@ package wasm
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -19,6 +20,7 @@ import (
 	"github.com/omnirelay/omnirelay/internal/dataplane/filter"
 	"github.com/omnirelay/omnirelay/internal/dataplane/message"
 	"github.com/omnirelay/omnirelay/internal/shared/extpkg"
+	"github.com/omnirelay/omnirelay/internal/testutil"
 )
 
 func newStream(path string, headers ...string) *filter.Stream {
@@ -257,19 +259,12 @@ func metricValue(t *testing.T, r *Runtime, family, plugin, name string) float64 
 // waitShared polls the plugin's shared data until ok(value of key).
 func waitShared(t *testing.T, p *Plugin, key, want string, ok func(v string) bool) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
+	testutil.Eventually(t, 5*time.Second, 5*time.Millisecond, fmt.Sprintf("shared %q = %q", key, want), func() (bool, string) {
 		p.shared.mu.Lock()
 		v := string(p.shared.data[key].value)
 		p.shared.mu.Unlock()
-		if ok(v) {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("shared %q = %q, want %q", key, v, want)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return ok(v), fmt.Sprintf("shared %q = %q", key, v)
+	})
 }
 
 func TestTick(t *testing.T) {

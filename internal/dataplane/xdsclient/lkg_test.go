@@ -1,6 +1,7 @@
 package xdsclient
 
 import (
+	"fmt"
 	"net"
 	"strings"
 	"testing"
@@ -12,6 +13,7 @@ import (
 	"github.com/omnirelay/omnirelay/internal/dataplane/lkg"
 	"github.com/omnirelay/omnirelay/internal/shared/resources"
 	"github.com/omnirelay/omnirelay/internal/shared/signing"
+	"github.com/omnirelay/omnirelay/internal/testutil"
 )
 
 func closedAddr(t *testing.T) string {
@@ -102,13 +104,10 @@ func TestLastKnownGood(t *testing.T) {
 				}
 				return
 			}
-			deadline := time.Now().Add(10 * time.Second)
-			for !strings.Contains(c.Status().LKGError, tc.wantErr) {
-				if time.Now().After(deadline) {
-					t.Fatalf("last error %q, want %q", c.Status().LKGError, tc.wantErr)
-				}
-				time.Sleep(5 * time.Millisecond)
-			}
+			testutil.Eventually(t, 10*time.Second, 5*time.Millisecond, "LKG error naming "+tc.wantErr, func() (bool, string) {
+				got := c.Status().LKGError
+				return strings.Contains(got, tc.wantErr), fmt.Sprintf("last error %q", got)
+			})
 			t.Logf("rejected: %s", c.Status().LKGError)
 			select {
 			case <-lkgApplied:

@@ -20,16 +20,17 @@ import (
 )
 
 // ForGRPC validates c and returns the resources a gRPC proxyless client
-// needs (issue 3 §2). A client dialing "xds:///D" asks for the Listener
-// named D, so for every non-wildcard domain D of an HTTP listener's virtual
-// hosts there is a Listener named exactly D (port included, if the domain
-// has one) whose api_listener is an HttpConnectionManager fetching the
-// listener's RouteConfiguration over RDS (config_source ads), with its
-// HTTP filters, the router last. Every cluster the routes use is EDS (ads);
-// lb_policy is ROUND_ROBIN, or RING_HASH/LEAST_REQUEST where configured
-// (gRPC has no random or maglev). Load assignments give every locality an
-// ID and a non-zero load_balancing_weight, and number priorities from 0
-// without gaps, which gRPC requires.
+// needs (the shapes gRPC's xDS resolver accepts, docs/xds-shapes.md). A
+// client dialing "xds:///D" asks for the Listener named D, so for every
+// non-wildcard domain D of an HTTP listener's virtual hosts there is a
+// Listener named exactly D (port included, if the domain has one) whose
+// api_listener is an HttpConnectionManager fetching the listener's
+// RouteConfiguration over RDS (config_source ads), with its HTTP filters,
+// the router last. Every cluster the routes use is EDS (ads); lb_policy is
+// ROUND_ROBIN, or RING_HASH/LEAST_REQUEST where configured (gRPC has no
+// random or maglev). Load assignments give every locality an ID and a
+// non-zero load_balancing_weight, and number priorities from 0 without gaps,
+// which gRPC requires.
 //
 // gRPC runs few HTTP filters (capability.Default(capability.KindGRPC)). An
 // optional filter it lacks is dropped with its per-route configs; a

@@ -91,3 +91,21 @@ func WaitReady(t testing.TB, p *app.Proxy) {
 		return code == 200, fmt.Sprintf("/ready: %d %s", code, body)
 	})
 }
+
+// Counter sums the samples of the counter metric name in p's registry.
+func Counter(t testing.TB, p *app.Proxy, name string) float64 {
+	t.Helper()
+	mfs, err := p.Runtime.Stats().Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sum float64
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			for _, m := range mf.GetMetric() {
+				sum += m.GetCounter().GetValue()
+			}
+		}
+	}
+	return sum
+}

@@ -3,6 +3,7 @@ package fault
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"strconv"
 	"strings"
@@ -23,6 +24,7 @@ import (
 
 	"github.com/omnirelay/omnirelay/internal/dataplane/filter"
 	"github.com/omnirelay/omnirelay/internal/dataplane/filters/internal/filtertest"
+	"github.com/omnirelay/omnirelay/internal/testutil"
 )
 
 func pct(n uint32) *typev3.FractionalPercent { return &typev3.FractionalPercent{Numerator: n} }
@@ -199,13 +201,10 @@ func TestDelay(t *testing.T) {
 // waitActive polls until f has n active faults or fails after a deadline.
 func waitActive(t *testing.T, f *injector, n int64) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for f.active.Load() != n {
-		if time.Now().After(deadline) {
-			t.Fatalf("active faults = %d, want %d", f.active.Load(), n)
-		}
-		time.Sleep(time.Millisecond) // poll interval, not a synchronisation guess
-	}
+	testutil.Eventually(t, 5*time.Second, time.Millisecond, fmt.Sprintf("%d active faults", n), func() (bool, string) {
+		got := f.active.Load()
+		return got == n, fmt.Sprintf("active faults = %d", got)
+	})
 }
 
 func TestDelayHonoursContext(t *testing.T) {

@@ -1,4 +1,4 @@
-package identity_test
+package e2e
 
 import (
 	"context"
@@ -23,18 +23,27 @@ import (
 	"google.golang.org/grpc/status"
 
 	cpidentity "github.com/omnirelay/omnirelay/internal/controlplane/identity"
+	"github.com/omnirelay/omnirelay/internal/controlplane/serve"
 	"github.com/omnirelay/omnirelay/internal/controlplane/store"
 	"github.com/omnirelay/omnirelay/internal/dataplane/identity"
+	meshkitv1 "github.com/omnirelay/omnirelay/internal/shared/api/meshkit/v1"
+	"github.com/omnirelay/omnirelay/internal/testutil/meshtest"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+// noAgentLeaks fails the test if goroutines started during it (the
+// agents, the identity servers) outlive it. It must be called first, so
+// that its check runs after every other cleanup.
+func noAgentLeaks(t *testing.T) {
+	ignore := goleak.IgnoreCurrent()
+	t.Cleanup(func() { goleak.VerifyNone(t, ignore) })
+}
 
 const webID = "spiffe://omnirelay.test/ns/shop/sa/web"
 
 var testTD = spiffeid.RequireTrustDomainFromString("omnirelay.test")
 
-// meshkit is a real identity service on 127.0.0.1 over a bbolt store.
-type meshkit struct {
+// identityCA is MeshKit's real identity service on 127.0.0.1 over a bbolt store.
+type identityCA struct {
 	svc  *cpidentity.Service
 	ca   *cpidentity.CA
 	addr string
@@ -42,7 +51,7 @@ type meshkit struct {
 	done chan struct{}
 }
 
-func startMeshKit(t *testing.T, ttl time.Duration) *meshkit {
+func startIdentityCA(t *testing.T, ttl time.Duration) *identityCA {
 	t.Helper()
 	st, err := store.OpenBolt(filepath.Join(t.TempDir(), "meshkit.db"))
 	if err != nil {
@@ -57,13 +66,13 @@ func startMeshKit(t *testing.T, ttl time.Duration) *meshkit {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := &meshkit{svc: svc, ca: ca}
+	m := &identityCA{svc: svc, ca: ca}
 	m.serve(t, "127.0.0.1:0")
 	t.Cleanup(m.stop)
 	return m
 }
 
-func (m *meshkit) serve(t *testing.T, addr string) {
+func (m *identityCA) serve(t *testing.T, addr string) {
 	t.Helper()
 	l, err := net.Listen("tcp", addr)
 	if err != nil {
@@ -76,12 +85,12 @@ func (m *meshkit) serve(t *testing.T, addr string) {
 	go func(srv *grpc.Server, done chan struct{}) { defer close(done); _ = srv.Serve(l) }(m.srv, m.done)
 }
 
-func (m *meshkit) stop() {
+func (m *identityCA) stop() {
 	m.srv.Stop()
 	<-m.done
 }
 
-func (m *meshkit) token(t *testing.T, node string) string {
+func (m *identityCA) token(t *testing.T, node string) string {
 	t.Helper()
 	tok, _, err := m.svc.CreateJoinToken(context.Background(), node, webID, 0)
 	if err != nil {
@@ -90,7 +99,7 @@ func (m *meshkit) token(t *testing.T, node string) string {
 	return tok
 }
 
-func (m *meshkit) agent(t *testing.T, cfg identity.Config) *identity.Agent {
+func (m *identityCA) agent(t *testing.T, cfg identity.Config) *identity.Agent {
 	t.Helper()
 	cfg.Address = m.addr
 	if cfg.CAFile == "" {
@@ -107,9 +116,9 @@ func (m *meshkit) agent(t *testing.T, cfg identity.Config) *identity.Agent {
 	return a
 }
 
-// run starts a.Run and returns its result channel; the agent stops when
+// runAgent starts a.Run and returns its result channel; the agent stops when
 // the test ends.
-func run(t *testing.T, a *identity.Agent) <-chan error {
+func runAgent(t *testing.T, a *identity.Agent) <-chan error {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 1)
@@ -122,7 +131,7 @@ func run(t *testing.T, a *identity.Agent) <-chan error {
 	return errc
 }
 
-func waitReady(t *testing.T, a *identity.Agent, errc <-chan error) {
+func waitAgentReady(t *testing.T, a *identity.Agent, errc <-chan error) {
 	t.Helper()
 	select {
 	case <-a.Ready():
@@ -136,13 +145,14 @@ func waitReady(t *testing.T, a *identity.Agent, errc <-chan error) {
 // A TLS server serving the agent's certificate through GetCertificate
 // keeps accepting handshakes while 2-second SVIDs rotate under it.
 func TestAgentRotatesUnderLiveTLS(t *testing.T) {
-	m := startMeshKit(t, 2*time.Second)
+	noAgentLeaks(t)
+	m := startIdentityCA(t, 2*time.Second)
 	a := m.agent(t, identity.Config{NodeID: "web-1", JoinToken: m.token(t, "web-1")})
 	rotations := make(chan *identity.SVID, 64)
 	unsubscribe := a.Subscribe(func(s *identity.SVID) { rotations <- s })
 	defer unsubscribe()
-	errc := run(t, a)
-	waitReady(t, a, errc)
+	errc := runAgent(t, a)
+	waitAgentReady(t, a, errc)
 	last := <-rotations
 
 	l, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{GetCertificate: a.GetCertificate, MinVersion: tls.VersionTLS12})
@@ -212,11 +222,12 @@ func TestAgentRotatesUnderLiveTLS(t *testing.T) {
 // When MeshKit is away, the agent keeps its SVID and retries; it renews
 // once MeshKit is back on the same address.
 func TestAgentKeepsCertificateWhileMeshKitIsAway(t *testing.T) {
-	m := startMeshKit(t, 3*time.Second)
+	noAgentLeaks(t)
+	m := startIdentityCA(t, 3*time.Second)
 	a := m.agent(t, identity.Config{JoinToken: m.token(t, "web-1")})
 	renewed := make(chan *identity.SVID, 64)
-	errc := run(t, a)
-	waitReady(t, a, errc)
+	errc := runAgent(t, a)
+	waitAgentReady(t, a, errc)
 	held, _, _, err := a.Current()
 	if err != nil {
 		t.Fatal(err)
@@ -246,7 +257,8 @@ func TestAgentKeepsCertificateWhileMeshKitIsAway(t *testing.T) {
 // With several replicas, a request that fails at one goes to the next:
 // here the first address has nothing listening.
 func TestAgentMovesToTheNextReplica(t *testing.T) {
-	m := startMeshKit(t, time.Hour)
+	noAgentLeaks(t)
+	m := startIdentityCA(t, time.Hour)
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -258,14 +270,15 @@ func TestAgentMovesToTheNextReplica(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitReady(t, a, run(t, a))
+	waitAgentReady(t, a, runAgent(t, a))
 }
 
 func TestAgentRefusals(t *testing.T) {
-	m := startMeshKit(t, 2*time.Second)
+	noAgentLeaks(t)
+	m := startIdentityCA(t, 2*time.Second)
 	t.Run("bad token", func(t *testing.T) {
 		a := m.agent(t, identity.Config{JoinToken: "nope"})
-		err := <-run(t, a)
+		err := <-runAgent(t, a)
 		if status.Code(err) != codes.Unauthenticated {
 			t.Fatalf("Run: %v, want Unauthenticated", err)
 		}
@@ -275,8 +288,8 @@ func TestAgentRefusals(t *testing.T) {
 	})
 	t.Run("revoked node stops renewing", func(t *testing.T) {
 		a := m.agent(t, identity.Config{JoinToken: m.token(t, "web-2")})
-		errc := run(t, a)
-		waitReady(t, a, errc)
+		errc := runAgent(t, a)
+		waitAgentReady(t, a, errc)
 		if _, err := m.svc.RevokeNode(context.Background(), "web-2"); err != nil {
 			t.Fatal(err)
 		}
@@ -295,11 +308,12 @@ func TestAgentRefusals(t *testing.T) {
 }
 
 func TestAgentKeyTypes(t *testing.T) {
-	m := startMeshKit(t, time.Hour)
+	noAgentLeaks(t)
+	m := startIdentityCA(t, time.Hour)
 	for _, kt := range []identity.KeyType{identity.KeyECDSAP256, identity.KeyECDSAP384, identity.KeyEd25519, identity.KeyRSA2048} {
 		t.Run(string(kt), func(t *testing.T) {
 			a := m.agent(t, identity.Config{JoinToken: m.token(t, "n-"+string(kt)), KeyType: kt})
-			waitReady(t, a, run(t, a))
+			waitAgentReady(t, a, runAgent(t, a))
 			svid, err := a.GetX509SVID()
 			if err != nil || svid.ID.String() != webID {
 				t.Fatalf("GetX509SVID: %v %v", svid, err)
@@ -309,7 +323,8 @@ func TestAgentKeyTypes(t *testing.T) {
 }
 
 func TestNewAgentConfig(t *testing.T) {
-	m := startMeshKit(t, time.Hour)
+	noAgentLeaks(t)
+	m := startIdentityCA(t, time.Hour)
 	dir := t.TempDir()
 	caFile := filepath.Join(dir, "ca.pem")
 	if err := os.WriteFile(caFile, m.ca.RootsPEM(), 0o600); err != nil {
@@ -342,10 +357,36 @@ func TestNewAgentConfig(t *testing.T) {
 	}
 	// The token and --identity-ca alone are enough: a real first SVID.
 	a := m.agent(t, identity.Config{CAFile: caFile, JoinToken: m.token(t, "file-node")})
-	waitReady(t, a, run(t, a))
+	waitAgentReady(t, a, runAgent(t, a))
 	var n atomic.Int32
 	a.Subscribe(func(*identity.SVID) { n.Add(1) })()
 	if n.Load() != 1 {
 		t.Errorf("Subscribe after the first SVID called %d times, want once at once", n.Load())
+	}
+}
+
+// The proxy's agent, given only what `omnictl token create --ca-out`
+// hands out (a token and the bundle file), gets its SVID from a MeshKit
+// started the way cmd/meshkit starts it.
+func TestAgentAgainstMeshKit(t *testing.T) {
+	noAgentLeaks(t)
+	p := meshtest.Start(t, serve.Options{IdentityAddress: "127.0.0.1:0", TrustDomain: "shop.example"})
+	const id = "spiffe://shop.example/ns/shop/sa/cart"
+	admin := meshkitv1.NewIdentityAdminClient(apiConn(t, p.APIAddr().String()))
+	tok, err := admin.CreateJoinToken(context.Background(), &meshkitv1.CreateJoinTokenRequest{NodeId: "cart-1", SpiffeId: id})
+	if err != nil {
+		t.Fatal(err)
+	}
+	caFile := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(caFile, tok.GetTrustBundlePem(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	a, err := identity.NewAgent(identity.Config{Address: p.IdentityAddr().String(), NodeID: "cart-1", JoinToken: tok.GetToken(), CAFile: caFile})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitAgentReady(t, a, runAgent(t, a))
+	if _, _, got, err := a.Current(); err != nil || got.String() != id {
+		t.Fatalf("agent holds %v (%v), want %s", got, err, id)
 	}
 }
