@@ -152,7 +152,11 @@ type Stream struct {
 	Resp *message.Response
 
 	Downstream Downstream
-	Start      time.Time
+	// Client is the trusted client address: the connection's peer, or the
+	// x-forwarded-for entry the listener's trusted hops point at. RBAC's
+	// remote_ip and access logs use it; direct_remote_ip is the peer.
+	Client netip.Addr
+	Start  time.Time
 
 	// Route is the route matched for Req; nil when none matched. Filters that
 	// change what routing looks at call ClearRoute: the chain matches again
@@ -181,6 +185,7 @@ type Stream struct {
 	state    [maxStateful]any
 	ownResp  message.Response
 	localMsg []byte
+	pathBuf  []byte // a normalized path, kept across Reset
 	localRd  byteReader
 }
 
@@ -188,11 +193,21 @@ type Stream struct {
 // NewChain rejects longer chains rather than dropping state silently.
 const maxStateful = 32
 
+// PathBuf returns the stream's path buffer, emptied, for the connection
+// manager to normalize the request path into.
+func (s *Stream) PathBuf() []byte { return s.pathBuf[:0] }
+
+// SetPathBuf keeps b (grown from PathBuf) as the buffer and returns it.
+func (s *Stream) SetPathBuf(b []byte) []byte {
+	s.pathBuf = b
+	return b
+}
+
 // Reset prepares the stream for reuse.
 func (s *Stream) Reset() {
 	claims := s.Attrs.Claims
 	clear(claims) // drop the payloads, keep the capacity
-	*s = Stream{ownResp: s.ownResp, localMsg: s.localMsg[:0], Attrs: Attributes{Claims: claims[:0]}}
+	*s = Stream{ownResp: s.ownResp, localMsg: s.localMsg[:0], pathBuf: s.pathBuf[:0], Attrs: Attributes{Claims: claims[:0]}}
 	s.ownResp.Reset()
 }
 

@@ -11,6 +11,7 @@
 package httpconn
 
 import (
+	"bytes"
 	"context"
 	"log/slog"
 	"net"
@@ -19,8 +20,10 @@ import (
 	"time"
 
 	"github.com/omnirelay/omnirelay/internal/dataplane/filter"
+	"github.com/omnirelay/omnirelay/internal/dataplane/forwarded"
 	"github.com/omnirelay/omnirelay/internal/dataplane/http1"
 	"github.com/omnirelay/omnirelay/internal/dataplane/message"
+	"github.com/omnirelay/omnirelay/internal/dataplane/pathnorm"
 	"github.com/omnirelay/omnirelay/internal/dataplane/telemetry"
 )
 
@@ -43,6 +46,13 @@ type Config struct {
 	ServerName string
 	// Tracer, when set, starts a span per request (telemetry package).
 	Tracer *telemetry.Tracer
+	// Paths normalizes request paths before routing (normalize_path,
+	// merge_slashes, path_with_escaped_slashes_action).
+	Paths pathnorm.Options
+	// Forwarded applies x-forwarded-for, x-forwarded-proto,
+	// x-envoy-external-address and x-request-id (use_remote_address,
+	// xff_num_trusted_hops, ...).
+	Forwarded forwarded.Options
 }
 
 // Init finishes a Config after its fields are set; call it before use.
@@ -149,11 +159,42 @@ func putServerConn(sc *serverConn) {
 
 func (s *Server) isDraining() bool { return s.draining.Load() }
 
-// prepare fills the stream fields common to both protocols; the chain
-// matches the route.
-func prepare(st *filter.Stream, req *message.Request, ctx context.Context, d *filter.Downstream) {
+// prepare fills the stream fields common to both protocols, applies the
+// listener's forwarding-header rules and normalizes the path; the chain then
+// matches the route. It returns false, with st.Resp set, for a request that
+// is answered here: a path refused (400) or to be redirected with its
+// escaped slashes decoded (307).
+func prepare(st *filter.Stream, req *message.Request, ctx context.Context, d *filter.Downstream, cfg *Config) bool {
 	st.Ctx = ctx
 	st.Req = req
 	st.Start = time.Now()
 	st.Downstream = *d
+	st.Client = forwarded.Apply(req, d.RemoteAddr.Addr(), d.TLS != nil, &cfg.Forwarded).Addr
+	if len(req.Path) == 0 || req.Path[0] != '/' {
+		return true // CONNECT authority or OPTIONS *
+	}
+	path, query := req.Path, []byte(nil)
+	if i := bytes.IndexByte(path, '?'); i >= 0 {
+		path, query = path[:i], path[i:]
+	}
+	out, res := pathnorm.Path(st.PathBuf(), path, cfg.Paths)
+	switch res {
+	case pathnorm.Reject:
+		st.Reply(400, "invalid request path\n")
+		st.ResponseFlags = "DPE" // Envoy's downstream protocol error
+		return false
+	case pathnorm.Redirect:
+		r := st.LocalResponse()
+		r.Status = 307
+		loc := append(append(st.PathBuf()[:0:0], out...), query...)
+		r.Header.AddBytes([]byte("location"), loc)
+		st.Resp = r
+		return false
+	}
+	if len(out) != len(path) || (len(out) > 0 && &out[0] != &path[0]) {
+		// Normalized into the stream's buffer: the request's path is now
+		// the buffer, with the query put back.
+		req.Path = st.SetPathBuf(append(out, query...))
+	}
+	return true
 }

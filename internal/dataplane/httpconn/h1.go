@@ -150,8 +150,9 @@ func (sc *serverConn) handle(ctx context.Context, srv *Server, cfg *Config, f ht
 	if f.Chunked {
 		req.ContentLength = -1
 	}
-	prepare(st, req, ctx, d)
-	cfg.Chain.Run(st)
+	if prepare(st, req, ctx, d, cfg) {
+		cfg.Chain.Run(st)
+	}
 	resp := st.Resp
 	keepAlive := !f.Close && !srv.isDraining()
 	var status int

@@ -55,8 +55,9 @@ func (h *h2Handler) handle(hs *h2.Stream, d *filter.Downstream, scheme string) {
 	req.SetScheme(scheme)
 	st := h.pool.Get().(*filter.Stream)
 	st.Reset()
-	prepare(st, req, hs.Context(), d)
-	cfg.Chain.Run(st)
+	if prepare(st, req, hs.Context(), d, cfg) {
+		cfg.Chain.Run(st)
+	}
 	resp := st.Resp
 	writeH2Stream(hs, st, resp, string(req.Method) == "HEAD")
 	if resp.Close != nil {

@@ -86,9 +86,8 @@ func (rt *Router) Serve(s *filter.Stream) error {
 		ops = &wc.ops
 	}
 	ops.applyRequest(s)
-	if len(req.Scheme) > 0 {
-		req.Header.SetBytes("x-forwarded-proto", req.Scheme)
-	}
+	// x-forwarded-proto was set by the connection manager (package
+	// forwarded): overwritten unless a trusted hop set it.
 	rt.forward(s, r, cl)
 	if s.Resp != nil {
 		ops.applyResponse(s, s.Resp)

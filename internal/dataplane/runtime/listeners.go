@@ -23,10 +23,12 @@ import (
 
 	"github.com/omnirelay/omnirelay/internal/dataplane/extension"
 	"github.com/omnirelay/omnirelay/internal/dataplane/filter"
+	"github.com/omnirelay/omnirelay/internal/dataplane/forwarded"
 	"github.com/omnirelay/omnirelay/internal/dataplane/http1"
 	"github.com/omnirelay/omnirelay/internal/dataplane/httpconn"
 	"github.com/omnirelay/omnirelay/internal/dataplane/listener"
 	"github.com/omnirelay/omnirelay/internal/dataplane/netrbac"
+	"github.com/omnirelay/omnirelay/internal/dataplane/pathnorm"
 	"github.com/omnirelay/omnirelay/internal/dataplane/router"
 	"github.com/omnirelay/omnirelay/internal/dataplane/secrets"
 	"github.com/omnirelay/omnirelay/internal/dataplane/stats"
@@ -325,6 +327,20 @@ func (rt *Runtime) compileHCM(lname string, hcm *hcmv3.HttpConnectionManager, ro
 	if d := hcm.GetRequestHeadersTimeout(); d != nil && d.AsDuration() > 0 {
 		cfg.RequestHeadersTimeout = d.AsDuration()
 	}
+	// Envoy's defaults: no normalization, XFF not appended, request ids
+	// generated (omnirelay.v1 sets the safer choices explicitly).
+	cfg.Paths = pathnorm.Options{
+		Normalize:      hcm.GetNormalizePath().GetValue(),
+		MergeSlashes:   hcm.GetMergeSlashes(),
+		EscapedSlashes: escapedSlashes(hcm.GetPathWithEscapedSlashesAction()),
+	}
+	cfg.Forwarded = forwarded.Options{
+		UseRemoteAddress:          hcm.GetUseRemoteAddress().GetValue(),
+		TrustedHops:               hcm.GetXffNumTrustedHops(),
+		SkipXFFAppend:             hcm.GetSkipXffAppend(),
+		GenerateRequestID:         hcm.GetGenerateRequestId() == nil || hcm.GetGenerateRequestId().GetValue(),
+		PreserveExternalRequestID: hcm.GetPreserveExternalRequestId(),
+	}
 	ls := rt.opt.Stats.Listener(lname)
 	cfg.Observe = func(_ *filter.Stream, status int, d time.Duration) {
 		ls.Request(status)
@@ -357,6 +373,18 @@ func (f filterStats) Counter(name string, _ ...string) filter.Counter {
 }
 
 // accessLogger is called with rt.mu held (from apply).
+func escapedSlashes(a hcmv3.HttpConnectionManager_PathWithEscapedSlashesAction) pathnorm.EscapedSlashes {
+	switch a {
+	case hcmv3.HttpConnectionManager_REJECT_REQUEST:
+		return pathnorm.RejectEscapedSlashes
+	case hcmv3.HttpConnectionManager_UNESCAPE_AND_REDIRECT:
+		return pathnorm.UnescapeAndRedirect
+	case hcmv3.HttpConnectionManager_UNESCAPE_AND_FORWARD:
+		return pathnorm.UnescapeAndForward
+	}
+	return pathnorm.KeepEscapedSlashes // KEEP_UNCHANGED and the unspecified default
+}
+
 func (rt *Runtime) accessLogger(al *accesslogv3.AccessLog) (*slog.Logger, error) {
 	var w io.Writer
 	switch typeName(al.GetTypedConfig()) {

@@ -115,12 +115,15 @@ type RBACPrincipal struct {
 	Any bool `yaml:"any"`
 	// Peer is the mTLS peer's SPIFFE ID; PeerPrefix matches a trust domain
 	// or namespace ("spiffe://mesh.local/ns/shop/").
-	Peer       string         `yaml:"peer"`
-	PeerPrefix string         `yaml:"peer_prefix"`
-	SourceIP   []string       `yaml:"source_ip"` // CIDRs, any of them
-	Header     *RBACHeader    `yaml:"header"`
-	JWT        *RBACJWTClaim  `yaml:"jwt"`
-	Not        *RBACPrincipal `yaml:"not"`
+	Peer       string   `yaml:"peer"`
+	PeerPrefix string   `yaml:"peer_prefix"`
+	SourceIP   []string `yaml:"source_ip"` // CIDRs, any of them: the direct peer
+	// RemoteIP matches the trusted client address (the x-forwarded-for
+	// entry the listener's trusted hops point at; the peer by default).
+	RemoteIP []string       `yaml:"remote_ip"`
+	Header   *RBACHeader    `yaml:"header"`
+	JWT      *RBACJWTClaim  `yaml:"jwt"`
+	Not      *RBACPrincipal `yaml:"not"`
 }
 
 // RBACHeader matches one request header: Exact, Prefix, Regex or Present.
@@ -315,7 +318,7 @@ func (v *validator) rbacPrincipal(m *RBACPrincipal, p string, depth int) {
 		v.errf(p, "nested too deeply")
 		return
 	}
-	if !m.Any && m.Peer == "" && m.PeerPrefix == "" && len(m.SourceIP) == 0 && m.Header == nil && m.JWT == nil && m.Not == nil {
+	if !m.Any && m.Peer == "" && m.PeerPrefix == "" && len(m.SourceIP) == 0 && len(m.RemoteIP) == 0 && m.Header == nil && m.JWT == nil && m.Not == nil {
 		v.errf(p, "empty principal (use any: true to match every caller)")
 	}
 	for _, x := range []struct{ f, val string }{{"peer", m.Peer}, {"peer_prefix", m.PeerPrefix}} {
@@ -326,6 +329,11 @@ func (v *validator) rbacPrincipal(m *RBACPrincipal, p string, depth int) {
 	for i, c := range m.SourceIP {
 		if _, err := ParseCIDR(c); err != nil {
 			v.errf(idx(p+".source_ip", i), "%v", err)
+		}
+	}
+	for i, c := range m.RemoteIP {
+		if _, err := ParseCIDR(c); err != nil {
+			v.errf(idx(p+".remote_ip", i), "%v", err)
 		}
 	}
 	if m.Header != nil {

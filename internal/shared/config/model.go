@@ -92,6 +92,22 @@ type Listener struct {
 	StreamIdleTimeout   *Duration     `yaml:"stream_idle_timeout"`
 	RequestTimeout      *Duration     `yaml:"request_timeout"`
 	XFFNumTrustedHops   uint32        `yaml:"xff_num_trusted_hops"`
+	// NormalizePath (default true) applies RFC 3986 normalization to the
+	// path before routing and forwarding; MergeSlashes (default true)
+	// collapses runs of '/'; PathWithEscapedSlashes is keep (default),
+	// reject, unescape_and_redirect or unescape_and_forward for %2F/%5C.
+	NormalizePath          *bool  `yaml:"normalize_path"`
+	MergeSlashes           *bool  `yaml:"merge_slashes"`
+	PathWithEscapedSlashes string `yaml:"path_with_escaped_slashes"`
+	// UseRemoteAddress (default true) makes the connection's peer the
+	// trusted client (with xff_num_trusted_hops counting proxies in front)
+	// and appends it to x-forwarded-for; SkipXFFAppend keeps the header as
+	// received. GenerateRequestID (default true) sets x-request-id, replacing
+	// an external client's unless PreserveExternalRequestID.
+	UseRemoteAddress          *bool `yaml:"use_remote_address"`
+	SkipXFFAppend             bool  `yaml:"skip_xff_append"`
+	GenerateRequestID         *bool `yaml:"generate_request_id"`
+	PreserveExternalRequestID bool  `yaml:"preserve_external_request_id"`
 	// TLS is required for https and not allowed otherwise.
 	TLS *ListenerTLS `yaml:"tls"`
 

@@ -150,6 +150,11 @@ func (v *validator) listener(l *Listener, p string) {
 		if l.MaxRequestHeadersKB > 8192 {
 			v.errf(p+".max_request_headers_kb", "must be at most 8192")
 		}
+		switch l.PathWithEscapedSlashes {
+		case "", "keep", "reject", "unescape_and_redirect", "unescape_and_forward":
+		default:
+			v.errf(p+".path_with_escaped_slashes", "%q is not one of keep, reject, unescape_and_redirect, unescape_and_forward", l.PathWithEscapedSlashes)
+		}
 	} else {
 		notAllowed("virtual_hosts", len(l.VirtualHosts) > 0, "")
 		v.networkFilters(l.Filters, proto, p+".filters") // extensions only (netext.go)
@@ -157,6 +162,13 @@ func (v *validator) listener(l *Listener, p string) {
 		notAllowed("stream_idle_timeout", l.StreamIdleTimeout != nil, "")
 		notAllowed("request_timeout", l.RequestTimeout != nil, "")
 		notAllowed("xff_num_trusted_hops", l.XFFNumTrustedHops != 0, "")
+		notAllowed("normalize_path", l.NormalizePath != nil, "")
+		notAllowed("merge_slashes", l.MergeSlashes != nil, "")
+		notAllowed("path_with_escaped_slashes", l.PathWithEscapedSlashes != "", "")
+		notAllowed("use_remote_address", l.UseRemoteAddress != nil, "")
+		notAllowed("skip_xff_append", l.SkipXFFAppend, "")
+		notAllowed("generate_request_id", l.GenerateRequestID != nil, "")
+		notAllowed("preserve_external_request_id", l.PreserveExternalRequestID, "")
 	}
 	switch proto {
 	case ProtocolHTTPS:

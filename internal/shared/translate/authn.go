@@ -299,15 +299,27 @@ func rbacPrincipal(p *config.RBACPrincipal) (*rbacconfv3.Principal, error) {
 	if p.PeerPrefix != "" {
 		all = append(all, authn(prefixMatch(p.PeerPrefix)))
 	}
-	if len(p.SourceIP) > 0 {
+	for _, ips := range []struct {
+		cidrs []string
+		make  func(*corev3.CidrRange) *rbacconfv3.Principal
+	}{
+		{p.SourceIP, func(c *corev3.CidrRange) *rbacconfv3.Principal {
+			return &rbacconfv3.Principal{Identifier: &rbacconfv3.Principal_DirectRemoteIp{DirectRemoteIp: c}}
+		}},
+		{p.RemoteIP, func(c *corev3.CidrRange) *rbacconfv3.Principal {
+			return &rbacconfv3.Principal{Identifier: &rbacconfv3.Principal_RemoteIp{RemoteIp: c}}
+		}},
+	} {
+		if len(ips.cidrs) == 0 {
+			continue
+		}
 		var or []*rbacconfv3.Principal
-		for _, c := range p.SourceIP {
+		for _, c := range ips.cidrs {
 			pfx, err := config.ParseCIDR(c)
 			if err != nil {
 				return nil, err
 			}
-			or = append(or, &rbacconfv3.Principal{Identifier: &rbacconfv3.Principal_DirectRemoteIp{DirectRemoteIp: &corev3.CidrRange{
-				AddressPrefix: pfx.Addr().String(), PrefixLen: wrapperspb.UInt32(uint32(pfx.Bits()))}}})
+			or = append(or, ips.make(&corev3.CidrRange{AddressPrefix: pfx.Addr().String(), PrefixLen: wrapperspb.UInt32(uint32(pfx.Bits()))}))
 		}
 		if len(or) == 1 {
 			all = append(all, or[0])

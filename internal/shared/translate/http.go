@@ -45,6 +45,23 @@ func (t *translator) hcm(l *config.Listener) (*listenerv3.Filter, error) {
 	if l.MaxRequestHeadersKB != 0 {
 		m.MaxRequestHeadersKb = wrapperspb.UInt32(l.MaxRequestHeadersKB)
 	}
+	// omnirelay.v1's defaults are the safe ones for an edge (Envoy's own
+	// are off): paths normalized and slashes merged before routing, the
+	// peer the trusted client, request ids generated.
+	on := func(b *bool) bool { return b == nil || *b }
+	m.NormalizePath = wrapperspb.Bool(on(l.NormalizePath))
+	m.MergeSlashes = on(l.MergeSlashes)
+	m.PathWithEscapedSlashesAction = map[string]hcmv3.HttpConnectionManager_PathWithEscapedSlashesAction{
+		"": hcmv3.HttpConnectionManager_IMPLEMENTATION_SPECIFIC_DEFAULT, "keep": hcmv3.HttpConnectionManager_KEEP_UNCHANGED,
+		"reject": hcmv3.HttpConnectionManager_REJECT_REQUEST, "unescape_and_redirect": hcmv3.HttpConnectionManager_UNESCAPE_AND_REDIRECT,
+		"unescape_and_forward": hcmv3.HttpConnectionManager_UNESCAPE_AND_FORWARD,
+	}[l.PathWithEscapedSlashes]
+	m.UseRemoteAddress = wrapperspb.Bool(on(l.UseRemoteAddress))
+	m.SkipXffAppend = l.SkipXFFAppend
+	if l.GenerateRequestID != nil {
+		m.GenerateRequestId = wrapperspb.Bool(*l.GenerateRequestID)
+	}
+	m.PreserveExternalRequestId = l.PreserveExternalRequestID
 	if l.IdleTimeout != nil {
 		m.CommonHttpProtocolOptions = &corev3.HttpProtocolOptions{IdleTimeout: duration(l.IdleTimeout)}
 	}

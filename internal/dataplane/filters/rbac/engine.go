@@ -23,7 +23,10 @@ type Input struct {
 	// Claims are the stream's verified JWT payloads (Stream.Attrs.Claims).
 	Claims []jwtauthn.Payload
 	Req    *message.Request
-	Source netip.AddrPort // the downstream peer (direct_remote_ip, remote_ip)
+	Source netip.AddrPort // the downstream peer (direct_remote_ip)
+	// Client is the trusted client address (remote_ip): the x-forwarded-for
+	// entry the listener's trusted hops point at, the peer by default.
+	Client netip.Addr
 	Dest   netip.AddrPort
 	// PeerIdentity is the peer's SPIFFE ID from mTLS, "" without one.
 	PeerIdentity string
@@ -254,8 +257,16 @@ func compilePrincipal(pb *rbacv3.Principal, depth int) (matcher, error) {
 	case *rbacv3.Principal_DirectRemoteIp:
 		return ipMatcher("direct_remote_ip", r.DirectRemoteIp)
 	case *rbacv3.Principal_RemoteIp:
-		// No trusted X-Forwarded-For handling yet: the remote is the peer.
-		return ipMatcher("remote_ip", r.RemoteIp)
+		pfx, err := cidr(r.RemoteIp)
+		if err != nil {
+			return nil, fmt.Errorf("remote_ip: %w", err)
+		}
+		return func(in *Input) bool {
+			if in.Client.IsValid() {
+				return pfx.Contains(in.Client.Unmap())
+			}
+			return pfx.Contains(in.Source.Addr().Unmap())
+		}, nil
 	case *rbacv3.Principal_SourceIp:
 		return ipMatcher("source_ip", r.SourceIp)
 	case *rbacv3.Principal_Header:

@@ -136,6 +136,7 @@ func InputFor(s *filter.Stream) Input {
 		Claims:       s.Attrs.Claims,
 		Req:          s.Req,
 		Source:       s.Downstream.RemoteAddr,
+		Client:       s.Client,
 		Dest:         s.Downstream.LocalAddr,
 		PeerIdentity: s.Downstream.PeerIdentity,
 	}
