@@ -109,8 +109,10 @@ func TestRoundTripToEveryEndpoint(t *testing.T) {
 // counts for neither.
 func TestReportFailureFeedsMetricsAndOutlierDetection(t *testing.T) {
 	c := static(t, "od", "127.0.0.1:1", "127.0.0.1:2")
+	// Envoy enforces gateway-failure ejection at 0% unless told otherwise.
 	c.OutlierDetection = &clusterv3.OutlierDetection{ConsecutiveGatewayFailure: wrapperspb.UInt32(3),
-		Consecutive_5Xx: wrapperspb.UInt32(100), MaxEjectionPercent: wrapperspb.UInt32(100),
+		EnforcingConsecutiveGatewayFailure: wrapperspb.UInt32(100),
+		Consecutive_5Xx:                    wrapperspb.UInt32(100), MaxEjectionPercent: wrapperspb.UInt32(100),
 		BaseEjectionTime: durationpb.New(time.Minute)}
 	st := stats.New()
 	cl := build(t, c, nil, st)
