@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"time"
 
@@ -76,7 +77,7 @@ func Build(c *clusterv3.Cluster, cla *endpointv3.ClusterLoadAssignment, prev *Cl
 	if err != nil {
 		return nil, fmt.Errorf("cluster %q: %w", cl.Name, err)
 	}
-	if cl.lb, err = lb.New(policy, eps, opts); err != nil {
+	if cl.lb, err = lb.NewPriority(levels(cla, eps), priorityOptions(c, cla, policy, opts)); err != nil {
 		return nil, fmt.Errorf("cluster %q: lb_policy: %w", cl.Name, err)
 	}
 	cl.Breaker = circuit.New(breakerLimits(c))
@@ -168,6 +169,83 @@ func h1TLS(c *tls.Config) *tls.Config {
 	return cc
 }
 
+// levels groups a cluster's endpoints by EDS priority (in order; absent
+// priorities are empty levels and take no traffic) and locality, each
+// locality with its load_balancing_weight (the sum of its endpoints'
+// weights when EDS sets none).
+func levels(cla *endpointv3.ClusterLoadAssignment, eps []*endpoint.Endpoint) []lb.Level {
+	weight := map[[2]string]uint32{}
+	for _, loc := range cla.GetEndpoints() {
+		if w := loc.GetLoadBalancingWeight().GetValue(); w > 0 {
+			weight[[2]string{fmt.Sprint(loc.GetPriority()), localityName(loc.GetLocality())}] = w
+		}
+	}
+	var prios []uint32
+	byPrio := map[uint32]map[string]*lb.Locality{}
+	order := map[uint32][]string{}
+	for _, e := range eps {
+		locs := byPrio[e.Priority]
+		if locs == nil {
+			locs = map[string]*lb.Locality{}
+			byPrio[e.Priority] = locs
+			prios = append(prios, e.Priority)
+		}
+		l := locs[e.Locality]
+		if l == nil {
+			l = &lb.Locality{Name: e.Locality, Weight: weight[[2]string{fmt.Sprint(e.Priority), e.Locality}]}
+			locs[e.Locality] = l
+			order[e.Priority] = append(order[e.Priority], e.Locality)
+		}
+		l.Endpoints = append(l.Endpoints, e)
+	}
+	slices.Sort(prios)
+	out := make([]lb.Level, 0, len(prios)+1)
+	for _, p := range prios {
+		var lv lb.Level
+		for _, name := range order[p] {
+			l := byPrio[p][name]
+			if l.Weight == 0 {
+				for _, e := range l.Endpoints {
+					l.Weight += e.Weight
+				}
+			}
+			lv.Localities = append(lv.Localities, *l)
+		}
+		out = append(out, lv)
+	}
+	if len(out) == 0 {
+		out = append(out, lb.Level{})
+	}
+	return out
+}
+
+// priorityOptions reads the EDS overprovisioning factor (default 140 %),
+// the cluster's healthy_panic_threshold (default 50 %) and whether
+// localities are weighted.
+func priorityOptions(c *clusterv3.Cluster, cla *endpointv3.ClusterLoadAssignment, policy lb.Policy, opts lb.Options) lb.PriorityOptions {
+	o := lb.PriorityOptions{Policy: policy, Options: opts}
+	if f := cla.GetPolicy().GetOverprovisioningFactor(); f != nil {
+		o.OverprovisioningFactor = float64(f.GetValue()) / 100
+	}
+	if t := c.GetCommonLbConfig().GetHealthyPanicThreshold(); t != nil {
+		v := t.GetValue()
+		o.PanicThreshold = &v
+	}
+	o.LocalityWeighted = c.GetCommonLbConfig().GetLocalityWeightedLbConfig() != nil
+	return o
+}
+
+func localityName(l *corev3.Locality) string {
+	if l == nil {
+		return ""
+	}
+	n := l.GetRegion() + "/" + l.GetZone()
+	if l.GetSubZone() != "" {
+		n += "/" + l.GetSubZone()
+	}
+	return n
+}
+
 func buildEndpoints(cla *endpointv3.ClusterLoadAssignment, prev *Cluster) ([]*endpoint.Endpoint, error) {
 	old := map[string]*endpoint.Endpoint{}
 	if prev != nil {
@@ -178,13 +256,7 @@ func buildEndpoints(cla *endpointv3.ClusterLoadAssignment, prev *Cluster) ([]*en
 	var eps []*endpoint.Endpoint
 	seen := map[string]bool{}
 	for li, loc := range cla.GetEndpoints() {
-		locality := ""
-		if l := loc.GetLocality(); l != nil {
-			locality = l.GetRegion() + "/" + l.GetZone()
-			if l.GetSubZone() != "" {
-				locality += "/" + l.GetSubZone()
-			}
-		}
+		locality := localityName(loc.GetLocality())
 		for ei, lep := range loc.GetLbEndpoints() {
 			switch lep.GetHealthStatus() {
 			case corev3.HealthStatus_UNHEALTHY, corev3.HealthStatus_DRAINING, corev3.HealthStatus_TIMEOUT:
