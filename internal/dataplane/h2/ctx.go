@@ -116,14 +116,18 @@ func (c *streamCtx) cancel(err error) {
 	}
 	funcs := c.funcs
 	c.funcs = c.funcs[len(c.funcs):]
-	w := c.watcher
-	c.watcher = nil
+	// The forwarder is told under c.mu: its unwatch (in clientStream.close)
+	// then waits for this call to end before the exchange is released to
+	// the pool, which a call made after Unlock could find half recycled
+	// (a nil connection). downstreamCancelled takes only the client
+	// connection's lock, which is never held while c.mu is taken.
+	if w := c.watcher; w != nil {
+		c.watcher = nil
+		w.downstreamCancelled()
+	}
 	c.mu.Unlock()
 	for _, af := range funcs {
 		go af.f()
-	}
-	if w != nil {
-		w.downstreamCancelled()
 	}
 }
 
