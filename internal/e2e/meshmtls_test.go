@@ -1,24 +1,14 @@
 package e2e
 
 import (
-	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
-	"os"
-	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/spiffe/go-spiffe/v2/spiffeid"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
-
-	cpidentity "github.com/omnirelay/omnirelay/internal/controlplane/identity"
-	"github.com/omnirelay/omnirelay/internal/controlplane/store"
 	"github.com/omnirelay/omnirelay/internal/dataplane/app"
 	"github.com/omnirelay/omnirelay/internal/dataplane/secrets"
 	"github.com/omnirelay/omnirelay/internal/testutil"
@@ -35,41 +25,8 @@ func TestMeshMTLSWithMeshKit(t *testing.T) {
 	webID := "spiffe://" + td + "/ns/shop/sa/web"
 	apiID := "spiffe://" + td + "/ns/shop/sa/api"
 
-	st, err := store.OpenBolt(filepath.Join(t.TempDir(), "meshkit.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = st.Close() })
-	ca, err := cpidentity.LoadOrCreateCA(context.Background(), st, spiffeid.RequireTrustDomainFromString(td), time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	svc, err := cpidentity.NewService(cpidentity.Options{CA: ca, Store: st, SVIDTTL: 2 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := grpc.NewServer(grpc.Creds(credentials.NewTLS(svc.ServerTLSConfig())))
-	svc.RegisterIdentity(srv)
-	served := make(chan struct{})
-	go func() { defer close(served); _ = srv.Serve(ln) }()
-	t.Cleanup(func() { srv.Stop(); <-served })
-
-	dir := t.TempDir()
-	caFile := filepath.Join(dir, "ca.pem")
-	if err := os.WriteFile(caFile, ca.RootsPEM(), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	token := func(node, id string) string {
-		tok, _, err := svc.CreateJoinToken(context.Background(), node, id, time.Minute)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return tok
-	}
+	ids := startIdentitySvc(t, td, 2*time.Second)
+	token := func(node, id string) string { return ids.token(t, node, id) }
 	backend := testutil.Serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.WriteString(w, r.Header.Get("x-peer"))
 	}))
@@ -92,7 +49,7 @@ listeners:
             request_headers_add: { x-peer: "%DOWNSTREAM_PEER_URI_SAN%" }
 clusters:
   - { name: app, endpoints: [`+backend+`] }
-`, &app.IdentityOptions{Address: ln.Addr().String(), JoinToken: token("b", apiID), CAFile: caFile, NodeID: "b"})
+`, &app.IdentityOptions{Address: ids.addr, JoinToken: token("b", apiID), CAFile: ids.caFile, NodeID: "b"})
 	a := start(`
 listeners:
   - name: out
@@ -108,7 +65,7 @@ clusters:
     endpoints: [`+bAddr+`]
     mtls: { identity: "`+apiID+`" }
     max_requests_per_connection: 5
-`, &app.IdentityOptions{Address: ln.Addr().String(), JoinToken: token("a", webID), CAFile: caFile, NodeID: "a"})
+`, &app.IdentityOptions{Address: ids.addr, JoinToken: token("a", webID), CAFile: ids.caFile, NodeID: "a"})
 
 	client := &http.Client{Timeout: 5 * time.Second}
 	call := func() error {

@@ -5,7 +5,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -19,13 +18,9 @@ import (
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	secretv3 "github.com/envoyproxy/go-control-plane/envoy/service/secret/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
-	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 
-	cpidentity "github.com/omnirelay/omnirelay/internal/controlplane/identity"
-	"github.com/omnirelay/omnirelay/internal/controlplane/store"
 	"github.com/omnirelay/omnirelay/internal/dataplane/app"
 	"github.com/omnirelay/omnirelay/internal/dataplane/identity"
 	"github.com/omnirelay/omnirelay/internal/dataplane/sds"
@@ -45,40 +40,8 @@ func TestSDSForEnvoyWorkload(t *testing.T) {
 	envoyID := "spiffe://" + td + "/ns/shop/sa/envoy-web"
 	apiID := "spiffe://" + td + "/ns/shop/sa/api"
 
-	st, err := store.OpenBolt(filepath.Join(t.TempDir(), "meshkit.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	ca, err := cpidentity.LoadOrCreateCA(context.Background(), st, spiffeid.RequireTrustDomainFromString(td), time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	svc, err := cpidentity.NewService(cpidentity.Options{CA: ca, Store: st, SVIDTTL: 2 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := grpc.NewServer(grpc.Creds(credentials.NewTLS(svc.ServerTLSConfig())))
-	svc.RegisterIdentity(srv)
-	served := make(chan struct{})
-	go func() { defer close(served); _ = srv.Serve(ln) }()
-	defer func() { srv.Stop(); <-served }()
-	dir := t.TempDir()
-	caFile := filepath.Join(dir, "ca.pem")
-	if err := os.WriteFile(caFile, ca.RootsPEM(), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	token := func(node, id string) string {
-		tok, _, err := svc.CreateJoinToken(context.Background(), node, id, time.Minute)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return tok
-	}
+	ids := startIdentitySvc(t, td, 2*time.Second)
+	token := func(node, id string) string { return ids.token(t, node, id) }
 
 	// The receiving side: an OmniRelay proxy requiring mesh mTLS from
 	// envoyID only, forwarding the peer's identity to the app.
@@ -87,7 +50,7 @@ func TestSDSForEnvoyWorkload(t *testing.T) {
 	}))
 	defer backend.Close()
 	inAddr := testutil.Addr(t)
-	cfg := filepath.Join(dir, "in.yaml")
+	cfg := filepath.Join(t.TempDir(), "in.yaml")
 	if err := os.WriteFile(cfg, []byte(`
 listeners:
   - name: in
@@ -106,10 +69,10 @@ clusters:
 		t.Fatal(err)
 	}
 	proxytest.StartWith(t, app.Options{ConfigPath: cfg, AdminAddress: "127.0.0.1:0", DrainTimeout: time.Second, Log: testutil.Logger(t).With("side", "proxy"),
-		Identity: &app.IdentityOptions{Address: ln.Addr().String(), JoinToken: token("in", apiID), CAFile: caFile, NodeID: "in"}})
+		Identity: &app.IdentityOptions{Address: ids.addr, JoinToken: token("in", apiID), CAFile: ids.caFile, NodeID: "in"}})
 
 	// The Envoy workload's node agent: identity agent + SDS on a socket.
-	agent, err := identity.NewAgent(identity.Config{Address: ln.Addr().String(), JoinToken: token("envoy-web", envoyID), CAFile: caFile,
+	agent, err := identity.NewAgent(identity.Config{Address: ids.addr, JoinToken: token("envoy-web", envoyID), CAFile: ids.caFile,
 		NodeID: "envoy-web", MinBackoff: 50 * time.Millisecond, Log: testutil.Logger(t).With("side", "agent")})
 	if err != nil {
 		t.Fatal(err)
