@@ -87,7 +87,10 @@ func startDemo(t *testing.T, c meshConfig, mod func(*demo.Options)) *demo.Demo {
 	t.Helper()
 	opt := demo.Options{
 		Log: testutil.Logger(t), Dir: t.TempDir(), XDSAddress: "127.0.0.1:0", APIAddress: "127.0.0.1:0",
-		Backends: c.backends(), Config: c.YAML(),
+		// A free admin port: the config's default (9901) would collide with
+		// anything else on the machine using it.
+		AdminAddress: testutil.Addr(t),
+		Backends:     c.backends(), Config: c.YAML(),
 	}
 	if mod != nil {
 		mod(&opt)
