@@ -59,10 +59,7 @@ func Install(ctx context.Context, c Config, b Backend) error {
 	if err := c.Validate(); err != nil {
 		return err
 	}
-	if !HasNetAdmin() {
-		return ErrNoNetAdmin
-	}
-	b, err := b.Resolve()
+	b, err := ready(b)
 	if err != nil {
 		return err
 	}
@@ -88,10 +85,7 @@ func Install(ctx context.Context, c Config, b Backend) error {
 // Cleanup removes every rule Install added in the current network
 // namespace. It succeeds when there is nothing to remove.
 func Cleanup(ctx context.Context, b Backend) error {
-	if !HasNetAdmin() {
-		return ErrNoNetAdmin
-	}
-	b, err := b.Resolve()
+	b, err := ready(b)
 	if err != nil {
 		return err
 	}
@@ -102,6 +96,14 @@ func Cleanup(ctx context.Context, b Backend) error {
 		return cleanupIPTables(ctx)
 	}
 	return fmt.Errorf("capture: unknown backend %q", b)
+}
+
+// ready checks the process may change the packet filter and resolves b.
+func ready(b Backend) (Backend, error) {
+	if !HasNetAdmin() {
+		return "", ErrNoNetAdmin
+	}
+	return b.Resolve()
 }
 
 func run(ctx context.Context, stdin string, name string, args ...string) error {
